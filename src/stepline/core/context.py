@@ -1,0 +1,120 @@
+"""The execution context: where steps save, which parents they run under, which phase."""
+from __future__ import annotations
+
+import os
+import tempfile
+from enum import Enum
+from pathlib import Path
+
+
+class ExecutionPhase(Enum):
+    """What a pipeline run is for; steps may behave differently per phase."""
+
+    UNSPECIFIED = "unspecified"
+    PRETRAIN = "pretrain"
+    TRAIN = "train"
+    VALIDATION = "validation"
+    TEST = "test"
+    PROD = "prod"
+
+
+class _Root:
+    """A root folder shared by a context and every context pushed from it.
+
+    With no folder given, a temporary one is created on first use only, so
+    creating a context has no side effect.
+    """
+
+    __slots__ = ("_path",)
+
+    def __init__(self, path):
+        self._path = None if path is None else Path(os.fspath(path))
+
+    def get(self) -> Path:
+        if self._path is None:
+            self._path = Path(tempfile.mkdtemp(prefix="stepline-"))
+        return self._path
+
+
+class ExecutionContext:
+    """Root folder, stack of parent steps, execution phase and stripped saver.
+
+    ``ExecutionContext(root).load("name")`` loads a saved step; ``push(step)``
+    returns the context a child of ``step`` runs in.
+    """
+
+    __slots__ = ("_root", "parents", "execution_phase", "_stripped_saver")
+
+    def __init__(self, root=None, execution_phase: ExecutionPhase = ExecutionPhase.UNSPECIFIED,
+                 stripped_saver=None, parents: tuple = ()):
+        self._root = root if isinstance(root, _Root) else _Root(root)
+        self.parents = tuple(parents)
+        self.execution_phase = execution_phase
+        self._stripped_saver = stripped_saver
+
+    @staticmethod
+    def of(context) -> "ExecutionContext":
+        """``context`` itself, or a fresh context when it is ``None``."""
+        return context if context is not None else ExecutionContext()
+
+    @property
+    def root(self) -> Path:
+        """The root folder (a temporary folder is made on first access if none was given)."""
+        return self._root.get()
+
+    @property
+    def stripped_saver(self):
+        """The saver that runs last on what the step's own savers left (joblib by default)."""
+        if self._stripped_saver is None:
+            from stepline.saving.savers import JoblibStepSaver
+            self._stripped_saver = JoblibStepSaver()
+        return self._stripped_saver
+
+    def push(self, step) -> "ExecutionContext":
+        """The context for the children of ``step``."""
+        cx = ExecutionContext.__new__(ExecutionContext)
+        cx._root = self._root
+        cx.parents = self.parents + (step,)
+        cx.execution_phase = self.execution_phase
+        cx._stripped_saver = self._stripped_saver
+        return cx
+
+    def pop(self) -> "ExecutionContext":
+        """The context of the last parent's own parent."""
+        return ExecutionContext(self._root, self.execution_phase, self._stripped_saver, self.parents[:-1])
+
+    def with_root(self, root) -> "ExecutionContext":
+        """The same context over another root folder."""
+        return ExecutionContext(root, self.execution_phase, self._stripped_saver, self.parents)
+
+    def set_execution_phase(self, phase: ExecutionPhase) -> "ExecutionContext":
+        """A copy of this context in another phase."""
+        return ExecutionContext(self._root, phase, self._stripped_saver, self.parents)
+
+    def get_names(self) -> list[str]:
+        """The names of the parent steps, outermost first."""
+        return [p.name for p in self.parents]
+
+    def get_path(self, include_root: bool = True) -> Path:
+        """``root/<parent names…>``: the folder of the innermost parent."""
+        relative = Path(*self.get_names()) if self.parents else Path()
+        return self.root / relative if include_root else relative
+
+    def mkdir(self) -> Path:
+        """Create :meth:`get_path` (and its parents) and return it."""
+        path = self.get_path()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def load(self, path: str, mmap_mode: str | None = None, verify=True):
+        """Load the step saved at ``root/<path>`` (``"name"`` or ``"name/child"``)."""
+        from stepline.saving import load_step
+        return load_step(self, path, mmap_mode=mmap_mode, verify=verify)
+
+    def __repr__(self) -> str:
+        root = self._root._path
+        return (f"ExecutionContext(root={str(root) if root else None!r}, "
+                f"parents={self.get_names()}, phase={self.execution_phase.name})")
+
+
+CX = ExecutionContext

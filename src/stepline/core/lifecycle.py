@@ -1,0 +1,155 @@
+"""Lifecycle guards installed on every step class.
+
+A user overrides the plain public methods (``setup``, ``teardown``, ``fit``,
+``transform``, …) and may or may not call ``super()``. Each step class gets its
+lifecycle methods wrapped once, when the class is created, so that on every path:
+
+- ``setup`` is idempotent, always returns the step and sets ``is_initialized``;
+- ``teardown`` is idempotent, always returns the step and clears ``is_initialized``;
+- ``fit``/``transform``/``fit_transform``/``predict`` set the step up on first use;
+- ``transform`` on a step that needs fitting and was never fitted raises
+  :class:`NotFittedError`;
+- ``fit`` marks the returned step fitted and changed (invalidated).
+
+Only the outermost call of a ``super()`` chain manages the flags.
+"""
+from __future__ import annotations
+
+import functools
+
+from stepline.core.errors import NotFittedError
+
+_GUARDED = "__stepline_guarded__"
+_BUSY = "_stepline_lifecycle_busy"
+
+
+def trivial_fit(fn):
+    """Mark a ``fit``/``fit_transform`` that learns nothing by itself.
+
+    A step whose own ``fit`` is trivial never needs fitting, and calling it does not
+    mark the step changed (a ``fit_transform`` that only delegates to ``fit`` is
+    marked trivial too: ``fit`` does the marking).
+    """
+    fn._stepline_trivial_fit = True
+    return fn
+
+
+def _guard_setup(fn):
+    @functools.wraps(fn)
+    def setup(self, context=None):
+        if self.is_initialized:
+            return self
+        state = self.__dict__
+        if state.get(_BUSY):  # a super().setup() inside a user's setup
+            fn(self, context)
+            return self
+        state[_BUSY] = True
+        try:
+            fn(self, context)
+        finally:
+            del state[_BUSY]
+        self.is_initialized = True
+        return self
+    return setup
+
+
+def _guard_teardown(fn):
+    @functools.wraps(fn)
+    def teardown(self):
+        if not self.is_initialized:
+            return self
+        state = self.__dict__
+        if state.get(_BUSY):
+            fn(self)
+            return self
+        state[_BUSY] = True
+        try:
+            fn(self)
+        finally:
+            del state[_BUSY]
+        self.is_initialized = False
+        return self
+    return teardown
+
+
+def _not_fitted(step) -> NotFittedError:
+    return NotFittedError(
+        f"step {step.name!r} ({type(step).__name__}) is not fitted: "
+        f"call fit (or fit_transform) before transform or predict")
+
+
+def _mark_fitted(step, fitted, method: str, learns: bool = True):
+    """Return the fitted step, marked fitted and (when its fit learns) changed."""
+    if fitted is None:
+        fitted = step
+    elif not hasattr(fitted, "_needs_fit"):
+        raise TypeError(
+            f"{type(step).__name__}.{method} of step {step.name!r} returned "
+            f"{type(fitted).__name__}; it must return the fitted step (usually `return self`)")
+    fitted.is_fitted = True
+    if learns:
+        fitted._invalidated = True
+    return fitted
+
+
+def _guard_fit(fn):
+    learns = not getattr(fn, "_stepline_trivial_fit", False)
+
+    @functools.wraps(fn)
+    def fit(self, data_inputs, expected_outputs=None, *args, **kwargs):
+        if not self.is_initialized:
+            self._lazy_setup()
+        fitted = fn(self, data_inputs, expected_outputs, *args, **kwargs)
+        return _mark_fitted(self, fitted, "fit", learns)
+    return fit
+
+
+def _guard_fit_transform(fn):
+    learns = not getattr(fn, "_stepline_trivial_fit", False)
+
+    @functools.wraps(fn)
+    def fit_transform(self, data_inputs, expected_outputs=None, *args, **kwargs):
+        if not self.is_initialized:
+            self._lazy_setup()
+        result = fn(self, data_inputs, expected_outputs, *args, **kwargs)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise TypeError(
+                f"{type(self).__name__}.fit_transform of step {self.name!r} must return "
+                f"(fitted_step, outputs), got {type(result).__name__}")
+        return _mark_fitted(self, result[0], "fit_transform", learns), result[1]
+    return fit_transform
+
+
+def _guard_transform(fn):
+    @functools.wraps(fn)
+    def transform(self, data_inputs, *args, **kwargs):
+        if not self.is_initialized:
+            self._lazy_setup()
+        if self._needs_fit and not self.is_fitted:
+            raise _not_fitted(self)
+        return fn(self, data_inputs, *args, **kwargs)
+    return transform
+
+
+_GUARDS = {
+    "setup": _guard_setup,
+    "teardown": _guard_teardown,
+    "fit": _guard_fit,
+    "fit_transform": _guard_fit_transform,
+    "transform": _guard_transform,
+    "predict": _guard_transform,
+}
+
+
+def install_lifecycle_guards(cls) -> None:
+    """Wrap ``cls``'s lifecycle methods (own or inherited from mixins) once."""
+    own_fit = cls.__dict__.get("fit")
+    if own_fit is not None and "_needs_fit" not in cls.__dict__:
+        cls._needs_fit = not getattr(own_fit, "_stepline_trivial_fit", False)
+    for name, guard in _GUARDS.items():
+        fn = getattr(cls, name, None)
+        if fn is not None and not getattr(fn, _GUARDED, False):
+            wrapped = guard(fn)
+            setattr(wrapped, _GUARDED, True)
+            wrapped.__wrapped_lifecycle__ = fn
+            setattr(cls, name, wrapped)

@@ -1,0 +1,1 @@
+"""Hyperparameter distributions, spaces and samples."""

@@ -1,0 +1,59 @@
+"""``Pipeline``: steps run in order, each fitted on what the previous ones output."""
+from __future__ import annotations
+
+from stepline.core.composite import TruncableSteps
+from stepline.core.context import ExecutionContext
+
+
+class Pipeline(TruncableSteps):
+    """Run steps in sequence.
+
+    ``Pipeline([step, ("name", step), …], cache_folder=None)``. ``fit`` fits each
+    step on the outputs of the ones before it; ``transform`` chains the
+    transforms. ``cache_folder`` is the default root for :meth:`save`.
+    """
+
+    def __init__(self, steps=(), cache_folder=None, hyperparams=None, hyperparams_space=None,
+                 name=None, savers=None):
+        super().__init__(steps, hyperparams=hyperparams, hyperparams_space=hyperparams_space,
+                         name=name, savers=savers)
+        self.cache_folder = cache_folder
+
+    def handle_transform(self, data_container, context):
+        context = context.push(self)
+        for step in self.steps_as_tuple:
+            data_container = step.handle_transform(data_container, context)
+        return data_container
+
+    def handle_fit_transform(self, data_container, context):
+        context = context.push(self)
+        fitted = []
+        for step in self.steps_as_tuple:
+            step, data_container = step.handle_fit_transform(data_container, context)
+            fitted.append(step)
+        self._keep_fitted(fitted)
+        return self, data_container
+
+    def handle_fit(self, data_container, context):
+        context = context.push(self)
+        steps = self.steps_as_tuple
+        fitted = []
+        for step in steps[:-1]:
+            step, data_container = step.handle_fit_transform(data_container, context)
+            fitted.append(step)
+        if steps:
+            fitted.append(steps[-1].handle_fit(data_container, context))
+        self._keep_fitted(fitted)
+        return self
+
+    def _keep_fitted(self, fitted: list) -> None:
+        if any(a is not b for a, b in zip(fitted, self.steps_as_tuple)):
+            for new, old in zip(fitted, self.steps_as_tuple):
+                new.name = old.name
+            self._set_steps(fitted)
+
+    def save(self, context: ExecutionContext | None = None, full_dump: bool = False):
+        """Save under ``context`` (default: ``ExecutionContext(cache_folder)``)."""
+        if context is None:
+            context = ExecutionContext(self.cache_folder)
+        return super().save(context, full_dump=full_dump)

@@ -1,0 +1,28 @@
+"""Saving and loading steps: savers, manifests, integrity checks, atomic dumps."""
+from stepline.saving.savers import BaseSaver, ChildrenSaver, JoblibStepSaver
+
+
+def save_step(step, context=None, full_dump: bool = False):
+    """Save ``step`` under ``context`` (see :mod:`stepline.saving.procedure`)."""
+    from stepline.saving.procedure import save_step as save
+    return save(step, context, full_dump=full_dump)
+
+
+def load_step(context, path, mmap_mode=None, verify=True):
+    """Load the step saved at ``context.root/path`` (see :mod:`stepline.saving.procedure`)."""
+    from stepline.saving.procedure import load_step as load
+    return load(context, path, mmap_mode=mmap_mode, verify=verify)
+
+
+def __getattr__(name):
+    from stepline.saving import errors
+    if hasattr(errors, name):
+        return getattr(errors, name)
+    raise AttributeError(f"module 'stepline.saving' has no attribute {name!r}")
+
+
+__all__ = [
+    "save_step", "load_step", "BaseSaver", "JoblibStepSaver", "ChildrenSaver", "StepLoadError",
+    "NotADumpError", "ManifestError", "MissingFileError", "CorruptFileError", "IncompatibleDumpError",
+    "UnpicklingError", "VersionMismatchWarning",
+]

@@ -1,0 +1,199 @@
+"""File records (size + SHA-256), their verification, and the stat cache that spares re-hashing.
+
+A record is ``{"size": int, "sha256": hex}``. Verifying a folder against its records
+always checks sizes; contents are hashed unless the *stat cache* vouches for them.
+
+The stat cache (``.stepline-verified.json``, never listed in a manifest) works like git's
+index: it maps a file name to ``[size, mtime_ns, ctime_ns, inode, sha256]`` as seen when
+the file was last written or fully hashed. A file whose ``os.stat`` still matches and whose
+cached hash equals the manifest's is trusted. Any write through the filesystem changes the
+ctime, and a copy changes the inode, so such files are hashed again. As in git, an entry
+whose ctime is not strictly older than the cache file itself is "racy" (the file could have
+changed within the same clock tick) and is never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+
+from .errors import CorruptFileError, ManifestError, MissingFileError, StepLoadError
+
+STAT_CACHE_NAME = ".stepline-verified.json"
+_CACHE_FORMAT = "stepline-stat-cache"
+_HASH_CHUNK = 8 << 20
+_PARALLEL_MIN_BYTES = 1 << 20
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+# ---------------------------------------------------------------- hashing
+
+def sha256_bytes(data) -> str:
+    """SHA-256 hex digest of a bytes-like object (releases the GIL on large buffers)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path) -> str:
+    """SHA-256 hex digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    chunk = bytearray(_HASH_CHUNK)
+    view = memoryview(chunk)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(chunk):
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+def workers_for(count: int) -> int:
+    """Threads worth using for ``count`` independent hash/IO jobs."""
+    return max(1, min(count, os.cpu_count() or 1, 8))
+
+
+def _hash_files(paths: list[Path], total_bytes: int) -> list[str]:
+    """Hash files, in parallel threads when there is enough to gain."""
+    if len(paths) < 2 or total_bytes < _PARALLEL_MIN_BYTES:
+        return [sha256_file(p) for p in paths]
+    with ThreadPoolExecutor(workers_for(len(paths))) as pool:
+        return list(pool.map(sha256_file, paths))
+
+
+# ---------------------------------------------------------------- records
+
+def check_records(files, folder) -> None:
+    """Raise :class:`ManifestError` unless ``files`` is a well-formed ``{name: record}`` map."""
+    where = Path(folder) / "stepline.json"
+    if not isinstance(files, dict):
+        raise ManifestError(f"{where}: 'files' must be an object, not {type(files).__name__}")
+    for name, record in files.items():
+        parts = PurePosixPath(name).parts
+        if not name or name.startswith("/") or "\\" in name or ".." in parts or name == STAT_CACHE_NAME:
+            raise ManifestError(f"{where}: invalid file name {name!r} in 'files'")
+        if not (isinstance(record, dict) and type(record.get("size")) is int and record["size"] >= 0
+                and isinstance(record.get("sha256"), str) and _SHA256_HEX.fullmatch(record["sha256"])):
+            raise ManifestError(f"{where}: malformed record for {name!r}: {record!r} "
+                                f"(expected {{'size': int, 'sha256': 64 hex digits}})")
+
+
+def file_records(folder, names) -> dict[str, dict]:
+    """Hash files already written in ``folder``; return their records and cache their stats.
+
+    For savers that write their own files (model weights, ...) next to the step's pickle.
+    """
+    folder = Path(folder)
+    paths = [folder / n for n in names]
+    stats = [os.stat(p) for p in paths]
+    digests = _hash_files(paths, sum(s.st_size for s in stats))
+    update_stat_cache(folder, {n: stat_entry(s, h) for n, s, h in zip(names, stats, digests)}, settle=True)
+    return {n: {"size": s.st_size, "sha256": h} for n, s, h in zip(names, stats, digests)}
+
+
+def verify_files(folder, files: dict, verify=True) -> None:
+    """Check every file of ``files`` in ``folder`` before anything is unpickled.
+
+    ``verify=True`` hashes the files the stat cache does not vouch for, ``"full"`` hashes
+    all of them, ``False`` checks sizes only. Raises :class:`MissingFileError` or
+    :class:`CorruptFileError` naming the first bad file.
+    """
+    if verify not in (True, False, "full"):
+        raise ValueError(f"verify must be True, False or 'full', not {verify!r}")
+    folder = Path(folder)
+    check_records(files, folder)
+    names = sorted(files)
+    stats = {n: _checked_stat(folder / n, files[n]["size"]) for n in names}
+    if not verify:
+        return
+    cache = {} if verify == "full" else load_stat_cache(folder)
+    todo = [n for n in names if not _trusted(cache.get(n), stats[n], files[n]["sha256"])]
+    if not todo:
+        return
+    try:
+        digests = _hash_files([folder / n for n in todo], sum(stats[n].st_size for n in todo))
+    except OSError as e:
+        raise StepLoadError(f"{e.filename}: cannot read ({e.strerror or e})") from e
+    for name, digest in zip(todo, digests):
+        expected = files[name]["sha256"]
+        if digest != expected:
+            raise CorruptFileError(f"{folder / name}: SHA-256 mismatch (manifest {expected[:12]}…, "
+                                   f"file {digest[:12]}…): the file was modified or corrupted")
+    update_stat_cache(folder, {n: stat_entry(stats[n], d) for n, d in zip(todo, digests)})
+
+
+def _checked_stat(path: Path, size: int) -> os.stat_result:
+    """``os.stat`` of a listed file, raising a clear error if it is absent or mis-sized."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as e:
+        raise MissingFileError(f"{path}: missing: the manifest lists this file ({size} bytes) "
+                               f"but it is absent") from e
+    except OSError as e:
+        raise StepLoadError(f"{path}: cannot stat ({e.strerror or e})") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise CorruptFileError(f"{path}: not a regular file")
+    if st.st_size != size:
+        how = "truncated" if st.st_size < size else "modified or appended to"
+        raise CorruptFileError(f"{path}: size {st.st_size} bytes, manifest says {size}: "
+                               f"the file was {how}")
+    return st
+
+
+# ---------------------------------------------------------------- stat cache
+
+def stat_entry(st: os.stat_result, sha256: str) -> list:
+    """The cache entry ``[size, mtime_ns, ctime_ns, inode, sha256]`` for a stat result."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, sha256]
+
+
+def _trusted(entry, st: os.stat_result, sha256: str) -> bool:
+    return entry is not None and entry == stat_entry(st, sha256)
+
+
+def load_stat_cache(folder) -> dict[str, list]:
+    """The cache's trustworthy entries; ``{}`` if it is missing or unreadable."""
+    path = Path(folder) / STAT_CACHE_NAME
+    try:
+        with open(path, "rb") as f:
+            written_ns = os.fstat(f.fileno()).st_mtime_ns
+            data = json.loads(f.read())
+        entries = data["files"] if data.get("format") == _CACHE_FORMAT else {}
+        return {n: e for n, e in entries.items() if _valid_entry(e) and e[2] < written_ns}
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return {}
+
+
+def _valid_entry(e) -> bool:
+    return (isinstance(e, list) and len(e) == 5 and all(type(x) is int for x in e[:4])
+            and isinstance(e[4], str))
+
+
+def update_stat_cache(folder, entries: dict[str, list], settle: bool = False) -> None:
+    """Merge ``entries`` into the folder's stat cache, atomically; never raises.
+
+    With ``settle``, wait (a clock tick at most, usually nothing) until the cache file is
+    strictly newer than the files it describes, so the entries are trusted right away.
+    """
+    folder = Path(folder)
+    path = folder / STAT_CACHE_NAME
+    merged = {**load_stat_cache(folder), **entries}
+    tmp = folder / f"{STAT_CACHE_NAME}.tmp-{secrets.token_hex(4)}"
+    try:
+        tmp.write_text(json.dumps({"format": _CACHE_FORMAT, "files": merged}), encoding="utf-8")
+        os.replace(tmp, path)
+        if settle and entries:
+            _settle(path, max(e[2] for e in entries.values()))
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a read-only dump simply stays uncached
+
+
+def _settle(path: Path, newest_ctime_ns: int, max_wait_s: float = 0.2) -> None:
+    """Touch ``path`` until its mtime is strictly after ``newest_ctime_ns``."""
+    deadline = time.monotonic() + max_wait_s
+    while os.stat(path).st_mtime_ns <= newest_ctime_ns and time.monotonic() < deadline:
+        time.sleep(0.001)
+        os.utime(path)

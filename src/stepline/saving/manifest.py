@@ -1,0 +1,158 @@
+"""The JSON manifest of a step folder, and the runtime versions it records.
+
+A manifest is plain JSON (``stepline.json``) so that anything, ``json`` alone included,
+can read what a dump holds without unpickling it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import sys
+import warnings
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from .errors import ManifestError, NotADumpError, VersionMismatchWarning
+
+MANIFEST_NAME = "stepline.json"
+FORMAT = "stepline-dump"
+FORMAT_VERSION = 1
+
+#: Distribution name -> module name of the libraries always recorded.
+CORE_PACKAGES = {"stepline": "stepline", "numpy": "numpy", "joblib": "joblib", "cloudpickle": "cloudpickle"}
+#: Recorded only when the saving process has imported them.
+OPTIONAL_PACKAGES = {"scikit-learn": "sklearn", "torch": "torch", "dask": "dask"}
+
+
+def write_manifest(folder, data: dict) -> dict:
+    """Write ``data`` plus format, format_version and created time to ``folder/stepline.json``.
+
+    The write is atomic (temp file + ``os.replace``). Returns the dict written.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    full.update((k, v) for k, v in data.items() if k not in full)
+    text = json.dumps(full, indent=2, ensure_ascii=False, default=_json_default)
+    tmp = folder / f".{MANIFEST_NAME}.tmp-{secrets.token_hex(4)}"
+    try:
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, folder / MANIFEST_NAME)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return full
+
+
+def read_manifest(folder) -> dict:
+    """Read and check ``folder/stepline.json``.
+
+    Raises :class:`NotADumpError` when the folder or the manifest is missing and
+    :class:`ManifestError` when the manifest is unreadable, invalid, foreign or newer.
+    """
+    folder = Path(folder)
+    path = folder / MANIFEST_NAME
+    if not folder.is_dir():
+        reason = "not a folder" if folder.exists() else "no such folder"
+        raise NotADumpError(f"{folder}: {reason}: there is no stepline dump here")
+    if not path.is_file():
+        raise NotADumpError(f"{folder}: not a stepline dump (no {MANIFEST_NAME}){_hint_children(folder)}")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read the manifest ({e.strerror or e})") from e
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ManifestError(f"{path}: invalid JSON ({e}): the manifest is corrupted") from e
+    _check_format(path, data)
+    if "files" in data:
+        from .integrity import check_records
+        check_records(data["files"], folder)
+    return data
+
+
+def _check_format(path: Path, data) -> None:
+    """Raise :class:`ManifestError` unless ``data`` is a stepline manifest this version reads."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ManifestError(f"{path}: not a stepline manifest (format {found!r}, expected {FORMAT!r})")
+    version = data.get("format_version")
+    if type(version) is not int or version < 1:
+        raise ManifestError(f"{path}: unknown format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ManifestError(f"{path}: format version {version} is newer than this stepline reads "
+                            f"({FORMAT_VERSION}): upgrade stepline to load this dump")
+
+
+def _hint_children(folder: Path) -> str:
+    """Name the sub-folders that are dumps, for a user who pointed at the parent."""
+    try:
+        names = sorted(p.name for p in folder.iterdir() if (p / MANIFEST_NAME).is_file())
+    except OSError:
+        return ""
+    return f"; it contains the dumps {', '.join(names[:10])}" if names else ""
+
+
+def _json_default(value):
+    """Convert NumPy scalars/arrays and paths; refuse anything else clearly."""
+    if hasattr(value, "tolist") and type(value).__module__ == "numpy":
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"manifest value {value!r} of type {type(value).__name__} is not JSON serialisable")
+
+
+def runtime_versions() -> dict:
+    """Versions of Python, stepline and the main libraries in this process.
+
+    scikit-learn, torch and dask are listed only when already imported, so that a dump
+    records what it used; nothing is imported here (versions come from package metadata).
+    """
+    versions = {"python": platform.python_version()}
+    for dist in CORE_PACKAGES:
+        versions[dist] = _installed_version(dist)
+    for dist, module in OPTIONAL_PACKAGES.items():
+        if module in sys.modules:
+            versions[dist] = _installed_version(dist)
+    return versions
+
+
+def _installed_version(dist: str) -> str | None:
+    """The installed version of ``dist``, falling back to its module's ``__version__``."""
+    if dist == "python":
+        return platform.python_version()
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        module = sys.modules.get(CORE_PACKAGES.get(dist) or OPTIONAL_PACKAGES.get(dist, dist))
+        return getattr(module, "__version__", None)
+
+
+def version_differences(recorded: dict) -> list[str]:
+    """Human lines, one per package whose recorded version differs from the running one.
+
+    e.g. ``"numpy: saved with 2.3.0, running 2.4.6"``.
+    """
+    lines = []
+    for dist, saved in sorted(recorded.items()):
+        if saved is None:
+            continue
+        running = _installed_version(dist)
+        if running is None:
+            lines.append(f"{dist}: saved with {saved}, not installed")
+        elif str(running) != str(saved):
+            lines.append(f"{dist}: saved with {saved}, running {running}")
+    return lines
+
+
+def warn_version_differences(recorded: dict, where) -> list[str]:
+    """Emit one :class:`VersionMismatchWarning` per differing package; return the lines."""
+    lines = version_differences(recorded)
+    for line in lines:
+        warnings.warn(f"{where}: {line}", VersionMismatchWarning, stacklevel=2)
+    return lines

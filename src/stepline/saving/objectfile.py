@@ -1,0 +1,204 @@
+"""One Python object on disk: a cloudpickle stream plus one raw file per big buffer.
+
+The object is pickled with cloudpickle, protocol 5. Buffers of at least 64 KiB (NumPy
+array data) go out of band, each to its own uncompressed file ``buffer-000.bin``, ...,
+so that loading can read them straight into place or map them. Classes and functions
+defined in ``__main__`` are pickled by value, so another process loads them without the
+source; the stream's record then notes them and the Python version they need.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import platform
+import re
+import types
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+
+from .errors import (CorruptFileError, IncompatibleDumpError, ManifestError, NotADumpError,
+                     StepLoadError, UnpicklingError)
+from .integrity import check_records, sha256_bytes, stat_entry, update_stat_cache, verify_files, workers_for
+
+STREAM_NAME = "step.pkl"
+PROTOCOL = 5
+BUFFER_MIN_BYTES = 64 << 10
+_THREAD_MIN_BYTES = 1 << 20
+_BUFFER_NAME = re.compile(r"buffer-(\d{3,})\.bin")
+_MMAP_MODES = (None, "r", "r+", "c")
+_HINT = ("the class must be importable when loading, or defined in __main__ when saving "
+         "(then it is stored by value)")
+
+
+def buffer_name(index: int) -> str:
+    """File name of the ``index``-th out-of-band buffer."""
+    return f"buffer-{index:03d}.bin"
+
+
+# ---------------------------------------------------------------- writing
+
+def write_object(obj, folder) -> dict[str, dict]:
+    """Pickle ``obj`` into ``folder``; return ``{filename: {"size", "sha256"}}``.
+
+    Files are hashed from memory in worker threads while the main thread writes them.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stream, buffers, by_value = _dumps(obj)
+    names = [STREAM_NAME] + [buffer_name(i) for i in range(len(buffers))]
+    datas = [stream] + buffers
+    digests = _write_and_hash(folder, names, datas)
+    stats = [os.stat(folder / n) for n in names]
+    update_stat_cache(folder, {n: stat_entry(s, d) for n, s, d in zip(names, stats, digests)}, settle=True)
+    records = {n: {"size": d.nbytes, "sha256": h} for n, d, h in zip(names, datas, digests)}
+    if by_value:
+        records[STREAM_NAME].update(python=platform.python_version(), by_value=sorted(by_value))
+    return records
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle's pickler, noting what it pickles by value and unpacking strided arrays."""
+
+    def __init__(self, file, buffer_callback):
+        super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
+        self.by_value: set[str] = set()
+
+    def reducer_override(self, obj):
+        if type(obj) is np.ndarray and obj.nbytes >= BUFFER_MIN_BYTES and not obj.dtype.hasobject \
+                and not (obj.flags.c_contiguous or obj.flags.f_contiguous):
+            return obj.copy(order="K").__reduce_ex__(PROTOCOL)  # out of band, not tobytes() in band
+        if isinstance(obj, (type, types.FunctionType)) and _pickled_by_value(obj):
+            self.by_value.add(f"{obj.__module__}.{obj.__qualname__}")
+        return super().reducer_override(obj)
+
+
+def _pickled_by_value(obj) -> bool:
+    """Whether cloudpickle stores this class or function by value."""
+    by_reference = getattr(cloudpickle.cloudpickle, "_should_pickle_by_reference", None)
+    try:
+        return not by_reference(obj) if by_reference else obj.__module__ == "__main__"
+    except Exception:
+        return False
+
+
+def _dumps(obj) -> tuple[memoryview, list[memoryview], set[str]]:
+    """Pickle ``obj``: the stream, the out-of-band buffers, the by-value names."""
+    out = io.BytesIO()
+    buffers: list[memoryview] = []
+
+    def keep_big(buffer: pickle.PickleBuffer) -> bool:
+        raw = buffer.raw()
+        if raw.nbytes < BUFFER_MIN_BYTES:
+            return True  # in band
+        buffers.append(raw)
+        return False
+
+    pickler = _Pickler(out, buffer_callback=keep_big)
+    pickler.dump(obj)
+    return out.getbuffer(), buffers, pickler.by_value
+
+
+def _write_and_hash(folder: Path, names: list[str], datas: list[memoryview]) -> list[str]:
+    """Write each buffer to its file while threads hash the big ones; return the digests."""
+    big = [i for i, d in enumerate(datas) if d.nbytes >= _THREAD_MIN_BYTES]
+    with ThreadPoolExecutor(workers_for(len(big))) if big else nullcontext() as pool:
+        pending = {i: pool.submit(sha256_bytes, datas[i]) for i in big}
+        for name, data in zip(names, datas):
+            with open(folder / name, "wb") as f:
+                f.write(data)
+        return [pending[i].result() if i in pending else sha256_bytes(d) for i, d in enumerate(datas)]
+
+
+# ---------------------------------------------------------------- reading
+
+def read_object(folder, files: dict, mmap_mode=None, verify=True):
+    """Verify the files of ``folder`` against ``files``, then unpickle the object.
+
+    ``mmap_mode`` (``"r"``, ``"r+"``, ``"c"``) maps the buffer files instead of reading
+    them, so arrays come back backed by ``np.memmap``. ``verify``: ``True`` trusts the stat
+    cache, ``"full"`` re-hashes everything, ``False`` checks sizes only.
+    """
+    if mmap_mode not in _MMAP_MODES:
+        raise ValueError(f"mmap_mode must be one of {_MMAP_MODES}, not {mmap_mode!r}")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NotADumpError(f"{folder}: no such folder: there is no stepline dump here")
+    check_records(files, folder)
+    if STREAM_NAME not in files:
+        raise ManifestError(f"{folder}: the manifest lists no {STREAM_NAME}")
+    stream_path = folder / STREAM_NAME
+    _check_python(stream_path, files[STREAM_NAME])
+    verify_files(folder, files, verify)
+    paths = [folder / n for n in _buffer_names(folder, files)]
+    try:
+        stream = stream_path.read_bytes()
+        buffers = _map_buffers(paths, mmap_mode) if mmap_mode else _read_buffers(paths)
+    except OSError as e:
+        raise StepLoadError(f"{e.filename}: cannot read ({e.strerror or e})") from e
+    return _loads(stream_path, stream, buffers)
+
+
+def _check_python(path: Path, record: dict) -> None:
+    """Refuse code pickled by value under another Python minor version."""
+    saved, names = record.get("python"), record.get("by_value")
+    running = platform.python_version()
+    if names and saved and saved.split(".")[:2] != running.split(".")[:2]:
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise IncompatibleDumpError(
+            f"{path}: holds code pickled by value ({shown}) under Python {saved}; this is Python "
+            f"{running}. Load it with Python {'.'.join(saved.split('.')[:2])}, or make those "
+            f"classes importable (a module, not __main__) and save again")
+
+
+def _buffer_names(folder: Path, files: dict) -> list[str]:
+    """The buffer files of ``files``, in pickling order (they must be numbered 0..n-1)."""
+    indexed = sorted((int(m[1]), n) for n in files if (m := _BUFFER_NAME.fullmatch(n)))
+    if [i for i, _ in indexed] != list(range(len(indexed))):
+        raise ManifestError(f"{folder}: buffer files are not numbered 0..{len(indexed) - 1}: "
+                            f"{[n for _, n in indexed]}")
+    return [n for _, n in indexed]
+
+
+def _map_buffers(paths: list[Path], mode: str) -> list[np.memmap]:
+    return [np.memmap(p, dtype=np.uint8, mode=mode) for p in paths]
+
+
+def _read_buffers(paths: list[Path]) -> list[np.ndarray]:
+    """Read each buffer file into a fresh array, several at once when they are big."""
+    sizes = [os.path.getsize(p) for p in paths]
+    if len(paths) < 2 or sum(sizes) < _THREAD_MIN_BYTES:
+        return [_read_into(p, s) for p, s in zip(paths, sizes)]
+    with ThreadPoolExecutor(workers_for(len(paths))) as pool:
+        return list(pool.map(_read_into, paths, sizes))
+
+
+def _read_into(path: Path, size: int) -> np.ndarray:
+    """The whole file in a preallocated (hugepage-friendly) array."""
+    buf = np.empty(size, dtype=np.uint8)
+    view, done = memoryview(buf), 0
+    with open(path, "rb", buffering=0) as f:
+        while done < size:
+            n = f.readinto(view[done:])
+            if not n:
+                raise CorruptFileError(f"{path}: truncated while reading ({done} of {size} bytes)")
+            done += n
+    return buf
+
+
+def _loads(path: Path, stream: bytes, buffers: list):
+    """``pickle.loads`` whose failures become :class:`UnpicklingError` naming ``path``."""
+    try:
+        return pickle.loads(stream, buffers=buffers)
+    except ModuleNotFoundError as e:
+        raise UnpicklingError(f"{path}: cannot unpickle: module {e.name!r} not found ({e}); {_HINT}") from e
+    except (AttributeError, ImportError) as e:
+        hint = f"; {_HINT}" if isinstance(e, ImportError) or "Can't get attribute" in str(e) else ""
+        raise UnpicklingError(f"{path}: cannot unpickle: {type(e).__name__}: {e}{hint}") from e
+    except Exception as e:
+        raise UnpicklingError(f"{path}: cannot unpickle: {type(e).__name__}: {e}") from e

@@ -1,0 +1,203 @@
+"""Saving and loading a step tree: which steps to write, in which order, where.
+
+``save_step`` walks the tree through the savers (a pipeline's children are saved
+by its ``ChildrenSaver``); ``load_step`` reads it back. A step lives in
+``root/<parent names…>/<name>/`` with a ``stepline.json`` manifest next to its files.
+"""
+from __future__ import annotations
+
+import contextvars
+import copy
+import shutil
+import sys
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stepline.core.context import ExecutionContext
+from stepline.saving import manifest as mf
+from stepline.saving.atomic import clean_leftovers, resolve_dump_folder
+from stepline.saving.errors import IncompatibleDumpError, NotADumpError, StepLoadError, VersionMismatchWarning
+from stepline.saving.hashing import hash_folder_files
+from stepline.saving.savers import ChildPlaceholder
+
+
+@dataclass
+class _Options:
+    full_dump: bool = True
+    mmap_mode: str | None = None
+    verify: object = True
+    manifests: dict = field(default_factory=dict)
+
+    def manifest_files(self, folder: Path) -> dict:
+        return self.manifests[Path(folder)]["files"]
+
+
+_OPTIONS: contextvars.ContextVar[_Options] = contextvars.ContextVar("stepline_save_options")
+
+
+def current_options() -> _Options:
+    """The options of the save or load in progress (for savers that need them)."""
+    return _OPTIONS.get()
+
+
+# ------------------------------------------------------------------ saving
+def save_step(step, context: ExecutionContext | None = None, full_dump: bool = False):
+    """Save ``step`` under ``context``; see DESIGN §5. Returns the live step, unchanged."""
+    context = ExecutionContext.of(context)
+    if full_dump:
+        _save_full(step, context)
+    elif step.is_invalidated:
+        token = _OPTIONS.set(_Options(full_dump=False))
+        try:
+            _save_node(step, context)
+        finally:
+            _OPTIONS.reset(token)
+    step.apply(_mark_saved)
+    return step
+
+
+def _mark_saved(step, context):
+    step._invalidated = False
+
+
+def _save_full(step, context: ExecutionContext) -> None:
+    final = context.push(step).get_path()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(final.parent, final.name)
+    staging = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
+    staging_context = ExecutionContext(staging, context.execution_phase, context._stripped_saver)
+    token = _OPTIONS.set(_Options(full_dump=True))
+    try:
+        _save_node(step, staging_context)
+        _swap_into_place(staging / step.name, final)
+    finally:
+        _OPTIONS.reset(token)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_into_place(source: Path, final: Path) -> None:
+    old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
+    if final.exists():
+        final.rename(old)
+    source.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_child(child, context: ExecutionContext) -> None:
+    """Save a child of the step whose folder is ``context.get_path()`` (used by ChildrenSaver)."""
+    options = current_options()
+    if not options.full_dump and not child.is_invalidated:
+        if (context.push(child).get_path() / mf.MANIFEST_NAME).is_file():
+            return
+    _save_node(child, context)
+
+
+def _save_node(step, parent_context: ExecutionContext) -> None:
+    context = parent_context.push(step)
+    folder = context.get_path()
+    folder.mkdir(parents=True, exist_ok=True)
+    stripped = copy.copy(step)
+    savers = [context.stripped_saver] + list(step.savers)
+    for saver in reversed(savers):
+        stripped = saver.save_step(stripped, context)
+    children = [c.name for c in step.get_children()]
+    files = hash_folder_files(folder, exclude=set(children))
+    _remove_stale_files(folder, files, children)
+    mf.write_manifest(folder, _node_manifest(step, savers, children, files))
+
+
+def _remove_stale_files(folder: Path, files: dict, children: list) -> None:
+    keep = set(files) | set(children) | {mf.MANIFEST_NAME}
+    for path in folder.iterdir():
+        if path.name not in keep and path.is_file() and not path.name.startswith("."):
+            path.unlink()
+
+
+def _node_manifest(step, savers, children, files) -> dict:
+    by_value = type(step).__module__ == "__main__"
+    return {
+        "name": step.name,
+        "class": _qualified(type(step)),
+        "savers": [_qualified(type(s)) for s in savers[1:]],
+        "stripped_saver": _qualified(type(savers[0])),
+        "hyperparams": mf.json_safe(dict(step._get_own_hyperparams())),
+        "hyperparams_space": mf.json_safe({k: _space_json(v) for k, v in step.hyperparams_space.items()}),
+        "children": children,
+        "files": files,
+        "by_value": by_value,
+        "requires_python": f"{sys.version_info.major}.{sys.version_info.minor}" if by_value else None,
+        "versions": mf.runtime_versions(),
+    }
+
+
+def _qualified(cls) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _space_json(dist):
+    to_json = getattr(dist, "to_json_dict", None)
+    return to_json() if to_json else repr(dist)
+
+
+# ------------------------------------------------------------------ loading
+def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, verify=True):
+    """Load the step saved at ``context.root/path``; it comes back not set up."""
+    parts = Path(path).parts
+    if not parts:
+        raise NotADumpError(f"{context.root}: give the name of the saved step to load")
+    folder = resolve_dump_folder(context.root / Path(*parts))
+    manifest = mf.read_manifest(folder)
+    _warn_versions(folder, manifest)
+    parents = tuple(ChildPlaceholder(name) for name in parts[:-1])
+    base = ExecutionContext(context.root, context.execution_phase, context._stripped_saver, parents)
+    token = _OPTIONS.set(_Options(mmap_mode=mmap_mode, verify=verify))
+    try:
+        step = _load_node(parts[-1], base, manifest)
+    finally:
+        _OPTIONS.reset(token)
+    step.apply(_mark_saved)
+    return step
+
+
+def load_child(name: str, context: ExecutionContext):
+    """Load the child ``name`` of the step whose folder is ``context.get_path()``."""
+    return _load_node(name, context, None)
+
+
+def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | None):
+    placeholder = ChildPlaceholder(name)
+    context = parent_context.push(placeholder)
+    folder = context.get_path()
+    options = current_options()
+    if manifest is None:
+        manifest = mf.read_manifest(folder)
+    _check_python(folder, manifest)
+    mf.verify_files(folder, manifest["files"], full=options.verify == "full")
+    options.manifests[Path(folder)] = manifest
+    step = context.stripped_saver.load_step(placeholder, context)
+    context = parent_context.push(step)
+    for saver in step.savers:
+        if saver.can_load(step, context):
+            step = saver.load_step(step, context)
+    if step.name != name:
+        raise StepLoadError(f"{folder}: holds step {step.name!r}, expected {name!r}")
+    return step
+
+
+def _check_python(folder: Path, manifest: dict) -> None:
+    needed = manifest.get("requires_python")
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if needed and needed != running:
+        raise IncompatibleDumpError(
+            f"{folder}: step {manifest.get('name')!r} was saved with its class by value "
+            f"(defined in __main__) under Python {needed}; this is Python {running}, "
+            f"which cannot load that code. Load it with Python {needed}.")
+
+
+def _warn_versions(folder: Path, manifest: dict) -> None:
+    differences = mf.version_differences(manifest.get("versions", {}))
+    if differences:
+        warnings.warn(f"{folder} was saved with other package versions: " + "; ".join(differences),
+                      VersionMismatchWarning, stacklevel=4)

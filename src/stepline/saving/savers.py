@@ -1,0 +1,112 @@
+"""Savers: each strips from a step what it saves itself, and puts it back on load.
+
+``step.save(cx)`` applies ``reversed([cx.stripped_saver] + step.savers)`` to a
+shallow copy of the step: every custom saver first (last one first), each
+returning a more stripped copy, then the stripped saver writes what remains.
+Loading runs the stripped saver first, then each saver whose ``can_load`` is true.
+A saver receives the context of the step's own folder (``context.get_path()``).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+
+class BaseSaver(ABC):
+    """Saves and loads the part of a step that it owns.
+
+    ``save_step`` must not change objects the live step shares with the copy it is
+    given: assign new values to attributes (``step.queue = None``), do not mutate
+    them in place.
+    """
+
+    @abstractmethod
+    def save_step(self, step, context):
+        """Write what this saver owns into ``context.get_path()``; return the stripped step."""
+
+    @abstractmethod
+    def can_load(self, step, context) -> bool:
+        """Whether :meth:`load_step` can restore ``step`` from ``context.get_path()``."""
+
+    @abstractmethod
+    def load_step(self, step, context):
+        """Restore what :meth:`save_step` stripped; return the step."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+
+class JoblibStepSaver(BaseSaver):
+    """The default stripped saver: writes the whole remaining step to ``step.pkl``.
+
+    The name is the seed's. It writes with cloudpickle (protocol 5), so classes
+    defined in ``__main__`` travel by value, and every large array out of band as a
+    raw, uncompressed buffer file, so ``load(..., mmap_mode="r")`` maps it.
+    """
+
+    def save_step(self, step, context):
+        from stepline.saving.objectfile import write_object
+        write_object(step, context.get_path())
+        return step
+
+    def can_load(self, step, context) -> bool:
+        from stepline.saving.manifest import read_manifest
+        return "step.pkl" in read_manifest(context.get_path()).get("files", {})
+
+    def load_step(self, step, context):
+        from stepline.saving.objectfile import read_object
+        from stepline.saving.procedure import current_options
+        options = current_options()
+        folder = context.get_path()
+        files = options.manifest_files(folder)
+        pickled = {k: v for k, v in files.items() if k == "step.pkl" or k.startswith("buffer-")}
+        return read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False)
+
+
+class ChildPlaceholder:
+    """Stands for a child step in a saved parent; the child lives in its own folder."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __getstate__(self):
+        return self.name
+
+    def __setstate__(self, state):
+        self.name = state
+
+    def __repr__(self) -> str:
+        return f"ChildPlaceholder({self.name!r})"
+
+
+class ChildrenSaver(BaseSaver):
+    """Saves each child of a pipeline or wrapper in its own sub-folder, with its own savers."""
+
+    def save_step(self, step, context):
+        from stepline.saving.procedure import save_child
+        children = step.get_children()
+        for child in children:
+            save_child(child, context)
+        step._set_children([ChildPlaceholder(child.name) for child in children])
+        return step
+
+    def can_load(self, step, context) -> bool:
+        return any(isinstance(c, ChildPlaceholder) for c in step.get_children())
+
+    def load_step(self, step, context):
+        from stepline.saving.procedure import load_child
+        step._set_children([load_child(child.name, context) if isinstance(child, ChildPlaceholder) else child
+                            for child in step.get_children()])
+        return step
+
+
+# Names kept from the seed's library for pipelines and wrappers.
+TruncableJoblibStepSaver = ChildrenSaver
+MetaStepJoblibStepSaver = ChildrenSaver

@@ -1,0 +1,39 @@
+"""Shared test helpers: a step that records its lifecycle calls."""
+import numpy as np
+import pytest
+
+from stepline.base import BaseStep
+
+
+class Recorder(BaseStep):
+    """Appends (name, event) to a shared log on every lifecycle call."""
+
+    def __init__(self, log, name=None, factor=1):
+        super().__init__(hyperparams={"factor": factor}, name=name)
+        self.log = log
+        self.resource = None
+
+    def setup(self, context=None):
+        self.log.append((self.name, "setup"))
+        self.resource = object()
+        return self
+
+    def teardown(self):
+        self.log.append((self.name, "teardown"))
+        self.resource = None
+        return self
+
+    def fit(self, data_inputs, expected_outputs=None):
+        self.log.append((self.name, "fit"))
+        self.mean_ = float(np.mean(data_inputs))
+        return self
+
+    def transform(self, data_inputs):
+        assert self.resource is not None, "transform ran before setup"
+        self.log.append((self.name, "transform"))
+        return np.asarray(data_inputs) * self.hyperparams["factor"]
+
+
+@pytest.fixture
+def log():
+    return []
