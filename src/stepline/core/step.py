@@ -179,6 +179,11 @@ class BaseTransformer(HyperparamsMixin):
         from stepline.saving import save_step
         return save_step(self, context, full_dump=full_dump)
 
+    def to_sklearn(self):
+        """A scikit-learn estimator view of this step (for ``cross_val_score``, ``GridSearchCV``)."""
+        from stepline.steps.sklearn import to_sklearn
+        return to_sklearn(self)
+
     # -------------------------------------------------------------- pickling
     def __getstate__(self):
         state = dict(self.__dict__)

@@ -11,6 +11,7 @@ The math is plain Python: scipy is only needed by :class:`ScipyDistribution`, wh
 """
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from abc import ABC, abstractmethod
@@ -750,10 +751,11 @@ def distribution_from_json_dict(d: dict) -> HyperparameterDistribution:
                          f"got {d!r}")
     if d["type"] == "ScipyDistribution":
         import stepline.hyperparams.scipy_distribution  # noqa: F401 - registers the type
-    cls = _REGISTRY.get(d["type"])
+    known = {name: cls for name, cls in _REGISTRY.items() if not inspect.isabstract(cls)}
+    cls = known.get(d["type"])
     if cls is None:
         raise ValueError(f"distribution_from_json_dict: unknown distribution type {d['type']!r}; "
-                         f"known types: {sorted(_REGISTRY)}")
+                         f"known types: {sorted(known)}")
     params = {key: value for key, value in d.items() if key != "type"}
     try:
         return cls._from_json_params(params)

@@ -1,4 +1,6 @@
 """Saving and loading steps: savers, manifests, integrity checks, atomic dumps."""
+from stepline.saving.errors import (CorruptFileError, IncompatibleDumpError, ManifestError, MissingFileError,
+                                    NotADumpError, StepLoadError, UnpicklingError, VersionMismatchWarning)
 from stepline.saving.savers import BaseSaver, ChildrenSaver, JoblibStepSaver
 
 
@@ -12,13 +14,6 @@ def load_step(context, path, mmap_mode=None, verify=True):
     """Load the step saved at ``context.root/path`` (see :mod:`stepline.saving.procedure`)."""
     from stepline.saving.procedure import load_step as load
     return load(context, path, mmap_mode=mmap_mode, verify=verify)
-
-
-def __getattr__(name):
-    from stepline.saving import errors
-    if hasattr(errors, name):
-        return getattr(errors, name)
-    raise AttributeError(f"module 'stepline.saving' has no attribute {name!r}")
 
 
 __all__ = [

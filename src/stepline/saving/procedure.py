@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import os
 import shutil
-import sys
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -17,9 +17,9 @@ from pathlib import Path
 
 from stepline.core.context import ExecutionContext
 from stepline.saving import manifest as mf
-from stepline.saving.atomic import clean_leftovers, resolve_dump_folder
-from stepline.saving.errors import IncompatibleDumpError, NotADumpError, StepLoadError, VersionMismatchWarning
-from stepline.saving.hashing import hash_folder_files
+from stepline.saving.atomic import _swap_into_place, clean_leftovers, resolve_dump_folder
+from stepline.saving.errors import NotADumpError, StepLoadError, VersionMismatchWarning
+from stepline.saving.integrity import STAT_CACHE_NAME, cached_records, verify_files
 from stepline.saving.savers import ChildPlaceholder
 
 
@@ -77,14 +77,6 @@ def _save_full(step, context: ExecutionContext) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _swap_into_place(source: Path, final: Path) -> None:
-    old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
-    if final.exists():
-        final.rename(old)
-    source.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def save_child(child, context: ExecutionContext) -> None:
     """Save a child of the step whose folder is ``context.get_path()`` (used by ChildrenSaver)."""
     options = current_options()
@@ -103,33 +95,47 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
     for saver in reversed(savers):
         stripped = saver.save_step(stripped, context)
     children = [c.name for c in step.get_children()]
-    files = hash_folder_files(folder, exclude=set(children))
-    _remove_stale_files(folder, files, children)
+    files = cached_records(folder, _own_files(folder, children))
     mf.write_manifest(folder, _node_manifest(step, savers, children, files))
 
 
-def _remove_stale_files(folder: Path, files: dict, children: list) -> None:
-    keep = set(files) | set(children) | {mf.MANIFEST_NAME}
-    for path in folder.iterdir():
-        if path.name not in keep and path.is_file() and not path.name.startswith("."):
-            path.unlink()
+def _own_files(folder: Path, children: list) -> list[str]:
+    """The files of a step folder that its savers wrote (not its children's, not hidden)."""
+    names = []
+    for entry in os.scandir(folder):
+        if entry.name in children or entry.name.startswith(".") or entry.name == mf.MANIFEST_NAME:
+            continue
+        if entry.is_file(follow_symlinks=False):
+            names.append(entry.name)
+    return sorted(names)
 
 
 def _node_manifest(step, savers, children, files) -> dict:
-    by_value = type(step).__module__ == "__main__"
     return {
         "name": step.name,
         "class": _qualified(type(step)),
         "savers": [_qualified(type(s)) for s in savers[1:]],
         "stripped_saver": _qualified(type(savers[0])),
-        "hyperparams": mf.json_safe(dict(step._get_own_hyperparams())),
-        "hyperparams_space": mf.json_safe({k: _space_json(v) for k, v in step.hyperparams_space.items()}),
+        "hyperparams": _json_safe(dict(step._get_own_hyperparams())),
+        "hyperparams_space": _json_safe({k: _space_json(v) for k, v in step.hyperparams_space.items()}),
         "children": children,
         "files": files,
-        "by_value": by_value,
-        "requires_python": f"{sys.version_info.major}.{sys.version_info.minor}" if by_value else None,
         "versions": mf.runtime_versions(),
     }
+
+
+def _json_safe(value):
+    """``value`` as JSON types; anything else (an estimator object, …) becomes its repr."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    item = getattr(value, "item", None)
+    if item is not None and getattr(value, "ndim", None) == 0:
+        return _json_safe(item())
+    return repr(value)
 
 
 def _qualified(cls) -> str:
@@ -173,8 +179,7 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
     options = current_options()
     if manifest is None:
         manifest = mf.read_manifest(folder)
-    _check_python(folder, manifest)
-    mf.verify_files(folder, manifest["files"], full=options.verify == "full")
+    verify_files(folder, manifest.get("files", {}), options.verify)
     options.manifests[Path(folder)] = manifest
     step = context.stripped_saver.load_step(placeholder, context)
     context = parent_context.push(step)
@@ -184,16 +189,6 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
     if step.name != name:
         raise StepLoadError(f"{folder}: holds step {step.name!r}, expected {name!r}")
     return step
-
-
-def _check_python(folder: Path, manifest: dict) -> None:
-    needed = manifest.get("requires_python")
-    running = f"{sys.version_info.major}.{sys.version_info.minor}"
-    if needed and needed != running:
-        raise IncompatibleDumpError(
-            f"{folder}: step {manifest.get('name')!r} was saved with its class by value "
-            f"(defined in __main__) under Python {needed}; this is Python {running}, "
-            f"which cannot load that code. Load it with Python {needed}.")
 
 
 def _warn_versions(folder: Path, manifest: dict) -> None:

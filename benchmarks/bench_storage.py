@@ -1,0 +1,135 @@
+"""Benchmark the step-dump storage layer against its peers, measured in the same run.
+
+A dict of 8 float32 arrays (~1 GiB in all by default) is written and read back with
+stepline's ``write_object``/``read_object``, raw ``np.save``/``np.load`` per array,
+``pickle.dump`` (protocol 5, in band) and ``joblib.dump``/``joblib.load``. Each timing is
+the median of ``--repeats`` runs; methods are interleaved within each repeat and dirty
+pages are flushed (``os.sync``) before each timed write so that one method's writeback does
+not land on the next. Ratios are ours / NumPy.
+
+    python benchmarks/bench_storage.py [--size-mb 1024] [--repeats 5] [--dir /tmp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import joblib
+import numpy as np
+
+from stepline.saving.objectfile import read_object, write_object
+
+N_ARRAYS = 8
+
+
+def make_arrays(size_mb: float) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    n = max(1, int(size_mb * 2**20 / 4 / N_ARRAYS))
+    return {f"a{i}": rng.random(n, dtype=np.float32) for i in range(N_ARRAYS)}
+
+
+def fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def np_save(arrays, folder):
+    for k, a in arrays.items():
+        np.save(folder / f"{k}.npy", a)
+
+
+def np_load(arrays, folder, mmap_mode=None):
+    return {k: np.load(folder / f"{k}.npy", mmap_mode=mmap_mode) for k in arrays}
+
+
+def pickle_dump(arrays, folder):
+    with open(folder / "data.pkl", "wb") as f:
+        pickle.dump(arrays, f, protocol=5)
+
+
+def pickle_load(arrays, folder):
+    with open(folder / "data.pkl", "rb") as f:
+        return pickle.load(f)
+
+
+def timed(fn, *args, **kwargs) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - t0, result
+
+
+def run(size_mb: float, repeats: int, base: Path, sync: bool) -> dict[str, float]:
+    arrays = make_arrays(size_mb)
+    root = Path(tempfile.mkdtemp(prefix="bench-storage-", dir=base))
+    dirs = {name: root / name for name in ("ours", "np", "pickle", "joblib")}
+    writers = {
+        "ours": lambda d: write_object(arrays, d),
+        "np": lambda d: np_save(arrays, d),
+        "pickle": lambda d: pickle_dump(arrays, d),
+        "joblib": lambda d: joblib.dump(arrays, d / "data.joblib"),
+    }
+    times: dict[str, list[float]] = {}
+    files = None
+    try:
+        for _ in range(repeats):
+            for name, write in writers.items():
+                folder = fresh(dirs[name])
+                if sync:
+                    os.sync()
+                dt, out = timed(write, folder)
+                times.setdefault(f"write {name}", []).append(dt)
+                files = out if name == "ours" else files
+            if sync:
+                os.sync()
+            readers = {
+                "ours": lambda: read_object(dirs["ours"], files),
+                "np": lambda: np_load(arrays, dirs["np"]),
+                "pickle": lambda: pickle_load(arrays, dirs["pickle"]),
+                "joblib": lambda: joblib.load(dirs["joblib"] / "data.joblib"),
+                "ours mmap": lambda: read_object(dirs["ours"], files, mmap_mode="r"),
+                "np mmap": lambda: np_load(arrays, dirs["np"], mmap_mode="r"),
+                "ours full-verify": lambda: read_object(dirs["ours"], files, verify="full"),
+            }
+            for name, read in readers.items():
+                dt, out = timed(read)
+                del out
+                times.setdefault(f"read {name}", []).append(dt)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def report(size_mb: float, med: dict[str, float]) -> None:
+    gib = size_mb / 1024
+    print(f"\n{N_ARRAYS} float32 arrays, {size_mb:g} MiB in all; median seconds\n")
+    print(f"{'operation':<24}{'seconds':>10}{'GiB/s':>8}{'vs np':>8}")
+    for key, seconds in med.items():
+        kind = key.split()[0]
+        ref = med[f"{kind} np mmap"] if key.endswith("mmap") else med[f"{kind} np"]
+        print(f"{key:<24}{seconds:>10.4f}{gib / seconds:>8.2f}{seconds / ref:>7.2f}x")
+    print(f"\nwrite ours/np: {med['write ours'] / med['write np']:.2f}  "
+          f"read ours/np: {med['read ours'] / med['read np']:.2f}  "
+          f"mmap read: {med['read ours mmap'] * 1e3:.1f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=float, default=1024, help="total size of the arrays")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dir", type=Path, default=None, help="where to write (default: temp dir)")
+    parser.add_argument("--no-sync", action="store_true", help="do not flush dirty pages between runs")
+    args = parser.parse_args()
+    med = run(args.size_mb, args.repeats, args.dir, sync=not args.no_sync)
+    report(args.size_mb, med)
+
+
+if __name__ == "__main__":
+    main()
