@@ -3,7 +3,7 @@
 A dict of 8 float32 arrays (~1 GiB in all by default) is written and read back with
 stepline's ``write_object``/``read_object``, raw ``np.save``/``np.load`` per array,
 ``pickle.dump`` (protocol 5, in band) and ``joblib.dump``/``joblib.load``. Each timing is
-the median of ``--repeats`` runs; methods are interleaved within each repeat and dirty
+the median of ``--repeats`` runs; methods are interleaved within each repeat, in a rotating order, and dirty
 pages are flushed (``os.sync``) before each timed write so that one method's writeback does
 not land on the next. Ratios are ours / NumPy.
 
@@ -60,6 +60,13 @@ def pickle_load(arrays, folder):
         return pickle.load(f)
 
 
+def rotated(methods: dict, shift: int) -> list:
+    """The methods' items, starting at a different one each repeat (no order bias)."""
+    items = list(methods.items())
+    shift %= len(items)
+    return items[shift:] + items[:shift]
+
+
 def timed(fn, *args, **kwargs) -> tuple[float, object]:
     t0 = time.perf_counter()
     result = fn(*args, **kwargs)
@@ -79,8 +86,8 @@ def run(size_mb: float, repeats: int, base: Path, sync: bool) -> dict[str, float
     times: dict[str, list[float]] = {}
     files = None
     try:
-        for _ in range(repeats):
-            for name, write in writers.items():
+        for r in range(repeats):
+            for name, write in rotated(writers, r):
                 folder = fresh(dirs[name])
                 if sync:
                     os.sync()
@@ -98,7 +105,7 @@ def run(size_mb: float, repeats: int, base: Path, sync: bool) -> dict[str, float
                 "np mmap": lambda: np_load(arrays, dirs["np"], mmap_mode="r"),
                 "ours full-verify": lambda: read_object(dirs["ours"], files, verify="full"),
             }
-            for name, read in readers.items():
+            for name, read in rotated(readers, r):
                 dt, out = timed(read)
                 del out
                 times.setdefault(f"read {name}", []).append(dt)

@@ -113,8 +113,27 @@ def test_bad_sample_count_is_refused(n):
         Uniform(0, 1).rvs_many(n)
 
 
+@pytest.mark.parametrize("d, expected", [
+    (Uniform(0, 1), {"type": "Uniform", "low": 0.0, "high": 1.0}),
+    (Boolean(0.2), {"type": "Boolean", "proba_is_true": 0.2}),
+    (Choice(["l1", "l2"]), {"type": "Choice", "choice_list": ["l1", "l2"], "probas": None}),
+    (Normal(0, 1, hard_clip_max=2), {"type": "Normal", "mean": 0.0, "std": 1.0,
+                                     "hard_clip_min": None, "hard_clip_max": 2.0}),
+    (Quantized(Uniform(0, 1)),
+     {"type": "Quantized", "hd": {"type": "Uniform", "low": 0.0, "high": 1.0}}),
+    (ScipyDistribution(st.gamma(2.0, scale=3.0)),
+     {"type": "ScipyDistribution", "name": "gamma", "args": [2.0], "kwds": {"scale": 3.0}}),
+])
+def test_to_json_dict_content(d, expected):
+    assert d.to_json_dict() == expected
+
+
 def test_equality_is_by_type_and_parameters():
     assert Uniform(0, 1) == Uniform(0.0, 1.0)
+    assert Boolean(0.2) != Boolean(0.5) and Boolean(0.2) == Boolean(0.2)
+    assert Normal(0, 1) != Normal(0, 1, hard_clip_min=-3)
+    assert Choice(["a", "b"]) != Choice(["a", "b"], [0.3, 0.7])
+    assert PriorityChoice(["a", "b"]) != PriorityChoice(["b", "a"])
     assert Uniform(0, 1) != Uniform(0, 2)
     assert Uniform(0, 1) != LogUniform(0.5, 1)
     assert Choice([True, False], [0.5, 0.5]) != Boolean()
@@ -290,7 +309,7 @@ def test_truncated_lognormal_matches_transformed_scipy_truncnorm(d):
 
 @settings(max_examples=60, deadline=None)
 @given(mu=hs.floats(-5, 5), sigma=hs.floats(0.1, 5),
-       a=hs.floats(-6, 5.5), width=hs.floats(0.05, 6), x=hs.floats(-1, 1))
+       a=hs.floats(-6, 5.5), width=hs.floats(0.05, 6), x=hs.floats(-0.99, 0.99))
 def test_truncated_normal_matches_scipy_truncnorm_everywhere(mu, sigma, a, width, x):
     b = a + width
     d = Normal(mu, sigma, hard_clip_min=mu + a * sigma, hard_clip_max=mu + b * sigma)

@@ -127,7 +127,9 @@ def _guard_transform(fn):
             self._lazy_setup()
         if self._needs_fit and not self.is_fitted:
             raise _not_fitted(self)
-        return fn(self, data_inputs, *args, **kwargs)
+        if args or kwargs:
+            return fn(self, data_inputs, *args, **kwargs)
+        return fn(self, data_inputs)  # the hot path: no argument unpacking
     return transform
 
 
