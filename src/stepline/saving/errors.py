@@ -42,3 +42,7 @@ class VersionMismatchWarning(UserWarning):
 
 class InterruptedSaveWarning(UserWarning):
     """A dump is being loaded from the copy an interrupted save left behind."""
+
+
+class SaveError(Exception):
+    """A step could not be saved: the message names the step, its folder and the attribute at fault."""

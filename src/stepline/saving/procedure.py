@@ -29,6 +29,7 @@ class _Options:
     mmap_mode: str | None = None
     verify: object = True
     manifests: dict = field(default_factory=dict)
+    reported: dict = field(default_factory=dict)
 
     def manifest_files(self, folder: Path) -> dict:
         return self.manifests[Path(folder)]["files"]
@@ -40,6 +41,11 @@ _OPTIONS: contextvars.ContextVar[_Options] = contextvars.ContextVar("stepline_sa
 def current_options() -> _Options:
     """The options of the save or load in progress (for savers that need them)."""
     return _OPTIONS.get()
+
+
+def report_records(context: ExecutionContext, records: dict) -> None:
+    """Let a saver add fields to the manifest records of files it wrote (e.g. by-value code)."""
+    current_options().reported.setdefault(Path(context.get_path()), {}).update(records)
 
 
 # ------------------------------------------------------------------ saving
@@ -96,6 +102,9 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
         stripped = saver.save_step(stripped, context)
     children = [c.name for c in step.get_children()]
     files = cached_records(folder, _own_files(folder, children))
+    for name, record in current_options().reported.pop(Path(folder), {}).items():
+        if name in files:
+            files[name].update((k, v) for k, v in record.items() if k not in ("size", "sha256"))
     mf.write_manifest(folder, _node_manifest(step, savers, children, files))
 
 

@@ -51,7 +51,12 @@ class JoblibStepSaver(BaseSaver):
 
     def save_step(self, step, context):
         from stepline.saving.objectfile import write_object
-        write_object(step, context.get_path())
+        from stepline.saving.procedure import report_records
+        try:
+            records = write_object(step, context.get_path())
+        except Exception as error:
+            raise _save_error(step, context, error) from error
+        report_records(context, records)
         return step
 
     def can_load(self, step, context) -> bool:
@@ -66,6 +71,25 @@ class JoblibStepSaver(BaseSaver):
         files = options.manifest_files(folder)
         pickled = {k: v for k, v in files.items() if k == "step.pkl" or k.startswith("buffer-")}
         return read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False)
+
+
+def _save_error(step, context, error):
+    """A :class:`SaveError` naming the attribute of ``step`` that cannot be pickled."""
+    import cloudpickle
+
+    from stepline.saving.errors import SaveError
+    culprit = None
+    for attribute, value in vars(step).items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception:
+            culprit = attribute
+            break
+    where = f"its attribute {culprit!r} ({type(getattr(step, culprit)).__name__})" if culprit else "it"
+    return SaveError(
+        f"{context.get_path()}: cannot save step {step.name!r} ({type(step).__name__}): {where} cannot be "
+        f"pickled ({type(error).__name__}: {error}). Add a saver to the step that saves and strips it "
+        f"(see docs/saving.md), or create it in setup() and release it in teardown().")
 
 
 class ChildPlaceholder:

@@ -9,8 +9,8 @@
   accepted by ``clone``, ``cross_val_score`` and ``GridSearchCV``
   (``param_grid={"step__LogisticRegression__C": [...]}``).
 
-scikit-learn is imported lazily by the adapter's helpers; importing this module only
-needs it for :class:`SklearnEstimatorAdapter`'s base class.
+Importing this module imports scikit-learn (``pip install stepline[sklearn]``);
+nothing else in stepline does.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted
 
 from stepline.core.errors import HyperparameterError, InvalidStepNameError
 from stepline.core.naming import validate_name
@@ -184,7 +185,6 @@ class SKLearnWrapper(BaseStep):
 
 def _sklearn_is_fitted(estimator) -> bool:
     from sklearn.exceptions import NotFittedError as SkNotFitted
-    from sklearn.utils.validation import check_is_fitted
     try:
         check_is_fitted(estimator)
     except (SkNotFitted, TypeError, ValueError, AttributeError):
@@ -279,16 +279,15 @@ class SklearnEstimatorAdapter(BaseEstimator):
         return bool(self.step is not None and _is_fitted(self.step))
 
     def __sklearn_tags__(self):
-        from sklearn.base import is_classifier, is_regressor
-        from sklearn.utils import ClassifierTags, RegressorTags
+        from sklearn.utils import get_tags
         tags = super().__sklearn_tags__()
         est = _final_estimator(self.step) if self.step is not None else None
-        if est is not None and is_classifier(est):
-            tags.estimator_type = "classifier"
-            tags.classifier_tags = ClassifierTags()
-        elif est is not None and is_regressor(est):
-            tags.estimator_type = "regressor"
-            tags.regressor_tags = RegressorTags()
+        if est is not None:  # a classifier or regressor when the final estimator is one
+            final = get_tags(est)
+            tags.estimator_type = final.estimator_type
+            tags.classifier_tags = final.classifier_tags
+            tags.regressor_tags = final.regressor_tags
+            tags.target_tags.required = final.target_tags.required
         tags.non_deterministic = True  # steps may shuffle or sample
         return tags
 
@@ -312,13 +311,18 @@ class SklearnEstimatorAdapter(BaseEstimator):
         if not was_train:
             fitted.set_train(False)
         self.step = fitted
+        shape = getattr(X, "shape", None)
+        if shape is not None and len(shape) == 2:
+            self.n_features_in_ = shape[1]
         return self
 
     def predict(self, X):
+        check_is_fitted(self)
         with _Inference(self.step) as step:
             return step.predict(X)
 
     def transform(self, X):
+        check_is_fitted(self)
         with _Inference(self.step) as step:
             return step.transform(X)
 
@@ -327,16 +331,19 @@ class SklearnEstimatorAdapter(BaseEstimator):
 
     @available_if(_has_final_method("predict_proba"))
     def predict_proba(self, X):
+        check_is_fitted(self)
         with _Inference(self.step) as step:
             return _final_call(step, X, "predict_proba")
 
     @available_if(_has_final_method("predict_log_proba"))
     def predict_log_proba(self, X):
+        check_is_fitted(self)
         with _Inference(self.step) as step:
             return _final_call(step, X, "predict_log_proba")
 
     @available_if(_has_final_method("decision_function"))
     def decision_function(self, X):
+        check_is_fitted(self)
         with _Inference(self.step) as step:
             return _final_call(step, X, "decision_function")
 

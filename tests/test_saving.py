@@ -1,0 +1,384 @@
+"""Saving and loading whole pipelines: savers, layout, changes-only saves, integrity, atomicity."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stepline import CX, Pipeline
+from stepline.base import BaseSaver, BaseStep, Identity, MetaStep, NonFittableMixin
+from stepline.saving import (CorruptFileError, ManifestError, MissingFileError, NotADumpError, SaveError, StepLoadError,
+                             VersionMismatchWarning)
+
+PY = sys.executable
+
+
+class Weights(BaseStep):
+    """A fitted step holding an array."""
+
+    def __init__(self, size=1000, name=None):
+        super().__init__(hyperparams={"size": size}, name=name)
+
+    def fit(self, data_inputs, expected_outputs=None):
+        self.w_ = np.arange(self.hyperparams["size"], dtype=np.float32) + float(np.mean(data_inputs))
+        return self
+
+    def transform(self, data_inputs):
+        return np.asarray(data_inputs, dtype=np.float32) + self.w_[: len(data_inputs)]
+
+
+class Recording(BaseSaver):
+    """Records save/load order in a shared list; strips nothing."""
+
+    def __init__(self, tag, log):
+        self.tag, self.log = tag, log
+
+    def save_step(self, step, context):
+        self.log.append(("save", self.tag))
+        return step
+
+    def can_load(self, step, context):
+        return True
+
+    def load_step(self, step, context):
+        self.log.append(("load", self.tag))
+        return step
+
+    def __getstate__(self):  # the log is not saved: the loaded saver records into LOAD_LOG
+        return {"tag": self.tag}
+
+    def __setstate__(self, state):
+        self.tag, self.log = state["tag"], LOAD_LOG
+
+
+LOAD_LOG: list = []
+
+
+def fitted_pipeline():
+    p = Pipeline([("w1", Weights(100_000)), ("mid", Identity()),
+                  ("inner", Pipeline([("w2", Weights(50))])), ("meta", MetaStep(Weights(10, name="w3")))],
+                 name="p")
+    return p.fit(np.ones(4))
+
+
+def files_of(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_ino)
+            for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+
+# ------------------------------------------------------------------ savers
+def test_savers_run_in_reverse_then_stripped_saver_and_load_forward(tmp_path):
+    log = []
+    LOAD_LOG.clear()
+    step = Identity(savers=[Recording("first", log), Recording("second", log)])
+
+    class Stripped(Recording):
+        def save_step(self, step, context):
+            self.log.append(("save", "stripped"))
+            from stepline.saving.savers import JoblibStepSaver
+            return JoblibStepSaver().save_step(step, context)
+
+    cx = CX(tmp_path, stripped_saver=Stripped("stripped", log))
+    step.save(cx, full_dump=True)
+    assert log == [("save", "second"), ("save", "first"), ("save", "stripped")]
+    CX(tmp_path).load("Identity")
+    assert LOAD_LOG == [("load", "first"), ("load", "second")]  # stripped saver first, then forward
+
+
+def test_layout_and_manifest(tmp_path):
+    p = fitted_pipeline()
+    p.save(CX(tmp_path), full_dump=True)
+    root = tmp_path / "p"
+    for folder in ["", "w1", "mid", "inner", "inner/w2", "meta", "meta/w3"]:
+        assert (root / folder / "stepline.json").is_file(), folder
+    manifest = json.loads((root / "w1" / "stepline.json").read_text())
+    assert manifest["format"] == "stepline-dump" and manifest["class"].endswith("Weights")
+    assert manifest["hyperparams"] == {"size": 100_000}
+    assert manifest["stripped_saver"].endswith("JoblibStepSaver")
+    assert {"python", "stepline", "numpy", "joblib", "cloudpickle"} <= set(manifest["versions"])
+    for name, record in manifest["files"].items():
+        assert (root / "w1" / name).stat().st_size == record["size"] and len(record["sha256"]) == 64
+    top = json.loads((root / "stepline.json").read_text())
+    assert top["children"] == ["w1", "mid", "inner", "meta"] and top["savers"] == ["stepline.saving.savers.ChildrenSaver"]
+
+
+def test_round_trip_identical_outputs_and_not_set_up(tmp_path):
+    p = fitted_pipeline()
+    expected = p.transform(np.ones(4))
+    p.save(CX(tmp_path), full_dump=True)
+    loaded = CX(tmp_path).load("p")
+    assert not loaded.is_initialized and not loaded["w1"].is_initialized
+    assert loaded["w1"].is_fitted and not loaded.is_invalidated
+    np.testing.assert_array_equal(loaded.transform(np.ones(4)), expected)
+    assert loaded["meta"].wrapped.name == "w3" and loaded.keys() == p.keys()
+
+
+def test_load_child_path(tmp_path):
+    p = fitted_pipeline()
+    p.save(CX(tmp_path), full_dump=True)
+    w2 = CX(tmp_path).load("p/inner/w2")
+    np.testing.assert_array_equal(w2.transform(np.zeros(3)), p["inner"]["w2"].transform(np.zeros(3)))
+    assert CX(tmp_path).load("p/meta").wrapped.name == "w3"
+
+
+def test_saving_never_calls_setup_and_keeps_live_step(tmp_path):
+    calls = []
+
+    class Heavy(NonFittableMixin, BaseStep):
+        def setup(self, context=None):
+            calls.append("setup")
+            self.lock = threading.Lock()  # cannot be pickled
+            return self
+
+        def transform(self, data_inputs):
+            return data_inputs
+
+    class StripLock(BaseSaver):
+        def save_step(self, step, context):
+            step.lock = None
+            return step
+
+        def can_load(self, step, context):
+            return True
+
+        def load_step(self, step, context):
+            return step
+
+    never_set_up = Heavy(savers=[StripLock()])
+    never_set_up.save(CX(tmp_path), full_dump=True)
+    assert calls == []
+    live = Heavy(name="live", savers=[StripLock()]).setup()
+    lock = live.lock
+    live.save(CX(tmp_path), full_dump=True)
+    assert live.lock is lock and live.is_initialized  # the live step keeps its resource
+    loaded = CX(tmp_path).load("live")
+    assert loaded.lock is None and not loaded.is_initialized
+    loaded.transform([1])
+    assert isinstance(loaded.lock, type(threading.Lock()))
+
+
+def test_unpicklable_attribute_gives_a_clear_error(tmp_path):
+    step = Identity()
+    step.lock = threading.Lock()
+    with pytest.raises(SaveError, match=r"cannot save step .Identity.*attribute .lock.*Add a saver"):
+        step.save(CX(tmp_path), full_dump=True)
+
+
+# ------------------------------------------------------------ changes only
+def test_never_fitted_pipeline_writes_nothing(tmp_path):
+    Pipeline([Weights(), Identity()]).save(CX(tmp_path), full_dump=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_changes_only_rewrites_changed_steps_and_their_parents_only(tmp_path):
+    p = fitted_pipeline()
+    p.save(CX(tmp_path), full_dump=False)  # first changes-only save writes everything
+    assert CX(tmp_path).load("p").keys() == p.keys()
+    before = files_of(tmp_path)
+    p.save(CX(tmp_path), full_dump=False)
+    assert files_of(tmp_path) == before  # nothing changed: nothing written
+    p["inner"]["w2"].set_hyperparams({"size": 60})
+    p.save(CX(tmp_path), full_dump=False)
+    after = files_of(tmp_path)
+    changed = {k for k in before if before[k] != after.get(k)}
+    assert "p/inner/w2/step.pkl" in changed and "p/inner/stepline.json" in changed
+    assert "p/stepline.json" in changed
+    assert not any(k.startswith(("p/w1/", "p/mid/", "p/meta/")) for k in changed)
+    assert CX(tmp_path).load("p")["inner"]["w2"].hyperparams["size"] == 60
+
+
+def test_changes_only_after_refit_and_rename(tmp_path):
+    p = fitted_pipeline()
+    p.save(CX(tmp_path), full_dump=True)
+    before = files_of(tmp_path)
+    p["meta"].wrapped.fit(np.full(2, 5.0))
+    p.save(CX(tmp_path), full_dump=False)
+    after = files_of(tmp_path)
+    assert before["p/meta/w3/step.pkl"] != after["p/meta/w3/step.pkl"]
+    assert before["p/w1/buffer-000.bin"] == after["p/w1/buffer-000.bin"]
+    np.testing.assert_array_equal(CX(tmp_path).load("p/meta/w3").w_, p["meta"].wrapped.w_)
+
+
+# ------------------------------------------------------------ fresh process
+def test_main_defined_classes_load_in_a_fresh_process(tmp_path):
+    script = tmp_path / "build.py"
+    script.write_text(textwrap.dedent("""
+        import sys, numpy as np
+        from stepline import Pipeline, CX
+        from stepline.base import BaseStep
+
+        class Secret(BaseStep):
+            def fit(self, x, y=None):
+                self.offset_ = float(np.sum(x)); return self
+            def transform(self, x):
+                return np.asarray(x) * 2 + self.offset_
+
+        def helper(x):
+            return x - 1
+
+        class UsesHelper(BaseStep):
+            def transform(self, x):
+                return helper(x)
+
+        p = Pipeline([Secret(), UsesHelper()], name="mainpipe").fit(np.array([1.0, 2.0]))
+        np.save(sys.argv[2], p.transform(np.array([3.0, 4.0])))
+        p.save(CX(sys.argv[1]), full_dump=True)
+    """))
+    dump, expected = tmp_path / "dump", tmp_path / "expected.npy"
+    subprocess.run([PY, str(script), str(dump), str(expected)], check=True, cwd=tmp_path, timeout=60)
+    script.unlink()  # the source is gone
+    out = subprocess.run([PY, "-c", textwrap.dedent(f"""
+        import numpy as np
+        from stepline import CX
+        p = CX({str(dump)!r}).load("mainpipe")
+        assert "Secret" not in dir(__import__("__main__"))
+        print(p.transform(np.array([3.0, 4.0])).tolist())
+    """)], check=True, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert out.stdout.strip() == str(np.load(expected).tolist())
+    manifest = json.loads((dump / "mainpipe" / "Secret" / "stepline.json").read_text())
+    assert manifest["files"]["step.pkl"]["python"].startswith(f"{sys.version_info.major}.{sys.version_info.minor}")
+
+
+# -------------------------------------------------------------- integrity
+@pytest.fixture
+def dump(tmp_path):
+    fitted_pipeline().save(CX(tmp_path), full_dump=True)
+    return tmp_path
+
+
+def test_flipped_byte_in_pickle_is_caught_naming_the_file(dump):
+    target = dump / "p" / "inner" / "w2" / "step.pkl"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match=str(target).replace("\\", "\\\\") + ".*SHA-256"):
+        CX(dump).load("p")
+
+
+def test_flipped_byte_in_array_buffer_is_caught(dump):
+    target = dump / "p" / "w1" / "buffer-000.bin"
+    with open(target, "r+b") as f:
+        f.seek(1234)
+        byte = f.read(1)
+        f.seek(1234)
+        f.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(CorruptFileError, match="buffer-000.bin"):
+        CX(dump).load("p")
+    with pytest.raises(CorruptFileError, match="buffer-000.bin"):
+        CX(dump).load("p", mmap_mode="r")
+
+
+def test_truncated_file(dump):
+    target = dump / "p" / "w1" / "buffer-000.bin"
+    os.truncate(target, target.stat().st_size // 2)
+    with pytest.raises(CorruptFileError, match="buffer-000.bin.*truncated"):
+        CX(dump).load("p")
+
+
+def test_deleted_file(dump):
+    target = dump / "p" / "mid" / "step.pkl"
+    target.unlink()
+    with pytest.raises(MissingFileError, match="mid.*step.pkl"):
+        CX(dump).load("p")
+
+
+def test_deleted_child_folder(dump):
+    import shutil
+    shutil.rmtree(dump / "p" / "inner" / "w2")
+    with pytest.raises(NotADumpError, match="w2"):
+        CX(dump).load("p")
+
+
+def test_random_folder_and_missing_name(tmp_path):
+    (tmp_path / "random").mkdir()
+    (tmp_path / "random" / "notes.txt").write_text("hello")
+    with pytest.raises(NotADumpError, match="random"):
+        CX(tmp_path).load("random")
+    with pytest.raises(NotADumpError, match="nothing_here"):
+        CX(tmp_path).load("nothing_here")
+
+
+def test_garbage_manifest(dump):
+    (dump / "p" / "stepline.json").write_text("{not json")
+    with pytest.raises(ManifestError, match="stepline.json"):
+        CX(dump).load("p")
+
+
+def test_foreign_pickle_content_is_a_clear_error(dump):
+    """A consistent manifest over a file that is not a pickle: never a raw traceback."""
+    from stepline.saving.integrity import sha256_bytes
+    folder = dump / "p" / "mid"
+    (folder / "step.pkl").write_bytes(b"not a pickle at all")
+    manifest = json.loads((folder / "stepline.json").read_text())
+    manifest["files"]["step.pkl"] = {"size": 19, "sha256": sha256_bytes(b"not a pickle at all")}
+    (folder / "stepline.json").write_text(json.dumps(manifest))
+    with pytest.raises(StepLoadError, match="step.pkl.*cannot unpickle"):
+        CX(dump).load("p")
+
+
+# ---------------------------------------------------------------- atomicity
+def test_save_killed_half_way_leaves_previous_dump_loadable(tmp_path):
+    script = tmp_path / "die.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys, numpy as np
+        from stepline import Pipeline, CX
+        from stepline.base import BaseSaver, Identity
+
+        class DieWhileSaving(BaseSaver):
+            def save_step(self, step, context):
+                os._exit(3)
+            def can_load(self, step, context): return True
+            def load_step(self, step, context): return step
+
+        p = Pipeline([Identity(name="first"), Identity(name="second")], name="p")
+        p.save(CX(sys.argv[1]), full_dump=True)
+        p["second"].add_saver(DieWhileSaving())
+        p.save(CX(sys.argv[1]), full_dump=True)
+    """))
+    result = subprocess.run([PY, str(script), str(tmp_path / "dump")], cwd=tmp_path, timeout=60)
+    assert result.returncode == 3
+    leftovers = [p.name for p in (tmp_path / "dump").iterdir() if p.name.startswith(".")]
+    assert leftovers and all(".tmp-" in n for n in leftovers)
+    loaded = CX(tmp_path / "dump").load("p")  # the previous, complete dump
+    assert loaded.keys() == ["first", "second"] and loaded["second"].savers == []
+    Pipeline([Identity()], name="p").save(CX(tmp_path / "dump"), full_dump=True)
+    assert not [p for p in (tmp_path / "dump").iterdir() if p.name.startswith(".")]  # next save cleans up
+
+
+# ------------------------------------------------------------ versions, mmap
+def test_version_differences_warn_per_package(dump):
+    path = dump / "p" / "stepline.json"
+    manifest = json.loads(path.read_text())
+    manifest["versions"]["numpy"] = "0.0.1"
+    path.write_text(json.dumps(manifest))
+    with pytest.warns(VersionMismatchWarning, match="numpy: saved with 0.0.1, running"):
+        CX(dump).load("p")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CX(dump).load("p/w1")  # this folder's versions match: no warning
+
+
+def test_mmap_load_returns_memmap_backed_arrays(dump):
+    step = CX(dump).load("p/w1", mmap_mode="r")
+    base = step.w_
+    while base is not None and not isinstance(base, np.memmap):
+        base = base.base
+    assert isinstance(base, np.memmap) and not step.w_.flags.writeable
+    np.testing.assert_array_equal(step.w_, CX(dump).load("p/w1").w_)
+
+
+def test_verify_full_rehashes(dump, monkeypatch):
+    from stepline.saving import integrity
+    calls = []
+    real = integrity.sha256_file
+    monkeypatch.setattr(integrity, "sha256_file", lambda p: calls.append(p) or real(p))
+    CX(dump).load("p")
+    assert calls == []  # the stat cache vouches for files this machine wrote
+    CX(dump).load("p", verify="full")
+    assert any(str(c).endswith("buffer-000.bin") for c in calls)
