@@ -1,5 +1,6 @@
 """Saving and loading whole pipelines: savers, layout, changes-only saves, integrity, atomicity."""
 import json
+import re
 import os
 import subprocess
 import sys
@@ -382,3 +383,20 @@ def test_verify_full_rehashes(dump, monkeypatch):
     assert calls == []  # the stat cache vouches for files this machine wrote
     CX(dump).load("p", verify="full")
     assert any(str(c).endswith("buffer-000.bin") for c in calls)
+
+
+# ------------------------------------------------------------------ inspect
+def test_inspect_prints_tree_from_manifests_without_unpickling(dump):
+    (dump / "p" / "w1" / "step.pkl").write_bytes(b"garbage: inspect must not unpickle")
+    out = subprocess.run([PY, "-m", "stepline", "inspect", str(dump / "p")], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert "p: stepline.pipeline.Pipeline" in out and "savers: ChildrenSaver" in out
+    assert re.search(r"w1: test_saving.Weights  \[39\d\.\d KiB in 2 files\]", out)
+    assert 'hyperparams: {"size": 100000}' in out
+    assert "w3: " in out and "versions: python" in out and "numpy" in out
+
+
+def test_inspect_on_a_random_folder_is_a_clear_error(tmp_path):
+    result = subprocess.run([PY, "-m", "stepline", "inspect", str(tmp_path)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and "stepline.json" in result.stdout and "Traceback" not in result.stderr

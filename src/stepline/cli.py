@@ -5,7 +5,8 @@ import argparse
 import importlib
 import sys
 
-# subcommand -> (module, help); each module has add_arguments(parser) and run(args) -> int
+# subcommand -> (module, help); each module has add_arguments(parser) and run(args) -> int.
+# Only the module of the command asked for is imported (the demo needs scikit-learn, inspect does not).
 _COMMANDS = {
     "demo": ("stepline.demo", "run the seed's example end to end: fit, save, load in a fresh process"),
     "inspect": ("stepline.saving.inspect", "print a saved step tree from its manifests, unpickling nothing"),
@@ -13,14 +14,16 @@ _COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="stepline", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(_COMMANDS) + "}")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in _COMMANDS.items():
         command = sub.add_parser(name, help=help_text)
-        command.set_defaults(_module=module_name)
-        importlib.import_module(module_name).add_arguments(command)
+        if name == chosen:
+            importlib.import_module(module_name).add_arguments(command)
     args = parser.parse_args(argv)
-    return importlib.import_module(args._module).run(args)
+    return importlib.import_module(_COMMANDS[args.command][0]).run(args)
 
 
 if __name__ == "__main__":
