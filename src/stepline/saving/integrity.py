@@ -81,39 +81,21 @@ def check_records(files, folder) -> None:
                                 f"(expected {{'size': int, 'sha256': 64 hex digits}})")
 
 
-def file_records(folder, names) -> dict[str, dict]:
-    """Hash files already written in ``folder``; return their records and cache their stats.
-
-    For savers that write their own files (model weights, ...) next to the step's pickle.
-    """
-    folder = Path(folder)
-    paths = [folder / n for n in names]
-    stats = [os.stat(p) for p in paths]
-    digests = _hash_files(paths, sum(s.st_size for s in stats))
-    update_stat_cache(folder, {n: stat_entry(s, h) for n, s, h in zip(names, stats, digests)}, settle=True)
-    return {n: {"size": s.st_size, "sha256": h} for n, s, h in zip(names, stats, digests)}
-
-
 def cached_records(folder, names) -> dict[str, dict]:
-    """Records of files in ``folder``: from the stat cache when it vouches, else hashed.
+    """Records of files already written in ``folder``, e.g. by a saver (model weights, ...).
 
-    The save procedure calls it for every file a step's savers wrote: files written by
-    :func:`~stepline.saving.objectfile.write_object` (or recorded by :func:`file_records`)
-    are not hashed twice.
+    A file the stat cache vouches for keeps its cached hash; the others are hashed (in
+    parallel) and cached, so that a load right after the save hashes nothing.
     """
     folder = Path(folder)
     cache = load_stat_cache(folder)
-    records, todo = {}, []
-    for name in names:
-        st = os.stat(folder / name)
-        entry = cache.get(name)
-        if entry is not None and _trusted(entry, st, entry[-1]):
-            records[name] = {"size": st.st_size, "sha256": entry[-1]}
-        else:
-            todo.append(name)
-    if todo:
-        records.update(file_records(folder, todo))
-    return {name: records[name] for name in names}
+    stats = {n: os.stat(folder / n) for n in names}
+    todo = [n for n in names if n not in cache or cache[n][:4] != stat_entry(stats[n], "")[:4]]
+    digests = _hash_files([folder / n for n in todo], sum(stats[n].st_size for n in todo))
+    fresh = {n: stat_entry(stats[n], d) for n, d in zip(todo, digests)}
+    if fresh:
+        update_stat_cache(folder, fresh, settle=True)
+    return {n: {"size": stats[n].st_size, "sha256": (fresh.get(n) or cache[n])[4]} for n in names}
 
 
 def verify_files(folder, files: dict, verify=True) -> None:

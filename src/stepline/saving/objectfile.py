@@ -24,7 +24,8 @@ import numpy as np
 
 from .errors import (CorruptFileError, IncompatibleDumpError, ManifestError, NotADumpError,
                      StepLoadError, UnpicklingError)
-from .integrity import check_records, sha256_bytes, stat_entry, update_stat_cache, verify_files, workers_for
+from .integrity import (check_records, sha256_bytes, stat_entry, update_stat_cache, verify_files,
+                        workers_for)
 
 STREAM_NAME = "step.pkl"
 PROTOCOL = 5
@@ -70,12 +71,25 @@ class _Pickler(cloudpickle.Pickler):
         self.by_value: set[str] = set()
 
     def reducer_override(self, obj):
-        if type(obj) is np.ndarray and obj.nbytes >= BUFFER_MIN_BYTES and not obj.dtype.hasobject \
-                and not (obj.flags.c_contiguous or obj.flags.f_contiguous):
-            return obj.copy(order="K").__reduce_ex__(PROTOCOL)  # out of band, not tobytes() in band
+        if type(obj) in (np.ndarray, np.memmap) and (reduced := _array_reduce(obj)):
+            return reduced
         if isinstance(obj, (type, types.FunctionType)) and _pickled_by_value(obj):
             self.by_value.add(f"{obj.__module__}.{obj.__qualname__}")
         return super().reducer_override(obj)
+
+
+def _array_reduce(arr: np.ndarray):
+    """Reduce a big strided array or a ``np.memmap`` so that its data goes out of band
+    (NumPy would copy either in band); ``None`` to let NumPy reduce it as usual."""
+    if arr.nbytes < BUFFER_MIN_BYTES or arr.dtype.hasobject:
+        return None
+    if type(arr) is np.memmap:
+        arr = arr.view(np.ndarray)  # comes back as a plain array
+    elif arr.flags.c_contiguous or arr.flags.f_contiguous:
+        return None
+    if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
+        arr = arr.copy(order="K")
+    return arr.__reduce_ex__(PROTOCOL)
 
 
 def _pickled_by_value(obj) -> bool:

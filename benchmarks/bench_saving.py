@@ -1,0 +1,144 @@
+"""Saving and loading a pipeline holding ~1 GiB of float32 arrays in several fitted steps.
+
+In one run, medians over repeats:
+  - full-dump save vs ``joblib.dump`` of the same pipeline object, ``pickle`` protocol 5,
+    and raw ``np.save`` of the same arrays (the physical floor);
+  - load vs ``joblib.load``, ``pickle.load`` and raw ``np.load``;
+  - mmap load (``mmap_mode="r"``);
+  - a changes-only save after changing one small step vs a full dump.
+Targets (issue 3): save ≤ 1.3× np.save; load ≤ 1.3× np.load; mmap load < 50 ms;
+changes-only save of one small step < 1/20 of the full dump. Every saved file gets a
+SHA-256 in its manifest (DESIGN §5), so a second floor is shown: np.save plus hashing
+the same bytes, done one after the other.
+
+    python benchmarks/bench_saving.py [--size-mb 1024] [--steps 4] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import joblib
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _timing import median_time, print_table  # noqa: E402
+
+from stepline import CX, Pipeline  # noqa: E402
+from stepline.base import BaseStep  # noqa: E402
+
+
+class Fitted(BaseStep):
+    """A fitted step holding one big float32 array."""
+
+    def __init__(self, n_floats=0, name=None):
+        super().__init__(hyperparams={"n_floats": n_floats}, name=name)
+
+    def fit(self, data_inputs, expected_outputs=None):
+        self.weights_ = np.random.default_rng(0).random(self.hyperparams["n_floats"], dtype=np.float32)
+        return self
+
+    def transform(self, data_inputs):
+        return data_inputs
+
+
+def build(size_mb: int, steps: int) -> Pipeline:
+    n = size_mb * 2**20 // 4 // steps
+    big = [(f"big{i}", Fitted(n)) for i in range(steps)]
+    return Pipeline(big + [("small", Fitted(16))], name="bench").fit(None)
+
+
+def fresh(folder: Path) -> Path:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    pipeline = build(args.size_mb, args.steps)
+    arrays = [s.weights_ for s in pipeline.values()]
+    total = sum(a.nbytes for a in arrays)
+    base = Path(tempfile.mkdtemp(prefix="stepline-bench-saving-"))
+    r = args.repeats
+    try:
+        ours, raw, jl, pk = base / "ours", base / "raw", base / "joblib", base / "pickle"
+
+        def save_ours():
+            pipeline.save(CX(ours), full_dump=True)
+
+        def save_raw():
+            fresh(raw)
+            for i, a in enumerate(arrays):
+                np.save(raw / f"{i}.npy", a)
+
+        def save_raw_and_hash():
+            save_raw()
+            for a in arrays:
+                hashlib.sha256(memoryview(a).cast("B")).hexdigest()
+
+        def save_joblib():
+            fresh(jl)
+            joblib.dump(pipeline, jl / "p.joblib")
+
+        def save_pickle():
+            fresh(pk)
+            with open(pk / "p.pkl", "wb") as f:
+                pickle.dump(pipeline, f, protocol=5)
+
+        saves = [("stepline full dump", median_time(save_ours, r)), ("np.save (floor)", median_time(save_raw, r)),
+                 ("np.save + SHA-256 (floor with hashes)", median_time(save_raw_and_hash, r)),
+                 ("joblib.dump", median_time(save_joblib, r)), ("pickle protocol 5", median_time(save_pickle, r))]
+
+        def load_raw():
+            return [np.load(raw / f"{i}.npy") for i in range(len(arrays))]
+
+        def load_pickle():
+            with open(pk / "p.pkl", "rb") as f:
+                return pickle.load(f)
+
+        loads = [("stepline load", median_time(lambda: CX(ours).load("bench"), r)),
+                 ("np.load (floor)", median_time(load_raw, r)),
+                 ("joblib.load", median_time(lambda: joblib.load(jl / "p.joblib"), r)),
+                 ("pickle.load", median_time(load_pickle, r)),
+                 ("stepline load, mmap_mode='r'", median_time(lambda: CX(ours).load("bench", mmap_mode="r"), r)),
+                 ("stepline load, verify='full'", median_time(lambda: CX(ours).load("bench", verify="full"), r))]
+        loaded = CX(ours).load("bench")
+        assert all(np.array_equal(a, b.weights_) for a, b in zip(arrays, loaded.values()))
+
+        def change_small_and_save():
+            pipeline["small"].set_hyperparams({"n_floats": 16})  # marks the small step changed
+            pipeline.save(CX(ours), full_dump=False)
+
+        partial = median_time(change_small_and_save, max(r, 5))
+        print(f"pipeline of {args.steps} fitted steps holding {total / 2**30:.2f} GiB of float32 "
+              f"(+1 small step); medians of {r} repeats")
+        print_table("save", saves, "np.save (floor)")
+        print_table("load", loads, "np.load (floor)")
+        t = dict(saves + loads)
+        full = t["stepline full dump"]
+        print("\nchanges-only save after changing one small step")
+        print(f"  {partial * 1e3:.1f} ms = 1/{full / partial:.0f} of the full dump")
+        print("\ntargets:")
+        print(f"  save / np.save = {full / t['np.save (floor)']:.2f} (≤ 1.3); "
+              f"/ (np.save + SHA-256) = {full / t['np.save + SHA-256 (floor with hashes)']:.2f}")
+        print(f"  load / np.load = {t['stepline load'] / t['np.load (floor)']:.2f} (≤ 1.3)")
+        mmap_load = t["stepline load, mmap_mode='r'"]
+        print(f"  mmap load      = {mmap_load * 1e3:.1f} ms (< 50 ms)")
+        print(f"  changes-only   = 1/{full / partial:.0f} of a full dump (< 1/20)")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
