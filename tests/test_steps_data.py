@@ -118,6 +118,11 @@ def test_shuffler_refuses_unpaired_lengths():
         DataShuffler(seed=0).fit_transform(X, Y[:3])
 
 
+def test_shuffler_refuses_data_it_cannot_index():
+    with pytest.raises(TypeError, match="cannot index data of type str"):
+        DataShuffler(seed=0).fit_transform("abcdef")
+
+
 def test_shuffled_pairs_reach_the_next_step_in_a_pipeline():
     seen = []
     p = Pipeline([TrainOnlyWrapper(DataShuffler(seed=42)), SeeData(seen)])

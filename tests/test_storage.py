@@ -499,7 +499,6 @@ def test_cached_records_hash_new_files_once_and_reuse_the_cache(tmp_path, hash_c
     hash_calls.clear()
     integrity.verify_files(tmp_path, records)
     assert hash_calls == []
-    time.sleep(0.02)
     (tmp_path / "weights.bin").write_bytes(b"new")
     assert cached_records(tmp_path, ["weights.bin"])["weights.bin"]["size"] == 3
 

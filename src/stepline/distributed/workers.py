@@ -202,6 +202,7 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
     next stage's queue. ``None`` stops the worker.
     """
     is_process = stop_event is None
+    sequential_next = out_q is not result_q
     if is_process:
         def on_sigterm(signum, frame):
             global _TERMINATING
@@ -254,7 +255,11 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
                     dc = step.handle_fit_transform(dc, context)[1]
                 else:
                     dc = step.handle_transform(dc, context)
-                msg = (_RESULT, index, stage_idx, dc.data_inputs, dc.expected_outputs)
+                last = stop_after == stage_idx or not sequential_next
+                if last:
+                    msg = (_RESULT, index, stage_idx, dc.data_inputs, dc.expected_outputs)
+                else:  # the next stage's item
+                    msg = (index, stop_after, fit_mode, dc.data_inputs, dc.expected_outputs)
                 dc = None
                 if is_process:
                     phase = "sending the output of"
@@ -264,7 +269,7 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
                     raise
                 report(exc, index, phase)
                 continue
-            if not _put(result_q if stop_after == stage_idx else out_q, msg, stopped):
+            if not _put(result_q if last else out_q, msg, stopped):
                 return
     finally:
         if owns_step and step is not None and not _TERMINATING:
@@ -318,7 +323,7 @@ def _report(result_q, is_process, stage_idx, worker_no, step_name, exc, index, p
 
 # ---------------------------------------------------------------------- runtime
 class _Stage:
-    __slots__ = ("name", "n_workers", "step", "in_q", "payload", "workers")
+    __slots__ = ("name", "n_workers", "step", "in_q", "payload", "workers", "fingerprint")
 
     def __init__(self, name, n_workers, step):
         self.name = name
@@ -327,6 +332,7 @@ class _Stage:
         self.in_q = None
         self.payload = None
         self.workers = []
+        self.fingerprint = None
 
     @property
     def payload_kind(self) -> str:

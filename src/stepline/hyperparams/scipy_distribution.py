@@ -10,7 +10,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from stepline.hyperparams.distributions import HyperparameterDistribution, _is_real, _plain
+from stepline.hyperparams.distribution_base import HyperparameterDistribution, _is_real, _plain
 
 __all__ = ["ScipyDistribution"]
 

@@ -19,24 +19,18 @@ from stepline.pipeline import Pipeline
 
 # ------------------------------------------------------------------ helpers
 def _take(values, indices):
-    """``values`` at ``indices`` (an integer array): arrays, pandas objects, lists, tuples."""
+    """``values`` at ``indices`` (an integer array): arrays, lists, tuples."""
     if values is None:
         return None
     if isinstance(values, np.ndarray):
         return values[indices]
-    iloc = getattr(values, "iloc", None)
-    if iloc is not None:
-        return iloc[indices]
     if isinstance(values, (list, tuple, range)):
         return [values[i] for i in indices]
     raise TypeError(f"cannot index data of type {type(values).__name__}; give arrays or lists")
 
 
 def _slice(values, start: int, stop: int):
-    if values is None:
-        return None
-    iloc = getattr(values, "iloc", None)
-    return iloc[start:stop] if iloc is not None else values[start:stop]
+    return None if values is None else values[start:stop]
 
 
 def _concat(parts: list):
@@ -50,9 +44,6 @@ def _concat(parts: list):
         return np.concatenate(parts)
     if isinstance(first, (list, tuple)):
         return list(itertools.chain.from_iterable(parts))
-    if type(first).__module__.startswith("pandas"):
-        import pandas as pd
-        return pd.concat(parts)
     return np.concatenate(parts)
 
 

@@ -109,7 +109,6 @@ class TorchStep(BaseStep):
         if unknown:
             raise HyperparameterError(f"hyperparams_space of TorchStep {self.name!r} names unknown "
                                       f"hyperparameters {unknown}; its hyperparameters are {sorted(values)}")
-        self._validate_values(self.hyperparams)
         self.module_factory = module
         self.optimizer_factory = optimizer
         self.loss = loss

@@ -1,0 +1,7 @@
+"""Parallel and distributed execution.
+
+:mod:`stepline.distributed.streaming` holds the streaming steps that run on one
+machine: ``SequentialQueuedPipeline`` and ``ParallelQueuedFeatureUnion``, whose
+stages run in worker processes or threads joined by bounded queues (the workers
+themselves live in :mod:`stepline.distributed.workers`). See ``docs/parallel.md``.
+"""
