@@ -73,7 +73,7 @@ def timed(fn, *args, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - t0, result
 
 
-def run(size_mb: float, repeats: int, base: Path, sync: bool) -> dict[str, float]:
+def run(size_mb: float, repeats: int, base: Path, sync: bool) -> dict[str, list[float]]:
     arrays = make_arrays(size_mb)
     root = Path(tempfile.mkdtemp(prefix="bench-storage-", dir=base))
     dirs = {name: root / name for name in ("ours", "np", "pickle", "joblib")}
@@ -111,17 +111,19 @@ def run(size_mb: float, repeats: int, base: Path, sync: bool) -> dict[str, float
                 times.setdefault(f"read {name}", []).append(dt)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
 
 
-def report(size_mb: float, med: dict[str, float]) -> None:
+def report(size_mb: float, times: dict[str, list[float]], load: tuple) -> None:
     gib = size_mb / 1024
-    print(f"\n{N_ARRAYS} float32 arrays, {size_mb:g} MiB in all; median seconds\n")
-    print(f"{'operation':<24}{'seconds':>10}{'GiB/s':>8}{'vs np':>8}")
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\n{N_ARRAYS} float32 arrays, {size_mb:g} MiB in all, {len(next(iter(times.values())))} repeats; "
+          f"{os.cpu_count()} CPUs, load average {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after\n")
+    print(f"{'operation':<24}{'median s':>10}{'min s':>10}{'GiB/s':>8}{'vs np':>8}")
     for key, seconds in med.items():
         kind = key.split()[0]
         ref = med[f"{kind} np mmap"] if key.endswith("mmap") else med[f"{kind} np"]
-        print(f"{key:<24}{seconds:>10.4f}{gib / seconds:>8.2f}{seconds / ref:>7.2f}x")
+        print(f"{key:<24}{seconds:>10.4f}{min(times[key]):>10.4f}{gib / seconds:>8.2f}{seconds / ref:>7.2f}x")
     print(f"\nwrite ours/np: {med['write ours'] / med['write np']:.2f}  "
           f"read ours/np: {med['read ours'] / med['read np']:.2f}  "
           f"mmap read: {med['read ours mmap'] * 1e3:.1f} ms")
@@ -134,8 +136,9 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: temp dir)")
     parser.add_argument("--no-sync", action="store_true", help="do not flush dirty pages between runs")
     args = parser.parse_args()
-    med = run(args.size_mb, args.repeats, args.dir, sync=not args.no_sync)
-    report(args.size_mb, med)
+    load = os.getloadavg()
+    times = run(args.size_mb, args.repeats, args.dir, sync=not args.no_sync)
+    report(args.size_mb, times, load)
 
 
 if __name__ == "__main__":
