@@ -302,7 +302,7 @@ class DropOddRows(NonFittableMixin, BaseStep):
 
 class ScaleBoth(BaseStep):
     def fit(self, data_inputs, expected_outputs=None):
-        xs, ys = data_inputs
+        xs, _ = data_inputs
         self.scale_ = float(np.max(np.abs(xs)))
         return self
 

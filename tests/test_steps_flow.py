@@ -29,6 +29,33 @@ class Standardize(BaseStep):
         return np.asarray(processed_outputs) * self.std_ + self.mean_
 
 
+class Frozen(BaseStep):
+    """What :class:`LearnsOffset` returns from fit: another object, named by its class."""
+
+    def __init__(self, offset):
+        super().__init__()
+        self.offset = offset
+
+    def transform(self, data_inputs):
+        return np.asarray(data_inputs) - self.offset
+
+    def inverse_transform(self, processed_outputs):
+        return np.asarray(processed_outputs) + self.offset
+
+
+class LearnsOffset(BaseStep):
+    """``fit`` returns a new step object, as the fit contract allows."""
+
+    def fit(self, data_inputs, expected_outputs=None):
+        return Frozen(float(np.min(data_inputs)))
+
+    def transform(self, data_inputs):
+        raise AssertionError("the unfitted object is never used after fit")
+
+    def inverse_transform(self, processed_outputs):
+        raise AssertionError("the unfitted object is never used after fit")
+
+
 def roundtrip(step, tmp_path, data_inputs):
     """Save ``step`` (full dump), load it back, check it transforms identically; return it."""
     expected = step.transform(data_inputs)
@@ -198,6 +225,13 @@ def test_choose_one_defaults_to_first_and_routes_choice(log):
     assert events(log, "b").count("fit") == 1 and events(log, "a").count("fit") == 1
 
 
+def test_choose_one_keeps_a_fitted_step_returned_as_a_new_object():
+    c = ChooseOneStepOf([("off", LearnsOffset()), ("m", MultiplyByN(2))])
+    c, out = c.fit_transform(X)
+    assert isinstance(c["off"], Frozen) and c.keys() == ["off", "m"]
+    np.testing.assert_array_equal(out, X - X.min())
+
+
 def test_choose_one_rejects_unknown_choice_and_lists_them():
     c = ChooseOneStepOf([("x", MultiplyByN(2)), ("y", AddN(1))])
     with pytest.raises(HyperparameterError, match="outside"):
@@ -252,6 +286,17 @@ def test_reversible_preprocessing_with_fitted_steps():
     expected = (pre.transform(X) * 2) * pre.std_ + pre.mean_
     np.testing.assert_allclose(w.transform(X), expected)
     np.testing.assert_allclose(w.transform(X), 2 * X - X.mean(axis=0))
+
+
+def test_reversible_preprocessing_keeps_fitted_objects_under_their_names():
+    w = ReversiblePreprocessingWrapper(LearnsOffset(), LearnsOffset())
+    w, out = w.fit_transform(X + 3)
+    assert w.keys() == ["preprocessing_step", "postprocessing_step"]
+    assert isinstance(w["preprocessing_step"], Frozen) and w["postprocessing_step"].offset == 0.0
+    np.testing.assert_array_equal(out, X + 3)
+    w = ReversiblePreprocessingWrapper(LearnsOffset(), LearnsOffset()).fit(X + 5)
+    assert w.keys() == ["preprocessing_step", "postprocessing_step"]
+    assert w["preprocessing_step"].offset == 5.0 and w["postprocessing_step"].offset == 0.0
 
 
 def test_reversible_preprocessing_needs_inverse():

@@ -93,6 +93,32 @@ def test_fits_every_branch_on_the_same_data():
     np.testing.assert_array_equal(u.transform(X), out)
 
 
+def test_fitted_branches_returned_as_new_objects_keep_their_names():
+    class Frozen(NonFittableMixin, BaseStep):
+        def __init__(self, offset):
+            super().__init__()
+            self.offset = offset
+
+        def transform(self, data_inputs):
+            return np.asarray(data_inputs) - self.offset
+
+    class LearnsOffset(BaseStep):
+        def fit(self, data_inputs, expected_outputs=None):
+            return Frozen(float(np.min(data_inputs)))
+
+        def transform(self, data_inputs):
+            raise AssertionError("never used after fit")
+
+    for n_jobs in (None, 2):
+        u = FeatureUnion([("a", LearnsOffset()), ("b", LearnsOffset())], n_jobs=n_jobs)
+        u, out = u.fit_transform(X)
+        assert u.keys() == ["a", "b"] and isinstance(u["b"], Frozen)
+        np.testing.assert_array_equal(out, np.concatenate([X - X.min()] * 2, axis=-1))
+        u = FeatureUnion([("a", LearnsOffset()), ("b", LearnsOffset())], n_jobs=n_jobs).fit(X + 1)
+        assert u.keys() == ["a", "b"] and u["a"].offset == X.min() + 1
+        u.teardown()
+
+
 def test_fit_alone_fits_every_branch(log):
     u = FeatureUnion([Recorder(log, "a"), Recorder(log, "b")]).fit(X)
     assert sorted(e for e in log if e[1] == "fit") == [("a", "fit"), ("b", "fit")]

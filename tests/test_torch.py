@@ -357,6 +357,27 @@ def test_loaded_params_keep_requires_grad_and_train(tmp_path):
     assert len(list(loaded.model.parameters())) == 4
 
 
+class RecordsWhereBuilt(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 1)
+        self.built_on = self.lin.weight.device.type
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+def test_loading_skips_the_random_initialisation(tmp_path):
+    X, y = regression(64)
+    step = TorchStep(RecordsWhereBuilt, hyperparams={"epochs": 1, "seed": 0, "device": "cpu"}).fit(X, y)
+    assert step.model.built_on == "cpu"
+    step.save(CX(tmp_path), full_dump=True)
+    loaded = CX(tmp_path).load("RecordsWhereBuilt").setup()
+    assert loaded.model.built_on == "meta"  # built without memory, then given the saved tensors
+    assert loaded.model.lin.weight.device.type == "cpu"
+    np.testing.assert_array_equal(loaded.transform(X), step.transform(X))
+
+
 def test_save_load_in_a_fresh_process_gives_identical_predictions(tmp_path):
     """The saving script defines its module in __main__; the loading one never sees that code."""
     X, _ = regression(50, seed=1)
@@ -518,6 +539,28 @@ def test_the_writer_matches_safetensors_and_its_hash(tmp_path):
     ours, theirs = load_file(tmp_path / "ours.safetensors"), load_file(tmp_path / "theirs.safetensors")
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_big_states_are_sharded_and_resharded_cleanly(tmp_path, monkeypatch):
+    monkeypatch.setattr(tensorfile, "SHARD_MIN_BYTES", 1024)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    X, y = regression(64)
+    step = mlp_step(epochs=1, hidden_sizes=(64, 64)).fit(X, y)
+    step.save(CX(tmp_path), full_dump=True)
+    files = dump_listing(tmp_path / "mlp")
+    shards = [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    assert set(shards) <= set(files) and "model.safetensors" not in files
+    manifest = json.loads((tmp_path / "mlp" / "stepline.json").read_text())
+    assert set(shards) <= set(manifest["files"])
+    loaded = CX(tmp_path).load("mlp")
+    np.testing.assert_array_equal(loaded.transform(X), step.transform(X))
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # fewer shards next time: the old ones go
+    loaded.set_hyperparams({"warm_start": True})
+    loaded = loaded.fit(X, y)
+    loaded.save(CX(tmp_path))
+    files = dump_listing(tmp_path / "mlp")
+    assert "model.safetensors" in files and not [f for f in files if "-of-" in f]
+    np.testing.assert_array_equal(CX(tmp_path).load("mlp").transform(X), loaded.transform(X))
 
 
 def test_non_tensor_non_json_state_is_refused_clearly():

@@ -46,12 +46,6 @@ class Pipeline(TruncableSteps):
         self._keep_fitted(fitted)
         return self
 
-    def _keep_fitted(self, fitted: list) -> None:
-        if any(a is not b for a, b in zip(fitted, self.steps_as_tuple)):
-            for new, old in zip(fitted, self.steps_as_tuple):
-                new.name = old.name
-            self._set_steps(fitted)
-
     def save(self, context: ExecutionContext | None = None, full_dump: bool = False):
         """Save under ``context`` (default: ``ExecutionContext(cache_folder)``)."""
         if context is None:

@@ -105,6 +105,13 @@ class TruncableSteps(CompositeStep):
     def _set_children(self, children: list) -> None:
         self._set_steps(children)
 
+    def _keep_fitted(self, fitted: list) -> None:
+        """Keep the steps ``fit`` returned (new objects, maybe) under the names they replace."""
+        if any(new is not old for new, old in zip(fitted, self.steps_as_tuple)):
+            for new, old in zip(fitted, self.steps_as_tuple):
+                new.name = old.name
+            self._set_steps(fitted)
+
     def _child_by_name(self, name: str):
         step = self._by_name.get(name)
         if step is None or step.name != name:  # a child was renamed since

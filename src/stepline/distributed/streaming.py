@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import numbers
+import warnings
 
 import numpy as np
 
@@ -181,6 +182,13 @@ class _QueuedSteps(_ProducerConsumerMixin, TruncableSteps):
             self.setup(context)
         runtime = self._runtime
         if runtime is None or runtime.closed or [s.name for s in runtime.stages] != self.keys():
+            return self._start_runtime(context)
+        dead = runtime.dead_workers()
+        if dead:  # between two calls: no minibatch was lost, start afresh
+            name, worker = dead[0]
+            warnings.warn(f"{self.name!r}: a worker of step {name!r} stopped between calls "
+                          f"(exit code {getattr(worker, 'exitcode', None)}); starting fresh workers",
+                          RuntimeWarning, stacklevel=4)
             return self._start_runtime(context)
         for k in used:
             step = self.steps_as_tuple[k]

@@ -183,8 +183,6 @@ def _materialize(payload):
 
 
 def _context_from(spec):
-    if isinstance(spec, ExecutionContext):
-        return spec
     root, phase, names = spec
     return ExecutionContext(root, ExecutionPhase(phase), parents=tuple(_Named(n) for n in names))
 
@@ -354,11 +352,16 @@ class WorkerRuntime:
         self.mp = multiprocessing.get_context(start_method or "spawn") if use_processes else None
         self.stages = [_Stage(s.name, n, s) for s, n in zip(steps, n_workers)]
         self.max_queued = max_queued
-        self.context = context
+        # Workers get the context as (root, phase, parent names): holding the parent steps
+        # themselves would keep the owner alive from its own finalizer.
+        root = context._root._path
+        self.context_spec = (None if root is None else str(root), context.execution_phase.value,
+                             [p.name for p in context.parents])
         self.result_q = None
         self.stop_event = None if use_processes else threading.Event()
         self.lock = threading.Lock()
         self.closed = False
+        self.finalizer = None
         self._dump_root = None
 
     # -- start and stop
@@ -368,7 +371,7 @@ class WorkerRuntime:
             for stage in self.stages:  # fail on a step that cannot travel before any worker starts
                 stage.payload = self._payload(stage.step)
             for stage in self.stages:
-                stage.in_q = self._queue(self.max_queued or 2 * stage.n_workers)
+                stage.in_q = self._queue(self.max_queued or max(4, 2 * stage.n_workers))
             self.result_q = self._queue(0)
             for k in range(len(self.stages)):
                 self._start_workers(k)
@@ -399,12 +402,7 @@ class WorkerRuntime:
 
     def _start_workers(self, k: int) -> None:
         stage = self.stages[k]
-        if self.use_processes:
-            names = [p.name for p in self.context.parents]
-            cx_spec = (self.context._root._path and str(self.context._root._path),
-                       self.context.execution_phase.value, names)
-        else:
-            cx_spec = self.context
+        cx_spec = self.context_spec
         for w in range(stage.n_workers):
             args = (k, w, stage.name, stage.payload, stage.in_q, self._out_q(k), self.result_q, cx_spec,
                     os.getpid(), self.stop_event, self.use_processes)
@@ -434,26 +432,31 @@ class WorkerRuntime:
             raise
 
     def _stop_stage_workers(self, stage) -> None:
-        for _ in stage.workers:
-            stage.in_q.put(_STOP, timeout=_GRACEFUL_STOP_S)
-        _join_all(stage.workers, time.monotonic() + _GRACEFUL_STOP_S)
-        _terminate(stage.workers)
+        deadline = time.monotonic() + _GRACEFUL_STOP_S
+        _send_stops(stage, deadline)
+        _join_all(stage.workers, deadline)
+        if any(_alive(w) for w in stage.workers):
+            raise RuntimeError(f"the workers of step {stage.name!r} did not stop")  # the caller aborts
         stage.workers = []
 
     def stop(self) -> None:
-        """Stop every worker (each tears its step down), close the queues. Idempotent."""
+        """Stop every worker (each tears its step down), close the queues. Idempotent.
+
+        Workers that do not stop within ``_GRACEFUL_STOP_S`` are terminated.
+        """
         if self.closed:
             return
         try:
+            deadline = time.monotonic() + _GRACEFUL_STOP_S
             for stage in self.stages:
-                if stage.in_q is not None:
-                    for _ in stage.workers:
-                        stage.in_q.put(_STOP, timeout=_GRACEFUL_STOP_S)
-            _join_all(self.workers, time.monotonic() + _GRACEFUL_STOP_S)
-        except BaseException:
-            self.abort()
-            raise
-        self.abort()  # what is left: stragglers, queues, dump folder
+                _send_stops(stage, deadline)
+            _join_all(self.workers, deadline)
+        finally:
+            self.abort()  # what is left: stragglers, queues, dump folder
+
+    def dead_workers(self) -> list:
+        """``(stage name, worker)`` for each worker that is not running."""
+        return [(stage.name, w) for stage in self.stages for w in stage.workers if not _alive(w)]
 
     def abort(self) -> None:
         """Terminate every worker at once, kill stragglers, close queues. Idempotent, never blocks long."""
@@ -476,6 +479,9 @@ class WorkerRuntime:
         if self._dump_root is not None:
             shutil.rmtree(self._dump_root, ignore_errors=True)
             self._dump_root = None
+        if self.finalizer is not None:
+            self.finalizer.detach()
+            self.finalizer = None
         _LIVE_RUNTIMES.discard(self)
 
     # -- running
@@ -546,10 +552,9 @@ class WorkerRuntime:
         return out
 
     def _check_workers(self) -> None:
-        for k, stage in enumerate(self.stages):
+        for stage in self.stages:
             for w, worker in enumerate(stage.workers):
-                alive = worker.exitcode is None if self.use_processes else worker.is_alive()
-                if not alive:
+                if not _alive(worker):
                     self._raise_reported_error()
                     raise self._died(stage, w, worker)
 
@@ -619,6 +624,23 @@ def _encoder(use_processes):
     return encode
 
 
+def _alive(worker) -> bool:
+    if isinstance(worker, threading.Thread):
+        return worker.is_alive()
+    return worker.exitcode is None
+
+
+def _send_stops(stage, deadline: float) -> None:
+    """One stop sentinel per running worker of ``stage`` (best effort, until ``deadline``)."""
+    if stage.in_q is None:
+        return
+    for _ in [w for w in stage.workers if _alive(w)]:
+        try:
+            stage.in_q.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
+        except (queue.Full, ValueError, OSError):
+            return
+
+
 def _join_all(workers, deadline: float) -> None:
     for worker in workers:
         worker.join(max(0.0, deadline - time.monotonic()))
@@ -641,12 +663,6 @@ def _terminate(workers) -> None:
             except Exception:
                 pass
     _join_all(procs, time.monotonic() + _ABORT_JOIN_S)
-    for p in procs:
-        if p.exitcode is not None:
-            try:
-                p.close()
-            except Exception:
-                pass
 
 
 @atexit.register
@@ -654,13 +670,19 @@ def _abort_all_at_exit() -> None:
     # Registered after multiprocessing.util's exit hook, so it runs before it: that hook
     # joins non-daemonic children, which would wait forever on idle workers.
     for runtime in list(_LIVE_RUNTIMES):
-        runtime.abort()
+        try:
+            runtime.abort()
+        except BaseException:
+            pass
+    # Whatever an interrupted abort left behind: our workers are named "stepline:...".
+    _terminate([p for p in multiprocessing.active_children() if p.name.startswith("stepline:")])
 
 
 def finalize_with(owner, runtime: WorkerRuntime) -> None:
     """Abort ``runtime`` when ``owner`` is garbage collected without a teardown."""
     fin = weakref.finalize(owner, runtime.abort)
     fin.atexit = False  # _abort_all_at_exit handles interpreter exit, in the right order
+    runtime.finalizer = fin
 
 
 # ---------------------------------------------------------------------- progress

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 from .errors import CorruptFileError, ManifestError, MissingFileError, StepLoadError
+from .manifest import MANIFEST_NAME
 
 STAT_CACHE_NAME = ".stepline-verified.json"
 _CACHE_FORMAT = "stepline-stat-cache"
@@ -68,7 +69,7 @@ def _hash_files(paths: list[Path], total_bytes: int) -> list[str]:
 
 def check_records(files, folder) -> None:
     """Raise :class:`ManifestError` unless ``files`` is a well-formed ``{name: record}`` map."""
-    where = Path(folder) / "stepline.json"
+    where = Path(folder) / MANIFEST_NAME
     if not isinstance(files, dict):
         raise ManifestError(f"{where}: 'files' must be an object, not {type(files).__name__}")
     for name, record in files.items():

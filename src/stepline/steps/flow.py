@@ -103,9 +103,7 @@ class OptionalStep(_ConditionalWrapper):
 
 def _replace_child(owner: TruncableSteps, old, new) -> None:
     """Keep ``new`` (a fitted ``old``) in ``old``'s place, under ``old``'s name."""
-    if new is not old:
-        new.name = old.name
-        owner._set_steps([new if s is old else s for s in owner.steps_as_tuple])
+    owner._keep_fitted([new if s is old else s for s in owner.steps_as_tuple])
 
 
 class ChooseOneStepOf(TruncableSteps):
@@ -127,7 +125,7 @@ class ChooseOneStepOf(TruncableSteps):
         self._validate_values(choice)
         self.hyperparams.update(choice)
 
-    def append(self, step) -> "ChooseOneStepOf":
+    def append(self, step) -> ChooseOneStepOf:
         """Add a step that may then be chosen; returns self."""
         super().append(step)
         self.hyperparams_space["choice"] = Choice(self.keys())

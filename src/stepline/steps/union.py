@@ -123,12 +123,6 @@ class FeatureUnion(TruncableSteps):
         data_container.data_inputs = joined.data_inputs
         return data_container
 
-    def _keep_fitted(self, fitted: list) -> None:
-        if any(a is not b for a, b in zip(fitted, self.steps_as_tuple)):
-            for new, old in zip(fitted, self.steps_as_tuple):
-                new.name = old.name
-            self._set_steps(fitted)
-
     def handle_fit(self, data_container, context):
         if self.joiner is not None and self.joiner._needs_fit:
             return self.handle_fit_transform(data_container, context)[0]

@@ -3,9 +3,13 @@
 Saving writes, next to the stripped step's ``step.pkl``::
 
     model.safetensors      the model's state_dict tensors (keys are the state_dict's)
-    model.json             the rest of the state_dict (non-tensor extra state) and its order
+    model.json             the rest of the state_dict (non-tensor extra state), its order
+                           and the list of tensor files
     optimizer.safetensors  the optimizer's state tensors (``state.<param index>.<name>``)
-    optimizer.json         param_groups, step counts and other non-tensor state
+    optimizer.json         param_groups and other non-tensor state
+
+A state over 64 MiB is written as shards, ``model-00001-of-00002.safetensors``…, one per
+core (at most 8), so that hashing them runs in parallel.
 
 then strips the model, optimizer and loss from the copy being saved (by assignment),
 so the stripped saver pickles only the recipe and the hyperparameters. The files are
@@ -20,6 +24,7 @@ GPU loads on a CPU-only machine.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from stepline.saving.errors import CorruptFileError, ManifestError
@@ -28,6 +33,7 @@ from stepline.saving.savers import BaseSaver
 from stepline.torch import tensorfile
 
 PARTS = ("model", "optimizer")
+_SHARD = re.compile(r"[A-Za-z0-9_]+(-\d{5}-of-\d{5})?\.safetensors")
 
 
 class TorchModuleSaver(BaseSaver):
@@ -62,21 +68,30 @@ class TorchModuleSaver(BaseSaver):
 
 
 def _write_part(folder: Path, part: str, state) -> dict:
-    """Write ``<part>.safetensors`` and ``<part>.json``; return their stat-cache entries."""
+    """Write ``<part>.json`` and its safetensors file(s); return their stat-cache entries."""
     tree, tensors = tensorfile.split_tensors(state)
-    tensors_name, json_name = f"{part}.safetensors", f"{part}.json"
-    digest, _ = tensorfile.write_safetensors(folder / tensors_name, tensors, metadata={"format": "pt"})
-    entries = {tensors_name: stat_entry(os.stat(folder / tensors_name), digest)}
+    written = tensorfile.write_safetensors_shards(folder, part, tensors, metadata={"format": "pt"})
+    names = [name for name, _, _ in written]
+    entries = {name: stat_entry(os.stat(folder / name), digest) for name, digest, _ in written}
     header = {"format": tensorfile.FORMAT, "format_version": tensorfile.FORMAT_VERSION, "part": part,
-              "tensors": tensors_name, "state": tree}
+              "tensors": names, "state": tree}
+    json_name = f"{part}.json"
     digest, _ = tensorfile.write_json(folder / json_name, header)
     entries[json_name] = stat_entry(os.stat(folder / json_name), digest)
+    _remove_part(folder, part, keep=set(names) | {json_name})
     return entries
 
 
-def _remove_part(folder: Path, part: str) -> None:
-    for suffix in (".safetensors", ".json"):
-        (folder / f"{part}{suffix}").unlink(missing_ok=True)
+def _part_files(folder: Path, part: str) -> list[Path]:
+    return [p for p in folder.iterdir() if p.is_file() and (
+        p.name in (f"{part}.json", f"{part}.safetensors") or _SHARD.fullmatch(p.name) and p.name.startswith(part + "-"))]
+
+
+def _remove_part(folder: Path, part: str, keep=frozenset()) -> None:
+    """Delete the files of ``part`` a previous save left that this one did not write."""
+    for path in _part_files(folder, part):
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
 
 
 def _read_part(folder: Path, part: str):
@@ -92,16 +107,21 @@ def _read_part(folder: Path, part: str):
     if header.get("format_version", 0) > tensorfile.FORMAT_VERSION:
         raise ManifestError(f"{json_path}: format version {header.get('format_version')} is newer than "
                             f"this stepline reads ({tensorfile.FORMAT_VERSION}); upgrade stepline")
-    tensors_path = folder / header.get("tensors", f"{part}.safetensors")
-    if tensors_path.parent != folder:
-        raise ManifestError(f"{json_path}: invalid tensors file name {header.get('tensors')!r}")
-    try:
-        tensors = tensorfile.read_safetensors(tensors_path)
-    except FileNotFoundError as e:
-        raise CorruptFileError(f"{tensors_path}: missing: {json_path.name} refers to it") from e
-    except Exception as e:  # safetensors raises its own error types for bad headers / sizes
-        raise CorruptFileError(f"{tensors_path}: cannot read the tensors ({type(e).__name__}: {e})") from e
+    names = header.get("tensors")
+    if isinstance(names, str):
+        names = [names]
+    if not (isinstance(names, list) and all(isinstance(n, str) and _SHARD.fullmatch(n) for n in names)):
+        raise ManifestError(f"{json_path}: invalid list of tensor files {header.get('tensors')!r}")
+    tensors = {}
+    for name in names:
+        tensors_path = folder / name
+        try:
+            tensors.update(tensorfile.read_safetensors(tensors_path))
+        except FileNotFoundError as e:
+            raise CorruptFileError(f"{tensors_path}: missing: {json_path.name} refers to it") from e
+        except Exception as e:  # safetensors raises its own error types for bad headers / sizes
+            raise CorruptFileError(f"{tensors_path}: cannot read the tensors ({type(e).__name__}: {e})") from e
     try:
         return tensorfile.join_tensors(header["state"], tensors)
     except KeyError as e:
-        raise CorruptFileError(f"{json_path}: refers to tensor {e} that {tensors_path.name} does not hold") from e
+        raise CorruptFileError(f"{json_path}: refers to tensor {e} that {', '.join(names)} do not hold") from e

@@ -8,9 +8,10 @@ No pickle is involved in either direction, so reading a dump never runs code fro
   counts, ``None``\\ s) into a JSON tree whose leaves ``{"$tensor": key}`` point into a
   flat ``{key: tensor}`` dict, and back. Tensors that are the same view of the same
   memory (tied weights) are stored once.
-- :func:`write_safetensors` writes that flat dict in the safetensors format straight
-  from the tensors' memory (no intermediate ``bytes``) while a thread hashes the same
-  memory, so the SHA-256 the manifest needs costs no second pass over the file.
+- :func:`write_safetensors_shards` writes that flat dict in the safetensors format
+  straight from the tensors' memory (no intermediate ``bytes``) while threads hash the
+  same memory, so the SHA-256 the manifest needs costs no second pass over the file;
+  big states are split into shards so that their hashes run on several cores.
 - :func:`read_safetensors` reads with the official ``safetensors`` reader (memory-mapped,
   copy-on-write: nothing is read until used).
 """
@@ -181,32 +182,90 @@ def safetensors_layout(tensors: dict, metadata: dict | None = None):
 
 
 def write_safetensors(path, tensors: dict, metadata: dict | None = None) -> tuple[str, int]:
-    """Write ``tensors`` to ``path`` in the safetensors format; return ``(sha256, size)``.
+    """Write ``tensors`` to one safetensors file ``path``; return ``(sha256, size)``.
 
-    The file is written to a hidden temporary sibling and renamed into place, so a
-    reader that still maps the previous file (a model loaded from it) keeps its data.
-    The bytes go straight from each tensor's memory to the file while one thread feeds
-    the same memory to SHA-256.
+    See :func:`write_safetensors_shards`, which this is the one-file case of.
     """
     path = Path(path)
-    head, prepared = safetensors_layout(tensors, metadata)
-    digest = hashlib.sha256()
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    size = 0
+    layout = safetensors_layout(tensors, metadata)
+    with ThreadPoolExecutor(1) as pool:
+        return _write_layouts(pool, [path], [layout])[0]
+
+
+def write_safetensors_shards(folder, stem: str, tensors: dict, metadata: dict | None = None,
+                             max_shards: int | None = None) -> list[tuple[str, str, int]]:
+    """Write ``tensors`` as ``<stem>.safetensors``, or as shards when they are big.
+
+    Returns ``[(file name, sha256, size)]``. SHA-256 is sequential within a file, so a
+    big state is split into ``<stem>-00001-of-0000N.safetensors`` shards of whole
+    tensors (one per core, at most 8, none under 64 MiB) whose hashes run in parallel
+    threads, from the tensors' memory, while the main thread writes the files one after
+    another: the hash the manifest needs costs no pass over the file and, with enough
+    cores, no time. Each file is written to a hidden temporary sibling and renamed into
+    place, so a model still mapping the previous file keeps its data.
+    """
+    folder = Path(folder)
+    total = sum(_nbytes(t) for t in tensors.values())
+    n = max(1, min(max_shards or 8, -(-total // SHARD_MIN_BYTES), os.cpu_count() or 1, len(tensors) or 1))
+    groups = _balanced(tensors, n)
+    names = ([f"{stem}.safetensors"] if len(groups) == 1 else
+             [f"{stem}-{i:05d}-of-{len(groups):05d}.safetensors" for i in range(1, len(groups) + 1)])
+    layouts = [safetensors_layout(g, metadata) for g in groups]
+    with ThreadPoolExecutor(len(groups)) as pool:
+        results = _write_layouts(pool, [folder / name for name in names], layouts)
+    return [(name, digest, size) for name, (digest, size) in zip(names, results)]
+
+
+SHARD_MIN_BYTES = 64 << 20
+
+
+def _nbytes(t) -> int:
+    return t.numel() * t.element_size()
+
+
+def _balanced(tensors: dict, n: int) -> list[dict]:
+    """Split ``tensors`` into ``n`` groups of about equal bytes (largest first, to the lightest)."""
+    if n == 1:
+        return [tensors]
+    loads, groups = [0] * n, [dict() for _ in range(n)]
+    for key, t in sorted(tensors.items(), key=lambda kt: -_nbytes(kt[1])):
+        i = loads.index(min(loads))
+        groups[i][key] = t
+        loads[i] += _nbytes(t)
+    return [g for g in groups if g]
+
+
+def _write_layouts(pool, paths: list, layouts: list) -> list[tuple[str, int]]:
+    """Hash every layout in ``pool`` while this thread writes them; return ``[(sha256, size)]``."""
+    hashes = [pool.submit(_sha256_views, list(_chunks(head, prepared))) for head, prepared in layouts]
+    sizes, temps = [], []
     try:
-        with ThreadPoolExecutor(1) as hasher, open(tmp, "wb", buffering=0) as f:
-            pending = []  # the one worker hashes in submission order, so the digest is the file's
-            for view in _chunks(head, prepared):
-                pending.append(hasher.submit(digest.update, view))
-                _write_all(f, view)
-                size += view.nbytes
-            for p in pending:
-                p.result()
-        os.replace(tmp, path)
+        for path, (head, prepared) in zip(paths, layouts):
+            tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+            temps.append(tmp)
+            size = 0
+            with open(tmp, "wb", buffering=0) as f:
+                for view in _chunks(head, prepared):
+                    _write_all(f, view)
+                    size += view.nbytes
+            sizes.append(size)
+        digests = [h.result() for h in hashes]
+        for tmp, path in zip(temps, paths):
+            os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for h in hashes:
+            h.cancel()
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
         raise
-    return digest.hexdigest(), size
+    return list(zip(digests, sizes))
+
+
+def _sha256_views(views) -> str:
+    digest = hashlib.sha256()
+    for view in views:
+        digest.update(view)  # releases the GIL
+    return digest.hexdigest()
 
 
 def _chunks(head: bytes, prepared: list):
