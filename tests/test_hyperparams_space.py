@@ -190,3 +190,12 @@ def test_sklearn_style_get_and_set_params():
 
 def test_keys_are_stable_names_not_ids():
     assert nested_pipeline().get_hyperparams() == nested_pipeline().get_hyperparams()
+
+
+def test_mapping_with_non_string_keys_is_a_value_not_a_group():
+    hp = HyperparameterSamples({"clf": {"class_weight": {0: 1, 1: 2}, "C": 1.0}})
+    assert hp.to_flat_dict() == {"clf__class_weight": {0: 1, 1: 2}, "clf__C": 1.0}
+    step = MultiplyBy(1)
+    step.hyperparams["weights"] = {0: 1}
+    step.set_hyperparams({"weights": {0: 3, 1: 4}})
+    assert step.hyperparams["weights"] == {0: 3, 1: 4}

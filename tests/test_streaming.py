@@ -19,7 +19,7 @@ from stepline import CX, Pipeline
 from stepline.base import BaseSaver, BaseStep, NonFittableMixin
 from stepline.distributed.streaming import (ParallelQueuedFeatureUnion, SequentialQueuedPipeline,
                                             _ProducerConsumerMixin, _ProducerConsumerStepSaver)
-from stepline.distributed.workers import StreamingSetupError, StreamingWorkerError
+from stepline.distributed.streaming import StreamingSetupError, StreamingWorkerError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -308,8 +308,13 @@ def test_feature_union_joins_branches_in_order(use_processes):
 @pytest.mark.parametrize("start_method", ["fork", "forkserver"])
 def test_other_start_methods(start_method):
     p = SequentialQueuedPipeline([Mul(2), Mul(5)], batch_size=3, start_method=start_method)
-    with p:
-        np.testing.assert_array_equal(p.transform(_rows(10)), _rows(10) * 10)
+    try:
+        with p:
+            np.testing.assert_array_equal(p.transform(_rows(10)), _rows(10) * 10)
+    finally:
+        if start_method == "forkserver":  # the fork server outlives its workers: stop it for the next tests
+            import multiprocessing.forkserver
+            multiprocessing.forkserver._forkserver._stop()
 
 
 def test_nested_in_a_pipeline_follows_its_lifecycle():
@@ -326,7 +331,7 @@ def test_nested_in_a_pipeline_follows_its_lifecycle():
 @pytest.mark.parametrize("kind", ["queue", "lock"])
 def test_step_holding_a_queue_or_lock_runs_in_processes_through_a_dump(kind):
     step = HoldsResource(kind).setup()  # now it holds what pickle cannot carry
-    with pytest.raises(Exception):
+    with pytest.raises((TypeError, RuntimeError)):  # "cannot pickle '_thread.lock'", "Queue objects..."
         pickle.dumps(step)
     p = SequentialQueuedPipeline([(2, step)], batch_size=3)
     with p.setup():
@@ -345,6 +350,18 @@ def test_use_savers_sends_dumps_and_workers_run_setup_and_teardown(tmp_path):
     names = set(os.listdir(tmp_path))
     assert names == {f"setup-{pid}" for pid in pids} | {f"teardown-{pid}" for pid in pids}
     assert f"setup-{os.getpid()}" not in names  # nothing was set up here
+
+
+def test_workers_of_an_aborted_call_still_tear_down(tmp_path):
+    p = SequentialQueuedPipeline([(2, LifecycleFiles(tmp_path)), ("checker", Fails(3))], batch_size=1)
+    with p.setup():
+        pids = {w.pid for w in p.consumers[:2]}
+        while len(os.listdir(tmp_path)) < 2:  # both workers set up
+            p.transform(_rows(2))
+        with pytest.raises(StreamingWorkerError, match="'checker'"):
+            p.transform(_rows(10))
+    names = set(os.listdir(tmp_path))
+    assert names == {f"setup-{pid}" for pid in pids} | {f"teardown-{pid}" for pid in pids}
 
 
 def test_picklable_step_travels_pickled_by_default():

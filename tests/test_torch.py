@@ -136,20 +136,25 @@ def test_fit_starts_fresh_unless_warm_start():
     assert int(step.optimizer.state_dict()["state"][0]["step"]) == 2 * 3 * 4
 
 
-def test_teardown_releases_the_model():
+def test_teardown_releases_the_model_and_keeps_the_fit():
     X, y = regression(64)
     step = mlp_step(epochs=2).fit(X, y)
+    expected = step.transform(X)
     model_ref, optimizer_ref = weakref.ref(step.model), weakref.ref(step.optimizer)
     param_ref = weakref.ref(next(step.model.parameters()))
     step.teardown()
     assert model_ref() is None and optimizer_ref() is None and param_ref() is None
-    assert step.model is None and step.optimizer is None and step.device is None
-    assert not step.is_initialized and not step.is_fitted
+    assert step.model is None and step.optimizer is None and step.loss_fn is None and step.device is None
+    assert not step.is_initialized and step.is_fitted
     step.teardown()  # idempotent
-    with pytest.raises(NotFittedError, match="mlp"):
-        step.transform(X)  # the trained weights went with the model
-    step = step.fit(X, y)  # can be set up and trained again
-    assert step.transform(X).shape == (64, 1)
+    np.testing.assert_array_equal(step.transform(X), expected)  # setup again: same weights
+    assert step.optimizer.state_dict()["state"][0]["step"] == 2 * 2
+
+
+def test_teardown_of_an_unfitted_step_keeps_nothing():
+    step = mlp_step().setup()
+    step.teardown()
+    assert step._loaded_state is None and not step.is_fitted
 
 
 def test_context_manager_tears_down():
@@ -337,6 +342,7 @@ def test_save_load_in_process_same_predictions_and_optimizer_state(tmp_path):
     step.save(CX(tmp_path), full_dump=True)
     loaded = CX(tmp_path).load("mlp")
     assert loaded.model is None and loaded.is_fitted and not loaded.is_initialized
+    assert loaded._loaded_state["model"]._metadata == step.model.state_dict()._metadata  # module versions
     np.testing.assert_array_equal(loaded.transform(X), expected)
     before, after = step.optimizer.state_dict(), loaded.optimizer.state_dict()
     assert before["param_groups"] == after["param_groups"]
@@ -603,6 +609,36 @@ def test_tied_weights_buffers_and_extra_state_survive_saving(tmp_path):
     assert len(list(loaded.model.parameters())) == len(loaded.optimizer.param_groups[0]["params"]) == 1
 
 
+def test_pickling_or_copying_carries_weights_not_modules():
+    import copy
+    X, y = regression(64)
+    step = mlp_step(epochs=2).fit(X, y)
+    expected = step.transform(X)
+    raw = pickle.dumps(step)
+    strings = {arg for op, arg, _ in pickletools.genops(raw) if isinstance(arg, str)}
+    assert "_modules" not in strings and "_parameters" not in strings  # tensors yes, modules no
+    for other in (pickle.loads(raw), copy.deepcopy(step)):
+        assert other.model is None and not other.is_initialized and other.is_fitted
+        np.testing.assert_array_equal(other.transform(X), expected)
+        assert other.model is not step.model
+    assert isinstance(step.model, MLP) and step.is_initialized  # the original is untouched
+
+
+def test_torch_step_runs_in_a_streaming_process_worker_through_a_dump():
+    streaming = pytest.importorskip("stepline.distributed.streaming")
+    X, y = regression(96)
+    linear = TorchStep(nn.Linear, module_kwargs={"in_features": 4, "out_features": 1}, name="linear",
+                       hyperparams={"epochs": 5, "seed": 0, "device": "cpu", "learning_rate": 0.05}).fit(X, y)
+    expected = linear.transform(X)
+    # use_savers: the worker process gets the step as a stepline dump (safetensors), loads it, sets it up
+    p = streaming.SequentialQueuedPipeline([linear], batch_size=16, use_processes=True, use_savers=True)
+    with p.setup():
+        out = p.transform(X)
+    np.testing.assert_array_equal(out, expected)
+    assert linear.is_fitted  # the parent's copy was torn down with the pipeline, its fit kept
+    np.testing.assert_array_equal(linear.transform(X), expected)
+
+
 def test_import_stepline_does_not_import_torch():
     code = ("import sys, stepline, stepline.base, stepline.pipeline, stepline.saving.procedure\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n")
@@ -610,11 +646,20 @@ def test_import_stepline_does_not_import_torch():
 
 
 # ------------------------------------------------------------------ GPU (skipped without one)
+def _warm_up_cuda_libraries():
+    """cuBLAS keeps a workspace from the caching allocator once used: not the step's memory."""
+    lin = nn.Linear(8, 8).cuda()
+    lin(torch.ones(4, 8, device="cuda")).sum().backward()
+    del lin
+    torch.cuda.synchronize()
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
 @cuda_only
 def test_cuda_setup_teardown_returns_memory_and_the_dump_loads_on_cpu(tmp_path):
     X, y = regression(256)
-    torch.cuda.synchronize()
-    gc.collect()
+    _warm_up_cuda_libraries()
     baseline = torch.cuda.memory_allocated()
     step = mlp_step(epochs=3, device="cuda", hidden_sizes=(256, 256))
     step.setup()
@@ -625,6 +670,9 @@ def test_cuda_setup_teardown_returns_memory_and_the_dump_loads_on_cpu(tmp_path):
     step.save(CX(tmp_path), full_dump=True)
     step.teardown()
     torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() == baseline  # the fitted weights wait on the host
+    np.testing.assert_allclose(step.transform(X), expected, rtol=1e-5, atol=1e-6)  # set up again on the GPU
+    step.teardown()
     assert torch.cuda.memory_allocated() == baseline
     # a GPU dump loads on a CPU-only process ("cuda" falls back to the CPU there)
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
@@ -645,3 +693,19 @@ def test_cuda_setup_teardown_returns_memory_and_the_dump_loads_on_cpu(tmp_path):
     loaded = CX(tmp_path).load("mlp").setup()
     assert next(loaded.model.parameters()).is_cuda
     np.testing.assert_allclose(loaded.transform(X), expected, rtol=1e-5, atol=1e-6)
+
+
+@cuda_only
+def test_changing_the_device_moves_the_model_and_its_optimizer_state():
+    X, y = regression(128)
+    step = mlp_step(epochs=2, device="cuda", warm_start=True).fit(X, y)
+    expected = step.transform(X)
+    step.set_hyperparams({"device": "cpu"})
+    assert step.device.type == "cpu" and not next(step.model.parameters()).is_cuda
+    assert all(not t.is_cuda for st in step.optimizer.state.values() for t in st.values()
+               if isinstance(t, torch.Tensor))
+    np.testing.assert_allclose(step.transform(X), expected, rtol=1e-4, atol=1e-5)
+    step = step.fit(X, y)  # keeps training on the CPU with the moved optimizer state
+    step.set_hyperparams({"device": "cuda"})
+    assert next(step.model.parameters()).is_cuda
+    step.teardown()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from stepline.core.errors import HyperparameterError
-from stepline.hyperparams.space import SEPARATOR, HyperparameterSamples, HyperparameterSpace, flatten
+from stepline.hyperparams.space import SEPARATOR, HyperparameterSamples, HyperparameterSpace, _is_leaf_mapping, flatten
 
 
 def _as_flat(values) -> dict:
@@ -19,7 +19,7 @@ def _as_flat(values) -> dict:
     if not isinstance(values, Mapping):
         raise TypeError(f"hyperparameters must be a mapping, got {type(values).__name__}")
     for v in values.values():
-        if isinstance(v, Mapping):
+        if isinstance(v, Mapping) and not _is_leaf_mapping(v):
             return flatten(values)
     return values
 

@@ -22,8 +22,8 @@ import numpy as np
 from stepline.core.composite import TruncableSteps
 from stepline.core.context import ExecutionContext
 from stepline.core.step import BaseTransformer
-from stepline.distributed.workers import (Progress, StreamingSetupError, StreamingWorkerError, WorkerRuntime,
-                                          finalize_with)
+from stepline.distributed.runtime import Progress, WorkerRuntime, finalize_with
+from stepline.distributed.workers import StreamingSetupError, StreamingWorkerError
 from stepline.saving.savers import BaseSaver
 
 _RUNTIME_ATTRS = ("input_queue", "consumers", "_runtime", "_stale")

@@ -29,8 +29,8 @@ def flatten(mapping: Mapping, prefix: str = "", out: dict | None = None) -> dict
 
 
 def _is_leaf_mapping(value) -> bool:
-    """Mappings that are values themselves (none by default; kept as a seam)."""
-    return False
+    """A mapping with a non-string key is a value (e.g. ``class_weight={0: 1, 1: 2}``), not a group."""
+    return any(not isinstance(key, str) for key in value)
 
 
 def nest(flat: Mapping) -> dict:
@@ -57,7 +57,7 @@ class RecursiveDict(dict):
         super().__init__()
         if args or kwargs:
             source = dict(*args, **kwargs)
-            if all(not isinstance(v, Mapping) for v in source.values()):
+            if all(not isinstance(v, Mapping) or _is_leaf_mapping(v) for v in source.values()):
                 _check_keys(source)
                 super().update(source)
             else:
@@ -92,7 +92,7 @@ class RecursiveDict(dict):
         super().update(type(self)(*args, **kwargs))
 
     def __setitem__(self, key, value) -> None:
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and not _is_leaf_mapping(value):
             self.update({key: value})
         else:
             _check_keys({key: value})

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import OrderedDict
 from pathlib import Path
 
 from stepline.saving.errors import CorruptFileError, ManifestError
@@ -75,6 +76,9 @@ def _write_part(folder: Path, part: str, state) -> dict:
     entries = {name: stat_entry(os.stat(folder / name), digest) for name, digest, _ in written}
     header = {"format": tensorfile.FORMAT, "format_version": tensorfile.FORMAT_VERSION, "part": part,
               "tensors": names, "state": tree}
+    metadata = getattr(state, "_metadata", None)  # a state_dict's module versions
+    if metadata is not None:
+        header["state_metadata"] = tensorfile.split_tensors(dict(metadata))[0]
     json_name = f"{part}.json"
     digest, _ = tensorfile.write_json(folder / json_name, header)
     entries[json_name] = stat_entry(os.stat(folder / json_name), digest)
@@ -122,6 +126,10 @@ def _read_part(folder: Path, part: str):
         except Exception as e:  # safetensors raises its own error types for bad headers / sizes
             raise CorruptFileError(f"{tensors_path}: cannot read the tensors ({type(e).__name__}: {e})") from e
     try:
-        return tensorfile.join_tensors(header["state"], tensors)
+        state = tensorfile.join_tensors(header["state"], tensors)
     except KeyError as e:
         raise CorruptFileError(f"{json_path}: refers to tensor {e} that {', '.join(names)} do not hold") from e
+    if "state_metadata" in header and isinstance(state, dict):
+        state = OrderedDict(state)
+        state._metadata = tensorfile.join_tensors(header["state_metadata"], {})
+    return state

@@ -2,7 +2,8 @@
 
 The constructor only records *recipes* (module factory, optimizer factory, loss) and
 hyperparameters; ``setup`` builds the model, optimizer and loss on the configured
-device; ``fit`` trains; ``transform`` predicts; ``teardown`` frees them. Saving goes
+device; ``fit`` trains; ``transform`` predicts; ``teardown`` frees them (a fitted step
+keeps its weights on the host for the next ``setup``). Saving goes
 through :class:`~stepline.torch.saver.TorchModuleSaver` (safetensors + JSON, no pickled
 module).
 """
@@ -76,9 +77,11 @@ class TorchStep(BaseStep):
     weights (and optimizer state), e.g. those of a loaded step. ``transform`` returns the
     model's outputs as a NumPy array, computed in eval mode under ``torch.no_grad()``.
 
-    ``teardown`` deletes the model, optimizer and loss (and empties the CUDA cache): the
-    trained weights go with them, so the step reports itself not fitted afterwards. Save
-    it first to keep them; a loaded step gets its weights back in ``setup``.
+    ``teardown`` deletes the model, optimizer and loss and frees all device memory
+    (emptying the CUDA cache). A fitted step stays fitted: its weights and optimizer
+    state move to host memory (no copy when they are there already) and the next
+    ``setup`` rebuilds the model with them, as it does for a loaded step. Dropping the
+    step, or changing an architecture hyperparameter, frees them too.
 
     Attributes: ``model``, ``optimizer``, ``loss_fn`` (``None`` outside setup),
     ``device`` (the ``torch.device`` in use, ``None`` outside setup), ``history_`` (one
@@ -147,12 +150,14 @@ class TorchStep(BaseStep):
         return self
 
     def teardown(self):
-        """Delete the model, optimizer and loss; on CUDA, empty the allocator's cache."""
+        """Delete the model, optimizer and loss; free the device memory; keep fitted weights on the host."""
         on_cuda = self.device is not None and self.device.type == "cuda"
+        if self.model is not None and self.is_fitted:
+            model_state, optimizer_state = self.torch_state()
+            self._loaded_state = {"model": _to_host(model_state), "optimizer": _to_host(optimizer_state)}
         self.model = self.optimizer = self.loss_fn = None
         self.device = None
         self._fresh = None
-        self.is_fitted = False  # the trained weights lived in the model
         if on_cuda:
             torch.cuda.empty_cache()
         return self
@@ -163,17 +168,17 @@ class TorchStep(BaseStep):
         if expected_outputs is None:
             raise ValueError(f"step {self.name!r} (TorchStep) needs expected_outputs to fit")
         hp = self.hyperparams
+        config = training.TrainingConfig(  # checked before anything changes
+            epochs=_positive_int(self, "epochs"), batch_size=_positive_int(self, "batch_size"),
+            shuffle=bool(hp["shuffle"]), validation_split=_fraction(self, "validation_split"),
+            early_stopping_patience=_optional_positive_int(self, "early_stopping_patience"),
+            seed=hp["seed"], name=self.name)
         if not hp["warm_start"] and self._fresh != (hp["seed"],):
             self._rebuild()
         self._push_optimizer_hyperparams()
         dtype = training.float_dtype_of(self.model)
         X = training.as_tensor(data_inputs, dtype, "data_inputs")
         y = training.as_tensor(expected_outputs, dtype, "expected_outputs")
-        config = training.TrainingConfig(
-            epochs=_positive_int(self, "epochs"), batch_size=_positive_int(self, "batch_size"),
-            shuffle=bool(hp["shuffle"]), validation_split=_fraction(self, "validation_split"),
-            early_stopping_patience=_optional_positive_int(self, "early_stopping_patience"),
-            seed=hp["seed"], name=self.name)
         self._fresh = None
         with factories.seeded(hp["seed"], self.device):
             self.history_ = training.train(self.model, self.optimizer, self.loss_fn, X, y, self.device, config)
@@ -196,9 +201,9 @@ class TorchStep(BaseStep):
 
     def _discard_weights(self) -> None:
         """An architecture change: the built model and any trained weights no longer apply."""
+        self.is_fitted = False  # first, so that teardown keeps nothing
         self.teardown()  # lifecycle-guarded: a no-op when not set up
         self._loaded_state = None
-        self.is_fitted = False
 
     def _move_to(self, device) -> None:
         if device == self.device:
@@ -263,12 +268,42 @@ class TorchStep(BaseStep):
         self._fresh = None
         return self
 
+    # ---------------------------------------------------------------- pickling
+    def __getstate__(self):
+        """The recipe and the weights' tensors, never the module, optimizer or loss objects.
+
+        A pickled (or copied, or sent to a worker) step comes back not set up, with the
+        weights waiting for its ``setup``, as a loaded step does. Copies share the
+        tensors (``copy.copy`` copies no data); ``TorchModuleSaver`` strips them from the
+        copy it saves, so a dump's ``step.pkl`` holds no tensor at all.
+        """
+        state = super().__getstate__()
+        if self.model is not None:
+            model_state, optimizer_state = self.torch_state()
+            state["_loaded_state"] = {"model": model_state, "optimizer": optimizer_state}
+        state.update(model=None, optimizer=None, loss_fn=None, device=None, _fresh=None)
+        return state
+
 
 def _default_name(module) -> str:
     try:
         return validate_name(getattr(module, "__name__", ""))
     except InvalidStepNameError:  # a lambda, a partial...
         return "TorchStep"
+
+def _to_host(state):
+    """``state`` with its tensors on the CPU (the same tensors when they are there already)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu")
+    if isinstance(state, dict):
+        out = type(state)((k, _to_host(v)) for k, v in state.items())
+        if hasattr(state, "_metadata"):  # a state_dict's module versions
+            out._metadata = state._metadata
+        return out
+    if isinstance(state, (list, tuple)):
+        return type(state)(_to_host(v) for v in state)
+    return state
+
 
 def _build_with_weights(build, state: dict, device):
     """A model holding ``state``, built without paying for a random initialisation when possible.

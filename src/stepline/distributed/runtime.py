@@ -1,0 +1,436 @@
+"""The parent side of the streaming steps: stages of workers joined by bounded queues.
+
+A :class:`WorkerRuntime` owns, for one streaming step, a list of *stages*; each
+stage is ``n_workers`` workers (processes or threads) that share one bounded input
+queue. In the *sequential* topology stage ``k`` feeds stage ``k + 1`` and the last
+stage feeds the result queue; in the *parallel* topology every stage feeds the
+result queue. Only the parent reads the result queue, so nothing can deadlock: the
+parent never blocks on a put (it feeds the first queue only while it has room and
+reads results in between), and the last put of every batch goes to an unbounded
+queue that the parent drains.
+
+Failure handling: workers report exceptions as error records; the parent checks
+the workers' liveness whenever it waits and at least every ``_LIVENESS_S``; on any
+error (or ``KeyboardInterrupt``) it *aborts*: terminates every worker, kills the
+stragglers, closes every queue, and raises. The worker side lives in
+:mod:`stepline.distributed.workers`.
+"""
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import multiprocessing.util  # noqa: F401  (imported first: see _abort_all_at_exit)
+import os
+import pickle
+import queue
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import weakref
+
+from stepline.core.context import ExecutionContext
+from stepline.distributed.workers import (_ERROR, _STOP, StreamingWorkerError, _close_process_queue,
+                                          _ProcessQueue, _RemoteTraceback, make_payload, worker_main)
+
+_POLL_S = 0.05               # how long the parent waits for a result before it looks around
+_LIVENESS_S = 0.1            # the parent checks its workers at least this often
+_GRACEFUL_STOP_S = 10.0      # teardown waits this long for workers to finish their own teardown
+_ABORT_JOIN_S = 1.0          # after SIGTERM, wait this long before SIGKILL
+
+
+# ---------------------------------------------------------------------- runtime
+class _Stage:
+    __slots__ = ("name", "n_workers", "step", "in_q", "payload", "workers", "fingerprint")
+
+    def __init__(self, name, n_workers, step):
+        self.name = name
+        self.n_workers = n_workers
+        self.step = step
+        self.in_q = None
+        self.payload = None
+        self.workers = []
+        self.fingerprint = None
+
+    @property
+    def payload_kind(self) -> str:
+        return self.payload[0] if self.payload else ""
+
+
+_LIVE_RUNTIMES: "weakref.WeakSet[WorkerRuntime]" = weakref.WeakSet()
+
+
+class WorkerRuntime:
+    """The workers and queues of one running streaming step (see the module docstring)."""
+
+    def __init__(self, owner_name: str, steps, n_workers, sequential: bool, use_processes: bool,
+                 use_savers: bool, start_method: str | None, max_queued, context: ExecutionContext):
+        self.owner_name = owner_name
+        self.sequential = sequential
+        self.use_processes = use_processes
+        self.use_savers = use_savers
+        self.mp = multiprocessing.get_context(start_method or "spawn") if use_processes else None
+        self.stages = [_Stage(s.name, n, s) for s, n in zip(steps, n_workers)]
+        self.max_queued = max_queued
+        # Workers get the context as (root, phase, parent names): holding the parent steps
+        # themselves would keep the owner alive from its own finalizer.
+        root = context._root._path
+        self.context_spec = (None if root is None else str(root), context.execution_phase.value,
+                             [p.name for p in context.parents])
+        self.result_q = None
+        self.stop_event = None if use_processes else threading.Event()
+        self.lock = threading.Lock()
+        self.closed = False
+        self.finalizer = None
+        self._dump_root = None
+
+    # -- start and stop
+    def start(self) -> "WorkerRuntime":
+        _LIVE_RUNTIMES.add(self)
+        try:
+            for stage in self.stages:  # fail on a step that cannot travel before any worker starts
+                stage.payload = self._payload(stage.step)
+            for stage in self.stages:
+                stage.in_q = self._queue(self.max_queued or max(4, 2 * stage.n_workers))
+            self.result_q = self._queue(0)
+            for k in range(len(self.stages)):
+                self._start_workers(k)
+        except BaseException:
+            self.abort()
+            raise
+        return self
+
+    def _queue(self, maxsize):
+        if self.use_processes:
+            return _ProcessQueue(maxsize, ctx=self.mp)
+        return queue.Queue(maxsize)
+
+    def _payload(self, step):
+        if not self.use_processes:
+            return ("object", step)
+        return make_payload(step, self.use_savers, self._new_dump_folder)
+
+    def _new_dump_folder(self) -> str:
+        if self._dump_root is None:
+            self._dump_root = tempfile.mkdtemp(prefix=f"stepline-workers-{self.owner_name}-")
+        return tempfile.mkdtemp(dir=self._dump_root)
+
+    def _out_q(self, k):
+        if self.sequential and k + 1 < len(self.stages):
+            return self.stages[k + 1].in_q
+        return self.result_q
+
+    def _start_workers(self, k: int) -> None:
+        stage = self.stages[k]
+        cx_spec = self.context_spec
+        for w in range(stage.n_workers):
+            args = (k, w, stage.name, stage.payload, stage.in_q, self._out_q(k), self.result_q, cx_spec,
+                    os.getpid(), self.stop_event, self.use_processes)
+            label = f"stepline:{self.owner_name}/{stage.name}#{w}"
+            if self.use_processes:
+                worker = self.mp.Process(target=worker_main, args=args, name=label, daemon=False)
+            else:
+                worker = threading.Thread(target=worker_main, args=args, name=label, daemon=True)
+            worker.start()
+            stage.workers.append(worker)
+
+    @property
+    def workers(self) -> list:
+        return [w for stage in self.stages for w in stage.workers]
+
+    def restart_stage(self, k: int, step) -> None:
+        """Give stage ``k`` fresh workers holding ``step`` (only between calls)."""
+        stage = self.stages[k]
+        try:
+            self._stop_stage_workers(stage)
+            stage.step = step
+            stage.name = step.name
+            stage.payload = self._payload(step)
+            self._start_workers(k)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _stop_stage_workers(self, stage) -> None:
+        deadline = time.monotonic() + _GRACEFUL_STOP_S
+        _send_stops(stage, deadline)
+        _join_all(stage.workers, deadline)
+        if any(_alive(w) for w in stage.workers):
+            raise RuntimeError(f"the workers of step {stage.name!r} did not stop")  # the caller aborts
+        stage.workers = []
+
+    def stop(self) -> None:
+        """Stop every worker (each tears its step down), close the queues. Idempotent.
+
+        Workers that do not stop within ``_GRACEFUL_STOP_S`` are terminated.
+        """
+        if self.closed:
+            return
+        try:
+            deadline = time.monotonic() + _GRACEFUL_STOP_S
+            for stage in self.stages:
+                _send_stops(stage, deadline)
+            _join_all(self.workers, deadline)
+        finally:
+            self.abort()  # what is left: stragglers, queues, dump folder
+
+    def dead_workers(self) -> list:
+        """``(stage name, worker)`` for each worker that is not running."""
+        return [(stage.name, w) for stage in self.stages for w in stage.workers if not _alive(w)]
+
+    def abort(self) -> None:
+        """Terminate every worker at once, kill stragglers, close queues. Idempotent, never blocks long."""
+        if self.closed:
+            return
+        self.closed = True
+        workers = self.workers
+        if self.use_processes:
+            _terminate(workers)
+            for stage in self.stages:
+                if stage.in_q is not None:
+                    _close_process_queue(stage.in_q)
+            if self.result_q is not None:
+                _close_process_queue(self.result_q)
+        else:
+            self.stop_event.set()
+            _join_all(workers, time.monotonic() + _ABORT_JOIN_S)
+        for stage in self.stages:
+            stage.workers = []
+        if self._dump_root is not None:
+            shutil.rmtree(self._dump_root, ignore_errors=True)
+            self._dump_root = None
+        if self.finalizer is not None:
+            self.finalizer.detach()
+            self.finalizer = None
+        _LIVE_RUNTIMES.discard(self)
+
+    # -- running
+    def run(self, batches: list, targets: list, stop_after: int, fit_mode: bool, progress=None) -> list:
+        """Send every ``(data_inputs, expected_outputs)`` batch into each stage of ``targets``.
+
+        Returns, in input order, one ``(data_inputs, expected_outputs)`` per batch
+        (one target), or one list of them per batch, ordered like ``targets``.
+        Raises :class:`StreamingWorkerError` (after aborting) when a worker fails.
+        """
+        with self.lock:
+            if self.closed:
+                raise RuntimeError(f"the workers of {self.owner_name!r} were stopped")
+            try:
+                return self._run(batches, targets, stop_after, fit_mode, progress)
+            except BaseException:
+                self.abort()
+                raise
+
+    def _run(self, batches, targets, stop_after, fit_mode, progress):
+        n, m = len(batches), len(targets)
+        queues = [self.stages[k].in_q for k in targets]
+        position = {k: i for i, k in enumerate(targets)}
+        out = [None] * n
+        got = [0] * n
+        encode = _encoder(self.use_processes)
+        get = self.result_q.get
+        next_idx = next_t = done = 0
+        item = None
+        last_check = time.monotonic()
+        while done < n:
+            while next_idx < n:
+                if item is None:
+                    di, eo = batches[next_idx]
+                    item = encode((next_idx, stop_after, fit_mode, di, eo), next_idx)
+                try:
+                    queues[next_t].put_nowait(item)
+                except queue.Full:
+                    break
+                next_t += 1
+                if next_t == m:
+                    next_t, next_idx, item = 0, next_idx + 1, None
+            try:
+                msg = get(timeout=_POLL_S)
+            except queue.Empty:
+                msg = None
+            if msg is not None:
+                if self.use_processes:
+                    msg = pickle.loads(msg)
+                if msg[0] == _ERROR:
+                    raise self._error(msg)
+                _, idx, stage_idx, di, eo = msg
+                if m == 1:
+                    out[idx] = (di, eo)
+                    done += 1
+                else:
+                    if out[idx] is None:
+                        out[idx] = [None] * m
+                    out[idx][position[stage_idx]] = (di, eo)
+                    got[idx] += 1
+                    done += got[idx] == m
+                if progress is not None:
+                    progress.update(done)
+            now = time.monotonic()
+            if msg is None or now - last_check > _LIVENESS_S:
+                self._check_workers()
+                last_check = now
+        return out
+
+    def _check_workers(self) -> None:
+        for stage in self.stages:
+            for w, worker in enumerate(stage.workers):
+                if not _alive(worker):
+                    self._raise_reported_error()
+                    raise self._died(stage, w, worker)
+
+    def _raise_reported_error(self) -> None:
+        """A dying worker may have reported why: prefer its error record."""
+        deadline = time.monotonic() + 0.2
+        while time.monotonic() < deadline:
+            try:
+                msg = self.result_q.get(timeout=0.02)
+            except (queue.Empty, OSError, EOFError, ValueError):
+                return
+            if self.use_processes:
+                msg = pickle.loads(msg)
+            if msg[0] == _ERROR:
+                raise self._error(msg)
+
+    def _died(self, stage, w, worker) -> StreamingWorkerError:
+        if self.use_processes:
+            code = worker.exitcode
+            if code < 0:
+                try:
+                    how = f"was killed by signal {signal.Signals(-code).name}"
+                except ValueError:
+                    how = f"was killed by signal {-code}"
+            else:
+                how = f"exited with code {code}"
+            who = f"worker {w} (pid {worker.pid})"
+        else:
+            code, how, who = None, "stopped", f"worker thread {w}"
+        return StreamingWorkerError(
+            f"{who} of step {stage.name!r} in {self.owner_name!r} {how} while batches were in flight; "
+            f"every worker was stopped", step_name=stage.name, exitcode=code,
+            pid=getattr(worker, "pid", None), phase="died")
+
+    def _error(self, msg) -> StreamingWorkerError:
+        _, index, stage_idx, worker_no, pid, step_name, type_name, message, tb, cause, phase = msg
+        if isinstance(cause, bytes):
+            try:
+                cause = pickle.loads(cause)
+            except Exception:
+                cause = None
+        where = f"worker {worker_no}" + (f" (pid {pid})" if pid is not None else " (thread)")
+        batch = f" batch {index}" if index is not None else ""
+        err = StreamingWorkerError(
+            f"step {step_name!r} failed in {where} of {self.owner_name!r} during {phase}{batch}: "
+            f"{type_name}: {message}\n\nWorker traceback:\n{tb.rstrip()}",
+            step_name=step_name, exc_type=type_name, exc_message=message, worker_traceback=tb,
+            pid=pid, batch_index=index, phase=phase)
+        if isinstance(cause, BaseException):
+            if self.use_processes:
+                cause.__cause__ = _RemoteTraceback(tb)
+            err.__cause__ = cause
+            err.__suppress_context__ = True
+        return err
+
+
+def _encoder(use_processes):
+    if not use_processes:
+        return lambda item, index: item
+
+    def encode(item, index):
+        try:
+            return pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise TypeError(f"minibatch {index} cannot be sent to worker processes: "
+                            f"{type(exc).__name__}: {exc}") from exc
+    return encode
+
+
+def _alive(worker) -> bool:
+    if isinstance(worker, threading.Thread):
+        return worker.is_alive()
+    return worker.exitcode is None
+
+
+def _send_stops(stage, deadline: float) -> None:
+    """One stop sentinel per running worker of ``stage`` (best effort, until ``deadline``)."""
+    if stage.in_q is None:
+        return
+    for _ in [w for w in stage.workers if _alive(w)]:
+        try:
+            stage.in_q.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
+        except (queue.Full, ValueError, OSError):
+            return
+
+
+def _join_all(workers, deadline: float) -> None:
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+
+
+def _terminate(workers) -> None:
+    """SIGTERM the processes still running, then SIGKILL those that do not stop in time."""
+    procs = [w for w in workers if isinstance(w, multiprocessing.process.BaseProcess)]
+    for p in procs:
+        if p.exitcode is None:
+            try:
+                p.terminate()
+            except Exception:
+                pass
+    _join_all(procs, time.monotonic() + _ABORT_JOIN_S)
+    for p in procs:
+        if p.exitcode is None:
+            try:
+                p.kill()
+            except Exception:
+                pass
+    _join_all(procs, time.monotonic() + _ABORT_JOIN_S)
+
+
+@atexit.register
+def _abort_all_at_exit() -> None:
+    # Registered after multiprocessing.util's exit hook, so it runs before it: that hook
+    # joins non-daemonic children, which would wait forever on idle workers.
+    for runtime in list(_LIVE_RUNTIMES):
+        try:
+            runtime.abort()
+        except BaseException:
+            pass
+    # Whatever an interrupted abort left behind: our workers are named "stepline:...".
+    _terminate([p for p in multiprocessing.active_children() if p.name.startswith("stepline:")])
+
+
+def finalize_with(owner, runtime: WorkerRuntime) -> None:
+    """Abort ``runtime`` when ``owner`` is garbage collected without a teardown."""
+    fin = weakref.finalize(owner, runtime.abort)
+    fin.atexit = False  # _abort_all_at_exit handles interpreter exit, in the right order
+    runtime.finalizer = fin
+
+
+# ---------------------------------------------------------------------- progress
+class Progress:
+    """Batches done / total: a callable ``show(done, total)``, or a bar on stderr."""
+
+    def __init__(self, show, total: int, label: str):
+        self.callback = show if callable(show) else None
+        self.total = total
+        self.label = label
+        self._last = 0.0
+        self._stream = sys.stderr
+
+    def update(self, done: int) -> None:
+        if self.callback is not None:
+            self.callback(done, self.total)
+            return
+        now = time.monotonic()
+        if done == self.total or now - self._last >= 0.1:
+            self._last = now
+            width = 30
+            filled = width * done // max(self.total, 1)
+            end = "\n" if done == self.total else ""
+            self._stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+                               f"{done}/{self.total} batches{end}")
+            self._stream.flush()
+
+
+__all__ = ["WorkerRuntime", "Progress", "finalize_with"]
