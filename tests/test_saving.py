@@ -400,3 +400,12 @@ def test_inspect_on_a_random_folder_is_a_clear_error(tmp_path):
     result = subprocess.run([PY, "-m", "stepline", "inspect", str(tmp_path)], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2 and "stepline.json" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_space_that_json_cannot_carry_is_saved_as_repr(tmp_path):
+    from stepline.hyperparams.distributions import Choice
+    step = Identity(hyperparams={"sizes": (16,)}, hyperparams_space={"sizes": Choice([(16,), (32, 32)])})
+    step.save(CX(tmp_path), full_dump=True)
+    manifest = json.loads((tmp_path / "Identity" / "stepline.json").read_text())
+    assert manifest["hyperparams_space"]["sizes"].startswith("Choice(")
+    assert CX(tmp_path).load("Identity").hyperparams_space["sizes"] == Choice([(16,), (32, 32)])

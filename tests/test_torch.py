@@ -14,14 +14,17 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
-from torch import nn  # noqa: E402
+from torch import nn
 
-from stepline import CX, Pipeline  # noqa: E402
-from stepline.base import HyperparameterError, NotFittedError  # noqa: E402
-from stepline.hyperparams.distributions import Choice, LogUniform, RandInt  # noqa: E402
-from stepline.saving import CorruptFileError  # noqa: E402
-from stepline.torch import TensorStateError, TorchModuleSaver, TorchStep  # noqa: E402
-from stepline.torch import tensorfile  # noqa: E402
+from stepline import CX, Pipeline
+from stepline.base import HyperparameterError, NotFittedError
+from stepline.hyperparams.distributions import Choice, LogUniform, RandInt
+from stepline.saving import CorruptFileError
+from stepline.torch import (
+    TensorStateError,
+    TorchStep,
+    tensorfile,
+)
 
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -62,7 +65,7 @@ def mse(a, b):
 def run_script(path, code, *args, env=None):
     path.write_text(textwrap.dedent(code))
     result = subprocess.run([sys.executable, str(path), *map(str, args)], capture_output=True, text=True,
-                            timeout=120, env=env, cwd=path.parent)
+                            timeout=120, env=env, cwd=path.parent, check=False)
     assert result.returncode == 0, f"{path.name} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -297,6 +300,7 @@ def test_saved_folder_holds_no_pickled_module(tmp_path):
                                     "optimizer.safetensors", "step.pkl", "stepline.json"]
     manifest = json.loads((folder / "stepline.json").read_text())
     assert set(manifest["files"]) == set(dump_listing(folder)) - {"stepline.json"}
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == [".stepline-verified.json"]
     assert manifest["savers"] == ["stepline.torch.saver.TorchModuleSaver"]
     # the pickle holds no tensor and no module instance: only the recipe (a class reference)
     raw = (folder / "step.pkl").read_bytes()
@@ -440,6 +444,7 @@ def test_save_load_in_a_fresh_process_gives_identical_predictions(tmp_path):
 def test_torch_step_in_a_pipeline_with_an_sklearn_scaler(tmp_path):
     pytest.importorskip("sklearn")
     from sklearn.preprocessing import StandardScaler
+
     from stepline.steps.sklearn import SKLearnWrapper
     X, y = regression(200)
     X = X * np.array([1.0, 100.0, 0.01, 10.0]) + 50.0  # badly scaled: the scaler matters
@@ -507,6 +512,9 @@ def test_weights_files_are_hashed_once_while_written(tmp_path, monkeypatch):
     assert not [n for n in hashed if n.startswith(("model", "optimizer"))]
     manifest = json.loads((tmp_path / "mlp" / "stepline.json").read_text())
     assert manifest["files"]["model.safetensors"]["sha256"] == real(tmp_path / "mlp" / "model.safetensors")
+    cache = integrity.load_stat_cache(tmp_path / "mlp")  # recorded by the saver as it wrote them
+    for name in ("model.safetensors", "model.json", "optimizer.safetensors", "optimizer.json"):
+        assert cache[name][-1] == manifest["files"][name]["sha256"], name
 
 
 # ------------------------------------------------------------------ the tensor files

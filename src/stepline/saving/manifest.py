@@ -6,6 +6,7 @@ can read what a dump holds without unpickling it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -108,6 +109,12 @@ def _json_default(value):
 
 
 def runtime_versions() -> dict:
+    """Versions of Python, stepline and the main libraries in this process (see _runtime_versions)."""
+    return dict(_runtime_versions(tuple(m for m in OPTIONAL_PACKAGES.values() if m in sys.modules)))
+
+
+@functools.lru_cache(maxsize=8)
+def _runtime_versions(imported_optional: tuple) -> dict:
     """Versions of Python, stepline and the main libraries in this process.
 
     scikit-learn, torch and dask are listed only when already imported, so that a dump

@@ -152,8 +152,11 @@ def _qualified(cls) -> str:
 
 
 def _space_json(dist):
-    to_json = getattr(dist, "to_json_dict", None)
-    return to_json() if to_json else repr(dist)
+    """The distribution as JSON for the manifest, or its repr when JSON cannot carry it."""
+    try:
+        return dist.to_json_dict()
+    except (AttributeError, TypeError, ValueError):
+        return repr(dist)
 
 
 # ------------------------------------------------------------------ loading

@@ -9,8 +9,8 @@
 Only this package imports torch; ``import stepline`` does not.
 """
 try:
-    import torch as _torch  # noqa: F401
     import safetensors as _safetensors  # noqa: F401
+    import torch as _torch  # noqa: F401
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(f"stepline.torch needs PyTorch and safetensors ({e}); install them with "
                       f"`pip install stepline[torch]`") from e
@@ -20,4 +20,4 @@ from stepline.torch.saver import TorchModuleSaver
 from stepline.torch.step import TRAINING_DEFAULTS, TorchStep
 from stepline.torch.tensorfile import TensorStateError
 
-__all__ = ["TorchStep", "TorchModuleSaver", "TensorStateError", "LOSSES", "TRAINING_DEFAULTS"]
+__all__ = ["LOSSES", "TRAINING_DEFAULTS", "TensorStateError", "TorchModuleSaver", "TorchStep"]

@@ -37,7 +37,7 @@ def check_module_factory(module) -> None:
         raise TypeError(f"module must be an nn.Module class or a function returning one, got {module!r}")
 
 
-def build_module(factory, kwargs: dict) -> "nn.Module":
+def build_module(factory, kwargs: dict) -> nn.Module:
     model = factory(**kwargs)
     if not isinstance(model, nn.Module):
         raise TypeError(f"the module factory {_describe(factory)} returned {type(model).__name__}, "
@@ -64,7 +64,7 @@ def optimizer_class(name: str):
     return cls
 
 
-def build_optimizer(factory, params, lr: float, kwargs: dict) -> "torch.optim.Optimizer":
+def build_optimizer(factory, params, lr: float, kwargs: dict) -> torch.optim.Optimizer:
     factory = optimizer_class(factory) if isinstance(factory, str) else factory
     optimizer = factory(params, lr=lr, **kwargs)
     if not isinstance(optimizer, torch.optim.Optimizer):
@@ -97,7 +97,7 @@ def build_loss(loss, kwargs: dict):
     return loss
 
 
-def resolve_device(spec) -> "torch.device":
+def resolve_device(spec) -> torch.device:
     """``"auto"``/``None``: CUDA when available, else CPU; ``"cuda"`` without a GPU: CPU, with a warning."""
     if spec is None or spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -112,7 +112,7 @@ def resolve_device(spec) -> "torch.device":
 
 
 @contextlib.contextmanager
-def seeded(seed, device: "torch.device"):
+def seeded(seed, device: torch.device):
     """Run the block with torch's RNG seeded by ``seed``, restoring the caller's RNG after.
 
     ``seed=None`` uses (and advances) the global RNG instead.

@@ -18,6 +18,8 @@ from stepline.core.naming import validate_name
 from stepline.core.step import BaseStep
 from stepline.torch import factories, training
 
+logger = training.logger
+
 #: Training hyperparameters every TorchStep has, with their defaults.
 TRAINING_DEFAULTS = {
     "epochs": 10,
@@ -254,7 +256,7 @@ class TorchStep(BaseStep):
         state = self._loaded_state or {}
         return state.get("model"), state.get("optimizer")
 
-    def strip_torch_state(self) -> "TorchStep":
+    def strip_torch_state(self) -> TorchStep:
         """Drop the built objects and weights by assignment (used on the copy being saved)."""
         self.model = self.optimizer = self.loss_fn = None
         self.device = None
@@ -262,7 +264,7 @@ class TorchStep(BaseStep):
         self._fresh = None
         return self
 
-    def restore_torch_state(self, model_state, optimizer_state) -> "TorchStep":
+    def restore_torch_state(self, model_state, optimizer_state) -> TorchStep:
         """Keep loaded state dicts for the next ``setup`` (used by the saver when loading)."""
         self._loaded_state = {"model": model_state, "optimizer": optimizer_state}
         self._fresh = None
@@ -319,8 +321,8 @@ def _build_with_weights(build, state: dict, device):
             model.load_state_dict(state, strict=True, assign=True)
             if not any(t.is_meta for t in _tensors(model)):
                 return model.to(device)
-    except Exception:  # noqa: BLE001 - any trouble on meta: the normal path below decides
-        pass
+    except Exception as exc:  # noqa: BLE001 - any trouble on meta: the normal path below decides
+        logger.debug("building %s on the meta device failed (%s); building it normally", build, exc)
     with torch.device(device):
         model = build()
     model.to(device)
@@ -343,10 +345,12 @@ def _tensors(model):
 
 
 def _same(a, b) -> bool:
+    """Whether a hyperparameter value really changed (``3`` and ``np.int64(3)`` did not)."""
     try:
-        return bool(a == b) and type(a) is type(b)
+        equal = bool(a == b)
     except Exception:  # noqa: BLE001 - arrays and the like: compare by identity
         return a is b
+    return equal and (type(a) is type(b) or (isinstance(a, numbers.Number) and isinstance(b, numbers.Number)))
 
 
 def _check_groups(module_kwargs: dict, optimizer_kwargs: dict) -> None:

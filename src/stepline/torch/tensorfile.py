@@ -42,7 +42,7 @@ for _name, _code in (("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2"),
     if hasattr(torch, _name):
         _DTYPES[getattr(torch, _name)] = _code
 
-_CHUNK = 64 << 20  # hash/write granularity: big enough for few syscalls, small enough to overlap
+_CHUNK = 64 << 20  # bytes per write() call and per hash update
 
 
 class TensorStateError(TypeError):
@@ -122,7 +122,7 @@ def join_tensors(tree, tensors: dict):
     return dec(tree)
 
 
-def _identity(t: "torch.Tensor"):
+def _identity(t: torch.Tensor):
     """What makes two tensors the very same view of the same memory (None: no identity)."""
     if t.device.type == "meta" or t.numel() == 0:
         return None
@@ -134,7 +134,7 @@ def _identity(t: "torch.Tensor"):
 
 
 # ------------------------------------------------------------------ safetensors writing
-def _contiguous_cpu(t: "torch.Tensor") -> "torch.Tensor":
+def _contiguous_cpu(t: torch.Tensor) -> torch.Tensor:
     t = t.detach()
     if t.device.type != "cpu":
         t = t.to("cpu")
@@ -143,7 +143,7 @@ def _contiguous_cpu(t: "torch.Tensor") -> "torch.Tensor":
     return t.contiguous()
 
 
-def _byte_view(t: "torch.Tensor") -> memoryview:
+def _byte_view(t: torch.Tensor) -> memoryview:
     """The bytes of a contiguous CPU tensor, without copying."""
     if t.numel() == 0:
         return memoryview(b"")
@@ -227,7 +227,7 @@ def _balanced(tensors: dict, n: int) -> list[dict]:
     """Split ``tensors`` into ``n`` groups of about equal bytes (largest first, to the lightest)."""
     if n == 1:
         return [tensors]
-    loads, groups = [0] * n, [dict() for _ in range(n)]
+    loads, groups = [0] * n, [{} for _ in range(n)]
     for key, t in sorted(tensors.items(), key=lambda kt: -_nbytes(kt[1])):
         i = loads.index(min(loads))
         groups[i][key] = t

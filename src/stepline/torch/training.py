@@ -29,7 +29,7 @@ class TrainingConfig:
 
 
 # ------------------------------------------------------------------ data
-def float_dtype_of(model) -> "torch.dtype":
+def float_dtype_of(model) -> torch.dtype:
     """The floating dtype of the model's parameters (the default dtype if it has none)."""
     for p in model.parameters():
         if p.is_floating_point():
@@ -37,7 +37,7 @@ def float_dtype_of(model) -> "torch.dtype":
     return torch.get_default_dtype()
 
 
-def as_tensor(data, float_dtype: "torch.dtype", what: str) -> "torch.Tensor":
+def as_tensor(data, float_dtype: torch.dtype, what: str) -> torch.Tensor:
     """``data`` (array, tensor, nested lists) as a CPU-or-device tensor; floats in ``float_dtype``.
 
     NumPy arrays are wrapped without a copy when their dtype already fits.
@@ -58,7 +58,7 @@ def as_tensor(data, float_dtype: "torch.dtype", what: str) -> "torch.Tensor":
     return t
 
 
-def _fit_target(outputs: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tensor":
+def _fit_target(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Shape float targets like the outputs when only a unit axis differs (``(n,)`` vs ``(n, 1)``)."""
     if targets.is_floating_point() and outputs.shape != targets.shape and outputs.numel() == targets.numel():
         return targets.view(outputs.shape)
@@ -66,7 +66,7 @@ def _fit_target(outputs: "torch.Tensor", targets: "torch.Tensor") -> "torch.Tens
 
 
 # ------------------------------------------------------------------ training
-def train(model, optimizer, loss_fn, X: "torch.Tensor", y: "torch.Tensor", device, config: TrainingConfig) -> list[dict]:
+def train(model, optimizer, loss_fn, X: torch.Tensor, y: torch.Tensor, device, config: TrainingConfig) -> list[dict]:
     """Train ``model`` in place; return one ``{"epoch", "loss"[, "val_loss"]}`` per epoch run."""
     n = len(X)
     if len(y) != n:
@@ -122,11 +122,11 @@ def train(model, optimizer, loss_fn, X: "torch.Tensor", y: "torch.Tensor", devic
     return history
 
 
-def _split(n: int, fraction: float, generator) -> tuple["torch.Tensor", "torch.Tensor"]:
+def _split(n: int, fraction: float, generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Random (seeded) train/validation indices; the validation part holds ``fraction`` of the rows."""
     if not fraction:
         return torch.arange(n), torch.arange(0)
-    n_val = max(1, int(round(n * fraction)))
+    n_val = max(1, round(n * fraction))
     if n_val >= n:
         raise ValueError(f"validation_split={fraction} leaves no training data out of {n} samples")
     perm = torch.randperm(n, generator=generator)
@@ -161,7 +161,7 @@ def evaluate(model, loss_fn, X, y, device, batch_size: int) -> float:
 
 
 @torch.no_grad()
-def predict(model, X: "torch.Tensor", device, batch_size: int) -> np.ndarray:
+def predict(model, X: torch.Tensor, device, batch_size: int) -> np.ndarray:
     """The model's outputs for ``X`` as one NumPy array, batch by batch, in eval mode."""
     model.eval()
     outputs = []
