@@ -1,7 +1,8 @@
-"""Shared test helpers: a step that records its lifecycle calls."""
+"""Shared test helpers: a step that records its lifecycle calls, a save/load round trip."""
 import numpy as np
 import pytest
 
+from stepline import CX
 from stepline.base import BaseStep
 
 
@@ -37,3 +38,13 @@ class Recorder(BaseStep):
 @pytest.fixture
 def log():
     return []
+
+
+def roundtrip(step, tmp_path, data_inputs):
+    """Save ``step`` (full dump), load it back, check it transforms identically; return it."""
+    expected = step.transform(data_inputs)
+    step.save(CX(tmp_path), full_dump=True)
+    loaded = CX(tmp_path).load(step.name)
+    assert loaded is not step
+    np.testing.assert_array_equal(loaded.transform(data_inputs), expected)
+    return loaded

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import Recorder
+from conftest import Recorder, roundtrip
 from stepline import CX, Pipeline
 from stepline.base import BaseStep, DataContainer, NonFittableMixin
 from stepline.steps.data import DataShuffler, EpochRepeater, MiniBatchSequentialPipeline
@@ -12,16 +12,6 @@ from stepline.steps.output_handlers import InputAndOutputTransformerWrapper, Out
 
 X = np.arange(20.0).reshape(10, 2)
 Y = X[:, 0] * 10 + 1  # each label is a function of its row: pairs can be checked
-
-
-def roundtrip(step, tmp_path, data_inputs):
-    """Save ``step`` (full dump), load it back, check it transforms identically; return it."""
-    expected = step.transform(data_inputs)
-    step.save(CX(tmp_path), full_dump=True)
-    loaded = CX(tmp_path).load(step.name)
-    assert loaded is not step
-    np.testing.assert_array_equal(loaded.transform(data_inputs), expected)
-    return loaded
 
 
 def events(log, name):

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from conftest import Recorder
-from stepline import CX, Pipeline
+from conftest import Recorder, roundtrip
+from stepline import Pipeline
 from stepline.base import BaseStep, HyperparameterError, NotFittedError
 from stepline.hyperparams.distributions import Boolean, Choice
 from stepline.steps.flow import (ChooseOneStepOf, ExecuteIf, OptionalStep, ReversiblePreprocessingWrapper,
@@ -54,16 +54,6 @@ class LearnsOffset(BaseStep):
 
     def inverse_transform(self, processed_outputs):
         raise AssertionError("the unfitted object is never used after fit")
-
-
-def roundtrip(step, tmp_path, data_inputs):
-    """Save ``step`` (full dump), load it back, check it transforms identically; return it."""
-    expected = step.transform(data_inputs)
-    step.save(CX(tmp_path), full_dump=True)
-    loaded = CX(tmp_path).load(step.name)
-    assert loaded is not step
-    np.testing.assert_array_equal(loaded.transform(data_inputs), expected)
-    return loaded
 
 
 def events(log, name):

@@ -7,7 +7,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from stepline import CX, Pipeline
+from conftest import roundtrip
+from stepline import Pipeline
 from stepline.base import HyperparameterError, NotFittedError
 from stepline.hyperparams.distributions import RandInt
 from stepline.steps.numpy import (AddN, FunctionStep, MultiplyByN, NumpyConcatenateInnerFeatures,
@@ -15,16 +16,6 @@ from stepline.steps.numpy import (AddN, FunctionStep, MultiplyByN, NumpyConcaten
                                   concatenate_inner_features)
 
 X = np.arange(12.0).reshape(4, 3)
-
-
-def roundtrip(step, tmp_path, data_inputs):
-    """Save ``step`` (full dump), load it back, check it transforms identically; return it."""
-    expected = step.transform(data_inputs)
-    step.save(CX(tmp_path), full_dump=True)
-    loaded = CX(tmp_path).load(step.name)
-    assert loaded is not step
-    np.testing.assert_array_equal(loaded.transform(data_inputs), expected)
-    return loaded
 
 
 def test_ravel_flattens_lists_and_arrays_and_passes_none():

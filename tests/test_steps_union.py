@@ -4,8 +4,8 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import Recorder
-from stepline import CX, Pipeline
+from conftest import Recorder, roundtrip
+from stepline import Pipeline
 from stepline.base import BaseStep, HandlerMixin, NonFittableMixin, NotFittedError
 from stepline.steps.numpy import AddN, MultiplyByN, NumpyConcatenateInnerFeatures, NumpyRavel
 from stepline.steps.union import FeatureUnion
@@ -13,16 +13,6 @@ from stepline.steps.union import FeatureUnion
 rng = np.random.default_rng(0)
 X = rng.normal(size=(50, 3))
 Y = rng.normal(size=50)
-
-
-def roundtrip(step, tmp_path, data_inputs):
-    """Save ``step`` (full dump), load it back, check it transforms identically; return it."""
-    expected = step.transform(data_inputs)
-    step.save(CX(tmp_path), full_dump=True)
-    loaded = CX(tmp_path).load(step.name)
-    assert loaded is not step
-    np.testing.assert_array_equal(loaded.transform(data_inputs), expected)
-    return loaded
 
 
 class Center(BaseStep):

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import copy
 
-from stepline.core.context import ExecutionContext
-from stepline.core.data import DataContainer
 from stepline.core.mixins import HandlerMixin
 from stepline.core.naming import unique_names, validate_name
 from stepline.core.step import BaseStep, BaseTransformer

@@ -40,21 +40,20 @@ class HyperparamsMixin:
     # ---- reading ----
     def get_hyperparams(self) -> HyperparameterSamples:
         """Every hyperparameter of this step and its descendants, keyed by path."""
-        flat = {}
-        for path, own in self.apply(_own_values).items():
-            prefix = path + SEPARATOR if path else ""
-            for key, value in own.items():
-                flat[prefix + key] = value
-        return HyperparameterSamples(flat)
+        return HyperparameterSamples(self._collect(_own_values))
 
     def get_hyperparams_space(self) -> HyperparameterSpace:
         """Every hyperparameter space of this step and its descendants, keyed by path."""
+        return HyperparameterSpace(self._collect(_own_space))
+
+    def _collect(self, own_mapping) -> dict:
+        """``{"path__name": value}`` of ``own_mapping(step, context)`` over the whole tree."""
         flat = {}
-        for path, own in self.apply(_own_space).items():
+        for path, own in self.apply(own_mapping).items():
             prefix = path + SEPARATOR if path else ""
             for key, value in own.items():
                 flat[prefix + key] = value
-        return HyperparameterSpace(flat)
+        return flat
 
     # ---- writing ----
     def set_hyperparams(self, hyperparams) -> "HyperparamsMixin":

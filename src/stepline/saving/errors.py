@@ -36,10 +36,6 @@ class UnpicklingError(StepLoadError):
     """A verified pickle still failed to load; the original exception is chained."""
 
 
-class SaveError(Exception):
-    """A step could not be saved (e.g. an attribute that cannot be pickled)."""
-
-
 class VersionMismatchWarning(UserWarning):
     """A package's version differs from the one the dump was saved with."""
 

@@ -19,7 +19,7 @@ from stepline.core.context import ExecutionContext
 from stepline.saving import manifest as mf
 from stepline.saving.atomic import _swap_into_place, clean_leftovers, resolve_dump_folder
 from stepline.saving.errors import NotADumpError, StepLoadError, VersionMismatchWarning
-from stepline.saving.integrity import STAT_CACHE_NAME, cached_records, verify_files
+from stepline.saving.integrity import cached_records, verify_files
 from stepline.saving.savers import ChildPlaceholder
 
 

@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from stepline.core.errors import HyperparameterError, InvalidStepNameError
+from stepline.core.errors import InvalidStepNameError
 from stepline.core.naming import validate_name
 from stepline.core.step import BaseStep
 
