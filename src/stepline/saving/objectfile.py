@@ -31,6 +31,7 @@ STREAM_NAME = "step.pkl"
 PROTOCOL = 5
 BUFFER_MIN_BYTES = 64 << 10
 _THREAD_MIN_BYTES = 1 << 20
+_PAGE = 4096
 _BUFFER_NAME = re.compile(r"buffer-(\d{3,})\.bin")
 _MMAP_MODES = (None, "r", "r+", "c")
 _HINT = ("the class must be importable when loading, or defined in __main__ when saving "
@@ -135,8 +136,9 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True):
     """Verify the files of ``folder`` against ``files``, then unpickle the object.
 
     ``mmap_mode`` (``"r"``, ``"r+"``, ``"c"``) maps the buffer files instead of reading
-    them, so arrays come back backed by ``np.memmap``. ``verify``: ``True`` trusts the stat
-    cache, ``"full"`` re-hashes everything, ``False`` checks sizes only.
+    them, so arrays come back backed by ``np.memmap`` (with ``"r+"`` writes go to the dump,
+    whose next load then reports the files as modified). ``verify``: ``True`` trusts the
+    stat cache, ``"full"`` re-hashes everything, ``False`` checks sizes only.
     """
     if mmap_mode not in _MMAP_MODES:
         raise ValueError(f"mmap_mode must be one of {_MMAP_MODES}, not {mmap_mode!r}")
@@ -193,8 +195,8 @@ def _read_buffers(paths: list[Path]) -> list[np.ndarray]:
 
 
 def _read_into(path: Path, size: int) -> np.ndarray:
-    """The whole file in a preallocated (hugepage-friendly) array."""
-    buf = np.empty(size, dtype=np.uint8)
+    """The whole file in a preallocated, page-aligned array."""
+    buf = _page_aligned_empty(size)
     view, done = memoryview(buf), 0
     with open(path, "rb", buffering=0) as f:
         while done < size:
@@ -203,6 +205,17 @@ def _read_into(path: Path, size: int) -> np.ndarray:
                 raise CorruptFileError(f"{path}: truncated while reading ({done} of {size} bytes)")
             done += n
     return buf
+
+
+def _page_aligned_empty(size: int) -> np.ndarray:
+    """An uninitialised byte array starting on a page boundary.
+
+    Large allocations otherwise start 16 bytes into a page, and on some CPUs (AMD Zen) the
+    kernel's copy from the page cache into such a buffer runs about 3x slower.
+    """
+    raw = np.empty(size + _PAGE, dtype=np.uint8)
+    start = -raw.ctypes.data % _PAGE
+    return raw[start:start + size]
 
 
 def _loads(path: Path, stream: bytes, buffers: list):
