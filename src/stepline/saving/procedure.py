@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+from concurrent.futures import ThreadPoolExecutor
 import os
 import shutil
 import uuid
@@ -81,6 +82,25 @@ def _save_full(step, context: ExecutionContext) -> None:
     finally:
         _OPTIONS.reset(token)
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def save_children(children, context: ExecutionContext) -> None:
+    """Save the children of the step whose folder is ``context.get_path()``.
+
+    Siblings are saved in two threads: writing files and hashing them release the GIL, so
+    one child's hashing overlaps another's writing. The first error is raised.
+    """
+    if len(children) < 2:
+        for child in children:
+            save_child(child, context)
+        return
+    with ThreadPoolExecutor(_SAVE_THREADS) as pool:
+        futures = [pool.submit(contextvars.copy_context().run, save_child, child, context) for child in children]
+        for future in futures:
+            future.result()
+
+
+_SAVE_THREADS = 2
 
 
 def save_child(child, context: ExecutionContext) -> None:

@@ -114,10 +114,9 @@ class ChildrenSaver(BaseSaver):
     """Saves each child of a pipeline or wrapper in its own sub-folder, with its own savers."""
 
     def save_step(self, step, context):
-        from stepline.saving.procedure import save_child
+        from stepline.saving.procedure import save_children
         children = step.get_children()
-        for child in children:
-            save_child(child, context)
+        save_children(children, context)
         step._set_children([ChildPlaceholder(child.name) for child in children])
         return step
 
