@@ -1,16 +1,18 @@
 """Streaming throughput: ``SequentialQueuedPipeline`` against a sequential loop and joblib.
 
-A CPU-bound, pure-Python step (it holds the GIL) transforms ``--batches`` minibatches
-three ways, in one run: sequentially in this process, through a
-``SequentialQueuedPipeline`` with 2 worker processes, and with
-``joblib.Parallel(n_jobs=2)`` over the same minibatches. Both parallel engines are
-warmed up first (their workers started), so the times are steady-state throughput;
-the start-up costs are printed apart. The three methods run interleaved, in a
-rotating order, in each of ``--repeats`` rounds; times are medians over rounds and
-ratios are medians of the per-round ratios (robust to a load that drifts between rounds).
+A CPU-bound, pure-Python step (it holds the GIL) transforms ``--batches`` minibatches,
+in one run: sequentially in this process, through a ``SequentialQueuedPipeline`` with
+2 worker processes, and with ``joblib.Parallel(n_jobs=2)`` over the same minibatches.
+A bare ``multiprocessing.Pool(2)`` (no framework) shows what the machine allows during
+that run: on a shared machine, other load takes cores from every parallel method.
+The parallel engines are warmed up first (their workers started), so the times are
+steady-state throughput; the start-up costs are printed apart. The methods run
+interleaved, in a rotating order, in each of ``--repeats`` rounds; times are medians
+over rounds and ratios are medians of the per-round ratios (robust to a load that
+drifts between rounds).
 
 Then the framework's per-minibatch overhead: an identity step on small minibatches
-(8 rows), through 1 and 2 worker processes, per minibatch.
+(8 rows) through 1 and 2 worker processes, and through 3 single-process stages.
 
 Targets (issue 6, on 2 cores): >= 1.7x the sequential throughput, not slower than
 joblib, and under 1 ms of overhead per small minibatch.
@@ -20,6 +22,7 @@ joblib, and under 1 ms of overhead per small minibatch.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
@@ -51,6 +54,18 @@ class CpuBound(NonFittableMixin, BaseStep):
         return np.asarray(out, dtype=np.int64)
 
 
+_STEP = None
+
+
+def _init_worker(work: int) -> None:
+    global _STEP
+    _STEP = CpuBound(work)
+
+
+def _transform(batch):
+    return _STEP.transform(batch)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=200)
@@ -80,14 +95,22 @@ def main() -> None:
     parallel(delayed(step.transform)(b) for b in batches[:8])
     joblib_start = time.perf_counter() - t0
 
+    # What the machine gives two processes right now, with no framework at all: a
+    # multiprocessing pool mapping a module-level function over the same minibatches.
+    pool = multiprocessing.get_context("spawn").Pool(2, initializer=_init_worker, initargs=(args.work,))
+    pool.map(_transform, batches[:8])
+
     def streaming():
         return pipeline.transform(data)
 
     def joblib_parallel():
         return np.concatenate(parallel(delayed(step.transform)(b) for b in batches))
 
+    def bare_pool():
+        return np.concatenate(pool.map(_transform, batches, chunksize=4))
+
     methods = {"sequential": sequential, "SequentialQueuedPipeline (2 processes)": streaming,
-               "joblib.Parallel(n_jobs=2)": joblib_parallel}
+               "joblib.Parallel(n_jobs=2)": joblib_parallel, "bare multiprocessing.Pool(2)": bare_pool}
     times = {name: [] for name in methods}
     try:
         for fn in methods.values():
@@ -101,6 +124,8 @@ def main() -> None:
                 times[name].append(time.perf_counter() - start)
     finally:
         pipeline.teardown()
+        pool.terminate()
+        pool.join()
 
     med = {name: statistics.median(ts) for name, ts in times.items()}
     seq = times["sequential"]
@@ -112,7 +137,10 @@ def main() -> None:
         print(f"  {name:<{width}}  {fmt_seconds(seconds)}   {len(batches) / seconds:8.1f} batches/s"
               f"   {ratio:5.2f}x sequential throughput")
     ours, theirs = times["SequentialQueuedPipeline (2 processes)"], times["joblib.Parallel(n_jobs=2)"]
+    bare = times["bare multiprocessing.Pool(2)"]
     print(f"  streaming / joblib throughput: {statistics.median(j / o for j, o in zip(theirs, ours)):.3f}x")
+    print(f"  streaming / bare pool throughput: {statistics.median(b / o for b, o in zip(bare, ours)):.3f}x"
+          f"  (the bare pool shows what the machine allows: ~2x sequential when 2 cores are free)")
     print(f"  start-up (spawn 2 workers, first batches): streaming {fmt_seconds(stream_start)}, "
           f"joblib {fmt_seconds(joblib_start)}")
 

@@ -8,6 +8,9 @@ import multiprocessing
 import os
 import pickle
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -402,7 +405,7 @@ def test_pickling_a_running_pipeline_leaves_out_the_workers():
     p = SequentialQueuedPipeline([Mul(2)], batch_size=2)
     with p.setup():
         copy = pickle.loads(pickle.dumps(p))
-        assert copy.consumers == () and copy.input_queue is None and copy._runtime is None
+        assert copy.consumers == [] and copy.input_queue is None and copy._runtime is None
         assert len(p.consumers) == 1
     saver = _ProducerConsumerStepSaver()
     stripped = saver.save_step(SequentialQueuedPipeline([Mul(2)], batch_size=2), None)
@@ -518,6 +521,34 @@ def test_with_block_leaves_no_process_also_after_an_error():
             raise RuntimeError("user code failed")
     assert not p.is_initialized and p.consumers == []
     assert multiprocessing.active_children() == [] and _stray_children() == []
+
+
+def test_workers_exit_when_their_parent_process_dies(tmp_path):
+    script = tmp_path / "owner.py"
+    script.write_text(textwrap.dedent("""
+        import os, signal
+        from stepline.base import Identity
+        from stepline.distributed.streaming import SequentialQueuedPipeline
+        if __name__ == "__main__":
+            p = SequentialQueuedPipeline([(2, Identity())], batch_size=2).setup()
+            p.transform([1, 2, 3])
+            print(" ".join(str(w.pid) for w in p.consumers), flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)  # no teardown, no exit hooks
+    """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    pids = [int(pid) for pid in proc.stdout.split()]
+    assert len(pids) == 2, proc.stderr
+
+    def running(pid):
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 10
+    while any(map(running, pids)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(running, pids))
 
 
 def test_forgotten_pipeline_stops_its_workers_when_collected():

@@ -4,10 +4,12 @@ A :class:`WorkerRuntime` owns, for one streaming step, a list of *stages*; each
 stage is ``n_workers`` workers (processes or threads) that share one bounded input
 queue. In the *sequential* topology stage ``k`` feeds stage ``k + 1`` and the last
 stage feeds the result queue; in the *parallel* topology every stage feeds the
-result queue. Only the parent reads the result queue, so nothing can deadlock: the
-parent never blocks on a put (it feeds the first queue only while it has room and
-reads results in between), and the last put of every batch goes to an unbounded
-queue that the parent drains.
+result channel. Only the parent reads the result channel, so nothing can deadlock:
+the parent never blocks on a put (it feeds the first queue only while it has room and
+reads results in between), and the last write of every minibatch goes to the result
+channel, which the parent keeps draining. The queues between stages are bounded
+``multiprocessing`` queues (``queue.Queue`` with threads); the result channel is a pipe
+that the workers write synchronously (a ``queue.Queue`` with threads).
 
 Failure handling: workers report exceptions as error records; the parent checks
 the workers' liveness whenever it waits and at least every ``_LIVENESS_S``; on any
@@ -33,7 +35,8 @@ import weakref
 
 from stepline.core.context import ExecutionContext
 from stepline.distributed.workers import (_ERROR, _STOP, StreamingWorkerError, _close_process_queue,
-                                          _ProcessQueue, _RemoteTraceback, make_payload, worker_main)
+                                          _ProcessQueue, _RemoteTraceback, _ResultPipe, make_payload,
+                                          worker_main)
 
 _POLL_S = 0.05               # how long the parent waits for a result before it looks around
 _LIVENESS_S = 0.1            # the parent checks its workers at least this often
@@ -94,7 +97,7 @@ class WorkerRuntime:
                 stage.payload = self._payload(stage.step)
             for stage in self.stages:
                 stage.in_q = self._queue(self.max_queued or max(4, 2 * stage.n_workers))
-            self.result_q = self._queue(0)
+            self.result_q = _ResultPipe(self.mp) if self.use_processes else queue.Queue()
             for k in range(len(self.stages)):
                 self._start_workers(k)
         except BaseException:
@@ -127,7 +130,7 @@ class WorkerRuntime:
         cx_spec = self.context_spec
         for w in range(stage.n_workers):
             args = (k, w, stage.name, stage.payload, stage.in_q, self._out_q(k), self.result_q, cx_spec,
-                    os.getpid(), self.stop_event, self.use_processes)
+                    os.getpid(), self.mp and self.mp.get_start_method(), self.stop_event, self.use_processes)
             label = f"stepline:{self.owner_name}/{stage.name}#{w}"
             if self.use_processes:
                 worker = self.mp.Process(target=worker_main, args=args, name=label, daemon=False)
@@ -145,6 +148,8 @@ class WorkerRuntime:
         stage = self.stages[k]
         try:
             self._stop_stage_workers(stage)
+            if stage.payload_kind == "dump":
+                shutil.rmtree(stage.payload[1], ignore_errors=True)
             stage.step = step
             stage.name = step.name
             stage.payload = self._payload(step)

@@ -26,7 +26,7 @@ from stepline.distributed.runtime import Progress, WorkerRuntime, finalize_with
 from stepline.distributed.workers import StreamingSetupError, StreamingWorkerError
 from stepline.saving.savers import BaseSaver
 
-_RUNTIME_ATTRS = ("input_queue", "consumers", "_runtime", "_stale")
+_RUNTIME_ATTRS = ("_runtime", "_stale")
 
 
 class _ProducerConsumerMixin:
@@ -48,6 +48,7 @@ class _ProducerConsumerMixin:
         state = super().__getstate__()
         for key in _RUNTIME_ATTRS:
             state.pop(key, None)
+        state["input_queue"], state["consumers"] = None, []
         return state
 
 
@@ -233,7 +234,7 @@ class SequentialQueuedPipeline(_QueuedSteps):
       ``(name, n_workers, step)``.
     - ``batch_size``: rows per minibatch; the last, incomplete one is processed too.
     - ``max_queued_minibatches``: capacity of each queue between stages (default:
-      twice the workers of the stage it feeds).
+      ``max(4, 2 * workers of the stage it feeds)``).
     - ``use_processes``: worker processes (default) or threads.
     - ``use_savers``: send steps to worker processes as stepline dumps even when they
       could be pickled (a step that cannot be pickled always travels as a dump).

@@ -21,7 +21,10 @@ import multiprocessing.queues
 import os
 import pickle
 import queue
+import select
 import signal
+import threading
+import time
 import traceback
 
 from stepline.core.context import ExecutionContext, ExecutionPhase
@@ -91,13 +94,58 @@ class _ProcessQueue(multiprocessing.queues.Queue):
         return None
 
 
+class _ResultPipe:
+    """Many writers (the workers), one reader (the parent): the result channel between processes.
+
+    Writes are synchronous (no feeder thread, no second pickling pass: the messages
+    are bytes already), which saves a thread hand-off per minibatch in the worker.
+    Each worker closes its copy of the read end, so a worker whose parent died gets
+    a broken pipe instead of blocking on a full one.
+    """
+
+    def __init__(self, ctx):
+        self._reader, self._writer = multiprocessing.Pipe(duplex=False)
+        self._wlock = ctx.Lock()
+        self._poller = None
+
+    def __getstate__(self):
+        multiprocessing.context.assert_spawning(self)
+        return self._reader, self._writer, self._wlock
+
+    def __setstate__(self, state):
+        self._reader, self._writer, self._wlock = state
+        self._poller = None
+
+    def put(self, blob: bytes, timeout=None) -> None:
+        with self._wlock:
+            self._writer.send_bytes(blob)
+
+    def get(self, timeout: float) -> bytes:
+        if self._poller is None:  # one poll object for the reader's life (not one selector per call)
+            self._poller = select.poll()
+            self._poller.register(self._reader.fileno(), select.POLLIN)
+        if not self._poller.poll(timeout * 1000):
+            raise queue.Empty
+        return self._reader.recv_bytes()
+
+    def close_reader(self) -> None:
+        self._reader.close()
+
+    def close(self) -> None:
+        self._reader.close()
+        self._writer.close()
+
+
 def _close_process_queue(q) -> None:
-    """Close our end of a process queue without ever waiting on its feeder thread."""
+    """Close our end of a process queue (or result pipe) without ever waiting on a feeder thread."""
+    for close in ("cancel_join_thread", "close"):
+        try:
+            getattr(q, close)()
+        except Exception:  # best effort on a queue being torn down
+            pass
     try:
-        q.cancel_join_thread()
-        q.close()
         q._reader.close()  # unblocks a feeder stuck on a full pipe whose readers are dead
-    except Exception:  # pragma: no cover - best effort on a queue being torn down
+    except Exception:
         pass
 
 
@@ -175,7 +223,7 @@ _TERMINATING = False
 
 
 def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q, cx_spec,
-                parent_pid, stop_event, owns_step):
+                parent_pid, start_method, stop_event, owns_step):
     """Body of one worker (process or thread): set up, transform batches, tear down.
 
     Items are ``(index, stop_after, fit_mode, data_inputs, expected_outputs)``;
@@ -197,9 +245,15 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
         signal.signal(signal.SIGTERM, on_sigterm)
+        result_q.close_reader()  # only the parent reads results
+        # Our parent should be the owner (spawn, fork) or the fork server, which exits with
+        # the owner; an owner that died before we got here already shows as a changed ppid.
+        first_ppid = parent_pid if start_method != "forkserver" else os.getppid()
+        threading.Thread(target=_watch_parent, args=(parent_pid, first_ppid), name="stepline-watchdog",
+                         daemon=True).start()
 
         def stopped():
-            return os.getppid() != parent_pid
+            return not _parent_alive(parent_pid, first_ppid)
     else:
         stopped = stop_event.is_set
 
@@ -261,7 +315,35 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
                     report(exc, None, "teardown")
 
 
+def _parent_alive(parent_pid: int, first_ppid: int) -> bool:
+    """Whether the process that owns this worker still runs.
+
+    ``first_ppid`` is the worker's parent when it started: the owner itself (spawn,
+    fork) or the fork server (which exits with the owner).
+    """
+    if os.getppid() != first_ppid:
+        return False
+    try:
+        os.kill(parent_pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass
+    return True
+
+
+def _watch_parent(parent_pid: int, first_ppid: int) -> None:
+    """In a worker process: when the parent dies, stop (SIGTERM: teardown runs), or exit."""
+    while _parent_alive(parent_pid, first_ppid):
+        time.sleep(_WORKER_POLL_S)
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)  # interrupts its blocking read
+    time.sleep(5.0)  # the main thread is stuck in C code that ignores signals
+    os._exit(1)
+
+
 def _get(q, stopped, is_process):
+    if is_process:  # blocking: the parent sends a stop or terminates us, the watchdog covers its death
+        return q.get()
     while True:
         try:
             item = q.get(timeout=_WORKER_POLL_S)
