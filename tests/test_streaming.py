@@ -24,7 +24,7 @@ from stepline.distributed.streaming import (ParallelQueuedFeatureUnion, Sequenti
                                             _ProducerConsumerMixin, _ProducerConsumerStepSaver)
 from stepline.distributed.streaming import StreamingSetupError, StreamingWorkerError
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(60)  # every test; the failure tests set 30 s
 
 MODES = [pytest.param(False, id="threads"), pytest.param(True, id="processes")]
 
@@ -209,6 +209,7 @@ def _rows(n):
 
 
 # -------------------------------------------------------------------- order
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize("use_processes", MODES)
 def test_order_kept_whatever_order_workers_finish_in(use_processes):
     p = SequentialQueuedPipeline([(3, RandomDelay()), ("times10", 2, Mul(10))], batch_size=2,
@@ -331,6 +332,7 @@ def test_nested_in_a_pipeline_follows_its_lifecycle():
 
 
 # ------------------------------------------------------------------ dumps
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize("kind", ["queue", "lock"])
 def test_step_holding_a_queue_or_lock_runs_in_processes_through_a_dump(kind):
     step = HoldsResource(kind).setup()  # now it holds what pickle cannot carry
@@ -355,6 +357,7 @@ def test_use_savers_sends_dumps_and_workers_run_setup_and_teardown(tmp_path):
     assert f"setup-{os.getpid()}" not in names  # nothing was set up here
 
 
+@pytest.mark.timeout(30)
 def test_workers_of_an_aborted_call_still_tear_down(tmp_path):
     p = SequentialQueuedPipeline([(2, LifecycleFiles(tmp_path)), ("checker", Fails(3))], batch_size=1)
     with p.setup():
@@ -383,6 +386,7 @@ def test_step_that_can_neither_pickle_nor_dump_fails_setup_clearly():
 
 
 # ---------------------------------------------------------- save and load
+@pytest.mark.timeout(30)
 def test_save_and_load_a_running_streaming_pipeline(tmp_path):
     x = _rows(20)
     p = SequentialQueuedPipeline([("double", 2, Mul(2)), ("center", Center())], batch_size=3, name="stream")
@@ -423,6 +427,7 @@ def test_changed_hyperparameters_reach_the_workers():
 
 
 # ------------------------------------------------------------------ failures
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize("use_processes", MODES)
 def test_exception_in_a_worker_raises_with_its_type_message_traceback_and_step(use_processes):
     p = SequentialQueuedPipeline([Mul(1), ("checker", 2, Fails(13))], batch_size=2, use_processes=use_processes)
@@ -443,6 +448,7 @@ def test_exception_in_a_worker_raises_with_its_type_message_traceback_and_step(u
         np.testing.assert_array_equal(p.transform(_rows(12)), _rows(12))  # fresh workers next time
 
 
+@pytest.mark.timeout(30)
 def test_error_in_a_worker_setup_is_reported():
     p = SequentialQueuedPipeline([("gpu", Fails(when="setup"))], batch_size=2)
     with p.setup(), pytest.raises(StreamingWorkerError, match="'gpu'.*setup.*OSError: no GPU here") as info:
@@ -450,12 +456,14 @@ def test_error_in_a_worker_setup_is_reported():
     assert info.value.phase == "setup" and isinstance(info.value.__cause__, OSError)
 
 
+@pytest.mark.timeout(30)
 def test_output_that_cannot_be_pickled_raises_instead_of_hanging():
     p = SequentialQueuedPipeline([UnpicklableOutput()], batch_size=2)
     with p.setup(), pytest.raises(StreamingWorkerError, match="sending the output of.*lock"):
         p.transform(_rows(4))
 
 
+@pytest.mark.timeout(30)
 def test_worker_that_exits_with_os_exit_raises():
     p = SequentialQueuedPipeline([Mul(1), ("exits", 2, ExitsHard())], batch_size=2)
     with p.setup():
@@ -469,6 +477,7 @@ def test_worker_that_exits_with_os_exit_raises():
         _assert_no_workers_left()
 
 
+@pytest.mark.timeout(30)
 def test_worker_killed_by_a_signal_raises():
     p = SequentialQueuedPipeline([("slow", 2, Slow(0.02))], batch_size=1)
     with p.setup():
@@ -485,6 +494,7 @@ def test_worker_killed_by_a_signal_raises():
         _assert_no_workers_left()
 
 
+@pytest.mark.timeout(30)
 def test_worker_that_died_between_calls_is_replaced_and_teardown_still_works():
     p = SequentialQueuedPipeline([(2, Mul(3))], batch_size=2)
     with p.setup():
@@ -498,6 +508,7 @@ def test_worker_that_died_between_calls_is_replaced_and_teardown_still_works():
         p.consumers[1].join(5)
 
 
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize("use_processes", MODES)
 def test_keyboard_interrupt_stops_every_worker(use_processes):
     p = SequentialQueuedPipeline([(2, Slow(0.02)), Mul(1)], batch_size=1, use_processes=use_processes)
@@ -512,6 +523,7 @@ def test_keyboard_interrupt_stops_every_worker(use_processes):
         _assert_no_workers_left()
 
 
+@pytest.mark.timeout(30)
 def test_with_block_leaves_no_process_also_after_an_error():
     p = SequentialQueuedPipeline([(2, Mul(2)), Mul(3)], batch_size=2)
     with pytest.raises(RuntimeError, match="user code"):
@@ -523,6 +535,7 @@ def test_with_block_leaves_no_process_also_after_an_error():
     assert multiprocessing.active_children() == [] and _stray_children() == []
 
 
+@pytest.mark.timeout(30)
 def test_workers_exit_when_their_parent_process_dies(tmp_path):
     script = tmp_path / "owner.py"
     script.write_text(textwrap.dedent("""
@@ -551,6 +564,7 @@ def test_workers_exit_when_their_parent_process_dies(tmp_path):
     assert not any(map(running, pids))
 
 
+@pytest.mark.timeout(30)
 def test_forgotten_pipeline_stops_its_workers_when_collected():
     p = SequentialQueuedPipeline([(2, Mul(2))], batch_size=2)
     p.transform(_rows(3))  # workers start lazily

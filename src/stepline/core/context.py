@@ -63,6 +63,11 @@ class ExecutionContext:
         return self._root.get()
 
     @property
+    def given_root(self) -> Path | None:
+        """The root folder if one was given or already made, else ``None`` (makes nothing)."""
+        return self._root._path
+
+    @property
     def stripped_saver(self):
         """The saver that runs last on what the step's own savers left (joblib by default)."""
         if self._stripped_saver is None:

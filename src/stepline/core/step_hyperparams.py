@@ -64,7 +64,9 @@ class HyperparamsMixin:
             step._invalidated = True
         return self
 
-    update_hyperparams = set_hyperparams
+    def update_hyperparams(self, hyperparams) -> "HyperparamsMixin":
+        """The same as :meth:`set_hyperparams` (which subclasses may override)."""
+        return self.set_hyperparams(hyperparams)
 
     def set_hyperparams_space(self, hyperparams_space) -> "HyperparamsMixin":
         """Change the distributions given, keep the others; routes like :meth:`set_hyperparams`."""
@@ -75,7 +77,9 @@ class HyperparamsMixin:
             step._invalidated = True
         return self
 
-    update_hyperparams_space = set_hyperparams_space
+    def update_hyperparams_space(self, hyperparams_space) -> "HyperparamsMixin":
+        """The same as :meth:`set_hyperparams_space` (which subclasses may override)."""
+        return self.set_hyperparams_space(hyperparams_space)
 
     # ---- scikit-learn's estimator protocol ----
     def get_params(self, deep: bool = True) -> dict:

@@ -34,7 +34,7 @@ import time
 import weakref
 
 from stepline.core.context import ExecutionContext
-from stepline.distributed.workers import (_ERROR, _STOP, StreamingWorkerError, _close_process_queue,
+from stepline.distributed.workers import (_ERROR, _STOP, StreamingWorkerError, close_process_queues,
                                           _ProcessQueue, _RemoteTraceback, _ResultPipe, make_payload,
                                           worker_main)
 
@@ -79,7 +79,7 @@ class WorkerRuntime:
         self.max_queued = max_queued
         # Workers get the context as (root, phase, parent names): holding the parent steps
         # themselves would keep the owner alive from its own finalizer.
-        root = context._root._path
+        root = context.given_root
         self.context_spec = (None if root is None else str(root), context.execution_phase.value,
                              [p.name for p in context.parents])
         self.result_q = None
@@ -193,11 +193,7 @@ class WorkerRuntime:
         workers = self.workers
         if self.use_processes:
             _terminate(workers)
-            for stage in self.stages:
-                if stage.in_q is not None:
-                    _close_process_queue(stage.in_q)
-            if self.result_q is not None:
-                _close_process_queue(self.result_q)
+            close_process_queues([q for q in [s.in_q for s in self.stages] + [self.result_q] if q is not None])
         else:
             self.stop_event.set()
             _join_all(workers, time.monotonic() + _ABORT_JOIN_S)

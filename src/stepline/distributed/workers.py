@@ -136,15 +136,39 @@ class _ResultPipe:
         self._writer.close()
 
 
-def _close_process_queue(q) -> None:
-    """Close our end of a process queue (or result pipe) without ever waiting on a feeder thread."""
-    for close in ("cancel_join_thread", "close"):
-        try:
-            getattr(q, close)()
-        except Exception:  # best effort on a queue being torn down
-            pass
+def close_process_queues(queues, grace: float = 0.3) -> None:
+    """Close our ends of process queues (and result pipes) once their readers are gone.
+
+    A queue's feeder thread closes both ends itself when it reaches the close
+    sentinel; one stuck writing to a full pipe whose readers were killed is freed by
+    closing our read end (it then gets EPIPE, which it ignores). Waits at most about
+    ``2 * grace`` in all, and never on a stuck thread.
+    """
+    feeders = []
+    for q in queues:
+        for method in ("cancel_join_thread", "close"):
+            try:
+                getattr(q, method)()
+            except Exception:  # best effort on a queue being torn down
+                pass
+        thread = getattr(q, "_thread", None)
+        if thread is not None:
+            feeders.append((q, thread))
+    deadline = time.monotonic() + grace
+    for _, thread in feeders:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [(q, t) for q, t in feeders if t.is_alive()]
+    for q, _ in stuck:
+        _close_quietly(q._reader)
+    deadline = time.monotonic() + grace
+    for q, thread in stuck:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        _close_quietly(q._writer)
+
+
+def _close_quietly(connection) -> None:
     try:
-        q._reader.close()  # unblocks a feeder stuck on a full pipe whose readers are dead
+        connection.close()
     except Exception:
         pass
 
@@ -162,19 +186,7 @@ class _Named:
 def _dump_step(step, folder: str) -> None:
     """Save ``step`` as a full dump under ``folder`` without marking the live step saved."""
     from stepline.saving import save_step
-    steps = list(step.apply(lambda s, cx: s).values())
-    flags = [s.__dict__.get("_invalidated", _MISSING) for s in steps]
-    try:
-        save_step(step, ExecutionContext(folder), full_dump=True)
-    finally:
-        for s, flag in zip(steps, flags):
-            if flag is _MISSING:
-                s.__dict__.pop("_invalidated", None)
-            else:
-                s._invalidated = flag
-
-
-_MISSING = object()
+    save_step(step, ExecutionContext(folder), full_dump=True, mark_saved=False)
 
 
 def make_payload(step, use_savers: bool, dump_root_factory) -> tuple:

@@ -5,10 +5,10 @@ from stepline.saving.errors import (CorruptFileError, IncompatibleDumpError, Man
 from stepline.saving.savers import BaseSaver, ChildrenSaver, JoblibStepSaver
 
 
-def save_step(step, context=None, full_dump: bool = False):
+def save_step(step, context=None, full_dump: bool = False, mark_saved: bool = True):
     """Save ``step`` under ``context`` (see :mod:`stepline.saving.procedure`)."""
     from stepline.saving.procedure import save_step as save
-    return save(step, context, full_dump=full_dump)
+    return save(step, context, full_dump=full_dump, mark_saved=mark_saved)
 
 
 def load_step(context, path, mmap_mode=None, verify=True):

@@ -50,8 +50,12 @@ def report_records(context: ExecutionContext, records: dict) -> None:
 
 
 # ------------------------------------------------------------------ saving
-def save_step(step, context: ExecutionContext | None = None, full_dump: bool = False):
-    """Save ``step`` under ``context``; see DESIGN §5. Returns the live step, unchanged."""
+def save_step(step, context: ExecutionContext | None = None, full_dump: bool = False, mark_saved: bool = True):
+    """Save ``step`` under ``context``; see DESIGN §5. Returns the live step, unchanged.
+
+    ``mark_saved=False`` leaves the steps' changed flags alone (for throwaway dumps, such as
+    the ones streaming workers load), so the next changes-only save still writes them.
+    """
     context = ExecutionContext.of(context)
     if full_dump:
         _save_full(step, context)
@@ -61,7 +65,8 @@ def save_step(step, context: ExecutionContext | None = None, full_dump: bool = F
             _save_node(step, context)
         finally:
             _OPTIONS.reset(token)
-    step.apply(_mark_saved)
+    if mark_saved:
+        step.apply(_mark_saved)
     return step
 
 
