@@ -409,3 +409,24 @@ def test_space_that_json_cannot_carry_is_saved_as_repr(tmp_path):
     manifest = json.loads((tmp_path / "Identity" / "stepline.json").read_text())
     assert manifest["hyperparams_space"]["sizes"].startswith("Choice(")
     assert CX(tmp_path).load("Identity").hyperparams_space["sizes"] == Choice([(16,), (32, 32)])
+
+
+def test_by_value_code_from_another_python_is_refused_clearly(tmp_path):
+    script = tmp_path / "build.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        from stepline import CX
+        from stepline.base import Identity
+        class MainOnly(Identity):
+            pass
+        MainOnly().save(CX(sys.argv[1]), full_dump=True)
+    """))
+    subprocess.run([PY, str(script), str(tmp_path / "dump")], check=True, cwd=tmp_path, timeout=60)
+    path = tmp_path / "dump" / "MainOnly" / "stepline.json"
+    manifest = json.loads(path.read_text())
+    assert manifest["files"]["step.pkl"]["by_value"] and manifest["files"]["step.pkl"]["python"]
+    manifest["files"]["step.pkl"]["python"] = "3.9.18"
+    path.write_text(json.dumps(manifest))
+    from stepline.saving import IncompatibleDumpError
+    with pytest.raises(IncompatibleDumpError, match=r"step.pkl.*Python 3\.9\.18"):
+        CX(tmp_path / "dump").load("MainOnly")
