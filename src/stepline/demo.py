@@ -64,10 +64,12 @@ def build_pipeline(seed: int):
 
     # solver='liblinear': the one solver that takes both penalties of the space ('l1' and
     # 'l2') and dual=True (with 'l2'); it handles the two-class problem the demo fits.
+    # random_state: liblinear shuffles in its dual solver, so an unseeded run that stops at
+    # max_iter before converging could predict differently from one run to the next.
     return Pipeline([
         TrainOnlyWrapper(DataShuffler(seed=seed)),
         OutputTransformerWrapper(NumpyRavel()),
-        SKLearnWrapper(LogisticRegression(solver="liblinear"), HyperparameterSpace({
+        SKLearnWrapper(LogisticRegression(solver="liblinear", random_state=seed), HyperparameterSpace({
             "C": LogUniform(0.01, 10.0),
             "fit_intercept": Boolean(),
             "dual": Boolean(),
