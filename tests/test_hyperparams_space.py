@@ -7,25 +7,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stepline import Pipeline
-from stepline.base import BaseStep, HyperparameterError, Identity, MetaStep, NonFittableMixin
+from stepline.base import HyperparameterError, Identity, MetaStep
 from stepline.hyperparams.distributions import Boolean, Choice, LogUniform, RandInt, Uniform
 from stepline.hyperparams.space import HyperparameterSamples, HyperparameterSpace
-
-
-class MultiplyBy(NonFittableMixin, BaseStep):
-    def __init__(self, multiply_by=1, name=None, hyperparams_space=None):
-        super().__init__(hyperparams={"multiply_by": multiply_by}, name=name,
-                         hyperparams_space=hyperparams_space)
-
-    def transform(self, data_inputs):
-        return np.asarray(data_inputs) * self.hyperparams["multiply_by"]
+from stepline.steps.numpy import MultiplyByN
 
 
 def nested_pipeline():
     return Pipeline([
-        ("a", MultiplyBy(2)),
-        ("inner", Pipeline([("b", MultiplyBy(3, hyperparams_space={"multiply_by": RandInt(1, 10)})),
-                            ("w", MetaStep(MultiplyBy(5, name="c")))])),
+        ("a", MultiplyByN(2)),
+        ("inner", Pipeline([("b", MultiplyByN(3, hyperparams_space={"multiply_by": RandInt(1, 10)})),
+                            ("w", MetaStep(MultiplyByN(5, name="c")))])),
     ], name="root")
 
 
@@ -195,7 +187,7 @@ def test_keys_are_stable_names_not_ids():
 def test_mapping_with_non_string_keys_is_a_value_not_a_group():
     hp = HyperparameterSamples({"clf": {"class_weight": {0: 1, 1: 2}, "C": 1.0}})
     assert hp.to_flat_dict() == {"clf__class_weight": {0: 1, 1: 2}, "clf__C": 1.0}
-    step = MultiplyBy(1)
+    step = MultiplyByN(1)
     step.hyperparams["weights"] = {0: 1}
     step.set_hyperparams({"weights": {0: 3, 1: 4}})
     assert step.hyperparams["weights"] == {0: 3, 1: 4}

@@ -372,20 +372,14 @@ def _join_all(workers, deadline: float) -> None:
 def _terminate(workers) -> None:
     """SIGTERM the processes still running, then SIGKILL those that do not stop in time."""
     procs = [w for w in workers if isinstance(w, multiprocessing.process.BaseProcess)]
-    for p in procs:
-        if p.exitcode is None:
-            try:
-                p.terminate()
-            except Exception:
-                pass
-    _join_all(procs, time.monotonic() + _ABORT_JOIN_S)
-    for p in procs:
-        if p.exitcode is None:
-            try:
-                p.kill()
-            except Exception:
-                pass
-    _join_all(procs, time.monotonic() + _ABORT_JOIN_S)
+    for signal_method in ("terminate", "kill"):
+        for p in procs:
+            if p.exitcode is None:
+                try:
+                    getattr(p, signal_method)()
+                except Exception:
+                    pass
+        _join_all(procs, time.monotonic() + _ABORT_JOIN_S)
 
 
 @atexit.register
