@@ -430,3 +430,29 @@ def test_by_value_code_from_another_python_is_refused_clearly(tmp_path):
     from stepline.saving import IncompatibleDumpError
     with pytest.raises(IncompatibleDumpError, match=r"step.pkl.*Python 3\.9\.18"):
         CX(tmp_path / "dump").load("MainOnly")
+
+
+class ReprRecording(BaseSaver):
+    """Records ``repr`` of the stripped copy it is given."""
+
+    seen: list = []
+
+    def save_step(self, step, context):
+        ReprRecording.seen.append(repr(step))
+        return step
+
+    def can_load(self, step, context):
+        return False
+
+    def load_step(self, step, context):
+        return step
+
+
+def test_a_custom_saver_after_the_children_saver_sees_placeholders_in_repr(tmp_path):
+    p = Pipeline([("a", Weights(4)), ("b", Weights(4))], name="p").fit([1.0])
+    children_saver = p.get_savers()[0]
+    p.set_savers([ReprRecording(), children_saver])  # reversed: children saved first
+    ReprRecording.seen.clear()
+    p.save(CX(tmp_path), full_dump=True)
+    assert ReprRecording.seen == ["Pipeline(name='p', [\n    ChildPlaceholder('a'),\n    ChildPlaceholder('b'),\n])"]
+    assert np.array_equal(CX(tmp_path).load("p").transform([1.0]), p.transform([1.0]))

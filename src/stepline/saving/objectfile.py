@@ -9,6 +9,7 @@ source; the stream's record then notes them and the Python version they need.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
@@ -16,7 +17,6 @@ import platform
 import re
 import types
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 
 import cloudpickle
@@ -24,13 +24,14 @@ import numpy as np
 
 from .errors import (CorruptFileError, IncompatibleDumpError, ManifestError, NotADumpError,
                      StepLoadError, UnpicklingError)
-from .integrity import (check_records, sha256_bytes, stat_entry, update_stat_cache, verify_files,
+from .integrity import (check_records, stat_entry, update_stat_cache, verify_files,
                         workers_for)
 
 STREAM_NAME = "step.pkl"
 PROTOCOL = 5
 BUFFER_MIN_BYTES = 64 << 10
 _THREAD_MIN_BYTES = 1 << 20
+_WRITE_CHUNK = 1 << 20  # hashed while still in the CPU cache
 _PAGE = 4096
 _BUFFER_NAME = re.compile(r"buffer-(\d{3,})\.bin")
 _MMAP_MODES = (None, "r", "r+", "c")
@@ -120,14 +121,36 @@ def _dumps(obj) -> tuple[memoryview, list[memoryview], set[str]]:
 
 
 def _write_and_hash(folder: Path, names: list[str], datas: list[memoryview]) -> list[str]:
-    """Write each buffer to its file while threads hash the big ones; return the digests."""
-    big = [i for i, d in enumerate(datas) if d.nbytes >= _THREAD_MIN_BYTES]
-    with ThreadPoolExecutor(workers_for(len(big))) if big else nullcontext() as pool:
-        pending = {i: pool.submit(sha256_bytes, datas[i]) for i in big}
-        for name, data in zip(names, datas):
-            with open(folder / name, "wb") as f:
-                f.write(data)
-        return [pending[i].result() if i in pending else sha256_bytes(d) for i, d in enumerate(datas)]
+    """Write each buffer to its file, hashing it chunk by chunk as it goes; return the digests.
+
+    Each chunk is hashed right after it is written, while it is still in the CPU cache;
+    big files are written by several threads at once (both writing and hashing release
+    the GIL).
+    """
+    jobs = [(folder / n, d) for n, d in zip(names, datas)]
+    big = sum(d.nbytes >= _THREAD_MIN_BYTES for d in datas)
+    if big < 2:
+        return [write_hashed(p, d) for p, d in jobs]
+    with ThreadPoolExecutor(workers_for(big)) as pool:
+        return list(pool.map(lambda job: write_hashed(*job), jobs))
+
+
+def write_hashed(path: Path, data) -> str:
+    """Write ``data`` to a new file at ``path``; return its SHA-256, computed while writing."""
+    view = memoryview(data).cast("B")
+    digest = hashlib.sha256()
+    with open(path, "wb", buffering=0) as f:
+        for start in range(0, view.nbytes, _WRITE_CHUNK):
+            chunk = view[start:start + _WRITE_CHUNK]
+            _write_all(f, chunk)
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_all(f, chunk: memoryview) -> None:
+    done = 0
+    while done < chunk.nbytes:
+        done += f.write(chunk[done:])
 
 
 # ---------------------------------------------------------------- reading

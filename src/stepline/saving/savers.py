@@ -109,6 +109,9 @@ class ChildPlaceholder:
     def __repr__(self) -> str:
         return f"ChildPlaceholder({self.name!r})"
 
+    def _repr_lines(self, indent: str) -> list[str]:
+        return [indent + repr(self)]  # a stripped parent's repr shows where its children went
+
 
 class ChildrenSaver(BaseSaver):
     """Saves each child of a pipeline or wrapper in its own sub-folder, with its own savers."""
