@@ -344,12 +344,145 @@ def test_save_killed_half_way_leaves_previous_dump_loadable(tmp_path):
     """))
     result = subprocess.run([PY, str(script), str(tmp_path / "dump")], cwd=tmp_path, timeout=60)
     assert result.returncode == 3
-    leftovers = [p.name for p in (tmp_path / "dump").iterdir() if p.name.startswith(".")]
+    leftovers = [p.name for p in (tmp_path / "dump").iterdir() if p.name.startswith(".") and p.name != ".p.lock"]
     assert leftovers and all(".tmp-" in n for n in leftovers)
     loaded = CX(tmp_path / "dump").load("p")  # the previous, complete dump
     assert loaded.keys() == ["first", "second"] and loaded["second"].savers == []
     Pipeline([Identity()], name="p").save(CX(tmp_path / "dump"), full_dump=True)
-    assert not [p for p in (tmp_path / "dump").iterdir() if p.name.startswith(".")]  # next save cleans up
+    assert [p.name for p in (tmp_path / "dump").iterdir() if p.name.startswith(".")] == [".p.lock"]  # cleaned up
+
+
+def test_changes_only_save_killed_half_way_leaves_previous_dump_loadable(tmp_path):
+    script = tmp_path / "die.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys, numpy as np
+        from stepline import Pipeline, CX
+        from stepline.base import BaseSaver, BaseStep
+
+        class Weights(BaseStep):
+            def fit(self, data_inputs, expected_outputs=None):
+                self.w_ = np.full(100_000, float(data_inputs[0]))
+                return self
+            def transform(self, data_inputs):
+                return data_inputs
+
+        class DieWhileSaving(BaseSaver):
+            def save_step(self, step, context):
+                os._exit(3)
+            def can_load(self, step, context): return True
+            def load_step(self, step, context): return step
+
+        p = Pipeline([Weights(name="a"), Weights(name="b")], name="p").fit([1.0])
+        p.save(CX(sys.argv[1]), full_dump=True)
+        p["b"].fit([2.0])
+        p["a"].fit([2.0])
+        p["b"].add_saver(DieWhileSaving())
+        p.save(CX(sys.argv[1]), full_dump=False)  # "b" is saved after "a" was rewritten
+    """))
+    result = subprocess.run([PY, str(script), str(tmp_path / "dump")], cwd=tmp_path, timeout=60)
+    assert result.returncode == 3
+    loaded = CX(tmp_path / "dump").load("p")  # the previous dump, whole: both steps at 1.0
+    assert loaded["a"].w_[0] == 1.0 and loaded["b"].w_[0] == 1.0
+
+
+class TwoArrays(BaseStep):
+    """Holds one or two big arrays: its second save writes fewer buffer files."""
+
+    def __init__(self, name=None):
+        super().__init__(hyperparams={"count": 2}, name=name)
+
+    def fit(self, data_inputs, expected_outputs=None):
+        self.arrays_ = [np.full(100_000, float(i)) for i in range(self.hyperparams["count"])]
+        return self
+
+    def transform(self, data_inputs):
+        return data_inputs
+
+
+def test_changes_only_save_drops_files_the_step_no_longer_writes(tmp_path):
+    p = Pipeline([TwoArrays(name="t"), Weights(name="w")], name="p").fit(np.ones(2))
+    p.save(CX(tmp_path), full_dump=True)
+    assert (tmp_path / "p" / "t" / "buffer-001.bin").is_file()
+    p["t"].set_hyperparams({"count": 1})
+    p["t"].fit(None)
+    p.save(CX(tmp_path), full_dump=False)
+    assert sorted(f.name for f in (tmp_path / "p" / "t").iterdir() if not f.name.startswith(".")) == [
+        "buffer-000.bin", "step.pkl", "stepline.json"]
+    assert len(CX(tmp_path).load("p", verify="full")["t"].arrays_) == 1
+
+
+def test_changes_only_save_keeps_the_unchanged_steps_vouched_for(tmp_path):
+    from stepline.saving.integrity import trusted_entries
+    p = fitted_pipeline()
+    p.save(CX(tmp_path), full_dump=True)
+    w1 = tmp_path / "p" / "w1"
+    assert set(trusted_entries(w1)) == {"buffer-000.bin", "step.pkl"}
+    p["inner"]["w2"].fit(np.full(4, 3.0))
+    p.save(CX(tmp_path), full_dump=False)
+    assert set(trusted_entries(w1)) == {"buffer-000.bin", "step.pkl"}  # its next load hashes nothing
+    assert set(trusted_entries(tmp_path / "p" / "inner" / "w2")) == {"step.pkl"}
+
+
+def test_concurrent_saves_to_one_destination_take_turns(tmp_path):
+    script = tmp_path / "saver.py"
+    script.write_text(textwrap.dedent("""
+        import sys, numpy as np
+        from stepline import Pipeline, CX
+        from stepline.base import BaseStep
+
+        class Weights(BaseStep):
+            def fit(self, data_inputs, expected_outputs=None):
+                self.w_ = np.full(300_000, float(data_inputs[0]))
+                return self
+            def transform(self, data_inputs):
+                return data_inputs
+
+        value = float(sys.argv[2])
+        p = Pipeline([Weights(name="a"), Weights(name="b")], name="p").fit([value])
+        for i in range(15):
+            p["b"].fit([value])
+            p.save(CX(sys.argv[1]), full_dump=bool(i % 2))
+    """))
+    procs = [subprocess.Popen([PY, str(script), str(tmp_path / "dump"), str(v)], cwd=tmp_path,
+                              stderr=subprocess.PIPE, text=True) for v in (1, 2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    loaded = CX(tmp_path / "dump").load("p", verify="full")
+    assert loaded["a"].w_[0] == loaded["b"].w_[0] in (1.0, 2.0)  # one save's dump, whole
+    assert sorted(p.name for p in (tmp_path / "dump").iterdir()) == [".p.lock", "p"]
+
+
+def test_a_write_that_fails_names_the_file_and_keeps_the_previous_dump(tmp_path):
+    script = tmp_path / "full.py"
+    script.write_text(textwrap.dedent("""
+        import resource, signal, sys, numpy as np
+        from stepline import Pipeline, CX
+        from stepline.base import BaseStep
+        from stepline.saving import SaveError
+
+        class Weights(BaseStep):
+            def fit(self, data_inputs, expected_outputs=None):
+                self.w_ = np.full(int(data_inputs[0]), 1.0)
+                return self
+            def transform(self, data_inputs):
+                return data_inputs
+
+        p = Pipeline([Weights(name="a")], name="p").fit([10])
+        p.save(CX(sys.argv[1]), full_dump=True)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+        p["a"].fit([1_000_000])  # 8 MB: more than a file may hold now
+        try:
+            p.save(CX(sys.argv[1]), full_dump=False)
+        except SaveError as e:
+            print(e)
+    """))
+    result = subprocess.run([PY, str(script), str(tmp_path / "dump")], cwd=tmp_path, timeout=60,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"p/a/buffer-000.bin: cannot write step 'a' \(Weights\): File too large", result.stdout)
+    assert CX(tmp_path / "dump").load("p")["a"].w_.shape == (10,)  # the previous dump, whole
 
 
 # ------------------------------------------------------------ versions, mmap

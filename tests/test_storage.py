@@ -505,6 +505,11 @@ def test_cached_records_hash_new_files_once_and_reuse_the_cache(tmp_path, hash_c
 
 # ---------------------------------------------------------------- atomic folder
 
+def entries(folder):
+    """What a folder holds, bar the lock file that saves to ``step`` take turns on."""
+    return sorted(p.name for p in folder.iterdir() if p.name != ".step.lock")
+
+
 def _content(folder):
     return sorted((p.name, p.read_text()) for p in folder.iterdir())
 
@@ -512,14 +517,15 @@ def _content(folder):
 def test_atomic_folder_creates_and_replaces(tmp_path):
     final = tmp_path / "step"
     with atomic_folder(final) as tmp:
-        assert tmp.parent == tmp_path and tmp.name.startswith(".step.tmp-") and not final.exists()
+        assert tmp.name == "step" and tmp.parent.parent == tmp_path and not final.exists()
+        assert tmp.parent.name.startswith(".step.tmp-")
         (tmp / "v").write_text("1")
     assert _content(final) == [("v", "1")]
     with atomic_folder(final) as tmp:
         (tmp / "v").write_text("2")
         assert _content(final) == [("v", "1")]  # untouched until the end
     assert _content(final) == [("v", "2")]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step"]
+    assert entries(tmp_path) == ["step"]
 
 
 def test_atomic_folder_exception_keeps_the_previous_content(tmp_path):
@@ -531,7 +537,7 @@ def test_atomic_folder_exception_keeps_the_previous_content(tmp_path):
             (tmp / "v").write_text("2")
             raise KeyError("saver failed")
     assert _content(final) == [("v", "1")]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step"]
+    assert entries(tmp_path) == ["step"]
 
 
 def test_process_killed_inside_the_save_leaves_the_previous_dump_loadable(tmp_path):
@@ -553,7 +559,7 @@ def test_process_killed_inside_the_save_leaves_the_previous_dump_loadable(tmp_pa
     assert loaded["version"] == 1 and loaded["a"].sum() == BIG
     with atomic_folder(final) as tmp:  # the next save cleans the leftover
         save_dump({"version": 3}, tmp)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step"]
+    assert entries(tmp_path) == ["step"]
     assert load_dump(final)["version"] == 3
 
 
@@ -568,7 +574,7 @@ def test_dump_left_between_the_two_renames_is_found(tmp_path):
     with atomic_folder(final) as tmp:
         save_dump({"version": 2}, tmp)
     clean_leftovers(tmp_path, "step")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step"]
+    assert entries(tmp_path) == ["step"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert resolve_dump_folder(final) == final
@@ -636,7 +642,7 @@ def test_version_differences():
     current = runtime_versions()
     assert version_differences(current) == []
     lines = version_differences({**current, "numpy": "1.0.0", "no-such-package-xyz": "1.2"})
-    assert lines == [f"no-such-package-xyz: saved with 1.2, not installed",
+    assert lines == ["no-such-package-xyz: saved with 1.2, not installed",
                      f"numpy: saved with 1.0.0, running {np.__version__}"]
 
 

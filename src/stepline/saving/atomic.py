@@ -1,15 +1,20 @@
 """Replace a dump folder all at once, so that an interrupted save loses nothing.
 
-A save writes into a fresh hidden sibling ``.<name>.tmp-<random>``; only when it is
-complete does the old folder step aside (``.<name>.old-<random>``) and the new one take
+A save writes into a fresh hidden sibling ``.<name>.tmp-<random>/<name>``; only when it
+is complete does the old folder step aside (``.<name>.old-<random>``) and the new one take
 its name. A process killed before that leaves ``final_path`` untouched and a ``.tmp-``
 leftover that the next save removes; one killed between the two renames leaves the
 previous dump complete under ``.old-``, which :func:`resolve_dump_folder` finds.
-One save per destination at a time: a save removes the leftovers of others.
+
+A save that changes only part of a dump starts from hard links to the current files (no
+data is copied) and replaces what changed, so it is atomic too. Saves to one destination
+take turns on a lock file ``.<name>.lock`` beside it (POSIX ``flock``; on systems without
+it, concurrent saves to one destination are not supported).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -18,7 +23,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import InterruptedSaveWarning
+from .integrity import STAT_CACHE_NAME, trusted_entries, vouch_for
 from .manifest import MANIFEST_NAME
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+log = logging.getLogger(__name__)
 
 
 def _sibling(final: Path, kind: str) -> Path:
@@ -41,23 +54,75 @@ def _remove(path: Path) -> None:
 
 
 @contextmanager
-def atomic_folder(final_path):
-    """Yield a fresh temporary sibling folder; on success swap it into ``final_path``.
+def atomic_folder(final_path, link_current: bool = False):
+    """Yield a fresh temporary folder; on success it replaces ``final_path`` in one rename.
 
-    On an exception the temporary folder is removed and ``final_path`` is left as it was.
-    Leftovers of earlier interrupted saves are cleaned first.
+    With ``link_current``, the folder starts as a copy of the current ``final_path`` made of
+    hard links (files that cannot be linked are copied): write a file only after removing
+    the link, never by truncating it, or the current dump changes too. On an exception the
+    temporary folder is removed and ``final_path`` is left as it was. Leftovers of earlier
+    interrupted saves are cleaned first; saves to one ``final_path`` take turns.
     """
     final = Path(final_path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    clean_leftovers(final.parent, final.name)
-    tmp = _sibling(final, "tmp")
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        _remove(tmp)
-        raise
-    _swap_into_place(tmp, final)
+    with destination_lock(final):
+        clean_leftovers(final.parent, final.name)
+        container = _sibling(final, "tmp")
+        container.mkdir()
+        tmp = container / final.name
+        try:
+            linked = link_tree(final, tmp) if link_current and final.is_dir() else {}
+            tmp.mkdir(exist_ok=True)
+            yield tmp
+            _swap_into_place(tmp, final)
+        finally:
+            _remove(container)
+        for relative, entries in linked.items():
+            vouch_for(final / relative, entries)  # linking changed their ctimes, not their bytes
+
+
+@contextmanager
+def destination_lock(final: Path):
+    """Hold the lock on saving to ``final``: a ``.<name>.lock`` file beside it, never removed."""
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    with open(final.parent / f".{final.name}.lock", "ab") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another save to %s to finish", final)
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def link_tree(source: Path, target: Path) -> dict[str, dict[str, list]]:
+    """Recreate ``source`` at ``target`` with hard links to its files.
+
+    Returns, per folder (relative path), the stat cache entries that vouched for linked
+    files before linking (linking changes a file's ctime), so the cache can vouch again.
+    """
+    vouched = {}
+    for folder, dirs, files in os.walk(source):
+        relative = os.path.relpath(folder, source)
+        here = target / relative
+        here.mkdir(parents=True, exist_ok=True)
+        entries = trusted_entries(folder)
+        for name in files:
+            if name == STAT_CACHE_NAME or name.startswith(f"{STAT_CACHE_NAME}.tmp-"):
+                continue
+            try:
+                os.link(os.path.join(folder, name), here / name, follow_symlinks=False)
+            except OSError:
+                shutil.copy2(os.path.join(folder, name), here / name, follow_symlinks=False)
+                entries.pop(name, None)  # a copy is a new file: hashed on its next load
+        entries = {n: e for n, e in entries.items() if n in files}
+        if entries:
+            vouched[relative] = entries
+    return vouched
 
 
 def _swap_into_place(tmp: Path, final: Path) -> None:

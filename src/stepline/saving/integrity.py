@@ -155,6 +155,38 @@ def stat_entry(st: os.stat_result, sha256: str) -> list:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, sha256]
 
 
+def trusted_entries(folder) -> dict[str, list]:
+    """The stat cache entries of ``folder`` that vouch for their files right now."""
+    trusted = {}
+    for name, entry in load_stat_cache(folder).items():
+        try:
+            st = os.stat(os.path.join(folder, name), follow_symlinks=False)
+        except OSError:
+            continue
+        if _trusted(entry, st, entry[4]):
+            trusted[name] = entry
+    return trusted
+
+
+def vouch_for(folder, vouched: dict[str, list]) -> None:
+    """Cache again files whose ctime changed (e.g. by hard linking) but whose bytes did not.
+
+    ``vouched`` maps a name to the stat entry the cache trusted before; a file whose size,
+    mtime or inode differs from it now is left to be hashed on its next load.
+    """
+    entries = {}
+    for name, before in vouched.items():
+        try:
+            st = os.stat(Path(folder) / name, follow_symlinks=False)
+        except OSError:
+            continue
+        now = stat_entry(st, before[4])
+        if [now[0], now[1], now[3]] == [before[0], before[1], before[3]]:
+            entries[name] = now
+    if entries:
+        update_stat_cache(folder, entries, settle=True)
+
+
 def _trusted(entry, st: os.stat_result, sha256: str) -> bool:
     return entry is not None and entry == stat_entry(st, sha256)
 

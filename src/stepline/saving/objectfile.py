@@ -139,11 +139,14 @@ def write_hashed(path: Path, data) -> str:
     """Write ``data`` to a new file at ``path``; return its SHA-256, computed while writing."""
     view = memoryview(data).cast("B")
     digest = hashlib.sha256()
-    with open(path, "wb", buffering=0) as f:
-        for start in range(0, view.nbytes, _WRITE_CHUNK):
-            chunk = view[start:start + _WRITE_CHUNK]
-            _write_all(f, chunk)
-            digest.update(chunk)
+    try:
+        with open(path, "wb", buffering=0) as f:
+            for start in range(0, view.nbytes, _WRITE_CHUNK):
+                chunk = view[start:start + _WRITE_CHUNK]
+                _write_all(f, chunk)
+                digest.update(chunk)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, e.filename or str(path)) from e  # name the file
     return digest.hexdigest()
 
 

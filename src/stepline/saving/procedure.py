@@ -11,15 +11,14 @@ import copy
 from concurrent.futures import ThreadPoolExecutor
 import os
 import shutil
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from stepline.core.context import ExecutionContext
 from stepline.saving import manifest as mf
-from stepline.saving.atomic import _swap_into_place, clean_leftovers, resolve_dump_folder
-from stepline.saving.errors import NotADumpError, StepLoadError, VersionMismatchWarning
+from stepline.saving.atomic import atomic_folder, resolve_dump_folder
+from stepline.saving.errors import NotADumpError, SaveError, StepLoadError, VersionMismatchWarning
 from stepline.saving.integrity import cached_records, verify_files
 from stepline.saving.savers import ChildPlaceholder
 
@@ -57,14 +56,8 @@ def save_step(step, context: ExecutionContext | None = None, full_dump: bool = F
     the ones streaming workers load), so the next changes-only save still writes them.
     """
     context = ExecutionContext.of(context)
-    if full_dump:
-        _save_full(step, context)
-    elif step.is_invalidated:
-        token = _OPTIONS.set(_Options(full_dump=False))
-        try:
-            _save_node(step, context)
-        finally:
-            _OPTIONS.reset(token)
+    if full_dump or step.is_invalidated:
+        _save_atomically(step, context, full_dump)
     if mark_saved:
         step.apply(_mark_saved)
     return step
@@ -74,19 +67,23 @@ def _mark_saved(step, context):
     step._invalidated = False
 
 
-def _save_full(step, context: ExecutionContext) -> None:
+def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> None:
+    """Save into a temporary sibling folder that then replaces the step's folder at once.
+
+    A changes-only save starts that folder from hard links to the current dump, so the
+    unchanged steps cost a link per file and the previous dump stays whole until the end.
+    """
     final = context.push(step).get_path()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    clean_leftovers(final.parent, final.name)
-    staging = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
-    staging_context = ExecutionContext(staging, context.execution_phase, context._stripped_saver)
-    token = _OPTIONS.set(_Options(full_dump=True))
+    token = _OPTIONS.set(_Options(full_dump=full_dump))
     try:
-        _save_node(step, staging_context)
-        _swap_into_place(staging / step.name, final)
+        with atomic_folder(final, link_current=not full_dump) as staged:
+            staging_context = ExecutionContext(staged.parent, context.execution_phase, context._stripped_saver)
+            try:
+                _save_node(step, staging_context)
+            except SaveError as e:  # name the destination, not the temporary folder
+                raise type(e)(str(e).replace(str(staged), str(final))).with_traceback(e.__traceback__) from e.__cause__
     finally:
         _OPTIONS.reset(token)
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def save_children(children, context: ExecutionContext) -> None:
@@ -120,17 +117,36 @@ def save_child(child, context: ExecutionContext) -> None:
 def _save_node(step, parent_context: ExecutionContext) -> None:
     context = parent_context.push(step)
     folder = context.get_path()
-    folder.mkdir(parents=True, exist_ok=True)
+    children = [c.name for c in step.get_children()]
+    _clear_folder(folder, keep=children)
     stripped = copy.copy(step)
     savers = [context.stripped_saver] + list(step.savers)
     for saver in reversed(savers):
         stripped = saver.save_step(stripped, context)
-    children = [c.name for c in step.get_children()]
     files = cached_records(folder, _own_files(folder, children))
     for name, record in current_options().reported.pop(Path(folder), {}).items():
         if name in files:
             files[name].update((k, v) for k, v in record.items() if k not in ("size", "sha256"))
     mf.write_manifest(folder, _node_manifest(step, savers, children, files))
+
+
+def _clear_folder(folder: Path, keep: list[str]) -> None:
+    """Create ``folder``, or empty it of all but the ``keep`` sub-folders (the children's).
+
+    Entries are unlinked, never truncated: in a changes-only save they are hard links to
+    the previous dump, and a saver must not write through them. Files an earlier save
+    wrote and this one does not (fewer buffers, another saver) do not linger either.
+    """
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        return
+    for entry in os.scandir(folder):
+        if entry.name in keep and entry.is_dir(follow_symlinks=False):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
 
 
 def _own_files(folder: Path, children: list) -> list[str]:

@@ -54,6 +54,10 @@ class JoblibStepSaver(BaseSaver):
         from stepline.saving.procedure import report_records
         try:
             records = write_object(step, context.get_path())
+        except OSError as error:  # disk full, file too large, permissions: not a pickling problem
+            from stepline.saving.errors import SaveError
+            raise SaveError(f"{error.filename or context.get_path()}: cannot write step {step.name!r} "
+                            f"({type(step).__name__}): {error.strerror or error}") from error
         except Exception as error:
             raise _save_error(step, context, error) from error
         report_records(context, records)
