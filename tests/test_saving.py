@@ -453,6 +453,36 @@ def test_concurrent_saves_to_one_destination_take_turns(tmp_path):
     assert sorted(p.name for p in (tmp_path / "dump").iterdir()) == [".p.lock", "p"]
 
 
+def test_loads_running_beside_saves_get_a_whole_dump(tmp_path):
+    p = Pipeline([("a", Weights(50_000)), ("b", Weights(50_000))], name="p").fit([0.0])
+    p.save(CX(tmp_path), full_dump=True)
+    stop, errors, seen = threading.Event(), [], set()
+
+    def save_forever():
+        value = 0.0
+        while not stop.is_set():
+            value += 1.0
+            p["a"].fit([value])
+            p["b"].fit([value])
+            p.save(CX(tmp_path), full_dump=bool(int(value) % 2))
+
+    saver = threading.Thread(target=save_forever)
+    saver.start()
+    try:
+        for _ in range(40):
+            try:
+                loaded = CX(tmp_path).load("p")
+            except Exception as e:  # noqa: BLE001 - any failure is the test's failure
+                errors.append(repr(e))
+                continue
+            assert loaded["a"].w_[0] == loaded["b"].w_[0]  # never half of one save, half of another
+            seen.add(float(loaded["a"].w_[0]))
+    finally:
+        stop.set()
+        saver.join(timeout=60)
+    assert errors == [] and len(seen) > 1
+
+
 def test_a_write_that_fails_names_the_file_and_keeps_the_previous_dump(tmp_path):
     script = tmp_path / "full.py"
     script.write_text(textwrap.dedent("""

@@ -87,16 +87,44 @@ def destination_lock(final: Path):
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return
-    with open(final.parent / f".{final.name}.lock", "ab") as lock:
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another save to %s to finish", final)
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
+    with open(_lock_path(final), "ab") as lock:
+        with _flocked(lock, fcntl.LOCK_EX, f"waiting for another save to {final} to finish"):
             yield
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+@contextmanager
+def reading_lock(final: Path):
+    """While loading from ``final``, keep saves to it from swapping folders underneath.
+
+    Takes the lock shared, so loads run side by side; does nothing where no save ever
+    made the lock file, or where it cannot be opened (a read-only dump).
+    """
+    try:
+        lock = open(_lock_path(final), "rb") if fcntl is not None else None
+    except OSError:
+        lock = None
+    if lock is None:
+        yield
+        return
+    with lock, _flocked(lock, fcntl.LOCK_SH, f"waiting for a save to {final} to finish"):
+        yield
+
+
+def _lock_path(final: Path) -> Path:
+    return final.parent / f".{final.name}.lock"
+
+
+@contextmanager
+def _flocked(lock, mode: int, waiting: str):
+    try:
+        fcntl.flock(lock.fileno(), mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log.info(waiting)
+        fcntl.flock(lock.fileno(), mode)
+    try:
+        yield
+    finally:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
 def link_tree(source: Path, target: Path) -> dict[str, dict[str, list]]:

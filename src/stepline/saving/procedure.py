@@ -17,7 +17,7 @@ from pathlib import Path
 
 from stepline.core.context import ExecutionContext
 from stepline.saving import manifest as mf
-from stepline.saving.atomic import atomic_folder, resolve_dump_folder
+from stepline.saving.atomic import atomic_folder, reading_lock, resolve_dump_folder
 from stepline.saving.errors import NotADumpError, SaveError, StepLoadError, VersionMismatchWarning
 from stepline.saving.integrity import cached_records, verify_files
 from stepline.saving.savers import ChildPlaceholder
@@ -206,16 +206,17 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
     parts = Path(path).parts
     if not parts:
         raise NotADumpError(f"{context.root}: give the name of the saved step to load")
-    folder = resolve_dump_folder(context.root / Path(*parts))
-    manifest = mf.read_manifest(folder)
-    _warn_versions(folder, manifest)
-    parents = tuple(ChildPlaceholder(name) for name in parts[:-1])
-    base = ExecutionContext(context.root, context.execution_phase, context._stripped_saver, parents)
-    token = _OPTIONS.set(_Options(mmap_mode=mmap_mode, verify=verify))
-    try:
-        step = _load_node(parts[-1], base, manifest)
-    finally:
-        _OPTIONS.reset(token)
+    with reading_lock(context.root / parts[0]):
+        folder = resolve_dump_folder(context.root / Path(*parts))
+        manifest = mf.read_manifest(folder)
+        _warn_versions(folder, manifest)
+        parents = tuple(ChildPlaceholder(name) for name in parts[:-1])
+        base = ExecutionContext(context.root, context.execution_phase, context._stripped_saver, parents)
+        token = _OPTIONS.set(_Options(mmap_mode=mmap_mode, verify=verify))
+        try:
+            step = _load_node(parts[-1], base, manifest)
+        finally:
+            _OPTIONS.reset(token)
     step.apply(_mark_saved)
     return step
 
