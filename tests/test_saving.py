@@ -352,35 +352,46 @@ def test_save_killed_half_way_leaves_previous_dump_loadable(tmp_path):
     assert [p.name for p in (tmp_path / "dump").iterdir() if p.name.startswith(".")] == [".p.lock"]  # cleaned up
 
 
+# A fitted step for the scripts that the tests below run in other processes.
+SCRIPT_HEADER = """
+import os, sys, numpy as np
+from stepline import Pipeline, CX
+from stepline.base import BaseSaver, BaseStep
+
+class Full(BaseStep):
+    def __init__(self, n=100_000, name=None):
+        super().__init__(hyperparams={"n": n}, name=name)
+    def fit(self, data_inputs, expected_outputs=None):
+        self.w_ = np.full(self.hyperparams["n"], float(data_inputs[0]))
+        return self
+    def transform(self, data_inputs):
+        return data_inputs
+"""
+
+
+def run_script(tmp_path, body: str, *args, **kwargs) -> subprocess.Popen:
+    """Start ``SCRIPT_HEADER`` + ``body`` in a fresh Python process."""
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT_HEADER + textwrap.dedent(body))
+    return subprocess.Popen([PY, str(script), *map(str, args)], cwd=tmp_path, **kwargs)
+
+
 def test_changes_only_save_killed_half_way_leaves_previous_dump_loadable(tmp_path):
-    script = tmp_path / "die.py"
-    script.write_text(textwrap.dedent("""
-        import os, sys, numpy as np
-        from stepline import Pipeline, CX
-        from stepline.base import BaseSaver, BaseStep
-
-        class Weights(BaseStep):
-            def fit(self, data_inputs, expected_outputs=None):
-                self.w_ = np.full(100_000, float(data_inputs[0]))
-                return self
-            def transform(self, data_inputs):
-                return data_inputs
-
+    proc = run_script(tmp_path, """
         class DieWhileSaving(BaseSaver):
             def save_step(self, step, context):
                 os._exit(3)
             def can_load(self, step, context): return True
             def load_step(self, step, context): return step
 
-        p = Pipeline([Weights(name="a"), Weights(name="b")], name="p").fit([1.0])
+        p = Pipeline([Full(name="a"), Full(name="b")], name="p").fit([1.0])
         p.save(CX(sys.argv[1]), full_dump=True)
         p["b"].fit([2.0])
         p["a"].fit([2.0])
         p["b"].add_saver(DieWhileSaving())
         p.save(CX(sys.argv[1]), full_dump=False)  # "b" is saved after "a" was rewritten
-    """))
-    result = subprocess.run([PY, str(script), str(tmp_path / "dump")], cwd=tmp_path, timeout=60)
-    assert result.returncode == 3
+    """, tmp_path / "dump")
+    assert proc.wait(timeout=60) == 3
     loaded = CX(tmp_path / "dump").load("p")  # the previous dump, whole: both steps at 1.0
     assert loaded["a"].w_[0] == 1.0 and loaded["b"].w_[0] == 1.0
 
@@ -424,27 +435,14 @@ def test_changes_only_save_keeps_the_unchanged_steps_vouched_for(tmp_path):
 
 
 def test_concurrent_saves_to_one_destination_take_turns(tmp_path):
-    script = tmp_path / "saver.py"
-    script.write_text(textwrap.dedent("""
-        import sys, numpy as np
-        from stepline import Pipeline, CX
-        from stepline.base import BaseStep
-
-        class Weights(BaseStep):
-            def fit(self, data_inputs, expected_outputs=None):
-                self.w_ = np.full(300_000, float(data_inputs[0]))
-                return self
-            def transform(self, data_inputs):
-                return data_inputs
-
+    body = """
         value = float(sys.argv[2])
-        p = Pipeline([Weights(name="a"), Weights(name="b")], name="p").fit([value])
+        p = Pipeline([Full(300_000, name="a"), Full(300_000, name="b")], name="p").fit([value])
         for i in range(15):
             p["b"].fit([value])
             p.save(CX(sys.argv[1]), full_dump=bool(i % 2))
-    """))
-    procs = [subprocess.Popen([PY, str(script), str(tmp_path / "dump"), str(v)], cwd=tmp_path,
-                              stderr=subprocess.PIPE, text=True) for v in (1, 2)]
+    """
+    procs = [run_script(tmp_path, body, tmp_path / "dump", v, stderr=subprocess.PIPE, text=True) for v in (1, 2)]
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
@@ -484,34 +482,24 @@ def test_loads_running_beside_saves_get_a_whole_dump(tmp_path):
 
 
 def test_a_write_that_fails_names_the_file_and_keeps_the_previous_dump(tmp_path):
-    script = tmp_path / "full.py"
-    script.write_text(textwrap.dedent("""
-        import resource, signal, sys, numpy as np
-        from stepline import Pipeline, CX
-        from stepline.base import BaseStep
+    proc = run_script(tmp_path, """
+        import resource, signal
         from stepline.saving import SaveError
 
-        class Weights(BaseStep):
-            def fit(self, data_inputs, expected_outputs=None):
-                self.w_ = np.full(int(data_inputs[0]), 1.0)
-                return self
-            def transform(self, data_inputs):
-                return data_inputs
-
-        p = Pipeline([Weights(name="a")], name="p").fit([10])
+        p = Pipeline([Full(10, name="a")], name="p").fit([1.0])
         p.save(CX(sys.argv[1]), full_dump=True)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
-        p["a"].fit([1_000_000])  # 8 MB: more than a file may hold now
+        p["a"].set_hyperparams({"n": 1_000_000})
+        p["a"].fit([1.0])  # 8 MB: more than a file may hold now
         try:
             p.save(CX(sys.argv[1]), full_dump=False)
         except SaveError as e:
             print(e)
-    """))
-    result = subprocess.run([PY, str(script), str(tmp_path / "dump")], cwd=tmp_path, timeout=60,
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert re.search(r"p/a/buffer-000.bin: cannot write step 'a' \(Weights\): File too large", result.stdout)
+    """, tmp_path / "dump", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert re.search(r"p/a/buffer-000.bin: cannot write step 'a' \(Full\): File too large", out)
     assert CX(tmp_path / "dump").load("p")["a"].w_.shape == (10,)  # the previous dump, whole
 
 
