@@ -181,3 +181,22 @@ def test_loaded_state_excludes_lifecycle_flags(log):
     import pickle
     step = Identity().setup()
     assert pickle.loads(pickle.dumps(step)).is_initialized is False
+
+
+class RecordsContext(NonTransformableMixin, BaseStep):
+    """Notes the folder and phase its handlers run under."""
+
+    def handle_fit(self, data_container, context):
+        self.seen = (context.get_path(), context.execution_phase)
+        return super().handle_fit(data_container, context)
+
+
+def test_plain_calls_run_under_the_context_given_to_setup(tmp_path):
+    from stepline.core.context import ExecutionPhase
+    p = Pipeline([Pipeline([RecordsContext(name="r")], name="inner")], name="outer")
+    with p.setup(CX(tmp_path, execution_phase=ExecutionPhase.TRAIN)):
+        p.fit(np.ones(2))
+        assert p["inner"]["r"].seen == (tmp_path / "outer" / "inner", ExecutionPhase.TRAIN)
+    assert "_stepline_setup_context" not in vars(p)  # teardown lets it go
+    p.fit(np.ones(2))  # set up lazily, under a fresh context
+    assert p["inner"]["r"].seen[0] != tmp_path / "outer" / "inner"

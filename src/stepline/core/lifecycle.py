@@ -9,7 +9,9 @@ lifecycle methods wrapped once, when the class is created, so that on every path
 - ``fit``/``transform``/``fit_transform``/``predict`` set the step up on first use;
 - ``transform`` on a step that needs fitting and was never fitted raises
   :class:`NotFittedError`;
-- ``fit`` marks the returned step fitted and changed (invalidated).
+- ``fit`` marks the returned step fitted and changed (invalidated);
+- a root context given to ``setup`` is kept until ``teardown``: a plain
+  ``fit``/``transform`` of a composite passes it to its children's handlers.
 
 Only the outermost call of a ``super()`` chain manages the flags.
 """
@@ -21,6 +23,7 @@ from stepline.core.errors import NotFittedError
 
 _GUARDED = "__stepline_guarded__"
 _BUSY = "_stepline_lifecycle_busy"
+SETUP_CONTEXT = "_stepline_setup_context"
 
 
 def trivial_fit(fn):
@@ -49,6 +52,8 @@ def _guard_setup(fn):
         finally:
             del state[_BUSY]
         self.is_initialized = True
+        if context is not None and not context.parents:  # a root context: it refers to no step
+            state[SETUP_CONTEXT] = context  # plain fit/transform calls run under it
         return self
     return setup
 
@@ -68,6 +73,7 @@ def _guard_teardown(fn):
         finally:
             del state[_BUSY]
         self.is_initialized = False
+        state.pop(SETUP_CONTEXT, None)
         return self
     return teardown
 

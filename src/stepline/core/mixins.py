@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from stepline.core.context import ExecutionContext
 from stepline.core.data import DataContainer
-from stepline.core.lifecycle import trivial_fit
+from stepline.core.lifecycle import SETUP_CONTEXT, trivial_fit
 from stepline.core.step import BaseStep, BaseTransformer
 
 
@@ -37,18 +37,25 @@ class HandlerMixin:
 
     Subclasses override ``handle_fit``, ``handle_transform`` and
     ``handle_fit_transform``; ``fit``/``transform``/``fit_transform`` wrap their
-    inputs in a :class:`DataContainer` and call them.
+    inputs in a :class:`DataContainer` and call them under the context given to
+    ``setup`` (or a fresh one).
     """
 
     def fit(self, data_inputs, expected_outputs=None):
-        return self.handle_fit(DataContainer(data_inputs, expected_outputs), ExecutionContext())
+        return self.handle_fit(DataContainer(data_inputs, expected_outputs), self._plain_call_context())
 
     def transform(self, data_inputs):
-        return self.handle_transform(DataContainer(data_inputs), ExecutionContext()).data_inputs
+        return self.handle_transform(DataContainer(data_inputs), self._plain_call_context()).data_inputs
 
     def fit_transform(self, data_inputs, expected_outputs=None):
-        step, dc = self.handle_fit_transform(DataContainer(data_inputs, expected_outputs), ExecutionContext())
+        step, dc = self.handle_fit_transform(DataContainer(data_inputs, expected_outputs),
+                                             self._plain_call_context())
         return step, dc.data_inputs
+
+    def _plain_call_context(self) -> ExecutionContext:
+        """The context given to ``setup`` (a fresh one if none was)."""
+        context = self.__dict__.get(SETUP_CONTEXT)
+        return context if context is not None else ExecutionContext()
 
 
 class Identity(NonTransformableMixin, NonFittableMixin, BaseStep):

@@ -8,7 +8,7 @@ from stepline.core.naming import validate_name
 from stepline.core.step_hyperparams import HyperparamsMixin
 from stepline.hyperparams.space import SEPARATOR, HyperparameterSamples, HyperparameterSpace
 
-_LIFECYCLE_FLAGS = ("is_initialized", "_stepline_lifecycle_busy")
+_LIFECYCLE_FLAGS = ("is_initialized", "_stepline_lifecycle_busy", "_stepline_setup_context")
 
 
 class BaseTransformer(HyperparamsMixin):
