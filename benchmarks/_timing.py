@@ -17,26 +17,6 @@ def median_time(fn, repeats: int = 7, number: int = 1) -> float:
     return statistics.median(rounds)
 
 
-def interleaved_medians(fns: dict, repeats: int = 5, before=None) -> dict[str, float]:
-    """Median seconds of each named call, measured in rounds that run every call once
-    (in a rotating order), so that a noisy spell of the machine hits all of them alike.
-    ``before()`` runs untimed before each call (e.g. ``os.sync`` to start from a clean
-    page cache)."""
-    names = list(fns)
-    for name in names:
-        fns[name]()  # warm up
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for round_ in range(repeats):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            if before is not None:
-                before()
-            start = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
 def fmt_seconds(seconds: float) -> str:
     """Seconds in the most readable unit."""
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):

@@ -11,9 +11,11 @@ changes-only save of one small step < 1/20 of the full dump.
 
 Every saved file gets a SHA-256 in its manifest (DESIGN §5), so two more rows are shown:
 the SHA-256 of the same bytes alone, on as many threads as there are arrays (what no
-hashed save can beat), and np.save followed by that hashing. Saves are measured in
-interleaved rounds, each call after an ``os.sync()``, so that none of them pays for the
-write-back of another's dirty pages.
+hashed save can beat), and np.save followed by that hashing; and np.save into a new
+folder that then replaces the old one, as an atomic save must (both copies exist for a
+moment). Each candidate runs its repeats back to back after a warm-up: on VMs that hand
+freed memory back to the host, interleaving them makes each pay for the others' page
+faults.
 
     python benchmarks/bench_saving.py [--size-mb 1024] [--steps 4] [--repeats 3]
 """
@@ -33,7 +35,7 @@ import joblib
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _timing import interleaved_medians, median_time, print_table  # noqa: E402
+from _timing import median_time, print_table  # noqa: E402
 
 from stepline import CX, Pipeline  # noqa: E402
 from stepline.base import BaseStep  # noqa: E402
@@ -116,13 +118,12 @@ def main() -> None:
             with open(pk / "p.pkl", "wb") as f:
                 pickle.dump(pipeline, f, protocol=5)
 
-        save_times = interleaved_medians({
-            "stepline full dump": save_ours, "np.save (floor)": save_raw,
-            "np.save, atomic (new folder, then swap)": save_raw_atomic,
-            "SHA-256 alone, all threads (hash floor)": hash_all,
-            "np.save + SHA-256 (floor with hashes)": save_raw_and_hash,
-            "joblib.dump": save_joblib, "pickle protocol 5": save_pickle}, r)
-        saves = list(save_times.items())
+        saves = [(label, median_time(fn, r)) for label, fn in [
+            ("stepline full dump", save_ours), ("np.save (floor)", save_raw),
+            ("np.save, atomic (new folder, then swap)", save_raw_atomic),
+            ("SHA-256 alone, all threads (hash floor)", hash_all),
+            ("np.save + SHA-256 (floor with hashes)", save_raw_and_hash),
+            ("joblib.dump", save_joblib), ("pickle protocol 5", save_pickle)]]
 
         def load_raw():
             return [np.load(raw / f"{i}.npy") for i in range(len(arrays))]
