@@ -22,6 +22,7 @@ import numpy as np
 from stepline.core.composite import TruncableSteps
 from stepline.core.context import ExecutionContext
 from stepline.core.step import BaseTransformer
+from stepline.distributed.minibatches import cut as _cut, join as _join, joined as _joined
 from stepline.distributed.runtime import Progress, WorkerRuntime, finalize_with
 from stepline.distributed.workers import StreamingSetupError, StreamingWorkerError
 from stepline.saving.savers import BaseSaver
@@ -373,43 +374,6 @@ def _fingerprint(step) -> str:
     """What workers copied of a step that changes without replacing it: hyperparameters, train mode."""
     nodes = step.apply(lambda s, cx: (id(s), s.is_train))
     return repr((sorted(nodes.items()), sorted(step.get_hyperparams().items())))
-
-
-def _cut(data_container, batch_size: int, owner: str) -> list:
-    """``[(data_inputs, expected_outputs), ...]`` minibatches; an empty input is one empty batch."""
-    di, eo = data_container.data_inputs, data_container.expected_outputs
-    try:
-        n = len(di)
-    except TypeError:
-        raise TypeError(f"{owner} cuts data_inputs into minibatches: they need len() and slicing, "
-                        f"got {type(di).__name__}") from None
-    if eo is not None and len(eo) != n:
-        raise ValueError(f"{owner}: expected_outputs has {len(eo)} rows but data_inputs has {n}")
-    if n == 0:
-        return [(di, eo)]
-    return [(di[i:i + batch_size], None if eo is None else eo[i:i + batch_size]) for i in range(0, n, batch_size)]
-
-
-def _join(parts: list):
-    """Concatenate minibatch outputs along the first axis, keeping their type."""
-    first = parts[0]
-    if len(parts) == 1:
-        return first
-    if isinstance(first, np.ndarray):
-        return np.concatenate(parts, axis=0)
-    if isinstance(first, tuple):
-        return tuple(x for p in parts for x in p)
-    if type(first).__module__.split(".")[0] == "pandas":
-        import pandas
-        return pandas.concat(parts)
-    return [x for p in parts for x in p]
-
-
-def _joined(data_container, out: list):
-    data_container.data_inputs = _join([di for di, _ in out])
-    eos = [eo for _, eo in out]
-    data_container.expected_outputs = None if all(e is None for e in eos) else _join(eos)
-    return data_container
 
 
 def _join_features(parts: list):

@@ -1,0 +1,299 @@
+"""Run a step on a Dask cluster, minibatch by minibatch: stepline beyond one machine.
+
+:class:`DaskPipeline` wraps a step (or a list of steps, made a :class:`Pipeline`). Fitting
+runs here; ``transform``/``predict`` cut the data into minibatches and run them on the
+cluster's workers, and the outputs come back in input order.
+
+The step travels as a **stepline dump** — a full dump packed into an uncompressed tar in
+memory, or a folder on a file system that the workers share — never as Dask's pickle of
+user classes: steps that pickle cannot carry (queues, models) go through their savers,
+and classes defined in ``__main__`` travel by value. Each worker unpacks and loads the
+dump once, runs ``setup`` there, and keeps the step until ``teardown``. Dask is an
+optional extra (``pip install stepline[dask]``), imported when this module is.
+"""
+from __future__ import annotations
+
+import atexit
+import io
+import logging
+import shutil
+import tarfile
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from concurrent.futures import CancelledError
+from pathlib import Path
+
+from distributed import Client, KilledWorker, LocalCluster
+
+from stepline.core.composite import MetaStep
+from stepline.core.context import ExecutionContext
+from stepline.core.data import DataContainer
+from stepline.core.errors import SteplineError
+from stepline.core.step import BaseTransformer
+from stepline.distributed.minibatches import cut, joined
+from stepline.saving.procedure import save_step
+from stepline.saving.savers import BaseSaver
+
+log = logging.getLogger(__name__)
+
+_HANDLES = ("_client", "_cluster", "_payload", "_shipped", "_owns_client", "_fit_count")
+
+
+class DaskStepError(SteplineError):
+    """A step failed on a Dask worker (the message names the step, the minibatch and the
+    worker's traceback), or the worker running it died."""
+
+
+class DaskPipeline(MetaStep):
+    """Fit here, transform on a Dask cluster: ``DaskPipeline(step_or_steps, batch_size, ...)``.
+
+    - ``address``: a scheduler to connect to (``"tcp://10.0.0.5:8786"``), saved with the step;
+    - ``client``: a live ``distributed.Client`` to use instead (not saved);
+    - neither: ``setup`` starts a private ``LocalCluster`` of ``n_workers`` processes on
+      127.0.0.1 and ``teardown`` stops it;
+    - ``shared_folder``: a folder every worker can read (NFS, a mounted bucket): the dump
+      is written there once and workers load it from the path instead of receiving bytes.
+    """
+
+    def __init__(self, wrapped, batch_size: int = 1024, address: str | None = None, client=None,
+                 n_workers: int | None = None, shared_folder=None, name=None, savers=None):
+        if isinstance(wrapped, (list, tuple)):
+            from stepline.pipeline import Pipeline
+            wrapped = Pipeline(list(wrapped))
+        super().__init__(wrapped, name=name, savers=savers)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"{type(self).__name__}: batch_size must be a positive int, got {batch_size!r}")
+        if address is not None and client is not None:
+            raise ValueError(f"{type(self).__name__}: give address or client, not both")
+        self.batch_size = batch_size
+        self.address = address
+        self.n_workers = n_workers
+        self.shared_folder = None if shared_folder is None else str(shared_folder)
+        self.client = client
+
+    def _default_savers(self) -> list:
+        return super()._default_savers() + [_DaskHandlesSaver()]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        for key in _HANDLES:
+            state.pop(key, None)
+        state["client"] = None
+        return state
+
+    # ------------------------------------------------------------- lifecycle
+    def setup(self, context=None):
+        """Connect to the cluster (or start a local one). The wrapped step is set up on the
+        workers when they first load it, not here."""
+        if self.__dict__.get("_client") is None:
+            self._client, self._cluster, self._owns_client = _connect(self)
+        return self
+
+    def teardown(self):
+        """Let the workers tear their copies down, then disconnect (stopping a private cluster)."""
+        client, cluster = self.__dict__.get("_client"), self.__dict__.get("_cluster")
+        try:
+            self._forget_shipped()
+        finally:
+            self._client = self._cluster = None
+            if client is not None and self.__dict__.get("_owns_client"):
+                client.close()
+            if cluster is not None:
+                cluster.close()
+            self.wrapped.teardown()  # if it was set up here to be fitted
+        return self
+
+    # ------------------------------------------------------------- data flow
+    def handle_fit(self, data_container, context):
+        """Fit the wrapped step here; the workers get the fitted step on the next transform."""
+        super().handle_fit(data_container, context)
+        self._fit_count = self.__dict__.get("_fit_count", 0) + 1
+        return self
+
+    def handle_fit_transform(self, data_container, context):
+        step = self.handle_fit(data_container, context)
+        return step, self.handle_transform(data_container, context)
+
+    def handle_transform(self, data_container, context):
+        batches = cut(data_container, self.batch_size, self.name)
+        for attempt in (1, 2):
+            try:
+                return joined(data_container, self._run(batches, context))
+            except (KilledWorker, CancelledError) as e:
+                self._forget_shipped()  # its copies may be gone with the workers: send it again
+                if isinstance(e, KilledWorker) or attempt == 2:
+                    raise DaskStepError(f"{self.name!r}: a Dask worker died while running step "
+                                        f"{self.wrapped.name!r}, or lost the step's dump "
+                                        f"({type(e).__name__}: {e})") from e
+                log.info("%r: the cluster lost the dump of %r (%s); sending it again",
+                         self.name, self.wrapped.name, e)
+
+    def _run(self, batches: list, context) -> list:
+        """Map the minibatches over the workers; their outputs, in order."""
+        key, payload = self._ship(context)
+        client = self._client
+        futures = client.map(_transform_on_worker, range(len(batches)), batches, step_key=key,
+                             step_name=self.wrapped.name, payload=payload, owner=self.name, pure=False)
+        try:
+            return client.gather(futures)
+        finally:
+            client.cancel(futures)
+
+    # ------------------------------------------------------------- shipping
+    def _ship(self, context) -> tuple[str, object]:
+        """The key and payload (a future of the dump's bytes, or a shared path) of the
+        current wrapped step, dumping and sending it if it changed since it was last sent."""
+        if not self.is_initialized:
+            self.setup(context)
+        version = (id(self.wrapped), self.__dict__.get("_fit_count", 0), _state_of(self.wrapped))
+        shipped = self.__dict__.get("_shipped")
+        if shipped is not None and shipped[0] == version:
+            return shipped[1], self._payload
+        self._forget_shipped()
+        start = time.perf_counter()
+        key = f"{self.wrapped.name}-{uuid.uuid4().hex[:12]}"
+        if self.shared_folder:
+            folder = Path(self.shared_folder) / key
+            save_step(self.wrapped, ExecutionContext(folder), full_dump=True, mark_saved=False)
+            payload, size = str(folder), None
+        else:
+            data = dump_bytes(self.wrapped)
+            payload, size = self._client.scatter(data, broadcast=True, hash=False), len(data)
+        self._payload, self._shipped = payload, (version, key)
+        log.info("%r: shipped step %r to the cluster (%s) in %.2f s", self.name, self.wrapped.name,
+                 f"{size / 1e6:.1f} MB dump" if size is not None else f"dump at {payload}",
+                 time.perf_counter() - start)
+        return key, payload
+
+    def _forget_shipped(self) -> None:
+        shipped, payload = self.__dict__.get("_shipped"), self.__dict__.get("_payload")
+        self._shipped = self._payload = None
+        client = self.__dict__.get("_client")
+        if shipped is None or client is None:
+            return
+        try:
+            client.run(_forget_on_worker, shipped[1])
+        except Exception as e:  # a worker that is gone has forgotten it already
+            log.warning("%r: could not tell every worker to drop step %r: %s", self.name, shipped[1], e)
+        if isinstance(payload, str):
+            shutil.rmtree(payload, ignore_errors=True)
+
+
+class _DaskHandlesSaver(BaseSaver):
+    """Strips the cluster handles of a :class:`DaskPipeline`; ``setup`` connects again."""
+
+    def save_step(self, step, context):
+        for key in _HANDLES:
+            step.__dict__.pop(key, None)
+        step.client = None
+        return step
+
+    def can_load(self, step, context) -> bool:
+        return True
+
+    def load_step(self, step, context):
+        return step
+
+
+def _connect(step: DaskPipeline):
+    """``(client, private cluster or None, whether the client is ours to close)``."""
+    if step.client is not None:
+        return step.client, None, False
+    if step.address is not None:
+        return Client(step.address), None, True
+    cluster = LocalCluster(n_workers=step.n_workers, threads_per_worker=1, processes=True,
+                           host="127.0.0.1", dashboard_address=":0", silence_logs=logging.WARNING)
+    try:
+        return Client(cluster), cluster, True
+    except BaseException:
+        cluster.close()
+        raise
+
+
+def _state_of(step) -> str:
+    """What a change to the step without replacing it would alter: hyperparameters, modes."""
+    nodes = step.apply(lambda s, cx: (id(s), s.is_train))
+    return repr((sorted(nodes.items()), sorted(step.get_hyperparams().items())))
+
+
+def dump_bytes(step: BaseTransformer) -> bytes:
+    """A full dump of ``step`` packed into an uncompressed tar, as bytes."""
+    with tempfile.TemporaryDirectory(prefix="stepline-dask-") as folder:
+        save_step(step, ExecutionContext(folder), full_dump=True, mark_saved=False)
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            tar.add(Path(folder) / step.name, arcname=step.name)
+        return buffer.getvalue()
+
+
+def load_bytes(data: bytes, name: str, folder) -> BaseTransformer:
+    """Unpack :func:`dump_bytes` into ``folder`` and load the step from it (not set up)."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        tar.extractall(folder, filter="data")  # refuses absolute paths, links out, devices
+    return ExecutionContext(folder).load(name)
+
+
+# ------------------------------------------------------------------ worker side
+_LOADED: dict[str, tuple] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def _step_on_worker(key: str, name: str, payload):
+    """The step of ``key`` on this worker: loaded and set up on first use, then kept."""
+    with _LOADED_LOCK:
+        entry = _LOADED.get(key)
+        if entry is None:
+            if not _LOADED:
+                atexit.register(_forget_all_on_worker)
+            if isinstance(payload, str):
+                folder, step = None, ExecutionContext(payload).load(name)
+            else:
+                folder = tempfile.mkdtemp(prefix="stepline-dask-")
+                step = load_bytes(payload, name, folder)
+            context = ExecutionContext(folder or payload)
+            step.setup(context)
+            entry = _LOADED[key] = (step, folder, context)
+        return entry
+
+
+def _transform_on_worker(index: int, batch, *, step_key: str, step_name: str, payload, owner: str):
+    data_inputs, expected_outputs = batch
+    step, _, context = _step_on_worker(step_key, step_name, payload)
+    try:
+        container = step.handle_transform(DataContainer(data_inputs, expected_outputs), context)
+        return container.data_inputs, container.expected_outputs
+    except Exception as e:
+        raise DaskStepError(f"{owner!r}: step {step_name!r} failed on minibatch {index} on a Dask worker: "
+                            f"{type(e).__name__}: {e}\nworker traceback:\n{traceback.format_exc()}") from None
+
+
+def _forget_on_worker(key: str) -> bool:
+    """Tear down and drop the step of ``key`` on this worker; whether it was there."""
+    with _LOADED_LOCK:
+        entry = _LOADED.pop(key, None)
+    if entry is None:
+        return False
+    step, folder, _ = entry
+    try:
+        step.teardown()
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+    return True
+
+
+def _forget_all_on_worker() -> None:
+    for key in list(_LOADED):
+        _forget_on_worker(key)
+
+
+def loaded_on_worker() -> list[str]:
+    """The keys of the steps this worker holds (``client.run(loaded_on_worker)``)."""
+    with _LOADED_LOCK:
+        return sorted(_LOADED)
+
+
+__all__ = ["DaskPipeline", "DaskStepError", "dump_bytes", "load_bytes", "loaded_on_worker"]
