@@ -112,6 +112,15 @@ def test_same_outputs_as_running_here_in_input_order(client):
         np.testing.assert_array_equal(d.transform(X[:5]), expected[:5])  # one short batch
 
 
+def test_fit_transform_fits_here_and_transforms_there_like_a_pipeline(client):
+    x = np.arange(12.0)
+    expected = Pipeline([Times(2.0), Times(3.0, name="t3")]).fit_transform(x)[1]
+    with DaskPipeline([Times(2.0), Times(3.0, name="t3")], batch_size=5, client=client) as d:
+        fitted, out = d.fit_transform(x)
+        assert fitted is d
+        np.testing.assert_array_equal(out, expected)
+
+
 def test_each_worker_loads_the_dump_once_and_sets_it_up_there(client):
     x = np.arange(40)
     with DaskPipeline([QueueHolder(name="q")], batch_size=3, client=client) as d:

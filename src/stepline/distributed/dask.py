@@ -114,7 +114,9 @@ class DaskPipeline(MetaStep):
         return self
 
     def handle_fit_transform(self, data_container, context):
-        step = self.handle_fit(data_container, context)
+        """Fit here (on a copy of the container: fitting a pipeline moves its data along),
+        then transform on the cluster."""
+        step = self.handle_fit(data_container.copy(), context)
         return step, self.handle_transform(data_container, context)
 
     def handle_transform(self, data_container, context):
