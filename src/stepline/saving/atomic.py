@@ -116,11 +116,17 @@ def _lock_path(final: Path) -> Path:
 
 @contextmanager
 def _flocked(lock, mode: int, waiting: str):
+    """Hold ``flock(mode)`` on the open file ``lock``; where the file system has no
+    ``flock`` (some network and FUSE mounts), go on without it."""
     try:
         fcntl.flock(lock.fileno(), mode | fcntl.LOCK_NB)
     except BlockingIOError:
         log.info(waiting)
         fcntl.flock(lock.fileno(), mode)
+    except OSError as e:
+        log.debug("no flock on %s (%s): saves and loads there do not take turns", lock.name, e)
+        yield
+        return
     try:
         yield
     finally:
