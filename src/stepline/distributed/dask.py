@@ -234,7 +234,14 @@ def dump_bytes(step: BaseTransformer) -> bytes:
 def load_bytes(data: bytes, name: str, folder) -> BaseTransformer:
     """Unpack :func:`dump_bytes` into ``folder`` and load the step from it (not set up)."""
     with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-        tar.extractall(folder, filter="data")  # refuses absolute paths, links out, devices
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(folder, filter="data")  # refuses absolute paths, links out, devices
+        else:  # Python < 3.10.12 / 3.11.4: allow plain files and folders inside ``folder`` only
+            for member in tar.getmembers():
+                if not (member.isfile() or member.isdir()) or member.name.startswith("/") \
+                        or ".." in Path(member.name).parts:
+                    raise ValueError(f"not a stepline dump: tar member {member.name!r}")
+            tar.extractall(folder)
     return ExecutionContext(folder).load(name)
 
 
