@@ -238,3 +238,17 @@ def test_dump_bytes_round_trip_and_bad_arguments(tmp_path):
         DaskPipeline([Times()], batch_size=0)
     with pytest.raises(ValueError, match="address or client"):
         DaskPipeline([Times()], address="tcp://127.0.0.1:1", client=object())
+
+
+def test_load_bytes_refuses_a_tar_that_writes_outside_its_folder(tmp_path):
+    import io
+    import tarfile
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"bad"))
+    (tmp_path / "into").mkdir()
+    with pytest.raises((tarfile.TarError, ValueError)):
+        load_bytes(buffer.getvalue(), "p", tmp_path / "into")
+    assert not (tmp_path / "escaped.txt").exists()
