@@ -60,6 +60,7 @@ class Recording(BaseSaver):
 
 
 LOAD_LOG: list = []
+LOCKS = [".p.lock", ".p.turn"]  # what saves to "p" take turns on
 
 
 def fitted_pipeline():
@@ -345,12 +346,12 @@ def test_save_killed_half_way_leaves_previous_dump_loadable(tmp_path):
     """))
     result = subprocess.run([PY, str(script), str(tmp_path / "dump")], cwd=tmp_path, timeout=60)
     assert result.returncode == 3
-    leftovers = [p.name for p in (tmp_path / "dump").iterdir() if p.name.startswith(".") and p.name != ".p.lock"]
+    leftovers = [p.name for p in (tmp_path / "dump").iterdir() if p.name.startswith(".") and p.name not in LOCKS]
     assert leftovers and all(".tmp-" in n for n in leftovers)
     loaded = CX(tmp_path / "dump").load("p")  # the previous, complete dump
     assert loaded.keys() == ["first", "second"] and loaded["second"].savers == []
     Pipeline([Identity()], name="p").save(CX(tmp_path / "dump"), full_dump=True)
-    assert [p.name for p in (tmp_path / "dump").iterdir() if p.name.startswith(".")] == [".p.lock"]  # cleaned up
+    assert sorted(p.name for p in (tmp_path / "dump").iterdir() if p.name.startswith(".")) == LOCKS  # cleaned up
 
 
 # A fitted step for the scripts that the tests below run in other processes.
@@ -449,7 +450,7 @@ def test_concurrent_saves_to_one_destination_take_turns(tmp_path):
         assert proc.returncode == 0, err
     loaded = CX(tmp_path / "dump").load("p", verify="full")
     assert loaded["a"].w_[0] == loaded["b"].w_[0] in (1.0, 2.0)  # one save's dump, whole
-    assert sorted(p.name for p in (tmp_path / "dump").iterdir()) == [".p.lock", "p"]
+    assert sorted(p.name for p in (tmp_path / "dump").iterdir()) == LOCKS + ["p"]
 
 
 def test_loads_running_beside_saves_get_a_whole_dump(tmp_path):
@@ -483,6 +484,36 @@ def test_loads_running_beside_saves_get_a_whole_dump(tmp_path):
         stop.set()
         saver.join(timeout=60)
     assert errors == [] and len(seen) >= 3
+
+
+def test_a_save_is_not_kept_waiting_by_loads_that_never_pause(tmp_path):
+    p = Pipeline([("a", Weights(1_000_000)), ("b", Weights(1_000_000))], name="p").fit([0.0])
+    p.save(CX(tmp_path), full_dump=True)
+    stop, loads = threading.Event(), []
+
+    def load_forever():
+        while not stop.is_set():
+            loads.append(CX(tmp_path).load("p", verify="full"))  # ~20 ms each, back to back
+            del loads[:-1]
+
+    loaders = [threading.Thread(target=load_forever) for _ in range(3)]
+    for t in loaders:
+        t.start()
+    give_up = threading.Timer(20, stop.set)  # without a turnstile the saves would wait for ever
+    give_up.start()
+    try:
+        start = time.monotonic()
+        for value in range(1, 6):
+            p["a"].fit([float(value)])
+            p.save(CX(tmp_path), full_dump=False)
+        elapsed = time.monotonic() - start
+    finally:
+        stop.set()
+        give_up.cancel()
+        for t in loaders:
+            t.join(timeout=60)
+    assert elapsed < 5, f"5 saves took {elapsed:.1f} s beside loads"  # well under 1 s
+    assert CX(tmp_path).load("p")["a"].w_[0] == 5.0
 
 
 def test_a_write_that_fails_names_the_file_and_keeps_the_previous_dump(tmp_path):

@@ -506,8 +506,8 @@ def test_cached_records_hash_new_files_once_and_reuse_the_cache(tmp_path, hash_c
 # ---------------------------------------------------------------- atomic folder
 
 def entries(folder):
-    """What a folder holds, bar the lock file that saves to ``step`` take turns on."""
-    return sorted(p.name for p in folder.iterdir() if p.name != ".step.lock")
+    """What a folder holds, bar the lock files that saves to ``step`` take turns on."""
+    return sorted(p.name for p in folder.iterdir() if p.name not in (".step.lock", ".step.turn"))
 
 
 def _content(folder):

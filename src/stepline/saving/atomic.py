@@ -8,8 +8,9 @@ previous dump complete under ``.old-``, which :func:`resolve_dump_folder` finds.
 
 A save that changes only part of a dump starts from hard links to the current files (no
 data is copied) and replaces what changed, so it is atomic too. Saves to one destination
-take turns on a lock file ``.<name>.lock`` beside it (POSIX ``flock``; on systems without
-it, concurrent saves to one destination are not supported).
+take turns on a lock file ``.<name>.lock`` beside it, loads share it, and a turnstile
+``.<name>.turn`` lets a waiting save go before new loads (POSIX ``flock``; on systems
+without it, concurrent saves to one destination are not supported).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import secrets
 import shutil
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from .errors import InterruptedSaveWarning
@@ -83,35 +84,53 @@ def atomic_folder(final_path, link_current: bool = False):
 
 @contextmanager
 def destination_lock(final: Path):
-    """Hold the lock on saving to ``final``: a ``.<name>.lock`` file beside it, never removed."""
+    """Hold the lock on saving to ``final``: ``.<name>.lock`` beside it, never removed.
+
+    A save first takes the turnstile ``.<name>.turn`` so that loads arriving meanwhile
+    queue behind it instead of passing it over for ever (``flock`` has no writer priority).
+    """
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return
-    with open(_lock_path(final), "ab") as lock:
-        with _flocked(lock, fcntl.LOCK_EX, f"waiting for another save to {final} to finish"):
-            yield
+    waiting = f"waiting for another save or load of {final} to finish"
+    with ExitStack() as held:
+        lock = held.enter_context(open(_lock_path(final), "ab"))
+        turn = held.enter_context(open(_turn_path(final), "ab"))
+        with _flocked(turn, fcntl.LOCK_EX, waiting):
+            held.enter_context(_flocked(lock, fcntl.LOCK_EX, waiting))
+        yield
 
 
 @contextmanager
 def reading_lock(final: Path):
     """While loading from ``final``, keep saves to it from swapping folders underneath.
 
-    Takes the lock shared, so loads run side by side; does nothing where no save ever
-    made the lock file, or where it cannot be opened (a read-only dump).
+    Takes the lock shared, so loads run side by side, after passing the turnstile (a
+    waiting save goes first); does nothing where no save ever made the lock file, or
+    where it cannot be opened (a read-only dump).
     """
-    try:
-        lock = open(_lock_path(final), "rb") if fcntl is not None else None
-    except OSError:
-        lock = None
-    if lock is None:
+    if fcntl is None:  # pragma: no cover - Windows
         yield
         return
-    with lock, _flocked(lock, fcntl.LOCK_SH, f"waiting for a save to {final} to finish"):
+    waiting = f"waiting for a save to {final} to finish"
+    with ExitStack() as held:
+        try:
+            lock = held.enter_context(open(_lock_path(final), "rb"))
+            turn = held.enter_context(open(_turn_path(final), "rb"))
+        except OSError:
+            lock = turn = None
+        if lock is not None:
+            with _flocked(turn, fcntl.LOCK_SH, waiting):
+                held.enter_context(_flocked(lock, fcntl.LOCK_SH, waiting))
         yield
 
 
 def _lock_path(final: Path) -> Path:
     return final.parent / f".{final.name}.lock"
+
+
+def _turn_path(final: Path) -> Path:
+    return final.parent / f".{final.name}.turn"
 
 
 @contextmanager
