@@ -135,6 +135,14 @@ def test_each_worker_loads_the_dump_once_and_sets_it_up_there(client):
     assert all(keys == [] for keys in client.run(loaded_on_worker).values())  # teardown drops them
 
 
+def test_progress_reports_each_minibatch(client):
+    seen = []
+    with DaskPipeline([Times(2.0)], batch_size=3, client=client,
+                      show_progress=lambda done, total: seen.append((done, total))) as d:
+        d.transform(np.arange(10.0))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
 def test_a_changed_step_is_shipped_again(client):
     x = np.arange(10.0)
     with DaskPipeline([Times(2.0, name="t")], batch_size=4, client=client) as d:

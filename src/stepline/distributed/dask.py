@@ -26,14 +26,14 @@ import uuid
 from concurrent.futures import CancelledError
 from pathlib import Path
 
-from distributed import Client, KilledWorker, LocalCluster
+from distributed import Client, KilledWorker, LocalCluster, as_completed
 
 from stepline.core.composite import MetaStep
 from stepline.core.context import ExecutionContext
 from stepline.core.data import DataContainer
 from stepline.core.errors import SteplineError
 from stepline.core.step import BaseTransformer
-from stepline.distributed.minibatches import cut, joined
+from stepline.distributed.minibatches import Progress, cut, joined
 from stepline.saving.procedure import save_step
 from stepline.saving.savers import BaseSaver
 
@@ -55,11 +55,14 @@ class DaskPipeline(MetaStep):
     - neither: ``setup`` starts a private ``LocalCluster`` of ``n_workers`` processes on
       127.0.0.1 and ``teardown`` stops it;
     - ``shared_folder``: a folder every worker can read (NFS, a mounted bucket): the dump
-      is written there once and workers load it from the path instead of receiving bytes.
+      is written there once and workers load it from the path instead of receiving bytes;
+    - ``show_progress``: ``True`` for a bar of minibatches done on stderr, or a callable
+      ``show(done, total)``.
     """
 
     def __init__(self, wrapped, batch_size: int = 1024, address: str | None = None, client=None,
-                 n_workers: int | None = None, shared_folder=None, name=None, savers=None):
+                 n_workers: int | None = None, shared_folder=None, *, show_progress=False,
+                 name=None, savers=None):
         if isinstance(wrapped, (list, tuple)):
             from stepline.pipeline import Pipeline
             wrapped = Pipeline(list(wrapped))
@@ -72,6 +75,7 @@ class DaskPipeline(MetaStep):
         self.address = address
         self.n_workers = n_workers
         self.shared_folder = None if shared_folder is None else str(shared_folder)
+        self.show_progress = show_progress
         self.client = client
 
     def _default_savers(self) -> list:
@@ -140,6 +144,10 @@ class DaskPipeline(MetaStep):
         futures = client.map(_transform_on_worker, range(len(batches)), batches, step_key=key,
                              step_name=self.wrapped.name, payload=payload, owner=self.name, pure=False)
         try:
+            if self.show_progress:
+                progress = Progress(self.show_progress, len(futures), self.name)
+                for done, _ in enumerate(as_completed(futures), start=1):
+                    progress.update(done)
             return client.gather(futures)
         finally:
             client.cancel(futures)

@@ -1,5 +1,9 @@
-"""Cutting a data container into minibatches and joining their outputs back in order."""
+"""Cutting a data container into minibatches, joining their outputs back in order, and
+showing how many are done."""
 from __future__ import annotations
+
+import sys
+import time
 
 import numpy as np
 
@@ -40,3 +44,28 @@ def joined(data_container, out: list):
     eos = [eo for _, eo in out]
     data_container.expected_outputs = None if all(e is None for e in eos) else join(eos)
     return data_container
+
+
+class Progress:
+    """Batches done / total: a callable ``show(done, total)``, or a bar on stderr."""
+
+    def __init__(self, show, total: int, label: str):
+        self.callback = show if callable(show) else None
+        self.total = total
+        self.label = label
+        self._last = 0.0
+        self._stream = sys.stderr
+
+    def update(self, done: int) -> None:
+        if self.callback is not None:
+            self.callback(done, self.total)
+            return
+        now = time.monotonic()
+        if done == self.total or now - self._last >= 0.1:
+            self._last = now
+            width = 30
+            filled = width * done // max(self.total, 1)
+            end = "\n" if done == self.total else ""
+            self._stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+                               f"{done}/{self.total} batches{end}")
+            self._stream.flush()

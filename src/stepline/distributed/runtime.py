@@ -27,7 +27,6 @@ import pickle
 import queue
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -402,30 +401,4 @@ def finalize_with(owner, runtime: WorkerRuntime) -> None:
     runtime.finalizer = fin
 
 
-# ---------------------------------------------------------------------- progress
-class Progress:
-    """Batches done / total: a callable ``show(done, total)``, or a bar on stderr."""
-
-    def __init__(self, show, total: int, label: str):
-        self.callback = show if callable(show) else None
-        self.total = total
-        self.label = label
-        self._last = 0.0
-        self._stream = sys.stderr
-
-    def update(self, done: int) -> None:
-        if self.callback is not None:
-            self.callback(done, self.total)
-            return
-        now = time.monotonic()
-        if done == self.total or now - self._last >= 0.1:
-            self._last = now
-            width = 30
-            filled = width * done // max(self.total, 1)
-            end = "\n" if done == self.total else ""
-            self._stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
-                               f"{done}/{self.total} batches{end}")
-            self._stream.flush()
-
-
-__all__ = ["WorkerRuntime", "Progress", "finalize_with"]
+__all__ = ["WorkerRuntime", "finalize_with"]

@@ -22,8 +22,8 @@ import numpy as np
 from stepline.core.composite import TruncableSteps
 from stepline.core.context import ExecutionContext
 from stepline.core.step import BaseTransformer
-from stepline.distributed.minibatches import cut as _cut, join as _join, joined as _joined
-from stepline.distributed.runtime import Progress, WorkerRuntime, finalize_with
+from stepline.distributed.minibatches import Progress, cut as _cut, join as _join, joined as _joined
+from stepline.distributed.runtime import WorkerRuntime, finalize_with
 from stepline.distributed.workers import StreamingSetupError, StreamingWorkerError
 from stepline.saving.savers import BaseSaver
 
