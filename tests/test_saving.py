@@ -315,11 +315,11 @@ def test_garbage_manifest(dump):
 
 def test_foreign_pickle_content_is_a_clear_error(dump):
     """A consistent manifest over a file that is not a pickle: never a raw traceback."""
-    from stepline.saving.integrity import sha256_bytes
+    import hashlib
     folder = dump / "p" / "mid"
     (folder / "step.pkl").write_bytes(b"not a pickle at all")
     manifest = json.loads((folder / "stepline.json").read_text())
-    manifest["files"]["step.pkl"] = {"size": 19, "sha256": sha256_bytes(b"not a pickle at all")}
+    manifest["files"]["step.pkl"] = {"size": 19, "sha256": hashlib.sha256(b"not a pickle at all").hexdigest()}
     (folder / "stepline.json").write_text(json.dumps(manifest))
     with pytest.raises(StepLoadError, match="step.pkl.*cannot unpickle"):
         CX(dump).load("p")

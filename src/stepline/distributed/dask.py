@@ -35,7 +35,6 @@ from stepline.core.errors import SteplineError
 from stepline.core.step import BaseTransformer
 from stepline.distributed.minibatches import Progress, cut, joined
 from stepline.saving.procedure import save_step
-from stepline.saving.savers import BaseSaver
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +77,8 @@ class DaskPipeline(MetaStep):
         self.show_progress = show_progress
         self.client = client
 
-    def _default_savers(self) -> list:
-        return super()._default_savers() + [_DaskHandlesSaver()]
-
     def __getstate__(self):
+        """Saving and pickling leave the cluster handles out; ``setup`` connects again."""
         state = super().__getstate__()
         for key in _HANDLES:
             state.pop(key, None)
@@ -190,22 +187,6 @@ class DaskPipeline(MetaStep):
             log.warning("%r: could not tell every worker to drop step %r: %s", self.name, shipped[1], e)
         if isinstance(payload, str):
             shutil.rmtree(payload, ignore_errors=True)
-
-
-class _DaskHandlesSaver(BaseSaver):
-    """Strips the cluster handles of a :class:`DaskPipeline`; ``setup`` connects again."""
-
-    def save_step(self, step, context):
-        for key in _HANDLES:
-            step.__dict__.pop(key, None)
-        step.client = None
-        return step
-
-    def can_load(self, step, context) -> bool:
-        return True
-
-    def load_step(self, step, context):
-        return step
 
 
 def _connect(step: DaskPipeline):

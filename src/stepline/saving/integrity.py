@@ -36,11 +36,6 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 # ---------------------------------------------------------------- hashing
 
-def sha256_bytes(data) -> str:
-    """SHA-256 hex digest of a bytes-like object (releases the GIL on large buffers)."""
-    return hashlib.sha256(data).hexdigest()
-
-
 def sha256_file(path) -> str:
     """SHA-256 hex digest of a file, read in chunks."""
     digest = hashlib.sha256()
