@@ -1,6 +1,13 @@
 """Shared test helpers: a step that records its lifecycle calls, a save/load round trip."""
+import os
+import tempfile
+
 import numpy as np
 import pytest
+
+# Keys and the trust store of the whole test session live in a throwaway folder (DESIGN §5a),
+# inherited by every subprocess the tests start; never the user's own config folder.
+os.environ.setdefault("STEPLINE_HOME", tempfile.mkdtemp(prefix="stepline-home-"))
 
 from stepline import CX
 from stepline.base import BaseStep

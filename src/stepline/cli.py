@@ -10,6 +10,11 @@ import sys
 _COMMANDS = {
     "demo": ("stepline.demo", "run the seed's example end to end: fit, save, load in a fresh process"),
     "inspect": ("stepline.saving.inspect", "print a saved step tree from its manifests, unpickling nothing"),
+    # each command below lives in its own module (added by the issue that builds it)
+    "verify": ("stepline.trust.verify_cli", "report a dump's signer, root digest and integrity"),
+    "trust": ("stepline.trust.trust_cli", "trust one dump (its root digest) or a public key"),
+    "serve": ("stepline.serving.serve_cli", "serve a dump over HTTP (Open Inference Protocol v2 and /predict)"),
+    "predict": ("stepline.serving.predict_cli", "score a CSV/Parquet/NPY/JSON-lines file with a dump, in batches"),
 }
 
 
