@@ -82,8 +82,17 @@ def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> None:
                 _save_node(step, staging_context)
             except SaveError as e:  # name the destination, not the temporary folder
                 raise type(e)(str(e).replace(str(staged), str(final))).with_traceback(e.__traceback__) from e.__cause__
+            _before_swap(staged)
     finally:
         _OPTIONS.reset(token)
+
+
+def _before_swap(staged: Path) -> None:
+    """The last step of a save, on the complete staged dump, right before it is swapped in.
+
+    ``mf.root_digest(staged)`` is the Merkle root of what is about to become the dump;
+    the one file that may still be added is ``staged / mf.SIGNATURE_NAME`` (not listed).
+    """
 
 
 def save_children(children, context: ExecutionContext) -> None:
@@ -126,8 +135,8 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
     files = cached_records(folder, _own_files(folder, children))
     for name, record in current_options().reported.pop(Path(folder), {}).items():
         if name in files:
-            files[name].update((k, v) for k, v in record.items() if k not in ("size", "sha256"))
-    mf.write_manifest(folder, _node_manifest(step, savers, children, files))
+            files[name].update((k, v) for k, v in record.items() if k not in ("size", "blake3", "sha256"))
+    mf.write_manifest(folder, _node_manifest(step, savers, children, files, folder))
 
 
 def _clear_folder(folder: Path, keep: list[str]) -> None:
@@ -149,18 +158,21 @@ def _clear_folder(folder: Path, keep: list[str]) -> None:
             os.unlink(entry.path)
 
 
+_NOT_OWN = (mf.MANIFEST_NAME, mf.SIGNATURE_NAME)
+
+
 def _own_files(folder: Path, children: list) -> list[str]:
     """The files of a step folder that its savers wrote (not its children's, not hidden)."""
     names = []
     for entry in os.scandir(folder):
-        if entry.name in children or entry.name.startswith(".") or entry.name == mf.MANIFEST_NAME:
+        if entry.name in children or entry.name.startswith(".") or entry.name in _NOT_OWN:
             continue
         if entry.is_file(follow_symlinks=False):
             names.append(entry.name)
     return sorted(names)
 
 
-def _node_manifest(step, savers, children, files) -> dict:
+def _node_manifest(step, savers, children, files, folder: Path) -> dict:
     return {
         "name": step.name,
         "class": _qualified(type(step)),
@@ -168,7 +180,7 @@ def _node_manifest(step, savers, children, files) -> dict:
         "stripped_saver": _qualified(type(savers[0])),
         "hyperparams": _json_safe(dict(step._get_own_hyperparams())),
         "hyperparams_space": _json_safe({k: _space_json(v) for k, v in step.hyperparams_space.items()}),
-        "children": children,
+        "children": [{"name": child, "manifest": mf.root_digest(folder / child)} for child in children],
         "files": files,
         "versions": mf.runtime_versions(),
     }
@@ -207,8 +219,8 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
     if not parts:
         raise NotADumpError(f"{context.root}: give the name of the saved step to load")
     with reading_lock(context.root / parts[0]):
-        folder = resolve_dump_folder(context.root / Path(*parts))
-        manifest = mf.read_manifest(folder)
+        top = resolve_dump_folder(context.root / parts[0])
+        folder, manifest = _manifest_along(top, parts[1:])
         _warn_versions(folder, manifest)
         parents = tuple(ChildPlaceholder(name) for name in parts[:-1])
         base = ExecutionContext(context.root, context.execution_phase, context._stripped_saver, parents)
@@ -219,6 +231,19 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
             _OPTIONS.reset(token)
     step.apply(_mark_saved)
     return step
+
+
+def _manifest_along(top: Path, below: tuple) -> tuple[Path, dict]:
+    """The folder and manifest of ``top/below…``, each checked against its parent's digest."""
+    folder, manifest = top, mf.read_manifest(top)
+    for name in below:
+        listed = dict(mf.child_entries(manifest, folder))
+        if name not in listed:
+            raise NotADumpError(f"{folder / name}: {folder} has no child step {name!r} "
+                                f"(it has: {', '.join(listed) or 'none'})")
+        folder = folder / name
+        manifest = mf.read_manifest(folder, listed[name])
+    return folder, manifest
 
 
 def load_child(name: str, context: ExecutionContext):
@@ -232,7 +257,11 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
     folder = context.get_path()
     options = current_options()
     if manifest is None:
-        manifest = mf.read_manifest(folder)
+        parent = options.manifests.get(Path(parent_context.get_path()))
+        listed = dict(mf.child_entries(parent, parent_context.get_path())) if parent is not None else {}
+        if parent is not None and name not in listed:
+            raise StepLoadError(f"{folder}: the manifest of {parent_context.get_path()} lists no child {name!r}")
+        manifest = mf.read_manifest(folder, listed.get(name))
     verify_files(folder, manifest.get("files", {}), options.verify)
     options.manifests[Path(folder)] = manifest
     step = context.stripped_saver.load_step(placeholder, context)
