@@ -8,7 +8,8 @@ from stepline.core.naming import validate_name
 from stepline.core.step_hyperparams import HyperparamsMixin
 from stepline.hyperparams.space import SEPARATOR, HyperparameterSamples, HyperparameterSpace
 
-_LIFECYCLE_FLAGS = ("is_initialized", "_stepline_lifecycle_busy", "_stepline_setup_context")
+_LIFECYCLE_FLAGS = ("is_initialized", "_stepline_lifecycle_busy", "_stepline_setup_context",
+                    "_stepline_saved_to")  # where this process saved the step: not state
 
 
 class BaseTransformer(HyperparamsMixin):
@@ -25,7 +26,8 @@ class BaseTransformer(HyperparamsMixin):
     is_initialized = False
     is_fitted = False
     is_train = True
-    _invalidated = False
+    #: Bumped by every change; a save records it per destination (see stepline.saving).
+    _stepline_revision = 0
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -154,6 +156,17 @@ class BaseTransformer(HyperparamsMixin):
         """Mark the step changed since its last save."""
         self._invalidated = True
         return self
+
+    @property
+    def _invalidated(self) -> bool:
+        """Changed since the last save or load (any destination); setting it bumps the revision."""
+        return self.__dict__.get("_stepline_changed", False)
+
+    @_invalidated.setter
+    def _invalidated(self, changed: bool) -> None:
+        self.__dict__["_stepline_changed"] = bool(changed)
+        if changed:
+            self.__dict__["_stepline_revision"] = self._stepline_revision + 1
 
     @property
     def is_invalidated(self) -> bool:
