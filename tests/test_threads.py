@@ -109,3 +109,150 @@ def test_to_sklearn_fit_and_predict_leave_the_steps_mode_alone():
     adapter.step.set_train(True)
     assert adapter.predict(np.zeros(2)).tolist() == [0, 0]
     assert adapter.step.is_train is True
+
+
+# ------------------------------------------------------------------ one setup for every caller
+class SlowSetup(NonFittableMixin, BaseStep):
+    """Counts its setups; a setup takes a while, so concurrent first calls overlap it."""
+
+    def __init__(self, call_super=False, fail_first=0, name=None):
+        super().__init__(name=name)
+        self.call_super = call_super
+        self.fail_first = fail_first  # this many setups raise before one succeeds
+        self.setups = 0
+        self.teardowns = 0
+        self.resource = None
+
+    def setup(self, context=None):
+        if self.call_super:
+            super().setup(context)
+        self.setups += 1
+        threading.Event().wait(0.01)  # widens the race window; no assertion waits on it
+        if self.setups <= self.fail_first:
+            raise RuntimeError(f"setup {self.setups} of {self.name} failed")
+        self.resource = object()
+        return self
+
+    def teardown(self):
+        self.teardowns += 1
+        self.resource = None
+        if self.call_super:
+            super().teardown()
+        return self
+
+    def transform(self, data_inputs):
+        assert self.resource is not None, f"{self.name}: transform ran before setup finished"
+        return data_inputs
+
+
+@pytest.mark.parametrize("call_super", [False, True])
+def test_concurrent_first_calls_run_setup_once(call_super):
+    for _ in range(ROUNDS):
+        step = SlowSetup(call_super=call_super)
+        assert all_at_once(lambda i: step.transform(i)) == list(range(THREADS))
+        assert step.setups == 1 and step.is_initialized
+
+
+@pytest.mark.parametrize("call", ["transform", "predict", "fit", "fit_transform"])
+def test_concurrent_first_calls_of_a_pipeline_set_each_step_up_once(call):
+    for _ in range(ROUNDS // 2):
+        p = Pipeline([SlowSetup(name="a"), ("inner", Pipeline([SlowSetup(call_super=True, name="b")]))])
+        all_at_once(lambda i: getattr(p, call)(np.full(2, i)))
+        assert (p["a"].setups, p["inner"]["b"].setups) == (1, 1)
+        p.teardown()
+        assert (p["a"].teardowns, p["inner"]["b"].teardowns) == (1, 1)
+
+
+def test_a_failed_setup_leaves_the_step_not_set_up_and_the_next_call_retries():
+    for _ in range(ROUNDS // 2):
+        step = SlowSetup(fail_first=1)
+        outcomes = all_at_once(lambda i: _outcome(step.transform, i))
+        errors = [o for o in outcomes if isinstance(o, RuntimeError)]
+        assert len(errors) == 1 and "setup 1 of SlowSetup failed" in str(errors[0])
+        assert step.setups == 2 and step.is_initialized  # the next caller set it up
+
+
+def test_a_failed_setup_is_retried_by_the_next_call():
+    step = SlowSetup(fail_first=1)
+    with pytest.raises(RuntimeError, match="setup 1"):
+        step.transform(1)
+    assert not step.is_initialized
+    assert step.transform(2) == 2 and step.setups == 2
+
+
+def _outcome(fn, *args):
+    try:
+        return fn(*args)
+    except Exception as error:
+        return error
+
+
+def test_loaded_torch_pipeline_predicts_its_saved_weights_from_many_threads(tmp_path):
+    torch = pytest.importorskip("torch")
+    from stepline.torch import TorchStep
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(32, 3)).astype("float32")
+    y = X @ np.array([[1.0], [-2.0], [0.5]], dtype="float32")
+    p = Pipeline([TorchStep(torch.nn.Linear, module_kwargs={"in_features": 3, "out_features": 1},
+                            hyperparams={"epochs": 3, "device": "cpu"}, name="linear")], name="p")
+    p = p.fit(X, y)
+    expected = p.predict(X)
+    p.save(CX(tmp_path), full_dump=True)
+    for _ in range(ROUNDS // 2):
+        loaded = CX(tmp_path).load("p")
+        for out in all_at_once(lambda i: loaded.predict(X)):
+            np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_loaded_sklearn_pipeline_sets_up_once_from_many_threads(tmp_path):
+    pytest.importorskip("sklearn")
+    from sklearn.linear_model import LinearRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from stepline.steps.sklearn import SKLearnWrapper
+    X = np.random.default_rng(1).normal(size=(20, 2))
+    y = X @ np.array([3.0, -1.0])
+    p = Pipeline([CountingSKLearnWrapper(StandardScaler()), CountingSKLearnWrapper(LinearRegression())],
+                 name="p").fit(X, y)
+    expected = p.predict(X)
+    p.save(CX(tmp_path), full_dump=True)
+    for _ in range(ROUNDS // 2):
+        loaded = CX(tmp_path).load("p")
+        for step in loaded.values():
+            step.setups = 0  # the count was saved with the fitted pipeline
+        for out in all_at_once(lambda i: loaded.predict(X)):
+            np.testing.assert_allclose(out, expected)
+        assert [s.setups for s in loaded.values()] == [1, 1]
+        assert all(isinstance(s, SKLearnWrapper) for s in loaded.values())
+
+
+def _counting_sklearn_wrapper():
+    try:
+        from stepline.steps.sklearn import SKLearnWrapper
+    except ImportError:
+        return None
+
+    class CountingSKLearnWrapper(SKLearnWrapper):
+        """Counts its setups (and calls ``super().setup``); a setup takes a while."""
+
+        def setup(self, context=None):
+            super().setup(context)
+            self.setups = self.__dict__.get("setups", 0) + 1
+            threading.Event().wait(0.01)
+            return self
+    return CountingSKLearnWrapper
+
+
+CountingSKLearnWrapper = _counting_sklearn_wrapper()
+
+
+def test_feature_union_with_a_pool_sets_up_once_from_many_threads():
+    for _ in range(ROUNDS // 2):
+        union = FeatureUnion([SlowSetup(name="a"), SlowSetup(call_super=True, name="b")], n_jobs=2)
+        x = np.arange(3.0).reshape(3, 1)
+        for out in all_at_once(lambda i: union.transform(x)):
+            assert out.tolist() == [[0, 0], [1, 1], [2, 2]]
+        assert (union["a"].setups, union["b"].setups) == (1, 1)
+        pool = union._executor
+        union.teardown()
+        assert union._executor is None and pool._shutdown  # the one pool setup made is shut down

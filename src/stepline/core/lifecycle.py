@@ -174,15 +174,26 @@ def _guard_fit_transform(fn):
 def _guard_transform(fn):
     @functools.wraps(fn)
     def transform(self, data_inputs, *args, **kwargs):
-        lifecycle, me = _enter(self)
+        # the hot path, _enter and StepLifecycle.leave inlined: no lock on a set-up step
+        lifecycle = self.__dict__.get(LIFECYCLE_STATE)
+        me = get_ident()
+        if lifecycle is None or lifecycle.closing or not self.is_initialized:
+            lifecycle, me = _enter(self)
+        else:
+            lifecycle.calls.append(me)
+            if lifecycle.closing:  # a teardown began in between: take the slow path
+                lifecycle.leave(me)
+                lifecycle, me = _enter(self)
         try:
             if self._needs_fit and not self.is_fitted:
                 raise _not_fitted(self)
             if args or kwargs:
                 return fn(self, data_inputs, *args, **kwargs)
-            return fn(self, data_inputs)  # the hot path: no argument unpacking
+            return fn(self, data_inputs)  # no argument unpacking
         finally:
-            lifecycle.leave(me)
+            lifecycle.calls.remove(me)
+            if lifecycle.closing:
+                lifecycle.leave_notify()
     return transform
 
 

@@ -41,8 +41,12 @@ class StepLifecycle:
         """A call of ``thread_id`` left the step: wake a waiting ``teardown``."""
         self.calls.remove(thread_id)
         if self.closing:
-            with self.lock:
-                self.changed.notify_all()
+            self.leave_notify()
+
+    def leave_notify(self) -> None:
+        """Wake a ``teardown`` waiting for the calls inside."""
+        with self.lock:
+            self.changed.notify_all()
 
     def wait_while_closing(self, thread_id: int) -> None:
         """Block (holding the lock between checks) while another thread's teardown waits or runs."""
