@@ -142,6 +142,8 @@ class SlowSetup(NonFittableMixin, BaseStep):
 
     def transform(self, data_inputs):
         assert self.resource is not None, f"{self.name}: transform ran before setup finished"
+        threading.Event().wait(0.001)  # stays inside a moment: a teardown must wait for it
+        assert self.resource is not None, f"{self.name}: torn down during a transform"
         return data_inputs
 
 
@@ -256,3 +258,89 @@ def test_feature_union_with_a_pool_sets_up_once_from_many_threads():
         pool = union._executor
         union.teardown()
         assert union._executor is None and pool._shutdown  # the one pool setup made is shut down
+
+
+# ------------------------------------------------------------------ teardown waits for calls
+class Gate(NonFittableMixin, BaseStep):
+    """A transform that stays inside the step until released; logs what happens."""
+
+    def __init__(self):
+        super().__init__()
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self.log = []
+
+    def setup(self, context=None):
+        self.log.append("setup")
+        return self
+
+    def teardown(self):
+        self.log.append("teardown")
+        return self
+
+    def transform(self, data_inputs):
+        self.inside.set()
+        assert self.release.wait(TIMEOUT)
+        self.log.append("transform done")
+        return data_inputs
+
+
+def test_teardown_waits_for_the_calls_inside_and_later_calls_set_up_again():
+    step = Gate()
+    with ThreadPoolExecutor(3) as pool:
+        call = pool.submit(step.transform, 1)
+        assert step.inside.wait(TIMEOUT)
+        teardown = pool.submit(step.teardown)
+        # Blocked until the call inside leaves: on a step that did not wait this returns at once.
+        with pytest.raises(TimeoutError):
+            teardown.result(timeout=0.3)
+        step.release.set()
+        assert call.result(timeout=TIMEOUT) == 1
+        assert teardown.result(timeout=TIMEOUT) is step
+    assert step.log == ["setup", "transform done", "teardown"] and not step.is_initialized
+    assert step.transform(2) == 2 and step.log[-2:] == ["setup", "transform done"]
+
+
+def test_teardown_from_inside_the_steps_own_call_does_not_wait_for_itself():
+    class TearsItselfDown(NonFittableMixin, BaseStep):
+        def transform(self, data_inputs):
+            self.teardown()
+            return data_inputs
+    step = TearsItselfDown()
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(step.transform, 5).result(timeout=TIMEOUT) == 5
+    assert not step.is_initialized
+
+
+def test_many_threads_calling_while_another_tears_down_never_see_a_torn_down_step():
+    step = SlowSetup(call_super=True)
+    for _ in range(ROUNDS):
+        def work(i):
+            if i == 0:
+                return step.teardown() and "torn down"
+            return step.transform(i)
+        results = all_at_once(work)
+        assert results[0] == "torn down" and results[1:] == list(range(1, THREADS))
+    assert step.setups - step.teardowns == int(step.is_initialized)
+
+
+# ------------------------------------------------------------------ the lock is never saved or shared
+def test_lifecycle_state_is_not_pickled_copied_or_shared():
+    import copy
+    import pickle
+    step = Pipeline([SlowSetup(name="a")])
+    step.transform(np.ones(2))
+    clone = pickle.loads(pickle.dumps(step))
+    assert not clone.is_initialized and "_stepline_lifecycle" not in vars(clone)
+    for other in (copy.copy(step), copy.deepcopy(step), step[0:]):
+        assert "_stepline_lifecycle" not in vars(other)
+        other.transform(np.ones(2))
+        assert vars(other)["_stepline_lifecycle"] is not vars(step)["_stepline_lifecycle"]
+
+
+def test_a_set_up_pipeline_saves_and_loads_while_threads_call_it(tmp_path):
+    p = Pipeline([SlowSetup(name="a"), MultiplyByN(multiply_by=3)], name="p")
+    p.setup()
+    outputs = all_at_once(lambda i: p.save(CX(tmp_path / str(i)), full_dump=True) and p.transform(np.ones(2)))
+    assert all(o.tolist() == [3, 3] for o in outputs)
+    assert CX(tmp_path / "3").load("p").transform(np.ones(2)).tolist() == [3, 3]
