@@ -23,6 +23,7 @@ import pickle
 import queue
 import select
 import signal
+import struct
 import threading
 import time
 import traceback
@@ -97,16 +98,29 @@ class _ProcessQueue(multiprocessing.queues.Queue):
 class _ResultPipe:
     """Many writers (the workers), one reader (the parent): the result channel between processes.
 
-    Writes are synchronous (no feeder thread, no second pickling pass: the messages
-    are bytes already), which saves a thread hand-off per minibatch in the worker.
-    Each worker closes its copy of the read end, so a worker whose parent died gets
-    a broken pipe instead of blocking on a full one.
+    Each message is an 8-byte length and the bytes. Writes are synchronous (no feeder
+    thread, no second pickling pass: the messages are bytes already), one message at a
+    time under a lock. The parent never blocks inside a message: it reads what the pipe
+    holds when ``poll`` says there is something, keeps a partial message between calls,
+    and gives up at the timeout, so it sees a worker that died halfway through a message
+    (the pipe never reaches EOF: the parent and the other workers hold write ends).
+    Each worker closes its copy of the read end, so a worker whose parent died gets a
+    broken pipe instead of blocking on a full one.
     """
+
+    _CHUNK = 1 << 16       # a pipe's capacity: what one read can get
+    _DIRECT = 1 << 20      # bodies this large are read straight into their own buffer
 
     def __init__(self, ctx):
         self._reader, self._writer = multiprocessing.Pipe(duplex=False)
         self._wlock = ctx.Lock()
+        self._reset_reader()
+
+    def _reset_reader(self) -> None:
         self._poller = None
+        self._buffer = bytearray()   # bytes read that do not make a whole message yet
+        self._body = None            # a large message being read: its buffer and how much is in
+        self._filled = 0
 
     def __getstate__(self):
         multiprocessing.context.assert_spawning(self)
@@ -114,19 +128,73 @@ class _ResultPipe:
 
     def __setstate__(self, state):
         self._reader, self._writer, self._wlock = state
-        self._poller = None
+        self._reset_reader()
 
     def put(self, blob: bytes, timeout=None) -> None:
+        header = _LENGTH.pack(len(blob))
         with self._wlock:
-            self._writer.send_bytes(blob)
+            fd = self._writer.fileno()
+            if len(blob) < self._CHUNK:
+                _write_all(fd, header + blob)
+            else:  # no copy of a large blob to prepend 8 bytes
+                _write_all(fd, header)
+                _write_all(fd, blob)
 
     def get(self, timeout: float) -> bytes:
+        """The next whole message; ``queue.Empty`` when none is complete by ``timeout``."""
+        message = self._take()
+        if message is not None:
+            return message
         if self._poller is None:  # one poll object for the reader's life (not one selector per call)
             self._poller = select.poll()
             self._poller.register(self._reader.fileno(), select.POLLIN)
-        if not self._poller.poll(timeout * 1000):
-            raise queue.Empty
-        return self._reader.recv_bytes()
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self._poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                raise queue.Empty
+            self._read_some()
+            message = self._take()
+            if message is not None:
+                return message
+            if time.monotonic() >= deadline:
+                raise queue.Empty
+
+    def _read_some(self) -> None:
+        fd = self._reader.fileno()
+        if self._body is not None:
+            n = os.readv(fd, [memoryview(self._body)[self._filled:]])
+        else:
+            chunk = os.read(fd, self._CHUNK)
+            n = len(chunk)
+            self._buffer += chunk
+        if n == 0:
+            raise EOFError("every worker closed the result pipe")
+        if self._body is not None:
+            self._filled += n
+
+    def _take(self):
+        """A whole message out of what was read, or ``None``."""
+        if self._body is not None:
+            if self._filled < len(self._body):
+                return None
+            body, self._body = self._body, None
+            return body
+        buffer = self._buffer
+        if len(buffer) < _LENGTH.size:
+            return None
+        (size,) = _LENGTH.unpack_from(buffer)
+        end = _LENGTH.size + size
+        if len(buffer) >= end:
+            message = bytes(buffer[_LENGTH.size:end])
+            del buffer[:end]
+            return message
+        if size >= self._DIRECT:  # the rest goes straight into the message's own buffer
+            self._body = bytearray(size)
+            have = len(buffer) - _LENGTH.size
+            self._body[:have] = buffer[_LENGTH.size:]
+            self._filled = have
+            buffer.clear()
+        return None
 
     def close_reader(self) -> None:
         self._reader.close()
@@ -134,6 +202,15 @@ class _ResultPipe:
     def close(self) -> None:
         self._reader.close()
         self._writer.close()
+
+
+_LENGTH = struct.Struct("!Q")
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def close_process_queues(queues, grace: float = 0.3) -> None:
