@@ -62,6 +62,18 @@ class StreamingWorkerError(SteplineError):
         self.phase = phase
 
 
+class StreamingTimeoutError(StreamingWorkerError):
+    """A step spent longer than the pipeline's ``timeout_s`` on one minibatch (or on its setup).
+
+    Same attributes as :class:`StreamingWorkerError`; ``batch_index`` is the minibatch
+    (``None`` for a setup) and ``timeout_s`` the limit.
+    """
+
+    def __init__(self, message, timeout_s=None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.timeout_s = timeout_s
+
+
 class StreamingSetupError(SteplineError):
     """A step cannot be sent to worker processes (neither pickled nor saved as a dump)."""
 
@@ -75,6 +87,46 @@ class _RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return "\n\n" + self.tb
+
+
+# ------------------------------------------------------------------ busy board
+class BusyBoard:
+    """What each worker is doing, and since when: one slot per worker, written by the worker.
+
+    A slot holds the minibatch index (``SETUP`` while the step is set up, ``IDLE``
+    between minibatches) and the ``time.monotonic()`` at which the step started on it
+    (0 once the step returned and its output is handed on). Shared memory between
+    processes (the monotonic clock is the same in every process), a list with threads.
+    The parent reads it to time steps out and to name the minibatch a dead worker was on.
+    """
+
+    SETUP, IDLE = -1.0, -2.0
+
+    def __init__(self, n_slots: int, ctx=None):
+        size = 2 * n_slots
+        self._cells = ctx.RawArray("d", size) if ctx is not None else [0.0] * size
+        for slot in range(n_slots):
+            self.clear(slot)
+
+    def begin(self, slot: int, index: float) -> None:
+        self._cells[2 * slot] = index
+        self._cells[2 * slot + 1] = time.monotonic()
+
+    def handing_on(self, slot: int) -> None:
+        self._cells[2 * slot + 1] = 0.0
+
+    def clear(self, slot: int) -> None:
+        self._cells[2 * slot + 1] = 0.0
+        self._cells[2 * slot] = self.IDLE
+
+    def read(self, slot: int) -> tuple:
+        """``(minibatch index or None, seconds the step has been on it or None)``."""
+        started = self._cells[2 * slot + 1]
+        index = self._cells[2 * slot]
+        busy_s = time.monotonic() - started if started else None
+        if index == self.SETUP:
+            return None, busy_s
+        return (None if index == self.IDLE else int(index)), busy_s
 
 
 # ----------------------------------------------------------------------- queues
@@ -312,9 +364,10 @@ _TERMINATING = False
 
 
 def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q, cx_spec,
-                parent_pid, start_method, stop_event, owns_step):
+                parent_pid, start_method, stop_event, owns_step, board, slot):
     """Body of one worker (process or thread): set up, transform batches, tear down.
 
+    It notes on ``board[slot]`` which minibatch its step is on since when.
     Items are ``(index, stop_after, fit_mode, data_inputs, expected_outputs)``;
     outputs go to the result queue when ``stop_after`` is this stage, else to the
     next stage's queue. ``None`` stops the worker.
@@ -351,13 +404,16 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
 
     step = None
     try:
+        board.begin(slot, board.SETUP)
         step = _materialize(payload)
         context = _context_from(cx_spec)
         if owns_step:
             step.setup(context)
+        board.clear(slot)
     except BaseException as exc:
         if _TERMINATING:
             raise
+        board.clear(slot)
         report(exc, None, "setup")
         while _get(in_q, stopped, is_process) is not _STOP:
             pass
@@ -372,6 +428,7 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
                 if is_process:
                     item = pickle.loads(item)
                 index, stop_after, fit_mode, data_inputs, expected_outputs = item
+                board.begin(slot, index)
                 item = None
                 dc = DataContainer(data_inputs, expected_outputs)
                 if fit_mode:
@@ -385,16 +442,19 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
                 else:  # the next stage's item
                     msg = (index, stop_after, fit_mode, dc.data_inputs, dc.expected_outputs)
                 dc = None
+                board.handing_on(slot)
                 if is_process:
                     phase = "sending the output of"
                     msg = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
             except BaseException as exc:
                 if _TERMINATING:
                     raise
+                board.clear(slot)
                 report(exc, index, phase)
                 continue
             if not _put(result_q if last else out_q, msg, stopped):
                 return
+            board.clear(slot)
     finally:  # also on SIGTERM (an abort): teardown has until the SIGKILL, 1 s later
         if owns_step and step is not None:
             try:
@@ -474,4 +534,4 @@ def _report(result_q, is_process, stage_idx, worker_no, step_name, exc, index, p
         pass
 
 
-__all__ = ["StreamingWorkerError", "StreamingSetupError", "make_payload", "worker_main"]
+__all__ = ["BusyBoard", "StreamingWorkerError", "StreamingTimeoutError", "StreamingSetupError", "make_payload", "worker_main"]
