@@ -154,6 +154,7 @@ def _enumerate_kill_points(tmp_path, old, new_save):
         assert all(n.startswith(".p.tmp-") for n in leftovers), leftovers
     assert "old" in outcomes and "new" in outcomes  # kill points on both sides of the commit
     build(*old).save(CX(root), full_dump=True)  # the next save cleans what the last kill left
+    atomic.wait_for_cleanup()
     assert sorted(n for n in os.listdir(root) if n.startswith(".p")) == [".p.lock", ".p.turn"]
     return total
 

@@ -27,7 +27,9 @@ import logging
 import os
 import secrets
 import shutil
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -87,9 +89,11 @@ def atomic_folder(final_path, link_current: bool = False, only_over_dumps: bool 
             linked = link_tree(final, tmp) if link_current and final.is_dir() else {}
             tmp.mkdir(exist_ok=True)
             yield tmp
-            _swap_into_place(tmp, final)
-        finally:
+            previous = _swap_into_place(tmp, final)
+        except BaseException:
             _remove(container)
+            raise
+        remove_in_background(container, *([previous] if previous else []))
         for relative, entries in linked.items():
             vouch_for(final / relative, entries)  # linking changed their ctimes, not their bytes
 
@@ -236,11 +240,11 @@ def exchange_paths(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), os.fspath(b))
 
 
-def _swap_into_place(tmp: Path, final: Path) -> None:
-    """Give ``tmp`` the name ``final`` in one step, then delete the previous ``final``."""
+def _swap_into_place(tmp: Path, final: Path) -> Path | None:
+    """Give ``tmp`` the name ``final`` in one step; return where the previous ``final``
+    went, if outside ``tmp``'s container (which holds it after an exchange)."""
     if os.path.lexists(final) and exchange_paths(tmp, final):
-        _remove(tmp)  # the previous dump, now under the temporary name
-        return
+        return None  # the previous dump is now at tmp
     old = None
     if os.path.lexists(final):
         old = _sibling(final, "old")
@@ -250,10 +254,44 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
     except BaseException:
         if old is not None:
             os.rename(old, final)
-        _remove(tmp)
         raise
-    if old is not None:
-        _remove(old)
+    return old
+
+
+# The previous dump is deleted off the save's critical path, by one background thread
+# (deleting a tree of small folders costs as much as writing it). A process that exits
+# first leaves it as a leftover that the next save to that destination removes.
+_cleaner: ThreadPoolExecutor | None = None
+_pending: list = []
+_cleaner_lock = threading.Lock()
+
+
+def remove_in_background(*paths: Path) -> None:
+    """Delete ``paths`` (our own leftovers) in the background thread."""
+    global _cleaner
+    with _cleaner_lock:
+        if _cleaner is None:
+            _cleaner = ThreadPoolExecutor(1, thread_name_prefix="stepline-cleanup")
+        _pending[:] = [f for f in _pending if not f.done()]
+        _pending.extend(_cleaner.submit(_remove, path) for path in paths)
+
+
+def wait_for_cleanup() -> None:
+    """Return once every deletion handed to the background thread is done."""
+    with _cleaner_lock:
+        pending = list(_pending)
+    for future in pending:
+        future.result()
+
+
+def _forget_cleaner_after_fork() -> None:
+    global _cleaner
+    _cleaner = None
+    _pending.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_cleaner_after_fork)
 
 
 def clean_leftovers(parent, name: str) -> list[Path]:

@@ -35,6 +35,7 @@ class _Options:
     manifests: dict = field(default_factory=dict)
     reported: dict = field(default_factory=dict)
     written: dict = field(default_factory=dict)  # folder -> digest of the manifest written or read
+    children: dict = field(default_factory=dict)  # loading: folder -> {child name: manifest digest}
 
     def manifest_files(self, folder: Path) -> dict:
         return self.manifests[Path(folder)]["files"]
@@ -147,8 +148,8 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
     for name, record in current_options().reported.pop(Path(folder), {}).items():
         if name in files:
             files[name].update((k, v) for k, v in record.items() if k not in ("size", "blake3", "sha256"))
-    mf.write_manifest(folder, _node_manifest(step, savers, children, files, folder))
-    current_options().written[Path(folder)] = mf.root_digest(folder)
+    current_options().written[Path(folder)] = mf.write_new_manifest(
+        folder, _node_manifest(step, savers, children, files, folder))
 
 
 def _clear_folder(folder: Path, keep: list[str]) -> None:
@@ -287,8 +288,12 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
     folder = context.get_path()
     options = current_options()
     if manifest is None:
-        parent = options.manifests.get(Path(parent_context.get_path()))
-        listed = dict(mf.child_entries(parent, parent_context.get_path())) if parent is not None else {}
+        parent_folder = Path(parent_context.get_path())
+        parent = options.manifests.get(parent_folder)
+        listed = options.children.get(parent_folder)
+        if listed is None and parent is not None:
+            listed = options.children[parent_folder] = dict(mf.child_entries(parent, parent_folder))
+        listed = listed or {}
         if parent is not None and name not in listed:
             raise StepLoadError(f"{folder}: the manifest of {parent_context.get_path()} lists no child {name!r}")
         manifest = _read_step_manifest(folder, listed.get(name), options)
