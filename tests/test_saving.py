@@ -64,13 +64,6 @@ LOAD_LOG: list = []
 LOCKS = [".p.lock", ".p.turn"]  # what saves to "p" take turns on
 
 
-
-@pytest.fixture
-def cache_small_files(monkeypatch):
-    """Let the stat cache cover files of any size (it skips those under 1 MiB)."""
-    from stepline.saving import integrity
-    monkeypatch.setattr(integrity, "CACHE_MIN_BYTES", 0)
-
 def fitted_pipeline():
     p = Pipeline([("w1", Weights(100_000)), ("mid", Identity()),
                   ("inner", Pipeline([("w2", Weights(50))])), ("meta", MetaStep(Weights(10, name="w3")))],

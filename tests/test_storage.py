@@ -31,13 +31,6 @@ BIG = 256 * 1024  # elements: 1 MiB of float32
 
 # ---------------------------------------------------------------- helpers
 
-
-@pytest.fixture
-def cache_small_files(monkeypatch):
-    """Let the stat cache cover files of any size (it skips those under 1 MiB)."""
-    from stepline.saving import integrity
-    monkeypatch.setattr(integrity, "CACHE_MIN_BYTES", 0)
-
 def sample_object():
     rng = np.random.default_rng(42)
     c = rng.random((512, 512), dtype=np.float32)
