@@ -72,6 +72,7 @@ def fitted_pipeline():
 
 
 def files_of(root: Path) -> dict:
+    wait_for_cleanup()  # replaced dumps are deleted in the background
     return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_ino)
             for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")}
 
