@@ -15,6 +15,7 @@ import pytest
 
 from stepline import CX, Pipeline
 from stepline.base import BaseSaver, BaseStep, Identity, MetaStep, NonFittableMixin
+from stepline.saving.manifest import encode_manifest
 from stepline.saving import (CorruptFileError, ManifestError, MissingFileError, NotADumpError, SaveError, StepLoadError,
                              VersionMismatchWarning)
 
@@ -320,7 +321,7 @@ def test_foreign_pickle_content_is_a_clear_error(dump):
     (folder / "step.pkl").write_bytes(b"not a pickle at all")
     manifest = json.loads((folder / "stepline.json").read_text())
     manifest["files"]["step.pkl"] = {"size": 19, "sha256": hashlib.sha256(b"not a pickle at all").hexdigest()}
-    (folder / "stepline.json").write_text(json.dumps(manifest))
+    (folder / "stepline.json").write_bytes(encode_manifest(manifest))  # consistent, as stepline writes it
     with pytest.raises(StepLoadError, match="step.pkl.*cannot unpickle"):
         CX(dump).load("p")
 
@@ -543,7 +544,7 @@ def test_version_differences_warn_per_package(dump):
     path = dump / "p" / "stepline.json"
     manifest = json.loads(path.read_text())
     manifest["versions"]["numpy"] = "0.0.1"
-    path.write_text(json.dumps(manifest))
+    path.write_bytes(encode_manifest(manifest))
     with pytest.warns(VersionMismatchWarning, match="numpy: saved with 0.0.1, running"):
         CX(dump).load("p")
     with warnings.catch_warnings():
@@ -573,19 +574,22 @@ def test_verify_full_rehashes(dump, monkeypatch):
 
 # ------------------------------------------------------------------ inspect
 def test_inspect_prints_tree_from_manifests_without_unpickling(dump):
-    (dump / "p" / "w1" / "step.pkl").write_bytes(b"garbage: inspect must not unpickle")
+    pickled, marker = dump / "p" / "w1" / "step.pkl", dump / "unpickled"
+    payload = b"cos\nsystem\n(V" + f"touch {marker}".encode() + b"\ntR."  # os.system("touch ...") if run
+    pickled.write_bytes(payload.ljust(pickled.stat().st_size, b"!"))
     out = subprocess.run([PY, "-m", "stepline", "inspect", str(dump / "p")], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert "p: stepline.pipeline.Pipeline" in out and "savers: ChildrenSaver" in out
     assert re.search(r"w1: test_saving.Weights  \[39\d\.\d KiB in 2 files\]", out)
     assert 'hyperparams: {"size": 100000}' in out
     assert "w3: " in out and "versions: python" in out and "numpy" in out
+    assert not marker.exists()
 
 
 def test_inspect_on_a_random_folder_is_a_clear_error(tmp_path):
     result = subprocess.run([PY, "-m", "stepline", "inspect", str(tmp_path)], capture_output=True, text=True,
                             timeout=60)
-    assert result.returncode == 2 and "stepline.json" in result.stdout and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "stepline.json" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_space_that_json_cannot_carry_is_saved_as_repr(tmp_path):
@@ -612,7 +616,7 @@ def test_by_value_code_from_another_python_is_refused_clearly(tmp_path):
     manifest = json.loads(path.read_text())
     assert manifest["files"]["step.pkl"]["by_value"] and manifest["files"]["step.pkl"]["python"]
     manifest["files"]["step.pkl"]["python"] = "3.9.18"
-    path.write_text(json.dumps(manifest))
+    path.write_bytes(encode_manifest(manifest))
     from stepline.saving import IncompatibleDumpError
     with pytest.raises(IncompatibleDumpError, match=r"step.pkl.*Python 3\.9\.18"):
         CX(tmp_path / "dump").load("MainOnly")

@@ -19,13 +19,16 @@ import logging
 import os
 import secrets
 import shutil
+import stat
 import warnings
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from .errors import InterruptedSaveWarning
-from .integrity import STAT_CACHE_NAME, trusted_entries, vouch_for
+from .errors import CorruptFileError, InterruptedSaveWarning, SaveError
+from .integrity import (STAT_CACHE_NAME, mapped_writable, stat_entry, still_unchanged, trusted_entries,
+                        update_stat_cache, vouch_for)
 from .manifest import MANIFEST_NAME
+from .safe_open import kind_of, open_regular
 
 try:
     import fcntl
@@ -65,7 +68,7 @@ def atomic_folder(final_path, link_current: bool = False):
     interrupted saves are cleaned first; saves to one ``final_path`` take turns.
     """
     final = Path(final_path)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(final)
     with destination_lock(final):
         clean_leftovers(final.parent, final.name)
         container = _sibling(final, "tmp")
@@ -75,11 +78,25 @@ def atomic_folder(final_path, link_current: bool = False):
             linked = link_tree(final, tmp) if link_current and final.is_dir() else {}
             tmp.mkdir(exist_ok=True)
             yield tmp
+            linked = {relative: still_unchanged(tmp / relative, entries) for relative, entries in linked.items()}
             _swap_into_place(tmp, final)
         finally:
             _remove(container)
         for relative, entries in linked.items():
-            vouch_for(final / relative, entries)  # linking changed their ctimes, not their bytes
+            vouch_for(final / relative, entries)  # unlinking the old names changed their ctimes, not their bytes
+
+
+def _make_parent(final: Path) -> None:
+    """Create the folder ``final`` goes in, or raise :class:`SaveError` saying what is in the way."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        blocking = next((p for p in (final.parent, *final.parent.parents) if p.exists() and not p.is_dir()),
+                        final.parent)
+        raise SaveError(f"{blocking}: a file, not a folder: cannot save {final} there") from e
+    except OSError as e:
+        raise SaveError(f"{e.filename or final.parent}: cannot create the folder to save {final} in "
+                        f"({e.strerror or e})") from e
 
 
 @contextmanager
@@ -94,8 +111,8 @@ def destination_lock(final: Path):
         return
     waiting = f"waiting for another save or load of {final} to finish"
     with ExitStack() as held:
-        lock = held.enter_context(open(_lock_path(final), "ab"))
-        turn = held.enter_context(open(_turn_path(final), "ab"))
+        lock = held.enter_context(_open_for_saving(_lock_path(final), final))
+        turn = held.enter_context(_open_for_saving(_turn_path(final), final))
         with _flocked(turn, fcntl.LOCK_EX, waiting):
             held.enter_context(_flocked(lock, fcntl.LOCK_EX, waiting))
         yield
@@ -106,8 +123,10 @@ def reading_lock(final: Path):
     """While loading from ``final``, keep saves to it from swapping folders underneath.
 
     Takes the lock shared, so loads run side by side, after passing the turnstile (a
-    waiting save goes first); does nothing where no save ever made the lock file, or
-    where it cannot be opened (a read-only dump).
+    waiting save goes first). Creates the lock files of a dump that has none (one copied
+    without them still takes turns with saves); does nothing where they cannot be opened
+    or made (a read-only dump, which no save can change either). A lock file that is a
+    FIFO, a folder or a link is a :class:`CorruptFileError`.
     """
     if fcntl is None:  # pragma: no cover - Windows
         yield
@@ -115,14 +134,46 @@ def reading_lock(final: Path):
     waiting = f"waiting for a save to {final} to finish"
     with ExitStack() as held:
         try:
-            lock = held.enter_context(open(_lock_path(final), "rb"))
-            turn = held.enter_context(open(_turn_path(final), "rb"))
-        except OSError:
+            lock = held.enter_context(_open_for_loading(_lock_path(final), final))
+            turn = held.enter_context(_open_for_loading(_turn_path(final), final))
+        except OSError as e:
+            log.debug("cannot open the lock files of %s (%s): this load does not take turns", final, e)
             lock = turn = None
         if lock is not None:
             with _flocked(turn, fcntl.LOCK_SH, waiting):
                 held.enter_context(_flocked(lock, fcntl.LOCK_SH, waiting))
         yield
+
+
+def _open_for_saving(path: Path, final: Path):
+    """Open (create) a lock file of ``final`` for a save, or raise :class:`SaveError`."""
+    try:
+        return open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, SaveError, "lock file")
+    except OSError as e:
+        raise SaveError(f"{path}: cannot open the lock file that saves to {final} take turns on "
+                        f"({e.strerror or e}): saving there needs write access to it") from e
+
+
+def _open_for_loading(path: Path, final: Path):
+    """Open a lock file of ``final`` for a load, creating it when the dump has none."""
+    try:
+        return open_regular(path, os.O_RDONLY, CorruptFileError, "lock file")
+    except FileNotFoundError:
+        if not final.is_dir():
+            raise  # no dump there: leave no lock file behind
+        return open_regular(path, os.O_RDONLY | os.O_CREAT, CorruptFileError, "lock file")
+
+
+def check_lock_files(final: Path) -> None:
+    """Raise :class:`CorruptFileError` if a lock file of ``final`` is there but is not a regular file."""
+    for path in (_lock_path(final), _turn_path(final)):
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode):
+            raise CorruptFileError(f"{path}: is {kind_of(mode)}, not a regular file: this is not the lock "
+                                   f"file stepline writes here; remove it")
 
 
 def _lock_path(final: Path) -> Path:
@@ -155,15 +206,17 @@ def _flocked(lock, mode: int, waiting: str):
 def link_tree(source: Path, target: Path) -> dict[str, dict[str, list]]:
     """Recreate ``source`` at ``target`` with hard links to its files.
 
-    Returns, per folder (relative path), the stat cache entries that vouched for linked
-    files before linking (linking changes a file's ctime), so the cache can vouch again.
+    Returns, per folder (relative path), the stat entries, taken right after linking, of
+    the linked files the stat cache vouched for (linking changes a file's ctime), so that
+    the cache can vouch again for those still unchanged at the end of the save. Files
+    marked as mapped writable stay marked in the copy.
     """
     vouched = {}
     for folder, dirs, files in os.walk(source):
         relative = os.path.relpath(folder, source)
         here = target / relative
         here.mkdir(parents=True, exist_ok=True)
-        entries = trusted_entries(folder)
+        entries, marks, linked = trusted_entries(folder), mapped_writable(folder), {}
         for name in files:
             if name == STAT_CACHE_NAME or name.startswith(f"{STAT_CACHE_NAME}.tmp-"):
                 continue
@@ -171,10 +224,15 @@ def link_tree(source: Path, target: Path) -> dict[str, dict[str, list]]:
                 os.link(os.path.join(folder, name), here / name, follow_symlinks=False)
             except OSError:
                 shutil.copy2(os.path.join(folder, name), here / name, follow_symlinks=False)
-                entries.pop(name, None)  # a copy is a new file: hashed on its next load
-        entries = {n: e for n, e in entries.items() if n in files}
-        if entries:
-            vouched[relative] = entries
+                continue  # a copy is a new file: hashed on its next load
+            if name in entries:
+                after = os.stat(here / name, follow_symlinks=False)
+                if [after.st_size, after.st_mtime_ns, after.st_ino] == [entries[name][i] for i in (0, 1, 3)]:
+                    linked[name] = stat_entry(after, entries[name][4])
+        if marks:
+            update_stat_cache(here, {}, marks={n: i for n, i in marks.items() if n in files})
+        if linked:
+            vouched[relative] = linked
     return vouched
 
 

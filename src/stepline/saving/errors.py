@@ -25,7 +25,9 @@ class MissingFileError(StepLoadError):
 
 
 class CorruptFileError(StepLoadError):
-    """A file's size or SHA-256 differs from its manifest record."""
+    """A file of the dump is not what stepline wrote: its size or digest differs from its
+    manifest record, or it is a FIFO, a folder, a link or garbage where stepline writes a
+    regular file (a stat cache, a lock file)."""
 
 
 class IncompatibleDumpError(StepLoadError):
@@ -34,6 +36,10 @@ class IncompatibleDumpError(StepLoadError):
 
 class UnpicklingError(StepLoadError):
     """A verified pickle still failed to load; the original exception is chained."""
+
+
+class NotAStepError(UnpicklingError):
+    """A verified pickle loaded, but into something that is not a step (e.g. the number 42)."""
 
 
 class VersionMismatchWarning(UserWarning):
