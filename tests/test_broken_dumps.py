@@ -156,7 +156,7 @@ CORPUS = {
     '"python": 3': (_python_is_int, ManifestError, r"stepline.json.*'python'"),
     '"versions": "3.11"': (_versions_is_str, ManifestError, r"stepline.json.*'versions'"),
     "children: 7": (_children_is_int, ManifestError, r"stepline.json.*'children'"),
-    'children: ["."]': (_child_is_dot, ManifestError, r"stepline.json.*'children'.*'\.'"),
+    'children: ["."]': (_child_is_dot, ManifestError, r"stepline.json.*child name '\.'"),
     "savers: 5": (_savers_is_int, ManifestError, r"stepline.json.*'savers'"),
     "a pickle of 42 as step.pkl": (_pickle_of_42, StepLoadError, r"step.pkl.*int.*not a step"),
     "FIFO as the stat cache": (_fifo_stat_cache, CorruptFileError, r"stepline-verified.json.*FIFO"),

@@ -20,14 +20,19 @@ class ManifestError(StepLoadError):
     """The manifest is unreadable, invalid JSON, of a foreign format or a newer version."""
 
 
+class MixedDumpError(StepLoadError):
+    """A step folder's manifest is not the one its parent's manifest lists (format v2):
+    the folder comes from another save, or was changed after it."""
+
+
 class MissingFileError(StepLoadError):
     """A file listed in the manifest is absent."""
 
 
 class CorruptFileError(StepLoadError):
-    """A file of the dump is not what stepline wrote: its size or digest differs from its
-    manifest record, or it is a FIFO, a folder, a link or garbage where stepline writes a
-    regular file (a stat cache, a lock file)."""
+    """A file of the dump is not what stepline wrote: its size or digest (BLAKE3, SHA-256 in
+    v1 dumps) differs from its manifest record, or it is a FIFO, a folder, a link or garbage
+    where stepline writes a regular file (a stat cache, a lock file)."""
 
 
 class IncompatibleDumpError(StepLoadError):

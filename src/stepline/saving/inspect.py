@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from stepline.saving.atomic import check_lock_files
 from stepline.saving.errors import CorruptFileError, StepLoadError
 from stepline.saving.integrity import load_stat_cache, verify_files
-from stepline.saving.manifest import MANIFEST_NAME, read_manifest
+from stepline.saving.manifest import child_entries, read_manifest, root_digest
 
 
 def describe(path) -> dict:
@@ -25,14 +24,8 @@ def describe(path) -> dict:
     check_lock_files(root)
     manifest = read_manifest(root)
     return {"path": str(root), "format_version": manifest["format_version"], "created": manifest.get("created"),
-            "root_digest": _root_digest(root), "versions": manifest.get("versions", {}),
+            "root_digest": root_digest(root), "versions": manifest.get("versions", {}),
             "step": _node(root, manifest)}
-
-
-def _root_digest(folder: Path) -> str:
-    """BLAKE3 of the root manifest's bytes: it identifies the whole dump."""
-    import blake3
-    return blake3.blake3((folder / MANIFEST_NAME).read_bytes()).hexdigest()
 
 
 def _node(folder: Path, manifest: dict) -> dict:
@@ -41,11 +34,8 @@ def _node(folder: Path, manifest: dict) -> dict:
     if "step.pkl" in manifest["files"]:
         _check_builds_an_object(folder / "step.pkl")
     children = []
-    for child in manifest.get("children", []):
-        name = child["name"] if isinstance(child, dict) else child
-        if os.path.islink(folder / name):
-            raise CorruptFileError(f"{folder / name}: is a symbolic link: a dump holds no links")
-        children.append(_node(folder / name, read_manifest(folder / name)))
+    for name, digest in child_entries(manifest, folder):
+        children.append(_node(folder / name, read_manifest(folder / name, digest)))  # refuses links
     return {"name": manifest["name"], "class": manifest["class"], "savers": manifest.get("savers", []),
             "stripped_saver": manifest.get("stripped_saver"), "hyperparams": manifest.get("hyperparams", {}),
             "hyperparams_space": manifest.get("hyperparams_space", {}), "info": manifest.get("info", {}),

@@ -37,37 +37,8 @@ def check_manifest_fields(path: Path, data: dict) -> None:
             continue
         if not valid(data[field]):
             raise ManifestError(f"{path}: field {field!r} must be {expected}, not {_shown(data[field])}")
-    check_children(path, data.get("children", []))
-
-
-def check_children(path: Path, children) -> None:
-    """``children`` must be a list of distinct child folder names, each one path component."""
-    if not isinstance(children, list):
-        raise ManifestError(f"{path}: field 'children' must be a list of step names, not {_shown(children)}")
-    seen = set()
-    for child in children:
-        name = child.get("name") if isinstance(child, dict) else child
-        problem = folder_name_problem(name)
-        if problem:
-            raise ManifestError(f"{path}: field 'children' holds {_shown(name)}: {problem}")
-        if name in seen:
-            raise ManifestError(f"{path}: field 'children' lists {name!r} twice")
-        seen.add(name)
-
-
-def folder_name_problem(name) -> str | None:
-    """Why ``name`` cannot be a file or folder name inside a dump, or ``None`` if it can."""
-    if not isinstance(name, str):
-        return f"a name must be a string, not {type(name).__name__}"
-    if name in ("", ".", ".."):
-        return "not a folder name"
-    if "\x00" in name:
-        return "a NUL byte in a name"
-    if "/" in name or "\\" in name:
-        return "a name cannot hold a path separator"
-    if name.startswith("."):
-        return "hidden names are reserved for stepline's own files"
-    return None
+    from .manifest import child_entries
+    child_entries(data, path.parent)  # a list of safe, distinct names (with their digests in v2)
 
 
 def _shown(value) -> str:
