@@ -212,23 +212,37 @@ def test_saving_with_a_broken_lock_is_a_save_error(tmp_path):
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def test_every_single_bit_flip_of_a_manifest_is_caught(tmp_path):
-    """Flip each bit of the root manifest and of a child's, one at a time: never a silent load."""
-    p = save_pipeline(tmp_path)
-    for manifest in (p / "stepline.json", p / "AddN" / "stepline.json"):
-        original = manifest.read_bytes()
-        for index in range(len(original) * 8):
+def flip_each_bit(manifest: Path, load, step: int = 1) -> None:
+    """Flip each bit of ``manifest`` (every ``step``-th), one at a time; ``load()`` must raise
+    a :class:`StepLoadError` for every one of them."""
+    original = manifest.read_bytes()
+    try:
+        for index in range(0, len(original) * 8, step):
             flipped = bytearray(original)
             flipped[index // 8] ^= 1 << (index % 8)
             manifest.write_bytes(bytes(flipped))
             try:
-                CX(tmp_path).load("p", verify=False)
+                load()
             except StepLoadError:
-                pass
-            else:
-                pytest.fail(f"{manifest}: bit {index} flipped ({original[index // 8:][:1]!r} -> "
-                            f"{bytes(flipped[index // 8:][:1])!r}) loaded without an error")
+                continue
+            pytest.fail(f"{manifest}: bit {index} flipped ({original[index // 8:][:1]!r} -> "
+                        f"{bytes(flipped[index // 8:][:1])!r}) loaded without an error")
+    finally:
         manifest.write_bytes(original)
+
+
+def test_every_single_bit_flip_of_the_root_manifest_is_caught(tmp_path):
+    """The root manifest has no parent to hold its digest: its own digest catches every flip."""
+    p = save_pipeline(tmp_path)
+    flip_each_bit(p / "stepline.json", lambda: CX(tmp_path).load("p", verify=False))
+    assert CX(tmp_path).load("p").transform(np.array([1.0])).tolist() == [3.0]
+
+
+def test_every_single_bit_flip_of_a_child_manifest_is_caught(tmp_path):
+    """Loaded on its own, by its own digest; loaded with its pipeline, by its parent's too."""
+    p = save_pipeline(tmp_path)
+    flip_each_bit(p / "AddN" / "stepline.json", lambda: CX(tmp_path).load("p/AddN", verify=False))
+    flip_each_bit(p / "AddN" / "stepline.json", lambda: CX(tmp_path).load("p", verify=False), step=13)
     assert CX(tmp_path).load("p").transform(np.array([1.0])).tolist() == [3.0]
 
 
@@ -408,3 +422,32 @@ def test_an_in_place_edit_during_a_changes_only_save_is_caught(tmp_path):
     p.save(CX(tmp_path), full_dump=False)
     with pytest.raises(CorruptFileError, match=r"p/a/buffer-000.bin"):
         CX(tmp_path).load("p")
+
+
+# ------------------------------------------------------------------ inspect
+def test_inspect_json_gives_the_tree_and_names_the_wrapped_estimator(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from stepline.saving.manifest import root_digest
+    from stepline.steps.sklearn import SKLearnWrapper
+    x, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+    Pipeline([MultiplyByN(2), SKLearnWrapper(LogisticRegression(C=0.5), name="clf")], name="p").fit(x, y) \
+        .save(CX(tmp_path), full_dump=True)
+    (tmp_path / "p" / "clf" / "step.pkl").write_bytes(b"\x80\x05K*." .ljust(
+        (tmp_path / "p" / "clf" / "step.pkl").stat().st_size, b"!"))  # a plain 42: inspect must say so
+    assert inspect(tmp_path / "p").returncode == 2
+    Pipeline([MultiplyByN(2), SKLearnWrapper(LogisticRegression(C=0.5), name="clf")], name="p").fit(x, y) \
+        .save(CX(tmp_path), full_dump=True)
+    result = inspect(tmp_path / "p", "--json")
+    assert result.returncode == 0, result.stderr
+    tree = json.loads(result.stdout)
+    assert tree["root_digest"] == root_digest(tmp_path / "p") and tree["format_version"] == mf.FORMAT_VERSION
+    step = tree["step"]
+    assert (step["name"], step["class"]) == ("p", "stepline.pipeline.Pipeline")
+    assert step["savers"] == ["stepline.saving.savers.ChildrenSaver"]
+    assert [c["name"] for c in step["children"]] == ["MultiplyByN", "clf"]
+    clf = step["children"][1]
+    assert clf["info"] == {"estimator": "sklearn.linear_model._logistic.LogisticRegression"}
+    assert isinstance(clf["hyperparams"], dict) and set(clf["files"]) == {"step.pkl"}
+    assert clf["files"]["step.pkl"]["size"] == (tmp_path / "p" / "clf" / "step.pkl").stat().st_size
+    text = inspect(tmp_path / "p").stdout
+    assert "estimator: sklearn.linear_model._logistic.LogisticRegression" in text

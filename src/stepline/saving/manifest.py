@@ -285,8 +285,11 @@ def _runtime_versions(imported_optional: tuple) -> dict:
     return versions
 
 
+@functools.lru_cache(maxsize=64)
 def _installed_version(dist: str) -> str | None:
-    """The installed version of ``dist``, falling back to its module's ``__version__``."""
+    """The installed version of ``dist``, falling back to its module's ``__version__``.
+
+    Cached: reading package metadata costs about a millisecond a package, on every load."""
     if dist == "python":
         return platform.python_version()
     try:
