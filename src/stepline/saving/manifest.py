@@ -79,7 +79,7 @@ def root_digest(step_folder) -> str:
     """
     path = Path(step_folder) / MANIFEST_NAME
     try:
-        return manifest_digest(path.read_bytes())
+        return manifest_digest(read_regular(path, ManifestError, "manifest", MAX_MANIFEST_BYTES))
     except OSError as e:
         raise NotADumpError(f"{step_folder}: cannot read {MANIFEST_NAME} ({e.strerror or e})") from e
 
