@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .manifest import MANIFEST_NAME, manifest_digest
+from .errors import ManifestError
+from .manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, manifest_digest
+from .safe_open import read_regular
 
 _SAVED_TO = "_stepline_saved_to"
 
@@ -50,8 +52,8 @@ def unchanged_at(step, destination: Path, on_disk: Path | None = None) -> bool:
 
 def _digest_at(folder: Path) -> str | None:
     try:
-        return manifest_digest((folder / MANIFEST_NAME).read_bytes())
-    except OSError:
+        return manifest_digest(read_regular(folder / MANIFEST_NAME, ManifestError, "manifest", MAX_MANIFEST_BYTES))
+    except (OSError, ManifestError):  # nothing stepline wrote there (a FIFO is never opened blocking)
         return None
 
 

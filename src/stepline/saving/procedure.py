@@ -179,6 +179,7 @@ def _node_manifest(step, savers, children, files, folder: Path) -> dict:
         "hyperparams_space": _json_safe({k: _space_json(v) for k, v in step.hyperparams_space.items()}),
         "children": [{"name": child, "manifest": _child_digest(folder / child)} for child in children],
         "files": files,
+        "info": _manifest_info(step),
         "versions": mf.runtime_versions(),
     }
 
@@ -188,6 +189,13 @@ def _child_digest(staged_child: Path) -> str:
     options = current_options()
     written = options.written.get(Path(staged_child))
     return written if written is not None else mf.root_digest(options.live_folder(staged_child))
+
+
+def _manifest_info(step) -> dict:
+    """What the step tells readers of its manifest (``manifest_info()``, e.g. the estimator an
+    ``SKLearnWrapper`` holds), so that ``stepline inspect`` shows it without unpickling."""
+    describe = getattr(step, "manifest_info", None)
+    return _json_safe(dict(describe())) if callable(describe) else {}
 
 
 def _json_safe(value):
