@@ -12,8 +12,9 @@ either. Where the exchange is not available, the old folder steps aside first
 A save never deletes what it did not write: a ``final_path`` that is a file, a link or a
 folder without a manifest is refused (:class:`SaveError`).
 
-A save that changes only part of a dump starts from hard links to the current files (no
-data is copied) and replaces what changed, so it is atomic too. Saves to one destination
+A save that changes only part of a dump writes an overlay of what changed and commits it
+through a journal (:mod:`stepline.saving.journal`), so it is atomic too and costs what
+changed, not the size of the dump. Saves to one destination
 take turns on a lock file ``.<name>.lock`` beside it, loads share it, and a turnstile
 ``.<name>.turn`` lets a waiting save go before new loads (POSIX ``flock``; on systems
 without it, concurrent saves to one destination are not supported).
@@ -28,13 +29,14 @@ import os
 import secrets
 import shutil
 import stat
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from .errors import CorruptFileError, InterruptedSaveWarning, NotADumpError, SaveError
-from .integrity import (STAT_CACHE_NAME, mapped_writable, stat_entry, still_unchanged, trusted_entries,
-                        update_stat_cache, vouch_for)
+from . import journal
+from .errors import CorruptFileError, InterruptedSaveWarning, NotADumpError, SaveError, StepLoadError
 from .manifest import MANIFEST_NAME
 from .safe_open import kind_of, open_regular
 
@@ -66,36 +68,44 @@ def _remove(path: Path) -> None:
 
 
 @contextmanager
-def atomic_folder(final_path, link_current: bool = False, only_over_dumps: bool = False):
-    """Yield a fresh temporary folder; on success it replaces ``final_path`` in one rename.
+def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = False):
+    """Yield a fresh temporary folder; on success it replaces ``final_path`` at once.
 
-    With ``link_current``, the folder starts as a copy of the current ``final_path`` made of
-    hard links (files that cannot be linked are copied): write a file only after removing
-    the link, never by truncating it, or the current dump changes too. On an exception the
-    temporary folder is removed and ``final_path`` is left as it was. Leftovers of earlier
-    interrupted saves are cleaned first; saves to one ``final_path`` take turns. With
-    ``only_over_dumps``, a ``final_path`` that is not a stepline dump is refused
-    (:func:`refuse_foreign`) rather than replaced.
+    With ``overlay`` (and a dump at ``final_path``), the folder is an overlay holding only
+    what changed, committed onto the dump through a journal (:mod:`stepline.saving.journal`);
+    otherwise it is the whole new dump, exchanged with the previous one in one step. On an
+    exception the temporary folder is removed and ``final_path`` is left as it was. A
+    committed journal and the leftovers of earlier interrupted saves are dealt with first;
+    saves to one ``final_path`` take turns. With ``only_over_dumps``, a ``final_path`` that
+    is not a stepline dump is refused (:func:`refuse_foreign`) rather than replaced.
     """
     final = Path(final_path)
     _make_parent(final)
     with destination_lock(final):
+        try:
+            journal.recover(final)
+        except StepLoadError as e:  # a journal that is no journal: name it, as a save's error
+            raise SaveError(str(e)) from e
         clean_leftovers(final.parent, final.name)
         if only_over_dumps:
             refuse_foreign(final)
+        overlay = overlay and final.is_dir()
         container = _sibling(final, "tmp")
         container.mkdir()
         tmp = container / final.name
         try:
-            linked = link_tree(final, tmp) if link_current and final.is_dir() else {}
-            tmp.mkdir(exist_ok=True)
+            tmp.mkdir()
             yield tmp
-            linked = {relative: still_unchanged(tmp / relative, entries) for relative, entries in linked.items()}
-            _swap_into_place(tmp, final)
-        finally:
+            previous = journal.commit(tmp, final) if overlay else _swap_into_place(tmp, final)
+        except BaseException:
             _remove(container)
-        for relative, entries in linked.items():
-            vouch_for(final / relative, entries)  # unlinking the old names changed their ctimes, not their bytes
+            raise
+        remove_in_background(container, *([previous] if previous else []))
+
+
+def is_overlay_for(final_path) -> bool:
+    """Whether a changes-only save to ``final_path`` writes an overlay (a dump is there)."""
+    return os.path.isdir(final_path) and not os.path.islink(final_path)
 
 
 def _make_parent(final: Path) -> None:
@@ -140,6 +150,8 @@ def reading_lock(final: Path):
     or made (a read-only dump, which no save can change either). A lock file that is a
     FIFO, a folder or a link is a :class:`CorruptFileError`.
     """
+    if os.path.lexists(journal.journal_path(final)):
+        _recover_for_loading(final)
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return
@@ -177,15 +189,28 @@ def _open_for_loading(path: Path, final: Path):
 
 
 def check_lock_files(final: Path) -> None:
-    """Raise :class:`CorruptFileError` if a lock file of ``final`` is there but is not a regular file."""
-    for path in (_lock_path(final), _turn_path(final)):
+    """Raise :class:`CorruptFileError` if a lock file or the journal of ``final`` is there but
+    is not a regular file."""
+    for path in (_lock_path(final), _turn_path(final), journal.journal_path(final)):
         try:
             mode = os.lstat(path).st_mode
         except OSError:
             continue
         if not stat.S_ISREG(mode):
             raise CorruptFileError(f"{path}: is {kind_of(mode)}, not a regular file: this is not the lock "
-                                   f"file stepline writes here; remove it")
+                                   f"file or journal stepline writes here; remove it")
+
+
+def _recover_for_loading(final: Path) -> None:
+    """Apply the journal of a save killed after its commit, before a load reads the dump."""
+    try:
+        with destination_lock(final):
+            if journal.recover(final):
+                warnings.warn(f"{final}: finished applying a save that was interrupted after its commit",
+                              InterruptedSaveWarning, stacklevel=4)
+    except OSError as e:
+        raise NotADumpError(f"{final}: a save was interrupted after its commit and its journal cannot be "
+                            f"applied here ({e.strerror or e}): load it where the dump is writable") from e
 
 
 def _lock_path(final: Path) -> Path:
@@ -213,39 +238,6 @@ def _flocked(lock, mode: int, waiting: str):
         yield
     finally:
         fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-
-
-def link_tree(source: Path, target: Path) -> dict[str, dict[str, list]]:
-    """Recreate ``source`` at ``target`` with hard links to its files.
-
-    Returns, per folder (relative path), the stat entries, taken right after linking, of
-    the linked files the stat cache vouched for (linking changes a file's ctime), so that
-    the cache can vouch again for those still unchanged at the end of the save. Files
-    marked as mapped writable stay marked in the copy.
-    """
-    vouched = {}
-    for folder, dirs, files in os.walk(source):
-        relative = os.path.relpath(folder, source)
-        here = target / relative
-        here.mkdir(parents=True, exist_ok=True)
-        entries, marks, linked = trusted_entries(folder), mapped_writable(folder), {}
-        for name in files:
-            if name == STAT_CACHE_NAME or name.startswith(f"{STAT_CACHE_NAME}.tmp-"):
-                continue
-            try:
-                os.link(os.path.join(folder, name), here / name, follow_symlinks=False)
-            except OSError:
-                shutil.copy2(os.path.join(folder, name), here / name, follow_symlinks=False)
-                continue  # a copy is a new file: hashed on its next load
-            if name in entries:
-                after = os.stat(here / name, follow_symlinks=False)
-                if [after.st_size, after.st_mtime_ns, after.st_ino] == [entries[name][i] for i in (0, 1, 3)]:
-                    linked[name] = stat_entry(after, entries[name][4])
-        if marks:
-            update_stat_cache(here, {}, marks={n: i for n, i in marks.items() if n in files})
-        if linked:
-            vouched[relative] = linked
-    return vouched
 
 
 def refuse_foreign(final: Path) -> None:
@@ -294,11 +286,11 @@ def exchange_paths(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), os.fspath(b))
 
 
-def _swap_into_place(tmp: Path, final: Path) -> None:
-    """Give ``tmp`` the name ``final`` in one step, then delete the previous ``final``."""
+def _swap_into_place(tmp: Path, final: Path) -> Path | None:
+    """Give ``tmp`` the name ``final`` in one step; return where the previous ``final``
+    went, if outside ``tmp``'s container (which holds it after an exchange)."""
     if os.path.lexists(final) and exchange_paths(tmp, final):
-        _remove(tmp)  # the previous dump, now under the temporary name
-        return
+        return None  # the previous dump is now at tmp
     old = None
     if os.path.lexists(final):
         old = _sibling(final, "old")
@@ -308,16 +300,51 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
     except BaseException:
         if old is not None:
             os.rename(old, final)
-        _remove(tmp)
         raise
-    if old is not None:
-        _remove(old)
+    return old
+
+
+# The previous dump is deleted off the save's critical path, by one background thread
+# (deleting a tree of small folders costs as much as writing it). A process that exits
+# first leaves it as a leftover that the next save to that destination removes.
+_cleaner: ThreadPoolExecutor | None = None
+_pending: list = []
+_cleaner_lock = threading.Lock()
+
+
+def remove_in_background(*paths: Path) -> None:
+    """Delete ``paths`` (our own leftovers) in the background thread."""
+    global _cleaner
+    with _cleaner_lock:
+        if _cleaner is None:
+            _cleaner = ThreadPoolExecutor(1, thread_name_prefix="stepline-cleanup")
+        _pending[:] = [f for f in _pending if not f.done()]
+        _pending.extend(_cleaner.submit(_remove, path) for path in paths)
+
+
+def wait_for_cleanup() -> None:
+    """Return once every deletion handed to the background thread is done."""
+    with _cleaner_lock:
+        pending = list(_pending)
+    for future in pending:
+        future.result()
+
+
+def _forget_cleaner_after_fork() -> None:
+    global _cleaner
+    _cleaner = None
+    _pending.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_cleaner_after_fork)
 
 
 def clean_leftovers(parent, name: str) -> list[Path]:
-    """Remove ``.<name>.tmp-*`` folders, and ``.<name>.old-*`` ones when ``name`` exists."""
+    """Remove ``.<name>.tmp-*`` folders and journal temporaries, and ``.<name>.old-*``
+    folders when ``name`` exists (call :func:`journal.recover` first)."""
     parent = Path(parent)
-    stale = _leftovers(parent, name, "tmp")
+    stale = _leftovers(parent, name, "tmp") + _leftovers(parent, name, "journal.tmp")
     if os.path.lexists(parent / name):
         stale += _leftovers(parent, name, "old")
     for path in stale:

@@ -11,6 +11,10 @@ cached hash equals the manifest's is trusted. Any write through the filesystem c
 ctime, and a copy changes the inode, so such files are hashed again. As in git, an entry
 whose ctime is not strictly older than the cache file itself is "racy" (the file could have
 changed within the same clock tick) and is never trusted.
+
+Only files of at least ``CACHE_MIN_BYTES`` (1 MiB) are cached: hashing a smaller one
+(BLAKE3, from the page cache) costs less than writing and reading a cache entry for it,
+so a dump of small steps holds no cache files at all.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ STAT_CACHE_NAME = ".stepline-verified.json"
 _CACHE_FORMAT = "stepline-stat-cache"
 _HASH_CHUNK = 8 << 20
 _PARALLEL_MIN_BYTES = 1 << 20
+#: Files smaller than this are hashed on every load rather than cached.
+CACHE_MIN_BYTES = 1 << 20
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 #: The digest a format-v2 record holds, and the one v1 records held.
 DIGEST = "blake3"
@@ -147,8 +153,8 @@ def cached_records(folder, names) -> dict[str, dict]:
     parallel) and cached, so that a load right after the save hashes nothing.
     """
     folder = Path(folder)
-    cache = load_stat_cache(folder)
     stats = {n: os.stat(folder / n) for n in names}
+    cache = load_stat_cache(folder) if _any_cached(stats.values()) else {}
     todo = [n for n in names if n not in cache or cache[n][:4] != stat_entry(stats[n], "")[:4]]
     digests = _hash_files([folder / n for n in todo], sum(stats[n].st_size for n in todo))
     fresh = {n: stat_entry(stats[n], d) for n, d in zip(todo, digests)}
@@ -172,7 +178,8 @@ def verify_files(folder, files: dict, verify=True) -> None:
     stats = {n: _checked_stat(folder / n, files[n]["size"]) for n in names}
     if not verify:
         return
-    cache = {} if verify == "full" else load_stat_cache(folder, strict=True)
+    cache = {} if verify == "full" else load_stat_cache(folder, strict=True) \
+        if _any_cached(stats.values()) or os.path.lexists(folder / STAT_CACHE_NAME) else {}
     expected = {n: record_digest(files[n]) for n in names}
     todo = [n for n in names if not _trusted(cache.get(n), stats[n], expected[n][1])]
     if not todo:
@@ -188,6 +195,10 @@ def verify_files(folder, files: dict, verify=True) -> None:
             raise CorruptFileError(f"{folder / name}: {algorithm.upper()} mismatch (manifest {wanted[:12]}…, "
                                    f"file {digest[:12]}…): the file was modified or corrupted")
     update_stat_cache(folder, {n: stat_entry(stats[n], d) for n, d in zip(todo, digests)})
+
+
+def _any_cached(stats) -> bool:
+    return any(st.st_size >= CACHE_MIN_BYTES for st in stats)
 
 
 def _checked_stat(path: Path, size: int) -> os.stat_result:
@@ -230,26 +241,10 @@ def trusted_entries(folder) -> dict[str, list]:
     return trusted
 
 
-def still_unchanged(folder, entries: dict[str, list]) -> dict[str, list]:
-    """The ``entries`` (stat entries taken right after hard linking) whose files are still
-    exactly as then, ctime included: a file edited meanwhile, even with its mtime put back,
-    has a newer ctime and drops out (it is hashed on its next load)."""
-    unchanged = {}
-    for name, entry in entries.items():
-        try:
-            st = os.stat(Path(folder) / name, follow_symlinks=False)
-        except OSError:
-            continue
-        if stat_entry(st, entry[4]) == entry:
-            unchanged[name] = entry
-    return unchanged
-
-
 def vouch_for(folder, vouched: dict[str, list]) -> None:
-    """Cache again files whose ctime changed (by unlinking their old name) but whose bytes did not.
+    """Cache again files whose ctime changed (by moving them) but whose bytes did not.
 
-    ``vouched`` maps a name to the stat entry checked by :func:`still_unchanged` just before
-    the old dump was removed; a file whose size, mtime or inode differs from it now is left
+    ``vouched`` maps a name to the stat entry the cache trusted before; a file whose size, mtime or inode differs from it now is left
     to be hashed on its next load.
     """
     entries = {}
@@ -314,9 +309,14 @@ def update_stat_cache(folder, entries: dict[str, list], settle: bool = False, ma
     """Merge ``entries`` (and ``marks``, see :func:`mark_mapped_writable`) into the folder's
     stat cache, atomically; never raises (a read-only dump simply stays uncached).
 
+    Entries of files under ``CACHE_MIN_BYTES`` are left out (nothing is written for them).
+
     With ``settle``, wait (a clock tick at most, usually nothing) until the cache file is
     strictly newer than the files it describes, so the entries are trusted right away.
     """
+    entries = {n: e for n, e in entries.items() if e[0] >= CACHE_MIN_BYTES}
+    if not entries and not marks:
+        return
     try:
         _write_cache(Path(folder), entries, marks or {}, settle)
     except OSError:

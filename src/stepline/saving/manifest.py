@@ -96,10 +96,7 @@ def write_manifest(folder, data: dict) -> dict:
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    full = {"format": FORMAT, "format_version": FORMAT_VERSION,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    full.update((k, v) for k, v in data.items() if k not in full)
-    encoded = encode_manifest(full)
+    encoded = _manifest_bytes(data)
     tmp = folder / f".{MANIFEST_NAME}.tmp-{secrets.token_hex(4)}"
     try:
         tmp.write_bytes(encoded)
@@ -107,6 +104,23 @@ def write_manifest(folder, data: dict) -> dict:
     finally:
         tmp.unlink(missing_ok=True)
     return json.loads(encoded)
+
+
+def write_new_manifest(folder, data: dict) -> str:
+    """Write the manifest of a folder being staged (where no manifest is yet) in place,
+    without a temporary file: the staged folder only becomes the dump as a whole.
+    Returns its digest."""
+    raw = _manifest_bytes(data)
+    with open(Path(folder) / MANIFEST_NAME, "xb") as f:
+        f.write(raw)
+    return manifest_digest(raw)
+
+
+def _manifest_bytes(data: dict) -> bytes:
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    full.update((k, v) for k, v in data.items() if k not in full)
+    return encode_manifest(full)
 
 
 def read_manifest(folder, expected_digest: str | None = None) -> dict:
