@@ -141,6 +141,10 @@ def _fifo_turn(p):
     make_fifo(p.parent / ".p.turn")
 
 
+def _fifo_journal(p):
+    make_fifo(p.parent / ".p.journal")
+
+
 def _lock_is_folder(p):
     (p.parent / ".p.lock").unlink(missing_ok=True)
     (p.parent / ".p.lock").mkdir()
@@ -163,6 +167,7 @@ CORPUS = {
     "FIFO as .p.lock": (_fifo_lock, CorruptFileError, r"\.p\.lock.*FIFO"),
     "FIFO as .p.turn": (_fifo_turn, CorruptFileError, r"\.p\.turn.*FIFO"),
     ".p.lock a folder": (_lock_is_folder, CorruptFileError, r"\.p\.lock.*folder"),
+    "FIFO as .p.journal": (_fifo_journal, StepLoadError, r"\.p\.journal.*FIFO"),
 }
 
 
@@ -203,11 +208,12 @@ def test_a_wrong_name_lists_the_dumps_that_are_there(tmp_path):
 def test_saving_with_a_broken_lock_is_a_save_error(tmp_path):
     step = MultiplyByN(2).set_name("p")
     step.save(CX(tmp_path), full_dump=True)
-    for corrupt, reason in ((_fifo_lock, "FIFO"), (_fifo_turn, "FIFO"), (_lock_is_folder, "folder")):
+    for corrupt, reason in ((_fifo_lock, "FIFO"), (_fifo_turn, "FIFO"), (_lock_is_folder, "folder"),
+                            (_fifo_journal, "FIFO")):
         corrupt(tmp_path / "p")
-        with pytest.raises(SaveError, match=rf"\.p\.(lock|turn).*{reason}"):
+        with pytest.raises(SaveError, match=rf"\.p\.(lock|turn|journal).*{reason}"):
             step.save(CX(tmp_path), full_dump=True)
-        for name in (".p.lock", ".p.turn"):
+        for name in (".p.lock", ".p.turn", ".p.journal"):
             path = tmp_path / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
@@ -361,13 +367,13 @@ def test_a_dump_copied_without_its_lock_files_still_takes_turns_with_a_save(tmp_
 
 # ---------------------------------------------------------- the stat cache
 class Holder(BaseStep):
-    """Holds one array big enough to be stored in its own buffer file."""
+    """Holds one array big enough for its own buffer file, and for the stat cache (>= 1 MiB)."""
 
     def __init__(self, name=None):
         super().__init__(name=name)
 
     def fit(self, data_inputs, expected_outputs=None):
-        self.w_ = np.full(100_000, float(data_inputs[0]))
+        self.w_ = np.full(200_000, float(data_inputs[0]))
         return self
 
     def transform(self, data_inputs):
@@ -380,7 +386,7 @@ def test_writes_through_an_r_plus_mapping_on_tmpfs_are_caught(tmp_path):
     try:
         Holder(name="h").fit([1.0]).save(CX(root), full_dump=True)
         mapped = CX(root).load("h", mmap_mode="r+")
-        assert mapped.w_.sum() == 100_000.0  # the pages are mapped (writable, on tmpfs) from here on
+        assert mapped.w_.sum() == 200_000.0  # the pages are mapped (writable, on tmpfs) from here on
         mapped.w_[123] = 42.0  # so this write changes neither the mtime nor the ctime
         del mapped
         with pytest.raises(CorruptFileError, match=r"h/buffer-000.bin"):

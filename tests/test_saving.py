@@ -15,8 +15,8 @@ import pytest
 
 from stepline import CX, Pipeline
 from stepline.base import BaseSaver, BaseStep, Identity, MetaStep, NonFittableMixin
-from stepline.saving.atomic import wait_for_cleanup
 from stepline.saving.manifest import encode_manifest
+from stepline.saving.atomic import wait_for_cleanup
 from stepline.saving import (CorruptFileError, ManifestError, MissingFileError, NotADumpError, SaveError, StepLoadError,
                              VersionMismatchWarning)
 

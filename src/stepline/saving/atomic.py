@@ -28,15 +28,15 @@ import logging
 import os
 import secrets
 import shutil
-import threading
 import stat
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from . import journal
-from .errors import CorruptFileError, InterruptedSaveWarning, NotADumpError, SaveError
+from .errors import CorruptFileError, InterruptedSaveWarning, NotADumpError, SaveError, StepLoadError
 from .manifest import MANIFEST_NAME
 from .safe_open import kind_of, open_regular
 
@@ -82,7 +82,10 @@ def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = Fal
     final = Path(final_path)
     _make_parent(final)
     with destination_lock(final):
-        journal.recover(final)
+        try:
+            journal.recover(final)
+        except StepLoadError as e:  # a journal that is no journal: name it, as a save's error
+            raise SaveError(str(e)) from e
         clean_leftovers(final.parent, final.name)
         if only_over_dumps:
             refuse_foreign(final)
@@ -166,16 +169,6 @@ def reading_lock(final: Path):
         yield
 
 
-def _recover_for_loading(final: Path) -> None:
-    """Apply the journal of a save killed after its commit, before a load reads the dump."""
-    try:
-        with destination_lock(final):
-            if journal.recover(final):
-                warnings.warn(f"{final}: finished applying a save that was interrupted after its commit",
-                              InterruptedSaveWarning, stacklevel=4)
-    except (OSError, SaveError) as e:
-        raise NotADumpError(f"{final}: a save was interrupted after its commit and its journal cannot be "
-                            f"applied here ({e.strerror or e}): load it where the dump is writable") from e
 def _open_for_saving(path: Path, final: Path):
     """Open (create) a lock file of ``final`` for a save, or raise :class:`SaveError`."""
     try:
@@ -196,15 +189,28 @@ def _open_for_loading(path: Path, final: Path):
 
 
 def check_lock_files(final: Path) -> None:
-    """Raise :class:`CorruptFileError` if a lock file of ``final`` is there but is not a regular file."""
-    for path in (_lock_path(final), _turn_path(final)):
+    """Raise :class:`CorruptFileError` if a lock file or the journal of ``final`` is there but
+    is not a regular file."""
+    for path in (_lock_path(final), _turn_path(final), journal.journal_path(final)):
         try:
             mode = os.lstat(path).st_mode
         except OSError:
             continue
         if not stat.S_ISREG(mode):
             raise CorruptFileError(f"{path}: is {kind_of(mode)}, not a regular file: this is not the lock "
-                                   f"file stepline writes here; remove it")
+                                   f"file or journal stepline writes here; remove it")
+
+
+def _recover_for_loading(final: Path) -> None:
+    """Apply the journal of a save killed after its commit, before a load reads the dump."""
+    try:
+        with destination_lock(final):
+            if journal.recover(final):
+                warnings.warn(f"{final}: finished applying a save that was interrupted after its commit",
+                              InterruptedSaveWarning, stacklevel=4)
+    except (OSError, SaveError) as e:
+        raise NotADumpError(f"{final}: a save was interrupted after its commit and its journal cannot be "
+                            f"applied here ({e.strerror or e}): load it where the dump is writable") from e
 
 
 def _lock_path(final: Path) -> Path:

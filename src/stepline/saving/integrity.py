@@ -178,7 +178,8 @@ def verify_files(folder, files: dict, verify=True) -> None:
     stats = {n: _checked_stat(folder / n, files[n]["size"]) for n in names}
     if not verify:
         return
-    cache = {} if verify == "full" else load_stat_cache(folder, strict=True)
+    cache = {} if verify == "full" else load_stat_cache(folder, strict=True) \
+        if _any_cached(stats.values()) or os.path.lexists(folder / STAT_CACHE_NAME) else {}
     expected = {n: record_digest(files[n]) for n in names}
     todo = [n for n in names if not _trusted(cache.get(n), stats[n], expected[n][1])]
     if not todo:
@@ -240,26 +241,10 @@ def trusted_entries(folder) -> dict[str, list]:
     return trusted
 
 
-def still_unchanged(folder, entries: dict[str, list]) -> dict[str, list]:
-    """The ``entries`` (stat entries taken right after hard linking) whose files are still
-    exactly as then, ctime included: a file edited meanwhile, even with its mtime put back,
-    has a newer ctime and drops out (it is hashed on its next load)."""
-    unchanged = {}
-    for name, entry in entries.items():
-        try:
-            st = os.stat(Path(folder) / name, follow_symlinks=False)
-        except OSError:
-            continue
-        if stat_entry(st, entry[4]) == entry:
-            unchanged[name] = entry
-    return unchanged
-
-
 def vouch_for(folder, vouched: dict[str, list]) -> None:
-    """Cache again files whose ctime changed (by unlinking their old name) but whose bytes did not.
+    """Cache again files whose ctime changed (by moving them) but whose bytes did not.
 
-    ``vouched`` maps a name to the stat entry checked by :func:`still_unchanged` just before
-    the old dump was removed; a file whose size, mtime or inode differs from it now is left
+    ``vouched`` maps a name to the stat entry the cache trusted before; a file whose size, mtime or inode differs from it now is left
     to be hashed on its next load.
     """
     entries = {}

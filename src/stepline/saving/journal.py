@@ -25,6 +25,7 @@ from pathlib import Path
 from .errors import StepLoadError
 from .integrity import STAT_CACHE_NAME, trusted_entries, vouch_for
 from .manifest import MANIFEST_NAME, SIGNATURE_NAME, child_entries, read_manifest
+from .safe_open import read_regular
 
 JOURNAL_FORMAT = "stepline-journal"
 
@@ -71,7 +72,7 @@ def recover(final: Path) -> bool:
     """Apply the journal a killed save left for ``final``, if any; ``True`` if there was one."""
     path = journal_path(final)
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, StepLoadError, "journal", 64 << 20)  # a FIFO there never blocks
     except FileNotFoundError:
         return False
     except OSError as e:

@@ -184,18 +184,18 @@ def _node_manifest(step, savers, children, files, folder: Path) -> dict:
     }
 
 
-def _child_digest(staged_child: Path) -> str:
-    """The manifest digest of a child: the one this save wrote, or the kept one's."""
-    options = current_options()
-    written = options.written.get(Path(staged_child))
-    return written if written is not None else mf.root_digest(options.live_folder(staged_child))
-
-
 def _manifest_info(step) -> dict:
     """What the step tells readers of its manifest (``manifest_info()``, e.g. the estimator an
     ``SKLearnWrapper`` holds), so that ``stepline inspect`` shows it without unpickling."""
     describe = getattr(step, "manifest_info", None)
     return _json_safe(dict(describe())) if callable(describe) else {}
+
+
+def _child_digest(staged_child: Path) -> str:
+    """The manifest digest of a child: the one this save wrote, or the kept one's."""
+    options = current_options()
+    written = options.written.get(Path(staged_child))
+    return written if written is not None else mf.root_digest(options.live_folder(staged_child))
 
 
 def _json_safe(value):
