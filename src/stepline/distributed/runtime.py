@@ -93,6 +93,8 @@ class WorkerRuntime:
         self.stop_event = None if use_processes else threading.Event()
         self.lock = threading.Lock()
         self.closed = False
+        #: Steps a stuck thread worker is still inside after an abort: not torn down under it.
+        self.abandoned_steps: list = []
         self.finalizer = None
         self._dump_root = None
 
@@ -207,10 +209,12 @@ class WorkerRuntime:
         else:
             self.stop_event.set()
             _join_all(workers, time.monotonic() + _ABORT_JOIN_S)
-            for thread in [t for t in workers if t.is_alive()]:
-                log.warning("%s is still inside its step after the abort of %r and was abandoned (a thread "
-                            "cannot be stopped): it exits when the step returns, and its output is dropped",
-                            thread.name, self.owner_name)
+            for stage in self.stages:
+                for thread in [t for t in stage.workers if t.is_alive()]:
+                    log.warning("%s is still inside its step after the abort of %r and was abandoned (a "
+                                "thread cannot be stopped): it exits when the step returns, and its output "
+                                "is dropped", thread.name, self.owner_name)
+                    self.abandoned_steps.append(stage.step)
         for stage in self.stages:
             stage.workers = []
         if self._dump_root is not None:

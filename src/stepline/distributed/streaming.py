@@ -27,7 +27,7 @@ from stepline.distributed.runtime import WorkerRuntime, finalize_with
 from stepline.distributed.workers import StreamingSetupError, StreamingTimeoutError, StreamingWorkerError
 from stepline.saving.savers import BaseSaver
 
-_RUNTIME_ATTRS = ("_runtime", "_stale")
+_RUNTIME_ATTRS = ("_runtime", "_stale", "_abandoned_steps")
 
 
 class _ProducerConsumerMixin:
@@ -143,7 +143,17 @@ class _QueuedSteps(_ProducerConsumerMixin, TruncableSteps):
         return self
 
     def _teardown_children(self) -> None:
+        """Tear down the steps held here, except those an abandoned thread worker is still inside.
+
+        ``teardown`` waits for the calls inside a step (DESIGN §3); a hung call never returns,
+        so such a step is left set up (and warned about) rather than waited on for ever.
+        """
+        abandoned = {id(s) for s in self.__dict__.pop("_abandoned_steps", [])}
         for step in reversed(list(self.apply(lambda s, cx: s, include_self=False).values())):
+            if any(id(s) in abandoned for s in step.apply(lambda s, cx: s).values()):
+                warnings.warn(f"step {step.name!r} of {self.name!r} was left set up: an abandoned worker "
+                              "thread is still inside it", RuntimeWarning, stacklevel=3)
+                continue
             step.teardown()
 
     def _start_runtime(self, context) -> WorkerRuntime | None:
@@ -170,6 +180,7 @@ class _QueuedSteps(_ProducerConsumerMixin, TruncableSteps):
         self._sync_handles()
         if runtime is not None:
             runtime.abort() if abort else runtime.stop()
+            self.__dict__.setdefault("_abandoned_steps", []).extend(runtime.abandoned_steps)
 
     def _sync_handles(self) -> None:
         runtime = self._runtime
