@@ -65,7 +65,13 @@ class JoblibStepSaver(BaseSaver):
 
     def can_load(self, step, context) -> bool:
         from stepline.saving.manifest import read_manifest
-        return "step.pkl" in read_manifest(context.get_path()).get("files", {})
+        from stepline.saving.procedure import current_options
+        try:
+            manifest = current_options().manifests.get(context.get_path())  # read by this load
+        except LookupError:
+            manifest = None
+        manifest = manifest or read_manifest(context.get_path())
+        return "step.pkl" in manifest.get("files", {})
 
     def load_step(self, step, context):
         from stepline.saving.objectfile import read_object
