@@ -21,6 +21,8 @@ from stepline.saving.atomic import atomic_folder, reading_lock, resolve_dump_fol
 from stepline.saving.errors import NotADumpError, SaveError, StepLoadError, VersionMismatchWarning
 from stepline.saving.integrity import cached_records, verify_files
 from stepline.saving.savers import ChildPlaceholder
+from stepline.trust import gate
+from stepline.trust.signing import sign_dump
 
 
 @dataclass
@@ -28,6 +30,8 @@ class _Options:
     full_dump: bool = True
     mmap_mode: str | None = None
     verify: object = True
+    trusted: bool = True  # False: every pickle goes through the restricted unpickler (DESIGN §5a)
+    verified: set = field(default_factory=set)  # folders whose files were verified already
     manifests: dict = field(default_factory=dict)
     reported: dict = field(default_factory=dict)
 
@@ -80,6 +84,7 @@ def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> None:
             staging_context = ExecutionContext(staged.parent, context.execution_phase, context._stripped_saver)
             try:
                 _save_node(step, staging_context)
+                sign_dump(staged)  # inside the staged folder: the dump and its signature appear together
             except SaveError as e:  # name the destination, not the temporary folder
                 raise type(e)(str(e).replace(str(staged), str(final))).with_traceback(e.__traceback__) from e.__cause__
     finally:
@@ -201,18 +206,28 @@ def _space_json(dist):
 
 
 # ------------------------------------------------------------------ loading
-def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, verify=True):
-    """Load the step saved at ``context.root/path``; it comes back not set up."""
+def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, verify=True, trusted=None):
+    """Load the step saved at ``context.root/path``; it comes back not set up.
+
+    Whether the dump is trusted is decided first (its signature, the trust store, or
+    ``trusted=True``, see :mod:`stepline.trust`); an untrusted dump loads only when all its
+    pickles need is on the allow-list, else :class:`~stepline.trust.UntrustedDumpError`.
+    """
     parts = Path(path).parts
     if not parts:
         raise NotADumpError(f"{context.root}: give the name of the saved step to load")
     with reading_lock(context.root / parts[0]):
         folder = resolve_dump_folder(context.root / Path(*parts))
         manifest = mf.read_manifest(folder)
+        options = _Options(mmap_mode=mmap_mode, verify=verify)
+        verdict = gate.decide(folder if len(parts) == 1 else context.root / parts[0], trusted)
+        if not verdict.trusted:
+            gate.check_untrusted(folder, verdict, verify, options.verified)
+            options.trusted = False
         _warn_versions(folder, manifest)
         parents = tuple(ChildPlaceholder(name) for name in parts[:-1])
         base = ExecutionContext(context.root, context.execution_phase, context._stripped_saver, parents)
-        token = _OPTIONS.set(_Options(mmap_mode=mmap_mode, verify=verify))
+        token = _OPTIONS.set(options)
         try:
             step = _load_node(parts[-1], base, manifest)
         finally:
@@ -233,7 +248,8 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
     options = current_options()
     if manifest is None:
         manifest = mf.read_manifest(folder)
-    verify_files(folder, manifest.get("files", {}), options.verify)
+    if Path(folder) not in options.verified:
+        verify_files(folder, manifest.get("files", {}), options.verify if options.trusted else options.verify or True)
     options.manifests[Path(folder)] = manifest
     step = context.stripped_saver.load_step(placeholder, context)
     context = parent_context.push(step)
