@@ -84,11 +84,21 @@ def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> None:
             staging_context = ExecutionContext(staged.parent, context.execution_phase, context._stripped_saver)
             try:
                 _save_node(step, staging_context)
-                sign_dump(staged)  # inside the staged folder: the dump and its signature appear together
             except SaveError as e:  # name the destination, not the temporary folder
                 raise type(e)(str(e).replace(str(staged), str(final))).with_traceback(e.__traceback__) from e.__cause__
+            _before_swap(staged)
     finally:
         _OPTIONS.reset(token)
+
+
+def _before_swap(staged: Path) -> None:
+    """The last step of a save, on the complete staged dump, right before it is swapped in.
+
+    ``mf.root_digest(staged)`` is the Merkle root of what is about to become the dump;
+    the one file that may still be added is ``staged / mf.SIGNATURE_NAME`` (not listed):
+    the signature over that root (DESIGN §5a), so the dump and its signature appear together.
+    """
+    sign_dump(staged)
 
 
 def save_children(children, context: ExecutionContext) -> None:
@@ -131,8 +141,8 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
     files = cached_records(folder, _own_files(folder, children))
     for name, record in current_options().reported.pop(Path(folder), {}).items():
         if name in files:
-            files[name].update((k, v) for k, v in record.items() if k not in ("size", "sha256"))
-    mf.write_manifest(folder, _node_manifest(step, savers, children, files))
+            files[name].update((k, v) for k, v in record.items() if k not in ("size", "blake3", "sha256"))
+    mf.write_manifest(folder, _node_manifest(step, savers, children, files, folder))
 
 
 def _clear_folder(folder: Path, keep: list[str]) -> None:
@@ -154,18 +164,21 @@ def _clear_folder(folder: Path, keep: list[str]) -> None:
             os.unlink(entry.path)
 
 
+_NOT_OWN = (mf.MANIFEST_NAME, mf.SIGNATURE_NAME)
+
+
 def _own_files(folder: Path, children: list) -> list[str]:
     """The files of a step folder that its savers wrote (not its children's, not hidden)."""
     names = []
     for entry in os.scandir(folder):
-        if entry.name in children or entry.name.startswith(".") or entry.name == mf.MANIFEST_NAME:
+        if entry.name in children or entry.name.startswith(".") or entry.name in _NOT_OWN:
             continue
         if entry.is_file(follow_symlinks=False):
             names.append(entry.name)
     return sorted(names)
 
 
-def _node_manifest(step, savers, children, files) -> dict:
+def _node_manifest(step, savers, children, files, folder: Path) -> dict:
     return {
         "name": step.name,
         "class": _qualified(type(step)),
@@ -173,7 +186,7 @@ def _node_manifest(step, savers, children, files) -> dict:
         "stripped_saver": _qualified(type(savers[0])),
         "hyperparams": _json_safe(dict(step._get_own_hyperparams())),
         "hyperparams_space": _json_safe({k: _space_json(v) for k, v in step.hyperparams_space.items()}),
-        "children": children,
+        "children": [{"name": child, "manifest": mf.root_digest(folder / child)} for child in children],
         "files": files,
         "versions": mf.runtime_versions(),
     }
@@ -217,10 +230,10 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
     if not parts:
         raise NotADumpError(f"{context.root}: give the name of the saved step to load")
     with reading_lock(context.root / parts[0]):
-        folder = resolve_dump_folder(context.root / Path(*parts))
-        manifest = mf.read_manifest(folder)
+        top = resolve_dump_folder(context.root / parts[0])
+        folder, manifest = _manifest_along(top, parts[1:])
         options = _Options(mmap_mode=mmap_mode, verify=verify)
-        verdict = gate.decide(folder if len(parts) == 1 else context.root / parts[0], trusted)
+        verdict = gate.decide(top, trusted)  # before anything is unpickled (DESIGN §5a)
         if not verdict.trusted:
             gate.check_untrusted(folder, verdict, verify, options.verified)
             options.trusted = False
@@ -236,6 +249,19 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
     return step
 
 
+def _manifest_along(top: Path, below: tuple) -> tuple[Path, dict]:
+    """The folder and manifest of ``top/below…``, each checked against its parent's digest."""
+    folder, manifest = top, mf.read_manifest(top)
+    for name in below:
+        listed = dict(mf.child_entries(manifest, folder))
+        if name not in listed:
+            raise NotADumpError(f"{folder / name}: {folder} has no child step {name!r} "
+                                f"(it has: {', '.join(listed) or 'none'})")
+        folder = folder / name
+        manifest = mf.read_manifest(folder, listed[name])
+    return folder, manifest
+
+
 def load_child(name: str, context: ExecutionContext):
     """Load the child ``name`` of the step whose folder is ``context.get_path()``."""
     return _load_node(name, context, None)
@@ -247,8 +273,12 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
     folder = context.get_path()
     options = current_options()
     if manifest is None:
-        manifest = mf.read_manifest(folder)
-    if Path(folder) not in options.verified:
+        parent = options.manifests.get(Path(parent_context.get_path()))
+        listed = dict(mf.child_entries(parent, parent_context.get_path())) if parent is not None else {}
+        if parent is not None and name not in listed:
+            raise StepLoadError(f"{folder}: the manifest of {parent_context.get_path()} lists no child {name!r}")
+        manifest = mf.read_manifest(folder, listed.get(name))
+    if Path(folder) not in options.verified:  # an untrusted dump's pickles are always hashed
         verify_files(folder, manifest.get("files", {}), options.verify if options.trusted else options.verify or True)
     options.manifests[Path(folder)] = manifest
     step = context.stripped_saver.load_step(placeholder, context)

@@ -45,14 +45,14 @@ def refused_globals(folder, verify=True, verified: set | None = None) -> dict[st
     Folders verified here are added to ``verified`` so that the load does not hash them again.
     """
     from stepline.saving.integrity import verify_files
-    from stepline.saving.manifest import read_manifest
+    from stepline.saving.manifest import child_entries, read_manifest
     from stepline.trust import allowlist
     from stepline.trust.audit import pickle_globals
     refused: dict[str, list[str]] = {}
-    pending = [(Path(folder), 0)]
+    pending = [(Path(folder), None, 0)]
     while pending:
-        current, depth = pending.pop()
-        manifest = read_manifest(current)
+        current, expected, depth = pending.pop()
+        manifest = read_manifest(current, expected)
         files = manifest.get("files", {})
         verify_files(current, files, verify or True)  # an untrusted pickle is always hashed
         if verified is not None:
@@ -67,9 +67,8 @@ def refused_globals(folder, verify=True, verified: set | None = None) -> dict[st
                 bad.insert(0, f"code pickled by value: {', '.join(map(str, by_value))}")
             if bad:
                 refused[str(path)] = bad
-        children = manifest.get("children", [])
-        if depth < _MAX_DEPTH and isinstance(children, list):
-            pending.extend((current / c, depth + 1) for c in reversed(children) if _is_child_name(c))
+        if depth < _MAX_DEPTH:
+            pending.extend((current / c, d, depth + 1) for c, d in reversed(child_entries(manifest, current)))
     return refused
 
 
@@ -89,6 +88,3 @@ def untrusted_message(folder, verdict: Verdict, refused: dict[str, list[str]]) -
                  "stepline.trust.allow(...) (see docs/trust.md).")
     return "\n".join(lines)
 
-
-def _is_child_name(name) -> bool:
-    return isinstance(name, str) and bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")

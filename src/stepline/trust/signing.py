@@ -23,7 +23,8 @@ from pathlib import Path
 
 from stepline.saving.errors import StepLoadError
 
-SIGNATURE_NAME = "stepline.sig"
+from stepline.saving.manifest import SIGNATURE_NAME
+
 _FORMAT = "stepline-signature"
 _MESSAGE_PREFIX = b"stepline-dump-root-digest-v1\0"
 _MAX_BYTES = 1 << 16
@@ -45,23 +46,23 @@ class Verdict:
 def root_digest(step_folder) -> str:
     """The hex digest that identifies the dump whose root step folder is ``step_folder``."""
     from stepline.saving import manifest
-    official = getattr(manifest, "root_digest", None)  # format v2 (the Merkle tree)
-    return official(Path(step_folder)) if official else _tree_digest(Path(step_folder), 0)
+    folder = Path(step_folder)
+    if manifest.read_manifest(folder).get("format_version", 1) >= 2:
+        return manifest.root_digest(folder)  # the Merkle root: children listed with their digests
+    return _v1_tree_digest(folder, 0)
 
 
-def _tree_digest(folder: Path, depth: int) -> str:
-    """Until format v2: BLAKE3 of this manifest's bytes and the digests of the children's."""
+def _v1_tree_digest(folder: Path, depth: int) -> str:
+    """A format v1 manifest does not cover its children: BLAKE3 over it and theirs."""
     import blake3
 
-    from stepline.saving.manifest import MANIFEST_NAME, read_manifest
+    from stepline.saving.manifest import MANIFEST_NAME, child_entries, read_manifest
     if depth > 64:
         raise StepLoadError(f"{folder}: the step tree is deeper than 64 levels")
     data = read_manifest(folder)
     digest = blake3.blake3((folder / MANIFEST_NAME).read_bytes())
-    for child in data.get("children", []):
-        if not (isinstance(child, str) and child and "/" not in child and child not in (".", "..")):
-            raise StepLoadError(f"{folder / MANIFEST_NAME}: invalid child name {child!r}")
-        digest.update(b"\0" + child.encode() + b"\0" + _tree_digest(folder / child, depth + 1).encode())
+    for child, _ in child_entries(data, folder):
+        digest.update(b"\0" + child.encode() + b"\0" + _v1_tree_digest(folder / child, depth + 1).encode())
     return digest.hexdigest()
 
 
