@@ -49,6 +49,15 @@ def local_public_key_hex() -> str:
     return public_key_bytes().hex()
 
 
+def existing_public_key_hex() -> str | None:
+    """This user's public key as hex if a key exists already; never creates one (a load
+    on a fresh machine must not leave a key behind)."""
+    home = config_home()
+    if home not in _cache and not (home / PRIVATE_NAME).exists():
+        return None
+    return local_public_key_hex()
+
+
 def read_public_key_file(path) -> bytes:
     """The raw public key in ``path``: a PEM public key, or 64 hex digits.
 

@@ -19,7 +19,7 @@ import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 
-from stepline.trust.keys import config_home, local_public_key_hex
+from stepline.trust.keys import config_home, existing_public_key_hex
 
 STORE_NAME = "trust.json"
 _FORMAT = "stepline-trust-store"
@@ -53,7 +53,8 @@ def read_store() -> dict:
 def trusted_keys() -> set[str]:
     """Hex public keys whose signatures make a dump trusted: this user's, the store's, and
     those of an enclosing :func:`trusting_keys`."""
-    return {local_public_key_hex(), *read_store()["keys"], *_extra_keys.get()}
+    own = existing_public_key_hex()
+    return {*([own] if own else []), *read_store()["keys"], *_extra_keys.get()}
 
 
 def is_trusted_digest(root_digest: str) -> bool:
