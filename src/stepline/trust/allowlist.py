@@ -51,53 +51,21 @@ EXACT = frozenset({
 DENIED = frozenset({"stepline.distributed.dask.DaskPipeline"})
 
 
-def _stepline_bases():
-    from stepline.core.context import ExecutionPhase
-    from stepline.core.step import BaseTransformer
-    from stepline.hyperparams.distribution_base import HyperparameterDistribution
-    from stepline.hyperparams.space import RecursiveDict
-    from stepline.saving.savers import BaseSaver, ChildPlaceholder
-    return BaseTransformer, BaseSaver, ChildPlaceholder, HyperparameterDistribution, RecursiveDict, ExecutionPhase
-
-
-def _sklearn_bases():
-    from sklearn._loss._loss import CyLossFunction
-    from sklearn._loss.link import BaseLink, Interval
-    from sklearn._loss.loss import BaseLoss
-    from sklearn.base import BaseEstimator
-    from sklearn.tree._tree import Tree
-    bases = [BaseEstimator, Tree, BaseLoss, BaseLink, Interval, CyLossFunction]
-    try:
-        from sklearn.neighbors._binary_tree import BinaryTree  # older scikit-learn has no such module
-        bases.append(BinaryTree)
-    except ImportError:
-        from sklearn.neighbors import BallTree, KDTree
-        bases += [BallTree, KDTree]
-    return tuple(bases)
-
-
-def _torch_module_bases():
-    import torch
-    return (torch.nn.Module,)
-
-
-def _torch_optim_bases():
-    import torch
-    return (torch.optim.Optimizer,)
-
-
-def _numpy_bases():
-    import numpy
-    return numpy.generic, numpy.dtype
-
-
-#: module prefix -> the bases a class there must derive from (computed on first use).
+#: module prefix -> the bases (by qualified name) one of which a class there must derive from.
+#: Matched against the class's MRO, so deciding imports nothing beyond the class's own module.
 FAMILIES = {
-    "stepline.": _stepline_bases,
-    "sklearn.": _sklearn_bases,
-    "torch.nn.": _torch_module_bases,
-    "torch.optim.": _torch_optim_bases,
-    "numpy.": _numpy_bases,
+    "stepline.": frozenset({
+        "stepline.core.step.BaseTransformer", "stepline.saving.savers.BaseSaver",
+        "stepline.saving.savers.ChildPlaceholder", "stepline.hyperparams.distribution_base.HyperparameterDistribution",
+        "stepline.hyperparams.space.RecursiveDict", "stepline.core.context.ExecutionPhase"}),
+    "sklearn.": frozenset({
+        "sklearn.base.BaseEstimator", "sklearn.tree._tree.Tree", "sklearn._loss.loss.BaseLoss",
+        "sklearn._loss.link.BaseLink", "sklearn._loss.link.Interval", "sklearn._loss._loss.CyLossFunction",
+        "sklearn.neighbors._kd_tree.BinaryTree64", "sklearn.neighbors._kd_tree.BinaryTree32",
+        "sklearn.neighbors._ball_tree.BinaryTree64", "sklearn.neighbors._ball_tree.BinaryTree32"}),
+    "torch.nn.": frozenset({"torch.nn.modules.module.Module"}),
+    "torch.optim.": frozenset({"torch.optim.optimizer.Optimizer"}),
+    "numpy.": frozenset({"numpy.generic", "numpy.dtype"}),
 }
 
 USER_FILE = "allowed_globals.txt"
@@ -154,10 +122,7 @@ def _decide(module: str, name: str, qualified: str, user: frozenset) -> bool:
         return False
     if not _is_class_named(module, name):
         return False
-    try:
-        return issubclass(resolve(module, name), bases())
-    except ImportError:
-        return False
+    return any(f"{c.__module__}.{c.__qualname__}" in bases for c in resolve(module, name).__mro__)
 
 
 def _is_class_named(module: str, name: str) -> bool:
