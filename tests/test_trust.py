@@ -293,6 +293,9 @@ def test_the_allow_list_takes_classes_by_exact_name_only():
     assert not is_allowed("stepline.saving.objectfile", "_loads")
     assert not is_allowed("stepline.distributed.dask", "DaskPipeline")
     assert not is_allowed("os", "system") and not is_allowed("builtins", "getattr")
+    import sys
+    assert not is_allowed("numpy.f2py.__main__", "main") and "numpy.f2py.__main__" not in sys.modules
+    assert not is_allowed("stepline.__main__", "Pipeline")  # importing it would run the CLI
 
 
 # ------------------------------------------------------------------ workers

@@ -115,6 +115,8 @@ def resolve(module: str, name: str):
 def _decide(module: str, name: str, qualified: str, user: frozenset) -> bool:
     if qualified in DENIED or not module or not name or name.startswith("_") and qualified not in user:
         return False
+    if any(part.startswith("__") or not part.isidentifier() for part in module.split(".")):
+        return False  # never import a __main__ (numpy.f2py.__main__ runs f2py when imported)
     if qualified in user:
         return _is_class_named(module, name)
     bases = next((bases for prefix, bases in FAMILIES.items() if module.startswith(prefix)), None)
