@@ -563,14 +563,15 @@ def test_process_killed_inside_the_save_leaves_the_previous_dump_loadable(tmp_pa
     assert load_dump(final)["version"] == 3
 
 
-def test_dump_left_between_the_two_renames_is_found(tmp_path):
+def test_dump_left_between_the_two_renames_is_put_back(tmp_path):
+    """Where RENAME_EXCHANGE is missing, a save dying between its two renames leaves ``.old-``."""
     final = tmp_path / "step"
     old = tmp_path / ".step.old-1234abcd"
     save_dump({"version": 1}, old)
     (tmp_path / ".step.old-deadbeef").mkdir()  # incomplete: no manifest
     with pytest.warns(InterruptedSaveWarning, match="interrupted"):
         found = resolve_dump_folder(final)
-    assert found == old and load_dump(found)["version"] == 1
+    assert found == final and not old.exists() and load_dump(found)["version"] == 1
     with atomic_folder(final) as tmp:
         save_dump({"version": 2}, tmp)
     clean_leftovers(tmp_path, "step")

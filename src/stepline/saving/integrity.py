@@ -178,12 +178,14 @@ def verify_files(folder, files: dict, verify=True) -> None:
 def _checked_stat(path: Path, size: int) -> os.stat_result:
     """``os.stat`` of a listed file, raising a clear error if it is absent or mis-sized."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError as e:
         raise MissingFileError(f"{path}: missing: the manifest lists this file ({size} bytes) "
                                f"but it is absent") from e
     except OSError as e:
         raise StepLoadError(f"{path}: cannot stat ({e.strerror or e})") from e
+    if stat.S_ISLNK(st.st_mode):
+        raise CorruptFileError(f"{path}: is a symbolic link: links inside a dump are refused")
     if not stat.S_ISREG(st.st_mode):
         raise CorruptFileError(f"{path}: not a regular file")
     if st.st_size != size:

@@ -87,6 +87,9 @@ def read_manifest(folder, expected_digest: str | None = None) -> dict:
     """
     folder = Path(folder)
     path = folder / MANIFEST_NAME
+    for link in (folder, path):
+        if os.path.islink(link):
+            raise NotADumpError(f"{link}: is a symbolic link: links inside a dump are refused")
     if not folder.is_dir():
         reason = "not a folder" if folder.exists() else "no such folder"
         raise NotADumpError(f"{folder}: {reason}: there is no stepline dump here")

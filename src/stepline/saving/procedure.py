@@ -18,8 +18,10 @@ from pathlib import Path
 from stepline.core.context import ExecutionContext
 from stepline.saving import manifest as mf
 from stepline.saving.atomic import atomic_folder, reading_lock, resolve_dump_folder
+from stepline.saving.destinations import never_saved_nor_changed, record_saved, unchanged_at
 from stepline.saving.errors import NotADumpError, SaveError, StepLoadError, VersionMismatchWarning
 from stepline.saving.integrity import cached_records, verify_files
+from stepline.saving.names import check_tree_names
 from stepline.saving.savers import ChildPlaceholder
 from stepline.trust import gate
 from stepline.trust.signing import sign_dump
@@ -30,10 +32,13 @@ class _Options:
     full_dump: bool = True
     mmap_mode: str | None = None
     verify: object = True
+    destination: Path | None = None  # saving: the final folder of the saved step
+    staged: Path | None = None  # saving: where that folder is being written
     trusted: bool = True  # False: every pickle goes through the restricted unpickler (DESIGN §5a)
     verified: set = field(default_factory=set)  # folders whose files were verified already
     manifests: dict = field(default_factory=dict)
     reported: dict = field(default_factory=dict)
+    written: dict = field(default_factory=dict)  # folder -> digest of the manifest written or read
 
     def manifest_files(self, folder: Path) -> dict:
         return self.manifests[Path(folder)]["files"]
@@ -56,31 +61,35 @@ def report_records(context: ExecutionContext, records: dict) -> None:
 def save_step(step, context: ExecutionContext | None = None, full_dump: bool = False, mark_saved: bool = True):
     """Save ``step`` under ``context``; see DESIGN §5. Returns the live step, unchanged.
 
-    ``mark_saved=False`` leaves the steps' changed flags alone (for throwaway dumps, such as
-    the ones streaming workers load), so the next changes-only save still writes them.
+    A changes-only save (``full_dump=False``) skips what is already at that destination
+    (:mod:`stepline.saving.destinations`). ``mark_saved=False`` records nothing (for
+    throwaway dumps, such as the ones streaming workers load).
     """
     context = ExecutionContext.of(context)
-    if full_dump or step.is_invalidated:
-        _save_atomically(step, context, full_dump)
+    check_tree_names(step, context.get_path() / str(step.name))
+    final = context.push(step).get_path()
+    if not full_dump and (unchanged_at(step, final) or
+                          (never_saved_nor_changed(step) and not os.path.lexists(final))):
+        return step
+    digests = _save_atomically(step, context, full_dump)
     if mark_saved:
-        step.apply(_mark_saved)
+        record_saved(step, final, digests)
     return step
 
 
-def _mark_saved(step, context):
-    step._invalidated = False
-
-
-def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> None:
+def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> dict:
     """Save into a temporary sibling folder that then replaces the step's folder at once.
 
     A changes-only save starts that folder from hard links to the current dump, so the
     unchanged steps cost a link per file and the previous dump stays whole until the end.
+    Returns ``{final folder: manifest digest}`` of the steps written.
     """
     final = context.push(step).get_path()
-    token = _OPTIONS.set(_Options(full_dump=full_dump))
+    options = _Options(full_dump=full_dump, destination=final)
+    token = _OPTIONS.set(options)
     try:
-        with atomic_folder(final, link_current=not full_dump) as staged:
+        with atomic_folder(final, link_current=not full_dump, only_over_dumps=True) as staged:
+            options.staged = staged
             staging_context = ExecutionContext(staged.parent, context.execution_phase, context._stripped_saver)
             try:
                 _save_node(step, staging_context)
@@ -89,6 +98,7 @@ def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> None:
             _before_swap(staged)
     finally:
         _OPTIONS.reset(token)
+    return {final / folder.relative_to(options.staged): digest for folder, digest in options.written.items()}
 
 
 def _before_swap(staged: Path) -> None:
@@ -123,8 +133,9 @@ _SAVE_THREADS = 2
 def save_child(child, context: ExecutionContext) -> None:
     """Save a child of the step whose folder is ``context.get_path()`` (used by ChildrenSaver)."""
     options = current_options()
-    if not options.full_dump and not child.is_invalidated:
-        if (context.push(child).get_path() / mf.MANIFEST_NAME).is_file():
+    if not options.full_dump:
+        staged = context.push(child).get_path()
+        if unchanged_at(child, options.destination / staged.relative_to(options.staged), on_disk=staged):
             return
     _save_node(child, context)
 
@@ -143,6 +154,7 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
         if name in files:
             files[name].update((k, v) for k, v in record.items() if k not in ("size", "blake3", "sha256"))
     mf.write_manifest(folder, _node_manifest(step, savers, children, files, folder))
+    current_options().written[Path(folder)] = mf.root_digest(folder)
 
 
 def _clear_folder(folder: Path, keep: list[str]) -> None:
@@ -226,13 +238,11 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
     ``trusted=True``, see :mod:`stepline.trust`); an untrusted dump loads only when all its
     pickles need is on the allow-list, else :class:`~stepline.trust.UntrustedDumpError`.
     """
-    parts = Path(path).parts
-    if not parts:
-        raise NotADumpError(f"{context.root}: give the name of the saved step to load")
+    parts = _step_path(context, path)
     with reading_lock(context.root / parts[0]):
         top = resolve_dump_folder(context.root / parts[0])
-        folder, manifest = _manifest_along(top, parts[1:])
         options = _Options(mmap_mode=mmap_mode, verify=verify)
+        folder, manifest = _manifest_along(top, parts[1:], options)
         verdict = gate.decide(top, trusted)  # before anything is unpickled (DESIGN §5a)
         if not verdict.trusted:
             gate.check_untrusted(folder, verdict, verify, options.verified)
@@ -245,21 +255,40 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
             step = _load_node(parts[-1], base, manifest)
         finally:
             _OPTIONS.reset(token)
-    step.apply(_mark_saved)
+    record_saved(step, folder, options.written)  # saving it back here writes nothing
     return step
 
 
-def _manifest_along(top: Path, below: tuple) -> tuple[Path, dict]:
+def _step_path(context: ExecutionContext, path) -> tuple:
+    """The names of ``path`` (``"name"`` or ``"name/child"``), each one folder inside the root."""
+    parts = Path(path).parts
+    if not parts:
+        raise NotADumpError(f"{context.root}: give the name of the saved step to load")
+    if Path(path).is_absolute() or not all(mf.is_safe_component(part) for part in parts):
+        raise NotADumpError(f"{path}: not the path of a step inside {context.root} (give names such as "
+                            f"'pipeline' or 'pipeline/child'; no absolute paths, '..' or hidden names)")
+    return parts
+
+
+def _manifest_along(top: Path, below: tuple, options: _Options) -> tuple[Path, dict]:
     """The folder and manifest of ``top/below…``, each checked against its parent's digest."""
-    folder, manifest = top, mf.read_manifest(top)
+    folder, manifest = top, _read_step_manifest(top, None, options)
     for name in below:
         listed = dict(mf.child_entries(manifest, folder))
         if name not in listed:
             raise NotADumpError(f"{folder / name}: {folder} has no child step {name!r} "
                                 f"(it has: {', '.join(listed) or 'none'})")
         folder = folder / name
-        manifest = mf.read_manifest(folder, listed[name])
+        manifest = _read_step_manifest(folder, listed[name], options)
     return folder, manifest
+
+
+def _read_step_manifest(folder: Path, digest: str | None, options: _Options) -> dict:
+    """The manifest of a step folder, checked against ``digest`` (from the parent's
+    manifest) when given; its digest is noted in ``options.written``."""
+    manifest = mf.read_manifest(folder, digest)
+    options.written[Path(folder)] = digest or mf.root_digest(folder)
+    return manifest
 
 
 def load_child(name: str, context: ExecutionContext):
@@ -277,7 +306,7 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
         listed = dict(mf.child_entries(parent, parent_context.get_path())) if parent is not None else {}
         if parent is not None and name not in listed:
             raise StepLoadError(f"{folder}: the manifest of {parent_context.get_path()} lists no child {name!r}")
-        manifest = mf.read_manifest(folder, listed.get(name))
+        manifest = _read_step_manifest(folder, listed.get(name), options)
     if Path(folder) not in options.verified:  # an untrusted dump's pickles are always hashed
         verify_files(folder, manifest.get("files", {}), options.verify if options.trusted else options.verify or True)
     options.manifests[Path(folder)] = manifest
