@@ -307,3 +307,16 @@ def test_dask_workers_with_another_config_folder_verify_with_the_clients_key(tmp
             distributed.Client(cluster) as client:
         step = DaskPipeline(Pipeline([NotListed(name="n")]), client=client)
         assert np.asarray(step.transform(np.ones(4))).tolist() == [2.0] * 4
+
+
+def test_streaming_workers_load_the_dump_the_parent_signed(tmp_path):
+    """Worker processes share the parent's config folder, so its key: a class off the
+    allow-list still travels to them as a dump, with no check turned off."""
+    from stepline.distributed.streaming import SequentialQueuedPipeline
+    NotListed(name="n").save(CX(tmp_path), full_dump=True)
+    with pytest.raises(UntrustedDumpError):
+        CX(tmp_path).load("n", trusted=False)  # so the workers' loads below were trusted ones
+    p = SequentialQueuedPipeline([(2, NotListed())], batch_size=2, use_savers=True, start_method="spawn")
+    with p.setup():
+        assert p._runtime.stages[0].payload_kind == "dump"
+        assert p.transform([1.0, 2.0, 3.0]).tolist() == [2.0, 4.0, 6.0]
