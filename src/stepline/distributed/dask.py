@@ -139,7 +139,8 @@ class DaskPipeline(MetaStep):
         key, payload = self._ship(context)
         client = self._client
         futures = client.map(_transform_on_worker, range(len(batches)), batches, step_key=key,
-                             step_name=self.wrapped.name, payload=payload, owner=self.name, pure=False)
+                             step_name=self.wrapped.name, payload=payload, owner=self.name, pure=False,
+                             signer=_signer())
         try:
             if self.show_progress:
                 progress = Progress(self.show_progress, len(futures), self.name)
@@ -239,9 +240,20 @@ _LOADED: dict[str, tuple] = {}
 _LOADED_LOCK = threading.Lock()
 
 
-def _step_on_worker(key: str, name: str, payload):
-    """The step of ``key`` on this worker: loaded and set up on first use, then kept."""
-    with _LOADED_LOCK:
+def _signer() -> str:
+    """The public key the dumps this process saves are signed with (DESIGN §5a)."""
+    from stepline.trust.keys import local_public_key_hex
+    return local_public_key_hex()
+
+
+def _step_on_worker(key: str, name: str, payload, signer: str | None = None):
+    """The step of ``key`` on this worker: loaded and set up on first use, then kept.
+
+    The dump is verified against ``signer``, the client's public key, sent over the channel
+    that already carries the client's code: a worker on another machine trusts what the
+    client saved, and nothing else."""
+    from stepline.trust.store import trusting_keys
+    with _LOADED_LOCK, trusting_keys([signer] if signer else []):
         entry = _LOADED.get(key)
         if entry is None:
             if not _LOADED:
@@ -257,9 +269,10 @@ def _step_on_worker(key: str, name: str, payload):
         return entry
 
 
-def _transform_on_worker(index: int, batch, *, step_key: str, step_name: str, payload, owner: str):
+def _transform_on_worker(index: int, batch, *, step_key: str, step_name: str, payload, owner: str,
+                         signer: str | None = None):
     data_inputs, expected_outputs = batch
-    step, _, context = _step_on_worker(step_key, step_name, payload)
+    step, _, context = _step_on_worker(step_key, step_name, payload, signer)
     try:
         container = step.handle_transform(DataContainer(data_inputs, expected_outputs), context)
         return container.data_inputs, container.expected_outputs
