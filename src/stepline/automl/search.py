@@ -27,6 +27,7 @@ __all__ = ["AutoML"]
 
 _TRACEBACK_CHARS = 4000
 _DRIVER_ATTR = "stepline_driver"
+_FAILURES_IN_A_ROW = 10  # (or n_trials, if more) failed trials in a row stop the search
 
 
 def _optuna():
@@ -149,10 +150,12 @@ class AutoML:
     def _set_best(self, optuna) -> None:
         complete = self.study_.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if not complete:
-            failed = self.study_.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-            last = failed[-1].user_attrs.get("error", "no error recorded") if failed else "no trial ran"
+            trials = self.study_.get_trials(deepcopy=False)
+            counts = {state.name: sum(t.state == state for t in trials) for state in {t.state for t in trials}}
+            errors = [t.user_attrs["error"] for t in trials if "error" in t.user_attrs]
+            last = f"; the last error: {errors[-1]}" if errors else ""
             raise RuntimeError(f"AutoML: no trial completed in study {self.study_.study_name!r} "
-                               f"({len(failed)} failed; the last error: {last})")
+                               f"(trials by state: {counts}){last}")
         best = max(complete, key=lambda t: t.value)
         self.best_trial_ = best
         self.best_score_ = best.value
@@ -262,7 +265,7 @@ class _Loop:
                 self._abandon_running()
 
     def _fill(self) -> None:
-        limit = max(self.search.n_trials, 5)
+        limit = max(self.search.n_trials, _FAILURES_IN_A_ROW)
         while (len(self.running) < self.runner.capacity
                and self.finished + len(self.running) < self.search.n_trials
                and self.failed_in_a_row < limit

@@ -71,14 +71,14 @@ def run_trial(template, number: int, params: dict, data: TrialData,
 def _cross_validate(template, params: dict, data: TrialData, report, collected: list) -> float:
     from stepline.steps.sklearn import SklearnEstimatorAdapter
     scores = []
-    epochs = _EpochCounter(report, collected)
-    for train, test in data.splits:
+    for fold, (train, test) in enumerate(data.splits):
         step = copy.deepcopy(template)
         if params:
             step.set_hyperparams(params)
         estimator = SklearnEstimatorAdapter(step)
+        listener = _EpochCounter(report, collected) if fold == 0 else _ignore
         try:
-            with listening_to_epochs(epochs):
+            with listening_to_epochs(listener):
                 estimator.fit(take_rows(data.X, train), take_rows(data.y, train))
             scores.append(float(data.scorer(estimator, take_rows(data.X, test), take_rows(data.y, test))))
         finally:
@@ -89,9 +89,13 @@ def _cross_validate(template, params: dict, data: TrialData, report, collected: 
     return value
 
 
+def _ignore(record: dict) -> None:
+    """Epochs of the later splits: not reported (their step numbers would start again at 1)."""
+
+
 class _EpochCounter:
-    """Turns epoch records into intermediate scores: ``-val_loss`` (or ``-loss``), so that
-    greater is better as for the final score; steps count on across the folds."""
+    """Turns the epoch records of the first split into intermediate scores at steps 1, 2, …:
+    ``-val_loss`` (or ``-loss``), so that greater is better as for the final score."""
 
     def __init__(self, report: Optional[Reporter], collected: list):
         self.report, self.collected, self.step = report, collected, 0
