@@ -260,7 +260,8 @@ class _Loop:
                         self._tell(result)
                         if result.state != FAIL:
                             bar.update(1)
-                            bar.set_postfix(best=self._best(), refresh=False)
+                            if not bar.disable:  # best_value reads the storage: only for a bar
+                                bar.set_postfix(best=self._best(), refresh=False)
             finally:
                 self._abandon_running()
 
