@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from stepline.automl import AutoML  # noqa: E402
 from stepline.base import BaseStep  # noqa: E402
 from stepline.demo import build_pipeline  # noqa: E402
-from stepline.hyperparams.distributions import Boolean, FixedHyperparameter, LogUniform  # noqa: E402
+from stepline.hyperparams.distributions import Boolean, FixedHyperparameter, LogUniform, Uniform  # noqa: E402
 from stepline.pipeline import Pipeline  # noqa: E402
 from stepline.steps.sklearn import SKLearnWrapper  # noqa: E402
 
@@ -131,6 +131,38 @@ class Exiter(BaseStep):
         return data_inputs
 
 
+class Unloadable(BaseStep):
+    """Loads only in the process that built it: a worker cannot load the dump."""
+
+    def __init__(self):
+        super().__init__()
+        self.built_in = os.getpid()
+
+    def __setstate__(self, state):
+        if state.get("built_in") != os.getpid():
+            raise RuntimeError("this step cannot be loaded here")
+        super().__setstate__(state)
+
+    def transform(self, data_inputs):
+        return data_inputs
+
+
+class Epochs(BaseStep):
+    """Trains 20 "epochs", each reported; the loss stays high when ``rate`` is low."""
+
+    def __init__(self):
+        super().__init__(hyperparams={"rate": 0.5}, hyperparams_space={"rate": Uniform(0.0, 1.0)})
+
+    def fit(self, data_inputs, expected_outputs=None):
+        from stepline.core.epochs import report_epoch
+        for epoch in range(1, 21):
+            report_epoch({"epoch": epoch, "loss": 10 * (1 - self.hyperparams["rate"]) + 1 / epoch})
+        return self
+
+    def transform(self, data_inputs):
+        return data_inputs
+
+
 def test_failed_trials_are_recorded_with_their_error_and_the_search_goes_on(cancer):
     X, y = cancer
     p = build_pipeline(0)  # liblinear refuses penalty="l1" with dual=True
@@ -165,6 +197,14 @@ def test_a_worker_that_dies_fails_its_trial_not_the_search(digits, caplog):
     assert (frame["state"] == "COMPLETE").sum() == 4
     assert search.best_params_["Exiter__die"] is False
     assert "died" in caplog.text
+
+
+def test_a_worker_that_cannot_load_the_dump_stops_the_search_with_its_error(digits):
+    from stepline.automl.workers import WorkerStartError
+    X, y = digits
+    p = Pipeline([Unloadable(), SKLearnWrapper(LogisticRegression(max_iter=300), {"C": LogUniform(1e-3, 10.0)})])
+    with pytest.raises(WorkerStartError, match="could not load the pipeline.*cannot be loaded here"):
+        AutoML(p, cv=2, n_trials=2, n_jobs=2, show_progress=False).fit(X, y)
 
 
 def test_bad_arguments_are_named():
@@ -294,6 +334,21 @@ def test_the_best_pipeline_is_saved_and_predicts_the_same_in_a_fresh_process(can
 
 
 # ------------------------------------------------------------------ pruning
+
+def test_pruning_decides_live_for_trials_in_worker_processes():
+    X, y = np.zeros((20, 1)), np.zeros(20)
+    search = AutoML(Pipeline([Epochs()]), scoring=lambda est, X, y: est.step["Epochs"].hyperparams["rate"],
+                    cv=0.5, n_trials=6, sampler="random", seed=0, n_jobs=2, refit=False, show_progress=False,
+                    pruner=optuna.pruners.ThresholdPruner(lower=-5.0, n_warmup_steps=3)).fit(X, y)
+    by_state = {}
+    for trial in search.study_.trials:
+        by_state.setdefault(trial.state.name, []).append(trial)
+    assert by_state.get("PRUNED") and by_state.get("COMPLETE")
+    for trial in by_state["PRUNED"]:  # loss > 5 once the warm-up is over: stopped at step 3
+        assert sorted(trial.intermediate_values) == [1, 2, 3] and trial.params["Epochs__rate"] < 0.55
+    for trial in by_state["COMPLETE"]:
+        assert sorted(trial.intermediate_values) == list(range(1, 21)) and trial.params["Epochs__rate"] > 0.45
+
 
 def test_pruning_stops_a_torch_step_trial():
     pytest.importorskip("torch")

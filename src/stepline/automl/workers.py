@@ -22,6 +22,7 @@ import logging
 import multiprocessing
 import shutil
 import tempfile
+import traceback
 import uuid
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
@@ -75,10 +76,18 @@ class SequentialRunner:
 
 # ------------------------------------------------------------------ local processes
 
+class WorkerStartError(RuntimeError):
+    """A worker process could not load the pipeline's dump or the trials' data."""
+
+
 def _process_worker(connection, folder: str, name: str, data_blob: bytes) -> None:
     """A worker process: load the dump once, then run the trials the driver sends."""
-    template = load_template(folder, name)
-    data = cloudpickle.loads(data_blob)
+    try:
+        template = load_template(folder, name)
+        data = cloudpickle.loads(data_blob)
+    except Exception as error:  # noqa: BLE001 - reported to the driver, which raises it
+        connection.send(("broken", f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
+        return
     while True:
         try:
             message = connection.recv()
@@ -138,6 +147,9 @@ class ProcessRunner:
             message = worker.connection.recv()
         except (EOFError, OSError):
             return self._replace(worker)
+        if message[0] == "broken":
+            raise WorkerStartError(f"stepline.automl: a worker process could not load the pipeline "
+                                   f"{self._args[1]!r} from its dump: {message[1]}")
         if message[0] == "report":
             _, number, step, value = message
             worker.connection.send(bool(report(number, step, value)))
