@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from stepline.core.errors import InvalidStepNameError
+from stepline.core.errors import HyperparameterError, InvalidStepNameError
 from stepline.core.mode import call_mode, inference
 from stepline.core.naming import validate_name
 from stepline.core.step import BaseStep
@@ -254,6 +254,26 @@ class SklearnEstimatorAdapter(BaseEstimator):
         self.step = step
 
     # -- scikit-learn protocol
+    def set_params(self, **params) -> "SklearnEstimatorAdapter":
+        """``step=`` replaces the step; every other key is one of the step's hyperparameters,
+        with or without the ``step__`` prefix (``C`` of ``LogisticRegression``:
+        ``LogisticRegression__C`` or ``step__LogisticRegression__C``), so the keys of
+        ``step.get_hyperparams_space().to_flat_dict()`` work as a search space as they are."""
+        if "step" in params:
+            self.step = params.pop("step")
+        prefixed = {key[len("step__"):]: value for key, value in params.items() if key.startswith("step__")}
+        bare = {key: value for key, value in params.items() if not key.startswith("step__")}
+        if (prefixed or bare) and self.step is None:
+            raise ValueError(f"cannot set {sorted(params)} on SklearnEstimatorAdapter(step=None)")
+        if bare:  # an unknown bare key is scikit-learn's "Invalid parameter"
+            try:
+                self.step.set_hyperparams(bare)
+            except HyperparameterError as error:
+                raise ValueError(f"Invalid parameter for {type(self).__name__}: {error}") from error
+        if prefixed:
+            self.step.set_hyperparams(prefixed)
+        return self
+
     def __sklearn_clone__(self):
         return type(self)(None if self.step is None else _unfitted_copy(self.step))
 
