@@ -220,3 +220,43 @@ class InProcess:
 
     def post(self, path, **kwargs):
         return self.request("POST", path, **kwargs)
+
+
+class SlowStep(BaseStep):
+    """Passes data through after ``delay`` seconds, first touching the file ``started`` (a request in flight)."""
+
+    def __init__(self, started="", delay=0.0, name=None):
+        super().__init__(hyperparams={"started": started, "delay": delay}, name=name)
+
+    def transform(self, data_inputs):
+        if self.hyperparams["started"]:
+            Path(self.hyperparams["started"]).touch()
+        time.sleep(self.hyperparams["delay"])  # the work of a slow model, not a synchronisation
+        return data_inputs
+
+
+class SetupCounter(BaseStep):
+    """Passes data through; ``setup`` and ``teardown`` each append a line to the file ``log``."""
+
+    def __init__(self, log="", name=None):
+        super().__init__(hyperparams={"log": log}, name=name)
+
+    def _note(self, event):
+        with open(self.hyperparams["log"], "a") as f:
+            f.write(f"{event} {os.getpid()}\n")
+
+    def setup(self, context=None):
+        self._note("setup")
+        return self
+
+    def transform(self, data_inputs):
+        return data_inputs
+
+    def teardown(self):
+        self._note("teardown")
+        return self
+
+
+def with_steps(pipeline, *steps):
+    """``pipeline``'s steps followed by ``steps`` ((name, step) pairs), same name."""
+    return Pipeline([*steps, *pipeline.items()]).set_name(pipeline.name)

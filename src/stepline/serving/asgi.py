@@ -160,20 +160,23 @@ class _Server:
 
     async def _infer(self, request):
         live = self._version_for(request)
-        body = await self._body(request)
-        decoded = protocol.parse_infer_request(body, request.headers.get(protocol.HEADER_LENGTH))
+        decoded = protocol.parse_infer_request(await self._body(request), request.headers.get(protocol.HEADER_LENGTH))
         available = tensors.output_names(live)
         wanted = decoded.outputs or [(name, decoded.binary_output) for name in available]
         for i, (name, _) in enumerate(wanted):
             if name not in available:
                 raise RequestError(f"outputs[{i}].name: unknown output {name!r}; this model has {available}")
         data = tensors.data_from_tensors(decoded.inputs, live)
-        outputs = []
-        for name, _ in wanted:
-            result = await self._predict(data, proba=name == tensors.PROBABILITIES)
-            outputs.append(tensors.as_output_tensor(name, result))
+        while True:
+            outputs, versions = [], set()
+            for name, _ in wanted:
+                version, result = await self._predict(data, proba=name == tensors.PROBABILITIES)
+                outputs.append(tensors.as_output_tensor(name, result))
+                versions.add(version)
+            if len(versions) == 1:  # else a reload came between two outputs: both again, from the new one
+                break
         body, headers = protocol.encode_infer_response(
-            self.model.name, self.model.live.digest, decoded.id, outputs, {n for n, binary in wanted if binary})
+            self.model.name, versions.pop(), decoded.id, outputs, {n for n, binary in wanted if binary})
         from starlette.responses import Response
         return Response(body, headers=headers)
 
@@ -188,7 +191,7 @@ class _Server:
         data = decoded.data
         if not hasattr(data, "columns"):
             data = tensors.data_from_array(data, live, "body.inputs")
-        result = await self._predict(data, decoded.proba)
+        _, result = await self._predict(data, decoded.proba)
         return _json({"predictions": tensors.to_jsonable(result)})
 
     async def _predict(self, data, proba: bool):
@@ -199,9 +202,9 @@ class _Server:
         return await asyncio.get_running_loop().run_in_executor(self.executor, self._run, data, proba)
 
     def _run(self, data, proba: bool):
-        """On a pool thread: the live version's outputs for ``data``."""
+        """On a pool thread: ``(digest, outputs)`` of the live version for ``data``."""
         with self.model.use() as version:
-            return version.predict_proba(data) if proba else version.predict(data)
+            return version.digest, (version.predict_proba(data) if proba else version.predict(data))
 
     # ------------------------------------------------------------ plumbing
     async def _body(self, request) -> bytes:

@@ -23,7 +23,11 @@ class _Queue:
 
 
 class Batcher:
-    """Stack concurrent requests into one call of ``run(data, proba)`` on ``executor``."""
+    """Stack concurrent requests into one call of ``run(data, proba)`` on ``executor``.
+
+    ``run`` returns ``(tag, outputs)`` (the tag: the version that computed them); each
+    request gets ``(tag, its rows of outputs)``.
+    """
 
     def __init__(self, run, executor, max_batch_size: int, max_latency_s: float, metrics=None):
         if max_batch_size < 1:
@@ -74,7 +78,8 @@ class Batcher:
             await _settle(future, loop.run_in_executor(self.executor, self.run, data, proba))
             return
         try:
-            outputs = await loop.run_in_executor(self.executor, self.run, concatenate([d for d, _ in items]), proba)
+            tag, outputs = await loop.run_in_executor(self.executor, self.run, concatenate([d for d, _ in items]),
+                                                      proba)
             if len(outputs) != sum(len(d) for d, _ in items):
                 raise ValueError("the pipeline returned a different number of rows than it was given")
         except Exception:  # one bad request must not fail the others: predict each alone
@@ -85,7 +90,7 @@ class Batcher:
         for data, future in items:
             stop = start + len(data)
             if not future.done():
-                future.set_result(outputs[start:stop])
+                future.set_result((tag, outputs[start:stop]))
             start = stop
 
 
