@@ -20,11 +20,11 @@ import numpy as np
 
 from stepline.core.context import ExecutionContext
 from stepline.core.data import DataContainer
+from stepline.core.mode import inference
 from stepline.core.step import BaseTransformer
+from stepline.saving.manifest import MANIFEST_NAME as MANIFEST
 
 logger = logging.getLogger("stepline.serving")
-
-MANIFEST = "stepline.json"
 
 
 class ModelLoadError(RuntimeError):
@@ -42,22 +42,13 @@ class PredictionError(ValueError):
 
 # ------------------------------------------------------------------ the dump's version
 def dump_digest(folder) -> str:
-    """The root digest of the dump in ``folder`` (its version); raises OSError while it is missing.
-
-    Uses :func:`stepline.saving.manifest.root_digest` when the saving package has it,
-    else BLAKE3 over every manifest of the tree (each names its files' digests).
-    """
-    folder = Path(folder)
-    from stepline.saving import manifest
-    root_digest = getattr(manifest, "root_digest", None)
-    if root_digest is not None:
-        return str(root_digest(folder))
-    import blake3
-    hasher = blake3.blake3()
-    hasher.update((folder / MANIFEST).read_bytes())  # OSError when no dump is there (yet)
-    for path in sorted(folder.rglob(MANIFEST)):
-        hasher.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
-    return hasher.hexdigest()
+    """The root digest of the dump in ``folder`` (its version); OSError while no dump is there."""
+    from stepline.saving.errors import StepLoadError
+    from stepline.saving.manifest import root_digest
+    try:
+        return root_digest(folder)
+    except StepLoadError as error:  # between the two renames of an atomic save, or removed
+        raise FileNotFoundError(str(error)) from error
 
 
 def load_dump(folder, trusted: bool = False):
@@ -71,14 +62,13 @@ def load_dump(folder, trusted: bool = False):
 
 # ------------------------------------------------------------------ one loaded version
 class LoadedVersion:
-    """A dump loaded and set up once, in inference mode; counts the calls inside it."""
+    """A dump loaded and set up once; counts the calls inside it."""
 
     def __init__(self, folder: Path, digest: str, trusted: bool = False):
         self.folder = Path(folder)
         self.digest = digest
         try:
             step = load_dump(self.folder, trusted)
-            step.set_train(False)
             step.setup(ExecutionContext(self.folder.parent))
         except Exception as error:
             raise ModelLoadError(f"{self.folder}: {type(error).__name__}: {error}") from error
@@ -117,7 +107,8 @@ class LoadedVersion:
         if not self.has_proba:
             raise PredictionError(None, TypeError("the last step has no predict_proba"))
         try:
-            return np.asarray(_predict_proba(self.step, data))
+            with inference():
+                return np.asarray(_predict_proba(self.step, data))
         except Exception as error:
             raise PredictionError(failing_step(error), error) from error
 
@@ -272,12 +263,21 @@ class ServedModel:
             logger.error("refused the new dump at %s (version %s); still serving %s: %s",
                          self.path, digest[:12], self.live.digest[:12], error)
             return False
+        if self._digest_or_none() != digest:  # saved again while loading: the next check takes that one
+            new.teardown()
+            return False
         with self._swap_lock:
             old, self.live = self.live, new
         self.reloads += 1
         logger.info("reloaded %s: version %s replaces %s", self.name, digest[:12], old.digest[:12])
         threading.Thread(target=old.teardown, name="stepline-teardown", daemon=True).start()
         return True
+
+    def _digest_or_none(self):
+        try:
+            return dump_digest(self.path)
+        except OSError:
+            return None
 
     def _watch_loop(self) -> None:
         while not self._stopped.wait(self.poll_interval):

@@ -66,7 +66,7 @@ def _csv(path, batch_size):
 
 def _jsonl(path, batch_size):
     import pandas
-    with pandas.read_json(path, lines=True, chunksize=batch_size) as reader:
+    with pandas.read_json(path, lines=True, chunksize=batch_size, precise_float=True) as reader:
         yield from reader
 
 
@@ -191,9 +191,10 @@ def output_columns(outputs: np.ndarray, version, proba: bool) -> list[str]:
 
 
 def _prepare(batch, version):
-    """A DataFrame batch as the pipeline takes it: the frame if it knows column names, else its values."""
+    """A DataFrame batch as the pipeline takes it: the frame if it knows column names, else its values
+    (row-major, as arrays read any other way are: the memory order changes the last bits of a float result)."""
     if hasattr(batch, "columns") and not version.feature_names:
-        return batch.to_numpy()
+        return np.ascontiguousarray(batch.to_numpy())
     return batch
 
 
