@@ -136,7 +136,7 @@ BAD_REQUESTS = [
     ("wrong method", "GET", "/predict", b"", {}, 405, "not allowed"),
     ("deep JSON", "POST", "/predict", b"[" * 100000 + b"]" * 100000, {}, 413, "over the limit"),
     ("deep JSON under the limit", "POST", "/predict", b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", {}, 400,
-     "nested deeper"),
+     "nested too deeply"),
 ]
 
 
