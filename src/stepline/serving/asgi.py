@@ -189,7 +189,9 @@ class _Server:
         if decoded.proba and not live.has_proba:
             raise RequestError("body.params.proba: the model's last step has no predict_proba")
         data = decoded.data
-        if not hasattr(data, "columns"):
+        if hasattr(data, "columns"):
+            data = tensors.from_frame(data, live)
+        else:
             data = tensors.data_from_array(data, live, "body.inputs")
         _, result = await self._predict(data, decoded.proba)
         return _json({"predictions": tensors.to_jsonable(result)})

@@ -191,11 +191,8 @@ def output_columns(outputs: np.ndarray, version, proba: bool) -> list[str]:
 
 
 def _prepare(batch, version):
-    """A DataFrame batch as the pipeline takes it: the frame if it knows column names, else its values
-    (row-major, as arrays read any other way are: the memory order changes the last bits of a float result)."""
-    if hasattr(batch, "columns") and not version.feature_names:
-        return np.ascontiguousarray(batch.to_numpy())
-    return batch
+    from stepline.serving.tensors import from_frame
+    return from_frame(batch, version) if hasattr(batch, "columns") else batch
 
 
 def score(version, batch, first_row: int, proba: bool, source: str):

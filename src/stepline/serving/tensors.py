@@ -65,6 +65,14 @@ def data_from_array(array: np.ndarray, version, where: str):
     return array
 
 
+def from_frame(frame, version):
+    """A DataFrame as the pipeline takes it: as is when it was fitted on named columns, else its
+    values (row-major, like arrays read any other way: memory order changes a float result's last bits)."""
+    if version.feature_names:
+        return frame
+    return np.ascontiguousarray(frame.to_numpy())
+
+
 def _strings(array: np.ndarray, where: str) -> np.ndarray:
     """BYTES elements (bytes) decoded to ``str``; other arrays unchanged."""
     if array.dtype != object:
