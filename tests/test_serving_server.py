@@ -236,3 +236,21 @@ def test_serve_refuses_a_folder_that_is_not_a_dump(tmp_path):
 def test_garbage_bodies_never_get_a_5xx_from_the_real_server(bc_server, body, path):
     response = httpx.post(bc_server.url + path, content=body)
     assert response.status_code < 500, (body, response.text)
+
+
+def test_two_workers_each_set_up_once_and_tear_down_on_sigterm(tmp_path):
+    log = tmp_path / "lifecycle.log"
+    folder = h.save(h.with_steps(h.sklearn_pipeline(name="m"), ("counter", h.SetupCounter(str(log)))), tmp_path)
+    expected = h.sklearn_pipeline().predict(X[:5]).tolist()
+    server = h.Server(folder, "--workers", "2", "--poll-interval", "0").wait_ready()
+    deadline = time.monotonic() + 60
+    while len(log.read_text().splitlines()) < 2:  # the second worker may still be starting
+        assert time.monotonic() < deadline, server.log
+        time.sleep(0.05)
+    with httpx.Client(base_url=server.url) as http:
+        assert all(http.post("/predict", json={"inputs": X[:5].tolist()}).json()["predictions"] == expected
+                   for _ in range(10))
+    server.stop()
+    events = sorted(line.split()[0] for line in log.read_text().splitlines())
+    assert events == ["setup", "setup", "teardown", "teardown"]
+    assert len({line.split()[1] for line in log.read_text().splitlines()}) == 2  # two processes

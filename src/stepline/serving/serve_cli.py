@@ -38,14 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _options(args) -> dict:
     return {"path": os.path.abspath(args.path), "model_name": args.model_name, "trusted": args.trust,
             "max_batch_size": args.max_batch_size, "max_latency_ms": args.max_latency_ms,
-            "max_body_size": args.max_body_size, "threads": args.threads, "poll_interval": args.poll_interval}
+            "max_body_size": args.max_body_size, "threads": args.threads, "poll_interval": args.poll_interval,
+            "log_level": args.log_level}
 
 
 def app_from_environment():
     """The app described by ``$STEPLINE_SERVE_OPTIONS`` (how uvicorn's worker processes build it)."""
     from stepline.serving.asgi import app
     options = json.loads(os.environ[OPTIONS_VARIABLE])
+    _configure_logging(options.pop("log_level", "info"))  # worker processes start with no handlers
     return app(options.pop("path"), **options)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
 
 
 def _check(args) -> str | None:
@@ -72,7 +78,7 @@ def run(args) -> int:
     except ImportError:
         print("stepline serve needs Starlette and uvicorn: pip install 'stepline[serve]'", file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    _configure_logging(args.log_level)
     os.environ[OPTIONS_VARIABLE] = json.dumps(_options(args))
     uvicorn.run("stepline.serving.serve_cli:app_from_environment", factory=True, host=args.host,
                 port=args.port, workers=args.workers, log_level=args.log_level, access_log=False,
