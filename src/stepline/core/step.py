@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from stepline.core.context import ExecutionContext
 from stepline.core.data import DataContainer
+from stepline.core.handler_hooks import install_handler_hooks
 from stepline.core.lifecycle import install_lifecycle_guards, trivial_fit
+from stepline.core.neuraxle_api import NeuraxleStepAPI
 from stepline.core.naming import validate_name
 from stepline.core.step_hyperparams import HyperparamsMixin
 from stepline.hyperparams.space import SEPARATOR, HyperparameterSamples, HyperparameterSpace
@@ -11,7 +13,7 @@ from stepline.hyperparams.space import SEPARATOR, HyperparameterSamples, Hyperpa
 _LIFECYCLE_FLAGS = ("is_initialized", "_stepline_lifecycle_busy", "_stepline_setup_context")
 
 
-class BaseTransformer(HyperparamsMixin):
+class BaseTransformer(HyperparamsMixin, NeuraxleStepAPI):
     """The root of every step: lifecycle, hyperparameters, savers, handlers.
 
     Subclass it (or :class:`BaseStep`) and override ``transform`` (and ``fit`` when
@@ -30,6 +32,7 @@ class BaseTransformer(HyperparamsMixin):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         install_lifecycle_guards(cls)
+        install_handler_hooks(cls)  # Neuraxle's _will_process/_fit_data_container… when a class defines them
 
     def __init__(self, hyperparams=None, hyperparams_space=None, name=None, savers=None):
         self.name = validate_name(type(self).__name__ if name is None else name)

@@ -1,0 +1,91 @@
+"""Methods every step has under Neuraxle's names (``with_context``, ``mutate``, ``_assert`` …).
+
+:class:`NeuraxleStepAPI` is a base of :class:`~stepline.core.step.BaseTransformer`; it
+holds only what Neuraxle code calls on a step and stepline spells otherwise, so that
+ported steps run unchanged.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+
+from stepline.core.context import ExecutionContext, ExecutionPhase
+
+logger = logging.getLogger("stepline")
+
+
+def _equal(a, b) -> bool:
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except Exception:  # noqa: BLE001 - objects NumPy cannot compare: fall back to ==
+        return bool(a == b)
+
+
+class NeuraxleStepAPI:
+    """Neuraxle's spelling of step calls stepline has (mixed into every step)."""
+
+    def __call__(self, data_inputs):
+        """``step(x)`` is ``step.transform(x)``."""
+        return self.transform(data_inputs)
+
+    def with_context(self, context: ExecutionContext):
+        """This step bound to ``context``: ``fit``/``transform``/``save`` use that context."""
+        from stepline.core.with_context import StepWithContext
+        return StepWithContext(self, context)
+
+    def _invalidate(self):
+        return self.invalidate()
+
+    # ----------------------------------------------------------- assertions
+    def _assert(self, condition: bool, err_message: str, context: ExecutionContext | None = None) -> None:
+        """Log ``err_message`` when ``condition`` is false and raise, except in the PROD phase."""
+        if condition:
+            return
+        logger.error(err_message)
+        phase = getattr(context, "execution_phase", ExecutionPhase.UNSPECIFIED)
+        if phase != ExecutionPhase.PROD:
+            raise AssertionError(err_message)
+
+    def _assert_equals(self, a, b, err_message: str, context: ExecutionContext | None = None) -> None:
+        self._assert(_equal(a, b), err_message, context)
+
+    # ----------------------------------------------------------- handlers
+    def handle_predict(self, data_container, context):
+        """Transform in inference mode (train-only steps pass data through), then restore the mode."""
+        was_train = self.is_train
+        self.set_train(False)
+        try:
+            return self.handle_transform(data_container, context)
+        finally:
+            self.set_train(was_train)
+
+    def handle_inverse_transform(self, data_container, context):
+        """``inverse_transform`` on a data container."""
+        inverse = getattr(self, "inverse_transform", None)
+        if inverse is None:
+            raise NotImplementedError(f"step {self.name!r} ({type(self).__name__}) defines no inverse_transform")
+        data_container.data_inputs = inverse(data_container.data_inputs)
+        return data_container
+
+    # ----------------------------------------------------------- mutation
+    def mutate(self, new_method: str = "inverse_transform", method_to_assign_to: str = "transform",
+               warn: bool = False):
+        """A copy in which ``method_to_assign_to`` calls ``new_method``, on this step and below.
+
+        ``p.mutate(new_method="inverse_transform", method_to_assign_to="transform")``
+        gives a pipeline whose ``transform`` undoes the original one (steps run in
+        reverse order for pipelines). Steps without ``new_method`` stay as they are
+        (a warning names them when ``warn``).
+        """
+        new = copy.copy(self)
+        if hasattr(new, "_mutated_children"):
+            new._mutated_children(new_method, method_to_assign_to, warn)
+        method = getattr(type(new), new_method, None)
+        if method is None:
+            if warn:
+                logger.warning("step %r has no method %r: not mutated", self.name, new_method)
+            return new
+        new.__dict__[method_to_assign_to] = method.__get__(new)
+        return new
