@@ -156,3 +156,8 @@ class FunctionStep(BaseStep):
 
 __all__ = ["NumpyRavel", "NumpyConcatenateInnerFeatures", "NumpyTranspose", "NumpyShapePrinter",
            "MultiplyByN", "AddN", "ToNumpy", "FunctionStep", "concatenate_inner_features"]
+
+
+# Neuraxle's other NumPy steps live in stepline.steps.arrays; importable from here too.
+from stepline.steps.arrays import (NumpyAbs, NumpyArgMax, NumpyFFT, NumpyFlattenDatum, NumpyMax,  # noqa: E402
+                                   NumpyMean, NumpyMedian, NumpyMin, NumpyReshape, OneHotEncoder, ToList)
