@@ -12,6 +12,7 @@ from stepline.core.handle_mixins import (AssertExpectedOutputIsNone, AssertExpec
                                          ForceHandleMixin, ForceHandleOnlyMixin, HandleOnlyMixin,
                                          IdentityHandlerMethodsMixin, TransformHandlerOnlyMixin)
 from stepline.core.mixins import HandlerMixin, Identity, NonFittableMixin, NonTransformableMixin
+from stepline.core.neuraxle_api import _RecursiveArguments
 from stepline.core.step import BaseStep, BaseTransformer
 from stepline.core.with_context import StepWithContext
 from stepline.saving.savers import BaseSaver, ChildrenSaver, JoblibStepSaver

@@ -51,3 +51,11 @@ class Pipeline(TruncableSteps):
         if context is None:
             context = ExecutionContext(self.cache_folder)
         return super().save(context, full_dump=full_dump)
+
+
+def __getattr__(name: str):
+    """``MiniBatchSequentialPipeline`` and ``Joiner`` (Neuraxle's names here), loaded on use."""
+    if name in ("MiniBatchSequentialPipeline", "Joiner"):
+        from stepline.steps import barriers
+        return getattr(barriers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

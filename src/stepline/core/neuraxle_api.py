@@ -89,3 +89,34 @@ class NeuraxleStepAPI:
             return new
         new.__dict__[method_to_assign_to] = method.__get__(new)
         return new
+
+
+class _RecursiveArguments:
+    """Arguments of a recursive call, split per child (Neuraxle's internal helper).
+
+    ``ra[None]`` holds the values for the step itself; ``ra["child"]`` the ones under
+    ``"child__"``, with that prefix removed. Mappings among the keyword arguments
+    (hyperparameters) are split by their flat keys.
+    """
+
+    def __init__(self, ra: "_RecursiveArguments | None" = None, args=None, kwargs=None):
+        if ra is not None:
+            args, kwargs = ra.args, ra.kwargs
+        self.args = list(args or [])
+        self.kwargs = dict(kwargs or {})
+
+    def __getitem__(self, child):
+        from stepline.hyperparams.space import RecursiveDict
+        kwargs = {}
+        for key, value in self.kwargs.items():
+            if isinstance(value, dict):
+                flat = RecursiveDict(value).to_flat_dict()
+                if child is None:
+                    part = {k: v for k, v in flat.items() if "__" not in k}
+                else:
+                    prefix = f"{child}__"
+                    part = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+                kwargs[key] = type(value)(part) if isinstance(value, RecursiveDict) else part
+            else:
+                kwargs[key] = value
+        return _RecursiveArguments(args=self.args, kwargs=kwargs)

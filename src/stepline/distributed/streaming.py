@@ -384,3 +384,9 @@ def _join_features(parts: list):
 
 __all__ = ["SequentialQueuedPipeline", "ParallelQueuedFeatureUnion", "StreamingWorkerError",
            "StreamingSetupError", "_ProducerConsumerMixin", "_ProducerConsumerStepSaver"]
+
+
+# Neuraxle's names for the same things (and its internals, which stepline does not have).
+BaseQueuedPipeline = _QueuedSteps
+from stepline.distributed.neuraxle_internals import (ParallelWorkersWrapper, QueuedMinibatchTask,  # noqa: E402
+                                                     WorkersJoiner)

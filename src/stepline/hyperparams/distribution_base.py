@@ -187,6 +187,10 @@ class ContinuousDistribution(HyperparameterDistribution):
     def __contains__(self, value: Any) -> bool:
         return _is_real(value) and math.isfinite(value) and self.min() <= value <= self.max()
 
+    def var(self) -> float:
+        """Variance (``std() ** 2``)."""
+        return self.std() ** 2
+
 
 class DiscreteDistribution(HyperparameterDistribution):
     """A distribution over countably many values."""
@@ -198,6 +202,14 @@ class DiscreteDistribution(HyperparameterDistribution):
     @abstractmethod
     def probabilities(self) -> dict:
         """Every value of the support mapped to its probability."""
+
+    def pdf(self, value: Any) -> float:
+        """Neuraxle's name for :meth:`pmf` on discrete distributions."""
+        return self.pmf(value)
+
+    def var(self) -> float:
+        """Variance (``std() ** 2``), where the values are numbers."""
+        return self.std() ** 2
 
 
 # --------------------------------------------------------------------------- JSON

@@ -28,6 +28,14 @@ __all__ = [
 
 
 
+def get_index_in_list_with_bool(choice_list: list, value: Any) -> int:
+    """The index of ``value`` in ``choice_list``, where ``True`` is not ``1`` (Neuraxle's helper)."""
+    for i, choice in enumerate(choice_list):
+        if choice == value and isinstance(choice, bool) == isinstance(value, bool):
+            return i
+    raise ValueError(f"{value!r} is not in {choice_list!r}")
+
+
 def __getattr__(name: str) -> Any:
     """Load :class:`ScipyDistribution` (and with it, on use, scipy) only when asked for."""
     if name == "ScipyDistribution":

@@ -186,3 +186,6 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"hyperparameter value {value!r} of type {type(value).__name__} is not JSON serialisable")
+
+
+FlatDict = dict  # Neuraxle's name for a flat ``{"a__b": value}`` mapping (a type hint)

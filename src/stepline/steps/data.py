@@ -181,3 +181,7 @@ class MiniBatchSequentialPipeline(Pipeline):
 
 
 __all__ = ["DataShuffler", "EpochRepeater", "MiniBatchSequentialPipeline"]
+
+
+# Steps that merge sub-containers live in stepline.steps.sub_containers; importable from here too.
+from stepline.steps.sub_containers import InnerConcatenateDataContainer, ZipBatchDataContainer  # noqa: E402
