@@ -46,6 +46,19 @@ class Pipeline(TruncableSteps):
         self._keep_fitted(fitted)
         return self
 
+    def handle_inverse_transform(self, data_container, context):
+        """Undo the steps, last first, each with its ``inverse_transform``."""
+        context = context.push(self)
+        for step in reversed(self.steps_as_tuple):
+            data_container = step.handle_inverse_transform(data_container, context)
+        return data_container
+
+    def inverse_transform(self, processed_outputs):
+        """The inputs that ``transform`` would map to ``processed_outputs`` (steps undone in reverse)."""
+        from stepline.data_container import DataContainer
+        return self.handle_inverse_transform(DataContainer(data_inputs=processed_outputs),
+                                             ExecutionContext()).data_inputs
+
     def save(self, context: ExecutionContext | None = None, full_dump: bool = False):
         """Save under ``context`` (default: ``ExecutionContext(cache_folder)``)."""
         if context is None:

@@ -70,18 +70,37 @@ class NeuraxleStepAPI:
         return data_container
 
     # ----------------------------------------------------------- mutation
+    def will_mutate_to(self, new_base_step=None, new_method: str | None = None,
+                       method_to_assign_to: str | None = None):
+        """Record a mutation that the next :meth:`mutate` applies: become ``new_base_step``
+        (when given), and/or have ``method_to_assign_to`` call ``new_method``. Returns self."""
+        self.__dict__["_pending_mutation"] = (new_base_step, new_method, method_to_assign_to)
+        return self
+
     def mutate(self, new_method: str = "inverse_transform", method_to_assign_to: str = "transform",
                warn: bool = False):
-        """A copy in which ``method_to_assign_to`` calls ``new_method``, on this step and below.
+        """A copy in which ``method_to_assign_to`` calls ``new_method``, applied down the tree.
 
-        ``p.mutate(new_method="inverse_transform", method_to_assign_to="transform")``
-        gives a pipeline whose ``transform`` undoes the original one (steps run in
-        reverse order for pipelines). Steps without ``new_method`` stay as they are
-        (a warning names them when ``warn``).
+        ``step.mutate(new_method="transform_b", method_to_assign_to="transform")`` makes
+        ``transform`` (and the handlers that call it) run ``transform_b``. A step on which
+        :meth:`will_mutate_to` was called becomes what it recorded instead. Composite steps
+        mutate their children; leaves without ``new_method`` stay as they are (logged when
+        ``warn``). The original step is not changed.
         """
-        new = copy.copy(self)
-        if hasattr(new, "_mutated_children"):
-            new._mutated_children(new_method, method_to_assign_to, warn)
+        pending = self.__dict__.get("_pending_mutation")
+        if pending is not None:
+            base, new_method, method_to_assign_to = pending
+            new = copy.copy(base if base is not None else self)
+            new.__dict__.pop("_pending_mutation", None)
+            if new_method is None:
+                return new
+            method_to_assign_to = method_to_assign_to or "transform"
+        else:
+            new = copy.copy(self)
+        children = new.get_children()
+        if children:
+            new._set_children([child.mutate(new_method, method_to_assign_to, warn) for child in children])
+            return new
         method = getattr(type(new), new_method, None)
         if method is None:
             if warn:

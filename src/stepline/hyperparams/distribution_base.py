@@ -93,16 +93,36 @@ def _check_json_safe(owner: str, name: str, value: Any) -> None:
 
 # ---------------------------------------------------------------------- base classes
 
+def _accepting_null_default_value(init):
+    """``__init__`` that also takes Neuraxle's ``null_default_value=`` keyword and keeps it."""
+    import functools
+    import inspect as _inspect
+    if "null_default_value" in _inspect.signature(init).parameters:
+        return init
+
+    @functools.wraps(init)
+    def __init__(self, *args, null_default_value=None, **kwargs):
+        init(self, *args, **kwargs)
+        if null_default_value is not None:
+            self.null_default_value = null_default_value
+    return __init__
+
+
 class HyperparameterDistribution(ABC):
     """Base of all distributions: sampling, support, equality, repr and JSON."""
 
     #: Whether the distribution has a density (``pdf``) rather than a mass function (``pmf``).
     is_continuous: bool = False
 
+    #: The value the hyperparameter takes when its step is disabled (Neuraxle's argument).
+    null_default_value: Any = None
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not cls.__name__.startswith("_"):
             _REGISTRY.setdefault(cls.__name__, cls)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _accepting_null_default_value(cls.__dict__["__init__"])
 
     def rvs(self, random_state: RandomState = None) -> Any:
         """Draw one value, as a plain Python value."""
