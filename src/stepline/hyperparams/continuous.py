@@ -21,6 +21,8 @@ class Uniform(ContinuousDistribution):
                  max_included: float = None):
         low = min_included if low is None else low
         high = max_included if high is None else high
+        if low is None or high is None:
+            raise TypeError("Uniform() needs low and high (or min_included and max_included)")
         self.low = _number("Uniform", "low", low)
         self.high = _number("Uniform", "high", high)
         if not self.low < self.high:
