@@ -146,6 +146,12 @@ class ExecutionContext:
             raise KeyError(f"no service registered for {getattr(service_abstraction, '__name__', service_abstraction)!r}; "
                            f"registered: {known}") from None
 
+    @property
+    def logger(self):
+        """The ``logging`` logger of the step this context runs (Neuraxle's ``context.logger``)."""
+        import logging
+        return logging.getLogger(".".join(["stepline"] + self.get_names()))
+
     def get_names(self) -> list[str]:
         """The names of the parent steps, outermost first."""
         return [p.name for p in self.parents]

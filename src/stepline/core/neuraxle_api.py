@@ -38,6 +38,12 @@ class NeuraxleStepAPI:
     def _invalidate(self):
         return self.invalidate()
 
+    def _set_hyperparams(self, hyperparams):
+        """Set this step's own values (the root level of ``hyperparams``); Neuraxle's apply target."""
+        from stepline.hyperparams.space import RecursiveDict
+        own = RecursiveDict(hyperparams)[None]
+        return self.set_hyperparams(own) if own else self
+
     # ----------------------------------------------------------- assertions
     def _assert(self, condition: bool, err_message: str, context: ExecutionContext | None = None) -> None:
         """Log ``err_message`` when ``condition`` is false and raise, except in the PROD phase."""
@@ -108,6 +114,34 @@ class NeuraxleStepAPI:
             return new
         new.__dict__[method_to_assign_to] = method.__get__(new)
         return new
+
+
+def neuraxle_apply(step, fn, ra=None, **kwargs):
+    """Neuraxle's ``apply``: call ``fn(step)`` (or ``step.<fn>(**kwargs)``) on the tree.
+
+    Keyword arguments that are mappings are split per child by their flat keys. Returns
+    a ``RecursiveDict``: this step's result (a mapping is merged in, another value is
+    kept under ``""``), and each child's under its name. Steps without the named method
+    are skipped.
+    """
+    from stepline.hyperparams.space import RecursiveDict
+    ra = ra if ra is not None else _RecursiveArguments(kwargs=kwargs)
+    own = ra[None]
+    if isinstance(fn, str):
+        method = getattr(step, fn, None)
+        result = method(*own.args, **own.kwargs) if method is not None else None
+    else:
+        result = fn(step)
+    out = RecursiveDict()
+    if isinstance(result, dict):
+        out.update(result)
+    elif result is not None:
+        dict.__setitem__(out, "", result)
+    for child in step.get_children():
+        sub = neuraxle_apply(child, fn, ra=ra[child.name])
+        for key, value in sub.items():
+            dict.__setitem__(out, f"{child.name}__{key}" if key else child.name, value)
+    return out
 
 
 class _RecursiveArguments:

@@ -116,12 +116,17 @@ class BaseTransformer(HyperparamsMixin, NeuraxleStepAPI):
         """The steps this step holds directly (none for a leaf)."""
         return ()
 
-    def apply(self, fn, context: ExecutionContext | None = None, include_self: bool = True) -> dict:
+    def apply(self, fn, context: ExecutionContext | None = None, include_self: bool = True, **kwargs) -> dict:
         """Call ``fn(step, context)`` on this step and every descendant, parents first.
 
         Returns ``{path: result}`` where ``path`` joins names with ``__`` relative to
         this step (``""`` is this step). Every recursive feature goes through it.
+        Neuraxle's forms also work: ``apply("method_name", **kwargs)`` and
+        ``apply(lambda step: ...)`` (see :func:`stepline.core.neuraxle_api.neuraxle_apply`).
         """
+        if isinstance(fn, str) or kwargs or _takes_one_argument(fn):
+            from stepline.core.neuraxle_api import neuraxle_apply
+            return neuraxle_apply(self, fn, **kwargs)
         out: dict = {}
         self._apply_into(fn, ExecutionContext.of(context), "", out, include_self)
         return out
@@ -215,6 +220,17 @@ class BaseTransformer(HyperparamsMixin, NeuraxleStepAPI):
             lines.extend(child_lines)
         lines.append(indent + "])")
         return lines
+
+
+def _takes_one_argument(fn) -> bool:
+    """Whether ``fn`` is called with the step alone (Neuraxle's ``apply(lambda step: ...)``)."""
+    import inspect
+    try:
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    except (TypeError, ValueError):
+        return False
+    return len(params) == 1
 
 
 class BaseStep(BaseTransformer):

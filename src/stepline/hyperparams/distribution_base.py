@@ -128,8 +128,10 @@ class HyperparameterDistribution(ABC):
         """Draw one value, as a plain Python value."""
         return _plain(self.rvs_many(1, random_state)[0])
 
-    def rvs_many(self, n: int, random_state: RandomState = None) -> Union[np.ndarray, list]:
-        """Draw ``n`` values: a numpy array for numbers, a list for arbitrary choices."""
+    def rvs_many(self, n: int = None, random_state: RandomState = None, *, size: int = None
+                 ) -> Union[np.ndarray, list]:
+        """Draw ``n`` values: a numpy array for numbers, a list for arbitrary choices (``size=``: Neuraxle's name)."""
+        n = size if n is None else n
         if not _is_int(n) or n < 0:
             raise ValueError(f"{type(self).__name__}.rvs_many: n must be an int >= 0, got {n!r}")
         return self._sample(_rng(random_state), int(n))

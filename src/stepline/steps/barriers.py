@@ -23,7 +23,7 @@ class Joiner(NonFittableMixin, BaseStep):
     """A barrier in a :class:`MiniBatchSequentialPipeline`: the steps before it run on batches of
     ``batch_size`` rows, joined here. The last, incomplete batch is dropped unless
     ``keep_incomplete_batch``; it is padded with the default values unless they are
-    :class:`StripAbsentValues` (or both ``None``)."""
+    :class:`StripAbsentValues` (a DataFrame is never padded)."""
 
     def __init__(self, batch_size: int, keep_incomplete_batch: bool = True, default_value_data_inputs=None,
                  default_value_expected_outputs=None, name=None):
@@ -65,6 +65,15 @@ class MiniBatchSequentialPipeline(_PlainMiniBatchPipeline):
         self.default_value_data_inputs = default_value_data_inputs
         self.default_value_expected_outputs = default_value_expected_outputs
 
+    def set_batch_size(self, batch_size: int) -> "MiniBatchSequentialPipeline":
+        """Change the batch size (of the pipeline and of every :class:`Joiner`); returns self."""
+        self.hyperparams["batch_size"] = batch_size
+        for step in self.steps_as_tuple:
+            if isinstance(step, Joiner):
+                step.batch_size = batch_size
+        self._invalidated = True
+        return self
+
     def _segments(self):
         segment = []
         for step in self.steps_as_tuple:
@@ -84,8 +93,8 @@ class MiniBatchSequentialPipeline(_PlainMiniBatchPipeline):
         else:
             size, keep = joiner.batch_size, joiner.keep_incomplete_batch
             d_di, d_eo = joiner.default_value_data_inputs, joiner.default_value_expected_outputs
-        if d_di is None and d_eo is None:
-            d_di = d_eo = StripAbsentValues()  # no defaults given: the last batch stays short
+        if hasattr(as_dact(data_container).data_inputs, "iloc"):
+            d_di = d_eo = StripAbsentValues()  # a DataFrame's last batch stays short: no rows invented
         return as_dact(data_container).minibatches(size, keep, d_di, d_eo)
 
     def _run(self, data_container, context, fit: bool):

@@ -88,7 +88,7 @@ class ColumnTransformer(FeatureUnion):
                  name=None, savers=None):
         branches = []
         for columns, step in column_chooser_steps_as_tuple:
-            branch_name = f"{columns}_{step.name}".replace(" ", "")
+            branch_name = f"{columns}_{step.name}"
             branches.append((branch_name, Pipeline([ColumnsSelectorND(columns, n_dimension=n_dimension), step])))
         super().__init__(branches, joiner=joiner if joiner is not None else NumpyConcatenateInnerFeatures(),
                          n_jobs=n_jobs, name=name, savers=savers)
