@@ -59,13 +59,10 @@ class NeuraxleStepAPI:
 
     # ----------------------------------------------------------- handlers
     def handle_predict(self, data_container, context):
-        """Transform in inference mode (train-only steps pass data through), then restore the mode."""
-        was_train = self.is_train
-        self.set_train(False)
-        try:
+        """Transform in inference mode (train-only steps pass data through), as ``predict`` does."""
+        from stepline.core.mode import inference
+        with inference():
             return self.handle_transform(data_container, context)
-        finally:
-            self.set_train(was_train)
 
     def handle_inverse_transform(self, data_container, context):
         """``inverse_transform`` on a data container."""
