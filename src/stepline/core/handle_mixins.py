@@ -23,7 +23,9 @@ class ForceHandleMixin:
     """Plain calls go through the handlers, under a context of the call's execution mode."""
 
     def __init__(self, cache_folder=None):
-        for hook in _HOOKS_TO_DEFINE:
+        from stepline.core.step import BaseStep
+        needed = _HOOKS_TO_DEFINE if isinstance(self, BaseStep) else ("_transform_data_container",)
+        for hook in needed:
             if getattr(type(self), hook, None) is None:
                 raise NotImplementedError(
                     f"ForceHandleMixin sends fit, transform and fit_transform to the handlers, which call "

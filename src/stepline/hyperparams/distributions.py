@@ -18,12 +18,13 @@ from stepline.hyperparams.discrete import Boolean, Choice, FixedHyperparameter, 
 from stepline.hyperparams.distribution_base import (ContinuousDistribution, DiscreteDistribution,
                                                     HyperparameterDistribution, RandomState,
                                                     distribution_from_json_dict)
+from stepline.hyperparams.mixture import DistributionMixture
 
 __all__ = [
     "RandomState", "HyperparameterDistribution", "ContinuousDistribution",
     "DiscreteDistribution", "FixedHyperparameter", "Boolean", "Choice", "PriorityChoice",
     "RandInt", "Quantized", "Uniform", "LogUniform", "Normal", "LogNormal",
-    "ScipyDistribution", "distribution_from_json_dict",
+    "ScipyDistribution", "distribution_from_json_dict", "DistributionMixture", "get_index_in_list_with_bool",
 ]
 
 

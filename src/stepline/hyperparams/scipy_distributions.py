@@ -117,6 +117,11 @@ class Poisson(_ScipyWrapper):
     def pdf(self, x):
         return self.pmf(x)
 
+    def probabilities(self) -> dict:
+        """Every integer of the support mapped to its probability."""
+        low, high = self.frozen.support()
+        return {int(k): float(self.pmf(k)) for k in range(int(low), int(high) + 1)}
+
 
 class Histogram(_ScipyWrapper):
     """The distribution of a histogram, as ``np.histogram(data, bins)`` returns it."""
@@ -163,13 +168,19 @@ class StdMeanLogNormal(_ScipyWrapper):
                                                     null_default_value=null_default_value))
 
 
+class _Truncated(stats.rv_continuous):
+    """A frozen distribution restricted to ``[a, b]`` and renormalised (picklable)."""
+
+    def __init__(self, base=None, **kwargs):
+        super().__init__(**kwargs)
+        self.base = base
+
+    def _pdf(self, x):
+        return self.base.pdf(x) / (self.base.cdf(self.b) - self.base.cdf(self.a))
+
+
 def _truncated(base, low, high):
-    """``base`` restricted to ``[low, high]`` and renormalised."""
-    class _Truncated(stats.rv_continuous):
-        def _pdf(self, x):
-            mass = base.cdf(high) - base.cdf(low)
-            return base.pdf(x) / mass
-    return _Truncated(a=low, b=high, name="truncated")()
+    return _Truncated(base, a=low, b=high, name="truncated")()
 
 
 __all__ = ["ScipyContinuousDistributionWrapper", "ScipyDiscreteDistributionWrapper", "Gaussian", "Poisson",

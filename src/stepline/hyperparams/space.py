@@ -117,6 +117,10 @@ class RecursiveDict(dict):
         """A plain dict with flat ``"a__b"`` keys."""
         return dict(self.items())
 
+    def iter_flat(self):
+        """The ``(flat key, value)`` pairs (Neuraxle's name)."""
+        return iter(dict(self.items()).items())
+
     def to_nested_dict(self) -> dict:
         """Plain nested dicts: ``{"a": {"b": value}}``."""
         return nest(self, self.separator)
