@@ -405,9 +405,9 @@ def _fingerprint(step) -> str:
 
 
 def _join_features(parts: list):
-    arrays = [np.asarray(p) for p in parts]
-    arrays = [a.reshape(-1, 1) if a.ndim == 1 else a for a in arrays]
-    return np.concatenate(arrays, axis=-1)
+    """Side by side, as FeatureUnion joins: 1-D outputs as columns, DataFrames keep index and columns."""
+    from stepline.steps.numpy import concatenate_inner_features
+    return concatenate_inner_features(parts)
 
 
 __all__ = ["SequentialQueuedPipeline", "ParallelQueuedFeatureUnion", "StreamingWorkerError", "StreamingTimeoutError",
