@@ -25,7 +25,16 @@ def _as_flat(values) -> dict:
 
 
 class HyperparamsMixin:
-    """Hyperparameter API shared by every step (see DESIGN §3 and §6)."""
+    """Hyperparameter API shared by every step (see DESIGN §3 and §6).
+
+    Names are checked against what a step declares (its values and its space): a typo
+    gets an error listing the valid names. A step that declares no hyperparameter at
+    all accepts any name, as in Neuraxle, where steps often read ``self.hyperparams``
+    without declaring them; wrappers whose names come from elsewhere set
+    ``_declares_no_hyperparams = False`` to keep the check.
+    """
+
+    _declares_no_hyperparams = True
 
     # ---- a step's own values: override these two in wrappers of foreign objects ----
     def _get_own_hyperparams(self) -> dict:
@@ -124,6 +133,8 @@ class HyperparamsMixin:
 
     def _validate_names(self, values: Mapping) -> None:
         known = self._own_hyperparam_names()
+        if not known and self._declares_no_hyperparams and not any(SEPARATOR in k for k in values):
+            return  # a step that declares none reads its values as it likes (Neuraxle's steps do)
         unknown = [k for k in values if k not in known]
         if unknown:
             children = [c.name for c in self.get_children()]

@@ -35,7 +35,7 @@ SIGNATURE_NAME = "stepline.sig"
 #: Distribution name -> module name of the libraries always recorded.
 CORE_PACKAGES = {"stepline": "stepline", "numpy": "numpy", "joblib": "joblib", "cloudpickle": "cloudpickle"}
 #: Recorded only when the saving process has imported them.
-OPTIONAL_PACKAGES = {"scikit-learn": "sklearn", "torch": "torch", "dask": "dask"}
+OPTIONAL_PACKAGES = {"scikit-learn": "sklearn", "torch": "torch", "dask": "dask", "pandas": "pandas"}
 
 
 def manifest_digest(raw: bytes) -> str:
