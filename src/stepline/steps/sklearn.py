@@ -117,6 +117,16 @@ class SKLearnWrapper(BaseStep):
         self.hyperparams.update(values)
         self._method = self._transform_method()
 
+    def _hyperparams_snapshot(self, names):
+        params = self.wrapped_sklearn_predictor.get_params(deep=True)
+        return dict(self.hyperparams), {k: params[k] for k in names if k in params}
+
+    def _restore_hyperparams(self, snapshot) -> None:
+        hyperparams, params = snapshot
+        self.wrapped_sklearn_predictor.set_params(**params)
+        super()._restore_hyperparams(hyperparams)
+        self._method = self._transform_method()
+
     # ------------------------------------------------------------------ learning
     def fit(self, data_inputs, expected_outputs=None) -> "SKLearnWrapper":
         est = self.wrapped_sklearn_predictor
