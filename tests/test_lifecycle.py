@@ -261,3 +261,42 @@ def test_a_value_refused_while_applying_puts_back_what_was_applied():
         p.set_hyperparams({"a__multiply_by": 10, "s__with_std": False, "s__with_mean": "refused"})
     assert _state(p) == before
     assert p["s"].wrapped_sklearn_predictor.get_params()["with_std"] is True
+
+
+# ---------------------------------------------------------------- saving a set-up step
+class HoldsALock(NonTransformableMixin, NonFittableMixin, BaseStep):
+    """Creates a lock in setup and lets it go in teardown."""
+
+    def setup(self, context=None):
+        import threading
+        self.lock = threading.Lock()
+        return self
+
+    def teardown(self):
+        self.lock = None
+        return self
+
+
+def test_saving_a_set_up_step_says_what_is_set_up_and_how_to_save_it(tmp_path):
+    from stepline.saving import SaveError
+    p = Pipeline([HoldsALock(name="locker")], name="p")
+    p.transform(np.ones(1))
+    with pytest.raises(SaveError) as error:
+        p.save(CX(tmp_path), full_dump=True)
+    message = str(error.value)
+    assert "'locker'" in message and "'lock'" in message and "is set up" in message
+    assert "teardown()" in message and "saver" in message
+    assert "create it in setup()" not in message  # what the step already does
+    p.teardown()
+    p.save(CX(tmp_path), full_dump=True)
+    assert CX(tmp_path).load("p").transform(np.ones(1)).tolist() == [1]
+
+
+def test_saving_a_step_not_set_up_still_advises_setup_for_what_cannot_be_pickled(tmp_path):
+    import threading
+
+    from stepline.saving import SaveError
+    step = HoldsALock(name="locker")
+    step.lock = threading.Lock()  # made in __init__ or by hand, not by setup
+    with pytest.raises(SaveError, match=r"'lock'.*create it in setup\(\) and release it in teardown\(\)"):
+        step.save(CX(tmp_path), full_dump=True)
