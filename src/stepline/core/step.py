@@ -10,7 +10,8 @@ from stepline.core.step_hyperparams import HyperparamsMixin
 from stepline.core.transitions import LIFECYCLE_STATE
 from stepline.hyperparams.space import SEPARATOR, HyperparameterSamples, HyperparameterSpace
 
-_LIFECYCLE_FLAGS = ("is_initialized", LIFECYCLE_STATE, SETUP_CONTEXT)
+_LIFECYCLE_FLAGS = ("is_initialized", LIFECYCLE_STATE, SETUP_CONTEXT,
+                    "_stepline_saved_to")  # where this process saved the step: not state
 
 
 class BaseTransformer(HyperparamsMixin):
@@ -26,7 +27,8 @@ class BaseTransformer(HyperparamsMixin):
     _needs_fit = False
     is_initialized = False
     is_fitted = False
-    _invalidated = False
+    #: Bumped by every change; a save records it per destination (see stepline.saving).
+    _stepline_revision = 0
 
     @property
     def is_train(self) -> bool:
@@ -172,6 +174,17 @@ class BaseTransformer(HyperparamsMixin):
         """Mark the step changed since its last save."""
         self._invalidated = True
         return self
+
+    @property
+    def _invalidated(self) -> bool:
+        """Changed since the last save or load (any destination); setting it bumps the revision."""
+        return self.__dict__.get("_stepline_changed", False)
+
+    @_invalidated.setter
+    def _invalidated(self, changed: bool) -> None:
+        self.__dict__["_stepline_changed"] = bool(changed)
+        if changed:
+            self.__dict__["_stepline_revision"] = self._stepline_revision + 1
 
     @property
     def is_invalidated(self) -> bool:

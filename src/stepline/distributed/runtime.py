@@ -20,6 +20,7 @@ stragglers, closes every queue, and raises. The worker side lives in
 from __future__ import annotations
 
 import atexit
+import logging
 import multiprocessing
 import multiprocessing.util  # noqa: F401  (imported first: see _abort_all_at_exit)
 import os
@@ -33,9 +34,11 @@ import time
 import weakref
 
 from stepline.core.context import ExecutionContext
-from stepline.distributed.workers import (_ERROR, _STOP, StreamingWorkerError, close_process_queues,
-                                          _ProcessQueue, _RemoteTraceback, _ResultPipe, make_payload,
-                                          worker_main)
+from stepline.distributed.workers import (_ERROR, _STOP, BusyBoard, StreamingTimeoutError, StreamingWorkerError,
+                                          close_process_queues, _ProcessQueue, _RemoteTraceback, _ResultPipe,
+                                          make_payload, worker_main)
+
+log = logging.getLogger(__name__)
 
 _POLL_S = 0.05               # how long the parent waits for a result before it looks around
 _LIVENESS_S = 0.1            # the parent checks its workers at least this often
@@ -45,11 +48,12 @@ _ABORT_JOIN_S = 1.0          # after SIGTERM, wait this long before SIGKILL
 
 # ---------------------------------------------------------------------- runtime
 class _Stage:
-    __slots__ = ("name", "n_workers", "step", "in_q", "payload", "workers", "fingerprint")
+    __slots__ = ("name", "n_workers", "step", "in_q", "payload", "workers", "fingerprint", "first_slot")
 
-    def __init__(self, name, n_workers, step):
+    def __init__(self, name, n_workers, step, first_slot):
         self.name = name
         self.n_workers = n_workers
+        self.first_slot = first_slot  # its workers' slots on the busy board follow
         self.step = step
         self.in_q = None
         self.payload = None
@@ -68,13 +72,17 @@ class WorkerRuntime:
     """The workers and queues of one running streaming step (see the module docstring)."""
 
     def __init__(self, owner_name: str, steps, n_workers, sequential: bool, use_processes: bool,
-                 use_savers: bool, start_method: str | None, max_queued, context: ExecutionContext):
+                 use_savers: bool, start_method: str | None, max_queued, context: ExecutionContext,
+                 timeout_s: float | None = None):
         self.owner_name = owner_name
         self.sequential = sequential
         self.use_processes = use_processes
         self.use_savers = use_savers
         self.mp = multiprocessing.get_context(start_method or "spawn") if use_processes else None
-        self.stages = [_Stage(s.name, n, s) for s, n in zip(steps, n_workers)]
+        firsts = [sum(n_workers[:k]) for k in range(len(n_workers))]
+        self.stages = [_Stage(s.name, n, s, first) for s, n, first in zip(steps, n_workers, firsts)]
+        self.board = BusyBoard(sum(n_workers), self.mp)
+        self.timeout_s = timeout_s
         self.max_queued = max_queued
         # Workers get the context as (root, phase, parent names): holding the parent steps
         # themselves would keep the owner alive from its own finalizer.
@@ -128,8 +136,11 @@ class WorkerRuntime:
         stage = self.stages[k]
         cx_spec = self.context_spec
         for w in range(stage.n_workers):
+            slot = stage.first_slot + w
+            self.board.clear(slot)
             args = (k, w, stage.name, stage.payload, stage.in_q, self._out_q(k), self.result_q, cx_spec,
-                    os.getpid(), self.mp and self.mp.get_start_method(), self.stop_event, self.use_processes)
+                    os.getpid(), self.mp and self.mp.get_start_method(), self.stop_event, self.use_processes,
+                    self.board, slot)
             label = f"stepline:{self.owner_name}/{stage.name}#{w}"
             if self.use_processes:
                 worker = self.mp.Process(target=worker_main, args=args, name=label, daemon=False)
@@ -196,6 +207,10 @@ class WorkerRuntime:
         else:
             self.stop_event.set()
             _join_all(workers, time.monotonic() + _ABORT_JOIN_S)
+            for thread in [t for t in workers if t.is_alive()]:
+                log.warning("%s is still inside its step after the abort of %r and was abandoned (a thread "
+                            "cannot be stopped): it exits when the step returns, and its output is dropped",
+                            thread.name, self.owner_name)
         for stage in self.stages:
             stage.workers = []
         if self._dump_root is not None:
@@ -274,11 +289,31 @@ class WorkerRuntime:
         return out
 
     def _check_workers(self) -> None:
+        """Raise when a worker died, or (with ``timeout_s``) spent too long on one minibatch."""
+        timeout_s = self.timeout_s
         for stage in self.stages:
             for w, worker in enumerate(stage.workers):
                 if not _alive(worker):
                     self._raise_reported_error()
                     raise self._died(stage, w, worker)
+                if timeout_s is not None:
+                    index, busy_s = self.board.read(stage.first_slot + w)
+                    if busy_s is not None and busy_s > timeout_s:
+                        raise self._timed_out(stage, w, worker, index, busy_s)
+
+    def _timed_out(self, stage, w, worker, index, busy_s) -> StreamingTimeoutError:
+        what = f"minibatch {index}" if index is not None else "its setup"
+        if self.use_processes:
+            who, after = f"worker {w} (pid {worker.pid})", "every worker was stopped"
+        else:
+            who = f"worker thread {w}"
+            after = ("the other workers were stopped; this thread cannot be stopped and was abandoned "
+                     "(it exits when the step returns, its output is dropped)")
+        return StreamingTimeoutError(
+            f"step {stage.name!r} in {self.owner_name!r} spent {busy_s:.1f} s on {what} in {who}, "
+            f"over timeout_s={self.timeout_s:g} s; {after}", timeout_s=self.timeout_s,
+            step_name=stage.name, pid=getattr(worker, "pid", None), batch_index=index,
+            phase="setup" if index is None else "timeout")
 
     def _raise_reported_error(self) -> None:
         """A dying worker may have reported why: prefer its error record."""
@@ -306,10 +341,12 @@ class WorkerRuntime:
             who = f"worker {w} (pid {worker.pid})"
         else:
             code, how, who = None, "stopped", f"worker thread {w}"
+        index, _ = self.board.read(stage.first_slot + w)
+        on = f" on minibatch {index}" if index is not None else ""
         return StreamingWorkerError(
-            f"{who} of step {stage.name!r} in {self.owner_name!r} {how} while batches were in flight; "
+            f"{who} of step {stage.name!r} in {self.owner_name!r} {how}{on} while batches were in flight; "
             f"every worker was stopped", step_name=stage.name, exitcode=code,
-            pid=getattr(worker, "pid", None), phase="died")
+            pid=getattr(worker, "pid", None), batch_index=index, phase="died")
 
     def _error(self, msg) -> StreamingWorkerError:
         _, index, stage_idx, worker_no, pid, step_name, type_name, message, tb, cause, phase = msg

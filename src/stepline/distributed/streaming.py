@@ -24,7 +24,7 @@ from stepline.core.context import ExecutionContext
 from stepline.core.step import BaseTransformer
 from stepline.distributed.minibatches import Progress, cut as _cut, join as _join, joined as _joined
 from stepline.distributed.runtime import WorkerRuntime, finalize_with
-from stepline.distributed.workers import StreamingSetupError, StreamingWorkerError
+from stepline.distributed.workers import StreamingSetupError, StreamingTimeoutError, StreamingWorkerError
 from stepline.saving.savers import BaseSaver
 
 _RUNTIME_ATTRS = ("_runtime", "_stale")
@@ -84,7 +84,7 @@ class _QueuedSteps(_ProducerConsumerMixin, TruncableSteps):
 
     def __init__(self, steps, batch_size, n_workers_per_step=1, max_queued_minibatches=None,
                  use_processes=True, use_savers=False, *, start_method=None, show_progress=False,
-                 hyperparams=None, hyperparams_space=None, name=None, savers=None):
+                 timeout_s=None, hyperparams=None, hyperparams_space=None, name=None, savers=None):
         self.n_workers_per_step = _positive_int(n_workers_per_step, "n_workers_per_step")
         items, counts = _parse_stages(steps, self.n_workers_per_step, type(self).__name__)
         super().__init__(items, hyperparams=hyperparams, hyperparams_space=hyperparams_space,
@@ -100,6 +100,7 @@ class _QueuedSteps(_ProducerConsumerMixin, TruncableSteps):
                              f"got {start_method!r}")
         self.start_method = start_method
         self.show_progress = show_progress
+        self.timeout_s = _timeout(timeout_s)
         self.input_queue = None
         self.consumers = []
 
@@ -153,7 +154,8 @@ class _QueuedSteps(_ProducerConsumerMixin, TruncableSteps):
         counts = self.workers_per_stage
         runtime = WorkerRuntime(self.name, steps, [counts[s.name] for s in steps], self._sequential,
                                 self.use_processes, self.use_savers, self.start_method,
-                                self.max_queued_minibatches, ExecutionContext.of(context).push(self))
+                                self.max_queued_minibatches, ExecutionContext.of(context).push(self),
+                                timeout_s=self.__dict__.get("timeout_s"))
         runtime.start()
         finalize_with(self, runtime)
         for stage in runtime.stages:
@@ -241,6 +243,10 @@ class SequentialQueuedPipeline(_QueuedSteps):
       could be pickled (a step that cannot be pickled always travels as a dump).
     - ``start_method``: ``"spawn"`` (default), ``"forkserver"`` or ``"fork"``.
     - ``show_progress``: ``True`` for a progress bar on stderr, or ``callable(done, total)``.
+    - ``timeout_s``: off (``None``) by default; the most seconds a step may spend on one
+      minibatch (or on its setup in a worker). Past it the call raises
+      :class:`StreamingTimeoutError` naming the step and the minibatch, and every worker
+      process is stopped (a thread worker cannot be: it is abandoned, see docs/parallel.md).
 
     ``transform`` streams every stage. ``fit``/``fit_transform`` stream the stages
     that learn nothing and fit each learning stage here, on all its inputs at once;
@@ -337,6 +343,14 @@ def _positive_int(value, what: str) -> int:
     return int(value)
 
 
+def _timeout(value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"timeout_s must be a positive number of seconds or None, got {value!r}")
+    return float(value)
+
+
 _STAGE_FORMS = "step, (name, step), (n_workers, step) or (name, n_workers, step)"
 
 
@@ -382,5 +396,5 @@ def _join_features(parts: list):
     return np.concatenate(arrays, axis=-1)
 
 
-__all__ = ["SequentialQueuedPipeline", "ParallelQueuedFeatureUnion", "StreamingWorkerError",
+__all__ = ["SequentialQueuedPipeline", "ParallelQueuedFeatureUnion", "StreamingWorkerError", "StreamingTimeoutError",
            "StreamingSetupError", "_ProducerConsumerMixin", "_ProducerConsumerStepSaver"]

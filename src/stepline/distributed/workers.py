@@ -23,6 +23,7 @@ import pickle
 import queue
 import select
 import signal
+import struct
 import threading
 import time
 import traceback
@@ -61,6 +62,18 @@ class StreamingWorkerError(SteplineError):
         self.phase = phase
 
 
+class StreamingTimeoutError(StreamingWorkerError):
+    """A step spent longer than the pipeline's ``timeout_s`` on one minibatch (or on its setup).
+
+    Same attributes as :class:`StreamingWorkerError`; ``batch_index`` is the minibatch
+    (``None`` for a setup) and ``timeout_s`` the limit.
+    """
+
+    def __init__(self, message, timeout_s=None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.timeout_s = timeout_s
+
+
 class StreamingSetupError(SteplineError):
     """A step cannot be sent to worker processes (neither pickled nor saved as a dump)."""
 
@@ -74,6 +87,46 @@ class _RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return "\n\n" + self.tb
+
+
+# ------------------------------------------------------------------ busy board
+class BusyBoard:
+    """What each worker is doing, and since when: one slot per worker, written by the worker.
+
+    A slot holds the minibatch index (``SETUP`` while the step is set up, ``IDLE``
+    between minibatches) and the ``time.monotonic()`` at which the step started on it
+    (0 once the step returned and its output is handed on). Shared memory between
+    processes (the monotonic clock is the same in every process), a list with threads.
+    The parent reads it to time steps out and to name the minibatch a dead worker was on.
+    """
+
+    SETUP, IDLE = -1.0, -2.0
+
+    def __init__(self, n_slots: int, ctx=None):
+        size = 2 * n_slots
+        self._cells = ctx.RawArray("d", size) if ctx is not None else [0.0] * size
+        for slot in range(n_slots):
+            self.clear(slot)
+
+    def begin(self, slot: int, index: float) -> None:
+        self._cells[2 * slot] = index
+        self._cells[2 * slot + 1] = time.monotonic()
+
+    def handing_on(self, slot: int) -> None:
+        self._cells[2 * slot + 1] = 0.0
+
+    def clear(self, slot: int) -> None:
+        self._cells[2 * slot + 1] = 0.0
+        self._cells[2 * slot] = self.IDLE
+
+    def read(self, slot: int) -> tuple:
+        """``(minibatch index or None, seconds the step has been on it or None)``."""
+        started = self._cells[2 * slot + 1]
+        index = self._cells[2 * slot]
+        busy_s = time.monotonic() - started if started else None
+        if index == self.SETUP:
+            return None, busy_s
+        return (None if index == self.IDLE else int(index)), busy_s
 
 
 # ----------------------------------------------------------------------- queues
@@ -97,16 +150,29 @@ class _ProcessQueue(multiprocessing.queues.Queue):
 class _ResultPipe:
     """Many writers (the workers), one reader (the parent): the result channel between processes.
 
-    Writes are synchronous (no feeder thread, no second pickling pass: the messages
-    are bytes already), which saves a thread hand-off per minibatch in the worker.
-    Each worker closes its copy of the read end, so a worker whose parent died gets
-    a broken pipe instead of blocking on a full one.
+    Each message is an 8-byte length and the bytes. Writes are synchronous (no feeder
+    thread, no second pickling pass: the messages are bytes already), one message at a
+    time under a lock. The parent never blocks inside a message: it reads what the pipe
+    holds when ``poll`` says there is something, keeps a partial message between calls,
+    and gives up at the timeout, so it sees a worker that died halfway through a message
+    (the pipe never reaches EOF: the parent and the other workers hold write ends).
+    Each worker closes its copy of the read end, so a worker whose parent died gets a
+    broken pipe instead of blocking on a full one.
     """
+
+    _CHUNK = 1 << 16       # a pipe's capacity: what one read can get
+    _DIRECT = 1 << 20      # bodies this large are read straight into their own buffer
 
     def __init__(self, ctx):
         self._reader, self._writer = multiprocessing.Pipe(duplex=False)
         self._wlock = ctx.Lock()
+        self._reset_reader()
+
+    def _reset_reader(self) -> None:
         self._poller = None
+        self._buffer = bytearray()   # bytes read that do not make a whole message yet
+        self._body = None            # a large message being read: its buffer and how much is in
+        self._filled = 0
 
     def __getstate__(self):
         multiprocessing.context.assert_spawning(self)
@@ -114,19 +180,73 @@ class _ResultPipe:
 
     def __setstate__(self, state):
         self._reader, self._writer, self._wlock = state
-        self._poller = None
+        self._reset_reader()
 
     def put(self, blob: bytes, timeout=None) -> None:
+        header = _LENGTH.pack(len(blob))
         with self._wlock:
-            self._writer.send_bytes(blob)
+            fd = self._writer.fileno()
+            if len(blob) < self._CHUNK:
+                _write_all(fd, header + blob)
+            else:  # no copy of a large blob to prepend 8 bytes
+                _write_all(fd, header)
+                _write_all(fd, blob)
 
     def get(self, timeout: float) -> bytes:
+        """The next whole message; ``queue.Empty`` when none is complete by ``timeout``."""
+        message = self._take()
+        if message is not None:
+            return message
         if self._poller is None:  # one poll object for the reader's life (not one selector per call)
             self._poller = select.poll()
             self._poller.register(self._reader.fileno(), select.POLLIN)
-        if not self._poller.poll(timeout * 1000):
-            raise queue.Empty
-        return self._reader.recv_bytes()
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self._poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                raise queue.Empty
+            self._read_some()
+            message = self._take()
+            if message is not None:
+                return message
+            if time.monotonic() >= deadline:
+                raise queue.Empty
+
+    def _read_some(self) -> None:
+        fd = self._reader.fileno()
+        if self._body is not None:
+            n = os.readv(fd, [memoryview(self._body)[self._filled:]])
+        else:
+            chunk = os.read(fd, self._CHUNK)
+            n = len(chunk)
+            self._buffer += chunk
+        if n == 0:
+            raise EOFError("every worker closed the result pipe")
+        if self._body is not None:
+            self._filled += n
+
+    def _take(self):
+        """A whole message out of what was read, or ``None``."""
+        if self._body is not None:
+            if self._filled < len(self._body):
+                return None
+            body, self._body = self._body, None
+            return body
+        buffer = self._buffer
+        if len(buffer) < _LENGTH.size:
+            return None
+        (size,) = _LENGTH.unpack_from(buffer)
+        end = _LENGTH.size + size
+        if len(buffer) >= end:
+            message = bytes(buffer[_LENGTH.size:end])
+            del buffer[:end]
+            return message
+        if size >= self._DIRECT:  # the rest goes straight into the message's own buffer
+            self._body = bytearray(size)
+            have = len(buffer) - _LENGTH.size
+            self._body[:have] = buffer[_LENGTH.size:]
+            self._filled = have
+            buffer.clear()
+        return None
 
     def close_reader(self) -> None:
         self._reader.close()
@@ -134,6 +254,15 @@ class _ResultPipe:
     def close(self) -> None:
         self._reader.close()
         self._writer.close()
+
+
+_LENGTH = struct.Struct("!Q")
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def close_process_queues(queues, grace: float = 0.3) -> None:
@@ -235,9 +364,10 @@ _TERMINATING = False
 
 
 def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q, cx_spec,
-                parent_pid, start_method, stop_event, owns_step):
+                parent_pid, start_method, stop_event, owns_step, board, slot):
     """Body of one worker (process or thread): set up, transform batches, tear down.
 
+    It notes on ``board[slot]`` which minibatch its step is on since when.
     Items are ``(index, stop_after, fit_mode, data_inputs, expected_outputs)``;
     outputs go to the result queue when ``stop_after`` is this stage, else to the
     next stage's queue. ``None`` stops the worker.
@@ -274,13 +404,16 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
 
     step = None
     try:
+        board.begin(slot, board.SETUP)
         step = _materialize(payload)
         context = _context_from(cx_spec)
         if owns_step:
             step.setup(context)
+        board.clear(slot)
     except BaseException as exc:
         if _TERMINATING:
             raise
+        board.clear(slot)
         report(exc, None, "setup")
         while _get(in_q, stopped, is_process) is not _STOP:
             pass
@@ -295,6 +428,7 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
                 if is_process:
                     item = pickle.loads(item)
                 index, stop_after, fit_mode, data_inputs, expected_outputs = item
+                board.begin(slot, index)
                 item = None
                 dc = DataContainer(data_inputs, expected_outputs)
                 if fit_mode:
@@ -308,16 +442,19 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
                 else:  # the next stage's item
                     msg = (index, stop_after, fit_mode, dc.data_inputs, dc.expected_outputs)
                 dc = None
+                board.handing_on(slot)
                 if is_process:
                     phase = "sending the output of"
                     msg = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
             except BaseException as exc:
                 if _TERMINATING:
                     raise
+                board.clear(slot)
                 report(exc, index, phase)
                 continue
             if not _put(result_q if last else out_q, msg, stopped):
                 return
+            board.clear(slot)
     finally:  # also on SIGTERM (an abort): teardown has until the SIGKILL, 1 s later
         if owns_step and step is not None:
             try:
@@ -397,4 +534,4 @@ def _report(result_q, is_process, stage_idx, worker_no, step_name, exc, index, p
         pass
 
 
-__all__ = ["StreamingWorkerError", "StreamingSetupError", "make_payload", "worker_main"]
+__all__ = ["BusyBoard", "StreamingWorkerError", "StreamingTimeoutError", "StreamingSetupError", "make_payload", "worker_main"]

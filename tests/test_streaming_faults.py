@@ -1,0 +1,206 @@
+"""Streaming pipelines under faults: a worker killed while it sends, a step that hangs.
+
+Real worker processes and threads, real signals. Every test has a timeout (a hang
+fails instead of blocking CI) and checks that no worker process survives it.
+"""
+import gc
+import multiprocessing
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+from stepline.base import BaseStep, NonFittableMixin
+from stepline.distributed.streaming import (ParallelQueuedFeatureUnion, SequentialQueuedPipeline,
+                                            StreamingTimeoutError, StreamingWorkerError)
+
+pytestmark = pytest.mark.timeout(60)
+
+MODES = [pytest.param(False, id="threads"), pytest.param(True, id="processes")]
+BIG = 256 << 20  # bytes in the big output
+
+
+# --------------------------------------------------------------------- steps
+class BigOutput(NonFittableMixin, BaseStep):
+    """Row 0 gives a ``BIG``-byte output; row 1 dies (``"die"``) or waits for ever (``"hang"``);
+    other rows pass through."""
+
+    def __init__(self, then="hang"):
+        super().__init__()
+        self.then = then
+
+    def transform(self, data_inputs):
+        if 0 in np.asarray(data_inputs):
+            return [np.ones(BIG, dtype=np.uint8)]
+        if 1 not in np.asarray(data_inputs):
+            return data_inputs
+        if self.then == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
+        threading.Event().wait()  # until the parent kills us
+        return data_inputs
+
+
+class Hangs(NonFittableMixin, BaseStep):
+    """Waits on ``release`` (threads) or for ever (processes) when it sees ``bad``."""
+
+    release = threading.Event()
+
+    def __init__(self, bad=5, name=None):
+        super().__init__(name=name)
+        self.bad = bad
+
+    def transform(self, data_inputs):
+        if self.bad in np.asarray(data_inputs):
+            type(self).release.wait()
+        return np.asarray(data_inputs) + 1
+
+
+class Add(NonFittableMixin, BaseStep):
+    def transform(self, data_inputs):
+        return np.asarray(data_inputs) + 1
+
+
+# -------------------------------------------------------------- leak checks
+def _children():
+    me = psutil.Process()
+    out = []
+    for child in me.children(recursive=True):
+        try:
+            cmd = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if "resource_tracker" not in cmd and "forkserver" not in cmd:
+            out.append(child)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_worker_survives():
+    yield
+    Hangs.release.set()  # a hung thread worker finishes and exits
+    gc.collect()
+    deadline = time.monotonic() + 3
+    while (multiprocessing.active_children() or _children()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert multiprocessing.active_children() == [] and _children() == []
+    threads = [t for t in threading.enumerate() if t.name.startswith("stepline:")]
+    for t in threads:
+        t.join(3)
+    assert not any(t.is_alive() for t in threads)
+    Hangs.release.clear()
+
+
+def _kill_after_reading(pid: int, nbytes: int, killed: dict) -> None:
+    """SIGKILL ``pid`` once this process has read ``nbytes`` more (``/proc/self/io``).
+
+    The parent reads the pipe as the worker writes it, 64 KiB at a time, so this kills
+    the worker in the middle of its message (its own counter only moves when its one
+    large ``write`` returns).
+    """
+    me = psutil.Process()
+    start = me.io_counters().read_chars
+    while True:
+        done = me.io_counters().read_chars - start
+        if done >= nbytes:
+            os.kill(pid, signal.SIGKILL)
+            killed["read"] = done
+            return
+        time.sleep(0.0005)
+
+
+# ------------------------------------------------- a worker killed while it sends
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("fraction", [0.125, 0.5, 1.0], ids=["at-32MiB", "at-128MiB", "after-sending"])
+def test_worker_killed_while_sending_a_large_output_raises_within_seconds(fraction):
+    p = SequentialQueuedPipeline([BigOutput("hang")], batch_size=1)
+    with p.setup():
+        victim = p.consumers[0].pid
+        killed = {}
+        killer = threading.Thread(target=_kill_after_reading, args=(victim, int(BIG * fraction), killed))
+        killer.start()
+        start = time.monotonic()
+        with pytest.raises(StreamingWorkerError, match=f"pid {victim}.*killed by signal SIGKILL") as info:
+            p.transform([0, 1])
+        elapsed = time.monotonic() - start
+        killer.join()
+        assert elapsed < 10.0
+        assert info.value.pid == victim and info.value.exitcode == -signal.SIGKILL
+        if fraction < 1:  # it really died in the middle of the message
+            assert killed["read"] < BIG
+        assert p.consumers == []
+
+
+@pytest.mark.timeout(30)
+def test_worker_killed_before_sending_raises_and_names_the_minibatch():
+    p = SequentialQueuedPipeline([Add(), ("dies", BigOutput("die"))], batch_size=1)
+    with p.setup():
+        with pytest.raises(StreamingWorkerError, match="'dies'.*killed by signal SIGKILL.*minibatch 1") as info:
+            p.transform([1, 0, 3])  # 'dies' sees [2], [1], [4]
+        assert info.value.batch_index == 1 and info.value.step_name == "dies"
+
+
+@pytest.mark.timeout(30)
+def test_a_pipeline_keeps_working_after_a_worker_died_in_a_send():
+    p = SequentialQueuedPipeline([BigOutput("hang")], batch_size=1)
+    with p.setup():
+        killed = {}
+        killer = threading.Thread(target=_kill_after_reading, args=(p.consumers[0].pid, BIG // 4, killed))
+        killer.start()
+        with pytest.raises(StreamingWorkerError):
+            p.transform([0, 1])
+        killer.join()
+        out = p.transform([0])
+        assert out[0].nbytes == BIG
+
+
+# ----------------------------------------------------------------- hung steps
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("use_processes", MODES)
+def test_hung_step_times_out_naming_the_step_and_the_minibatch(use_processes):
+    p = SequentialQueuedPipeline([Add(), ("stuck", 2, Hangs(bad=6))], batch_size=2, timeout_s=0.5,
+                                 use_processes=use_processes)
+    with p.setup():
+        np.testing.assert_array_equal(p.transform(np.arange(4.0)), np.arange(4.0) + 2)
+        start = time.monotonic()
+        with pytest.raises(StreamingTimeoutError, match=r"'stuck'.*minibatch 2.*0\.5 s") as info:
+            p.transform(np.arange(10.0))  # minibatch 2 is [4, 5] -> [5, 6] at 'stuck'
+        assert 0.5 <= time.monotonic() - start < 5.0
+        assert isinstance(info.value, StreamingWorkerError)
+        assert info.value.step_name == "stuck" and info.value.batch_index == 2
+        assert p.consumers == []
+        if use_processes:
+            assert multiprocessing.active_children() == []
+
+
+@pytest.mark.timeout(30)
+def test_timeout_in_a_feature_union_branch():
+    p = ParallelQueuedFeatureUnion([Add(), ("stuck", Hangs(bad=3))], batch_size=1, timeout_s=0.3)
+    with p.setup():
+        with pytest.raises(StreamingTimeoutError, match=r"'stuck'.*minibatch 3"):
+            p.transform(np.arange(6.0))
+
+
+@pytest.mark.timeout(30)
+def test_slow_but_steady_steps_do_not_time_out():
+    class Steady(NonFittableMixin, BaseStep):
+        def transform(self, data_inputs):
+            time.sleep(0.05)
+            return data_inputs
+
+    p = SequentialQueuedPipeline([(2, Steady()), Steady()], batch_size=1, timeout_s=1.0, max_queued_minibatches=2)
+    with p.setup():
+        assert len(p.transform(np.arange(30.0))) == 30  # the whole call takes longer than timeout_s
+
+
+def test_timeout_refuses_bad_values():
+    for bad in (0, -1, "1", True):
+        with pytest.raises(ValueError, match="timeout_s"):
+            SequentialQueuedPipeline([Add()], batch_size=1, timeout_s=bad)
+
+
+def test_timeout_is_off_by_default():
+    assert SequentialQueuedPipeline([Add()], batch_size=1).timeout_s is None
