@@ -174,6 +174,14 @@ def test_a_failed_setup_leaves_the_step_not_set_up_and_the_next_call_retries():
         assert step.setups == 2 and step.is_initialized  # the next caller set it up
 
 
+def test_a_failed_child_setup_leaves_the_pipeline_not_set_up_and_the_retry_sets_up_only_that_child():
+    for _ in range(ROUNDS // 2):
+        p = Pipeline([SlowSetup(name="a"), SlowSetup(call_super=True, fail_first=1, name="b")])
+        outcomes = all_at_once(lambda i: _outcome(p.transform, np.full(2, i)))
+        assert sum(isinstance(o, RuntimeError) for o in outcomes) == 1
+        assert (p["a"].setups, p["b"].setups) == (1, 2) and p.is_initialized
+
+
 def test_a_failed_setup_is_retried_by_the_next_call():
     step = SlowSetup(fail_first=1)
     with pytest.raises(RuntimeError, match="setup 1"):
