@@ -352,3 +352,32 @@ def test_a_set_up_pipeline_saves_and_loads_while_threads_call_it(tmp_path):
     outputs = all_at_once(lambda i: p.save(CX(tmp_path / str(i)), full_dump=True) and p.transform(np.ones(2)))
     assert all(o.tolist() == [3, 3] for o in outputs)
     assert CX(tmp_path / "3").load("p").transform(np.ones(2)).tolist() == [3, 3]
+
+
+def test_a_teardown_that_waits_long_for_a_call_says_so(monkeypatch):
+    import logging
+
+    import stepline.core.transitions as transitions
+    monkeypatch.setattr(transitions, "SLOW_TEARDOWN_S", 0.05)
+    warned = threading.Event()
+    messages = []
+
+    class Seen(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+            warned.set()
+    handler = Seen(level=logging.WARNING)
+    logging.getLogger("stepline.core.transitions").addHandler(handler)
+    step = Gate()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            call = pool.submit(step.transform, 1)
+            assert step.inside.wait(TIMEOUT)
+            teardown = pool.submit(step.teardown)
+            assert warned.wait(TIMEOUT)  # said while the call is still inside
+            assert not teardown.done()
+            step.release.set()
+            assert teardown.result(timeout=TIMEOUT) is step and call.result(timeout=TIMEOUT) == 1
+    finally:
+        logging.getLogger("stepline.core.transitions").removeHandler(handler)
+    assert "teardown of step 'Gate' (Gate) has waited" in messages[0] and "1 call(s)" in messages[0]

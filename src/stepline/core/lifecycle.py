@@ -85,7 +85,7 @@ def _guard_teardown(fn):
                 return self
             lifecycle.closing = me  # new calls of other threads now wait
             try:
-                lifecycle.wait_for_other_calls(me)
+                lifecycle.wait_for_other_calls(me, self)
                 lifecycle.busy = True
                 try:
                     fn(self)
