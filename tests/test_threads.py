@@ -197,14 +197,17 @@ def _outcome(fn, *args):
         return error
 
 
-def test_loaded_torch_pipeline_predicts_its_saved_weights_from_many_threads(tmp_path):
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_loaded_torch_pipeline_predicts_its_saved_weights_from_many_threads(tmp_path, device):
     torch = pytest.importorskip("torch")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
     from stepline.torch import TorchStep
     rng = np.random.default_rng(0)
     X = rng.normal(size=(32, 3)).astype("float32")
     y = X @ np.array([[1.0], [-2.0], [0.5]], dtype="float32")
     p = Pipeline([TorchStep(torch.nn.Linear, module_kwargs={"in_features": 3, "out_features": 1},
-                            hyperparams={"epochs": 3, "device": "cpu"}, name="linear")], name="p")
+                            hyperparams={"epochs": 3, "device": device}, name="linear")], name="p")
     p = p.fit(X, y)
     expected = p.predict(X)
     p.save(CX(tmp_path), full_dump=True)
