@@ -298,11 +298,11 @@ class WorkerRuntime:
                     raise self._died(stage, w, worker)
                 if timeout_s is not None:
                     index, busy_s = self.board.read(stage.first_slot + w)
-                    if busy_s is not None and busy_s > timeout_s:
+                    if index is not None and busy_s is not None and busy_s > timeout_s:  # setups are not timed
                         raise self._timed_out(stage, w, worker, index, busy_s)
 
     def _timed_out(self, stage, w, worker, index, busy_s) -> StreamingTimeoutError:
-        what = f"minibatch {index}" if index is not None else "its setup"
+        what = f"minibatch {index}"
         if self.use_processes:
             who, after = f"worker {w} (pid {worker.pid})", "every worker was stopped"
         else:
@@ -313,7 +313,7 @@ class WorkerRuntime:
             f"step {stage.name!r} in {self.owner_name!r} spent {busy_s:.1f} s on {what} in {who}, "
             f"over timeout_s={self.timeout_s:g} s; {after}", timeout_s=self.timeout_s,
             step_name=stage.name, pid=getattr(worker, "pid", None), batch_index=index,
-            phase="setup" if index is None else "timeout")
+            phase="timeout")
 
     def _raise_reported_error(self) -> None:
         """A dying worker may have reported why: prefer its error record."""

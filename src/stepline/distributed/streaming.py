@@ -244,7 +244,7 @@ class SequentialQueuedPipeline(_QueuedSteps):
     - ``start_method``: ``"spawn"`` (default), ``"forkserver"`` or ``"fork"``.
     - ``show_progress``: ``True`` for a progress bar on stderr, or ``callable(done, total)``.
     - ``timeout_s``: off (``None``) by default; the most seconds a step may spend on one
-      minibatch (or on its setup in a worker). Past it the call raises
+      minibatch (a worker's setup is not timed: imports and models can take long). Past it the call raises
       :class:`StreamingTimeoutError` naming the step and the minibatch, and every worker
       process is stopped (a thread worker cannot be: it is abandoned, see docs/parallel.md).
 

@@ -63,10 +63,10 @@ class StreamingWorkerError(SteplineError):
 
 
 class StreamingTimeoutError(StreamingWorkerError):
-    """A step spent longer than the pipeline's ``timeout_s`` on one minibatch (or on its setup).
+    """A step spent longer than the pipeline's ``timeout_s`` on one minibatch.
 
     Same attributes as :class:`StreamingWorkerError`; ``batch_index`` is the minibatch
-    (``None`` for a setup) and ``timeout_s`` the limit.
+    and ``timeout_s`` the limit.
     """
 
     def __init__(self, message, timeout_s=None, **kwargs):
