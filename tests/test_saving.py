@@ -106,9 +106,9 @@ def test_layout_and_manifest(tmp_path):
     assert manifest["stripped_saver"].endswith("JoblibStepSaver")
     assert {"python", "stepline", "numpy", "joblib", "cloudpickle"} <= set(manifest["versions"])
     for name, record in manifest["files"].items():
-        assert (root / "w1" / name).stat().st_size == record["size"] and len(record["sha256"]) == 64
+        assert (root / "w1" / name).stat().st_size == record["size"] and len(record["blake3"]) == 64
     top = json.loads((root / "stepline.json").read_text())
-    assert top["children"] == ["w1", "mid", "inner", "meta"] and top["savers"] == ["stepline.saving.savers.ChildrenSaver"]
+    assert [c["name"] for c in top["children"]] == ["w1", "mid", "inner", "meta"] and top["savers"] == ["stepline.saving.savers.ChildrenSaver"]
 
 
 def test_round_trip_identical_outputs_and_not_set_up(tmp_path):
@@ -260,7 +260,7 @@ def test_flipped_byte_in_pickle_is_caught_naming_the_file(dump):
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
-    with pytest.raises(CorruptFileError, match=str(target).replace("\\", "\\\\") + ".*SHA-256"):
+    with pytest.raises(CorruptFileError, match=str(target).replace("\\", "\\\\") + ".*BLAKE3"):
         CX(dump).load("p")
 
 
@@ -313,14 +313,27 @@ def test_garbage_manifest(dump):
         CX(dump).load("p")
 
 
+def write_and_reseal(folder, manifest, top):
+    """Rewrite ``folder``'s manifest and every parent's child digest up to ``top`` (a forger's job)."""
+    import blake3
+    (folder / "stepline.json").write_text(json.dumps(manifest))
+    while folder != top:
+        parent = json.loads((folder.parent / "stepline.json").read_text())
+        for child in parent["children"]:
+            if child["name"] == folder.name:
+                child["manifest"] = blake3.blake3((folder / "stepline.json").read_bytes()).hexdigest()
+        (folder.parent / "stepline.json").write_text(json.dumps(parent))
+        folder = folder.parent
+
+
 def test_foreign_pickle_content_is_a_clear_error(dump):
     """A consistent manifest over a file that is not a pickle: never a raw traceback."""
-    import hashlib
+    import blake3
     folder = dump / "p" / "mid"
     (folder / "step.pkl").write_bytes(b"not a pickle at all")
     manifest = json.loads((folder / "stepline.json").read_text())
-    manifest["files"]["step.pkl"] = {"size": 19, "sha256": hashlib.sha256(b"not a pickle at all").hexdigest()}
-    (folder / "stepline.json").write_text(json.dumps(manifest))
+    manifest["files"]["step.pkl"] = {"size": 19, "blake3": blake3.blake3(b"not a pickle at all").hexdigest()}
+    write_and_reseal(folder, manifest, top=dump / "p")
     with pytest.raises(StepLoadError, match="step.pkl.*cannot unpickle"):
         CX(dump).load("p")
 
@@ -563,8 +576,8 @@ def test_mmap_load_returns_memmap_backed_arrays(dump):
 def test_verify_full_rehashes(dump, monkeypatch):
     from stepline.saving import integrity
     calls = []
-    real = integrity.sha256_file
-    monkeypatch.setattr(integrity, "sha256_file", lambda p: calls.append(p) or real(p))
+    real = integrity.file_digest
+    monkeypatch.setattr(integrity, "file_digest", lambda p, *a: calls.append(p) or real(p, *a))
     CX(dump).load("p")
     assert calls == []  # the stat cache vouches for files this machine wrote
     CX(dump).load("p", verify="full")

@@ -506,15 +506,15 @@ def test_weights_files_are_hashed_once_while_written(tmp_path, monkeypatch):
     X, y = regression(64)
     step = mlp_step(epochs=1).fit(X, y)
     hashed = []
-    real = integrity.sha256_file
-    monkeypatch.setattr(integrity, "sha256_file", lambda p: hashed.append(os.path.basename(p)) or real(p))
+    real = integrity.file_digest
+    monkeypatch.setattr(integrity, "file_digest", lambda p, *a: hashed.append(os.path.basename(p)) or real(p, *a))
     step.save(CX(tmp_path), full_dump=True)
     assert not [n for n in hashed if n.startswith(("model", "optimizer"))]
     manifest = json.loads((tmp_path / "mlp" / "stepline.json").read_text())
-    assert manifest["files"]["model.safetensors"]["sha256"] == real(tmp_path / "mlp" / "model.safetensors")
+    assert manifest["files"]["model.safetensors"]["blake3"] == real(tmp_path / "mlp" / "model.safetensors")
     cache = integrity.load_stat_cache(tmp_path / "mlp")  # recorded by the saver as it wrote them
     for name in ("model.safetensors", "model.json", "optimizer.safetensors", "optimizer.json"):
-        assert cache[name][-1] == manifest["files"][name]["sha256"], name
+        assert cache[name][-1] == manifest["files"][name]["blake3"], name
 
 
 # ------------------------------------------------------------------ the tensor files
@@ -546,8 +546,8 @@ def test_the_writer_matches_safetensors_and_its_hash(tmp_path):
     from safetensors.torch import load_file, save_file
     tensors = {"w": torch.randn(300, 70), "b": torch.randn(7).half(), "i": torch.arange(9), "u": torch.ones(3, dtype=torch.uint8)}
     digest, size = tensorfile.write_safetensors(tmp_path / "ours.safetensors", tensors, metadata={"format": "pt"})
-    import hashlib
-    assert digest == hashlib.sha256((tmp_path / "ours.safetensors").read_bytes()).hexdigest()
+    import blake3
+    assert digest == blake3.blake3((tmp_path / "ours.safetensors").read_bytes()).hexdigest()
     assert size == (tmp_path / "ours.safetensors").stat().st_size
     save_file(tensors, tmp_path / "theirs.safetensors", metadata={"format": "pt"})
     ours, theirs = load_file(tmp_path / "ours.safetensors"), load_file(tmp_path / "theirs.safetensors")

@@ -10,19 +10,26 @@ lifecycle methods wrapped once, when the class is created, so that on every path
 - ``transform`` on a step that needs fitting and was never fitted raises
   :class:`NotFittedError`;
 - ``fit`` marks the returned step fitted and changed (invalidated);
+- ``predict`` runs under the inference call mode (:mod:`stepline.core.mode`);
 - a root context given to ``setup`` is kept until ``teardown``: a plain
   ``fit``/``transform`` of a composite passes it to its children's handlers.
 
-Only the outermost call of a ``super()`` chain manages the flags.
+Thread safety (:mod:`stepline.core.transitions`): transitions hold the step's lock, so
+``setup`` runs once however many threads make the first call, and a ``setup`` that
+raises leaves the step not set up for the next call to retry; ``teardown`` waits for
+the calls inside the step. A call on a set-up step takes no lock. Only the outermost
+call of a ``super()`` chain manages the flags.
 """
 from __future__ import annotations
 
 import functools
+from threading import get_ident
 
 from stepline.core.errors import NotFittedError
+from stepline.core.mode import _CALL_MODE
+from stepline.core.transitions import LIFECYCLE_STATE, lifecycle_of
 
 _GUARDED = "__stepline_guarded__"
-_BUSY = "_stepline_lifecycle_busy"
 SETUP_CONTEXT = "_stepline_setup_context"
 
 
@@ -40,20 +47,24 @@ def trivial_fit(fn):
 def _guard_setup(fn):
     @functools.wraps(fn)
     def setup(self, context=None):
-        if self.is_initialized:
+        lifecycle = lifecycle_of(self)
+        if self.is_initialized and not lifecycle.closing:
             return self
-        state = self.__dict__
-        if state.get(_BUSY):  # a super().setup() inside a user's setup
-            fn(self, context)
-            return self
-        state[_BUSY] = True
-        try:
-            fn(self, context)
-        finally:
-            del state[_BUSY]
-        self.is_initialized = True
-        if context is not None and not context.parents:  # a root context: it refers to no step
-            state[SETUP_CONTEXT] = context  # plain fit/transform calls run under it
+        with lifecycle.lock:  # concurrent first calls wait here for the one setup
+            if lifecycle.busy:  # a super().setup() inside a user's setup
+                fn(self, context)
+                return self
+            lifecycle.wait_while_closing(get_ident())
+            if self.is_initialized:  # another thread set it up while this one waited
+                return self
+            lifecycle.busy = True
+            try:
+                fn(self, context)
+            finally:
+                lifecycle.busy = False
+            if context is not None and not context.parents:  # a root context: it refers to no step
+                self.__dict__[SETUP_CONTEXT] = context  # plain fit/transform calls run under it
+            self.is_initialized = True
         return self
     return setup
 
@@ -63,19 +74,49 @@ def _guard_teardown(fn):
     def teardown(self):
         if not self.is_initialized:
             return self
-        state = self.__dict__
-        if state.get(_BUSY):
-            fn(self)
-            return self
-        state[_BUSY] = True
-        try:
-            fn(self)
-        finally:
-            del state[_BUSY]
-        self.is_initialized = False
-        state.pop(SETUP_CONTEXT, None)
+        lifecycle = lifecycle_of(self)
+        with lifecycle.lock:
+            if lifecycle.busy:  # a super().teardown() inside a user's teardown
+                fn(self)
+                return self
+            me = get_ident()
+            lifecycle.wait_while_closing(me)  # another thread's teardown
+            if not self.is_initialized:
+                return self
+            lifecycle.closing = me  # new calls of other threads now wait
+            try:
+                lifecycle.wait_for_other_calls(me)
+                lifecycle.busy = True
+                try:
+                    fn(self)
+                finally:
+                    lifecycle.busy = False
+                self.is_initialized = False
+                self.__dict__.pop(SETUP_CONTEXT, None)
+            finally:
+                lifecycle.closing = None
+                lifecycle.changed.notify_all()
         return self
     return teardown
+
+
+def _enter(step) -> tuple:
+    """Count a call inside ``step`` (set up first if needed); returns ``(lifecycle, thread id)``.
+
+    The fast path, on a set-up step, takes no lock: it appends the thread id and checks.
+    """
+    lifecycle = step.__dict__.get(LIFECYCLE_STATE) or lifecycle_of(step)
+    me = get_ident()
+    lifecycle.calls.append(me)
+    if lifecycle.closing or not step.is_initialized:
+        lifecycle.leave(me)
+        with lifecycle.lock:  # waits for another thread's setup or teardown
+            if me not in lifecycle.calls:  # else this thread's outer call is inside: go on
+                lifecycle.wait_while_closing(me)
+            if not step.is_initialized and not lifecycle.busy:
+                step._lazy_setup()
+            lifecycle.calls.append(me)
+    return lifecycle, me
 
 
 def _not_fitted(step) -> NotFittedError:
@@ -103,9 +144,11 @@ def _guard_fit(fn):
 
     @functools.wraps(fn)
     def fit(self, data_inputs, expected_outputs=None, *args, **kwargs):
-        if not self.is_initialized:
-            self._lazy_setup()
-        fitted = fn(self, data_inputs, expected_outputs, *args, **kwargs)
+        lifecycle, me = _enter(self)
+        try:
+            fitted = fn(self, data_inputs, expected_outputs, *args, **kwargs)
+        finally:
+            lifecycle.leave(me)
         return _mark_fitted(self, fitted, "fit", learns)
     return fit
 
@@ -115,9 +158,11 @@ def _guard_fit_transform(fn):
 
     @functools.wraps(fn)
     def fit_transform(self, data_inputs, expected_outputs=None, *args, **kwargs):
-        if not self.is_initialized:
-            self._lazy_setup()
-        result = fn(self, data_inputs, expected_outputs, *args, **kwargs)
+        lifecycle, me = _enter(self)
+        try:
+            result = fn(self, data_inputs, expected_outputs, *args, **kwargs)
+        finally:
+            lifecycle.leave(me)
         if not (isinstance(result, tuple) and len(result) == 2):
             raise TypeError(
                 f"{type(self).__name__}.fit_transform of step {self.name!r} must return "
@@ -129,14 +174,42 @@ def _guard_fit_transform(fn):
 def _guard_transform(fn):
     @functools.wraps(fn)
     def transform(self, data_inputs, *args, **kwargs):
-        if not self.is_initialized:
-            self._lazy_setup()
-        if self._needs_fit and not self.is_fitted:
-            raise _not_fitted(self)
-        if args or kwargs:
-            return fn(self, data_inputs, *args, **kwargs)
-        return fn(self, data_inputs)  # the hot path: no argument unpacking
+        # the hot path, _enter and StepLifecycle.leave inlined: no lock on a set-up step
+        lifecycle = self.__dict__.get(LIFECYCLE_STATE)
+        me = get_ident()
+        if lifecycle is None or lifecycle.closing or not self.is_initialized:
+            lifecycle, me = _enter(self)
+        else:
+            lifecycle.calls.append(me)
+            if lifecycle.closing:  # a teardown began in between: take the slow path
+                lifecycle.leave(me)
+                lifecycle, me = _enter(self)
+        try:
+            if self._needs_fit and not self.is_fitted:
+                raise _not_fitted(self)
+            if args or kwargs:
+                return fn(self, data_inputs, *args, **kwargs)
+            return fn(self, data_inputs)  # no argument unpacking
+        finally:
+            lifecycle.calls.remove(me)
+            if lifecycle.closing:
+                lifecycle.leave_notify()
     return transform
+
+
+def _guard_predict(fn):
+    transform = _guard_transform(fn)
+
+    @functools.wraps(fn)
+    def predict(self, data_inputs, *args, **kwargs):
+        if _CALL_MODE.get() is False:  # already in inference (a predict inside a predict)
+            return transform(self, data_inputs, *args, **kwargs)
+        token = _CALL_MODE.set(False)  # this call and what it runs, in this thread only
+        try:
+            return transform(self, data_inputs, *args, **kwargs)
+        finally:
+            _CALL_MODE.reset(token)
+    return predict
 
 
 _GUARDS = {
@@ -145,7 +218,7 @@ _GUARDS = {
     "fit": _guard_fit,
     "fit_transform": _guard_fit_transform,
     "transform": _guard_transform,
-    "predict": _guard_transform,
+    "predict": _guard_predict,
 }
 
 

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 from stepline.core.context import ExecutionContext
 from stepline.core.data import DataContainer
-from stepline.core.lifecycle import install_lifecycle_guards, trivial_fit
+from stepline.core.lifecycle import SETUP_CONTEXT, install_lifecycle_guards, trivial_fit
+from stepline.core.mode import _CALL_MODE
 from stepline.core.naming import validate_name
 from stepline.core.step_hyperparams import HyperparamsMixin
+from stepline.core.transitions import LIFECYCLE_STATE
 from stepline.hyperparams.space import SEPARATOR, HyperparameterSamples, HyperparameterSpace
 
-_LIFECYCLE_FLAGS = ("is_initialized", "_stepline_lifecycle_busy", "_stepline_setup_context")
+_LIFECYCLE_FLAGS = ("is_initialized", LIFECYCLE_STATE, SETUP_CONTEXT,
+                    "_stepline_saved_to")  # where this process saved the step: not state
 
 
 class BaseTransformer(HyperparamsMixin):
@@ -24,8 +27,22 @@ class BaseTransformer(HyperparamsMixin):
     _needs_fit = False
     is_initialized = False
     is_fitted = False
-    is_train = True
-    _invalidated = False
+    #: Bumped by every change; a save records it per destination (see stepline.saving).
+    _stepline_revision = 0
+
+    @property
+    def is_train(self) -> bool:
+        """Training (``True``) or inference mode, as the running call sees it.
+
+        The step's own mode (``set_train``), unless the running call imposes one:
+        inside ``predict`` every step is in inference (see ``stepline.core.mode``).
+        """
+        mode = _CALL_MODE.get()
+        return self.__dict__.get("is_train", True) if mode is None else mode
+
+    @is_train.setter
+    def is_train(self, value: bool) -> None:
+        self.__dict__["is_train"] = bool(value)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -89,7 +106,10 @@ class BaseTransformer(HyperparamsMixin):
         return step, step.transform(data_inputs)
 
     def predict(self, data_inputs):
-        """Same as :meth:`transform`."""
+        """:meth:`transform` in inference mode (train-only steps pass data through).
+
+        The mode is the call's, not the tree's: other threads' calls keep their own.
+        """
         return self.transform(data_inputs)
 
     # --------------------------------------------------------------- handlers
@@ -156,6 +176,17 @@ class BaseTransformer(HyperparamsMixin):
         return self
 
     @property
+    def _invalidated(self) -> bool:
+        """Changed since the last save or load (any destination); setting it bumps the revision."""
+        return self.__dict__.get("_stepline_changed", False)
+
+    @_invalidated.setter
+    def _invalidated(self, changed: bool) -> None:
+        self.__dict__["_stepline_changed"] = bool(changed)
+        if changed:
+            self.__dict__["_stepline_revision"] = self._stepline_revision + 1
+
+    @property
     def is_invalidated(self) -> bool:
         """Whether this step or any descendant changed since its last save."""
         return any(self.apply(lambda step, cx: step._invalidated).values())
@@ -193,6 +224,7 @@ class BaseTransformer(HyperparamsMixin):
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self.__dict__.pop(LIFECYCLE_STATE, None)  # a copy never shares its original's lock
 
     # ----------------------------------------------------------------- repr
     def __repr__(self) -> str:

@@ -1,10 +1,16 @@
 """Replace a dump folder all at once, so that an interrupted save loses nothing.
 
 A save writes into a fresh hidden sibling ``.<name>.tmp-<random>/<name>``; only when it
-is complete does the old folder step aside (``.<name>.old-<random>``) and the new one take
-its name. A process killed before that leaves ``final_path`` untouched and a ``.tmp-``
-leftover that the next save removes; one killed between the two renames leaves the
-previous dump complete under ``.old-``, which :func:`resolve_dump_folder` finds.
+is complete does it take the place of the old folder, in one ``renameat2(RENAME_EXCHANGE)``
+(Linux): the new dump and the old one trade names atomically, and the old one, now in
+the temporary folder, is deleted. There is no moment without a complete dump under
+``final_path``: a process killed before the exchange leaves the old dump and a ``.tmp-``
+leftover, one killed after it the new dump and a ``.tmp-`` leftover; the next save cleans
+either. Where the exchange is not available, the old folder steps aside first
+(``.<name>.old-<random>``); a load that finds the name missing renames it back.
+
+A save never deletes what it did not write: a ``final_path`` that is a file, a link or a
+folder without a manifest is refused (:class:`SaveError`).
 
 A save that changes only part of a dump starts from hard links to the current files (no
 data is copied) and replaces what changed, so it is atomic too. Saves to one destination
@@ -15,6 +21,8 @@ without it, concurrent saves to one destination are not supported).
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import logging
 import os
 import secrets
@@ -23,7 +31,7 @@ import warnings
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from .errors import InterruptedSaveWarning
+from .errors import InterruptedSaveWarning, NotADumpError, SaveError
 from .integrity import STAT_CACHE_NAME, trusted_entries, vouch_for
 from .manifest import MANIFEST_NAME
 
@@ -55,19 +63,23 @@ def _remove(path: Path) -> None:
 
 
 @contextmanager
-def atomic_folder(final_path, link_current: bool = False):
+def atomic_folder(final_path, link_current: bool = False, only_over_dumps: bool = False):
     """Yield a fresh temporary folder; on success it replaces ``final_path`` in one rename.
 
     With ``link_current``, the folder starts as a copy of the current ``final_path`` made of
     hard links (files that cannot be linked are copied): write a file only after removing
     the link, never by truncating it, or the current dump changes too. On an exception the
     temporary folder is removed and ``final_path`` is left as it was. Leftovers of earlier
-    interrupted saves are cleaned first; saves to one ``final_path`` take turns.
+    interrupted saves are cleaned first; saves to one ``final_path`` take turns. With
+    ``only_over_dumps``, a ``final_path`` that is not a stepline dump is refused
+    (:func:`refuse_foreign`) rather than replaced.
     """
     final = Path(final_path)
     final.parent.mkdir(parents=True, exist_ok=True)
     with destination_lock(final):
         clean_leftovers(final.parent, final.name)
+        if only_over_dumps:
+            refuse_foreign(final)
         container = _sibling(final, "tmp")
         container.mkdir()
         tmp = container / final.name
@@ -178,8 +190,57 @@ def link_tree(source: Path, target: Path) -> dict[str, dict[str, list]]:
     return vouched
 
 
+def refuse_foreign(final: Path) -> None:
+    """Raise :class:`SaveError` unless ``final`` is absent, an empty folder or a stepline dump."""
+    if not os.path.lexists(final):
+        return
+    if os.path.islink(final):
+        raise SaveError(f"{final}: is a symbolic link, not a stepline dump: refusing to replace it")
+    if not final.is_dir():
+        raise SaveError(f"{final}: is a file, not a stepline dump: refusing to replace it "
+                        f"(move it away or save the step under another name)")
+    if os.path.isfile(final / MANIFEST_NAME):
+        return
+    held = sorted(entry.name for entry in os.scandir(final))
+    if held:
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise SaveError(f"{final}: is a folder that is not a stepline dump (no {MANIFEST_NAME}; it holds "
+                        f"{shown}): refusing to delete it (move it away or save under another name)")
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _load_renameat2():
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return function
+
+
+_renameat2 = _load_renameat2()
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Swap the names of ``a`` and ``b`` in one atomic step; ``False`` where the system cannot."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(b))
+
+
 def _swap_into_place(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``, moving any previous ``final`` aside and then deleting it."""
+    """Give ``tmp`` the name ``final`` in one step, then delete the previous ``final``."""
+    if os.path.lexists(final) and exchange_paths(tmp, final):
+        _remove(tmp)  # the previous dump, now under the temporary name
+        return
     old = None
     if os.path.lexists(final):
         old = _sibling(final, "old")
@@ -207,8 +268,9 @@ def clean_leftovers(parent, name: str) -> list[Path]:
 
 
 def resolve_dump_folder(path) -> Path:
-    """``path``, or, if it is missing after a save died between its two renames, the
-    complete previous dump left at ``.<name>.old-*`` (with an :class:`InterruptedSaveWarning`).
+    """``path``; if it is missing after a save died between the two renames of the fallback
+    swap, the complete previous dump left at ``.<name>.old-*`` is renamed back first (with
+    an :class:`InterruptedSaveWarning`).
     """
     path = Path(path)
     if os.path.lexists(path):
@@ -217,7 +279,13 @@ def resolve_dump_folder(path) -> Path:
     if not complete:
         return path
     found = max(complete, key=lambda p: p.stat().st_mtime_ns)
-    warnings.warn(f"{path} is missing; loading the previous dump {found} that an interrupted "
-                  f"save left behind (the next save to {path} cleans it up)",
-                  InterruptedSaveWarning, stacklevel=2)
-    return found
+    try:
+        os.rename(found, path)
+    except FileNotFoundError:  # another load put it back first
+        pass
+    except OSError as e:
+        raise NotADumpError(f"{path}: missing; an interrupted save left the previous dump at {found}, "
+                            f"which cannot be renamed back ({e.strerror or e})") from e
+    warnings.warn(f"{path} was missing; restored the previous dump {found.name} that an interrupted "
+                  f"save left behind", InterruptedSaveWarning, stacklevel=2)
+    return path

@@ -20,12 +20,17 @@ class ManifestError(StepLoadError):
     """The manifest is unreadable, invalid JSON, of a foreign format or a newer version."""
 
 
+class MixedDumpError(StepLoadError):
+    """A step folder's manifest is not the one its parent's manifest lists (format v2):
+    the folder comes from another save, or was changed after it."""
+
+
 class MissingFileError(StepLoadError):
     """A file listed in the manifest is absent."""
 
 
 class CorruptFileError(StepLoadError):
-    """A file's size or SHA-256 differs from its manifest record."""
+    """A file's size or digest (BLAKE3, SHA-256 in v1 dumps) differs from its manifest record."""
 
 
 class IncompatibleDumpError(StepLoadError):

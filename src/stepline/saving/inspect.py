@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from stepline.saving.errors import StepLoadError
-from stepline.saving.manifest import read_manifest
+from stepline.saving.manifest import child_entries, read_manifest, root_digest
 
 
 def describe_tree(path) -> list[str]:
@@ -15,6 +15,7 @@ def describe_tree(path) -> list[str]:
     manifest = read_manifest(root)
     versions = manifest.get("versions", {})
     lines = [f"{root}  (stepline-dump v{manifest.get('format_version')}, saved {manifest.get('created', '?')})",
+             f"root digest: {root_digest(root)}",
              "versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v)]
     lines.extend(_node_lines(root, manifest, ""))
     return lines
@@ -36,9 +37,9 @@ def _node_lines(folder: Path, manifest: dict, indent: str) -> list[str]:
     by_value = files.get("step.pkl", {}).get("by_value")
     if by_value:
         lines.append(f"{detail}by value (needs Python {files['step.pkl'].get('python')}): {', '.join(by_value)}")
-    for child in manifest.get("children", []):
+    for child, digest in child_entries(manifest, folder):
         try:
-            lines.extend(_node_lines(folder / child, read_manifest(folder / child), detail))
+            lines.extend(_node_lines(folder / child, read_manifest(folder / child, digest), detail))
         except StepLoadError as error:
             lines.append(f"{detail}{child}: MISSING OR BROKEN ({error})")
     return lines

@@ -1,10 +1,11 @@
-"""File records (size + SHA-256), their verification, and the stat cache that spares re-hashing.
+"""File records (size + BLAKE3), their verification, and the stat cache that spares re-hashing.
 
-A record is ``{"size": int, "sha256": hex}``. Verifying a folder against its records
-always checks sizes; contents are hashed unless the *stat cache* vouches for them.
+A record is ``{"size": int, "blake3": hex}`` (format v2); v1 dumps' ``{"size", "sha256"}``
+records still verify. Verifying a folder against its records always checks sizes;
+contents are hashed unless the *stat cache* vouches for them.
 
 The stat cache (``.stepline-verified.json``, never listed in a manifest) works like git's
-index: it maps a file name to ``[size, mtime_ns, ctime_ns, inode, sha256]`` as seen when
+index: it maps a file name to ``[size, mtime_ns, ctime_ns, inode, digest]`` as seen when
 the file was last written or fully hashed. A file whose ``os.stat`` still matches and whose
 cached hash equals the manifest's is trusted. Any write through the filesystem changes the
 ctime, and a copy changes the inode, so such files are hashed again. As in git, an entry
@@ -24,6 +25,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
+import blake3
+
 from .errors import CorruptFileError, ManifestError, MissingFileError, StepLoadError
 from .manifest import MANIFEST_NAME
 
@@ -31,20 +34,59 @@ STAT_CACHE_NAME = ".stepline-verified.json"
 _CACHE_FORMAT = "stepline-stat-cache"
 _HASH_CHUNK = 8 << 20
 _PARALLEL_MIN_BYTES = 1 << 20
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+#: The digest a format-v2 record holds, and the one v1 records held.
+DIGEST = "blake3"
+_ALGORITHMS = ("blake3", "sha256")
+#: Files from this size on are hashed by BLAKE3 on several threads.
+_MULTITHREAD_MIN_BYTES = 4 << 20
 
 
 # ---------------------------------------------------------------- hashing
 
+def new_hasher(size_hint: int = 0):
+    """A BLAKE3 hasher (``update``/``hexdigest``), multi-threaded for big inputs."""
+    if size_hint >= _MULTITHREAD_MIN_BYTES:
+        return blake3.blake3(max_threads=blake3.blake3.AUTO)
+    return blake3.blake3()
+
+
+def digest_bytes(data) -> str:
+    """BLAKE3 hex digest of bytes in memory."""
+    return new_hasher(len(data)).update(data).hexdigest()
+
+
+def file_digest(path, algorithm: str = DIGEST) -> str:
+    """Hex digest of a file (BLAKE3, or ``"sha256"`` for v1 records), read in chunks."""
+    if algorithm == "sha256":
+        return sha256_file(path)
+    size = os.stat(path).st_size
+    digest = new_hasher(size)
+    _read_into(path, digest, size)
+    return digest.hexdigest()
+
+
 def sha256_file(path) -> str:
-    """SHA-256 hex digest of a file, read in chunks."""
+    """SHA-256 hex digest of a file, read in chunks (v1 records)."""
     digest = hashlib.sha256()
-    chunk = bytearray(_HASH_CHUNK)
+    _read_into(path, digest, _HASH_CHUNK)
+    return digest.hexdigest()
+
+
+def _read_into(path, digest, size: int) -> None:
+    chunk = bytearray(min(max(size, 1), _HASH_CHUNK))
     view = memoryview(chunk)
     with open(path, "rb", buffering=0) as f:
         while n := f.readinto(chunk):
             digest.update(view[:n])
-    return digest.hexdigest()
+
+
+def record_digest(record: dict) -> tuple[str, str]:
+    """``(algorithm, hex)`` of a well-formed file record."""
+    for algorithm in _ALGORITHMS:
+        if algorithm in record:
+            return algorithm, record[algorithm]
+    raise KeyError("no digest")
 
 
 def workers_for(count: int) -> int:
@@ -52,12 +94,14 @@ def workers_for(count: int) -> int:
     return max(1, min(count, os.cpu_count() or 1, 8))
 
 
-def _hash_files(paths: list[Path], total_bytes: int) -> list[str]:
-    """Hash files, in parallel threads when there is enough to gain."""
+def _hash_files(paths: list[Path], total_bytes: int, algorithms=None) -> list[str]:
+    """Hash files (BLAKE3 unless ``algorithms`` says otherwise per file), in parallel
+    threads when there is enough to gain."""
+    algorithms = algorithms or [DIGEST] * len(paths)
     if len(paths) < 2 or total_bytes < _PARALLEL_MIN_BYTES:
-        return [sha256_file(p) for p in paths]
+        return [file_digest(p, a) for p, a in zip(paths, algorithms)]
     with ThreadPoolExecutor(workers_for(len(paths))) as pool:
-        return list(pool.map(sha256_file, paths))
+        return list(pool.map(file_digest, paths, algorithms))
 
 
 # ---------------------------------------------------------------- records
@@ -72,9 +116,13 @@ def check_records(files, folder) -> None:
         if not name or name.startswith("/") or "\\" in name or ".." in parts or name == STAT_CACHE_NAME:
             raise ManifestError(f"{where}: invalid file name {name!r} in 'files'")
         if not (isinstance(record, dict) and type(record.get("size")) is int and record["size"] >= 0
-                and isinstance(record.get("sha256"), str) and _SHA256_HEX.fullmatch(record["sha256"])):
+                and _has_digest(record)):
             raise ManifestError(f"{where}: malformed record for {name!r}: {record!r} "
-                                f"(expected {{'size': int, 'sha256': 64 hex digits}})")
+                                f"(expected {{'size': int, 'blake3': 64 hex digits}})")
+
+
+def _has_digest(record: dict) -> bool:
+    return any(isinstance(record.get(a), str) and _HEX64.fullmatch(record[a]) for a in _ALGORITHMS)
 
 
 def cached_records(folder, names) -> dict[str, dict]:
@@ -91,7 +139,7 @@ def cached_records(folder, names) -> dict[str, dict]:
     fresh = {n: stat_entry(stats[n], d) for n, d in zip(todo, digests)}
     if fresh:
         update_stat_cache(folder, fresh, settle=True)
-    return {n: {"size": stats[n].st_size, "sha256": (fresh.get(n) or cache[n])[4]} for n in names}
+    return {n: {"size": stats[n].st_size, DIGEST: (fresh.get(n) or cache[n])[4]} for n in names}
 
 
 def verify_files(folder, files: dict, verify=True) -> None:
@@ -110,17 +158,19 @@ def verify_files(folder, files: dict, verify=True) -> None:
     if not verify:
         return
     cache = {} if verify == "full" else load_stat_cache(folder)
-    todo = [n for n in names if not _trusted(cache.get(n), stats[n], files[n]["sha256"])]
+    expected = {n: record_digest(files[n]) for n in names}
+    todo = [n for n in names if not _trusted(cache.get(n), stats[n], expected[n][1])]
     if not todo:
         return
     try:
-        digests = _hash_files([folder / n for n in todo], sum(stats[n].st_size for n in todo))
+        digests = _hash_files([folder / n for n in todo], sum(stats[n].st_size for n in todo),
+                              [expected[n][0] for n in todo])
     except OSError as e:
         raise StepLoadError(f"{e.filename}: cannot read ({e.strerror or e})") from e
     for name, digest in zip(todo, digests):
-        expected = files[name]["sha256"]
-        if digest != expected:
-            raise CorruptFileError(f"{folder / name}: SHA-256 mismatch (manifest {expected[:12]}…, "
+        algorithm, wanted = expected[name]
+        if digest != wanted:
+            raise CorruptFileError(f"{folder / name}: {algorithm.upper()} mismatch (manifest {wanted[:12]}…, "
                                    f"file {digest[:12]}…): the file was modified or corrupted")
     update_stat_cache(folder, {n: stat_entry(stats[n], d) for n, d in zip(todo, digests)})
 
@@ -128,12 +178,14 @@ def verify_files(folder, files: dict, verify=True) -> None:
 def _checked_stat(path: Path, size: int) -> os.stat_result:
     """``os.stat`` of a listed file, raising a clear error if it is absent or mis-sized."""
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError as e:
         raise MissingFileError(f"{path}: missing: the manifest lists this file ({size} bytes) "
                                f"but it is absent") from e
     except OSError as e:
         raise StepLoadError(f"{path}: cannot stat ({e.strerror or e})") from e
+    if stat.S_ISLNK(st.st_mode):
+        raise CorruptFileError(f"{path}: is a symbolic link: links inside a dump are refused")
     if not stat.S_ISREG(st.st_mode):
         raise CorruptFileError(f"{path}: not a regular file")
     if st.st_size != size:
@@ -145,9 +197,9 @@ def _checked_stat(path: Path, size: int) -> os.stat_result:
 
 # ---------------------------------------------------------------- stat cache
 
-def stat_entry(st: os.stat_result, sha256: str) -> list:
-    """The cache entry ``[size, mtime_ns, ctime_ns, inode, sha256]`` for a stat result."""
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, sha256]
+def stat_entry(st: os.stat_result, digest: str) -> list:
+    """The cache entry ``[size, mtime_ns, ctime_ns, inode, digest]`` for a stat result."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, digest]
 
 
 def trusted_entries(folder) -> dict[str, list]:
@@ -182,8 +234,8 @@ def vouch_for(folder, vouched: dict[str, list]) -> None:
         update_stat_cache(folder, entries, settle=True)
 
 
-def _trusted(entry, st: os.stat_result, sha256: str) -> bool:
-    return entry is not None and entry == stat_entry(st, sha256)
+def _trusted(entry, st: os.stat_result, digest: str) -> bool:
+    return entry is not None and entry == stat_entry(st, digest)
 
 
 def load_stat_cache(folder) -> dict[str, list]:

@@ -2,6 +2,12 @@
 
 A manifest is plain JSON (``stepline.json``) so that anything, ``json`` alone included,
 can read what a dump holds without unpickling it.
+
+Format v2 makes a dump a Merkle tree: a manifest lists every file with its BLAKE3 digest
+and every child as ``{"name": ..., "manifest": <BLAKE3 of the child's stepline.json>}``,
+so the digest of the root manifest (:func:`root_digest`) identifies the whole tree, and a
+child folder from another save no longer matches its parent. v1 manifests (children as
+plain names, SHA-256 file digests) still load.
 """
 
 from __future__ import annotations
@@ -17,16 +23,38 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from .errors import ManifestError, NotADumpError, VersionMismatchWarning
+from .errors import ManifestError, MixedDumpError, NotADumpError, VersionMismatchWarning
 
 MANIFEST_NAME = "stepline.json"
 FORMAT = "stepline-dump"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: The one file a dump's root step folder may hold besides what its manifest lists:
+#: the signature of the root digest, written by :mod:`stepline.trust`.
+SIGNATURE_NAME = "stepline.sig"
 
 #: Distribution name -> module name of the libraries always recorded.
 CORE_PACKAGES = {"stepline": "stepline", "numpy": "numpy", "joblib": "joblib", "cloudpickle": "cloudpickle"}
 #: Recorded only when the saving process has imported them.
 OPTIONAL_PACKAGES = {"scikit-learn": "sklearn", "torch": "torch", "dask": "dask"}
+
+
+def manifest_digest(raw: bytes) -> str:
+    """BLAKE3 hex digest of a manifest's bytes."""
+    from .integrity import digest_bytes
+    return digest_bytes(raw)
+
+
+def root_digest(step_folder) -> str:
+    """The Merkle root of the dump at ``step_folder``: BLAKE3 (hex) of its ``stepline.json`` bytes.
+
+    Format v2 manifests list their children's manifest digests, so this one digest
+    identifies the whole tree.
+    """
+    path = Path(step_folder) / MANIFEST_NAME
+    try:
+        return manifest_digest(path.read_bytes())
+    except OSError as e:
+        raise NotADumpError(f"{step_folder}: cannot read {MANIFEST_NAME} ({e.strerror or e})") from e
 
 
 def write_manifest(folder, data: dict) -> dict:
@@ -49,23 +77,34 @@ def write_manifest(folder, data: dict) -> dict:
     return full
 
 
-def read_manifest(folder) -> dict:
+def read_manifest(folder, expected_digest: str | None = None) -> dict:
     """Read and check ``folder/stepline.json``.
 
-    Raises :class:`NotADumpError` when the folder or the manifest is missing and
-    :class:`ManifestError` when the manifest is unreadable, invalid, foreign or newer.
+    Raises :class:`NotADumpError` when the folder or the manifest is missing,
+    :class:`ManifestError` when the manifest is unreadable, invalid, foreign or newer, and
+    :class:`MixedDumpError` when ``expected_digest`` (the one the parent manifest lists)
+    differs from the manifest's BLAKE3.
     """
     folder = Path(folder)
     path = folder / MANIFEST_NAME
+    for link in (folder, path):
+        if os.path.islink(link):
+            raise NotADumpError(f"{link}: is a symbolic link: links inside a dump are refused")
     if not folder.is_dir():
         reason = "not a folder" if folder.exists() else "no such folder"
         raise NotADumpError(f"{folder}: {reason}: there is no stepline dump here")
     if not path.is_file():
         raise NotADumpError(f"{folder}: not a stepline dump (no {MANIFEST_NAME}){_hint_children(folder)}")
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        raw = path.read_bytes()
     except OSError as e:
         raise ManifestError(f"{path}: cannot read the manifest ({e.strerror or e})") from e
+    if expected_digest is not None and manifest_digest(raw) != expected_digest:
+        raise MixedDumpError(f"{folder}: this step folder is not the one its parent's manifest lists "
+                             f"(manifest digest {manifest_digest(raw)[:12]}…, parent expects "
+                             f"{expected_digest[:12]}…): it comes from another save or was changed")
+    try:
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ManifestError(f"{path}: invalid JSON ({e}): the manifest is corrupted") from e
     _check_format(path, data)
@@ -73,6 +112,41 @@ def read_manifest(folder) -> dict:
         from .integrity import check_records
         check_records(data["files"], folder)
     return data
+
+
+def child_entries(manifest: dict, folder) -> list[tuple[str, str | None]]:
+    """``[(child name, manifest digest or None for v1)]`` of a checked manifest.
+
+    Raises :class:`ManifestError` on a malformed list or a name that is not one safe
+    path component (so nothing reads outside the dump).
+    """
+    children = manifest.get("children", [])
+    where = Path(folder) / MANIFEST_NAME
+    if not isinstance(children, list):
+        raise ManifestError(f"{where}: 'children' must be a list, not {type(children).__name__}")
+    entries = []
+    for child in children:
+        if isinstance(child, dict) and manifest.get("format_version", 1) >= 2:
+            name, digest = child.get("name"), child.get("manifest")
+            if not (isinstance(digest, str) and len(digest) == 64):
+                raise ManifestError(f"{where}: child {child!r} has no manifest digest")
+        elif isinstance(child, str):
+            name, digest = child, None
+        else:
+            raise ManifestError(f"{where}: malformed child entry {child!r}")
+        if not is_safe_component(name):
+            raise ManifestError(f"{where}: invalid child name {name!r}: not a single folder name inside the dump")
+        entries.append((name, digest))
+    if len({n for n, _ in entries}) != len(entries):
+        raise ManifestError(f"{where}: two children share one name")
+    return entries
+
+
+def is_safe_component(name) -> bool:
+    """Whether ``name`` is one path component a dump may hold: not empty, ``.``/``..``,
+    hidden, a separator, a NUL or the manifest's own name."""
+    return (isinstance(name, str) and bool(name) and not name.startswith(".") and name != MANIFEST_NAME
+            and not any(c in name for c in "/\\\0"))
 
 
 def _check_format(path: Path, data) -> None:

@@ -9,7 +9,6 @@ source; the stream's record then notes them and the Python version they need.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
@@ -24,8 +23,8 @@ import numpy as np
 
 from .errors import (CorruptFileError, IncompatibleDumpError, ManifestError, NotADumpError,
                      StepLoadError, UnpicklingError)
-from .integrity import (check_records, stat_entry, update_stat_cache, verify_files,
-                        workers_for)
+from .integrity import (DIGEST, check_records, new_hasher, stat_entry, update_stat_cache,
+                        verify_files, workers_for)
 
 STREAM_NAME = "step.pkl"
 PROTOCOL = 5
@@ -47,7 +46,7 @@ def buffer_name(index: int) -> str:
 # ---------------------------------------------------------------- writing
 
 def write_object(obj, folder) -> dict[str, dict]:
-    """Pickle ``obj`` into ``folder``; return ``{filename: {"size", "sha256"}}``.
+    """Pickle ``obj`` into ``folder``; return ``{filename: {"size", "blake3"}}``.
 
     Files are hashed from memory in worker threads while the main thread writes them.
     """
@@ -59,7 +58,7 @@ def write_object(obj, folder) -> dict[str, dict]:
     digests = _write_and_hash(folder, names, datas)
     stats = [os.stat(folder / n) for n in names]
     update_stat_cache(folder, {n: stat_entry(s, d) for n, s, d in zip(names, stats, digests)}, settle=True)
-    records = {n: {"size": d.nbytes, "sha256": h} for n, d, h in zip(names, datas, digests)}
+    records = {n: {"size": d.nbytes, DIGEST: h} for n, d, h in zip(names, datas, digests)}
     if by_value:
         records[STREAM_NAME].update(python=platform.python_version(), by_value=sorted(by_value))
     return records
@@ -136,9 +135,9 @@ def _write_and_hash(folder: Path, names: list[str], datas: list[memoryview]) -> 
 
 
 def write_hashed(path: Path, data) -> str:
-    """Write ``data`` to a new file at ``path``; return its SHA-256, computed while writing."""
+    """Write ``data`` to a new file at ``path``; return its BLAKE3, computed while writing."""
     view = memoryview(data).cast("B")
-    digest = hashlib.sha256()
+    digest = new_hasher(view.nbytes)
     try:
         with open(path, "wb", buffering=0) as f:
             for start in range(0, view.nbytes, _WRITE_CHUNK):

@@ -18,8 +18,10 @@ from pathlib import Path
 from stepline.core.context import ExecutionContext
 from stepline.saving import manifest as mf
 from stepline.saving.atomic import atomic_folder, reading_lock, resolve_dump_folder
+from stepline.saving.destinations import never_saved_nor_changed, record_saved, unchanged_at
 from stepline.saving.errors import NotADumpError, SaveError, StepLoadError, VersionMismatchWarning
 from stepline.saving.integrity import cached_records, verify_files
+from stepline.saving.names import check_tree_names
 from stepline.saving.savers import ChildPlaceholder
 
 
@@ -28,8 +30,11 @@ class _Options:
     full_dump: bool = True
     mmap_mode: str | None = None
     verify: object = True
+    destination: Path | None = None  # saving: the final folder of the saved step
+    staged: Path | None = None  # saving: where that folder is being written
     manifests: dict = field(default_factory=dict)
     reported: dict = field(default_factory=dict)
+    written: dict = field(default_factory=dict)  # folder -> digest of the manifest written or read
 
     def manifest_files(self, folder: Path) -> dict:
         return self.manifests[Path(folder)]["files"]
@@ -52,38 +57,52 @@ def report_records(context: ExecutionContext, records: dict) -> None:
 def save_step(step, context: ExecutionContext | None = None, full_dump: bool = False, mark_saved: bool = True):
     """Save ``step`` under ``context``; see DESIGN §5. Returns the live step, unchanged.
 
-    ``mark_saved=False`` leaves the steps' changed flags alone (for throwaway dumps, such as
-    the ones streaming workers load), so the next changes-only save still writes them.
+    A changes-only save (``full_dump=False``) skips what is already at that destination
+    (:mod:`stepline.saving.destinations`). ``mark_saved=False`` records nothing (for
+    throwaway dumps, such as the ones streaming workers load).
     """
     context = ExecutionContext.of(context)
-    if full_dump or step.is_invalidated:
-        _save_atomically(step, context, full_dump)
+    check_tree_names(step, context.get_path() / str(step.name))
+    final = context.push(step).get_path()
+    if not full_dump and (unchanged_at(step, final) or
+                          (never_saved_nor_changed(step) and not os.path.lexists(final))):
+        return step
+    digests = _save_atomically(step, context, full_dump)
     if mark_saved:
-        step.apply(_mark_saved)
+        record_saved(step, final, digests)
     return step
 
 
-def _mark_saved(step, context):
-    step._invalidated = False
-
-
-def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> None:
+def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> dict:
     """Save into a temporary sibling folder that then replaces the step's folder at once.
 
     A changes-only save starts that folder from hard links to the current dump, so the
     unchanged steps cost a link per file and the previous dump stays whole until the end.
+    Returns ``{final folder: manifest digest}`` of the steps written.
     """
     final = context.push(step).get_path()
-    token = _OPTIONS.set(_Options(full_dump=full_dump))
+    options = _Options(full_dump=full_dump, destination=final)
+    token = _OPTIONS.set(options)
     try:
-        with atomic_folder(final, link_current=not full_dump) as staged:
+        with atomic_folder(final, link_current=not full_dump, only_over_dumps=True) as staged:
+            options.staged = staged
             staging_context = ExecutionContext(staged.parent, context.execution_phase, context._stripped_saver)
             try:
                 _save_node(step, staging_context)
             except SaveError as e:  # name the destination, not the temporary folder
                 raise type(e)(str(e).replace(str(staged), str(final))).with_traceback(e.__traceback__) from e.__cause__
+            _before_swap(staged)
     finally:
         _OPTIONS.reset(token)
+    return {final / folder.relative_to(options.staged): digest for folder, digest in options.written.items()}
+
+
+def _before_swap(staged: Path) -> None:
+    """The last step of a save, on the complete staged dump, right before it is swapped in.
+
+    ``mf.root_digest(staged)`` is the Merkle root of what is about to become the dump;
+    the one file that may still be added is ``staged / mf.SIGNATURE_NAME`` (not listed).
+    """
 
 
 def save_children(children, context: ExecutionContext) -> None:
@@ -108,8 +127,9 @@ _SAVE_THREADS = 2
 def save_child(child, context: ExecutionContext) -> None:
     """Save a child of the step whose folder is ``context.get_path()`` (used by ChildrenSaver)."""
     options = current_options()
-    if not options.full_dump and not child.is_invalidated:
-        if (context.push(child).get_path() / mf.MANIFEST_NAME).is_file():
+    if not options.full_dump:
+        staged = context.push(child).get_path()
+        if unchanged_at(child, options.destination / staged.relative_to(options.staged), on_disk=staged):
             return
     _save_node(child, context)
 
@@ -126,8 +146,9 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
     files = cached_records(folder, _own_files(folder, children))
     for name, record in current_options().reported.pop(Path(folder), {}).items():
         if name in files:
-            files[name].update((k, v) for k, v in record.items() if k not in ("size", "sha256"))
-    mf.write_manifest(folder, _node_manifest(step, savers, children, files))
+            files[name].update((k, v) for k, v in record.items() if k not in ("size", "blake3", "sha256"))
+    mf.write_manifest(folder, _node_manifest(step, savers, children, files, folder))
+    current_options().written[Path(folder)] = mf.root_digest(folder)
 
 
 def _clear_folder(folder: Path, keep: list[str]) -> None:
@@ -149,18 +170,21 @@ def _clear_folder(folder: Path, keep: list[str]) -> None:
             os.unlink(entry.path)
 
 
+_NOT_OWN = (mf.MANIFEST_NAME, mf.SIGNATURE_NAME)
+
+
 def _own_files(folder: Path, children: list) -> list[str]:
     """The files of a step folder that its savers wrote (not its children's, not hidden)."""
     names = []
     for entry in os.scandir(folder):
-        if entry.name in children or entry.name.startswith(".") or entry.name == mf.MANIFEST_NAME:
+        if entry.name in children or entry.name.startswith(".") or entry.name in _NOT_OWN:
             continue
         if entry.is_file(follow_symlinks=False):
             names.append(entry.name)
     return sorted(names)
 
 
-def _node_manifest(step, savers, children, files) -> dict:
+def _node_manifest(step, savers, children, files, folder: Path) -> dict:
     return {
         "name": step.name,
         "class": _qualified(type(step)),
@@ -168,7 +192,7 @@ def _node_manifest(step, savers, children, files) -> dict:
         "stripped_saver": _qualified(type(savers[0])),
         "hyperparams": _json_safe(dict(step._get_own_hyperparams())),
         "hyperparams_space": _json_safe({k: _space_json(v) for k, v in step.hyperparams_space.items()}),
-        "children": children,
+        "children": [{"name": child, "manifest": mf.root_digest(folder / child)} for child in children],
         "files": files,
         "versions": mf.runtime_versions(),
     }
@@ -203,22 +227,53 @@ def _space_json(dist):
 # ------------------------------------------------------------------ loading
 def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, verify=True):
     """Load the step saved at ``context.root/path``; it comes back not set up."""
-    parts = Path(path).parts
-    if not parts:
-        raise NotADumpError(f"{context.root}: give the name of the saved step to load")
+    parts = _step_path(context, path)
     with reading_lock(context.root / parts[0]):
-        folder = resolve_dump_folder(context.root / Path(*parts))
-        manifest = mf.read_manifest(folder)
+        top = resolve_dump_folder(context.root / parts[0])
+        options = _Options(mmap_mode=mmap_mode, verify=verify)
+        folder, manifest = _manifest_along(top, parts[1:], options)
         _warn_versions(folder, manifest)
         parents = tuple(ChildPlaceholder(name) for name in parts[:-1])
         base = ExecutionContext(context.root, context.execution_phase, context._stripped_saver, parents)
-        token = _OPTIONS.set(_Options(mmap_mode=mmap_mode, verify=verify))
+        token = _OPTIONS.set(options)
         try:
             step = _load_node(parts[-1], base, manifest)
         finally:
             _OPTIONS.reset(token)
-    step.apply(_mark_saved)
+    record_saved(step, folder, options.written)  # saving it back here writes nothing
     return step
+
+
+def _step_path(context: ExecutionContext, path) -> tuple:
+    """The names of ``path`` (``"name"`` or ``"name/child"``), each one folder inside the root."""
+    parts = Path(path).parts
+    if not parts:
+        raise NotADumpError(f"{context.root}: give the name of the saved step to load")
+    if Path(path).is_absolute() or not all(mf.is_safe_component(part) for part in parts):
+        raise NotADumpError(f"{path}: not the path of a step inside {context.root} (give names such as "
+                            f"'pipeline' or 'pipeline/child'; no absolute paths, '..' or hidden names)")
+    return parts
+
+
+def _manifest_along(top: Path, below: tuple, options: _Options) -> tuple[Path, dict]:
+    """The folder and manifest of ``top/below…``, each checked against its parent's digest."""
+    folder, manifest = top, _read_step_manifest(top, None, options)
+    for name in below:
+        listed = dict(mf.child_entries(manifest, folder))
+        if name not in listed:
+            raise NotADumpError(f"{folder / name}: {folder} has no child step {name!r} "
+                                f"(it has: {', '.join(listed) or 'none'})")
+        folder = folder / name
+        manifest = _read_step_manifest(folder, listed[name], options)
+    return folder, manifest
+
+
+def _read_step_manifest(folder: Path, digest: str | None, options: _Options) -> dict:
+    """The manifest of a step folder, checked against ``digest`` (from the parent's
+    manifest) when given; its digest is noted in ``options.written``."""
+    manifest = mf.read_manifest(folder, digest)
+    options.written[Path(folder)] = digest or mf.root_digest(folder)
+    return manifest
 
 
 def load_child(name: str, context: ExecutionContext):
@@ -232,7 +287,11 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
     folder = context.get_path()
     options = current_options()
     if manifest is None:
-        manifest = mf.read_manifest(folder)
+        parent = options.manifests.get(Path(parent_context.get_path()))
+        listed = dict(mf.child_entries(parent, parent_context.get_path())) if parent is not None else {}
+        if parent is not None and name not in listed:
+            raise StepLoadError(f"{folder}: the manifest of {parent_context.get_path()} lists no child {name!r}")
+        manifest = _read_step_manifest(folder, listed.get(name), options)
     verify_files(folder, manifest.get("files", {}), options.verify)
     options.manifests[Path(folder)] = manifest
     step = context.stripped_saver.load_step(placeholder, context)

@@ -23,6 +23,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from stepline.core.errors import InvalidStepNameError
+from stepline.core.mode import call_mode, inference
 from stepline.core.naming import validate_name
 from stepline.core.step import BaseStep
 
@@ -225,26 +226,6 @@ def _unfitted_copy(step):
     return step
 
 
-class _Inference:
-    """Run a block with the step in inference mode (``set_train(False)``), then restore."""
-
-    __slots__ = ("step", "was_train")
-
-    def __init__(self, step):
-        self.step = step
-
-    def __enter__(self):
-        self.was_train = self.step.is_train
-        if self.was_train:
-            self.step.set_train(False)
-        return self.step
-
-    def __exit__(self, *exc):
-        if self.was_train:
-            self.step.set_train(True)
-        return False
-
-
 def _has_final_method(name: str):
     def check(self) -> bool:
         est = _final_estimator(self.step)
@@ -261,8 +242,9 @@ class SklearnEstimatorAdapter(BaseEstimator):
 
     ``fit(X, y)`` fits the step in training mode and keeps the fitted step in
     ``self.step``; ``predict``, ``transform``, ``predict_proba`` and ``score`` run it
-    in inference mode (``set_train(False)``, restored afterwards), so train-only
-    steps such as ``TrainOnlyWrapper(DataShuffler())`` pass data through.
+    in inference mode (the call's mode, see ``stepline.core.mode``: the step's own
+    ``is_train`` is left alone), so train-only steps such as
+    ``TrainOnlyWrapper(DataShuffler())`` pass data through.
     ``predict_proba``/``decision_function`` exist when the final estimator (the last
     step of the pipeline, followed through nested pipelines) has them. ``score`` is
     accuracy when that estimator is a classifier, R² otherwise.
@@ -304,13 +286,8 @@ class SklearnEstimatorAdapter(BaseEstimator):
             raise TypeError(f"{type(self).__name__}.fit takes no fit parameters, got {sorted(fit_params)}")
         if self.step is None:
             raise ValueError("SklearnEstimatorAdapter(step=None) cannot be fitted")
-        was_train = self.step.is_train
-        if not was_train:
-            self.step.set_train(True)
-        fitted = self.step.fit(X, y)
-        if not was_train:
-            fitted.set_train(False)
-        self.step = fitted
+        with call_mode(True):  # the call's mode: the step's own stays as it is
+            self.step = self.step.fit(X, y)
         shape = getattr(X, "shape", None)
         if shape is not None and len(shape) == 2:
             self.n_features_in_ = shape[1]
@@ -318,13 +295,12 @@ class SklearnEstimatorAdapter(BaseEstimator):
 
     def predict(self, X):
         check_is_fitted(self)
-        with _Inference(self.step) as step:
-            return step.predict(X)
+        return self.step.predict(X)
 
     def transform(self, X):
         check_is_fitted(self)
-        with _Inference(self.step) as step:
-            return step.transform(X)
+        with inference():
+            return self.step.transform(X)
 
     def fit_transform(self, X, y=None):
         return self.fit(X, y).transform(X)
@@ -332,20 +308,20 @@ class SklearnEstimatorAdapter(BaseEstimator):
     @available_if(_has_final_method("predict_proba"))
     def predict_proba(self, X):
         check_is_fitted(self)
-        with _Inference(self.step) as step:
-            return _final_call(step, X, "predict_proba")
+        with inference():
+            return _final_call(self.step, X, "predict_proba")
 
     @available_if(_has_final_method("predict_log_proba"))
     def predict_log_proba(self, X):
         check_is_fitted(self)
-        with _Inference(self.step) as step:
-            return _final_call(step, X, "predict_log_proba")
+        with inference():
+            return _final_call(self.step, X, "predict_log_proba")
 
     @available_if(_has_final_method("decision_function"))
     def decision_function(self, X):
         check_is_fitted(self)
-        with _Inference(self.step) as step:
-            return _final_call(step, X, "decision_function")
+        with inference():
+            return _final_call(self.step, X, "decision_function")
 
     def score(self, X, y, sample_weight=None):
         from sklearn.base import is_classifier

@@ -1,6 +1,7 @@
 """``FeatureUnion``: branches that see the same inputs, outputs joined side by side."""
 from __future__ import annotations
 
+import contextvars
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -106,9 +107,9 @@ class FeatureUnion(TruncableSteps):
         if workers <= 1:
             return [fn(branch) for branch in branches]
         if self._executor is not None:
-            return list(self._executor.map(fn, branches))
+            return _in_threads(self._executor, fn, branches)
         with ThreadPoolExecutor(workers) as executor:
-            return list(executor.map(fn, branches))
+            return _in_threads(executor, fn, branches)
 
     # -- data flow
     def _join(self, outputs: list, data_container, context, fit: bool):
@@ -140,6 +141,13 @@ class FeatureUnion(TruncableSteps):
         results = self._map(lambda branch: branch.handle_fit_transform(data_container.copy(), context))
         self._keep_fitted([step for step, _ in results])
         return self, self._join([dc.data_inputs for _, dc in results], data_container, context, fit=True)
+
+
+def _in_threads(executor, fn, branches) -> list:
+    """``[fn(b) for b in branches]`` in the pool, each under a copy of the caller's context
+    variables, so the call's mode (``predict``'s inference) reaches every branch."""
+    futures = [executor.submit(contextvars.copy_context().run, fn, branch) for branch in branches]
+    return [future.result() for future in futures]
 
 
 __all__ = ["FeatureUnion"]

@@ -10,14 +10,13 @@ No pickle is involved in either direction, so reading a dump never runs code fro
   memory (tied weights) are stored once.
 - :func:`write_safetensors_shards` writes that flat dict in the safetensors format
   straight from the tensors' memory (no intermediate ``bytes``) while threads hash the
-  same memory, so the SHA-256 the manifest needs costs no second pass over the file;
+  same memory, so the BLAKE3 digest the manifest needs costs no second pass over the file;
   big states are split into shards so that their hashes run on several cores.
 - :func:`read_safetensors` reads with the official ``safetensors`` reader (memory-mapped,
   copy-on-write: nothing is read until used).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -27,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+
+from stepline.saving.integrity import digest_bytes, new_hasher
 
 FORMAT = "stepline-torch-state"
 FORMAT_VERSION = 1
@@ -182,7 +183,7 @@ def safetensors_layout(tensors: dict, metadata: dict | None = None):
 
 
 def write_safetensors(path, tensors: dict, metadata: dict | None = None) -> tuple[str, int]:
-    """Write ``tensors`` to one safetensors file ``path``; return ``(sha256, size)``.
+    """Write ``tensors`` to one safetensors file ``path``; return ``(blake3, size)``.
 
     See :func:`write_safetensors_shards`, which this is the one-file case of.
     """
@@ -196,7 +197,7 @@ def write_safetensors_shards(folder, stem: str, tensors: dict, metadata: dict | 
                              max_shards: int | None = None) -> list[tuple[str, str, int]]:
     """Write ``tensors`` as ``<stem>.safetensors``, or as shards when they are big.
 
-    Returns ``[(file name, sha256, size)]``. SHA-256 is sequential within a file, so a
+    Returns ``[(file name, blake3, size)]``. Each file is hashed on one thread, so a
     big state is split into ``<stem>-00001-of-0000N.safetensors`` shards of whole
     tensors (one per core, at most 8, none under 64 MiB) whose hashes run in parallel
     threads, from the tensors' memory, while the main thread writes the files one after
@@ -236,8 +237,8 @@ def _balanced(tensors: dict, n: int) -> list[dict]:
 
 
 def _write_layouts(pool, paths: list, layouts: list) -> list[tuple[str, int]]:
-    """Hash every layout in ``pool`` while this thread writes them; return ``[(sha256, size)]``."""
-    hashes = [pool.submit(_sha256_views, list(_chunks(head, prepared))) for head, prepared in layouts]
+    """Hash every layout in ``pool`` while this thread writes them; return ``[(blake3, size)]``."""
+    hashes = [pool.submit(_digest_views, list(_chunks(head, prepared))) for head, prepared in layouts]
     sizes, temps = [], []
     try:
         for path, (head, prepared) in zip(paths, layouts):
@@ -261,8 +262,8 @@ def _write_layouts(pool, paths: list, layouts: list) -> list[tuple[str, int]]:
     return list(zip(digests, sizes))
 
 
-def _sha256_views(views) -> str:
-    digest = hashlib.sha256()
+def _digest_views(views) -> str:
+    digest = new_hasher()
     for view in views:
         digest.update(view)  # releases the GIL
     return digest.hexdigest()
@@ -290,7 +291,7 @@ def read_safetensors(path, device: str = "cpu") -> dict:
 
 
 def write_json(path, data) -> tuple[str, int]:
-    """Write ``data`` as JSON (atomically); return ``(sha256, size)``."""
+    """Write ``data`` as JSON (atomically); return ``(blake3, size)``."""
     path = Path(path)
     raw = (json.dumps(data, indent=1, ensure_ascii=False, allow_nan=True) + "\n").encode("utf-8")
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
@@ -300,7 +301,7 @@ def write_json(path, data) -> tuple[str, int]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return hashlib.sha256(raw).hexdigest(), len(raw)
+    return digest_bytes(raw), len(raw)
 
 
 def read_json(path):
