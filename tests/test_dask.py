@@ -345,3 +345,16 @@ def test_timeout_s_is_off_by_default_and_checked():
     with pytest.raises(ValueError, match="timeout_s"):
         DaskPipeline([Times()], batch_size=2, timeout_s=0)
 
+
+
+def test_predict_runs_the_workers_in_inference_without_shipping_the_step_again(client):
+    from stepline.steps.flow import TrainOnlyWrapper
+    x = np.zeros(6)
+    with DaskPipeline([Times(1.0), TrainOnlyWrapper(Times(3.0))], batch_size=2, client=client) as d:
+        d.transform(x + 1)
+        shipped = d._shipped
+        np.testing.assert_array_equal(d.predict(x + 1), x + 1)
+        np.testing.assert_array_equal(d.transform(x + 1), x + 3)
+        assert d._shipped == shipped  # the same dump: workers were not sent a step in another mode
+        d.timeout_s = 60.0  # the minibatch then runs in a thread of its own: the mode follows it
+        np.testing.assert_array_equal(d.predict(x + 1), x + 1)

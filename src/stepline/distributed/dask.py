@@ -14,6 +14,7 @@ optional extra (``pip install stepline[dask]``), imported when this module is.
 from __future__ import annotations
 
 import atexit
+import contextvars
 import io
 import logging
 import shutil
@@ -30,6 +31,7 @@ from distributed import Client, KilledWorker, LocalCluster, as_completed, get_wo
 
 from stepline.core.composite import MetaStep
 from stepline.core.context import ExecutionContext
+from stepline.core.mode import call_mode, current_call_mode, own_is_train
 from stepline.core.data import DataContainer
 from stepline.core.errors import SteplineError
 from stepline.core.step import BaseTransformer
@@ -167,13 +169,15 @@ class DaskPipeline(MetaStep):
                              f"({type(e).__name__}: {e})", batch_index=index, worker=worker)
 
     def _restart_stuck_worker(self, e: DaskTimeoutError) -> None:
-        """A thread stuck in the step can only be stopped with its process: restart that worker."""
-        self._forget_shipped()
+        """A thread stuck in the step can only be stopped with its process: restart that worker
+        (first: telling it to tear its step down would wait for the stuck call), then let the
+        others drop the step."""
         try:
             self._client.restart_workers([e.worker], timeout=60)
         except Exception as exc:  # no nanny, or it is gone already
             log.warning("%r: could not restart Dask worker %s, whose thread is stuck in step %r: %s",
                         self.name, e.worker, self.wrapped.name, exc)
+        self._forget_shipped()
 
     def _run(self, batches: list, context) -> list:
         """Map the minibatches over the workers; their outputs, in order."""
@@ -181,7 +185,7 @@ class DaskPipeline(MetaStep):
         client = self._client
         futures = client.map(_transform_on_worker, range(len(batches)), batches, step_key=key,
                              step_name=self.wrapped.name, payload=payload, owner=self.name,
-                             timeout_s=self.timeout_s, pure=False)
+                             timeout_s=self.timeout_s, mode=current_call_mode(), pure=False)
         self._keys = {f.key: i for i, f in enumerate(futures)}
         try:
             if self.show_progress:
@@ -248,8 +252,9 @@ def _connect(step: DaskPipeline):
 
 
 def _state_of(step) -> str:
-    """What a change to the step without replacing it would alter: hyperparameters, modes."""
-    nodes = step.apply(lambda s, cx: (id(s), s.is_train))
+    """What a change to the step without replacing it would alter: hyperparameters, stored
+    modes (not a call's mode, e.g. ``predict``'s: that travels with each minibatch)."""
+    nodes = step.apply(lambda s, cx: (id(s), own_is_train(s)))
     return repr((sorted(nodes.items()), sorted(step.get_hyperparams().items())))
 
 
@@ -314,10 +319,12 @@ def _worker_directory():
 
 
 def _transform_on_worker(index: int, batch, *, step_key: str, step_name: str, payload, owner: str,
-                         timeout_s=None):
-    if timeout_s is None:
-        return _run_minibatch(index, batch, step_key, step_name, payload, owner)
-    return _with_timeout(index, batch, step_key, step_name, payload, owner, timeout_s)
+                         timeout_s=None, mode=None):
+    """Transform minibatch ``index`` in the call's ``mode`` (see :mod:`stepline.core.mode`)."""
+    with call_mode(mode):
+        if timeout_s is None:
+            return _run_minibatch(index, batch, step_key, step_name, payload, owner)
+        return _with_timeout(index, batch, step_key, step_name, payload, owner, timeout_s)
 
 
 def _run_minibatch(index, batch, step_key, step_name, payload, owner, loaded=None):
@@ -349,7 +356,8 @@ def _with_timeout(index, batch, step_key, step_name, payload, owner, timeout_s):
             loaded.set()
             done.set()
 
-    threading.Thread(target=run, name=f"stepline-dask:{step_name}#{index}", daemon=True).start()
+    threading.Thread(target=contextvars.copy_context().run, args=(run,),  # the call's mode too
+                     name=f"stepline-dask:{step_name}#{index}", daemon=True).start()
     loaded.wait()
     if not done.wait(timeout_s):
         raise DaskTimeoutError(f"{owner!r}: step {step_name!r} spent more than timeout_s={timeout_s:g} s "

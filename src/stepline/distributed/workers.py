@@ -31,6 +31,7 @@ import traceback
 from stepline.core.context import ExecutionContext, ExecutionPhase
 from stepline.core.data import DataContainer
 from stepline.core.errors import SteplineError
+from stepline.core.mode import call_mode
 
 _RESULT, _ERROR = 0, 1
 _STOP = None                 # the sentinel that stops one worker
@@ -368,7 +369,8 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
     """Body of one worker (process or thread): set up, transform batches, tear down.
 
     It notes on ``board[slot]`` which minibatch its step is on since when.
-    Items are ``(index, stop_after, fit_mode, data_inputs, expected_outputs)``;
+    Items are ``(index, stop_after, fit_mode, call_mode, data_inputs, expected_outputs)``
+    (``call_mode``: the mode the parent's call runs in, ``None`` for the steps' own);
     outputs go to the result queue when ``stop_after`` is this stage, else to the
     next stage's queue. ``None`` stops the worker.
     """
@@ -427,20 +429,22 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
             try:
                 if is_process:
                     item = pickle.loads(item)
-                index, stop_after, fit_mode, data_inputs, expected_outputs = item
+                index, stop_after, fit_mode, mode, data_inputs, expected_outputs = item
                 board.begin(slot, index)
                 item = None
                 dc = DataContainer(data_inputs, expected_outputs)
                 if fit_mode:
                     phase = "fit_transform"
-                    dc = step.handle_fit_transform(dc, context)[1]
+                if mode is None:
+                    dc = _handle(step, dc, context, fit_mode)
                 else:
-                    dc = step.handle_transform(dc, context)
+                    with call_mode(mode):
+                        dc = _handle(step, dc, context, fit_mode)
                 last = stop_after == stage_idx or not sequential_next
                 if last:
                     msg = (_RESULT, index, stage_idx, dc.data_inputs, dc.expected_outputs)
                 else:  # the next stage's item
-                    msg = (index, stop_after, fit_mode, dc.data_inputs, dc.expected_outputs)
+                    msg = (index, stop_after, fit_mode, mode, dc.data_inputs, dc.expected_outputs)
                 dc = None
                 board.handing_on(slot)
                 if is_process:
@@ -462,6 +466,12 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
             except BaseException as exc:
                 if not _TERMINATING:
                     report(exc, None, "teardown")
+
+
+def _handle(step, dc, context, fit_mode):
+    if fit_mode:
+        return step.handle_fit_transform(dc, context)[1]
+    return step.handle_transform(dc, context)
 
 
 def _parent_alive(parent_pid: int, first_ppid: int) -> bool:
