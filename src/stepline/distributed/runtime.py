@@ -34,9 +34,9 @@ import time
 import weakref
 
 from stepline.core.context import ExecutionContext
-from stepline.distributed.workers import (_ERROR, _STOP, BusyBoard, StreamingTimeoutError, StreamingWorkerError,
-                                          close_process_queues, _ProcessQueue, _RemoteTraceback, _ResultPipe,
-                                          make_payload, worker_main)
+from stepline.distributed.channels import BusyBoard, _ProcessQueue, _ResultPipe, close_process_queues
+from stepline.distributed.workers import (_ERROR, _STOP, StreamingTimeoutError, StreamingWorkerError,
+                                          _RemoteTraceback, make_payload, worker_main)
 
 log = logging.getLogger(__name__)
 
