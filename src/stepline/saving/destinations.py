@@ -35,19 +35,40 @@ def saved_records(step) -> dict:
     return step.__dict__.get(_SAVED_TO, {})
 
 
-def unchanged_at(step, destination: Path, on_disk: Path | None = None) -> bool:
-    """Whether ``step``'s subtree is what its last save to ``destination`` wrote, and every
-    folder of it in ``on_disk`` (where that dump is now, ``destination`` by default) still
-    holds the manifest that save wrote."""
+def unchanged_at(step, destination: Path) -> str | None:
+    """The manifest digest at ``destination`` if ``step``'s subtree is what its last save
+    there wrote and every folder of it still holds the manifest that save wrote; else None.
+
+    Revisions are compared first (no file is read for a changed subtree). A manifest whose
+    ``os.stat`` (inode, size, mtime, ctime) is what it was when recorded is not read again:
+    any write, replacement or copy changes one of them.
+    """
     destination = Path(destination)
-    on_disk = Path(on_disk or destination)
-    for node, folder in walk(step, destination):
+    nodes = list(walk(step, destination))
+    records = []
+    for node, folder in nodes:
         record = saved_records(node).get(_key(folder))
         if record is None or record[0] != node._stepline_revision:
-            return False
-        if _digest_at(on_disk / folder.relative_to(destination)) != record[1]:
-            return False
-    return True
+            return None
+        records.append(record)
+    for (node, folder), record in zip(nodes, records):
+        if not _still_holds(folder, record):
+            return None
+    return records[0][1]
+
+
+def _still_holds(folder: Path, record: tuple) -> bool:
+    try:
+        st = os.stat(folder / MANIFEST_NAME, follow_symlinks=False)
+    except OSError:
+        return False
+    if _signature(st) == record[2]:
+        return True
+    return _digest_at(folder) == record[1]
+
+
+def _signature(st: os.stat_result) -> tuple:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _digest_at(folder: Path) -> str | None:
@@ -64,9 +85,14 @@ def never_saved_nor_changed(step) -> bool:
 
 def record_saved(step, destination: Path, digests: dict) -> None:
     """Note that each step of the tree is at ``destination/…`` with the manifest digest
-    ``digests[folder]`` (steps a changes-only save skipped keep their records)."""
+    ``digests[folder]`` (steps a changes-only save skipped keep their records), and how
+    that manifest's ``os.stat`` looks now."""
     for node, folder in walk(step, Path(destination)):
         digest = digests.get(Path(folder))
         if digest is not None:
-            node.__dict__.setdefault(_SAVED_TO, {})[_key(folder)] = (node._stepline_revision, digest)
+            try:
+                signature = _signature(os.stat(folder / MANIFEST_NAME, follow_symlinks=False))
+            except OSError:
+                signature = None
+            node.__dict__.setdefault(_SAVED_TO, {})[_key(folder)] = (node._stepline_revision, digest, signature)
         node._invalidated = False

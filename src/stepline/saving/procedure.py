@@ -39,6 +39,7 @@ class _Options:
     reported: dict = field(default_factory=dict)
     written: dict = field(default_factory=dict)  # folder -> digest of the manifest written or read
     children: dict = field(default_factory=dict)  # loading: folder -> {child name: manifest digest}
+    kept: dict = field(default_factory=dict)  # saving: staged folder of a step kept -> its manifest digest
 
     def live_folder(self, staged_folder: Path) -> Path:
         """Saving: where the step being written at ``staged_folder`` lives in the dump."""
@@ -72,7 +73,7 @@ def save_step(step, context: ExecutionContext | None = None, full_dump: bool = F
     context = ExecutionContext.of(context)
     check_tree_names(step, context.get_path() / str(step.name))
     final = context.push(step).get_path()
-    if not full_dump and (unchanged_at(step, final) or
+    if not full_dump and (unchanged_at(step, final) is not None or
                           (never_saved_nor_changed(step) and not os.path.lexists(final))):
         return step
     digests = _save_atomically(step, context, full_dump)
@@ -139,8 +140,12 @@ _SAVE_THREADS = 2
 def save_child(child, context: ExecutionContext) -> None:
     """Save a child of the step whose folder is ``context.get_path()`` (used by ChildrenSaver)."""
     options = current_options()
-    if not options.full_dump and unchanged_at(child, options.live_folder(context.push(child).get_path())):
-        return  # kept where it is: the overlay has no folder for it
+    if not options.full_dump:
+        staged = context.push(child).get_path()
+        kept = unchanged_at(child, options.live_folder(staged))
+        if kept is not None:
+            options.kept[staged] = kept  # kept where it is: the overlay has no folder for it
+            return
     _save_node(child, context)
 
 
@@ -153,8 +158,9 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
     savers = [context.stripped_saver] + list(step.savers)
     for saver in reversed(savers):
         stripped = saver.save_step(stripped, context)
-    files = cached_records(folder, _own_files(folder, children))
-    for name, record in current_options().reported.pop(Path(folder), {}).items():
+    reported = current_options().reported.pop(Path(folder), {})
+    files = cached_records(folder, _own_files(folder, children), known=reported)
+    for name, record in reported.items():
         if name in files:
             files[name].update((k, v) for k, v in record.items() if k not in ("size", "blake3", "sha256"))
     current_options().written[Path(folder)] = mf.write_new_manifest(
@@ -200,8 +206,8 @@ def _manifest_info(step) -> dict:
 def _child_digest(staged_child: Path) -> str:
     """The manifest digest of a child: the one this save wrote, or the kept one's."""
     options = current_options()
-    written = options.written.get(Path(staged_child))
-    return written if written is not None else mf.root_digest(options.live_folder(staged_child))
+    digest = options.written.get(Path(staged_child)) or options.kept.get(Path(staged_child))
+    return digest if digest is not None else mf.root_digest(options.live_folder(staged_child))
 
 
 def _json_safe(value):
