@@ -19,15 +19,12 @@ from .safe_open import read_regular
 _SAVED_TO = "_stepline_saved_to"
 
 
-def walk(step, folder: Path):
-    """``(step, folder)`` for ``step`` saved at ``folder`` and for each descendant, parents first."""
+def walk(step, folder):
+    """``(step, folder)`` for ``step`` saved at ``folder`` and for each descendant, parents
+    first (folders as strings: this runs over every step of a save)."""
     yield step, folder
     for child in step.get_children():
-        yield from walk(child, folder / child.name)
-
-
-def _key(folder) -> str:
-    return os.path.abspath(folder)
+        yield from walk(child, os.path.join(folder, child.name))
 
 
 def saved_records(step) -> dict:
@@ -43,11 +40,10 @@ def unchanged_at(step, destination: Path) -> str | None:
     ``os.stat`` (inode, size, mtime, ctime) is what it was when recorded is not read again:
     any write, replacement or copy changes one of them.
     """
-    destination = Path(destination)
-    nodes = list(walk(step, destination))
+    nodes = list(walk(step, os.path.abspath(destination)))
     records = []
     for node, folder in nodes:
-        record = saved_records(node).get(_key(folder))
+        record = saved_records(node).get(folder)
         if record is None or record[0] != node._stepline_revision:
             return None
         records.append(record)
@@ -57,9 +53,9 @@ def unchanged_at(step, destination: Path) -> str | None:
     return records[0][1]
 
 
-def _still_holds(folder: Path, record: tuple) -> bool:
+def _still_holds(folder: str, record: tuple) -> bool:
     try:
-        st = os.stat(folder / MANIFEST_NAME, follow_symlinks=False)
+        st = os.stat(os.path.join(folder, MANIFEST_NAME), follow_symlinks=False)
     except OSError:
         return False
     if _signature(st) == record[2]:
@@ -71,28 +67,29 @@ def _signature(st: os.stat_result) -> tuple:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _digest_at(folder: Path) -> str | None:
+def _digest_at(folder: str) -> str | None:
     try:
-        return manifest_digest(read_regular(folder / MANIFEST_NAME, ManifestError, "manifest", MAX_MANIFEST_BYTES))
+        return manifest_digest(read_regular(Path(folder) / MANIFEST_NAME, ManifestError, "manifest", MAX_MANIFEST_BYTES))
     except (OSError, ManifestError):  # nothing stepline wrote there (a FIFO is never opened blocking)
         return None
 
 
 def never_saved_nor_changed(step) -> bool:
     """Whether no step of the tree was ever changed, saved or loaded in this process."""
-    return all(node._stepline_revision == 0 and not saved_records(node) for node, _ in walk(step, Path()))
+    return all(node._stepline_revision == 0 and not saved_records(node) for node, _ in walk(step, ""))
 
 
 def record_saved(step, destination: Path, digests: dict) -> None:
     """Note that each step of the tree is at ``destination/…`` with the manifest digest
     ``digests[folder]`` (steps a changes-only save skipped keep their records), and how
     that manifest's ``os.stat`` looks now."""
-    for node, folder in walk(step, Path(destination)):
-        digest = digests.get(Path(folder))
+    digests = {os.path.abspath(folder): digest for folder, digest in digests.items()}
+    for node, folder in walk(step, os.path.abspath(destination)):
+        digest = digests.get(folder)
         if digest is not None:
             try:
-                signature = _signature(os.stat(folder / MANIFEST_NAME, follow_symlinks=False))
+                signature = _signature(os.stat(os.path.join(folder, MANIFEST_NAME), follow_symlinks=False))
             except OSError:
                 signature = None
-            node.__dict__.setdefault(_SAVED_TO, {})[_key(folder)] = (node._stepline_revision, digest, signature)
+            node.__dict__.setdefault(_SAVED_TO, {})[folder] = (node._stepline_revision, digest, signature)
         node._invalidated = False

@@ -118,9 +118,10 @@ def _deletions(overlay: Path, final: Path, root: bool) -> list[str]:
     in ``overlay`` no longer have (relative to ``final``); only what a save once wrote."""
     if not (final / MANIFEST_NAME).is_file() or not (overlay / MANIFEST_NAME).is_file():
         return []  # a new step (moved whole) or a kept one
-    old, new = read_manifest(final), read_manifest(overlay)
+    old = read_manifest(final)
+    new = json.loads((overlay / MANIFEST_NAME).read_bytes())  # written by this save, moments ago
     old_children = {name for name, _ in child_entries(old, final)}
-    new_children = {name for name, _ in child_entries(new, overlay)}
+    new_children = {child["name"] for child in new.get("children", [])}
     gone = sorted((set(old.get("files", {})) - set(new.get("files", {}))) | (old_children - new_children))
     if root and os.path.lexists(final / SIGNATURE_NAME) and not os.path.lexists(overlay / SIGNATURE_NAME):
         gone.append(SIGNATURE_NAME)  # a signature of the previous root digest
