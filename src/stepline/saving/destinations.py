@@ -40,17 +40,16 @@ def unchanged_at(step, destination: Path) -> str | None:
     ``os.stat`` (inode, size, mtime, ctime) is what it was when recorded is not read again:
     any write, replacement or copy changes one of them.
     """
-    nodes = list(walk(step, os.path.abspath(destination)))
-    records = []
-    for node, folder in nodes:
+    checked = []
+    for node, folder in walk(step, os.path.abspath(destination)):
         record = saved_records(node).get(folder)
         if record is None or record[0] != node._stepline_revision:
             return None
-        records.append(record)
-    for (node, folder), record in zip(nodes, records):
+        checked.append((folder, record))
+    for folder, record in checked:
         if not _still_holds(folder, record):
             return None
-    return records[0][1]
+    return checked[0][1][1]
 
 
 def _still_holds(folder: str, record: tuple) -> bool:
