@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import (CorruptFileError, IncompatibleDumpError, ManifestError, NotADumpError,
                      StepLoadError, UnpicklingError)
-from .integrity import (DIGEST, check_records, new_hasher, stat_entry, update_stat_cache,
+from .integrity import (DIGEST, check_records, mark_mapped_writable, new_hasher, stat_entry, update_stat_cache,
                         verify_files, workers_for)
 
 STREAM_NAME = "step.pkl"
@@ -177,7 +177,10 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
     stream_path = folder / STREAM_NAME
     _check_python(stream_path, files[STREAM_NAME])
     verify_files(folder, files, verify)
-    paths = [folder / n for n in _buffer_names(folder, files)]
+    names = _buffer_names(folder, files)
+    if mmap_mode == "r+" and names:
+        mark_mapped_writable(folder, names)  # writes through the map may leave mtime and ctime as they were
+    paths = [folder / n for n in names]
     try:
         stream = stream_path.read_bytes()
         buffers = _map_buffers(paths, mmap_mode) if mmap_mode else _read_buffers(paths)

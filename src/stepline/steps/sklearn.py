@@ -103,6 +103,11 @@ class SKLearnWrapper(BaseStep):
         if _sklearn_is_fitted(wrapped_sklearn_predictor):
             self.is_fitted = True
 
+    def manifest_info(self) -> dict:
+        """Recorded in the step's manifest: the class of the estimator it wraps."""
+        estimator = type(self.wrapped_sklearn_predictor)
+        return {"estimator": f"{estimator.__module__}.{estimator.__qualname__}"}
+
     # ------------------------------------------------------------ hyperparameters
     def _own_hyperparam_names(self):
         return self.wrapped_sklearn_predictor.get_params(deep=True).keys()
