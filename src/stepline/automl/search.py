@@ -290,14 +290,14 @@ class _Loop:
     def _tell(self, result: TrialResult) -> None:
         trial = self.running.pop(result.number)
         if result.state == COMPLETE:
-            self.study.tell(trial, result.value)
+            _tell(self.study, trial, result.value)
         elif result.state == PRUNED:
-            self.study.tell(trial, state=self.states.PRUNED)
+            _tell(self.study, trial, state=self.states.PRUNED)
         else:
             trial.set_user_attr("error", result.error)
             if result.traceback:
                 trial.set_user_attr("traceback", result.traceback[-_TRACEBACK_CHARS:])
-            self.study.tell(trial, state=self.states.FAIL)
+            _tell(self.study, trial, state=self.states.FAIL)
             log.warning("stepline.automl: trial %d failed: %s", result.number, result.error)
             self.failed_in_a_row += 1
             return
@@ -319,6 +319,21 @@ class _Loop:
             except Exception as error:  # noqa: BLE001 - keep the original exception visible
                 log.warning("stepline.automl: could not record trial %d as failed: %s", number, error)
         self.running.clear()
+
+
+def _tell(study, trial, value=None, state=None) -> None:
+    """``study.tell`` without reading the trial back from the storage afterwards.
+
+    The public ``tell`` returns a deep copy of the finished trial, one more storage read a
+    trial (a query with SQLite); ``study.optimize`` tells through the function below, so the
+    ask/tell loop costs what ``optimize`` costs. Falls back to ``tell`` if Optuna moves it.
+    """
+    try:
+        from optuna.study._tell import _tell_with_warning
+    except ImportError:  # pragma: no cover - depends on the Optuna version
+        study.tell(trial, value, state=state)
+        return
+    _tell_with_warning(study=study, trial=trial, value_or_values=value, state=state, suppress_warning=True)
 
 
 # ------------------------------------------------------------------ resuming
