@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stepline.automl.trials import COMPLETE, FAIL, PRUNED, TrialResult
+
+if TYPE_CHECKING:
+    from stepline.automl.search import AutoML
 
 log = logging.getLogger("stepline.automl")
 
