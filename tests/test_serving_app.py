@@ -270,3 +270,14 @@ def _histogram(text, name):
             le = line.split('le="')[1].split('"')[0]
             counts[le] = int(line.rsplit(" ", 1)[1])
     return counts
+
+
+def test_a_lone_request_on_an_idle_batcher_does_not_wait_for_the_latency_bound(dumps):
+    import time
+    X, _ = h.breast_cancer()
+    application = serving_app(dumps["bc"], poll_interval=0, max_batch_size=64, max_latency_ms=20_000)
+    with h.InProcess(application) as client:
+        started = time.monotonic()
+        response = client.post("/predict", json={"inputs": X[:1].tolist()})
+        assert response.status_code == 200
+        assert time.monotonic() - started < 10  # an idle pipeline starts at once, not after 20 s
