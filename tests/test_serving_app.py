@@ -281,3 +281,20 @@ def test_a_lone_request_on_an_idle_batcher_does_not_wait_for_the_latency_bound(d
         response = client.post("/predict", json={"inputs": X[:1].tolist()})
         assert response.status_code == 200
         assert time.monotonic() - started < 10  # an idle pipeline starts at once, not after 20 s
+
+
+def test_an_untrusted_new_dump_is_refused_and_the_old_one_keeps_serving(tmp_path):
+    pytest.importorskip("stepline.trust")
+    folder = h.save(h.sklearn_pipeline(name="m"), tmp_path)
+    application = serving_app(folder, poll_interval=0)
+    with h.InProcess(application) as client:
+        model = application.state.server.model
+        digest = model.live.digest
+        h.save(h.with_steps(h.sklearn_pipeline(C=0.01, name="m"), ("counter", h.SetupCounter(str(tmp_path / "log")))),
+               tmp_path)
+        (folder / "stepline.sig").unlink()  # nobody vouches for it now
+        assert model.check_for_new_dump() is False
+        assert model.live.digest == digest
+        assert "UntrustedDumpError" in next(iter(model.refused.values()))
+        assert client.get("/v2/models/m").json()["versions"] == [digest]
+        assert not (tmp_path / "log").exists()  # none of its code ran

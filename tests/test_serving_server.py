@@ -254,3 +254,22 @@ def test_two_workers_each_set_up_once_and_tear_down_on_sigterm(tmp_path):
     events = sorted(line.split()[0] for line in log.read_text().splitlines())
     assert events == ["setup", "setup", "teardown", "teardown"]
     assert len({line.split()[1] for line in log.read_text().splitlines()}) == 2  # two processes
+
+
+def untrusted_dump(root, name="m"):
+    """A dump needing a class off the allow-list (SetupCounter), its signature removed: untrusted."""
+    folder = h.save(h.with_steps(h.sklearn_pipeline(name=name), ("counter", h.SetupCounter(str(root / "log")))), root)
+    (folder / "stepline.sig").unlink()
+    return folder
+
+
+def test_an_untrusted_dump_is_refused_unless_trust_is_given(tmp_path):
+    pytest.importorskip("stepline.trust")
+    folder = untrusted_dump(tmp_path)
+    refused = h.Server(folder)
+    assert refused.process.wait(60) != 0
+    assert "UntrustedDumpError" in refused.log and "SetupCounter" in refused.log, refused.log
+    refused.stop()
+    with h.Server(folder, "--trust") as server:
+        response = httpx.post(server.url + "/predict", json={"inputs": X[:4].tolist()})
+        assert response.json()["predictions"] == h.sklearn_pipeline().predict(X[:4]).tolist()

@@ -217,6 +217,7 @@ class ServedModel:
         self._swap_lock = threading.Lock()
         self._stopped = threading.Event()
         self._watch: threading.Thread | None = None
+        self._retiring: list[threading.Thread] = []  # old versions being torn down
 
     def start(self) -> "ServedModel":
         try:
@@ -270,7 +271,9 @@ class ServedModel:
             old, self.live = self.live, new
         self.reloads += 1
         logger.info("reloaded %s: version %s replaces %s", self.name, digest[:12], old.digest[:12])
-        threading.Thread(target=old.teardown, name="stepline-teardown", daemon=True).start()
+        retiring = threading.Thread(target=old.teardown, name="stepline-teardown", daemon=True)
+        retiring.start()
+        self._retiring = [t for t in self._retiring if t.is_alive()] + [retiring]
         return True
 
     def _digest_or_none(self):
@@ -291,5 +294,7 @@ class ServedModel:
         self._stopped.set()
         if self._watch is not None:
             self._watch.join(timeout=60)
+        for retiring in self._retiring:
+            retiring.join(timeout=60)
         if self.live is not None:
             self.live.teardown()
