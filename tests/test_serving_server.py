@@ -58,6 +58,10 @@ def test_tritonclient_health_metadata_and_infer_in_binary_and_json(bc_server):
         result = c.infer("bc", [triton_input("input", rows, "FP64", binary)], outputs=outputs)
         np.testing.assert_array_equal(result.as_numpy("predictions"), expected)
         np.testing.assert_array_equal(result.as_numpy("probabilities"), proba)
+    # compressed request bodies, as tritonclient sends them when asked
+    for algorithm in ("gzip", "deflate"):
+        result = c.infer("bc", [triton_input("input", rows, "FP64", True)], request_compression_algorithm=algorithm)
+        np.testing.assert_array_equal(result.as_numpy("predictions"), expected)
     # no outputs asked: every output, in binary (tritonclient's default)
     result = c.infer("bc", [triton_input("input", rows.astype(np.float32), "FP32", True)])
     np.testing.assert_array_equal(result.as_numpy("predictions"), pipeline.predict(rows.astype(np.float32)))

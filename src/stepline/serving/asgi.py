@@ -210,6 +210,14 @@ class _Server:
 
     # ------------------------------------------------------------ plumbing
     async def _body(self, request) -> bytes:
+        """The request body, decompressed (gzip/deflate, as tritonclient can send); 413 over the limit."""
+        raw = await self._raw_body(request)
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding == "identity":
+            return raw
+        return protocol.decompress(raw, encoding, self.max_body_size)
+
+    async def _raw_body(self, request) -> bytes:
         length = request.headers.get("content-length")
         if length is not None:
             if not length.isdigit():
