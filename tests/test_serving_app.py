@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import serving_helpers as h  # noqa: E402
+from stepline import Pipeline  # noqa: E402
 from stepline.serving import app as serving_app  # noqa: E402
 
 
@@ -302,3 +303,11 @@ def test_an_untrusted_new_dump_is_refused_and_the_old_one_keeps_serving(tmp_path
         assert "UntrustedDumpError" in next(iter(model.refused.values()))
         assert client.get("/v2/models/m").json()["versions"] == [digest]
         assert not (tmp_path / "log").exists()  # none of its code ran
+
+
+def test_outputs_without_a_protocol_datatype_are_sent_as_strings(tmp_path):
+    folder = h.save(Pipeline([h.DayStep()]).set_name("days"), tmp_path)
+    with h.InProcess(serving_app(folder, poll_interval=0)) as client:
+        assert client.post("/predict", json={"inputs": [[1], [2]]}).json() == {"predictions": ["2026-01-02", "2026-01-03"]}
+        outputs = client.post("/v2/models/days/infer", json=infer_body([[1]], datatype="INT64")).json()["outputs"]
+        assert outputs == [{"name": "predictions", "datatype": "BYTES", "shape": [1], "data": ["2026-01-02"]}]
