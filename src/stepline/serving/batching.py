@@ -25,31 +25,31 @@ class _Queue:
 
 
 class Batcher:
-    """Stack concurrent requests into one call of ``run(data, proba)`` on ``executor``.
+    """Stack concurrent requests into one call of ``run(data, proba)`` on ``threads`` (``submit(fn, *args)``).
 
     ``run`` returns ``(tag, outputs)`` (the tag: the version that computed them); each
     request gets ``(tag, its rows of outputs)``.
     """
 
-    def __init__(self, run, executor, max_batch_size: int, max_latency_s: float, metrics=None):
+    def __init__(self, run, threads, max_batch_size: int, max_latency_s: float, metrics=None):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
         if max_latency_s < 0:
             raise ValueError(f"max_latency_ms must be 0 or more, got {max_latency_s * 1000}")
         self.run = run
-        self.executor = executor
+        self.threads = threads
         self.max_batch_size = max_batch_size
         self.max_latency_s = max_latency_s
         self.metrics = metrics
         self._queues: dict = {}
-        self._running = 0  # batches on the executor now
+        self._running = 0  # batches on the threads now
 
     async def submit(self, data, proba: bool = False):
         """The outputs for ``data``, computed in a batch with other requests of its kind."""
         loop = asyncio.get_running_loop()
         rows = len(data)
         if rows >= self.max_batch_size:
-            return await loop.run_in_executor(self.executor, self.run, data, proba)
+            return await self.threads.submit(self.run, data, proba)
         key = (structure_key(data), proba)
         queue = self._queues.get(key)
         if queue is None:
@@ -91,20 +91,19 @@ class Batcher:
                 self._flush(next(iter(self._queues)))
 
     async def _predict_batch(self, items: list, proba: bool) -> None:
-        loop = asyncio.get_running_loop()
         if self.metrics is not None:
             self.metrics.observe_batch(sum(len(d) for d, _ in items))
         if len(items) == 1:
             data, future = items[0]
-            await _settle(future, loop.run_in_executor(self.executor, self.run, data, proba))
+            await _settle(future, self.threads.submit(self.run, data, proba))
             return
         try:
-            tag, outputs = await loop.run_in_executor(self.executor, self.run, concatenate([d for d, _ in items]),
+            tag, outputs = await self.threads.submit(self.run, concatenate([d for d, _ in items]),
                                                       proba)
             if len(outputs) != sum(len(d) for d, _ in items):
                 raise ValueError("the pipeline returned a different number of rows than it was given")
         except Exception:  # one bad request must not fail the others: predict each alone
-            await asyncio.gather(*(_settle(f, loop.run_in_executor(self.executor, self.run, d, proba))
+            await asyncio.gather(*(_settle(f, self.threads.submit(self.run, d, proba))
                                    for d, f in items))
             return
         start = 0
