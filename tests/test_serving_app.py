@@ -311,3 +311,11 @@ def test_outputs_without_a_protocol_datatype_are_sent_as_strings(tmp_path):
         assert client.post("/predict", json={"inputs": [[1], [2]]}).json() == {"predictions": ["2026-01-02", "2026-01-03"]}
         outputs = client.post("/v2/models/days/infer", json=infer_body([[1]], datatype="INT64")).json()["outputs"]
         assert outputs == [{"name": "predictions", "datatype": "BYTES", "shape": [1], "data": ["2026-01-02"]}]
+
+
+def test_a_setup_that_fails_stops_startup_with_the_reason(tmp_path):
+    from stepline.serving.model import ModelLoadError
+    folder = h.save(Pipeline([h.FailingSetup()]).set_name("gpu"), tmp_path)
+    with pytest.raises(ModelLoadError, match="setup failed: RuntimeError: no GPU here"):
+        with h.InProcess(serving_app(folder, poll_interval=0)):
+            pass

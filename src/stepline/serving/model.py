@@ -69,9 +69,13 @@ class LoadedVersion:
         self.digest = digest
         try:
             step = load_dump(self.folder, trusted)
-            step.setup(ExecutionContext(self.folder.parent))
         except Exception as error:
             raise ModelLoadError(f"{self.folder}: {type(error).__name__}: {error}") from error
+        try:
+            step.setup(ExecutionContext(self.folder.parent))
+        except Exception as error:
+            _teardown_quietly(step)  # release what the part of setup that ran created
+            raise ModelLoadError(f"{self.folder}: setup failed: {type(error).__name__}: {error}") from error
         self.step = step
         self.final = _final_estimator(step)
         self.classes = _classes(self.final)
@@ -123,6 +127,13 @@ class LoadedVersion:
             self.step.teardown()
         except Exception:
             logger.exception("%s: teardown of version %s failed", self.folder, self.digest[:12])
+
+
+def _teardown_quietly(step) -> None:
+    try:
+        step.teardown()
+    except Exception:
+        logger.debug("teardown after a failed setup failed too", exc_info=True)
 
 
 def failing_step(error: BaseException) -> str | None:
