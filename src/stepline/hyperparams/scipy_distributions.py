@@ -175,6 +175,11 @@ class _Truncated(stats.rv_continuous):
         super().__init__(**kwargs)
         self.base = base
 
+    def _updated_ctor_param(self):  # scipy rebuilds the class from these (freezing, unpickling)
+        params = super()._updated_ctor_param()
+        params["base"] = self.base
+        return params
+
     def _pdf(self, x):
         return self.base.pdf(x) / (self.base.cdf(self.b) - self.base.cdf(self.a))
 
