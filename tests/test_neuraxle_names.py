@@ -304,3 +304,28 @@ def test_more_numpy_steps():
 def test_ported_steps_pickle():
     step = Pipeline([ForEach(MultiplyByN(2)), OptionalStep(AddN(1), nullified_return_value=[])])
     assert pickle.loads(pickle.dumps(step)).keys() == step.keys()
+
+
+def test_sub_container_merging_steps():
+    from stepline.steps.data import InnerConcatenateDataContainer, ZipBatchDataContainer
+    main = DACT(di=np.ones((4, 3, 2)), eo=np.ones((4, 3, 2)))
+    main.add_sub_data_container("side", DACT(di=np.zeros((4, 3)), eo=np.zeros((4, 3))))
+    out = Pipeline([InnerConcatenateDataContainer(["side"])]).handle_transform(main.copy(), ExecutionContext())
+    assert out.di.shape == (4, 3, 3) and out.eo.shape == (4, 3, 3) and out.get_sub_data_container_names() == []
+    zipped = ZipBatchDataContainer(["side"]).handle_transform(main, ExecutionContext())
+    assert zipped.di[0][1].shape == (3,) and zipped.eo[0][1].shape == (3,)
+    with pytest.raises(KeyError, match="no sub data container named \\['nope'\\]"):
+        InnerConcatenateDataContainer(["nope"]).handle_transform(main, ExecutionContext())
+
+
+def test_ids_input_and_output_wrapper():
+    from stepline.steps.output_handlers import IdsInputAndOutputTransformerWrapper
+
+    class Reverse(NonFittableMixin, BaseStep):
+        def transform(self, data_inputs):
+            ids, di, eo = data_inputs
+            return list(reversed(ids)), list(reversed(di)), list(reversed(eo))
+
+    out = IdsInputAndOutputTransformerWrapper(Reverse()).handle_transform(DACT(ids=["a", "b"], eo=[1, 2], di=[3, 4]),
+                                                                          ExecutionContext())
+    assert (out.ids, out.di, out.eo) == (["b", "a"], [4, 3], [2, 1])
