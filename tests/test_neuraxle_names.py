@@ -137,6 +137,7 @@ def test_neuraxle_style_hooks_on_a_plain_step():
             return data_container
 
     assert list(Pipeline([Doubler()]).transform([1, 2])) == [2, 4]
+    assert list(Doubler().transform([1, 2])) == [2, 4]  # plain calls go through the hook too
 
 
 def test_assertion_steps_raise_except_in_prod(caplog):
@@ -200,8 +201,10 @@ def test_minibatch_pipeline_with_joiner_barriers():
     assert [list(d) for d in tape.data] == [[0, 1, 2], [3, 4, 5]]
     p = MiniBatchSequentialPipeline([TransformCallbackStep(tape.reset()), Joiner(batch_size=3,
                                                                                 default_value_data_inputs=-1)])
-    p.transform(list(range(4)))
+    assert list(p.transform(list(range(4)))) == [0, 1, 2, 3]  # the padding never comes out
     assert [list(d) for d in tape.data] == [[0, 1, 2], [3, -1, -1]]
+    tail = MiniBatchSequentialPipeline([MultiplyByN(2), Joiner(batch_size=3), MultiplyByN(3)])
+    assert list(tail.transform(list(range(6)))) == [0, 6, 12, 18, 24, 30]  # after the last Joiner: all rows at once
 
 
 def test_streaming_stage_of_four():
