@@ -167,10 +167,14 @@ class ExecutionContext:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def load(self, path: str, mmap_mode: str | None = None, verify=True):
-        """Load the step saved at ``root/<path>`` (``"name"`` or ``"name/child"``)."""
+    def load(self, path: str, mmap_mode: str | None = None, verify=True, trusted=None):
+        """Load the step saved at ``root/<path>`` (``"name"`` or ``"name/child"``).
+
+        ``trusted=True`` runs whatever the dump holds (by-value classes included) even when
+        it is not signed by a trusted key: only for dumps from someone you trust (docs/trust.md).
+        """
         from stepline.saving import load_step
-        return load_step(self, path, mmap_mode=mmap_mode, verify=verify)
+        return load_step(self, path, mmap_mode=mmap_mode, verify=verify, trusted=trusted)
 
     def __repr__(self) -> str:
         root = self._root._path

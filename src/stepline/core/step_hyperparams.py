@@ -64,13 +64,17 @@ class HyperparamsMixin:
                 flat[prefix + key] = value
         return flat
 
-    # ---- writing ----
+    # ---- writing: validate the whole tree first, then apply (all or nothing) ----
     def set_hyperparams(self, hyperparams) -> "HyperparamsMixin":
-        """Change the values given, keep the others; routes ``"child__param"`` keys."""
-        for step, values in self._route(_as_flat(hyperparams)).items():
+        """Change the values given, keep the others; routes ``"child__param"`` keys.
+
+        All or nothing: every key and value is checked, over the whole tree, before
+        anything changes; a value a wrapped object still refuses puts back what was applied.
+        """
+        routed = self._route(_as_flat(hyperparams))
+        for step, values in routed.items():
             step._validate_values(values)
-            step._set_own_hyperparams(values)
-            step._invalidated = True
+        _apply_all(routed)
         return self
 
     def update_hyperparams(self, hyperparams) -> "HyperparamsMixin":
@@ -78,10 +82,15 @@ class HyperparamsMixin:
         return self.set_hyperparams(hyperparams)
 
     def set_hyperparams_space(self, hyperparams_space) -> "HyperparamsMixin":
-        """Change the distributions given, keep the others; routes like :meth:`set_hyperparams`."""
+        """Change the distributions given, keep the others; routes like :meth:`set_hyperparams`.
+
+        All or nothing, as :meth:`set_hyperparams`.
+        """
         space = HyperparameterSpace(_as_flat(hyperparams_space))
-        for step, values in self._route(dict(space.items())).items():
+        routed = self._route(dict(space.items()))
+        for step, values in routed.items():
             step._validate_names(values)
+        for step, values in routed.items():
             step.hyperparams_space.update(values)
             step._invalidated = True
         return self
@@ -131,6 +140,14 @@ class HyperparamsMixin:
     def _child_by_name(self, name: str):
         return None
 
+    def _hyperparams_snapshot(self, names) -> object:
+        """What :meth:`_restore_hyperparams` needs to undo setting ``names``."""
+        return dict(self.hyperparams)
+
+    def _restore_hyperparams(self, snapshot) -> None:
+        dict.clear(self.hyperparams)
+        dict.update(self.hyperparams, snapshot)
+
     def _validate_names(self, values: Mapping) -> None:
         known = self._own_hyperparam_names()
         if not known and self._declares_no_hyperparams and not any(SEPARATOR in k for k in values):
@@ -153,6 +170,22 @@ class HyperparamsMixin:
                 raise HyperparameterError(
                     f"value {value!r} for hyperparameter {name!r} of step {self.name!r} "
                     f"is outside its space {dist!r}")
+
+
+def _apply_all(routed: dict) -> None:
+    """Set each step's validated values; if one still refuses, put the applied ones back."""
+    applied = []
+    try:
+        for step, values in routed.items():
+            snapshot = step._hyperparams_snapshot(values.keys())
+            applied.append((step, snapshot))
+            step._set_own_hyperparams(values)
+    except BaseException:
+        for step, snapshot in reversed(applied):
+            step._restore_hyperparams(snapshot)
+        raise
+    for step in routed:
+        step._invalidated = True
 
 
 def _in_space(value, dist) -> bool:

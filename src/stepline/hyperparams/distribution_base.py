@@ -15,7 +15,7 @@ import numpy as np
 
 
 
-RandomState = Union[None, int, np.random.Generator]
+RandomState = Union[None, int, np.random.Generator, np.random.RandomState]
 
 _REGISTRY: dict[str, type] = {}
 _JSON_SCALARS = (type(None), bool, int, float, str)
@@ -26,13 +26,16 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 # --------------------------------------------------------------------------- helpers
 
 def _rng(random_state: RandomState) -> np.random.Generator:
-    """A Generator from None (fresh entropy), an int seed, or a Generator (used as is)."""
+    """A Generator from None (fresh entropy), an int seed, a Generator (used as is) or a
+    legacy ``RandomState`` (scikit-learn's: a seed is drawn from it, so it advances)."""
     if isinstance(random_state, np.random.Generator):
         return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(0, 2 ** 63 - 1, dtype=np.int64))
     if random_state is None or _is_int(random_state):
         return np.random.default_rng(None if random_state is None else int(random_state))
-    raise TypeError("random_state must be None, an int seed or a numpy.random.Generator, "
-                    f"got {random_state!r}")
+    raise TypeError("random_state must be None, an int seed, a numpy.random.Generator or a "
+                    f"numpy.random.RandomState, got {random_state!r}")
 
 
 def _plain(value: Any) -> Any:

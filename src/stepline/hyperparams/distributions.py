@@ -1,7 +1,7 @@
 """Hyperparameter distributions: the values a hyperparameter may take, and how to draw them.
 
-Every distribution draws values (``rvs`` / ``rvs_many``, reproducible from an int seed or a
-``numpy.random.Generator``), answers ``value in dist``, compares equal by type and constructor
+Every distribution draws values (``rvs`` / ``rvs_many``, reproducible from an int seed, a
+``numpy.random.Generator`` or a ``numpy.random.RandomState``), answers ``value in dist``, compares equal by type and constructor
 arguments, and round-trips through JSON (``to_json_dict`` / :func:`distribution_from_json_dict`).
 Continuous distributions add ``pdf``/``cdf``/``min``/``max``/``mean``/``std``; discrete ones
 add ``pmf``/``probabilities`` and, where the values are numbers, ``min``/``max``/``mean``/``std``.

@@ -169,9 +169,9 @@ class HyperparameterSpace(RecursiveDict):
             dict.__setitem__(self, key, _as_distribution(value, key))
 
     def rvs(self, random_state=None) -> HyperparameterSamples:
-        """One sample of every hyperparameter (reproducible with a seed or Generator)."""
-        import numpy as np
-        rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
+        """One sample of every hyperparameter (reproducible with a seed, a Generator or a RandomState)."""
+        from stepline.hyperparams.distribution_base import _rng
+        rng = _rng(random_state)
         return HyperparameterSamples({key: dist.rvs(random_state=rng) for key, dist in sorted(self.items())})
 
     def to_json(self) -> str:
