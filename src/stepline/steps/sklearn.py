@@ -183,9 +183,9 @@ class SKLearnWrapper(BaseStep):
                 raise TypeError(f"step {self.name!r}: use_predict_proba=True but {type(est).__name__} "
                                 f"with these parameters has no predict_proba")
             return "predict_proba"
-        if hasattr(est, "transform"):
-            return "transform"
-        return "predict"
+        if hasattr(est, "predict") or not hasattr(est, "transform"):
+            return "predict"  # a predictor predicts (KMeans gives labels, not distances)
+        return "transform"
 
     # ---------------------------------------------------------------------- repr
     def _repr_lines(self, indent: str) -> list[str]:
