@@ -262,3 +262,10 @@ def test_predict_runs_the_workers_in_inference_without_restarting_them(use_proce
         np.testing.assert_array_equal(p.transform(x), x + 101)  # the mode was the call's only
         assert p.consumers == workers and all(w.is_alive() for w in workers)
         assert p.is_train
+
+
+def test_a_pipeline_saved_before_timeout_s_existed_still_runs():
+    p = SequentialQueuedPipeline([Add()], batch_size=2, use_processes=False)
+    del p.__dict__["timeout_s"]  # what unpickling an older dump gives
+    with p.setup():
+        np.testing.assert_array_equal(p.transform(np.arange(3.0)), np.arange(3.0) + 1)
