@@ -291,15 +291,15 @@ def dump_listing(folder):
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
 
-def test_saved_folder_holds_no_pickled_module(tmp_path):
+def test_saved_folder_holds_no_pickled_module(tmp_path, cache_small_files):
     X, y = regression(64)
     step = mlp_step(epochs=2).fit(X, y)
     step.save(CX(tmp_path), full_dump=True)
     folder = tmp_path / "mlp"
     assert dump_listing(folder) == ["model.json", "model.safetensors", "optimizer.json",
-                                    "optimizer.safetensors", "step.pkl", "stepline.json"]
+                                    "optimizer.safetensors", "step.pkl", "stepline.json", "stepline.sig"]
     manifest = json.loads((folder / "stepline.json").read_text())
-    assert set(manifest["files"]) == set(dump_listing(folder)) - {"stepline.json"}
+    assert set(manifest["files"]) == set(dump_listing(folder)) - {"stepline.json", "stepline.sig"}
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == [".stepline-verified.json"]
     assert manifest["savers"] == ["stepline.torch.saver.TorchModuleSaver"]
     # the pickle holds no tensor and no module instance: only the recipe (a class reference)
@@ -484,7 +484,7 @@ def test_a_loaded_step_saved_again_without_setup_keeps_its_weights(tmp_path):
 
 def test_an_unfitted_step_saves_no_weights(tmp_path):
     mlp_step().save(CX(tmp_path), full_dump=True)
-    assert dump_listing(tmp_path / "mlp") == ["step.pkl", "stepline.json"]
+    assert dump_listing(tmp_path / "mlp") == ["step.pkl", "stepline.json", "stepline.sig"]
     loaded = CX(tmp_path).load("mlp")
     with pytest.raises(NotFittedError):
         loaded.transform(np.zeros((2, 4)))
@@ -501,7 +501,7 @@ def test_a_corrupted_weights_file_is_refused_with_its_name(tmp_path):
         CX(tmp_path).load("mlp")
 
 
-def test_weights_files_are_hashed_once_while_written(tmp_path, monkeypatch):
+def test_weights_files_are_hashed_once_while_written(tmp_path, monkeypatch, cache_small_files):
     from stepline.saving import integrity
     X, y = regression(64)
     step = mlp_step(epochs=1).fit(X, y)

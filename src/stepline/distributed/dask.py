@@ -186,7 +186,7 @@ class DaskPipeline(MetaStep):
         futures = client.map(_transform_on_worker, range(len(batches)), batches, step_key=key,
                              step_name=self.wrapped.name, payload=payload, owner=self.name,
                              timeout_s=self.__dict__.get("timeout_s"),  # dumps from before it have none
-                             mode=current_call_mode(), pure=False)
+                             mode=current_call_mode(), signer=_signer(), pure=False)
         self._keys = {f.key: i for i, f in enumerate(futures)}
         try:
             if self.show_progress:
@@ -288,14 +288,23 @@ _LOADED: dict[str, tuple] = {}
 _LOADED_LOCK = threading.Lock()
 
 
-def _step_on_worker(key: str, name: str, payload):
+def _signer() -> str:
+    """The public key the dumps this process saves are signed with (DESIGN §5a)."""
+    from stepline.trust.keys import local_public_key_hex
+    return local_public_key_hex()
+
+
+def _step_on_worker(key: str, name: str, payload, signer: str | None = None):
     """The step of ``key`` on this worker: loaded and set up on first use, then kept.
 
-    A dump that came as bytes is unpacked under the worker's local directory, which
-    Dask removes when the worker closes, and purges when a worker died (its nanny's
-    next worker does it), so a killed worker leaves no dump behind.
+    The dump is verified against ``signer``, the client's public key, sent over the channel
+    that already carries the client's code: a worker on another machine trusts what the
+    client saved, and nothing else. A dump that came as bytes is unpacked under the worker's
+    local directory, which Dask removes when the worker closes, and purges when a worker
+    died (its nanny's next worker does it), so a killed worker leaves no dump behind.
     """
-    with _LOADED_LOCK:
+    from stepline.trust.store import trusting_keys
+    with _LOADED_LOCK, trusting_keys([signer] if signer else []):
         entry = _LOADED.get(key)
         if entry is None:
             if not _LOADED:
@@ -320,17 +329,17 @@ def _worker_directory():
 
 
 def _transform_on_worker(index: int, batch, *, step_key: str, step_name: str, payload, owner: str,
-                         timeout_s=None, mode=None):
+                         timeout_s=None, mode=None, signer: str | None = None):
     """Transform minibatch ``index`` in the call's ``mode`` (see :mod:`stepline.core.mode`)."""
     with call_mode(mode):
         if timeout_s is None:
-            return _run_minibatch(index, batch, step_key, step_name, payload, owner)
-        return _with_timeout(index, batch, step_key, step_name, payload, owner, timeout_s)
+            return _run_minibatch(index, batch, step_key, step_name, payload, owner, signer=signer)
+        return _with_timeout(index, batch, step_key, step_name, payload, owner, timeout_s, signer=signer)
 
 
-def _run_minibatch(index, batch, step_key, step_name, payload, owner, loaded=None):
+def _run_minibatch(index, batch, step_key, step_name, payload, owner, loaded=None, signer=None):
     data_inputs, expected_outputs = batch
-    step, _, context = _step_on_worker(step_key, step_name, payload)
+    step, _, context = _step_on_worker(step_key, step_name, payload, signer)
     if loaded is not None:
         loaded.set()
     try:
@@ -342,7 +351,7 @@ def _run_minibatch(index, batch, step_key, step_name, payload, owner, loaded=Non
                             batch_index=index, worker=_worker_address()) from None
 
 
-def _with_timeout(index, batch, step_key, step_name, payload, owner, timeout_s):
+def _with_timeout(index, batch, step_key, step_name, payload, owner, timeout_s, signer=None):
     """Run the minibatch in a thread of its own; give up on it ``timeout_s`` after the step
     started on it (loading and setting up the step on first use are not timed: imports and
     models can take long)."""
@@ -350,7 +359,8 @@ def _with_timeout(index, batch, step_key, step_name, payload, owner, timeout_s):
 
     def run():
         try:
-            outcome["value"] = _run_minibatch(index, batch, step_key, step_name, payload, owner, loaded)
+            outcome["value"] = _run_minibatch(index, batch, step_key, step_name, payload, owner, loaded,
+                                              signer)
         except BaseException as e:
             outcome["error"] = e
         finally:

@@ -98,6 +98,9 @@ class _QueuedSteps(_ProducerConsumerMixin, TruncableSteps):
                          name=name, savers=savers)
         self._workers_by_name = {s.name: n for s, n in zip(self.steps_as_tuple, counts)}
         self.batch_size = _positive_int(batch_size, "batch_size")
+        if max_queued_minibatches is None and _stage_queue_sizes(steps):
+            # one capacity for every queue: the smallest a stage asked for keeps every bound
+            max_queued_minibatches = min(_stage_queue_sizes(steps))
         self.max_queued_minibatches = (None if max_queued_minibatches is None
                                        else _positive_int(max_queued_minibatches, "max_queued_minibatches"))
         self.use_processes = bool(use_processes)
@@ -371,7 +374,15 @@ def _timeout(value):
     return float(value)
 
 
-_STAGE_FORMS = "step, (name, step), (n_workers, step) or (name, n_workers, step)"
+_STAGE_FORMS = ("step, (name, step), (n_workers, step), (name, n_workers, step) or "
+                "(name, n_workers, max_queue_size, step)")
+
+
+def _stage_queue_sizes(steps) -> list:
+    """The max queue sizes given by 4-tuple stages (Neuraxle's form)."""
+    if isinstance(steps, BaseTransformer):
+        return []
+    return [item[2] for item in steps if isinstance(item, tuple) and len(item) == 4]
 
 
 def _parse_stages(steps, default_workers: int, owner: str):
@@ -382,7 +393,10 @@ def _parse_stages(steps, default_workers: int, owner: str):
     for item in steps:
         name, n, step = None, None, item
         if isinstance(item, tuple):
-            if len(item) == 3:
+            if len(item) == 4:  # Neuraxle's (name, n_workers, max queue size, step)
+                name, n, queue_size, step = item
+                _positive_int(queue_size, f"{owner}: the max queue size of a stage")
+            elif len(item) == 3:
                 name, n, step = item
             elif len(item) == 2 and isinstance(item[0], str):
                 name, step = item
@@ -412,10 +426,16 @@ def _fingerprint(step) -> str:
 
 
 def _join_features(parts: list):
-    arrays = [np.asarray(p) for p in parts]
-    arrays = [a.reshape(-1, 1) if a.ndim == 1 else a for a in arrays]
-    return np.concatenate(arrays, axis=-1)
+    """Side by side, as FeatureUnion joins: 1-D outputs as columns, DataFrames keep index and columns."""
+    from stepline.steps.numpy import concatenate_inner_features
+    return concatenate_inner_features(parts)
 
 
 __all__ = ["SequentialQueuedPipeline", "ParallelQueuedFeatureUnion", "StreamingWorkerError", "StreamingTimeoutError",
            "StreamingSetupError", "_ProducerConsumerMixin", "_ProducerConsumerStepSaver"]
+
+
+# Neuraxle's names for the same things (and its internals, which stepline does not have).
+BaseQueuedPipeline = _QueuedSteps
+from stepline.distributed.neuraxle_internals import (ParallelWorkersWrapper, QueuedMinibatchTask,  # noqa: E402
+                                                     WorkersJoiner)

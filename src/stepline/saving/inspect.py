@@ -55,11 +55,16 @@ def _human(size: int) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="a saved step's folder, e.g. cache_folder/saved_pipeline_name")
+    parser.add_argument("--audit", action="store_true", help="also list the globals every pickle needs, "
+                        "read from its opcodes, and whether an untrusted load may use them (docs/trust.md)")
 
 
 def run(args) -> int:
     try:
         print("\n".join(describe_tree(args.path)))
+        if getattr(args, "audit", False):
+            from stepline.trust.report import audit_lines
+            print("\n".join(audit_lines(args.path)))
     except StepLoadError as error:
         print(f"stepline inspect: {error}")
         return 2
