@@ -320,3 +320,34 @@ def test_streaming_workers_load_the_dump_the_parent_signed(tmp_path):
     with p.setup():
         assert p._runtime.stages[0].payload_kind == "dump"
         assert p.transform([1.0, 2.0, 3.0]).tolist() == [2.0, 4.0, 6.0]
+
+
+def test_verify_false_still_hashes_the_pickles_of_a_signed_dump(signed, tmp_path):
+    """Sizes-only checks must not let a same-size pickle swapped into a signed dump run."""
+    from trust_payloads import build
+    path, marker = signed / "a" / "step.pkl", tmp_path / "marker"
+    evil, _ = build("os_system", marker, signed / "a")
+    size = path.stat().st_size
+    assert len(evil) < size
+    path.unlink()
+    path.write_bytes(evil + b"." * (size - len(evil)))  # padding after STOP is never read
+    with pytest.raises(CorruptFileError, match="a/step.pkl"):
+        CX(signed.parent).load("p", verify=False)
+    assert not marker.exists()
+
+
+def test_a_forged_stat_cache_cannot_vouch_for_a_swapped_pickle(signed, tmp_path):
+    """The stat cache lives in the dump, so an attacker who can write there can forge it:
+    a signed dump's pickles are hashed on every load, whatever the cache says."""
+    from stepline.saving.integrity import stat_entry, update_stat_cache
+    from trust_payloads import build
+    path, marker = signed / "a" / "step.pkl", tmp_path / "marker"
+    claimed = json.loads((signed / "a" / "stepline.json").read_text())["files"]["step.pkl"]["blake3"]
+    evil, _ = build("os_system", marker, signed / "a")
+    size = path.stat().st_size
+    path.unlink()
+    path.write_bytes(evil + b"." * (size - len(evil)))
+    update_stat_cache(signed / "a", {"step.pkl": stat_entry(os.stat(path), claimed)}, settle=True)
+    with pytest.raises(CorruptFileError, match="a/step.pkl"):
+        CX(signed.parent).load("p")
+    assert not marker.exists()

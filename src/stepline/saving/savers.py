@@ -74,7 +74,8 @@ class JoblibStepSaver(BaseSaver):
         folder = context.get_path()
         files = options.manifest_files(folder)
         pickled = {k: v for k, v in files.items() if k == "step.pkl" or k.startswith("buffer-")}
-        return read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False, restricted=not options.trusted)
+        return read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False,
+                           restricted=not options.trusted, check_stream=not options.trust_override)
 
 
 def _save_error(step, context, error):
