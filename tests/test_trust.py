@@ -351,3 +351,85 @@ def test_a_forged_stat_cache_cannot_vouch_for_a_swapped_pickle(signed, tmp_path)
     with pytest.raises(CorruptFileError, match="a/step.pkl"):
         CX(signed.parent).load("p")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("model", ["scaler_pca_logistic", "random_forest", "feature_union", "torch"])
+def test_the_opcode_audit_finds_exactly_the_globals_unpickling_asks_for(tmp_path, model):
+    """What the audit reads from the opcodes is what find_class is asked for, on real dumps."""
+    import io
+    import pickle
+    pytest.importorskip("sklearn")
+    if model == "torch":
+        pytest.importorskip("torch")
+    from trust_models import BUILDERS
+
+    from stepline.trust.audit import pickle_globals
+    step, _ = BUILDERS[model]()
+    step.save(CX(tmp_path), full_dump=True)
+    pickles = sorted(tmp_path.rglob("step.pkl"))
+    assert pickles
+    for path in pickles:
+        asked = []
+
+        class Recording(pickle.Unpickler):
+            def find_class(self, module, name):
+                asked.append(f"{module}.{name}")
+                return super().find_class(module, name)
+
+            def persistent_load(self, pid):
+                raise AssertionError("no persistent ids in a dump")
+        buffers = [np.fromfile(p, dtype=np.uint8) for p in sorted(path.parent.glob("buffer-*.bin"))]
+        Recording(io.BytesIO(path.read_bytes()), buffers=buffers).load()
+        audit = pickle_globals(path.read_bytes())
+        assert audit.unresolvable == [] and set(audit.globals) == set(asked), path
+
+
+def _recorded_globals(data: bytes) -> list:
+    import io
+    import pickle
+    asked = []
+
+    class Recording(pickle.Unpickler):
+        def find_class(self, module, name):
+            asked.append(f"{module}.{name}")
+            return super().find_class(module, name)
+    Recording(io.BytesIO(data)).load()
+    return asked
+
+
+def test_the_audit_matches_unpickling_on_random_data_in_every_protocol():
+    import collections
+    import pickle
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from stepline.trust.audit import pickle_globals
+    leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=5),
+                       st.binary(max_size=5), st.complex_numbers(allow_nan=False),
+                       st.builds(bytearray, st.binary(max_size=3)), st.builds(slice, st.integers()))
+    data = st.recursive(leaves, lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.tuples(inner, inner), st.frozensets(st.integers(), max_size=3),
+        st.sets(st.text(max_size=2), max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3),
+        st.builds(collections.OrderedDict, st.dictionaries(st.integers(), inner, max_size=2))), max_leaves=8)
+
+    @settings(max_examples=150, deadline=None)
+    @given(data, st.integers(0, pickle.HIGHEST_PROTOCOL))
+    def check(value, protocol):
+        raw = pickle.dumps(value, protocol=protocol)
+        audit = pickle_globals(raw)
+        assert audit.unresolvable == [] and set(audit.globals) == set(_recorded_globals(raw))
+    check()
+
+
+def test_the_audit_never_raises_on_garbage():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from stepline.trust.audit import pickle_globals
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=200))
+    def check(data):
+        pickle_globals(data)
+    check()
