@@ -433,3 +433,12 @@ def test_the_audit_never_raises_on_garbage():
     def check(data):
         pickle_globals(data)
     check()
+
+
+def test_inspect_audit_of_a_fifo_pickle_fails_clearly_without_hanging(signed):
+    (signed / "b" / "step.pkl").unlink()
+    os.mkfifo(signed / "b" / "step.pkl")
+    out = _stepline(os.environ["STEPLINE_HOME"], "inspect", "--audit", signed)
+    assert out.returncode == 2 and "not a regular file" in out.stdout
+    with pytest.raises(StepLoadError):
+        CX(signed.parent).load("p", trusted=False)
