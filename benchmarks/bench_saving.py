@@ -1,44 +1,41 @@
-"""Saving and loading a pipeline holding ~1 GiB of float32 arrays in several fitted steps.
+"""Saving and loading: one huge pipeline and many tiny steps, against their peers, in one run.
 
-In one run, medians over repeats:
-  - full-dump save vs ``joblib.dump`` of the same pipeline object, ``pickle`` protocol 5,
-    and raw ``np.save`` of the same arrays (the physical floor);
-  - load vs ``joblib.load``, ``pickle.load`` and raw ``np.load``;
-  - mmap load (``mmap_mode="r"``);
-  - a changes-only save after changing one small step vs a full dump.
-Targets (issue 3): save ≤ 1.3× np.save; load ≤ 1.3× np.load; mmap load < 50 ms;
-changes-only save of one small step < 1/20 of the full dump.
+Rows (issue 14; medians over repeats, each peer measured in the same run):
+  - full dump of ~1 GiB of float32 in 4 fitted steps vs ``np.save`` of the same arrays
+    (the physical floor), ``joblib.dump`` and ``pickle`` protocol 5;
+  - its load with the stat cache warm vs ``np.load``; the first load of a *copied* dump
+    (new inodes: no stat cache, every byte verified) vs ``np.load``;
+  - full save of 10 and of 1000 tiny fitted steps (``MultiplyByN``) vs ``joblib.dump`` of
+    the same pipeline; load of the 1000 vs ``joblib.load``;
+  - changes-only save of 1 changed step in a 100-step and a 1000-step pipeline;
+  - the cost of the Merkle root (issue 11) on a 10-step pipeline: reading and hashing the
+    manifests whose digests the parents list (what a save and a load add for it).
 
-Every saved file gets a SHA-256 in its manifest (DESIGN §5), so two more rows are shown:
-the SHA-256 of the same bytes alone, on as many threads as there are arrays (what no
-hashed save can beat), and np.save followed by that hashing; and np.save into a new
-folder that then replaces the old one, as an atomic save must (both copies exist for a
-moment). Each candidate runs its repeats back to back after a warm-up: on VMs that hand
-freed memory back to the host, interleaving them makes each pay for the others' page
-faults.
+Each candidate runs its repeats back to back after a warm-up: on VMs that hand freed
+memory back to the host, interleaving them makes each pay for the others' page faults.
 
-    python benchmarks/bench_saving.py [--size-mb 1024] [--steps 4] [--repeats 3]
+    python benchmarks/bench_saving.py [--size-mb 1024] [--steps 4] [--repeats 3] [--tiny 1000]
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import pickle
 import shutil
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import joblib
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _timing import median_time, print_table  # noqa: E402
+from _timing import fmt_seconds, median_time, print_table  # noqa: E402
 
 from stepline import CX, Pipeline  # noqa: E402
 from stepline.base import BaseStep  # noqa: E402
+from stepline.saving.manifest import root_digest  # noqa: E402
+from stepline.steps.numpy import MultiplyByN  # noqa: E402
 
 
 class Fitted(BaseStep):
@@ -61,10 +58,106 @@ def build(size_mb: int, steps: int) -> Pipeline:
     return Pipeline(big + [("small", Fitted(16))], name="bench").fit(None)
 
 
+def tiny(n: int) -> Pipeline:
+    """``n`` tiny fitted steps (``MultiplyByN``, changed by setting a hyperparameter)."""
+    p = Pipeline([(f"m{i}", MultiplyByN(2)) for i in range(n)], name="tiny")
+    for step in p.values():
+        step.set_hyperparams({"multiply_by": 3})
+    return p
+
+
 def fresh(folder: Path) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     return folder
+
+
+def big_rows(base: Path, size_mb: int, steps: int, r: int):
+    pipeline = build(size_mb, steps)
+    arrays = [s.weights_ for s in pipeline.values()]
+    ours, raw, jl, pk, copied = base / "ours", base / "raw", base / "joblib", base / "pickle", base / "copied"
+
+    def save_raw():
+        fresh(raw)
+        for i, a in enumerate(arrays):
+            np.save(raw / f"{i}.npy", a)
+
+    def save_joblib():
+        joblib.dump(pipeline, fresh(jl) / "p.joblib")
+
+    def save_pickle():
+        with open(fresh(pk) / "p.pkl", "wb") as f:
+            pickle.dump(pipeline, f, protocol=5)
+
+    saves = [(label, median_time(fn, r)) for label, fn in [
+        ("stepline full dump", lambda: pipeline.save(CX(ours), full_dump=True)),
+        ("np.save (floor)", save_raw), ("joblib.dump", save_joblib), ("pickle protocol 5", save_pickle)]]
+
+    def load_raw():
+        return [np.load(raw / f"{i}.npy") for i in range(len(arrays))]
+
+    def copy_dump():
+        shutil.rmtree(copied, ignore_errors=True)
+        shutil.copytree(ours, copied)  # new inodes: the stat cache vouches for nothing
+
+    def first_load_of_copy():
+        return CX(copied).load("bench")
+
+    loads = [("stepline load, stat cache warm", median_time(lambda: CX(ours).load("bench"), r)),
+             ("stepline first load of a copied dump", _timed_after(copy_dump, first_load_of_copy, r)),
+             ("np.load (floor)", median_time(load_raw, r)),
+             ("joblib.load", median_time(lambda: joblib.load(jl / "p.joblib"), r)),
+             ("stepline load, mmap_mode='r'", median_time(lambda: CX(ours).load("bench", mmap_mode="r"), r))]
+    loaded = CX(ours).load("bench")
+    assert all(np.array_equal(a, b.weights_) for a, b in zip(arrays, loaded.values()))
+    return saves, loads
+
+
+def _timed_after(prepare, fn, repeats: int) -> float:
+    """Median time of ``fn`` with ``prepare`` run (untimed) before each call."""
+    import statistics
+    import time
+    times = []
+    for _ in range(repeats + 1):
+        prepare()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def tiny_rows(base: Path, n_big: int, r: int):
+    rows = []
+    for n in (10, n_big):
+        p = tiny(n)
+        folder, jl = base / f"tiny{n}", base / f"tiny{n}.joblib"
+        rows.append((f"full save, {n} tiny steps", median_time(lambda: p.save(CX(folder), full_dump=True), r),
+                     median_time(lambda: joblib.dump(p, jl), r), "joblib.dump"))
+    folder, jl = base / f"tiny{n_big}", base / f"tiny{n_big}.joblib"
+    rows.append((f"load, {n_big} tiny steps", median_time(lambda: CX(folder).load("tiny"), r),
+                 median_time(lambda: joblib.load(jl), r), "joblib.load"))
+    changes = []
+    for n in (100, n_big):
+        p = tiny(n)
+        folder = base / f"changes{n}"
+        p.save(CX(folder), full_dump=True)
+        values = iter(range(10, 10 ** 9))
+
+        def change_one_and_save():
+            p[f"m{n // 2}"].set_hyperparams({"multiply_by": next(values)})
+            p.save(CX(folder))
+
+        changes.append((f"changes-only save, 1 of {n} steps changed", median_time(change_one_and_save, max(r, 5))))
+        assert CX(folder).load("tiny")[f"m{n // 2}"].hyperparams["multiply_by"] == next(values) - 1
+    return rows, changes
+
+
+def merkle_row(base: Path, r: int) -> float:
+    """Seconds to read and hash the 10 manifests a 10-step pipeline's Merkle root covers."""
+    p = tiny(10)
+    p.save(CX(base / "merkle"), full_dump=True)
+    folders = [base / "merkle" / "tiny"] + [base / "merkle" / "tiny" / name for name in p.keys()]
+    return median_time(lambda: [root_digest(f) for f in folders], max(r, 20))
 
 
 def main() -> None:
@@ -72,100 +165,37 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tiny", type=int, default=1000, help="steps of the big tiny-step pipeline")
     args = parser.parse_args()
-    pipeline = build(args.size_mb, args.steps)
-    arrays = [s.weights_ for s in pipeline.values()]
-    total = sum(a.nbytes for a in arrays)
     base = Path(tempfile.mkdtemp(prefix="stepline-bench-saving-"))
     r = args.repeats
     try:
-        ours, raw, jl, pk = base / "ours", base / "raw", base / "joblib", base / "pickle"
-
-        def save_ours():
-            pipeline.save(CX(ours), full_dump=True)
-
-        def save_raw():
-            fresh(raw)
-            for i, a in enumerate(arrays):
-                np.save(raw / f"{i}.npy", a)
-
-        def save_raw_atomic():
-            """np.save into a fresh sibling folder that then replaces the previous one,
-            as an atomic save must (the previous dump stays whole until the new one is)."""
-            tmp = fresh(base / "raw-atomic.tmp")
-            for i, a in enumerate(arrays):
-                np.save(tmp / f"{i}.npy", a)
-            old = base / "raw-atomic.old"
-            if (base / "raw-atomic").exists():
-                os.rename(base / "raw-atomic", old)
-            os.rename(tmp, base / "raw-atomic")
-            shutil.rmtree(old, ignore_errors=True)
-
-        def hash_all():
-            with ThreadPoolExecutor(len(arrays)) as pool:
-                list(pool.map(lambda a: hashlib.sha256(memoryview(a).cast("B")).hexdigest(), arrays))
-
-        def save_raw_and_hash():
-            save_raw()
-            hash_all()
-
-        def save_joblib():
-            fresh(jl)
-            joblib.dump(pipeline, jl / "p.joblib")
-
-        def save_pickle():
-            fresh(pk)
-            with open(pk / "p.pkl", "wb") as f:
-                pickle.dump(pipeline, f, protocol=5)
-
-        saves = [(label, median_time(fn, r)) for label, fn in [
-            ("stepline full dump", save_ours), ("np.save (floor)", save_raw),
-            ("np.save, atomic (new folder, then swap)", save_raw_atomic),
-            ("SHA-256 alone, all threads (hash floor)", hash_all),
-            ("np.save + SHA-256 (floor with hashes)", save_raw_and_hash),
-            ("joblib.dump", save_joblib), ("pickle protocol 5", save_pickle)]]
-
-        def load_raw():
-            return [np.load(raw / f"{i}.npy") for i in range(len(arrays))]
-
-        def load_pickle():
-            with open(pk / "p.pkl", "rb") as f:
-                return pickle.load(f)
-
-        loads = [("stepline load", median_time(lambda: CX(ours).load("bench"), r)),
-                 ("np.load (floor)", median_time(load_raw, r)),
-                 ("joblib.load", median_time(lambda: joblib.load(jl / "p.joblib"), r)),
-                 ("pickle.load", median_time(load_pickle, r)),
-                 ("stepline load, mmap_mode='r'", median_time(lambda: CX(ours).load("bench", mmap_mode="r"), r)),
-                 ("stepline load, verify='full'", median_time(lambda: CX(ours).load("bench", verify="full"), r))]
-        loaded = CX(ours).load("bench")
-        assert all(np.array_equal(a, b.weights_) for a, b in zip(arrays, loaded.values()))
-
-        def change_small_and_save():
-            pipeline["small"].set_hyperparams({"n_floats": 16})  # marks the small step changed
-            pipeline.save(CX(ours), full_dump=False)
-
-        partial = median_time(change_small_and_save, max(r, 5))
-        print(f"pipeline of {args.steps} fitted steps holding {total / 2**30:.2f} GiB of float32 "
-              f"(+1 small step); medians of {r} repeats")
-        print_table("save", saves, "np.save (floor)")
-        print_table("load", loads, "np.load (floor)")
-        t = dict(saves + loads)
-        full = t["stepline full dump"]
-        print("\nchanges-only save after changing one small step")
-        print(f"  {partial * 1e3:.1f} ms = 1/{full / partial:.0f} of the full dump")
-        print("\ntargets:")
-        hashing = t["SHA-256 alone, all threads (hash floor)"] / t["np.save (floor)"]
-        print(f"  save / np.save = {full / t['np.save (floor)']:.2f} (≤ 1.3)")
-        print(f"    save / atomic np.save       = {full / t['np.save, atomic (new folder, then swap)']:.2f}")
-        print(f"    save / (np.save + SHA-256)  = {full / t['np.save + SHA-256 (floor with hashes)']:.2f}")
-        print(f"    SHA-256 alone / np.save     = {hashing:.2f} on {os.cpu_count()} cores")
-        print(f"  load / np.load = {t['stepline load'] / t['np.load (floor)']:.2f} (≤ 1.3)")
-        mmap_load = t["stepline load, mmap_mode='r'"]
-        print(f"  mmap load      = {mmap_load * 1e3:.1f} ms (< 50 ms)")
-        print(f"  changes-only   = 1/{full / partial:.0f} of a full dump (< 1/20)")
+        saves, loads = big_rows(base, args.size_mb, args.steps, r)
+        tiny_table, changes = tiny_rows(base, args.tiny, r)
+        merkle = merkle_row(base, r)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    print(f"machine: {os.cpu_count()} cores; medians of {r} repeats (changes-only: of {max(r, 5)})")
+    print(f"\n{args.steps} fitted steps holding {args.size_mb} MiB of float32 (+1 small step)")
+    print_table("save", saves, "np.save (floor)")
+    print_table("load", loads, "np.load (floor)")
+    t = dict(saves + loads)
+    print("\ntiny steps")
+    for label, ours, peer, peer_name in tiny_table:
+        print(f"  {label:<28} {fmt_seconds(ours)}  {fmt_seconds(peer)} {peer_name:<12} {ours / peer:6.1f}×")
+    for label, seconds in changes:
+        print(f"  {label:<40} {fmt_seconds(seconds)}")
+    print(f"  Merkle root of a 10-step pipeline (11 manifests read + BLAKE3) {fmt_seconds(merkle)}")
+    print("\ntargets (issue 14, issue 11):")
+    print(f"  full dump / np.save           = {t['stepline full dump'] / t['np.save (floor)']:.2f} (≤ 1.3)")
+    print(f"  warm load / np.load           = {t['stepline load, stat cache warm'] / t['np.load (floor)']:.2f} (≤ 1.2)")
+    print(f"  copied-dump load / np.load    = "
+          f"{t['stepline first load of a copied dump'] / t['np.load (floor)']:.2f} (≤ 2)")
+    for label, ours, peer, peer_name in tiny_table:
+        print(f"  {label + ' / ' + peer_name:<29} = {ours / peer:.1f} (≤ 5)")
+    for (label, seconds), target in zip(changes, ("10 ms", "20 ms")):
+        print(f"  {label:<29} = {seconds * 1e3:.1f} ms (≤ {target})")
+    print(f"  Merkle root, 10 steps         = {merkle * 1e3:.3f} ms (< 1 ms)")
 
 
 if __name__ == "__main__":

@@ -55,3 +55,10 @@ def roundtrip(step, tmp_path, data_inputs):
     assert loaded is not step
     np.testing.assert_array_equal(loaded.transform(data_inputs), expected)
     return loaded
+
+
+@pytest.fixture
+def cache_small_files(monkeypatch):
+    """Let the stat cache cover files of any size (it leaves out those under 1 MiB)."""
+    from stepline.saving import integrity
+    monkeypatch.setattr(integrity, "CACHE_MIN_BYTES", 0)

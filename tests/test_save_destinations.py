@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from stepline import CX, Pipeline
-from stepline.saving import SaveError
+from stepline.saving import SaveError, atomic
 from stepline.saving.manifest import MANIFEST_NAME, root_digest
 from stepline.steps.numpy import AddN, MultiplyByN
 
@@ -101,6 +101,7 @@ def test_saving_over_a_folder_that_is_not_a_dump_is_refused_and_keeps_it(tmp_pat
     with pytest.raises(SaveError, match=r"p: is a folder that is not a stepline dump .*thesis\.tex"):
         pipeline(2, 1).save(CX(tmp_path), full_dump=True)
     assert (tmp_path / "p" / "thesis.tex").read_text() == "years of work"
+    atomic.wait_for_cleanup()
     assert sorted(os.listdir(tmp_path)) == [".p.lock", ".p.turn", "p"]
 
 

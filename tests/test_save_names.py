@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stepline import CX, Pipeline
-from stepline.saving import SaveError, StepLoadError
+from stepline.saving import SaveError, StepLoadError, atomic
 from stepline.steps.numpy import AddN, MultiplyByN
 
 PY = sys.executable
@@ -18,6 +18,7 @@ def pipeline():
 
 
 def tree(path):
+    atomic.wait_for_cleanup()  # the replaced dump is deleted in the background
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
 
 

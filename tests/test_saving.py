@@ -15,6 +15,7 @@ import pytest
 
 from stepline import CX, Pipeline
 from stepline.base import BaseSaver, BaseStep, Identity, MetaStep, NonFittableMixin
+from stepline.saving.atomic import wait_for_cleanup
 from stepline.saving import (CorruptFileError, ManifestError, MissingFileError, NotADumpError, SaveError, StepLoadError,
                              VersionMismatchWarning)
 
@@ -71,6 +72,7 @@ def fitted_pipeline():
 
 
 def files_of(root: Path) -> dict:
+    wait_for_cleanup()  # replaced dumps are deleted in the background
     return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_ino)
             for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")}
 
@@ -364,6 +366,7 @@ def test_save_killed_half_way_leaves_previous_dump_loadable(tmp_path):
     loaded = CX(tmp_path / "dump").load("p")  # the previous, complete dump
     assert loaded.keys() == ["first", "second"] and loaded["second"].savers == []
     Pipeline([Identity()], name="p").save(CX(tmp_path / "dump"), full_dump=True)
+    wait_for_cleanup()
     assert sorted(p.name for p in (tmp_path / "dump").iterdir() if p.name.startswith(".")) == LOCKS  # cleaned up
 
 
@@ -437,7 +440,7 @@ def test_changes_only_save_drops_files_the_step_no_longer_writes(tmp_path):
     assert len(CX(tmp_path).load("p", verify="full")["t"].arrays_) == 1
 
 
-def test_changes_only_save_keeps_the_unchanged_steps_vouched_for(tmp_path):
+def test_changes_only_save_keeps_the_unchanged_steps_vouched_for(tmp_path, cache_small_files):
     from stepline.saving.integrity import trusted_entries
     p = fitted_pipeline()
     p.save(CX(tmp_path), full_dump=True)
@@ -463,6 +466,7 @@ def test_concurrent_saves_to_one_destination_take_turns(tmp_path):
         assert proc.returncode == 0, err
     loaded = CX(tmp_path / "dump").load("p", verify="full")
     assert loaded["a"].w_[0] == loaded["b"].w_[0] in (1.0, 2.0)  # one save's dump, whole
+    wait_for_cleanup()
     assert sorted(p.name for p in (tmp_path / "dump").iterdir()) == LOCKS + ["p"]
 
 
@@ -573,7 +577,7 @@ def test_mmap_load_returns_memmap_backed_arrays(dump):
     np.testing.assert_array_equal(step.w_, CX(dump).load("p/w1").w_)
 
 
-def test_verify_full_rehashes(dump, monkeypatch):
+def test_verify_full_rehashes(cache_small_files, dump, monkeypatch):
     from stepline.saving import integrity
     calls = []
     real = integrity.file_digest

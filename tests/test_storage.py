@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from stepline.saving import integrity
-from stepline.saving.atomic import atomic_folder, clean_leftovers, resolve_dump_folder
+from stepline.saving.atomic import atomic_folder, clean_leftovers, resolve_dump_folder, wait_for_cleanup
 from stepline.saving.errors import (CorruptFileError, IncompatibleDumpError, InterruptedSaveWarning,
                                     ManifestError, MissingFileError, NotADumpError, StepLoadError,
                                     UnpicklingError, VersionMismatchWarning)
@@ -415,14 +415,14 @@ def test_missing_class_says_which_and_how_to_fix(tmp_path):
 
 # ---------------------------------------------------------------- stat cache
 
-def test_load_after_write_does_not_hash(tmp_path, hash_calls):
+def test_load_after_write_does_not_hash(tmp_path, hash_calls, cache_small_files):
     save_dump(sample_object(), tmp_path)
     load_dump(tmp_path)
     load_dump(tmp_path, mmap_mode="r")
     assert hash_calls == []
 
 
-def test_touched_file_is_rehashed_once_then_trusted_again(tmp_path, hash_calls):
+def test_touched_file_is_rehashed_once_then_trusted_again(tmp_path, hash_calls, cache_small_files):
     save_dump(sample_object(), tmp_path)
     os.utime(tmp_path / "buffer-001.bin")
     time.sleep(0.02)  # leave the clock tick of the touch
@@ -433,7 +433,7 @@ def test_touched_file_is_rehashed_once_then_trusted_again(tmp_path, hash_calls):
     assert hash_calls == []
 
 
-def test_flipped_byte_right_after_write_is_caught_by_the_cached_load(tmp_path, hash_calls):
+def test_flipped_byte_right_after_write_is_caught_by_the_cached_load(tmp_path, hash_calls, cache_small_files):
     save_dump(sample_object(), tmp_path)
     path = tmp_path / "buffer-003.bin"
     before = path.stat()
@@ -473,7 +473,7 @@ def test_unreadable_cache_falls_back_to_hashing(tmp_path, hash_calls, cache):
     assert len(hash_calls) == len(files)
 
 
-def test_cache_with_a_different_hash_than_the_manifest_is_not_trusted(tmp_path, hash_calls):
+def test_cache_with_a_different_hash_than_the_manifest_is_not_trusted(tmp_path, hash_calls, cache_small_files):
     files = write_object(sample_object(), tmp_path)
     files["buffer-000.bin"]["blake3"] = "0" * 64
     with pytest.raises(CorruptFileError, match="buffer-000.bin"):
@@ -490,7 +490,7 @@ def test_racy_cache_entries_are_not_trusted(tmp_path, hash_calls):
     assert len(hash_calls) == len(files)
 
 
-def test_cached_records_hash_new_files_once_and_reuse_the_cache(tmp_path, hash_calls):
+def test_cached_records_hash_new_files_once_and_reuse_the_cache(tmp_path, hash_calls, cache_small_files):
     files = write_object({"a": np.ones(BIG)}, tmp_path)
     (tmp_path / "weights.bin").write_bytes(os.urandom(3000))
     records = cached_records(tmp_path, [*files, "weights.bin"])
@@ -506,7 +506,9 @@ def test_cached_records_hash_new_files_once_and_reuse_the_cache(tmp_path, hash_c
 # ---------------------------------------------------------------- atomic folder
 
 def entries(folder):
-    """What a folder holds, bar the lock files that saves to ``step`` take turns on."""
+    """What a folder holds, bar the lock files that saves to ``step`` take turns on
+    (once the background deletion of replaced dumps is done)."""
+    wait_for_cleanup()
     return sorted(p.name for p in folder.iterdir() if p.name not in (".step.lock", ".step.turn"))
 
 
@@ -593,7 +595,7 @@ def test_clean_leftovers_keeps_other_names_and_old_dumps_without_final(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-4", ".step.old-2", ".steps.tmp-3"]
 
 
-def test_cache_survives_the_atomic_swap(tmp_path, hash_calls):
+def test_cache_survives_the_atomic_swap(tmp_path, hash_calls, cache_small_files):
     final = tmp_path / "step"
     with atomic_folder(final) as tmp:
         save_dump(sample_object(), tmp)
@@ -659,3 +661,15 @@ def test_settle_waits_until_the_cache_is_newer_than_the_files(tmp_path):
     newest = path.stat().st_mtime_ns + 5_000_000  # a file changed 5 ms "from now"
     integrity._settle(path, newest)
     assert path.stat().st_mtime_ns > newest
+
+
+def test_small_files_get_no_stat_cache_and_are_hashed_on_each_load(tmp_path, monkeypatch):
+    from stepline.saving import integrity
+    files = save_dump({"small": np.arange(10)}, tmp_path)
+    assert not (tmp_path / integrity.STAT_CACHE_NAME).exists()
+    calls = []
+    real = integrity.file_digest
+    monkeypatch.setattr(integrity, "file_digest", lambda p, *a: calls.append(p) or real(p, *a))
+    load_dump(tmp_path)
+    load_dump(tmp_path)
+    assert len(calls) == 2 * len(files) and not (tmp_path / integrity.STAT_CACHE_NAME).exists()

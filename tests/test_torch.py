@@ -291,7 +291,7 @@ def dump_listing(folder):
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
 
-def test_saved_folder_holds_no_pickled_module(tmp_path):
+def test_saved_folder_holds_no_pickled_module(tmp_path, cache_small_files):
     X, y = regression(64)
     step = mlp_step(epochs=2).fit(X, y)
     step.save(CX(tmp_path), full_dump=True)
@@ -501,7 +501,7 @@ def test_a_corrupted_weights_file_is_refused_with_its_name(tmp_path):
         CX(tmp_path).load("mlp")
 
 
-def test_weights_files_are_hashed_once_while_written(tmp_path, monkeypatch):
+def test_weights_files_are_hashed_once_while_written(tmp_path, monkeypatch, cache_small_files):
     from stepline.saving import integrity
     X, y = regression(64)
     step = mlp_step(epochs=1).fit(X, y)

@@ -12,8 +12,9 @@ either. Where the exchange is not available, the old folder steps aside first
 A save never deletes what it did not write: a ``final_path`` that is a file, a link or a
 folder without a manifest is refused (:class:`SaveError`).
 
-A save that changes only part of a dump starts from hard links to the current files (no
-data is copied) and replaces what changed, so it is atomic too. Saves to one destination
+A save that changes only part of a dump writes an overlay of what changed and commits it
+through a journal (:mod:`stepline.saving.journal`), so it is atomic too and costs what
+changed, not the size of the dump. Saves to one destination
 take turns on a lock file ``.<name>.lock`` beside it, loads share it, and a turnstile
 ``.<name>.turn`` lets a waiting save go before new loads (POSIX ``flock``; on systems
 without it, concurrent saves to one destination are not supported).
@@ -27,12 +28,14 @@ import logging
 import os
 import secrets
 import shutil
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from . import journal
 from .errors import InterruptedSaveWarning, NotADumpError, SaveError
-from .integrity import STAT_CACHE_NAME, trusted_entries, vouch_for
 from .manifest import MANIFEST_NAME
 
 try:
@@ -63,35 +66,41 @@ def _remove(path: Path) -> None:
 
 
 @contextmanager
-def atomic_folder(final_path, link_current: bool = False, only_over_dumps: bool = False):
-    """Yield a fresh temporary folder; on success it replaces ``final_path`` in one rename.
+def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = False):
+    """Yield a fresh temporary folder; on success it replaces ``final_path`` at once.
 
-    With ``link_current``, the folder starts as a copy of the current ``final_path`` made of
-    hard links (files that cannot be linked are copied): write a file only after removing
-    the link, never by truncating it, or the current dump changes too. On an exception the
-    temporary folder is removed and ``final_path`` is left as it was. Leftovers of earlier
-    interrupted saves are cleaned first; saves to one ``final_path`` take turns. With
-    ``only_over_dumps``, a ``final_path`` that is not a stepline dump is refused
-    (:func:`refuse_foreign`) rather than replaced.
+    With ``overlay`` (and a dump at ``final_path``), the folder is an overlay holding only
+    what changed, committed onto the dump through a journal (:mod:`stepline.saving.journal`);
+    otherwise it is the whole new dump, exchanged with the previous one in one step. On an
+    exception the temporary folder is removed and ``final_path`` is left as it was. A
+    committed journal and the leftovers of earlier interrupted saves are dealt with first;
+    saves to one ``final_path`` take turns. With ``only_over_dumps``, a ``final_path`` that
+    is not a stepline dump is refused (:func:`refuse_foreign`) rather than replaced.
     """
     final = Path(final_path)
     final.parent.mkdir(parents=True, exist_ok=True)
     with destination_lock(final):
+        journal.recover(final)
         clean_leftovers(final.parent, final.name)
         if only_over_dumps:
             refuse_foreign(final)
+        overlay = overlay and final.is_dir()
         container = _sibling(final, "tmp")
         container.mkdir()
         tmp = container / final.name
         try:
-            linked = link_tree(final, tmp) if link_current and final.is_dir() else {}
-            tmp.mkdir(exist_ok=True)
+            tmp.mkdir()
             yield tmp
-            _swap_into_place(tmp, final)
-        finally:
+            previous = journal.commit(tmp, final) if overlay else _swap_into_place(tmp, final)
+        except BaseException:
             _remove(container)
-        for relative, entries in linked.items():
-            vouch_for(final / relative, entries)  # linking changed their ctimes, not their bytes
+            raise
+        remove_in_background(container, *([previous] if previous else []))
+
+
+def is_overlay_for(final_path) -> bool:
+    """Whether a changes-only save to ``final_path`` writes an overlay (a dump is there)."""
+    return os.path.isdir(final_path) and not os.path.islink(final_path)
 
 
 @contextmanager
@@ -121,6 +130,8 @@ def reading_lock(final: Path):
     waiting save goes first); does nothing where no save ever made the lock file, or
     where it cannot be opened (a read-only dump).
     """
+    if os.path.lexists(journal.journal_path(final)):
+        _recover_for_loading(final)
     if fcntl is None:  # pragma: no cover - Windows
         yield
         return
@@ -135,6 +146,18 @@ def reading_lock(final: Path):
             with _flocked(turn, fcntl.LOCK_SH, waiting):
                 held.enter_context(_flocked(lock, fcntl.LOCK_SH, waiting))
         yield
+
+
+def _recover_for_loading(final: Path) -> None:
+    """Apply the journal of a save killed after its commit, before a load reads the dump."""
+    try:
+        with destination_lock(final):
+            if journal.recover(final):
+                warnings.warn(f"{final}: finished applying a save that was interrupted after its commit",
+                              InterruptedSaveWarning, stacklevel=4)
+    except OSError as e:
+        raise NotADumpError(f"{final}: a save was interrupted after its commit and its journal cannot be "
+                            f"applied here ({e.strerror or e}): load it where the dump is writable") from e
 
 
 def _lock_path(final: Path) -> Path:
@@ -162,32 +185,6 @@ def _flocked(lock, mode: int, waiting: str):
         yield
     finally:
         fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-
-
-def link_tree(source: Path, target: Path) -> dict[str, dict[str, list]]:
-    """Recreate ``source`` at ``target`` with hard links to its files.
-
-    Returns, per folder (relative path), the stat cache entries that vouched for linked
-    files before linking (linking changes a file's ctime), so the cache can vouch again.
-    """
-    vouched = {}
-    for folder, dirs, files in os.walk(source):
-        relative = os.path.relpath(folder, source)
-        here = target / relative
-        here.mkdir(parents=True, exist_ok=True)
-        entries = trusted_entries(folder)
-        for name in files:
-            if name == STAT_CACHE_NAME or name.startswith(f"{STAT_CACHE_NAME}.tmp-"):
-                continue
-            try:
-                os.link(os.path.join(folder, name), here / name, follow_symlinks=False)
-            except OSError:
-                shutil.copy2(os.path.join(folder, name), here / name, follow_symlinks=False)
-                entries.pop(name, None)  # a copy is a new file: hashed on its next load
-        entries = {n: e for n, e in entries.items() if n in files}
-        if entries:
-            vouched[relative] = entries
-    return vouched
 
 
 def refuse_foreign(final: Path) -> None:
@@ -236,11 +233,11 @@ def exchange_paths(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), os.fspath(b))
 
 
-def _swap_into_place(tmp: Path, final: Path) -> None:
-    """Give ``tmp`` the name ``final`` in one step, then delete the previous ``final``."""
+def _swap_into_place(tmp: Path, final: Path) -> Path | None:
+    """Give ``tmp`` the name ``final`` in one step; return where the previous ``final``
+    went, if outside ``tmp``'s container (which holds it after an exchange)."""
     if os.path.lexists(final) and exchange_paths(tmp, final):
-        _remove(tmp)  # the previous dump, now under the temporary name
-        return
+        return None  # the previous dump is now at tmp
     old = None
     if os.path.lexists(final):
         old = _sibling(final, "old")
@@ -250,16 +247,51 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
     except BaseException:
         if old is not None:
             os.rename(old, final)
-        _remove(tmp)
         raise
-    if old is not None:
-        _remove(old)
+    return old
+
+
+# The previous dump is deleted off the save's critical path, by one background thread
+# (deleting a tree of small folders costs as much as writing it). A process that exits
+# first leaves it as a leftover that the next save to that destination removes.
+_cleaner: ThreadPoolExecutor | None = None
+_pending: list = []
+_cleaner_lock = threading.Lock()
+
+
+def remove_in_background(*paths: Path) -> None:
+    """Delete ``paths`` (our own leftovers) in the background thread."""
+    global _cleaner
+    with _cleaner_lock:
+        if _cleaner is None:
+            _cleaner = ThreadPoolExecutor(1, thread_name_prefix="stepline-cleanup")
+        _pending[:] = [f for f in _pending if not f.done()]
+        _pending.extend(_cleaner.submit(_remove, path) for path in paths)
+
+
+def wait_for_cleanup() -> None:
+    """Return once every deletion handed to the background thread is done."""
+    with _cleaner_lock:
+        pending = list(_pending)
+    for future in pending:
+        future.result()
+
+
+def _forget_cleaner_after_fork() -> None:
+    global _cleaner
+    _cleaner = None
+    _pending.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_cleaner_after_fork)
 
 
 def clean_leftovers(parent, name: str) -> list[Path]:
-    """Remove ``.<name>.tmp-*`` folders, and ``.<name>.old-*`` ones when ``name`` exists."""
+    """Remove ``.<name>.tmp-*`` folders and journal temporaries, and ``.<name>.old-*``
+    folders when ``name`` exists (call :func:`journal.recover` first)."""
     parent = Path(parent)
-    stale = _leftovers(parent, name, "tmp")
+    stale = _leftovers(parent, name, "tmp") + _leftovers(parent, name, "journal.tmp")
     if os.path.lexists(parent / name):
         stale += _leftovers(parent, name, "old")
     for path in stale:

@@ -11,6 +11,10 @@ cached hash equals the manifest's is trusted. Any write through the filesystem c
 ctime, and a copy changes the inode, so such files are hashed again. As in git, an entry
 whose ctime is not strictly older than the cache file itself is "racy" (the file could have
 changed within the same clock tick) and is never trusted.
+
+Only files of at least ``CACHE_MIN_BYTES`` (1 MiB) are cached: hashing a smaller one
+(BLAKE3, from the page cache) costs less than writing and reading a cache entry for it,
+so a dump of small steps holds no cache files at all.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ STAT_CACHE_NAME = ".stepline-verified.json"
 _CACHE_FORMAT = "stepline-stat-cache"
 _HASH_CHUNK = 8 << 20
 _PARALLEL_MIN_BYTES = 1 << 20
+#: Files smaller than this are hashed on every load rather than cached.
+CACHE_MIN_BYTES = 1 << 20
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 #: The digest a format-v2 record holds, and the one v1 records held.
 DIGEST = "blake3"
@@ -132,8 +138,8 @@ def cached_records(folder, names) -> dict[str, dict]:
     parallel) and cached, so that a load right after the save hashes nothing.
     """
     folder = Path(folder)
-    cache = load_stat_cache(folder)
     stats = {n: os.stat(folder / n) for n in names}
+    cache = load_stat_cache(folder) if _any_cached(stats.values()) else {}
     todo = [n for n in names if n not in cache or cache[n][:4] != stat_entry(stats[n], "")[:4]]
     digests = _hash_files([folder / n for n in todo], sum(stats[n].st_size for n in todo))
     fresh = {n: stat_entry(stats[n], d) for n, d in zip(todo, digests)}
@@ -157,7 +163,7 @@ def verify_files(folder, files: dict, verify=True) -> None:
     stats = {n: _checked_stat(folder / n, files[n]["size"]) for n in names}
     if not verify:
         return
-    cache = {} if verify == "full" else load_stat_cache(folder)
+    cache = {} if verify == "full" or not _any_cached(stats.values()) else load_stat_cache(folder)
     expected = {n: record_digest(files[n]) for n in names}
     todo = [n for n in names if not _trusted(cache.get(n), stats[n], expected[n][1])]
     if not todo:
@@ -173,6 +179,10 @@ def verify_files(folder, files: dict, verify=True) -> None:
             raise CorruptFileError(f"{folder / name}: {algorithm.upper()} mismatch (manifest {wanted[:12]}…, "
                                    f"file {digest[:12]}…): the file was modified or corrupted")
     update_stat_cache(folder, {n: stat_entry(stats[n], d) for n, d in zip(todo, digests)})
+
+
+def _any_cached(stats) -> bool:
+    return any(st.st_size >= CACHE_MIN_BYTES for st in stats)
 
 
 def _checked_stat(path: Path, size: int) -> os.stat_result:
@@ -259,9 +269,14 @@ def _valid_entry(e) -> bool:
 def update_stat_cache(folder, entries: dict[str, list], settle: bool = False) -> None:
     """Merge ``entries`` into the folder's stat cache, atomically; never raises.
 
+    Entries of files under ``CACHE_MIN_BYTES`` are left out (nothing is written for them).
+
     With ``settle``, wait (a clock tick at most, usually nothing) until the cache file is
     strictly newer than the files it describes, so the entries are trusted right away.
     """
+    entries = {n: e for n, e in entries.items() if e[0] >= CACHE_MIN_BYTES}
+    if not entries:
+        return
     folder = Path(folder)
     path = folder / STAT_CACHE_NAME
     merged = {**load_stat_cache(folder), **entries}

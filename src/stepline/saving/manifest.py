@@ -35,7 +35,7 @@ SIGNATURE_NAME = "stepline.sig"
 #: Distribution name -> module name of the libraries always recorded.
 CORE_PACKAGES = {"stepline": "stepline", "numpy": "numpy", "joblib": "joblib", "cloudpickle": "cloudpickle"}
 #: Recorded only when the saving process has imported them.
-OPTIONAL_PACKAGES = {"scikit-learn": "sklearn", "torch": "torch", "dask": "dask"}
+OPTIONAL_PACKAGES = {"scikit-learn": "sklearn", "torch": "torch", "dask": "dask", "pandas": "pandas"}
 
 
 def manifest_digest(raw: bytes) -> str:
@@ -75,6 +75,23 @@ def write_manifest(folder, data: dict) -> dict:
     finally:
         tmp.unlink(missing_ok=True)
     return full
+
+
+def write_new_manifest(folder, data: dict) -> str:
+    """Write the manifest of a folder being staged (where no manifest is yet) in place,
+    without a temporary file: the staged folder only becomes the dump as a whole.
+    Returns its digest."""
+    raw = _manifest_bytes(data)
+    with open(Path(folder) / MANIFEST_NAME, "xb") as f:
+        f.write(raw)
+    return manifest_digest(raw)
+
+
+def _manifest_bytes(data: dict) -> bytes:
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    full.update((k, v) for k, v in data.items() if k not in full)
+    return (json.dumps(full, indent=2, ensure_ascii=False, default=_json_default) + "\n").encode("utf-8")
 
 
 def read_manifest(folder, expected_digest: str | None = None) -> dict:

@@ -10,14 +10,13 @@ import contextvars
 import copy
 from concurrent.futures import ThreadPoolExecutor
 import os
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from stepline.core.context import ExecutionContext
 from stepline.saving import manifest as mf
-from stepline.saving.atomic import atomic_folder, reading_lock, resolve_dump_folder
+from stepline.saving.atomic import atomic_folder, is_overlay_for, reading_lock, resolve_dump_folder
 from stepline.saving.destinations import never_saved_nor_changed, record_saved, unchanged_at
 from stepline.saving.errors import NotADumpError, SaveError, StepLoadError, VersionMismatchWarning
 from stepline.saving.integrity import cached_records, verify_files
@@ -40,6 +39,11 @@ class _Options:
     manifests: dict = field(default_factory=dict)
     reported: dict = field(default_factory=dict)
     written: dict = field(default_factory=dict)  # folder -> digest of the manifest written or read
+    children: dict = field(default_factory=dict)  # loading: folder -> {child name: manifest digest}
+
+    def live_folder(self, staged_folder: Path) -> Path:
+        """Saving: where the step being written at ``staged_folder`` lives in the dump."""
+        return self.destination / Path(staged_folder).relative_to(self.staged)
 
     def manifest_files(self, folder: Path) -> dict:
         return self.manifests[Path(folder)]["files"]
@@ -81,15 +85,17 @@ def save_step(step, context: ExecutionContext | None = None, full_dump: bool = F
 def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> dict:
     """Save into a temporary sibling folder that then replaces the step's folder at once.
 
-    A changes-only save starts that folder from hard links to the current dump, so the
-    unchanged steps cost a link per file and the previous dump stays whole until the end.
-    Returns ``{final folder: manifest digest}`` of the steps written.
+    A changes-only save over a dump writes there only the steps that changed (an overlay,
+    committed through a journal), so its cost follows the change, and the previous dump
+    stays whole until the commit. Returns ``{final folder: manifest digest}`` of the steps
+    written.
     """
     final = context.push(step).get_path()
+    overlay = not full_dump and is_overlay_for(final)
     options = _Options(full_dump=full_dump, destination=final)
     token = _OPTIONS.set(options)
     try:
-        with atomic_folder(final, link_current=not full_dump, only_over_dumps=True) as staged:
+        with atomic_folder(final, overlay=overlay, only_over_dumps=True) as staged:
             options.staged = staged
             staging_context = ExecutionContext(staged.parent, context.execution_phase, context._stripped_saver)
             try:
@@ -134,10 +140,8 @@ _SAVE_THREADS = 2
 def save_child(child, context: ExecutionContext) -> None:
     """Save a child of the step whose folder is ``context.get_path()`` (used by ChildrenSaver)."""
     options = current_options()
-    if not options.full_dump:
-        staged = context.push(child).get_path()
-        if unchanged_at(child, options.destination / staged.relative_to(options.staged), on_disk=staged):
-            return
+    if not options.full_dump and unchanged_at(child, options.live_folder(context.push(child).get_path())):
+        return  # kept where it is: the overlay has no folder for it
     _save_node(child, context)
 
 
@@ -145,7 +149,7 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
     context = parent_context.push(step)
     folder = context.get_path()
     children = [c.name for c in step.get_children()]
-    _clear_folder(folder, keep=children)
+    folder.mkdir(exist_ok=True)
     stripped = copy.copy(step)
     savers = [context.stripped_saver] + list(step.savers)
     for saver in reversed(savers):
@@ -154,27 +158,8 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
     for name, record in current_options().reported.pop(Path(folder), {}).items():
         if name in files:
             files[name].update((k, v) for k, v in record.items() if k not in ("size", "blake3", "sha256"))
-    mf.write_manifest(folder, _node_manifest(step, savers, children, files, folder))
-    current_options().written[Path(folder)] = mf.root_digest(folder)
-
-
-def _clear_folder(folder: Path, keep: list[str]) -> None:
-    """Create ``folder``, or empty it of all but the ``keep`` sub-folders (the children's).
-
-    Entries are unlinked, never truncated: in a changes-only save they are hard links to
-    the previous dump, and a saver must not write through them. Files an earlier save
-    wrote and this one does not (fewer buffers, another saver) do not linger either.
-    """
-    if not folder.is_dir():
-        folder.mkdir(parents=True, exist_ok=True)
-        return
-    for entry in os.scandir(folder):
-        if entry.name in keep and entry.is_dir(follow_symlinks=False):
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
-        else:
-            os.unlink(entry.path)
+    current_options().written[Path(folder)] = mf.write_new_manifest(
+        folder, _node_manifest(step, savers, children, files, folder))
 
 
 _NOT_OWN = (mf.MANIFEST_NAME, mf.SIGNATURE_NAME)
@@ -199,10 +184,17 @@ def _node_manifest(step, savers, children, files, folder: Path) -> dict:
         "stripped_saver": _qualified(type(savers[0])),
         "hyperparams": _json_safe(dict(step._get_own_hyperparams())),
         "hyperparams_space": _json_safe({k: _space_json(v) for k, v in step.hyperparams_space.items()}),
-        "children": [{"name": child, "manifest": mf.root_digest(folder / child)} for child in children],
+        "children": [{"name": child, "manifest": _child_digest(folder / child)} for child in children],
         "files": files,
         "versions": mf.runtime_versions(),
     }
+
+
+def _child_digest(staged_child: Path) -> str:
+    """The manifest digest of a child: the one this save wrote, or the kept one's."""
+    options = current_options()
+    written = options.written.get(Path(staged_child))
+    return written if written is not None else mf.root_digest(options.live_folder(staged_child))
 
 
 def _json_safe(value):
@@ -303,8 +295,12 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
     folder = context.get_path()
     options = current_options()
     if manifest is None:
-        parent = options.manifests.get(Path(parent_context.get_path()))
-        listed = dict(mf.child_entries(parent, parent_context.get_path())) if parent is not None else {}
+        parent_folder = Path(parent_context.get_path())
+        parent = options.manifests.get(parent_folder)
+        listed = options.children.get(parent_folder)
+        if listed is None and parent is not None:
+            listed = options.children[parent_folder] = dict(mf.child_entries(parent, parent_folder))
+        listed = listed or {}
         if parent is not None and name not in listed:
             raise StepLoadError(f"{folder}: the manifest of {parent_context.get_path()} lists no child {name!r}")
         manifest = _read_step_manifest(folder, listed.get(name), options)

@@ -65,7 +65,13 @@ class JoblibStepSaver(BaseSaver):
 
     def can_load(self, step, context) -> bool:
         from stepline.saving.manifest import read_manifest
-        return "step.pkl" in read_manifest(context.get_path()).get("files", {})
+        from stepline.saving.procedure import current_options
+        try:
+            manifest = current_options().manifests.get(context.get_path())  # read by this load
+        except LookupError:
+            manifest = None
+        manifest = manifest or read_manifest(context.get_path())
+        return "step.pkl" in manifest.get("files", {})
 
     def load_step(self, step, context):
         from stepline.saving.objectfile import read_object
@@ -91,10 +97,18 @@ def _save_error(step, context, error):
             culprit = attribute
             break
     where = f"its attribute {culprit!r} ({type(getattr(step, culprit)).__name__})" if culprit else "it"
+    what = repr(culprit) if culprit else "it"
+    original = context.parents[-1] if context.parents else step  # ``step`` is the copy being saved
+    if original.is_initialized:  # most likely made by setup: teardown releases it
+        advice = (f"The step is set up, and {what} is likely something its setup() created: save it "
+                  f"after teardown() (step.teardown(); step.save(...)), or add a saver to the step "
+                  f"that saves and strips {what} (see docs/saving.md).")
+    else:
+        advice = (f"Add a saver to the step that saves and strips it (see docs/saving.md), "
+                  f"or create it in setup() and release it in teardown().")
     return SaveError(
         f"{context.get_path()}: cannot save step {step.name!r} ({type(step).__name__}): {where} cannot be "
-        f"pickled ({type(error).__name__}: {error}). Add a saver to the step that saves and strips it "
-        f"(see docs/saving.md), or create it in setup() and release it in teardown().")
+        f"pickled ({type(error).__name__}: {error}). {advice}")
 
 
 class ChildPlaceholder:

@@ -1,0 +1,152 @@
+"""Changes-only saves committed through a journal: the cost follows the change, not the dump.
+
+A changes-only save writes only the steps that changed, into an *overlay*: the hidden
+folder ``.<name>.tmp-<random>/<name>`` mirrors the dump's layout but holds just the
+re-saved steps' own files (and whole folders for new steps). Nothing under ``<name>``
+changes until the overlay is complete. Then one atomic ``os.replace`` writes the journal
+``.<name>.journal`` beside the dump — the commit point — naming the overlay and the files
+of the previous steps that the new ones no longer have. Applying it moves each overlay
+file onto its place (``os.replace``, one file at a time) and deletes those files; then
+the journal goes.
+
+A process killed before the commit leaves the dump as it was (the overlay is a leftover
+the next save removes); one killed after it leaves a journal that the next save or load
+applies first (:func:`recover`): every move and deletion can be done again, so applying
+twice is applying once. Saves hold the destination lock while they apply; loads take it
+to recover, so no load ever reads a half-applied dump.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from .errors import StepLoadError
+from .integrity import STAT_CACHE_NAME, trusted_entries, vouch_for
+from .manifest import MANIFEST_NAME, SIGNATURE_NAME, child_entries, read_manifest
+
+JOURNAL_FORMAT = "stepline-journal"
+
+
+def journal_path(final: Path) -> Path:
+    return final.parent / f".{final.name}.journal"
+
+
+def commit(overlay: Path, final: Path) -> None:
+    """Commit the complete ``overlay`` onto the dump ``final``, then apply it (returns None:
+    nothing of the previous dump is left to delete beyond what applying deletes)."""
+    deletions = _deletions(overlay, final, root=True)
+    entry = {"format": JOURNAL_FORMAT, "overlay": os.path.relpath(overlay, final.parent), "delete": deletions}
+    path = journal_path(final)
+    tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(json.dumps(entry))
+        os.replace(tmp, path)  # the commit point
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    vouched = _trusted_in(overlay)
+    _apply(final, entry)
+    for relative, entries in vouched.items():
+        vouch_for(final / relative, entries)  # moving changed their ctimes, not their bytes
+
+
+def _trusted_in(overlay: Path) -> dict:
+    """Per folder of ``overlay`` (relative), the stat cache entries that vouch for its files."""
+    found = {}
+    for folder, _, files in os.walk(overlay):
+        if STAT_CACHE_NAME in files:
+            entries = trusted_entries(folder)
+            if entries:
+                found[os.path.relpath(folder, overlay)] = entries
+    return found
+
+
+def recover(final: Path) -> bool:
+    """Apply the journal a killed save left for ``final``, if any; ``True`` if there was one."""
+    path = journal_path(final)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise StepLoadError(f"{path}: cannot read the journal of an interrupted save ({e.strerror or e})") from e
+    try:
+        entry = json.loads(raw)
+        valid = entry.get("format") == JOURNAL_FORMAT and _is_our_overlay(entry.get("overlay"), final) \
+            and isinstance(entry.get("delete"), list) and all(_is_inside(d) for d in entry["delete"])
+    except (ValueError, AttributeError):
+        valid = False
+    if not valid:
+        raise StepLoadError(f"{path}: not a journal this stepline wrote: remove it to load {final}")
+    _apply(final, entry)
+    return True
+
+
+def _apply(final: Path, entry: dict) -> None:
+    overlay = final.parent / entry["overlay"]
+    if overlay.is_dir():
+        _merge(overlay, final)
+    for relative in entry["delete"]:
+        _remove_path(final / relative)
+    os.unlink(journal_path(final))
+
+
+def _merge(source: Path, target: Path) -> None:
+    """Move everything in ``source`` onto ``target``: sub-folders recursively (whole when
+    ``target`` has none of that name), files one ``os.replace`` each, the manifest last."""
+    entries = sorted(os.scandir(source), key=lambda e: e.name == MANIFEST_NAME)
+    for entry in entries:
+        destination = target / entry.name
+        if entry.is_dir(follow_symlinks=False):
+            if os.path.isdir(destination) and not os.path.islink(destination):
+                _merge(Path(entry.path), destination)
+            else:
+                os.rename(entry.path, destination)
+        else:
+            os.replace(entry.path, destination)
+
+
+def _deletions(overlay: Path, final: Path, root: bool) -> list[str]:
+    """Files and child folders of the previous steps at ``final`` that the re-saved steps
+    in ``overlay`` no longer have (relative to ``final``); only what a save once wrote."""
+    if not (final / MANIFEST_NAME).is_file() or not (overlay / MANIFEST_NAME).is_file():
+        return []  # a new step (moved whole) or a kept one
+    old, new = read_manifest(final), read_manifest(overlay)
+    old_children = {name for name, _ in child_entries(old, final)}
+    new_children = {name for name, _ in child_entries(new, overlay)}
+    gone = sorted((set(old.get("files", {})) - set(new.get("files", {}))) | (old_children - new_children))
+    if root and os.path.lexists(final / SIGNATURE_NAME) and not os.path.lexists(overlay / SIGNATURE_NAME):
+        gone.append(SIGNATURE_NAME)  # a signature of the previous root digest
+    for child in sorted(new_children & old_children):
+        if (overlay / child).is_dir():
+            gone += [f"{child}/{name}" for name in _deletions(overlay / child, final / child, root=False)]
+    return gone
+
+
+def _remove_path(path: Path) -> None:
+    import shutil
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _is_our_overlay(relative, final: Path) -> bool:
+    if not isinstance(relative, str):
+        return False
+    parts = Path(relative).parts
+    return (len(parts) == 2 and parts[0].startswith(f".{final.name}.tmp-") and parts[1] == final.name)
+
+
+def _is_inside(relative) -> bool:
+    return (isinstance(relative, str) and bool(relative) and not os.path.isabs(relative)
+            and ".." not in Path(relative).parts)

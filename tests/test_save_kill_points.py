@@ -1,0 +1,201 @@
+"""A save killed at *any* file-system operation leaves a dump that loads whole, old or new.
+
+A forked process runs the save with every operation that changes the file system
+patched to count itself (``os.rename``/``replace``/``link``/``unlink``/``rmdir``/
+``mkdir``/``utime``, the atomic exchange, opening a file for writing and each write);
+the run that reaches operation *k* ends with ``os._exit`` right there (a write is cut
+half-way). A first run counts the operations; then every *k* from 1 to that count is
+killed in turn, and after each the parent loads the dump and checks it is the previous
+one or the new one, whole, with nothing of the other mixed in. A changes-only save
+commits through a journal: kills after its commit are finished by that load.
+"""
+import builtins
+import io
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from stepline import CX, Pipeline
+from stepline.base import BaseStep
+from stepline.saving import atomic
+from stepline.steps.numpy import AddN, MultiplyByN
+
+X = np.arange(4.0)
+pytestmark = [pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork"),
+              pytest.mark.filterwarnings("ignore::stepline.saving.errors.InterruptedSaveWarning")]
+
+
+class Offset(BaseStep):
+    """Adds a fitted 32 KiB array (stored out of band, as its own buffer file)."""
+
+    def __init__(self, value=0.0, name=None):
+        super().__init__(name=name)
+        self.value = value
+
+    def fit(self, data_inputs, expected_outputs=None):
+        self.offset_ = np.full(8192, self.value, dtype=np.float32) * 1.0
+        self.offset_ = self.offset_.astype(np.float64)  # 64 KiB: out of band
+        return self
+
+    def transform(self, data_inputs):
+        return np.asarray(data_inputs) + self.offset_[: len(data_inputs)]
+
+
+def build(m, a, offset):
+    p = Pipeline([("m", MultiplyByN(m)), ("inner", Pipeline([("o", Offset(offset)), ("a", AddN(a))]))],
+                 name="p")
+    return p.fit(X)
+
+
+def expected(m, a, offset):
+    return X * m + offset + a
+
+
+class _Killer:
+    """Counts file-system operations; ``os._exit`` at operation ``kill_at``."""
+
+    def __init__(self, kill_at: int, count_file: str):
+        self.kill_at, self.count_file, self.count = kill_at, count_file, 0
+
+    def tick(self, cut=None):
+        self.count += 1
+        if self.count == self.kill_at:
+            if cut is not None:
+                cut()
+            os._exit(17)
+
+    def install(self):
+        for name in ("rename", "replace", "link", "unlink", "remove", "rmdir", "mkdir", "utime", "symlink"):
+            setattr(os, name, self._counted(getattr(os, name)))
+        atomic.exchange_paths = self._counted(atomic.exchange_paths)
+        real_open = io.open
+
+        def counted_open(file, mode="r", *args, **kwargs):
+            if not any(c in mode for c in "wax+"):
+                return real_open(file, mode, *args, **kwargs)
+            self.tick()
+            return _CountedFile(real_open(file, mode, *args, **kwargs), self)
+
+        builtins.open = io.open = counted_open
+
+    def _counted(self, function):
+        def counted(*args, **kwargs):
+            self.tick()
+            return function(*args, **kwargs)
+        return counted
+
+    def report(self):
+        with open(self.count_file, "w") as f:  # after install: count it too, harmlessly
+            f.write(str(self.count))
+
+
+class _CountedFile:
+    def __init__(self, f, killer):
+        self._f, self._killer = f, killer
+
+    def write(self, data):
+        self._killer.tick(cut=lambda: self._f.write(data[: len(data) // 2]) and self._f.flush())
+        return self._f.write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self._f.__exit__(*exc)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+def _run_killed(save, kill_at: int, count_file) -> int:
+    """Fork; in the child run ``save()`` with the killer installed; return the exit status."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            killer = _Killer(kill_at, str(count_file))
+            killer.install()
+            save()
+            killer.kill_at = -1
+            killer.report()
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            os._exit(1)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _enumerate_kill_points(tmp_path, old, new_save):
+    """Kill ``new_save`` at every operation; after each, the dump is ``old`` or the new one."""
+    count_file, root, pristine = tmp_path / "count", tmp_path / "root", tmp_path / "pristine"
+    old_pipeline = build(*old)
+    old_pipeline.save(CX(root), full_dump=True)
+    shutil.copytree(root / "p", pristine)  # same bytes, same digests: old_pipeline's records hold
+
+    def reset():
+        for name in os.listdir(root):
+            if name not in (".p.lock", ".p.turn"):
+                shutil.rmtree(root / name) if (root / name).is_dir() else os.unlink(root / name)
+        shutil.copytree(pristine, root / "p")
+
+    assert _run_killed(lambda: new_save(old_pipeline), 0, count_file) == 0
+    total = int(count_file.read_text())
+    assert total > 20  # the enumeration covers a real save, not a no-op
+    outcomes, recovered = [], []
+    for kill_at in range(1, total + 1):
+        reset()
+        status = _run_killed(lambda: new_save(old_pipeline), kill_at, count_file)
+        assert status in (17, 0), f"operation {kill_at}: the save failed instead of being killed ({status})"
+        recovered.append((root / ".p.journal").exists())  # killed after the commit: the load finishes it
+        out = CX(root).load("p", verify="full").transform(X)
+        outcomes.append("old" if np.array_equal(out, expected(*old)) else "new")
+        assert outcomes[-1] == "old" or np.array_equal(out, new_save.expected), f"operation {kill_at}: mixed dump"
+        leftovers = [n for n in os.listdir(root) if n.startswith(".p.") and n not in (".p.lock", ".p.turn")]
+        assert all(n.startswith((".p.tmp-", ".p.journal.tmp-")) for n in leftovers), leftovers
+    assert "old" in outcomes and "new" in outcomes  # kill points on both sides of the commit
+    build(*old).save(CX(root), full_dump=True)  # the next save cleans what the last kill left
+    atomic.wait_for_cleanup()
+    assert sorted(n for n in os.listdir(root) if n.startswith(".p")) == [".p.lock", ".p.turn"]
+    return total, any(recovered)
+
+
+def test_a_full_save_killed_at_every_operation_leaves_a_whole_dump(tmp_path):
+    def new_save(_old):
+        build(5, 7, 3.0).save(CX(tmp_path / "root"), full_dump=True)
+    new_save.expected = expected(5, 7, 3.0)
+    _enumerate_kill_points(tmp_path, (2, 1, 1.0), new_save)
+
+
+def test_a_changes_only_save_killed_at_every_operation_leaves_a_whole_dump(tmp_path):
+    def new_save(old):
+        old["inner"]["a"].set_hyperparams({"add": 9})
+        old["inner"]["o"].value = 4.0
+        old["inner"]["o"].fit(X)
+        old.save(CX(tmp_path / "root"))
+    new_save.expected = expected(2, 9, 4.0)
+    _, recovered = _enumerate_kill_points(tmp_path, (2, 1, 1.0), new_save)
+    assert recovered  # some kill points fall between the journal's commit and its end
+
+
+def test_a_fallback_save_killed_between_its_two_renames_still_loads(tmp_path, monkeypatch):
+    """Where RENAME_EXCHANGE is missing, the old dump steps aside first; a load puts it back."""
+    monkeypatch.setattr(atomic, "exchange_paths", lambda a, b: False)
+    build(2, 1, 1.0).save(CX(tmp_path), full_dump=True)
+    real_rename = os.rename
+
+    def rename_then_die(src, dst):
+        real_rename(src, dst)
+        if ".p.old-" in str(dst):
+            raise KeyboardInterrupt  # as if killed right after moving the old dump aside
+    monkeypatch.setattr(os, "rename", rename_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        build(5, 7, 3.0).save(CX(tmp_path), full_dump=True)
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert not (tmp_path / "p").exists()
+    with pytest.warns(UserWarning, match="interrupted"):
+        out = CX(tmp_path).load("p").transform(X)
+    np.testing.assert_array_equal(out, expected(2, 1, 1.0))
+    assert (tmp_path / "p").is_dir()
