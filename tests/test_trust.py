@@ -299,14 +299,22 @@ def test_the_allow_list_takes_classes_by_exact_name_only():
 
 
 # ------------------------------------------------------------------ workers
-def test_dask_workers_with_another_config_folder_verify_with_the_clients_key(tmp_path):
+@pytest.fixture(scope="module")
+def foreign_client(tmp_path_factory):
+    """A Dask client whose one worker process has a config folder of its own (no key)."""
     distributed = pytest.importorskip("distributed")
-    from stepline.distributed.dask import DaskPipeline
+    import logging
+    home = tmp_path_factory.mktemp("worker-home")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, env={"STEPLINE_HOME": str(tmp_path / "worker-home")}) as cluster, \
-            distributed.Client(cluster) as client:
-        step = DaskPipeline(Pipeline([NotListed(name="n")]), client=client)
-        assert np.asarray(step.transform(np.ones(4))).tolist() == [2.0] * 4
+                                  dashboard_address=None, silence_logs=logging.ERROR,
+                                  env={"STEPLINE_HOME": str(home)}) as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+def test_dask_workers_with_another_config_folder_verify_with_the_clients_key(foreign_client):
+    from stepline.distributed.dask import DaskPipeline
+    step = DaskPipeline(Pipeline([NotListed(name="n")]), client=foreign_client)
+    assert np.asarray(step.transform(np.ones(4))).tolist() == [2.0] * 4
 
 
 def test_streaming_workers_load_the_dump_the_parent_signed(tmp_path):
@@ -442,3 +450,19 @@ def test_inspect_audit_of_a_fifo_pickle_fails_clearly_without_hanging(signed):
     assert out.returncode == 2 and "not a regular file" in out.stdout
     with pytest.raises(StepLoadError):
         CX(signed.parent).load("p", trusted=False)
+
+
+def test_automl_trials_on_dask_workers_with_another_config_folder_verify_with_the_clients_key(foreign_client):
+    pytest.importorskip("optuna")
+    from sklearn.linear_model import LogisticRegression
+
+    from stepline.automl import AutoML
+    from stepline.hyperparams.distributions import LogUniform
+    from stepline.steps.sklearn import SKLearnWrapper
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = (X[:, 0] > 0).astype(int)
+    pipeline = Pipeline([NotListed(), SKLearnWrapper(LogisticRegression(), {"C": LogUniform(1e-2, 10.0)})],
+                        name="tuned")
+    search = AutoML(pipeline, cv=2, n_trials=2, seed=0, client=foreign_client, show_progress=False).fit(X, y)
+    assert search.trials_dataframe()["state"].value_counts().to_dict() == {"COMPLETE": 2}
