@@ -466,3 +466,12 @@ def test_automl_trials_on_dask_workers_with_another_config_folder_verify_with_th
                         name="tuned")
     search = AutoML(pipeline, cv=2, n_trials=2, seed=0, client=foreign_client, show_progress=False).fit(X, y)
     assert search.trials_dataframe()["state"].value_counts().to_dict() == {"COMPLETE": 2}
+
+
+def test_a_save_without_a_writable_config_folder_is_a_clear_error(tmp_path, monkeypatch):
+    from stepline.saving import SaveError
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("STEPLINE_HOME", str(tmp_path / "file" / "home"))  # under a file: never creatable
+    with pytest.raises(SaveError, match="STEPLINE_HOME"):
+        Identity(name="i").save(CX(tmp_path / "dump"), full_dump=True)
+    assert not (tmp_path / "dump" / "i").exists()  # the atomic save left nothing behind
