@@ -1,10 +1,14 @@
 """DaskPipeline on a real Dask cluster on loopback: fit here, transform on the workers."""
+import glob
 import logging
 import multiprocessing
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -260,3 +264,97 @@ def test_load_bytes_refuses_a_tar_that_writes_outside_its_folder(tmp_path):
     with pytest.raises((tarfile.TarError, ValueError)):
         load_bytes(buffer.getvalue(), "p", tmp_path / "into")
     assert not (tmp_path / "escaped.txt").exists()
+
+
+# ------------------------------------------------------------------ faults
+class HangsOn(NonFittableMixin, BaseStep):
+    """Waits (far longer than any test) when it sees ``sentinel``."""
+
+    def __init__(self, sentinel, name=None):
+        super().__init__(name=name)
+        self.sentinel = sentinel
+
+    def transform(self, data_inputs):
+        if self.sentinel in np.asarray(data_inputs):
+            import threading
+            threading.Event().wait(600)
+        return data_inputs
+
+
+def _dumps_under(folder):
+    return sorted(str(p) for p in Path(folder).rglob("stepline-dask-*"))
+
+
+def _wait_for_a_new_worker(client, before, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = set(client.scheduler_info()["workers"])
+        if len(workers) == len(before) and workers != before:
+            return
+        assert time.monotonic() < deadline, f"no new worker came up: {workers}"
+        time.sleep(0.1)
+
+
+def _private_cluster(tmp_path, n_workers=2):
+    return distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                    dashboard_address=":0", silence_logs=logging.CRITICAL,
+                                    local_directory=str(tmp_path / "dask"))
+
+
+def test_a_worker_dying_on_minibatch_5_names_it_and_leaves_no_unpacked_dump(tmp_path):
+    import dask
+    tmp_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "stepline-dask-*")))
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        with _private_cluster(tmp_path) as cluster, distributed.Client(cluster) as client:
+            with DaskPipeline([FailsOn(10, how="exit", name="dies")], batch_size=2, client=client) as d:
+                np.testing.assert_array_equal(d.transform(np.arange(8)), np.arange(8))
+                assert len(_dumps_under(tmp_path / "dask")) == 2  # one per worker, in its own folder
+                before = set(client.scheduler_info()["workers"])
+                with pytest.raises(DaskStepError, match=r"worker died while running step 'Pipeline' on minibatch 5") as info:
+                    d.transform(np.arange(12))  # minibatch 5 is [10, 11]
+                assert info.value.batch_index == 5
+                _wait_for_a_new_worker(client, before)  # the nanny's new worker purges the dead one's folder
+                live = client.run(lambda dask_worker: dask_worker.local_directory)
+                leftover = [p for p in _dumps_under(tmp_path / "dask")
+                            if not any(p.startswith(folder) for folder in live.values())]
+                assert leftover == []
+            assert _dumps_under(tmp_path / "dask") == []  # teardown removed the live workers' copies
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "stepline-dask-*"))) <= tmp_before
+
+
+def test_a_hung_step_times_out_naming_the_minibatch_and_its_worker_is_restarted(tmp_path):
+    import psutil
+    with _private_cluster(tmp_path, n_workers=1) as cluster, distributed.Client(cluster) as client:
+        with DaskPipeline(HangsOn(7, name="stuck"), batch_size=2, client=client) as d:
+            np.testing.assert_array_equal(d.transform(np.arange(4)), np.arange(4))  # loaded: imports are slow
+            d.timeout_s = 2.0
+            stuck_pid = next(iter(client.run(os.getpid).values()))
+            with pytest.raises(DaskStepError, match=r"'stuck'.*timeout_s=2 s on minibatch 3") as info:
+                d.transform(np.arange(10))  # minibatch 3 is [6, 7]
+            assert info.value.batch_index == 3
+            try:  # the worker process with the stuck thread is gone
+                assert psutil.wait_procs([psutil.Process(stuck_pid)], timeout=30)[1] == []
+            except psutil.NoSuchProcess:
+                pass
+            client.wait_for_workers(1, timeout=60)
+            np.testing.assert_array_equal(d.transform(np.arange(4)), np.arange(4))  # loading is not timed
+
+
+def test_timeout_s_is_off_by_default_and_checked():
+    assert DaskPipeline([Times()], batch_size=2).timeout_s is None
+    with pytest.raises(ValueError, match="timeout_s"):
+        DaskPipeline([Times()], batch_size=2, timeout_s=0)
+
+
+
+def test_predict_runs_the_workers_in_inference_without_shipping_the_step_again(client):
+    from stepline.steps.flow import TrainOnlyWrapper
+    x = np.zeros(6)
+    with DaskPipeline([Times(1.0), TrainOnlyWrapper(Times(3.0))], batch_size=2, client=client) as d:
+        d.transform(x + 1)
+        shipped = d._shipped
+        np.testing.assert_array_equal(d.predict(x + 1), x + 1)
+        np.testing.assert_array_equal(d.transform(x + 1), x + 3)
+        assert d._shipped == shipped  # the same dump: workers were not sent a step in another mode
+        d.timeout_s = 60.0  # the minibatch then runs in a thread of its own: the mode follows it
+        np.testing.assert_array_equal(d.predict(x + 1), x + 1)

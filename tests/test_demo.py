@@ -68,7 +68,8 @@ def test_sampling_resamples_refused_combinations():
         pipeline = demo.build_pipeline(seed)
         samples, refused = demo.sample_hyperparams(pipeline, X_train, y_train, seed)
         assert not (samples["LogisticRegression__dual"] and samples["LogisticRegression__penalty"] == "l1")
-        assert all(r["dual"] and r["penalty"] == "l1" for r in refused)
+        for r in refused:  # refused by liblinear, or not converging within the sampled max_iter
+            assert (r["dual"] and r["penalty"] == "l1") or r["max_iter"] < 200, r
 
 
 def test_demo_reports_failure_in_one_line(tmp_path, capsys):

@@ -101,7 +101,7 @@ def test_wrong_values_are_not_in_the_support_and_do_not_raise(d, value):
     assert (value in d) is False
 
 
-@pytest.mark.parametrize("bad", ["seed", 1.5, np.random.RandomState(0), True])
+@pytest.mark.parametrize("bad", ["seed", 1.5, True])
 def test_bad_random_state_is_refused(bad):
     with pytest.raises(TypeError, match="random_state"):
         Uniform(0, 1).rvs(random_state=bad)

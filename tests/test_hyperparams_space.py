@@ -167,9 +167,11 @@ def test_set_space_for_unknown_name_is_an_error():
         nested_pipeline().set_hyperparams_space({"a__zzz": Uniform(0, 1)})
 
 
-def test_step_without_hyperparams_refuses_any():
-    with pytest.raises(HyperparameterError, match=r"\(none\)"):
-        Identity().set_hyperparams({"x": 1})
+def test_step_that_declares_no_hyperparams_takes_any_name_as_neuraxle():
+    step = Identity().set_hyperparams({"x": 1})
+    assert step.get_hyperparams() == {"x": 1}
+    with pytest.raises(HyperparameterError, match="'y'.*\['x'\]"):  # once declared, typos are refused
+        step.set_hyperparams({"y": 2})
 
 
 def test_sklearn_style_get_and_set_params():

@@ -200,3 +200,103 @@ def test_plain_calls_run_under_the_context_given_to_setup(tmp_path):
     assert "_stepline_setup_context" not in vars(p)  # teardown lets it go
     p.fit(np.ones(2))  # set up lazily, under a fresh context
     assert p["inner"]["r"].seen[0] != tmp_path / "outer" / "inner"
+
+
+# ---------------------------------------------------------------- all-or-nothing hyperparameters
+def _tree_with_space():
+    from stepline.hyperparams.distributions import RandInt
+    from stepline.steps.numpy import MultiplyByN
+    return Pipeline([("a", MultiplyByN(2)),
+                     ("inner", Pipeline([("b", MultiplyByN(3, hyperparams_space={"multiply_by": RandInt(1, 5)}))]))])
+
+
+def _state(p):
+    return (p.get_hyperparams().to_flat_dict(), {k: repr(v) for k, v in p.get_hyperparams_space().items()},
+            [s._invalidated for s in p.apply(lambda s, cx: s).values()])
+
+
+@pytest.mark.parametrize("method", ["set_hyperparams", "update_hyperparams"])
+@pytest.mark.parametrize("bad", [
+    {"a__multiply_by": 10, "inner__b__typo": 5},  # an unknown name after a good one
+    {"a__multiply_by": 10, "inner__b__multiply_by": 99},  # a value outside its space
+    {"a": {"multiply_by": 10}, "inner": {"b": {"typo": 1}}},  # nested form
+    {"a__multiply_by": 10, "inner__b": 1},  # a key naming a step
+])
+def test_a_failed_hyperparams_change_changes_nothing_anywhere(method, bad):
+    from stepline.base import HyperparameterError
+    p = _tree_with_space()
+    before = _state(p)
+    with pytest.raises(HyperparameterError):
+        getattr(p, method)(bad)
+    assert _state(p) == before
+    assert p.transform(np.ones(1)).tolist() == [6]
+
+
+@pytest.mark.parametrize("method", ["set_hyperparams_space", "update_hyperparams_space"])
+def test_a_failed_hyperparams_space_change_changes_nothing_anywhere(method):
+    from stepline.base import HyperparameterError
+    from stepline.hyperparams.distributions import RandInt
+    p = _tree_with_space()
+    before = _state(p)
+    with pytest.raises(HyperparameterError, match="typo"):
+        getattr(p, method)({"a__multiply_by": RandInt(1, 9), "inner__b__typo": RandInt(1, 2)})
+    assert _state(p) == before
+
+
+def test_a_value_refused_while_applying_puts_back_what_was_applied():
+    pytest.importorskip("sklearn")
+    from sklearn.preprocessing import StandardScaler
+
+    from stepline.steps.numpy import MultiplyByN
+    from stepline.steps.sklearn import SKLearnWrapper
+
+    class Refuses(StandardScaler):
+        def set_params(self, **params):
+            if params.get("with_mean") == "refused":
+                raise ValueError("with_mean: refused")
+            return super().set_params(**params)
+    p = Pipeline([("a", MultiplyByN(2)), ("s", SKLearnWrapper(Refuses()))])
+    before = _state(p)
+    with pytest.raises(ValueError, match="refused"):
+        p.set_hyperparams({"a__multiply_by": 10, "s__with_std": False, "s__with_mean": "refused"})
+    assert _state(p) == before
+    assert p["s"].wrapped_sklearn_predictor.get_params()["with_std"] is True
+
+
+# ---------------------------------------------------------------- saving a set-up step
+class HoldsALock(NonTransformableMixin, NonFittableMixin, BaseStep):
+    """Creates a lock in setup and lets it go in teardown."""
+
+    def setup(self, context=None):
+        import threading
+        self.lock = threading.Lock()
+        return self
+
+    def teardown(self):
+        self.lock = None
+        return self
+
+
+def test_saving_a_set_up_step_says_what_is_set_up_and_how_to_save_it(tmp_path):
+    from stepline.saving import SaveError
+    p = Pipeline([HoldsALock(name="locker")], name="p")
+    p.transform(np.ones(1))
+    with pytest.raises(SaveError) as error:
+        p.save(CX(tmp_path), full_dump=True)
+    message = str(error.value)
+    assert "'locker'" in message and "'lock'" in message and "is set up" in message
+    assert "teardown()" in message and "saver" in message
+    assert "create it in setup()" not in message  # what the step already does
+    p.teardown()
+    p.save(CX(tmp_path), full_dump=True)
+    assert CX(tmp_path).load("p").transform(np.ones(1)).tolist() == [1]
+
+
+def test_saving_a_step_not_set_up_still_advises_setup_for_what_cannot_be_pickled(tmp_path):
+    import threading
+
+    from stepline.saving import SaveError
+    step = HoldsALock(name="locker")
+    step.lock = threading.Lock()  # made in __init__ or by hand, not by setup
+    with pytest.raises(SaveError, match=r"'lock'.*create it in setup\(\) and release it in teardown\(\)"):
+        step.save(CX(tmp_path), full_dump=True)

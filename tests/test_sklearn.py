@@ -17,7 +17,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from stepline import CX, Pipeline  # noqa: E402
-from stepline.base import BaseStep, HyperparameterError, NonFittableMixin, NotFittedError  # noqa: E402
+from stepline.base import BaseStep, HyperparameterError, Identity, NonFittableMixin, NotFittedError  # noqa: E402
 from stepline.hyperparams.distributions import Boolean, Choice, LogUniform, RandInt  # noqa: E402
 from stepline.hyperparams.space import HyperparameterSpace  # noqa: E402
 from stepline.steps.sklearn import SKLearnWrapper, SklearnEstimatorAdapter, to_sklearn  # noqa: E402
@@ -329,3 +329,11 @@ def test_sklearn_estimator_checks_basics():
         warnings.simplefilter("ignore")
         for name in checks:
             getattr(ec, name)("SklearnEstimatorAdapter", to_sklearn(scaled_logreg()))
+
+
+@pytest.mark.parametrize("make", [lambda: Identity(), lambda: Pipeline([Identity()]),
+                                  lambda: SKLearnWrapper(StandardScaler())])
+def test_wrapping_a_stepline_step_is_a_clear_type_error(make):
+    step = make()
+    with pytest.raises(TypeError, match=rf"stepline step '{step.name}' \({type(step).__name__}\).*to_sklearn"):
+        SKLearnWrapper(step)

@@ -160,7 +160,7 @@ def test_a_pipeline_keeps_working_after_a_worker_died_in_a_send():
 # ----------------------------------------------------------------- hung steps
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("use_processes", MODES)
-def test_hung_step_times_out_naming_the_step_and_the_minibatch(use_processes):
+def test_hung_step_times_out_naming_the_step_and_the_minibatch(use_processes, caplog):
     p = SequentialQueuedPipeline([Add(), ("stuck", 2, Hangs(bad=6))], batch_size=2, timeout_s=0.5,
                                  use_processes=use_processes)
     with p.setup():
@@ -174,6 +174,10 @@ def test_hung_step_times_out_naming_the_step_and_the_minibatch(use_processes):
         assert p.consumers == []
         if use_processes:
             assert multiprocessing.active_children() == []
+        else:
+            assert "abandoned" in str(info.value) and "was abandoned" in caplog.text
+    if not use_processes:  # the teardown did not wait for the abandoned thread's call
+        assert "is not torn down: an abandoned worker thread" in caplog.text
 
 
 @pytest.mark.timeout(30)
@@ -204,3 +208,28 @@ def test_timeout_refuses_bad_values():
 
 def test_timeout_is_off_by_default():
     assert SequentialQueuedPipeline([Add()], batch_size=1).timeout_s is None
+
+
+# ------------------------------------------------------ the mode travels with the call
+class AddN(NonFittableMixin, BaseStep):
+    def __init__(self, n=100):
+        super().__init__()
+        self.n = n
+
+    def transform(self, data_inputs):
+        return np.asarray(data_inputs) + self.n
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("use_processes", MODES)
+def test_predict_runs_the_workers_in_inference_without_restarting_them(use_processes):
+    from stepline.steps.flow import TrainOnlyWrapper
+    p = SequentialQueuedPipeline([Add(), TrainOnlyWrapper(AddN(100))], batch_size=2, use_processes=use_processes)
+    x = np.zeros(5)
+    with p.setup():
+        np.testing.assert_array_equal(p.transform(x), x + 101)
+        workers = list(p.consumers)
+        np.testing.assert_array_equal(p.predict(x), x + 1)
+        np.testing.assert_array_equal(p.transform(x), x + 101)  # the mode was the call's only
+        assert p.consumers == workers and all(w.is_alive() for w in workers)
+        assert p.is_train

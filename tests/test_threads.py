@@ -174,6 +174,14 @@ def test_a_failed_setup_leaves_the_step_not_set_up_and_the_next_call_retries():
         assert step.setups == 2 and step.is_initialized  # the next caller set it up
 
 
+def test_a_failed_child_setup_leaves_the_pipeline_not_set_up_and_the_retry_sets_up_only_that_child():
+    for _ in range(ROUNDS // 2):
+        p = Pipeline([SlowSetup(name="a"), SlowSetup(call_super=True, fail_first=1, name="b")])
+        outcomes = all_at_once(lambda i: _outcome(p.transform, np.full(2, i)))
+        assert sum(isinstance(o, RuntimeError) for o in outcomes) == 1
+        assert (p["a"].setups, p["b"].setups) == (1, 2) and p.is_initialized
+
+
 def test_a_failed_setup_is_retried_by_the_next_call():
     step = SlowSetup(fail_first=1)
     with pytest.raises(RuntimeError, match="setup 1"):
@@ -189,14 +197,17 @@ def _outcome(fn, *args):
         return error
 
 
-def test_loaded_torch_pipeline_predicts_its_saved_weights_from_many_threads(tmp_path):
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_loaded_torch_pipeline_predicts_its_saved_weights_from_many_threads(tmp_path, device):
     torch = pytest.importorskip("torch")
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
     from stepline.torch import TorchStep
     rng = np.random.default_rng(0)
     X = rng.normal(size=(32, 3)).astype("float32")
     y = X @ np.array([[1.0], [-2.0], [0.5]], dtype="float32")
     p = Pipeline([TorchStep(torch.nn.Linear, module_kwargs={"in_features": 3, "out_features": 1},
-                            hyperparams={"epochs": 3, "device": "cpu"}, name="linear")], name="p")
+                            hyperparams={"epochs": 3, "device": device}, name="linear")], name="p")
     p = p.fit(X, y)
     expected = p.predict(X)
     p.save(CX(tmp_path), full_dump=True)
@@ -344,3 +355,32 @@ def test_a_set_up_pipeline_saves_and_loads_while_threads_call_it(tmp_path):
     outputs = all_at_once(lambda i: p.save(CX(tmp_path / str(i)), full_dump=True) and p.transform(np.ones(2)))
     assert all(o.tolist() == [3, 3] for o in outputs)
     assert CX(tmp_path / "3").load("p").transform(np.ones(2)).tolist() == [3, 3]
+
+
+def test_a_teardown_that_waits_long_for_a_call_says_so(monkeypatch):
+    import logging
+
+    import stepline.core.transitions as transitions
+    monkeypatch.setattr(transitions, "SLOW_TEARDOWN_S", 0.05)
+    warned = threading.Event()
+    messages = []
+
+    class Seen(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+            warned.set()
+    handler = Seen(level=logging.WARNING)
+    logging.getLogger("stepline.core.transitions").addHandler(handler)
+    step = Gate()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            call = pool.submit(step.transform, 1)
+            assert step.inside.wait(TIMEOUT)
+            teardown = pool.submit(step.teardown)
+            assert warned.wait(TIMEOUT)  # said while the call is still inside
+            assert not teardown.done()
+            step.release.set()
+            assert teardown.result(timeout=TIMEOUT) is step and call.result(timeout=TIMEOUT) == 1
+    finally:
+        logging.getLogger("stepline.core.transitions").removeHandler(handler)
+    assert "teardown of step 'Gate' (Gate) has waited" in messages[0] and "1 call(s)" in messages[0]

@@ -297,9 +297,9 @@ def test_saved_folder_holds_no_pickled_module(tmp_path, cache_small_files):
     step.save(CX(tmp_path), full_dump=True)
     folder = tmp_path / "mlp"
     assert dump_listing(folder) == ["model.json", "model.safetensors", "optimizer.json",
-                                    "optimizer.safetensors", "step.pkl", "stepline.json"]
+                                    "optimizer.safetensors", "step.pkl", "stepline.json", "stepline.sig"]
     manifest = json.loads((folder / "stepline.json").read_text())
-    assert set(manifest["files"]) == set(dump_listing(folder)) - {"stepline.json"}
+    assert set(manifest["files"]) == set(dump_listing(folder)) - {"stepline.json", "stepline.sig"}
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == [".stepline-verified.json"]
     assert manifest["savers"] == ["stepline.torch.saver.TorchModuleSaver"]
     # the pickle holds no tensor and no module instance: only the recipe (a class reference)
@@ -484,7 +484,7 @@ def test_a_loaded_step_saved_again_without_setup_keeps_its_weights(tmp_path):
 
 def test_an_unfitted_step_saves_no_weights(tmp_path):
     mlp_step().save(CX(tmp_path), full_dump=True)
-    assert dump_listing(tmp_path / "mlp") == ["step.pkl", "stepline.json"]
+    assert dump_listing(tmp_path / "mlp") == ["step.pkl", "stepline.json", "stepline.sig"]
     loaded = CX(tmp_path).load("mlp")
     with pytest.raises(NotFittedError):
         loaded.transform(np.zeros((2, 4)))

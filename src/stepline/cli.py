@@ -1,4 +1,4 @@
-"""The ``stepline`` command: ``stepline demo`` and ``stepline inspect PATH``."""
+"""The stepline command: run the demo, inspect, verify and trust dumps, serve them, score files."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,8 @@ import sys
 # subcommand -> (module, help); each module has add_arguments(parser) and run(args) -> int.
 # Only the module of the command asked for is imported (the demo needs scikit-learn, inspect does not).
 _COMMANDS = {
-    "demo": ("stepline.demo", "run the seed's example end to end: fit, save, load in a fresh process"),
+    "demo": ("stepline.demo", "fit a small pipeline (DataShuffler, NumpyRavel, LogisticRegression), save it, "
+                              "load it in a fresh process"),
     "inspect": ("stepline.saving.inspect", "print a saved step tree from its manifests, unpickling nothing"),
     # each command below lives in its own module (added by the issue that builds it)
     "verify": ("stepline.trust.verify_cli", "report a dump's signer, root digest and integrity"),
@@ -19,12 +20,14 @@ _COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from stepline import __version__
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="stepline", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"stepline {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(_COMMANDS) + "}")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in _COMMANDS.items():
-        command = sub.add_parser(name, help=help_text)
+        command = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
             importlib.import_module(module_name).add_arguments(command)
     args = parser.parse_args(argv)

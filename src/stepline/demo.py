@@ -1,6 +1,6 @@
-"""``stepline demo``: the seed's pipeline end to end, in a few seconds.
+"""stepline demo: fit, save and reload a small pipeline end to end, in a few seconds.
 
-It builds the seed page's pipeline (``TrainOnlyWrapper(DataShuffler())``,
+It builds the pipeline of the "Step Saving & Lifecycle" page (``TrainOnlyWrapper(DataShuffler())``,
 ``OutputTransformerWrapper(NumpyRavel())``, ``SKLearnWrapper(LogisticRegression(), space)``),
 samples its hyperparameters from the space, fits it on iris (bundled with
 scikit-learn, no network), prints its outputs on held-out rows, saves a full dump
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------- pieces
 
 def build_pipeline(seed: int):
-    """The seed page's pipeline, with a solver that accepts every penalty of its space."""
+    """DataShuffler, NumpyRavel and LogisticRegression, with a solver that accepts every penalty of its space."""
     from sklearn.linear_model import LogisticRegression
 
     from stepline.hyperparams.distributions import Boolean, Choice, LogUniform, RandInt
@@ -94,14 +94,16 @@ def load_data(seed: int):
 
 
 def sample_hyperparams(pipeline, X, y, seed: int):
-    """Sample from the pipeline's space until scikit-learn accepts the combination.
+    """Sample from the pipeline's space until scikit-learn accepts the combination and converges.
 
     Returns ``(samples, refused)``: liblinear refuses some combinations (``dual=True``
-    with ``penalty='l1'``); each one is found by fitting a throwaway copy of the
-    estimator, then sampled again.
+    with ``penalty='l1'``) and does not converge within a small sampled ``max_iter`` on
+    others; each one is found by fitting a throwaway copy of the estimator, then sampled
+    again, so that the demo's own fit warns about nothing.
     """
     import numpy as np
     from sklearn.base import clone
+    from sklearn.exceptions import ConvergenceWarning
 
     space = pipeline.get_hyperparams_space()
     wrapper = pipeline["LogisticRegression"]
@@ -113,11 +115,15 @@ def sample_hyperparams(pipeline, X, y, seed: int):
         own = {k[len(prefix):]: v for k, v in samples.items() if k.startswith(prefix)}
         trial = clone(wrapper.wrapped_sklearn_predictor).set_params(**own)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 trial.fit(X, y.ravel())
         except ValueError as error:
             logger.debug("scikit-learn refused %s: %s", own, error)
+            refused.append(own)
+            continue
+        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+            logger.debug("%s does not converge", own)
             refused.append(own)
             continue
         return samples, refused
@@ -186,13 +192,15 @@ def run_demo(out: Path, seed: int) -> int:
     started = time.perf_counter()
     X_train, y_train, X_test, y_test = load_data(seed)
     pipeline = build_pipeline(seed)
-    print("stepline demo: the seed's pipeline, fitted, saved whole, loaded in a fresh process\n")
+    print("stepline demo: a pipeline of DataShuffler, NumpyRavel and LogisticRegression, fitted on iris, "
+          "saved whole, loaded in a fresh process\n")
     print("1. the pipeline")
     print("\n".join("   " + line for line in repr(pipeline).splitlines()))
 
     samples, refused = sample_hyperparams(pipeline, X_train, y_train, seed)
     pipeline.set_hyperparams(samples)
-    note = f"; {len(refused)} combination(s) refused by scikit-learn and resampled" if refused else ""
+    note = (f"; {len(refused)} combination(s) refused by scikit-learn or not converging, resampled"
+            if refused else "")
     print(f"\n2. hyperparameters sampled from its space (seed {seed}{note})")
     print(f"   {_fmt_params(samples)}")
 

@@ -46,8 +46,29 @@ class Pipeline(TruncableSteps):
         self._keep_fitted(fitted)
         return self
 
+    def handle_inverse_transform(self, data_container, context):
+        """Undo the steps, last first, each with its ``inverse_transform``."""
+        context = context.push(self)
+        for step in reversed(self.steps_as_tuple):
+            data_container = step.handle_inverse_transform(data_container, context)
+        return data_container
+
+    def inverse_transform(self, processed_outputs):
+        """The inputs that ``transform`` would map to ``processed_outputs`` (steps undone in reverse)."""
+        from stepline.data_container import DataContainer
+        return self.handle_inverse_transform(DataContainer(data_inputs=processed_outputs),
+                                             ExecutionContext()).data_inputs
+
     def save(self, context: ExecutionContext | None = None, full_dump: bool = False):
         """Save under ``context`` (default: ``ExecutionContext(cache_folder)``)."""
         if context is None:
             context = ExecutionContext(self.cache_folder)
         return super().save(context, full_dump=full_dump)
+
+
+def __getattr__(name: str):
+    """``MiniBatchSequentialPipeline`` and ``Joiner`` (Neuraxle's names here), loaded on use."""
+    if name in ("MiniBatchSequentialPipeline", "Joiner"):
+        from stepline.steps import barriers
+        return getattr(barriers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -125,6 +125,7 @@ class TruncableSteps(CompositeStep):
                 raise KeyError(f"{self.name!r} has no step named {key!r}; its steps are {self.keys()}")
             return step
         if isinstance(key, slice):
+            key = self._positional(key)
             sub = copy.copy(self)
             sub.hyperparams = copy.copy(self.hyperparams)
             sub.hyperparams_space = copy.copy(self.hyperparams_space)
@@ -134,6 +135,16 @@ class TruncableSteps(CompositeStep):
         if isinstance(key, int):
             return self.steps_as_tuple[key]
         raise TypeError(f"steps are indexed by name, position or slice, not {type(key).__name__}")
+
+    def _positional(self, key: slice) -> slice:
+        """``p["b":"d"]`` as positions: from step ``"b"`` up to, not including, step ``"d"``."""
+        def position(bound):
+            if isinstance(bound, str):
+                if bound not in self.keys():
+                    raise KeyError(f"{self.name!r} has no step named {bound!r}; its steps are {self.keys()}")
+                return self.keys().index(bound)
+            return bound
+        return slice(position(key.start), position(key.stop), key.step)
 
     def __len__(self) -> int:
         return len(self.steps_as_tuple)

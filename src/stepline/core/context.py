@@ -18,6 +18,17 @@ class ExecutionPhase(Enum):
     PROD = "prod"
 
 
+class ExecutionMode(Enum):
+    """Which call a context was made for (Neuraxle's ``ExecutionMode``)."""
+
+    FIT_OR_FIT_TRANSFORM_OR_TRANSFORM = "fit_or_fit_transform_or_transform"
+    FIT_OR_FIT_TRANSFORM = "fit_or_fit_transform"
+    TRANSFORM = "transform"
+    FIT = "fit"
+    FIT_TRANSFORM = "fit_transform"
+    INVERSE_TRANSFORM = "inverse_transform"
+
+
 class _Root:
     """A root folder shared by a context and every context pushed from it.
 
@@ -43,14 +54,16 @@ class ExecutionContext:
     returns the context a child of ``step`` runs in.
     """
 
-    __slots__ = ("_root", "parents", "execution_phase", "_stripped_saver")
+    __slots__ = ("_root", "parents", "execution_phase", "_stripped_saver", "services", "execution_mode")
 
     def __init__(self, root=None, execution_phase: ExecutionPhase = ExecutionPhase.UNSPECIFIED,
-                 stripped_saver=None, parents: tuple = ()):
+                 stripped_saver=None, parents: tuple = (), execution_mode=None, services=None):
         self._root = root if isinstance(root, _Root) else _Root(root)
         self.parents = tuple(parents)
         self.execution_phase = execution_phase
         self._stripped_saver = stripped_saver
+        self.execution_mode = execution_mode
+        self.services = services if services is not None else {}
 
     @staticmethod
     def of(context) -> "ExecutionContext":
@@ -82,19 +95,62 @@ class ExecutionContext:
         cx.parents = self.parents + (step,)
         cx.execution_phase = self.execution_phase
         cx._stripped_saver = self._stripped_saver
+        cx.execution_mode = self.execution_mode
+        cx.services = self.services
         return cx
 
     def pop(self) -> "ExecutionContext":
         """The context of the last parent's own parent."""
-        return ExecutionContext(self._root, self.execution_phase, self._stripped_saver, self.parents[:-1])
+        return self._copy(parents=self.parents[:-1])
 
     def with_root(self, root) -> "ExecutionContext":
         """The same context over another root folder."""
-        return ExecutionContext(root, self.execution_phase, self._stripped_saver, self.parents)
+        return self._copy(root=root)
 
     def set_execution_phase(self, phase: ExecutionPhase) -> "ExecutionContext":
         """A copy of this context in another phase."""
-        return ExecutionContext(self._root, phase, self._stripped_saver, self.parents)
+        return self._copy(execution_phase=phase)
+
+    def _copy(self, **changes) -> "ExecutionContext":
+        fields = dict(root=self._root, execution_phase=self.execution_phase, stripped_saver=self._stripped_saver,
+                      parents=self.parents, execution_mode=self.execution_mode, services=self.services)
+        fields.update(changes)
+        return ExecutionContext(**fields)
+
+    # ---------------------------------------------------------------- services
+    # A service locator as in Neuraxle: objects registered by type or name, shared by
+    # every context pushed from this one.
+    def register_service(self, service_abstraction, service_instance) -> "ExecutionContext":
+        """Make ``service_instance`` findable under ``service_abstraction`` (a type or a name)."""
+        self.services[service_abstraction] = service_instance
+        return self
+
+    def set_service_locator(self, services: dict) -> "ExecutionContext":
+        """Replace the registered services by ``services`` (``{type or name: instance}``)."""
+        self.services.clear()
+        self.services.update(services)
+        return self
+
+    def get_services(self) -> dict:
+        return self.services
+
+    def has_service(self, service_abstraction) -> bool:
+        return service_abstraction in self.services
+
+    def get_service(self, service_abstraction):
+        """The service registered under ``service_abstraction``; ``KeyError`` naming the known ones."""
+        try:
+            return self.services[service_abstraction]
+        except KeyError:
+            known = [getattr(k, "__name__", k) for k in self.services]
+            raise KeyError(f"no service registered for {getattr(service_abstraction, '__name__', service_abstraction)!r}; "
+                           f"registered: {known}") from None
+
+    @property
+    def logger(self):
+        """The ``logging`` logger of the step this context runs (Neuraxle's ``context.logger``)."""
+        import logging
+        return logging.getLogger(".".join(["stepline"] + self.get_names()))
 
     def get_names(self) -> list[str]:
         """The names of the parent steps, outermost first."""
@@ -111,10 +167,14 @@ class ExecutionContext:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def load(self, path: str, mmap_mode: str | None = None, verify=True):
-        """Load the step saved at ``root/<path>`` (``"name"`` or ``"name/child"``)."""
+    def load(self, path: str, mmap_mode: str | None = None, verify=True, trusted=None):
+        """Load the step saved at ``root/<path>`` (``"name"`` or ``"name/child"``).
+
+        ``trusted=True`` runs whatever the dump holds (by-value classes included) even when
+        it is not signed by a trusted key: only for dumps from someone you trust (docs/trust.md).
+        """
         from stepline.saving import load_step
-        return load_step(self, path, mmap_mode=mmap_mode, verify=verify)
+        return load_step(self, path, mmap_mode=mmap_mode, verify=verify, trusted=trusted)
 
     def __repr__(self) -> str:
         root = self._root._path

@@ -85,7 +85,7 @@ def _guard_teardown(fn):
                 return self
             lifecycle.closing = me  # new calls of other threads now wait
             try:
-                lifecycle.wait_for_other_calls(me)
+                lifecycle.wait_for_other_calls(me, self)
                 lifecycle.busy = True
                 try:
                     fn(self)
@@ -172,16 +172,18 @@ def _guard_fit_transform(fn):
 
 
 def _guard_transform(fn):
+    _get_ident = get_ident  # a local: the hot path looks up no global
+
     @functools.wraps(fn)
     def transform(self, data_inputs, *args, **kwargs):
         # the hot path, _enter and StepLifecycle.leave inlined: no lock on a set-up step
         lifecycle = self.__dict__.get(LIFECYCLE_STATE)
-        me = get_ident()
-        if lifecycle is None or lifecycle.closing or not self.is_initialized:
+        if lifecycle is None:
             lifecycle, me = _enter(self)
         else:
-            lifecycle.calls.append(me)
-            if lifecycle.closing:  # a teardown began in between: take the slow path
+            me = _get_ident()
+            lifecycle.calls.append(me)  # inside first, then check: a teardown now waits for it
+            if lifecycle.closing or not self.is_initialized:
                 lifecycle.leave(me)
                 lifecycle, me = _enter(self)
         try:

@@ -31,6 +31,9 @@ class NonTransformableMixin:
     def transform(self, data_inputs):
         return data_inputs
 
+    def inverse_transform(self, processed_outputs):
+        return processed_outputs
+
 
 class HandlerMixin:
     """For steps that work on the data container: plain calls go through the handlers.

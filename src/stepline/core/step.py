@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from stepline.core.context import ExecutionContext
 from stepline.core.data import DataContainer
+from stepline.core.handler_hooks import install_handler_hooks
 from stepline.core.lifecycle import SETUP_CONTEXT, install_lifecycle_guards, trivial_fit
 from stepline.core.mode import _CALL_MODE
+from stepline.core.neuraxle_api import NeuraxleStepAPI
 from stepline.core.naming import validate_name
 from stepline.core.step_hyperparams import HyperparamsMixin
 from stepline.core.transitions import LIFECYCLE_STATE
@@ -14,7 +16,7 @@ _LIFECYCLE_FLAGS = ("is_initialized", LIFECYCLE_STATE, SETUP_CONTEXT,
                     "_stepline_saved_to")  # where this process saved the step: not state
 
 
-class BaseTransformer(HyperparamsMixin):
+class BaseTransformer(HyperparamsMixin, NeuraxleStepAPI):
     """The root of every step: lifecycle, hyperparameters, savers, handlers.
 
     Subclass it (or :class:`BaseStep`) and override ``transform`` (and ``fit`` when
@@ -47,6 +49,7 @@ class BaseTransformer(HyperparamsMixin):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         install_lifecycle_guards(cls)
+        install_handler_hooks(cls)  # Neuraxle's _will_process/_fit_data_container… when a class defines them
 
     def __init__(self, hyperparams=None, hyperparams_space=None, name=None, savers=None):
         self.name = validate_name(type(self).__name__ if name is None else name)
@@ -133,12 +136,17 @@ class BaseTransformer(HyperparamsMixin):
         """The steps this step holds directly (none for a leaf)."""
         return ()
 
-    def apply(self, fn, context: ExecutionContext | None = None, include_self: bool = True) -> dict:
+    def apply(self, fn, context: ExecutionContext | None = None, include_self: bool = True, **kwargs) -> dict:
         """Call ``fn(step, context)`` on this step and every descendant, parents first.
 
         Returns ``{path: result}`` where ``path`` joins names with ``__`` relative to
         this step (``""`` is this step). Every recursive feature goes through it.
+        Neuraxle's forms also work: ``apply("method_name", **kwargs)`` and
+        ``apply(lambda step: ...)`` (see :func:`stepline.core.neuraxle_api.neuraxle_apply`).
         """
+        if isinstance(fn, str) or kwargs or _takes_one_argument(fn):
+            from stepline.core.neuraxle_api import neuraxle_apply
+            return neuraxle_apply(self, fn, **kwargs)
         out: dict = {}
         self._apply_into(fn, ExecutionContext.of(context), "", out, include_self)
         return out
@@ -244,6 +252,17 @@ class BaseTransformer(HyperparamsMixin):
             lines.extend(child_lines)
         lines.append(indent + "])")
         return lines
+
+
+def _takes_one_argument(fn) -> bool:
+    """Whether ``fn`` is called with the step alone (Neuraxle's ``apply(lambda step: ...)``)."""
+    import inspect
+    try:
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    except (TypeError, ValueError):
+        return False
+    return len(params) == 1
 
 
 class BaseStep(BaseTransformer):

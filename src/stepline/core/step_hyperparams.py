@@ -25,7 +25,16 @@ def _as_flat(values) -> dict:
 
 
 class HyperparamsMixin:
-    """Hyperparameter API shared by every step (see DESIGN §3 and §6)."""
+    """Hyperparameter API shared by every step (see DESIGN §3 and §6).
+
+    Names are checked against what a step declares (its values and its space): a typo
+    gets an error listing the valid names. A step that declares no hyperparameter at
+    all accepts any name, as in Neuraxle, where steps often read ``self.hyperparams``
+    without declaring them; wrappers whose names come from elsewhere set
+    ``_declares_no_hyperparams = False`` to keep the check.
+    """
+
+    _declares_no_hyperparams = True
 
     # ---- a step's own values: override these two in wrappers of foreign objects ----
     def _get_own_hyperparams(self) -> dict:
@@ -55,13 +64,17 @@ class HyperparamsMixin:
                 flat[prefix + key] = value
         return flat
 
-    # ---- writing ----
+    # ---- writing: validate the whole tree first, then apply (all or nothing) ----
     def set_hyperparams(self, hyperparams) -> "HyperparamsMixin":
-        """Change the values given, keep the others; routes ``"child__param"`` keys."""
-        for step, values in self._route(_as_flat(hyperparams)).items():
+        """Change the values given, keep the others; routes ``"child__param"`` keys.
+
+        All or nothing: every key and value is checked, over the whole tree, before
+        anything changes; a value a wrapped object still refuses puts back what was applied.
+        """
+        routed = self._route(_as_flat(hyperparams))
+        for step, values in routed.items():
             step._validate_values(values)
-            step._set_own_hyperparams(values)
-            step._invalidated = True
+        _apply_all(routed)
         return self
 
     def update_hyperparams(self, hyperparams) -> "HyperparamsMixin":
@@ -69,10 +82,15 @@ class HyperparamsMixin:
         return self.set_hyperparams(hyperparams)
 
     def set_hyperparams_space(self, hyperparams_space) -> "HyperparamsMixin":
-        """Change the distributions given, keep the others; routes like :meth:`set_hyperparams`."""
+        """Change the distributions given, keep the others; routes like :meth:`set_hyperparams`.
+
+        All or nothing, as :meth:`set_hyperparams`.
+        """
         space = HyperparameterSpace(_as_flat(hyperparams_space))
-        for step, values in self._route(dict(space.items())).items():
+        routed = self._route(dict(space.items()))
+        for step, values in routed.items():
             step._validate_names(values)
+        for step, values in routed.items():
             step.hyperparams_space.update(values)
             step._invalidated = True
         return self
@@ -122,8 +140,18 @@ class HyperparamsMixin:
     def _child_by_name(self, name: str):
         return None
 
+    def _hyperparams_snapshot(self, names) -> object:
+        """What :meth:`_restore_hyperparams` needs to undo setting ``names``."""
+        return dict(self.hyperparams)
+
+    def _restore_hyperparams(self, snapshot) -> None:
+        dict.clear(self.hyperparams)
+        dict.update(self.hyperparams, snapshot)
+
     def _validate_names(self, values: Mapping) -> None:
         known = self._own_hyperparam_names()
+        if not known and self._declares_no_hyperparams and not any(SEPARATOR in k for k in values):
+            return  # a step that declares none reads its values as it likes (Neuraxle's steps do)
         unknown = [k for k in values if k not in known]
         if unknown:
             children = [c.name for c in self.get_children()]
@@ -142,6 +170,22 @@ class HyperparamsMixin:
                 raise HyperparameterError(
                     f"value {value!r} for hyperparameter {name!r} of step {self.name!r} "
                     f"is outside its space {dist!r}")
+
+
+def _apply_all(routed: dict) -> None:
+    """Set each step's validated values; if one still refuses, put the applied ones back."""
+    applied = []
+    try:
+        for step, values in routed.items():
+            snapshot = step._hyperparams_snapshot(values.keys())
+            applied.append((step, snapshot))
+            step._set_own_hyperparams(values)
+    except BaseException:
+        for step, snapshot in reversed(applied):
+            step._restore_hyperparams(snapshot)
+        raise
+    for step in routed:
+        step._invalidated = True
 
 
 def _in_space(value, dist) -> bool:

@@ -17,9 +17,13 @@ A call that leaves while ``closing`` is set wakes the waiting ``teardown``.
 """
 from __future__ import annotations
 
+import logging
 import threading
 
+log = logging.getLogger(__name__)
+
 LIFECYCLE_STATE = "_stepline_lifecycle"
+SLOW_TEARDOWN_S = 30.0  # a teardown that waits longer for the calls inside logs a warning
 
 
 class StepLifecycle:
@@ -53,10 +57,22 @@ class StepLifecycle:
         while self.closing not in (None, thread_id):
             self.changed.wait()
 
-    def wait_for_other_calls(self, thread_id: int) -> None:
-        """Block (holding the lock between checks) until only ``thread_id``'s calls are inside."""
-        while any(t != thread_id for t in self.calls.copy()):
-            self.changed.wait()
+    def wait_for_other_calls(self, thread_id: int, step) -> None:
+        """Block (holding the lock between checks) until only ``thread_id``'s calls are inside.
+
+        Logs a warning every :data:`SLOW_TEARDOWN_S` seconds it waits (a call that never
+        returns would otherwise hold the teardown without a word).
+        """
+        waited = 0.0
+        while True:
+            others = [t for t in self.calls.copy() if t != thread_id]
+            if not others:
+                return
+            if not self.changed.wait(SLOW_TEARDOWN_S):
+                waited += SLOW_TEARDOWN_S
+                log.warning("teardown of step %r (%s) has waited %.0f s for %d call(s) still inside it "
+                            "(threads %s)", step.name, type(step).__name__, waited, len(others),
+                            sorted(set(others)))
 
 
 def lifecycle_of(step) -> StepLifecycle:

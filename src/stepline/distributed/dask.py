@@ -14,6 +14,7 @@ optional extra (``pip install stepline[dask]``), imported when this module is.
 from __future__ import annotations
 
 import atexit
+import contextvars
 import io
 import logging
 import shutil
@@ -26,10 +27,11 @@ import uuid
 from concurrent.futures import CancelledError
 from pathlib import Path
 
-from distributed import Client, KilledWorker, LocalCluster, as_completed
+from distributed import Client, KilledWorker, LocalCluster, as_completed, get_worker
 
 from stepline.core.composite import MetaStep
 from stepline.core.context import ExecutionContext
+from stepline.core.mode import call_mode, current_call_mode, own_is_train
 from stepline.core.data import DataContainer
 from stepline.core.errors import SteplineError
 from stepline.core.step import BaseTransformer
@@ -38,12 +40,26 @@ from stepline.saving.procedure import save_step
 
 log = logging.getLogger(__name__)
 
-_HANDLES = ("_client", "_cluster", "_payload", "_shipped", "_owns_client", "_fit_count")
+_HANDLES = ("_client", "_cluster", "_payload", "_shipped", "_owns_client", "_fit_count", "_keys")
 
 
 class DaskStepError(SteplineError):
     """A step failed on a Dask worker (the message names the step, the minibatch and the
-    worker's traceback), or the worker running it died."""
+    worker's traceback), the worker running it died, or it spent longer than ``timeout_s``
+    on a minibatch. ``batch_index`` is the minibatch (when known), ``worker`` the worker's
+    address (when known)."""
+
+    def __init__(self, message, batch_index=None, worker=None):
+        super().__init__(message)
+        self.batch_index = batch_index
+        self.worker = worker
+
+    def __reduce__(self):  # it travels from the worker: keep the attributes
+        return type(self), (str(self), self.batch_index, self.worker)
+
+
+class DaskTimeoutError(DaskStepError):
+    """A step spent longer than ``timeout_s`` on one minibatch on a worker."""
 
 
 class DaskPipeline(MetaStep):
@@ -56,12 +72,16 @@ class DaskPipeline(MetaStep):
     - ``shared_folder``: a folder every worker can read (NFS, a mounted bucket): the dump
       is written there once and workers load it from the path instead of receiving bytes;
     - ``show_progress``: ``True`` for a bar of minibatches done on stderr, or a callable
-      ``show(done, total)``.
+      ``show(done, total)``;
+    - ``timeout_s``: off (``None``) by default; the most seconds the step may spend on one
+      minibatch on a worker (loading and setting the step up there are not timed). Past it the call raises
+      :class:`DaskTimeoutError` naming the minibatch, and the worker is restarted (its
+      nanny starts a fresh one): a thread stuck in the step cannot be stopped otherwise.
     """
 
     def __init__(self, wrapped, batch_size: int = 1024, address: str | None = None, client=None,
                  n_workers: int | None = None, shared_folder=None, *, show_progress=False,
-                 name=None, savers=None):
+                 timeout_s: float | None = None, name=None, savers=None):
         if isinstance(wrapped, (list, tuple)):
             from stepline.pipeline import Pipeline
             wrapped = Pipeline(list(wrapped))
@@ -75,6 +95,11 @@ class DaskPipeline(MetaStep):
         self.n_workers = n_workers
         self.shared_folder = None if shared_folder is None else str(shared_folder)
         self.show_progress = show_progress
+        if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
+                                      or not timeout_s > 0):
+            raise ValueError(f"{type(self).__name__}: timeout_s must be a positive number of seconds or None, "
+                             f"got {timeout_s!r}")
+        self.timeout_s = None if timeout_s is None else float(timeout_s)
         self.client = client
 
     def __getstate__(self):
@@ -125,21 +150,44 @@ class DaskPipeline(MetaStep):
         for attempt in (1, 2):
             try:
                 return joined(data_container, self._run(batches, context))
+            except DaskTimeoutError as e:
+                self._restart_stuck_worker(e)
+                raise
             except (KilledWorker, CancelledError) as e:
                 self._forget_shipped()  # its copies may be gone with the workers: send it again
                 if isinstance(e, KilledWorker) or attempt == 2:
-                    raise DaskStepError(f"{self.name!r}: a Dask worker died while running step "
-                                        f"{self.wrapped.name!r}, or lost the step's dump "
-                                        f"({type(e).__name__}: {e})") from e
+                    raise self._died(e) from e
                 log.info("%r: the cluster lost the dump of %r (%s); sending it again",
                          self.name, self.wrapped.name, e)
+
+    def _died(self, e) -> DaskStepError:
+        index = self.__dict__.get("_keys", {}).get(getattr(e, "task", None))
+        on = f" on minibatch {index}" if index is not None else ""
+        worker = getattr(getattr(e, "last_worker", None), "address", None)
+        return DaskStepError(f"{self.name!r}: a Dask worker died while running step {self.wrapped.name!r}{on}"
+                             f"{f' ({worker})' if worker else ''}, or lost the step's dump "
+                             f"({type(e).__name__}: {e})", batch_index=index, worker=worker)
+
+    def _restart_stuck_worker(self, e: DaskTimeoutError) -> None:
+        """A thread stuck in the step can only be stopped with its process: restart that worker
+        (first: telling it to tear its step down would wait for the stuck call), then let the
+        others drop the step."""
+        try:
+            self._client.restart_workers([e.worker], timeout=60)
+        except Exception as exc:  # no nanny, or it is gone already
+            log.warning("%r: could not restart Dask worker %s, whose thread is stuck in step %r: %s",
+                        self.name, e.worker, self.wrapped.name, exc)
+        self._forget_shipped()
 
     def _run(self, batches: list, context) -> list:
         """Map the minibatches over the workers; their outputs, in order."""
         key, payload = self._ship(context)
         client = self._client
         futures = client.map(_transform_on_worker, range(len(batches)), batches, step_key=key,
-                             step_name=self.wrapped.name, payload=payload, owner=self.name, pure=False)
+                             step_name=self.wrapped.name, payload=payload, owner=self.name,
+                             timeout_s=self.timeout_s, mode=current_call_mode(), pure=False,
+                             signer=_signer())
+        self._keys = {f.key: i for i, f in enumerate(futures)}
         try:
             if self.show_progress:
                 progress = Progress(self.show_progress, len(futures), self.name)
@@ -205,8 +253,9 @@ def _connect(step: DaskPipeline):
 
 
 def _state_of(step) -> str:
-    """What a change to the step without replacing it would alter: hyperparameters, modes."""
-    nodes = step.apply(lambda s, cx: (id(s), s.is_train))
+    """What a change to the step without replacing it would alter: hyperparameters, stored
+    modes (not a call's mode, e.g. ``predict``'s: that travels with each minibatch)."""
+    nodes = step.apply(lambda s, cx: (id(s), own_is_train(s)))
     return repr((sorted(nodes.items()), sorted(step.get_hyperparams().items())))
 
 
@@ -239,9 +288,23 @@ _LOADED: dict[str, tuple] = {}
 _LOADED_LOCK = threading.Lock()
 
 
-def _step_on_worker(key: str, name: str, payload):
-    """The step of ``key`` on this worker: loaded and set up on first use, then kept."""
-    with _LOADED_LOCK:
+def _signer() -> str:
+    """The public key the dumps this process saves are signed with (DESIGN §5a)."""
+    from stepline.trust.keys import local_public_key_hex
+    return local_public_key_hex()
+
+
+def _step_on_worker(key: str, name: str, payload, signer: str | None = None):
+    """The step of ``key`` on this worker: loaded and set up on first use, then kept.
+
+    The dump is verified against ``signer``, the client's public key, sent over the channel
+    that already carries the client's code: a worker on another machine trusts what the
+    client saved, and nothing else. A dump that came as bytes is unpacked under the worker's
+    local directory, which Dask removes when the worker closes, and purges when a worker
+    died (its nanny's next worker does it), so a killed worker leaves no dump behind.
+    """
+    from stepline.trust.store import trusting_keys
+    with _LOADED_LOCK, trusting_keys([signer] if signer else []):
         entry = _LOADED.get(key)
         if entry is None:
             if not _LOADED:
@@ -249,7 +312,7 @@ def _step_on_worker(key: str, name: str, payload):
             if isinstance(payload, str):
                 folder, step = None, ExecutionContext(payload).load(name)
             else:
-                folder = tempfile.mkdtemp(prefix="stepline-dask-")
+                folder = tempfile.mkdtemp(prefix="stepline-dask-", dir=_worker_directory())
                 step = load_bytes(payload, name, folder)
             context = ExecutionContext(folder or payload)
             step.setup(context)
@@ -257,15 +320,71 @@ def _step_on_worker(key: str, name: str, payload):
         return entry
 
 
-def _transform_on_worker(index: int, batch, *, step_key: str, step_name: str, payload, owner: str):
+def _worker_directory():
+    """This Dask worker's local directory (``None``: the system's temporary folder)."""
+    try:
+        return get_worker().local_directory
+    except ValueError:  # not in a worker (a test calling the function directly)
+        return None
+
+
+def _transform_on_worker(index: int, batch, *, step_key: str, step_name: str, payload, owner: str,
+                         timeout_s=None, mode=None, signer: str | None = None):
+    """Transform minibatch ``index`` in the call's ``mode`` (see :mod:`stepline.core.mode`)."""
+    with call_mode(mode):
+        if timeout_s is None:
+            return _run_minibatch(index, batch, step_key, step_name, payload, owner, signer=signer)
+        return _with_timeout(index, batch, step_key, step_name, payload, owner, timeout_s, signer=signer)
+
+
+def _run_minibatch(index, batch, step_key, step_name, payload, owner, loaded=None, signer=None):
     data_inputs, expected_outputs = batch
-    step, _, context = _step_on_worker(step_key, step_name, payload)
+    step, _, context = _step_on_worker(step_key, step_name, payload, signer)
+    if loaded is not None:
+        loaded.set()
     try:
         container = step.handle_transform(DataContainer(data_inputs, expected_outputs), context)
         return container.data_inputs, container.expected_outputs
     except Exception as e:
         raise DaskStepError(f"{owner!r}: step {step_name!r} failed on minibatch {index} on a Dask worker: "
-                            f"{type(e).__name__}: {e}\nworker traceback:\n{traceback.format_exc()}") from None
+                            f"{type(e).__name__}: {e}\nworker traceback:\n{traceback.format_exc()}",
+                            batch_index=index, worker=_worker_address()) from None
+
+
+def _with_timeout(index, batch, step_key, step_name, payload, owner, timeout_s, signer=None):
+    """Run the minibatch in a thread of its own; give up on it ``timeout_s`` after the step
+    started on it (loading and setting up the step on first use are not timed: imports and
+    models can take long)."""
+    loaded, done, outcome = threading.Event(), threading.Event(), {}
+
+    def run():
+        try:
+            outcome["value"] = _run_minibatch(index, batch, step_key, step_name, payload, owner, loaded,
+                                              signer)
+        except BaseException as e:
+            outcome["error"] = e
+        finally:
+            loaded.set()
+            done.set()
+
+    threading.Thread(target=contextvars.copy_context().run, args=(run,),  # the call's mode too
+                     name=f"stepline-dask:{step_name}#{index}", daemon=True).start()
+    loaded.wait()
+    if not done.wait(timeout_s):
+        raise DaskTimeoutError(f"{owner!r}: step {step_name!r} spent more than timeout_s={timeout_s:g} s "
+                               f"on minibatch {index} on Dask worker {_worker_address()}; the worker is "
+                               f"restarted (its thread cannot be stopped)", batch_index=index,
+                               worker=_worker_address())
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _worker_address():
+    try:
+        return get_worker().address
+    except ValueError:
+        return None
 
 
 def _forget_on_worker(key: str) -> bool:
@@ -294,4 +413,4 @@ def loaded_on_worker() -> list[str]:
         return sorted(_LOADED)
 
 
-__all__ = ["DaskPipeline", "DaskStepError", "dump_bytes", "load_bytes", "loaded_on_worker"]
+__all__ = ["DaskPipeline", "DaskStepError", "DaskTimeoutError", "dump_bytes", "load_bytes", "loaded_on_worker"]

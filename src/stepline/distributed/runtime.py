@@ -34,9 +34,9 @@ import time
 import weakref
 
 from stepline.core.context import ExecutionContext
-from stepline.distributed.workers import (_ERROR, _STOP, BusyBoard, StreamingTimeoutError, StreamingWorkerError,
-                                          close_process_queues, _ProcessQueue, _RemoteTraceback, _ResultPipe,
-                                          make_payload, worker_main)
+from stepline.distributed.channels import BusyBoard, _ProcessQueue, _ResultPipe, close_process_queues
+from stepline.distributed.workers import (_ERROR, _STOP, StreamingTimeoutError, StreamingWorkerError,
+                                          _RemoteTraceback, make_payload, worker_main)
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class WorkerRuntime:
         self.stop_event = None if use_processes else threading.Event()
         self.lock = threading.Lock()
         self.closed = False
+        self.abandoned = {}  # stage name -> its worker threads still running after an abort
         self.finalizer = None
         self._dump_root = None
 
@@ -207,10 +208,14 @@ class WorkerRuntime:
         else:
             self.stop_event.set()
             _join_all(workers, time.monotonic() + _ABORT_JOIN_S)
-            for thread in [t for t in workers if t.is_alive()]:
-                log.warning("%s is still inside its step after the abort of %r and was abandoned (a thread "
-                            "cannot be stopped): it exits when the step returns, and its output is dropped",
-                            thread.name, self.owner_name)
+            for stage in self.stages:
+                alive = [t for t in stage.workers if t.is_alive()]
+                if alive:
+                    self.abandoned[stage.name] = alive
+                for thread in alive:
+                    log.warning("%s is still inside its step after the abort of %r and was abandoned (a thread "
+                                "cannot be stopped): it exits when the step returns, and its output is dropped",
+                                thread.name, self.owner_name)
         for stage in self.stages:
             stage.workers = []
         if self._dump_root is not None:
@@ -222,9 +227,12 @@ class WorkerRuntime:
         _LIVE_RUNTIMES.discard(self)
 
     # -- running
-    def run(self, batches: list, targets: list, stop_after: int, fit_mode: bool, progress=None) -> list:
+    def run(self, batches: list, targets: list, stop_after: int, fit_mode: bool, progress=None,
+            call_mode=None) -> list:
         """Send every ``(data_inputs, expected_outputs)`` batch into each stage of ``targets``.
 
+        ``call_mode`` (see :mod:`stepline.core.mode`) travels with each minibatch: the
+        workers run it in that mode without being restarted.
         Returns, in input order, one ``(data_inputs, expected_outputs)`` per batch
         (one target), or one list of them per batch, ordered like ``targets``.
         Raises :class:`StreamingWorkerError` (after aborting) when a worker fails.
@@ -233,12 +241,12 @@ class WorkerRuntime:
             if self.closed:
                 raise RuntimeError(f"the workers of {self.owner_name!r} were stopped")
             try:
-                return self._run(batches, targets, stop_after, fit_mode, progress)
+                return self._run(batches, targets, stop_after, fit_mode, progress, call_mode)
             except BaseException:
                 self.abort()
                 raise
 
-    def _run(self, batches, targets, stop_after, fit_mode, progress):
+    def _run(self, batches, targets, stop_after, fit_mode, progress, call_mode):
         n, m = len(batches), len(targets)
         queues = [self.stages[k].in_q for k in targets]
         position = {k: i for i, k in enumerate(targets)}
@@ -253,7 +261,7 @@ class WorkerRuntime:
             while next_idx < n:
                 if item is None:
                     di, eo = batches[next_idx]
-                    item = encode((next_idx, stop_after, fit_mode, di, eo), next_idx)
+                    item = encode((next_idx, stop_after, fit_mode, call_mode, di, eo), next_idx)
                 try:
                     queues[next_t].put_nowait(item)
                 except queue.Full:
@@ -298,11 +306,11 @@ class WorkerRuntime:
                     raise self._died(stage, w, worker)
                 if timeout_s is not None:
                     index, busy_s = self.board.read(stage.first_slot + w)
-                    if busy_s is not None and busy_s > timeout_s:
+                    if index is not None and busy_s is not None and busy_s > timeout_s:  # setups are not timed
                         raise self._timed_out(stage, w, worker, index, busy_s)
 
     def _timed_out(self, stage, w, worker, index, busy_s) -> StreamingTimeoutError:
-        what = f"minibatch {index}" if index is not None else "its setup"
+        what = f"minibatch {index}"
         if self.use_processes:
             who, after = f"worker {w} (pid {worker.pid})", "every worker was stopped"
         else:
@@ -313,7 +321,7 @@ class WorkerRuntime:
             f"step {stage.name!r} in {self.owner_name!r} spent {busy_s:.1f} s on {what} in {who}, "
             f"over timeout_s={self.timeout_s:g} s; {after}", timeout_s=self.timeout_s,
             step_name=stage.name, pid=getattr(worker, "pid", None), batch_index=index,
-            phase="setup" if index is None else "timeout")
+            phase="timeout")
 
     def _raise_reported_error(self) -> None:
         """A dying worker may have reported why: prefer its error record."""

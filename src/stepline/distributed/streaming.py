@@ -13,6 +13,7 @@ dumped, how fitting works and what happens when a worker fails.
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import numbers
 import warnings
@@ -21,13 +22,16 @@ import numpy as np
 
 from stepline.core.composite import TruncableSteps
 from stepline.core.context import ExecutionContext
+from stepline.core.mode import current_call_mode, own_is_train
 from stepline.core.step import BaseTransformer
 from stepline.distributed.minibatches import Progress, cut as _cut, join as _join, joined as _joined
 from stepline.distributed.runtime import WorkerRuntime, finalize_with
 from stepline.distributed.workers import StreamingSetupError, StreamingTimeoutError, StreamingWorkerError
 from stepline.saving.savers import BaseSaver
 
-_RUNTIME_ATTRS = ("_runtime", "_stale")
+log = logging.getLogger(__name__)
+
+_RUNTIME_ATTRS = ("_runtime", "_stale", "_abandoned")
 
 
 class _ProducerConsumerMixin:
@@ -44,6 +48,7 @@ class _ProducerConsumerMixin:
     consumers = ()
     _runtime = None
     _stale = frozenset()
+    _abandoned = {}  # stage name -> worker threads left running in its step after a timeout
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -64,6 +69,7 @@ class _ProducerConsumerStepSaver(BaseSaver):
         step.input_queue = None
         step.consumers = []
         step._runtime = None
+        step.__dict__.pop("_abandoned", None)
         return step
 
     def can_load(self, step, context) -> bool:
@@ -74,6 +80,7 @@ class _ProducerConsumerStepSaver(BaseSaver):
         step.consumers = []
         step._runtime = None
         step._stale = frozenset()
+        step.__dict__.pop("_abandoned", None)
         return step
 
 
@@ -91,6 +98,9 @@ class _QueuedSteps(_ProducerConsumerMixin, TruncableSteps):
                          name=name, savers=savers)
         self._workers_by_name = {s.name: n for s, n in zip(self.steps_as_tuple, counts)}
         self.batch_size = _positive_int(batch_size, "batch_size")
+        if max_queued_minibatches is None and _stage_queue_sizes(steps):
+            # one capacity for every queue: the smallest a stage asked for keeps every bound
+            max_queued_minibatches = min(_stage_queue_sizes(steps))
         self.max_queued_minibatches = (None if max_queued_minibatches is None
                                        else _positive_int(max_queued_minibatches, "max_queued_minibatches"))
         self.use_processes = bool(use_processes)
@@ -143,8 +153,19 @@ class _QueuedSteps(_ProducerConsumerMixin, TruncableSteps):
         return self
 
     def _teardown_children(self) -> None:
+        """Tear the stages' steps down, except those an abandoned worker thread is still in:
+        their teardown would wait for that call (see ``timeout_s``)."""
+        busy = set()
+        for name, threads in self._abandoned.items():
+            if name in self and any(t.is_alive() for t in threads):
+                log.warning("%r: step %r is not torn down: an abandoned worker thread (after a timeout) is still "
+                            "inside it", self.name, name)
+                busy.update(self[name].apply(lambda s, cx: id(s)).values())
+        self._abandoned = {name: threads for name, threads in self._abandoned.items() if name in self
+                           and any(t.is_alive() for t in threads)}
         for step in reversed(list(self.apply(lambda s, cx: s, include_self=False).values())):
-            step.teardown()
+            if id(step) not in busy:
+                step.teardown()
 
     def _start_runtime(self, context) -> WorkerRuntime | None:
         self._stop_runtime(abort=True)
@@ -211,10 +232,12 @@ class _QueuedSteps(_ProducerConsumerMixin, TruncableSteps):
         runtime = self._runtime_for(context, used)
         progress = Progress(self.show_progress, len(batches), self.name) if self.show_progress else None
         try:
-            return runtime.run(batches, targets, stop_after, fit_mode, progress)
+            return runtime.run(batches, targets, stop_after, fit_mode, progress, current_call_mode())
         finally:
             if runtime.closed:  # a worker failed, or KeyboardInterrupt: start afresh next time
                 self._stop_runtime(abort=True)
+                if runtime.abandoned:
+                    self._abandoned = {**self._abandoned, **runtime.abandoned}
 
     def _replace(self, k: int, fitted) -> None:
         """Keep the step fitted in this process; its workers restart before they are used again."""
@@ -244,7 +267,7 @@ class SequentialQueuedPipeline(_QueuedSteps):
     - ``start_method``: ``"spawn"`` (default), ``"forkserver"`` or ``"fork"``.
     - ``show_progress``: ``True`` for a progress bar on stderr, or ``callable(done, total)``.
     - ``timeout_s``: off (``None``) by default; the most seconds a step may spend on one
-      minibatch (or on its setup in a worker). Past it the call raises
+      minibatch (a worker's setup is not timed: imports and models can take long). Past it the call raises
       :class:`StreamingTimeoutError` naming the step and the minibatch, and every worker
       process is stopped (a thread worker cannot be: it is abandoned, see docs/parallel.md).
 
@@ -351,7 +374,15 @@ def _timeout(value):
     return float(value)
 
 
-_STAGE_FORMS = "step, (name, step), (n_workers, step) or (name, n_workers, step)"
+_STAGE_FORMS = ("step, (name, step), (n_workers, step), (name, n_workers, step) or "
+                "(name, n_workers, max_queue_size, step)")
+
+
+def _stage_queue_sizes(steps) -> list:
+    """The max queue sizes given by 4-tuple stages (Neuraxle's form)."""
+    if isinstance(steps, BaseTransformer):
+        return []
+    return [item[2] for item in steps if isinstance(item, tuple) and len(item) == 4]
 
 
 def _parse_stages(steps, default_workers: int, owner: str):
@@ -362,7 +393,10 @@ def _parse_stages(steps, default_workers: int, owner: str):
     for item in steps:
         name, n, step = None, None, item
         if isinstance(item, tuple):
-            if len(item) == 3:
+            if len(item) == 4:  # Neuraxle's (name, n_workers, max queue size, step)
+                name, n, queue_size, step = item
+                _positive_int(queue_size, f"{owner}: the max queue size of a stage")
+            elif len(item) == 3:
                 name, n, step = item
             elif len(item) == 2 and isinstance(item[0], str):
                 name, step = item
@@ -385,16 +419,23 @@ def _learns(step) -> bool:
 
 
 def _fingerprint(step) -> str:
-    """What workers copied of a step that changes without replacing it: hyperparameters, train mode."""
-    nodes = step.apply(lambda s, cx: (id(s), s.is_train))
+    """What workers copied of a step that changes without replacing it: hyperparameters, stored
+    train mode (not a call's mode, e.g. ``predict``'s: that travels with each minibatch)."""
+    nodes = step.apply(lambda s, cx: (id(s), own_is_train(s)))
     return repr((sorted(nodes.items()), sorted(step.get_hyperparams().items())))
 
 
 def _join_features(parts: list):
-    arrays = [np.asarray(p) for p in parts]
-    arrays = [a.reshape(-1, 1) if a.ndim == 1 else a for a in arrays]
-    return np.concatenate(arrays, axis=-1)
+    """Side by side, as FeatureUnion joins: 1-D outputs as columns, DataFrames keep index and columns."""
+    from stepline.steps.numpy import concatenate_inner_features
+    return concatenate_inner_features(parts)
 
 
 __all__ = ["SequentialQueuedPipeline", "ParallelQueuedFeatureUnion", "StreamingWorkerError", "StreamingTimeoutError",
            "StreamingSetupError", "_ProducerConsumerMixin", "_ProducerConsumerStepSaver"]
+
+
+# Neuraxle's names for the same things (and its internals, which stepline does not have).
+BaseQueuedPipeline = _QueuedSteps
+from stepline.distributed.neuraxle_internals import (ParallelWorkersWrapper, QueuedMinibatchTask,  # noqa: E402
+                                                     WorkersJoiner)

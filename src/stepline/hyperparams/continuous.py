@@ -15,9 +15,14 @@ from stepline.hyperparams.distribution_base import (  # noqa: F401
 # -------------------------------------------------------------- continuous: uniform
 
 class Uniform(ContinuousDistribution):
-    """Uniform over [``low``, ``high``]."""
+    """Uniform over [``low``, ``high``] (Neuraxle's ``min_included``/``max_included`` accepted too)."""
 
-    def __init__(self, low: float, high: float):
+    def __init__(self, low: float = None, high: float = None, *, min_included: float = None,
+                 max_included: float = None):
+        low = min_included if low is None else low
+        high = max_included if high is None else high
+        if low is None or high is None:
+            raise TypeError("Uniform() needs low and high (or min_included and max_included)")
         self.low = _number("Uniform", "low", low)
         self.high = _number("Uniform", "high", high)
         if not self.low < self.high:

@@ -15,7 +15,7 @@ import numpy as np
 
 
 
-RandomState = Union[None, int, np.random.Generator]
+RandomState = Union[None, int, np.random.Generator, np.random.RandomState]
 
 _REGISTRY: dict[str, type] = {}
 _JSON_SCALARS = (type(None), bool, int, float, str)
@@ -26,13 +26,16 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 # --------------------------------------------------------------------------- helpers
 
 def _rng(random_state: RandomState) -> np.random.Generator:
-    """A Generator from None (fresh entropy), an int seed, or a Generator (used as is)."""
+    """A Generator from None (fresh entropy), an int seed, a Generator (used as is) or a
+    legacy ``RandomState`` (scikit-learn's: a seed is drawn from it, so it advances)."""
     if isinstance(random_state, np.random.Generator):
         return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(0, 2 ** 63 - 1, dtype=np.int64))
     if random_state is None or _is_int(random_state):
         return np.random.default_rng(None if random_state is None else int(random_state))
-    raise TypeError("random_state must be None, an int seed or a numpy.random.Generator, "
-                    f"got {random_state!r}")
+    raise TypeError("random_state must be None, an int seed, a numpy.random.Generator or a "
+                    f"numpy.random.RandomState, got {random_state!r}")
 
 
 def _plain(value: Any) -> Any:
@@ -93,23 +96,45 @@ def _check_json_safe(owner: str, name: str, value: Any) -> None:
 
 # ---------------------------------------------------------------------- base classes
 
+def _accepting_null_default_value(init):
+    """``__init__`` that also takes Neuraxle's ``null_default_value=`` keyword and keeps it."""
+    import functools
+    import inspect as _inspect
+    if "null_default_value" in _inspect.signature(init).parameters:
+        return init
+
+    @functools.wraps(init)
+    def __init__(self, *args, null_default_value=None, **kwargs):
+        init(self, *args, **kwargs)
+        if null_default_value is not None:
+            self.null_default_value = null_default_value
+    return __init__
+
+
 class HyperparameterDistribution(ABC):
     """Base of all distributions: sampling, support, equality, repr and JSON."""
 
     #: Whether the distribution has a density (``pdf``) rather than a mass function (``pmf``).
     is_continuous: bool = False
 
+    #: The value the hyperparameter takes when its step is disabled (Neuraxle's argument).
+    null_default_value: Any = None
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not cls.__name__.startswith("_"):
             _REGISTRY.setdefault(cls.__name__, cls)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _accepting_null_default_value(cls.__dict__["__init__"])
 
     def rvs(self, random_state: RandomState = None) -> Any:
         """Draw one value, as a plain Python value."""
         return _plain(self.rvs_many(1, random_state)[0])
 
-    def rvs_many(self, n: int, random_state: RandomState = None) -> Union[np.ndarray, list]:
-        """Draw ``n`` values: a numpy array for numbers, a list for arbitrary choices."""
+    def rvs_many(self, n: int = None, random_state: RandomState = None, *, size: int = None
+                 ) -> Union[np.ndarray, list]:
+        """Draw ``n`` values: a numpy array for numbers, a list for arbitrary choices (``size=``: Neuraxle's name)."""
+        n = size if n is None else n
         if not _is_int(n) or n < 0:
             raise ValueError(f"{type(self).__name__}.rvs_many: n must be an int >= 0, got {n!r}")
         return self._sample(_rng(random_state), int(n))
@@ -187,6 +212,10 @@ class ContinuousDistribution(HyperparameterDistribution):
     def __contains__(self, value: Any) -> bool:
         return _is_real(value) and math.isfinite(value) and self.min() <= value <= self.max()
 
+    def var(self) -> float:
+        """Variance (``std() ** 2``)."""
+        return self.std() ** 2
+
 
 class DiscreteDistribution(HyperparameterDistribution):
     """A distribution over countably many values."""
@@ -198,6 +227,14 @@ class DiscreteDistribution(HyperparameterDistribution):
     @abstractmethod
     def probabilities(self) -> dict:
         """Every value of the support mapped to its probability."""
+
+    def pdf(self, value: Any) -> float:
+        """Neuraxle's name for :meth:`pmf` on discrete distributions."""
+        return self.pmf(value)
+
+    def var(self) -> float:
+        """Variance (``std() ** 2``), where the values are numbers."""
+        return self.std() ** 2
 
 
 # --------------------------------------------------------------------------- JSON

@@ -1,7 +1,7 @@
 """Hyperparameter distributions: the values a hyperparameter may take, and how to draw them.
 
-Every distribution draws values (``rvs`` / ``rvs_many``, reproducible from an int seed or a
-``numpy.random.Generator``), answers ``value in dist``, compares equal by type and constructor
+Every distribution draws values (``rvs`` / ``rvs_many``, reproducible from an int seed, a
+``numpy.random.Generator`` or a ``numpy.random.RandomState``), answers ``value in dist``, compares equal by type and constructor
 arguments, and round-trips through JSON (``to_json_dict`` / :func:`distribution_from_json_dict`).
 Continuous distributions add ``pdf``/``cdf``/``min``/``max``/``mean``/``std``; discrete ones
 add ``pmf``/``probabilities`` and, where the values are numbers, ``min``/``max``/``mean``/``std``.
@@ -18,14 +18,23 @@ from stepline.hyperparams.discrete import Boolean, Choice, FixedHyperparameter, 
 from stepline.hyperparams.distribution_base import (ContinuousDistribution, DiscreteDistribution,
                                                     HyperparameterDistribution, RandomState,
                                                     distribution_from_json_dict)
+from stepline.hyperparams.mixture import DistributionMixture
 
 __all__ = [
     "RandomState", "HyperparameterDistribution", "ContinuousDistribution",
     "DiscreteDistribution", "FixedHyperparameter", "Boolean", "Choice", "PriorityChoice",
     "RandInt", "Quantized", "Uniform", "LogUniform", "Normal", "LogNormal",
-    "ScipyDistribution", "distribution_from_json_dict",
+    "ScipyDistribution", "distribution_from_json_dict", "DistributionMixture", "get_index_in_list_with_bool",
 ]
 
+
+
+def get_index_in_list_with_bool(choice_list: list, value: Any) -> int:
+    """The index of ``value`` in ``choice_list``, where ``True`` is not ``1`` (Neuraxle's helper)."""
+    for i, choice in enumerate(choice_list):
+        if choice == value and isinstance(choice, bool) == isinstance(value, bool):
+            return i
+    raise ValueError(f"{value!r} is not in {choice_list!r}")
 
 
 def __getattr__(name: str) -> Any:

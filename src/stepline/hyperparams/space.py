@@ -12,7 +12,7 @@ from collections.abc import Mapping
 SEPARATOR = "__"
 
 
-def flatten(mapping: Mapping, prefix: str = "", out: dict | None = None) -> dict:
+def flatten(mapping: Mapping, prefix: str = "", out: dict | None = None, sep: str = SEPARATOR) -> dict:
     """Flatten nested mappings into ``{"a__b": value}``; keys must be strings."""
     out = {} if out is None else out
     for key, value in mapping.items():
@@ -22,7 +22,7 @@ def flatten(mapping: Mapping, prefix: str = "", out: dict | None = None) -> dict
         if isinstance(value, Mapping) and not _is_leaf_mapping(value):
             if not value:
                 continue
-            flatten(value, full + SEPARATOR, out)
+            flatten(value, full + sep, out, sep)
         else:
             out[full] = value
     return out
@@ -33,11 +33,11 @@ def _is_leaf_mapping(value) -> bool:
     return any(not isinstance(key, str) for key in value)
 
 
-def nest(flat: Mapping) -> dict:
+def nest(flat: Mapping, sep: str = SEPARATOR) -> dict:
     """The inverse of :func:`flatten`: ``{"a__b": 1}`` -> ``{"a": {"b": 1}}``."""
     nested: dict = {}
     for key, value in flat.items():
-        *parents, leaf = key.split(SEPARATOR)
+        *parents, leaf = key.split(sep)
         node = nested
         for part in parents:
             child = node.setdefault(part, {})
@@ -51,19 +51,31 @@ def nest(flat: Mapping) -> dict:
 
 
 class RecursiveDict(dict):
-    """A dict of flat ``"a__b"`` keys that can be read as a tree."""
+    """A dict of flat ``"a__b"`` keys that can be read as a tree.
 
-    def __init__(self, *args, **kwargs):
+    ``RecursiveDict(..., separator=".")`` joins levels with another separator
+    (``"__"`` by default); ``rd[None]`` is the root level alone.
+    """
+
+    separator = SEPARATOR
+
+    def __init__(self, *args, separator: str | None = None, **kwargs):
         super().__init__()
+        if separator is None and args and isinstance(args[0], RecursiveDict):
+            separator = args[0].separator
+        if separator is not None and separator != type(self).separator:
+            self.separator = separator
         if args or kwargs:
             source = dict(*args, **kwargs)
             if all(not isinstance(v, Mapping) or _is_leaf_mapping(v) for v in source.values()):
                 _check_keys(source)
                 super().update(source)
             else:
-                super().update(flatten(source))
+                super().update(flatten(source, sep=self.separator))
 
     def __getitem__(self, key):
+        if key is None:  # the root level: the values of no sub-tree
+            return self._new({k: v for k, v in dict.items(self) if self.separator not in k})
         try:
             return dict.__getitem__(self, key)
         except KeyError:
@@ -84,12 +96,15 @@ class RecursiveDict(dict):
     def _subtree(self, prefix: str):
         if not isinstance(prefix, str):
             return None
-        start = prefix + SEPARATOR
+        start = prefix + self.separator
         items = {k[len(start):]: v for k, v in dict.items(self) if k.startswith(start)}
-        return type(self)(items) if items else None
+        return self._new(items) if items else None
+
+    def _new(self, items):
+        return type(self)(items, separator=self.separator) if self.separator != SEPARATOR else type(self)(items)
 
     def update(self, *args, **kwargs) -> None:
-        super().update(type(self)(*args, **kwargs))
+        super().update(self._new(dict(*args, **kwargs)))
 
     def __setitem__(self, key, value) -> None:
         if isinstance(value, Mapping) and not _is_leaf_mapping(value):
@@ -102,13 +117,17 @@ class RecursiveDict(dict):
         """A plain dict with flat ``"a__b"`` keys."""
         return dict(self.items())
 
+    def iter_flat(self):
+        """The ``(flat key, value)`` pairs (Neuraxle's name)."""
+        return iter(dict(self.items()).items())
+
     def to_nested_dict(self) -> dict:
         """Plain nested dicts: ``{"a": {"b": value}}``."""
-        return nest(self)
+        return nest(self, self.separator)
 
     def with_prefix(self, prefix: str):
         """The same entries under ``prefix__``."""
-        return type(self)({f"{prefix}{SEPARATOR}{k}": v for k, v in self.items()})
+        return self._new({f"{prefix}{self.separator}{k}": v for k, v in self.items()})
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({dict(self.items())!r})"
@@ -150,9 +169,9 @@ class HyperparameterSpace(RecursiveDict):
             dict.__setitem__(self, key, _as_distribution(value, key))
 
     def rvs(self, random_state=None) -> HyperparameterSamples:
-        """One sample of every hyperparameter (reproducible with a seed or Generator)."""
-        import numpy as np
-        rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
+        """One sample of every hyperparameter (reproducible with a seed, a Generator or a RandomState)."""
+        from stepline.hyperparams.distribution_base import _rng
+        rng = _rng(random_state)
         return HyperparameterSamples({key: dist.rvs(random_state=rng) for key, dist in sorted(self.items())})
 
     def to_json(self) -> str:
@@ -186,3 +205,6 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"hyperparameter value {value!r} of type {type(value).__name__} is not JSON serialisable")
+
+
+FlatDict = dict  # Neuraxle's name for a flat ``{"a__b": value}`` mapping (a type hint)

@@ -12,10 +12,10 @@ def save_step(step, context=None, full_dump: bool = False, mark_saved: bool = Tr
     return save(step, context, full_dump=full_dump, mark_saved=mark_saved)
 
 
-def load_step(context, path, mmap_mode=None, verify=True):
+def load_step(context, path, mmap_mode=None, verify=True, trusted=None):
     """Load the step saved at ``context.root/path`` (see :mod:`stepline.saving.procedure`)."""
     from stepline.saving.procedure import load_step as load
-    return load(context, path, mmap_mode=mmap_mode, verify=verify)
+    return load(context, path, mmap_mode=mmap_mode, verify=verify, trusted=trusted)
 
 
 __all__ = [

@@ -103,6 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="a saved step's folder, e.g. cache_folder/saved_pipeline_name")
     parser.add_argument("--json", action="store_true", help="print the tree as JSON (names, classes, savers, "
                                                             "hyperparameters, files, root digest)")
+    parser.add_argument("--audit", action="store_true", help="also list the globals every pickle needs, "
+                        "read from its opcodes, and whether an untrusted load may use them (docs/trust.md)")
 
 
 def run(args) -> int:
@@ -112,6 +114,9 @@ def run(args) -> int:
             print(json.dumps(describe(args.path), indent=2, ensure_ascii=False))
         else:
             print("\n".join(describe_tree(args.path)))
+        if getattr(args, "audit", False):
+            from stepline.trust.report import audit_lines
+            print("\n".join(audit_lines(args.path)))
     except StepLoadError as error:
         print(f"stepline inspect: {error}", file=sys.stderr)
         return 2

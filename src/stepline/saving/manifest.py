@@ -37,7 +37,7 @@ SIGNATURE_NAME = "stepline.sig"
 #: Distribution name -> module name of the libraries always recorded.
 CORE_PACKAGES = {"stepline": "stepline", "numpy": "numpy", "joblib": "joblib", "cloudpickle": "cloudpickle"}
 #: Recorded only when the saving process has imported them.
-OPTIONAL_PACKAGES = {"scikit-learn": "sklearn", "torch": "torch", "dask": "dask"}
+OPTIONAL_PACKAGES = {"scikit-learn": "sklearn", "torch": "torch", "dask": "dask", "pandas": "pandas"}
 
 
 #: The manifest's own digest (format 2 on): BLAKE3 of the manifest's bytes before it.

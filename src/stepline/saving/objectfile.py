@@ -157,13 +157,14 @@ def _write_all(f, chunk: memoryview) -> None:
 
 # ---------------------------------------------------------------- reading
 
-def read_object(folder, files: dict, mmap_mode=None, verify=True):
+def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=False):
     """Verify the files of ``folder`` against ``files``, then unpickle the object.
 
     ``mmap_mode`` (``"r"``, ``"r+"``, ``"c"``) maps the buffer files instead of reading
     them, so arrays come back backed by ``np.memmap`` (with ``"r+"`` writes go to the dump,
     whose next load then reports the files as modified). ``verify``: ``True`` trusts the
     stat cache, ``"full"`` re-hashes everything, ``False`` checks sizes only.
+    ``restricted``: unpickle through the allow-list (an untrusted dump, DESIGN §5a).
     """
     if mmap_mode not in _MMAP_MODES:
         raise ValueError(f"mmap_mode must be one of {_MMAP_MODES}, not {mmap_mode!r}")
@@ -185,7 +186,7 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True):
         buffers = _map_buffers(paths, mmap_mode) if mmap_mode else _read_buffers(paths)
     except OSError as e:
         raise StepLoadError(f"{e.filename}: cannot read ({e.strerror or e})") from e
-    return _loads(stream_path, stream, buffers)
+    return _loads(stream_path, stream, buffers, restricted)
 
 
 def _check_python(path: Path, record: dict) -> None:
@@ -246,10 +247,16 @@ def _page_aligned_empty(size: int) -> np.ndarray:
     return raw[start:start + size]
 
 
-def _loads(path: Path, stream: bytes, buffers: list):
-    """``pickle.loads`` whose failures become :class:`UnpicklingError` naming ``path``."""
+def _loads(path: Path, stream: bytes, buffers: list, restricted: bool = False):
+    """``pickle.loads`` (or the restricted unpickler) whose failures become
+    :class:`UnpicklingError` naming ``path``."""
     try:
+        if restricted:
+            from stepline.trust.unpickler import restricted_loads
+            return restricted_loads(stream, buffers=buffers, where=path)
         return pickle.loads(stream, buffers=buffers)
+    except StepLoadError:
+        raise
     except ModuleNotFoundError as e:
         raise UnpicklingError(f"{path}: cannot unpickle: module {e.name!r} not found ({e}); {_HINT}") from e
     except (AttributeError, ImportError) as e:

@@ -22,6 +22,8 @@ from stepline.saving.errors import NotADumpError, SaveError, StepLoadError, Vers
 from stepline.saving.integrity import cached_records, verify_files
 from stepline.saving.names import check_tree_names
 from stepline.saving.savers import ChildPlaceholder
+from stepline.trust import gate
+from stepline.trust.signing import sign_dump
 
 
 @dataclass
@@ -31,6 +33,8 @@ class _Options:
     verify: object = True
     destination: Path | None = None  # saving: the final folder of the saved step
     staged: Path | None = None  # saving: where that folder is being written
+    trusted: bool = True  # False: every pickle goes through the restricted unpickler (DESIGN §5a)
+    verified: set = field(default_factory=set)  # folders whose files were verified already
     manifests: dict = field(default_factory=dict)
     reported: dict = field(default_factory=dict)
     written: dict = field(default_factory=dict)  # folder -> digest of the manifest written or read
@@ -107,8 +111,10 @@ def _before_swap(staged: Path) -> None:
     """The last step of a save, on the complete staged dump, right before it is swapped in.
 
     ``mf.root_digest(staged)`` is the Merkle root of what is about to become the dump;
-    the one file that may still be added is ``staged / mf.SIGNATURE_NAME`` (not listed).
+    the one file that may still be added is ``staged / mf.SIGNATURE_NAME`` (not listed):
+    the signature over that root (DESIGN §5a), so the dump and its signature appear together.
     """
+    sign_dump(staged)
 
 
 def save_children(children, context: ExecutionContext) -> None:
@@ -225,13 +231,22 @@ def _space_json(dist):
 
 
 # ------------------------------------------------------------------ loading
-def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, verify=True):
-    """Load the step saved at ``context.root/path``; it comes back not set up."""
+def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, verify=True, trusted=None):
+    """Load the step saved at ``context.root/path``; it comes back not set up.
+
+    Whether the dump is trusted is decided first (its signature, the trust store, or
+    ``trusted=True``, see :mod:`stepline.trust`); an untrusted dump loads only when all its
+    pickles need is on the allow-list, else :class:`~stepline.trust.UntrustedDumpError`.
+    """
     parts = _step_path(context, path)
     with reading_lock(context.root / parts[0]):
         top = resolve_dump_folder(context.root / parts[0])
         options = _Options(mmap_mode=mmap_mode, verify=verify)
         folder, manifest = _manifest_along(top, parts[1:], options)
+        verdict = gate.decide(top, trusted)  # before anything is unpickled (DESIGN §5a)
+        if not verdict.trusted:
+            gate.check_untrusted(folder, verdict, verify, options.verified)
+            options.trusted = False
         _warn_versions(folder, manifest)
         parents = tuple(ChildPlaceholder(name) for name in parts[:-1])
         base = ExecutionContext(context.root, context.execution_phase, context._stripped_saver, parents)
@@ -296,7 +311,8 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
         if parent is not None and name not in listed:
             raise StepLoadError(f"{folder}: the manifest of {parent_context.get_path()} lists no child {name!r}")
         manifest = _read_step_manifest(folder, listed.get(name), options)
-    verify_files(folder, manifest.get("files", {}), options.verify)
+    if Path(folder) not in options.verified:  # an untrusted dump's pickles are always hashed
+        verify_files(folder, manifest.get("files", {}), options.verify if options.trusted else options.verify or True)
     options.manifests[Path(folder)] = manifest
     step = context.stripped_saver.load_step(placeholder, context)
     context = parent_context.push(step)

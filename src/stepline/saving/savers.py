@@ -80,7 +80,8 @@ class JoblibStepSaver(BaseSaver):
         folder = context.get_path()
         files = options.manifest_files(folder)
         pickled = {k: v for k, v in files.items() if k == "step.pkl" or k.startswith("buffer-")}
-        loaded = read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False)
+        loaded = read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False,
+                             restricted=not options.trusted)
         _check_is_step(loaded, folder / "step.pkl")
         return loaded
 
@@ -109,10 +110,18 @@ def _save_error(step, context, error):
             culprit = attribute
             break
     where = f"its attribute {culprit!r} ({type(getattr(step, culprit)).__name__})" if culprit else "it"
+    what = repr(culprit) if culprit else "it"
+    original = context.parents[-1] if context.parents else step  # ``step`` is the copy being saved
+    if original.is_initialized:  # most likely made by setup: teardown releases it
+        advice = (f"The step is set up, and {what} is likely something its setup() created: save it "
+                  f"after teardown() (step.teardown(); step.save(...)), or add a saver to the step "
+                  f"that saves and strips {what} (see docs/saving.md).")
+    else:
+        advice = (f"Add a saver to the step that saves and strips it (see docs/saving.md), "
+                  f"or create it in setup() and release it in teardown().")
     return SaveError(
         f"{context.get_path()}: cannot save step {step.name!r} ({type(step).__name__}): {where} cannot be "
-        f"pickled ({type(error).__name__}: {error}). Add a saver to the step that saves and strips it "
-        f"(see docs/saving.md), or create it in setup() and release it in teardown().")
+        f"pickled ({type(error).__name__}: {error}). {advice}")
 
 
 class ChildPlaceholder:

@@ -19,9 +19,11 @@ from stepline.pipeline import Pipeline
 
 # ------------------------------------------------------------------ helpers
 def _take(values, indices):
-    """``values`` at ``indices`` (an integer array): arrays, lists, tuples."""
+    """``values`` at ``indices`` (an integer array): arrays, lists, tuples, pandas objects (index kept)."""
     if values is None:
         return None
+    if _is_pandas(values):
+        return values.iloc[indices]
     if isinstance(values, np.ndarray):
         return values[indices]
     if isinstance(values, (list, tuple, range)):
@@ -29,8 +31,14 @@ def _take(values, indices):
     raise TypeError(f"cannot index data of type {type(values).__name__}; give arrays or lists")
 
 
+def _is_pandas(values) -> bool:
+    return hasattr(values, "iloc") and hasattr(values, "index")
+
+
 def _slice(values, start: int, stop: int):
-    return None if values is None else values[start:stop]
+    if values is None:
+        return None
+    return values.iloc[start:stop] if _is_pandas(values) else values[start:stop]
 
 
 def _concat(parts: list):
@@ -40,6 +48,9 @@ def _concat(parts: list):
         return None
     if len(parts) == 1:
         return first
+    if _is_pandas(first):
+        import pandas as pd
+        return pd.concat(parts)
     if isinstance(first, np.ndarray):
         return np.concatenate(parts)
     if isinstance(first, (list, tuple)):
@@ -181,3 +192,7 @@ class MiniBatchSequentialPipeline(Pipeline):
 
 
 __all__ = ["DataShuffler", "EpochRepeater", "MiniBatchSequentialPipeline"]
+
+
+# Steps that merge sub-containers live in stepline.steps.sub_containers; importable from here too.
+from stepline.steps.sub_containers import InnerConcatenateDataContainer, ZipBatchDataContainer  # noqa: E402

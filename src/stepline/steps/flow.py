@@ -12,6 +12,8 @@ A step that does not run passes the data through unchanged, and is not fitted.
 """
 from __future__ import annotations
 
+import copy
+
 from stepline.core.composite import MetaStep, TruncableSteps
 from stepline.hyperparams.distributions import Boolean, Choice
 
@@ -30,12 +32,16 @@ class _ConditionalWrapper(MetaStep):
     def handle_transform(self, data_container, context):
         if self._should_run(data_container, context):
             return super().handle_transform(data_container, context)
-        return data_container
+        return self._skipped(data_container)
 
     def handle_fit_transform(self, data_container, context):
         if self._should_run(data_container, context):
             return super().handle_fit_transform(data_container, context)
-        return self, data_container
+        return self, self._skipped(data_container)
+
+    def _skipped(self, data_container):
+        """What comes out when the step does not run: the data, unchanged."""
+        return data_container
 
 
 class TrainOrTestOnlyWrapper(_ConditionalWrapper):
@@ -93,12 +99,20 @@ class OptionalStep(_ConditionalWrapper):
     turns it off: data then passes through and the step is not fitted.
     """
 
-    def __init__(self, wrapped, enabled: bool = True, name=None, savers=None):
+    def __init__(self, wrapped, enabled: bool = True, name=None, savers=None, nullified_return_value=None):
         super().__init__(wrapped, hyperparams={"enabled": bool(enabled)},
                          hyperparams_space={"enabled": Boolean()}, name=name, savers=savers)
+        self.nullified_return_value = nullified_return_value
 
     def _should_run(self, data_container, context) -> bool:
         return bool(self.hyperparams["enabled"])
+
+    def _skipped(self, data_container):
+        """Disabled: data passes through, or becomes ``nullified_return_value`` when one was given."""
+        if self.__dict__.get("nullified_return_value") is not None:
+            data_container.data_inputs = copy.copy(self.nullified_return_value)
+            data_container.expected_outputs = copy.copy(self.nullified_return_value)
+        return data_container
 
 
 def _replace_child(owner: TruncableSteps, old, new) -> None:
@@ -198,3 +212,8 @@ class ReversiblePreprocessingWrapper(TruncableSteps):
 
 __all__ = ["TrainOrTestOnlyWrapper", "TrainOnlyWrapper", "TestOnlyWrapper", "ExecuteIf", "OptionalStep",
            "ChooseOneStepOf", "ReversiblePreprocessingWrapper"]
+
+
+# Neuraxle's other flow steps live in stepline.steps.phases; importable from here too.
+from stepline.steps.phases import (ChooseOneOrManyStepsOf, ExecutionPhaseSwitch, ExpandDim,  # noqa: E402
+                                   IfExecutionPhaseIsThen)

@@ -30,15 +30,36 @@ def concatenate_inner_features(arrays) -> np.ndarray:
     A 1-D array counts as one feature per sample (a column). Every array must have
     the same shape except on the last axis.
     """
-    arrays = [np.asarray(a) for a in arrays]
+    arrays = list(arrays)
     if not arrays:
         raise ValueError("nothing to concatenate: no arrays given")
+    if all(hasattr(a, "iloc") and hasattr(a, "index") for a in arrays):
+        return _concatenate_frames(arrays)
+    arrays = [np.asarray(a) for a in arrays]
     arrays = [a.reshape(-1, 1) if a.ndim == 1 else a for a in arrays]
     leading = {a.shape[:-1] for a in arrays}
     if len(leading) > 1:
         raise ValueError("cannot concatenate features of arrays whose shapes differ before the last "
                          f"axis: {[a.shape for a in arrays]}")
     return np.concatenate(arrays, axis=-1)
+
+
+def _concatenate_frames(frames: list):
+    """DataFrames/Series side by side: the index of the first is kept, columns are made unique."""
+    import pandas as pd
+    frames = [f.to_frame() if isinstance(f, pd.Series) else f for f in frames]
+    index = frames[0].index
+    if any(len(f) != len(index) for f in frames):
+        raise ValueError(f"cannot put side by side DataFrames of {[len(f) for f in frames]} rows")
+    joined = pd.concat([f.set_axis(index, axis=0) for f in frames], axis=1)
+    if joined.columns.has_duplicates:
+        seen: dict = {}
+        columns = []
+        for c in joined.columns:
+            seen[c] = seen.get(c, -1) + 1
+            columns.append(c if seen[c] == 0 else f"{c}_{seen[c]}")
+        joined.columns = columns
+    return joined
 
 
 class NumpyConcatenateInnerFeatures(NonFittableMixin, BaseStep):
@@ -156,3 +177,8 @@ class FunctionStep(BaseStep):
 
 __all__ = ["NumpyRavel", "NumpyConcatenateInnerFeatures", "NumpyTranspose", "NumpyShapePrinter",
            "MultiplyByN", "AddN", "ToNumpy", "FunctionStep", "concatenate_inner_features"]
+
+
+# Neuraxle's other NumPy steps live in stepline.steps.arrays; importable from here too.
+from stepline.steps.arrays import (NumpyAbs, NumpyArgMax, NumpyFFT, NumpyFlattenDatum, NumpyMax,  # noqa: E402
+                                   NumpyMean, NumpyMedian, NumpyMin, NumpyReshape, OneHotEncoder, ToList)

@@ -77,3 +77,8 @@ class InputAndOutputTransformerWrapper(MetaStep):
 
 
 __all__ = ["OutputTransformerWrapper", "InputAndOutputTransformerWrapper"]
+
+
+# Neuraxle's handlers of (ids, inputs, outputs) live in stepline.steps.ids_handlers.
+from stepline.steps.ids_handlers import (IdsAndInputAndOutputTransformerMixin,  # noqa: E402
+                                         IdsInputAndOutputTransformerWrapper)

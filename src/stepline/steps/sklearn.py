@@ -22,10 +22,10 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from stepline.core.errors import InvalidStepNameError
+from stepline.core.errors import HyperparameterError, InvalidStepNameError
 from stepline.core.mode import call_mode, inference
 from stepline.core.naming import validate_name
-from stepline.core.step import BaseStep
+from stepline.core.step import BaseStep, BaseTransformer
 
 __all__ = ["SKLearnWrapper", "SklearnEstimatorAdapter", "to_sklearn"]
 
@@ -74,6 +74,11 @@ class SKLearnWrapper(BaseStep):
                  return_all_sklearn_default_params_on_get: bool = False,
                  use_predict_proba: bool = False, use_partial_fit: bool = False,
                  partial_fit_kwargs: Mapping | None = None, name: str | None = None, savers=None):
+        if isinstance(wrapped_sklearn_predictor, BaseTransformer):
+            raise TypeError(
+                f"SKLearnWrapper wraps a scikit-learn estimator, got the stepline step "
+                f"{wrapped_sklearn_predictor.name!r} ({type(wrapped_sklearn_predictor).__name__}): "
+                f"use the step itself (in a Pipeline), or step.to_sklearn() for a scikit-learn view of it")
         if not (hasattr(wrapped_sklearn_predictor, "fit") and hasattr(wrapped_sklearn_predictor, "get_params")):
             raise TypeError(
                 "SKLearnWrapper wraps a scikit-learn estimator (with fit and get_params), got "
@@ -120,6 +125,16 @@ class SKLearnWrapper(BaseStep):
         values = {k: _plain(v) for k, v in values.items()}
         self.wrapped_sklearn_predictor.set_params(**values)
         self.hyperparams.update(values)
+        self._method = self._transform_method()
+
+    def _hyperparams_snapshot(self, names):
+        params = self.wrapped_sklearn_predictor.get_params(deep=True)
+        return dict(self.hyperparams), {k: params[k] for k in names if k in params}
+
+    def _restore_hyperparams(self, snapshot) -> None:
+        hyperparams, params = snapshot
+        self.wrapped_sklearn_predictor.set_params(**params)
+        super()._restore_hyperparams(hyperparams)
         self._method = self._transform_method()
 
     # ------------------------------------------------------------------ learning
@@ -259,6 +274,26 @@ class SklearnEstimatorAdapter(BaseEstimator):
         self.step = step
 
     # -- scikit-learn protocol
+    def set_params(self, **params) -> "SklearnEstimatorAdapter":
+        """``step=`` replaces the step; every other key is one of the step's hyperparameters,
+        with or without the ``step__`` prefix (``C`` of ``LogisticRegression``:
+        ``LogisticRegression__C`` or ``step__LogisticRegression__C``), so the keys of
+        ``step.get_hyperparams_space().to_flat_dict()`` work as a search space as they are."""
+        if "step" in params:
+            self.step = params.pop("step")
+        prefixed = {key[len("step__"):]: value for key, value in params.items() if key.startswith("step__")}
+        bare = {key: value for key, value in params.items() if not key.startswith("step__")}
+        if (prefixed or bare) and self.step is None:
+            raise ValueError(f"cannot set {sorted(params)} on SklearnEstimatorAdapter(step=None)")
+        if bare:  # an unknown bare key is scikit-learn's "Invalid parameter"
+            try:
+                self.step.set_hyperparams(bare)
+            except HyperparameterError as error:
+                raise ValueError(f"Invalid parameter for {type(self).__name__}: {error}") from error
+        if prefixed:
+            self.step.set_hyperparams(prefixed)
+        return self
+
     def __sklearn_clone__(self):
         return type(self)(None if self.step is None else _unfitted_copy(self.step))
 

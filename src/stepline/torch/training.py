@@ -1,8 +1,9 @@
 """The training and inference loops of :class:`~stepline.torch.TorchStep`.
 
 Plain functions over a module, an optimizer and tensors: minibatches, epochs, an
-optional validation split, early stopping that restores the best weights, and one
-progress line per epoch on the ``stepline.torch`` logger (``logging.INFO``).
+optional validation split, early stopping that restores the best weights, one
+progress line per epoch on the ``stepline.torch`` logger (``logging.INFO``), and each
+epoch's record to :func:`stepline.core.epochs.report_epoch` (how tuning prunes).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from stepline.core.epochs import report_epoch
 
 logger = logging.getLogger("stepline.torch")
 
@@ -103,6 +106,7 @@ def train(model, optimizer, loss_fn, X: torch.Tensor, y: torch.Tensor, device, c
         record["seconds"] = round(time.perf_counter() - started, 4)
         history.append(record)
         _log_epoch(config, record)
+        report_epoch(record)  # a tuner's pruner may raise here to stop the trial
         if not math.isfinite(record["loss"]):
             logger.warning("step %r: loss is %s at epoch %d; stopping", config.name, record["loss"], epoch)
             break

@@ -1,0 +1,223 @@
+"""stepline.automl against plain Optuna: per-trial overhead, and the speedup of 2 workers.
+
+1. **Overhead.** The same objective, the same sampler (``RandomSampler(seed=0)``) and the
+   same storage (in memory, then an SQLite file), ``--trials`` trials:
+
+   - plain Optuna: ``study.optimize(objective)`` where ``objective`` suggests two values
+     and scores them with a closed form (no model: only the framework is timed);
+   - stepline: ``AutoML(pipeline, cv=0.5, ...)`` on a pipeline of one step whose ``fit``
+     stores its two hyperparameters and whose score is the same closed form — so each
+     trial also maps the space, copies the loaded pipeline, sets its hyperparameters, fits
+     it through the scikit-learn adapter and calls the scorer.
+
+   Printed: seconds a trial for each, and what stepline adds a trial (target < 5 ms),
+   taken from searches of N and 2N trials (their difference over N), so that the fixed
+   cost of a search (stepline saves and loads the pipeline once, resolves the splits;
+   Optuna creates the study) is printed apart.
+
+2. **Speedup.** A CPU-bound step (a fixed pure-Python loop of ``--work`` iterations in
+   ``fit``: every trial costs the same), ``--par-trials`` trials from the same seeded
+   sampler, run sequentially (``n_jobs=1``), in 2 worker processes (``n_jobs=2``) and on a
+   2-worker ``LocalCluster`` (1 thread each; the cluster starts before the clock does).
+   The parallel times include starting the worker processes (forked by the fork server)
+   and shipping the dump; the first search of a process, which also starts the fork server
+   (a fresh interpreter importing stepline and scikit-learn) and makes the cluster's
+   workers import them, is timed apart. Target ≥ 1.8× on 2 cores.
+
+Medians over ``--repeats``. The machine's load is printed with the results: on a loaded
+machine, both parts are noisy and the speedup is bounded by the cores actually free.
+
+    python benchmarks/bench_automl.py [--trials 100] [--sqlite-trials 30] [--par-trials 12]
+                                      [--work 10000000] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core per worker, for a fair speedup
+
+from stepline.automl import AutoML  # noqa: E402
+from stepline.base import BaseStep  # noqa: E402
+from stepline.hyperparams.distributions import RandInt, Uniform  # noqa: E402
+from stepline.pipeline import Pipeline  # noqa: E402
+
+
+def closed_form(x: float, k: int) -> float:
+    return -((x - 0.3) ** 2) - 0.01 * (k - 7) ** 2
+
+
+class Quadratic(BaseStep):
+    """Remembers its two hyperparameters; the scorer reads them (no model, no data work)."""
+
+    def __init__(self):
+        super().__init__(hyperparams={"x": 0.0, "k": 1},
+                         hyperparams_space={"x": Uniform(-1.0, 1.0), "k": RandInt(1, 20)})
+
+    def fit(self, data_inputs, expected_outputs=None):
+        self.fitted_ = (self.hyperparams["x"], self.hyperparams["k"])
+        return self
+
+    def transform(self, data_inputs):
+        return data_inputs
+
+
+class Burn(BaseStep):
+    """Burns a fixed amount of CPU in ``fit`` (a pure-Python loop), whatever its values."""
+
+    def __init__(self, work: int):
+        super().__init__(hyperparams={"x": 0.0}, hyperparams_space={"x": Uniform(-1.0, 1.0)})
+        self.work = work
+
+    def fit(self, data_inputs, expected_outputs=None):
+        total = 0
+        for i in range(self.work):
+            total += i * i
+        self.total_ = total
+        return self
+
+    def transform(self, data_inputs):
+        return data_inputs
+
+
+def quadratic_score(estimator, X, y) -> float:
+    x, k = estimator.step["Quadratic"].fitted_
+    return closed_form(x, k)
+
+
+def burn_score(estimator, X, y) -> float:
+    return -abs(estimator.step["Burn"].hyperparams["x"])
+
+
+def plain_objective(trial) -> float:
+    return closed_form(trial.suggest_float("Quadratic__x", -1.0, 1.0), trial.suggest_int("Quadratic__k", 1, 20))
+
+
+# ------------------------------------------------------------------ overhead
+
+def time_plain(optuna, storage, trials: int, name=None) -> float:
+    study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    start = time.perf_counter()
+    study.optimize(plain_objective, n_trials=trials)
+    return (time.perf_counter() - start) / trials
+
+
+def time_stepline(storage, trials: int, X, y, name=None) -> float:
+    search = AutoML(Pipeline([Quadratic()]), scoring=quadratic_score, cv=0.5, n_trials=trials,
+                    sampler="random", seed=0, storage=storage, study_name=name, refit=False,
+                    show_progress=False)
+    start = time.perf_counter()
+    search.fit(X, y)
+    return (time.perf_counter() - start) / trials
+
+
+def marginal(time_n, n: int, repeats: int) -> tuple:
+    """(seconds a trial, fixed seconds a search): from searches of ``n`` and ``2 n`` trials."""
+    per_trial, fixed = [], []
+    for _ in range(repeats):
+        short, long = time_n(n), time_n(2 * n)
+        per_trial.append((long - short) / n)
+        fixed.append(short - n * per_trial[-1])
+    return statistics.median(per_trial), statistics.median(fixed)
+
+
+def overhead(optuna, trials: int, sqlite_trials: int, repeats: int) -> None:
+    X, y = np.zeros((20, 1)), np.zeros(20)
+    time_plain(optuna, None, 3)  # imports and first-call costs out of the way
+    time_stepline(None, 3, X, y)
+    print(f"\n1. per-trial overhead (RandomSampler, a closed-form objective; from searches of N and 2N "
+          f"trials, median of {repeats})")
+    print(f"  {'storage':<10} {'plain Optuna':>14} {'stepline':>12} {'stepline adds':>15}   fixed cost a search")
+    for label, n in (("in memory", trials), ("SQLite", sqlite_trials)):
+        with tempfile.TemporaryDirectory() as folder:
+            # one SQLite file (its schema created once, outside the clock), a new study a search
+            url = None if label == "in memory" else f"sqlite:///{Path(folder) / 'bench.db'}"
+            names = (f"study-{i}" for i in range(10 ** 6))
+            if url is not None:
+                optuna.create_study(storage=url, study_name="schema")
+            p, p_fixed = marginal(lambda k: time_plain(optuna, url, k, next(names)) * k, n, repeats)
+            s, s_fixed = marginal(lambda k: time_stepline(url, k, X, y, next(names)) * k, n, repeats)
+        print(f"  {label:<10} {p * 1e3:11.2f} ms {s * 1e3:9.2f} ms {(s - p) * 1e3:12.2f} ms"
+              f"   plain {p_fixed * 1e3:.0f} ms, stepline {s_fixed * 1e3:.0f} ms (N={n})")
+
+
+# ------------------------------------------------------------------ speedup
+
+def time_search(work: int, trials: int, X, y, concurrency: list | None = None, **kwargs) -> float:
+    """Wall seconds of a search; appends to ``concurrency`` the trials' summed durations over
+    the wall time from the first start to the last end (2.0: always two trials at once)."""
+    search = AutoML(Pipeline([Burn(work)]), scoring=burn_score, cv=0.5, n_trials=trials, sampler="random",
+                    seed=0, refit=False, show_progress=False, **kwargs)
+    start = time.perf_counter()
+    search.fit(X, y)
+    elapsed = time.perf_counter() - start
+    done = search.study_.trials
+    assert len(done) == trials and all(t.state.name == "COMPLETE" for t in done)
+    if concurrency is not None:
+        busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done)
+        span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+        concurrency.append(busy / span)
+    return elapsed
+
+
+def speedup(trials: int, work: int, repeats: int) -> None:
+    import distributed
+    X, y = np.zeros((20, 1)), np.zeros(20)
+    one = time_search(work, 1, X, y)
+    print(f"\n2. speedup of 2 workers: {trials} trials of one CPU-bound fit each "
+          f"(~{one * 1e3:.0f} ms sequential; median of {repeats})")
+    rows = {"sequential (n_jobs=1)": [], "2 processes (n_jobs=2)": [], "LocalCluster, 2 workers": []}
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
+            distributed.Client(cluster) as client:
+        first_processes = time_search(1000, 2, X, y, n_jobs=2)
+        first_cluster = time_search(1000, 2, X, y, client=client)
+        print(f"  (first search of the process, 2 tiny trials, not in the table: n_jobs=2 {first_processes:.2f} s "
+              f"— it starts the fork server, which imports stepline and scikit-learn once; "
+              f"LocalCluster {first_cluster:.2f} s — its workers import them)")
+        together = {label: [] for label in rows}
+        for _ in range(repeats):
+            for label, kwargs in zip(rows, ({}, {"n_jobs": 2}, {"client": client})):
+                rows[label].append(time_search(work, trials, X, y, together[label], **kwargs))
+    reference = statistics.median(rows["sequential (n_jobs=1)"])
+    for label, times in rows.items():
+        t = statistics.median(times)
+        print(f"  {label:<26} {t:7.2f} s   speedup {reference / t:5.2f}×   "
+              f"trials running at once {statistics.median(together[label]):4.2f}")
+    print("  (the speedup is bounded by the cores this process's session gets: with the kernel's\n"
+          "   autogroup scheduling, a session's processes share one CPU share, so on a machine\n"
+          "   saturated by other sessions 2 workers get the CPU time of 1.)")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--sqlite-trials", type=int, default=30)
+    parser.add_argument("--par-trials", type=int, default=12)
+    parser.add_argument("--work", type=int, default=10_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-speedup", action="store_true")
+    args = parser.parse_args(argv)
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.simplefilter("ignore")
+    print(f"stepline.automl benchmark — Python {sys.version.split()[0]}, optuna {optuna.__version__}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at {time.strftime('%H:%M:%S')}")
+    overhead(optuna, args.trials, args.sqlite_trials, args.repeats)
+    if not args.skip_speedup:
+        speedup(args.par_trials, args.work, args.repeats)
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end ({time.strftime('%H:%M:%S')})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""``stepline serve`` against a bare Starlette app calling the same pipeline's ``predict``, in one run.
+
+StandardScaler → LogisticRegression on breast cancer (30 features), saved once. Servers,
+each one uvicorn worker on 127.0.0.1, each started as its own process:
+
+- ``bare``: a Starlette app whose ``/predict`` parses ``{"inputs": rows}``, calls
+  ``pipeline.predict`` on the event loop and returns JSON (the floor of the Python HTTP stack);
+- ``bare+thread``: the same, with ``predict`` handed to Starlette's ``run_in_threadpool``;
+- ``stepline``: ``stepline serve PATH`` (predictions on its thread pool, off the event loop);
+- ``stepline+batch``: ``stepline serve PATH --max-batch-size 64 --max-latency-ms 2``;
+- MLflow's scoring server, when ``mlflow`` is installed (skipped otherwise).
+
+The load generator is a small asyncio HTTP/1.1 client (keep-alive, one request at a time
+per connection, ``--connections`` connections), much cheaper per request than httpx; its
+CPU time per request is printed next to the server's so that a client-bound figure shows.
+For 1-row and 100-row bodies, each server gets ``--rounds`` rounds of ``--seconds``,
+interleaved across servers; the tables print medians (throughput, p50, p99) and ratios to
+``bare``. Targets (issue 16): stepline ≥ 0.9× bare throughput and p99 ≤ 1.2× without
+batching; with batching, 1-row throughput ≥ 1.5× bare.
+
+    python benchmarks/bench_serving.py [--seconds 3] [--rounds 3] [--connections 8] [--servers bare,stepline,...]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+SERVERS = ("bare", "bare+thread", "stepline", "stepline+batch")
+
+BARE_APP = r'''
+import sys, json
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+from starlette.routing import Route
+from stepline import CX
+
+folder, threaded = sys.argv[1], sys.argv[2] == "1"
+pipeline = CX(folder.rsplit("/", 1)[0]).load(folder.rsplit("/", 1)[1])
+pipeline.setup()
+
+async def predict(request):
+    rows = np.asarray(json.loads(await request.body())["inputs"])
+    outputs = await run_in_threadpool(pipeline.predict, rows) if threaded else pipeline.predict(rows)
+    return Response(json.dumps({"predictions": outputs.tolist()}), media_type="application/json")
+
+app = Starlette(routes=[Route("/predict", predict, methods=["POST"]),
+                        Route("/ping", lambda r: Response("ok"), methods=["GET"])])
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(label: str, folder: Path, workdir: Path):
+    """Start one server process; returns ``(process, port, ping path)``."""
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    if label.startswith("bare"):
+        (workdir / "bare_app.py").write_text(BARE_APP)
+        code = (f"import sys; sys.argv=['x', {str(folder)!r}, {'1' if label == 'bare+thread' else '0'!r}]; "
+                f"sys.path.insert(0, {str(workdir)!r}); import uvicorn, bare_app; "
+                f"uvicorn.run(bare_app.app, host='127.0.0.1', port={port}, log_level='warning', access_log=False)")
+        command, ping = [sys.executable, "-c", code], "/ping"
+    elif label.startswith("stepline"):
+        batch = ["--max-batch-size", "64", "--max-latency-ms", "2"] if label == "stepline+batch" else []
+        command = [sys.executable, "-m", "stepline", "serve", str(folder), "--port", str(port),
+                   "--log-level", "warning", "--poll-interval", "0", *batch]
+        ping = "/v2/health/ready"
+    else:  # mlflow
+        command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(workdir / "mlflow_model"),
+                   "-p", str(port), "--env-manager", "local", "-w", "1"]
+        ping = "/ping"
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return process, port, ping
+
+
+async def wait_ready(port: int, ping: str, process, timeout=120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {process.returncode}")
+        try:
+            status, _ = await one_request(port, f"GET {ping} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            if status == 200:
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"server on port {port} not ready in {timeout} s")
+
+
+async def one_request(port: int, raw: bytes):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        return await read_response(reader)
+    finally:
+        writer.close()
+
+
+async def read_response(reader):
+    """Status and body of one HTTP/1.1 response (Content-Length framing, as uvicorn sends)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    body = await reader.readexactly(length) if length else b""
+    return status, body
+
+
+async def load(port: int, path: str, body: bytes, connections: int, seconds: float):
+    """``connections`` keep-alive connections, each sending requests back to back for ``seconds``."""
+    raw = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    latencies, errors = [], 0
+    stop_at = time.perf_counter() + seconds
+
+    async def connection():
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                writer.write(raw)
+                status, _ = await read_response(reader)
+                latencies.append(time.perf_counter() - started)
+                errors += status != 200
+        finally:
+            writer.close()
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"rps": len(latencies) / wall, "p50": percentile(latencies, 50), "p99": percentile(latencies, 99),
+            "errors": errors, "client_cpu_per_req": cpu / max(1, len(latencies)), "requests": len(latencies)}
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))] if ordered else float("nan")
+
+
+def server_cpu(pid: int) -> float:
+    try:
+        import psutil
+        times = psutil.Process(pid).cpu_times()
+        return times.user + times.system
+    except Exception:
+        return float("nan")
+
+
+def make_dump(workdir: Path) -> Path:
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from stepline import CX, Pipeline
+    from stepline.steps.sklearn import SKLearnWrapper
+    X, y = load_breast_cancer(return_X_y=True)
+    pipeline = Pipeline([SKLearnWrapper(StandardScaler()), SKLearnWrapper(LogisticRegression(max_iter=2000))])
+    pipeline.set_name("bc").fit(X, y).save(CX(workdir), full_dump=True)
+    return workdir / "bc"
+
+
+def save_mlflow_model(target: Path) -> None:
+    """The same scaler and classifier as a scikit-learn Pipeline, saved in MLflow's format."""
+    import mlflow.sklearn
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    X, y = load_breast_cancer(return_X_y=True)
+    mlflow.sklearn.save_model(make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X, y), str(target))
+
+
+async def main_async(args) -> None:
+    from sklearn.datasets import load_breast_cancer
+    X, _ = load_breast_cancer(return_X_y=True)
+    workdir = Path(tempfile.mkdtemp(prefix="stepline-bench-serving-"))
+    labels = ["bare", *[s for s in args.servers.split(",") if s != "bare"]]
+    servers = {}
+    try:
+        folder = make_dump(workdir)
+        if importlib.util.find_spec("mlflow") is None:
+            print("MLflow is not installed: its scoring server is not measured (pip install mlflow to add it)")
+        else:  # not installed on the project's machines: this branch is untested there
+            save_mlflow_model(workdir / "mlflow_model")
+            labels.append("mlflow")
+        for label in labels:
+            servers[label] = start(label, folder, workdir)
+        for process, port, ping in servers.values():
+            await wait_ready(port, ping, process)
+        for rows in (1, 100):
+            body = json.dumps({"inputs": X[:rows].tolist()}).encode()
+            results = {label: [] for label in labels}
+            for _ in range(args.rounds):
+                for label in labels:
+                    process, port, _ = servers[label]
+                    await load(port, "/predict", body, args.connections, 0.5)  # warm up
+                    before = server_cpu(process.pid)
+                    result = await load(port, "/predict", body, args.connections, args.seconds)
+                    result["server_cpu_per_req"] = (server_cpu(process.pid) - before) / max(1, result["requests"])
+                    results[label].append(result)
+            report(rows, results, args)
+    finally:
+        for process, _, _ in servers.values():
+            process.terminate()
+        for process, _, _ in servers.values():
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def report(rows: int, results: dict, args) -> None:
+    def med(label, key):
+        return statistics.median(r[key] for r in results[label])
+    print(f"\n{rows}-row requests, {args.connections} connections, {args.rounds} rounds of {args.seconds} s "
+          f"(medians; ratios to bare)")
+    print(f"  {'server':<15} {'req/s':>8} {'×bare':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99 ×bare':>9} "
+          f"{'server µs/req':>14} {'client µs/req':>14} {'errors':>6}")
+    base_rps, base_p99 = med("bare", "rps"), med("bare", "p99")
+    for label in results:
+        rps, p99 = med(label, "rps"), med(label, "p99")
+        errors = sum(r["errors"] for r in results[label])
+        print(f"  {label:<15} {rps:8.0f} {rps / base_rps:6.2f} {med(label, 'p50') * 1e3:8.2f} {p99 * 1e3:8.2f} "
+              f"{p99 / base_p99:9.2f} {med(label, 'server_cpu_per_req') * 1e6:14.0f} "
+              f"{med(label, 'client_cpu_per_req') * 1e6:14.0f} {errors:6d}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one measured round per server")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per server (interleaved); medians printed")
+    parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
+    parser.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated, from {','.join(SERVERS)}")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("STEPLINE_HOME", tempfile.mkdtemp(prefix="stepline-bench-home-"))
+    asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""``AutoML``: search a pipeline's declared hyperparameter space with Optuna.
+
+The driver (this process) is the only one that talks to the Optuna storage: it asks the
+study for a trial, maps the space onto the trial's suggestions (:mod:`.space`), hands the
+values to a runner (:mod:`.workers`) that scores them (:mod:`.trials`), and tells the study
+the result. That keeps SQLite, written by one process, consistent (two processes writing
+one SQLite study lose or repeat trials: Optuna issues #4002, #4621).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from stepline.automl.scoring import resolve_scorer, resolve_splits
+from stepline.automl.space import SearchSpace
+from stepline.automl.trials import COMPLETE, FAIL, PRUNED, TrialData, TrialResult
+from stepline.automl.workers import DaskRunner, ProcessRunner, SequentialRunner, load_template, save_template
+
+log = logging.getLogger("stepline.automl")
+
+__all__ = ["AutoML"]
+
+_TRACEBACK_CHARS = 4000
+_DRIVER_ATTR = "stepline_driver"
+_FAILURES_IN_A_ROW = 10  # (or n_trials, if more) failed trials in a row stop the search
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("stepline.automl needs Optuna: pip install stepline[automl]") from error
+    return optuna
+
+
+class AutoML:
+    """Tune ``pipeline``'s hyperparameter space with Optuna; ``fit(X, y)`` returns the search.
+
+    - ``scoring``, ``cv``: as in scikit-learn (:mod:`stepline.automl.scoring`); the study
+      maximizes the mean score over the splits.
+    - ``n_trials``: the search runs until the study holds that many finished (complete or
+      pruned) trials — a resumed search counts the trials already there; failed trials do
+      not count. ``timeout_s``: no new trial starts after that many seconds.
+    - ``sampler``: ``"tpe"``, ``"random"`` (both seeded with ``seed``) or any Optuna sampler;
+      ``pruner``: any Optuna pruner (default: Optuna's ``MedianPruner``).
+    - ``storage``: ``None`` (in memory), an SQL URL (``"sqlite:///search.db"``,
+      ``"postgresql://…"``) or a file path (an SQLite file); ``study_name`` defaults to
+      ``"stepline-<pipeline name>"`` with a storage, so the same call resumes the same study.
+    - ``n_jobs``: trials in that many local worker processes (``-1``: one per CPU);
+      ``client``: a ``distributed.Client`` to run them on its cluster instead.
+    - ``refit``: fit the best values on all of ``X, y`` (``best_pipeline_``); ``save_best_to``:
+      a folder to save that pipeline into as a full dump (load it with
+      ``ExecutionContext(folder).load(pipeline.name)``).
+    - ``show_progress``: a tqdm bar of finished trials when stderr is a terminal.
+
+    After ``fit``: ``study_``, ``best_params_`` (flat ``"step__param"`` keys),
+    ``best_score_``, ``best_trial_``, ``best_pipeline_``; ``trials_dataframe()``, ``report()``,
+    ``plot_history(path)``, and ``predict``/``transform``/``score`` through the best pipeline.
+    """
+
+    def __init__(self, pipeline, scoring=None, cv=5, n_trials: int = 20, timeout_s: float | None = None,
+                 sampler="tpe", seed: int | None = None, storage=None, study_name: str | None = None,
+                 n_jobs: int = 1, client=None, refit: bool = True, save_best_to=None,
+                 show_progress: bool = True, pruner=None):
+        self.pipeline = pipeline
+        self.scoring = scoring
+        self.cv = cv
+        self.n_trials = _positive_int("n_trials", n_trials)
+        self.timeout_s = timeout_s
+        self.sampler = sampler
+        self.seed = seed
+        self.storage = storage
+        self.study_name = study_name
+        self.n_jobs = _n_jobs(n_jobs)
+        self.client = client
+        self.refit = refit
+        self.save_best_to = save_best_to
+        self.show_progress = show_progress
+        self.pruner = pruner
+        if client is not None and self.n_jobs > 1:
+            raise ValueError("AutoML: give n_jobs (local worker processes) or client (a Dask cluster), not both")
+        if save_best_to is not None and not refit:
+            raise ValueError("AutoML: save_best_to needs refit=True (it saves the refit best pipeline)")
+        if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
+            raise ValueError(f"AutoML: timeout_s must be a number of seconds > 0 or None, got {timeout_s!r}")
+
+    # ------------------------------------------------------------------ search
+    def fit(self, X, y=None) -> "AutoML":
+        """Run the search on ``X, y`` (resuming the study if the storage holds it); returns self."""
+        optuna = _optuna()
+        data = self._trial_data(X, y)
+        self.space_ = SearchSpace.of(self.pipeline)
+        study = self._create_study(optuna)
+        self.study_ = study
+        _fail_abandoned_trials(study, self._storage_url() is not None)
+        with tempfile.TemporaryDirectory(prefix="stepline-automl-") as folder:
+            name = save_template(self.pipeline, Path(folder))
+            runner = self._runner(Path(folder), name, data)
+            try:
+                _Loop(self, study, runner, optuna).run()
+            finally:
+                runner.close()
+            self._set_best(optuna)
+            if self.refit:
+                self._refit(load_template(folder, name), X, y)
+        return self
+
+    def _trial_data(self, X, y) -> TrialData:
+        from sklearn.base import is_classifier
+        classifier = is_classifier(self.pipeline.to_sklearn())
+        splits = resolve_splits(self.cv, X, y, classifier)
+        return TrialData(X, y, splits, resolve_scorer(self.scoring))
+
+    def _storage_url(self) -> str | None:
+        storage = self.storage
+        if storage is None or not isinstance(storage, (str, os.PathLike)):
+            return None if storage is None else storage  # an Optuna storage object as is
+        storage = os.fspath(storage)
+        return storage if "://" in storage else f"sqlite:///{Path(storage).resolve()}"
+
+    def _create_study(self, optuna):
+        storage = self._storage_url()
+        name = self.study_name
+        if name is None and storage is not None:
+            name = f"stepline-{self.pipeline.name}"
+        return optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
+                                   direction="maximize", sampler=self._make_sampler(optuna),
+                                   pruner=self.pruner)
+
+    def _make_sampler(self, optuna):
+        if isinstance(self.sampler, optuna.samplers.BaseSampler):
+            return self.sampler
+        kinds = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
+        if self.sampler not in kinds:
+            raise ValueError(f"AutoML: sampler must be 'tpe', 'random' or an Optuna sampler, got {self.sampler!r}")
+        return kinds[self.sampler](seed=self.seed)
+
+    def _runner(self, folder: Path, name: str, data: TrialData):
+        if self.client is not None:
+            return DaskRunner(folder, name, data, self.client)
+        if self.n_jobs > 1:
+            return ProcessRunner(folder, name, data, self.n_jobs)
+        return SequentialRunner(folder, name, data)
+
+    def _set_best(self, optuna) -> None:
+        complete = self.study_.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if not complete:
+            trials = self.study_.get_trials(deepcopy=False)
+            counts = {state.name: sum(t.state == state for t in trials) for state in {t.state for t in trials}}
+            errors = [t.user_attrs["error"] for t in trials if "error" in t.user_attrs]
+            last = f"; the last error: {errors[-1]}" if errors else ""
+            raise RuntimeError(f"AutoML: no trial completed in study {self.study_.study_name!r} "
+                               f"(trials by state: {counts}){last}")
+        best = max(complete, key=lambda t: t.value)
+        self.best_trial_ = best
+        self.best_score_ = best.value
+        self.best_params_ = self.decode(best.params)
+
+    def decode(self, optuna_params: dict) -> dict:
+        """The flat stepline values of a trial's Optuna ``params`` (inverse-CDF ones mapped back)."""
+        return self.space_.suggest(_optuna().trial.FixedTrial(optuna_params))
+
+    def _refit(self, pipeline, X, y) -> None:
+        from stepline.steps.sklearn import SklearnEstimatorAdapter
+        if self.best_params_:
+            pipeline.set_hyperparams(self.best_params_)
+        self._estimator = SklearnEstimatorAdapter(pipeline).fit(X, y)
+        self.best_pipeline_ = self._estimator.step
+        if self.save_best_to is not None:
+            from stepline.core.context import ExecutionContext
+            self.best_pipeline_.save(ExecutionContext(self.save_best_to), full_dump=True)
+
+    # ------------------------------------------------------------------ the best pipeline
+    def _fitted(self):
+        estimator = getattr(self, "_estimator", None)
+        if estimator is None:
+            raise RuntimeError("AutoML: no refit best pipeline; call fit(X, y) with refit=True first")
+        return estimator
+
+    def predict(self, X):
+        """The refit best pipeline's predictions (in inference mode)."""
+        return self._fitted().predict(X)
+
+    def transform(self, X):
+        """The refit best pipeline's outputs (in inference mode)."""
+        return self._fitted().transform(X)
+
+    def score(self, X, y) -> float:
+        """The search's scorer on ``X, y`` with the refit best pipeline."""
+        return float(resolve_scorer(self.scoring)(self._fitted(), X, y))
+
+    # ------------------------------------------------------------------ looking at the study
+    def trials_dataframe(self):
+        """Optuna's ``trials_dataframe()``, the ``params_*`` columns holding the stepline values."""
+        frame = self._study().trials_dataframe()
+        for row, trial in enumerate(self._study().get_trials(deepcopy=False)):
+            try:
+                values = self.decode(trial.params)
+            except Exception:  # noqa: BLE001 - a trial that failed before all its params were suggested
+                continue
+            for key, value in values.items():
+                column = f"params_{key}"
+                if column not in frame.columns:
+                    frame[column] = None
+                frame[column] = frame[column].astype(object)
+                frame.at[row, column] = value
+        return frame
+
+    def report(self, top: int = 10) -> str:
+        """A text table of the ``top`` best complete trials: number, score, seconds, values."""
+        frame = self.trials_dataframe()
+        frame = frame[frame["state"] == "COMPLETE"].sort_values("value", ascending=False).head(top)
+        frame = frame.assign(seconds=frame["duration"].dt.total_seconds().round(3))
+        columns = ["number", "value", "seconds"] + [c for c in frame.columns if c.startswith("params_")]
+        table = frame[columns].rename(columns=lambda c: c[len("params_"):] if c.startswith("params_") else c)
+        counts = self._study().trials_dataframe()["state"].value_counts().to_dict()
+        header = (f"study {self._study().study_name!r}: best score {self.best_score_:.6g} "
+                  f"(trial {self.best_trial_.number}); trials by state: {counts}")
+        return header + "\n" + table.to_string(index=False)
+
+    def plot_history(self, path) -> Path:
+        """Write a PNG of the optimisation history (each trial's score, best so far) to ``path``."""
+        from stepline.automl.plot import plot_history
+        return plot_history(self._study(), Path(path))
+
+    def _study(self):
+        study = getattr(self, "study_", None)
+        if study is None:
+            raise RuntimeError("AutoML: call fit(X, y) first")
+        return study
+
+
+class _Loop:
+    """Ask in the driver, evaluate on the runner, tell in the driver, until enough trials finished."""
+
+    def __init__(self, search: AutoML, study, runner, optuna):
+        self.search, self.study, self.runner = search, study, runner
+        self.states = optuna.trial.TrialState
+        self.running: dict = {}
+        self.finished = len(study.get_trials(deepcopy=False, states=(self.states.COMPLETE, self.states.PRUNED)))
+        self.failed_in_a_row = 0
+        self.deadline = None if search.timeout_s is None else time.monotonic() + search.timeout_s
+
+    def run(self) -> None:
+        from tqdm import tqdm
+        n_trials = self.search.n_trials
+        with tqdm(total=n_trials, initial=min(self.finished, n_trials), unit="trial", desc="trials",
+                  disable=None if self.search.show_progress else True) as bar:
+            try:
+                while True:
+                    self._fill()
+                    if not self.running:
+                        return
+                    for result in self.runner.wait(self._report):
+                        self._tell(result)
+                        if result.state != FAIL:
+                            bar.update(1)
+                            if not bar.disable:  # best_value reads the storage: only for a bar
+                                bar.set_postfix(best=self._best(), refresh=False)
+            finally:
+                self._abandon_running()
+
+    def _fill(self) -> None:
+        limit = max(self.search.n_trials, _FAILURES_IN_A_ROW)
+        while (len(self.running) < self.runner.capacity
+               and self.finished + len(self.running) < self.search.n_trials
+               and self.failed_in_a_row < limit
+               and (self.deadline is None or time.monotonic() < self.deadline)):
+            trial = self.study.ask()
+            try:
+                params = self.search.space_.suggest(trial)
+            except Exception:
+                self.study.tell(trial, state=self.states.FAIL)
+                raise
+            self.running[trial.number] = trial
+            self.runner.submit(trial.number, params)
+        if self.failed_in_a_row >= limit and not self.running:
+            log.warning("stepline.automl: stopping after %d failed trials in a row", self.failed_in_a_row)
+
+    def _report(self, number: int, step: int, value: float, live: bool = True) -> bool:
+        trial = self.running[number]
+        trial.report(value, step)
+        return live and trial.should_prune()
+
+    def _tell(self, result: TrialResult) -> None:
+        trial = self.running.pop(result.number)
+        if result.state == COMPLETE:
+            self.study.tell(trial, result.value)
+        elif result.state == PRUNED:
+            self.study.tell(trial, state=self.states.PRUNED)
+        else:
+            trial.set_user_attr("error", result.error)
+            if result.traceback:
+                trial.set_user_attr("traceback", result.traceback[-_TRACEBACK_CHARS:])
+            self.study.tell(trial, state=self.states.FAIL)
+            log.warning("stepline.automl: trial %d failed: %s", result.number, result.error)
+            self.failed_in_a_row += 1
+            return
+        self.finished += 1
+        self.failed_in_a_row = 0
+
+    def _best(self) -> Any:
+        try:
+            return round(self.study.best_value, 6)
+        except ValueError:
+            return None
+
+    def _abandon_running(self) -> None:
+        """Trials still running when the loop stops abruptly (an interrupt, an error) fail."""
+        for number, trial in list(self.running.items()):
+            try:
+                trial.set_user_attr("error", "Interrupted: the search stopped while the trial ran")
+                self.study.tell(trial, state=self.states.FAIL)
+            except Exception as error:  # noqa: BLE001 - keep the original exception visible
+                log.warning("stepline.automl: could not record trial %d as failed: %s", number, error)
+        self.running.clear()
+
+
+# ------------------------------------------------------------------ resuming
+
+def _fail_abandoned_trials(study, persistent: bool) -> None:
+    """Trials left running by a search process that died (same host, process gone) fail, so
+    that a resumed search neither waits for them nor counts them; then record this driver."""
+    if not persistent:
+        return
+    import optuna
+    previous = study.user_attrs.get(_DRIVER_ATTR)
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if running:
+        if _is_dead_here(previous):
+            for trial in running:
+                study._storage.set_trial_user_attr(  # noqa: SLF001 - the only way to annotate another run's trial
+                    trial._trial_id, "error", f"Abandoned: the search process {previous['pid']} died")
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            log.info("stepline.automl: %d trial(s) left running by a dead search process recorded as failed",
+                     len(running))
+        else:
+            log.warning("stepline.automl: study %r has %d running trial(s) of another live search (%s); "
+                        "they are not counted", study.study_name, len(running), previous)
+    study.set_user_attr(_DRIVER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
+
+
+def _is_dead_here(driver: Any) -> bool:
+    if not isinstance(driver, dict) or driver.get("host") != socket.gethostname():
+        return False
+    pid = driver.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return isinstance(pid, int)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"AutoML: {name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def _n_jobs(value: Any) -> int:
+    if value == -1:
+        return max(1, os.cpu_count() or 1)
+    return _positive_int("n_jobs", value)
+

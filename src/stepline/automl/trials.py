@@ -1,0 +1,111 @@
+"""One trial, wherever it runs: copy the loaded pipeline, set the trial's values, fit and score
+each split; report epochs so that a pruner can stop the trial.
+
+This is the code the driver (``n_jobs=1``), a worker process and a Dask worker all run;
+it never touches Optuna or the storage.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from stepline.automl.scoring import take_rows
+from stepline.core.epochs import listening_to_epochs
+
+COMPLETE, FAIL, PRUNED = "complete", "fail", "pruned"
+
+
+@dataclass
+class TrialData:
+    """What every trial of a search needs besides its values: the data, the splits, the scorer."""
+    X: Any
+    y: Any
+    splits: list
+    scorer: Callable
+
+
+@dataclass
+class TrialResult:
+    """The outcome of one trial, as it travels back to the driver."""
+    number: int
+    state: str
+    value: Optional[float] = None
+    error: Optional[str] = None
+    traceback: Optional[str] = None
+    seconds: float = 0.0
+    reports: list = field(default_factory=list)  # (step, value) not yet told to the driver
+
+
+class Pruned(Exception):
+    """The driver's pruner stopped the trial."""
+
+
+#: ``report(step, value) -> bool``: record an intermediate score; True means prune.
+Reporter = Callable[[int, float], bool]
+
+
+def run_trial(template, number: int, params: dict, data: TrialData,
+              report: Optional[Reporter] = None) -> TrialResult:
+    """Score ``params`` on ``template`` (a loaded, not set-up pipeline); never raises."""
+    started = time.perf_counter()
+    collected: list = []
+    try:
+        value = _cross_validate(template, params, data, report, collected)
+        result = TrialResult(number, COMPLETE, value)
+    except Pruned:
+        result = TrialResult(number, PRUNED)
+    except Exception as error:  # noqa: BLE001 - a failing trial is recorded, the search goes on
+        result = TrialResult(number, FAIL, error=f"{type(error).__name__}: {error}",
+                             traceback=traceback.format_exc())
+    result.seconds = time.perf_counter() - started
+    result.reports = collected
+    return result
+
+
+def _cross_validate(template, params: dict, data: TrialData, report, collected: list) -> float:
+    from stepline.steps.sklearn import SklearnEstimatorAdapter
+    scores = []
+    for fold, (train, test) in enumerate(data.splits):
+        step = copy.deepcopy(template)
+        if params:
+            step.set_hyperparams(params)
+        estimator = SklearnEstimatorAdapter(step)
+        listener = _EpochCounter(report, collected) if fold == 0 else _ignore
+        try:
+            with listening_to_epochs(listener):
+                estimator.fit(take_rows(data.X, train), take_rows(data.y, train))
+            scores.append(float(data.scorer(estimator, take_rows(data.X, test), take_rows(data.y, test))))
+        finally:
+            estimator.step.teardown()
+    value = float(np.mean(scores))
+    if not math.isfinite(value):
+        raise ValueError(f"the scorer returned {value} (fold scores {scores})")
+    return value
+
+
+def _ignore(record: dict) -> None:
+    """Epochs of the later splits: not reported (their step numbers would start again at 1)."""
+
+
+class _EpochCounter:
+    """Turns the epoch records of the first split into intermediate scores at steps 1, 2, …:
+    ``-val_loss`` (or ``-loss``), so that greater is better as for the final score."""
+
+    def __init__(self, report: Optional[Reporter], collected: list):
+        self.report, self.collected, self.step = report, collected, 0
+
+    def __call__(self, record: dict) -> None:
+        self.step += 1
+        value = -float(record.get("val_loss", record.get("loss", math.nan)))
+        if not math.isfinite(value):
+            return
+        if self.report is None:
+            self.collected.append((self.step, value))
+        elif self.report(self.step, value):
+            raise Pruned(f"pruned at step {self.step}")

@@ -1,0 +1,258 @@
+"""Where trials run: in the driver, in local worker processes, or on a Dask cluster.
+
+Every runner gets the pipeline as a stepline dump, once: the driver saves a full dump into a
+private temporary folder; the driver (``n_jobs=1``) and each worker process load it from that
+folder, each Dask worker from the bytes of the dump packed as a tar and scattered once to
+every worker. The loaded pipeline is the template of every trial (:mod:`.trials`). The
+data, the splits and the scorer travel once per worker too.
+
+Runners only evaluate: they never see Optuna or the storage. The driver asks, hands a
+trial's values to ``submit``, collects ``wait``'s results and tells. Intermediate scores
+(epochs) reach the driver while the trial runs in the driver and in worker processes, so
+the pruner can stop it there; a Dask trial returns them with its result (recorded, but the
+trial is not stopped early).
+
+The worker processes are hand-written rather than a ``ProcessPoolExecutor``: when one of its
+workers dies, the pool breaks and fails every pending future, while here a dead worker fails
+its own trial only and is replaced.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import shutil
+import tempfile
+import traceback
+import uuid
+from multiprocessing.connection import wait as wait_for
+from pathlib import Path
+
+import cloudpickle
+
+from stepline.automl.trials import FAIL, TrialData, TrialResult, run_trial
+from stepline.core.context import ExecutionContext
+
+log = logging.getLogger(__name__)
+
+# fork is unsafe with threads (torch, dask, the user's) in the driver. A fork server starts
+# once per driver process from a clean interpreter, imports what every trial needs, and
+# then forks each worker in milliseconds; spawn (a fresh interpreter a worker, seconds of
+# imports each) where there is no fork server.
+_START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+_PRELOAD = ["stepline.automl.trials", "stepline.steps.sklearn", "stepline.saving.procedure",
+            "sklearn.metrics", "sklearn.model_selection"]
+_STOP_GRACE_S = 5.0
+
+
+def save_template(pipeline, folder: Path) -> str:
+    """A full dump of ``pipeline`` in ``folder``; returns the name to load it by."""
+    from stepline.saving.procedure import save_step
+    save_step(pipeline, ExecutionContext(folder), full_dump=True, mark_saved=False)
+    return pipeline.name
+
+
+def load_template(folder, name: str):
+    """The pipeline of :func:`save_template`, loaded (not set up)."""
+    return ExecutionContext(folder).load(name)
+
+
+# ------------------------------------------------------------------ in the driver
+
+class SequentialRunner:
+    """Runs each trial in the driver, one at a time (``n_jobs=1``)."""
+
+    capacity = 1
+
+    def __init__(self, folder: Path, name: str, data: TrialData):
+        self.template = load_template(folder, name)
+        self.data = data
+        self.pending: list = []
+
+    def submit(self, number: int, params: dict) -> None:
+        self.pending.append((number, params))
+
+    def wait(self, report) -> list:
+        number, params = self.pending.pop(0)
+        return [run_trial(self.template, number, params, self.data,
+                          lambda step, value: report(number, step, value))]
+
+    def close(self) -> None:
+        self.template = None
+
+
+# ------------------------------------------------------------------ local processes
+
+class WorkerStartError(RuntimeError):
+    """A worker process could not load the pipeline's dump or the trials' data."""
+
+
+def _process_worker(connection, folder: str, name: str, data_blob: bytes) -> None:
+    """A worker process: load the dump once, then run the trials the driver sends."""
+    try:
+        template = load_template(folder, name)
+        data = cloudpickle.loads(data_blob)
+    except Exception as error:  # noqa: BLE001 - reported to the driver, which raises it
+        connection.send(("broken", f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
+        return
+    while True:
+        try:
+            message = connection.recv()
+        except EOFError:  # the driver is gone
+            return
+        if message is None:
+            return
+        number, params = message
+
+        def report(step, value, number=number):
+            connection.send(("report", number, step, value))
+            return connection.recv()
+        connection.send(("result", run_trial(template, number, params, data, report)))
+
+
+class _Worker:
+    """One worker process and the duplex pipe to it."""
+
+    def __init__(self, context, folder: Path, name: str, data_blob: bytes):
+        self.connection, child = context.Pipe(duplex=True)
+        self.process = context.Process(target=_process_worker, args=(child, str(folder), name, data_blob),
+                                       daemon=True, name="stepline-automl-worker")
+        self.process.start()
+        child.close()
+        self.trial: int | None = None
+
+
+class ProcessRunner:
+    """Runs trials in ``n_jobs`` worker processes; a worker that dies fails its trial and is replaced."""
+
+    def __init__(self, folder: Path, name: str, data: TrialData, n_jobs: int):
+        self.capacity = n_jobs
+        self._args = (folder, name, cloudpickle.dumps(data))
+        self._context = multiprocessing.get_context(_START_METHOD)
+        if _START_METHOD == "forkserver":
+            self._context.set_forkserver_preload(_PRELOAD)  # read when the server starts
+        self.workers = [_Worker(self._context, *self._args) for _ in range(n_jobs)]
+
+    def submit(self, number: int, params: dict) -> None:
+        worker = next(w for w in self.workers if w.trial is None)
+        worker.connection.send((number, params))
+        worker.trial = number
+
+    def wait(self, report) -> list:
+        busy = [w for w in self.workers if w.trial is not None]
+        ready = wait_for([w.connection for w in busy] + [w.process.sentinel for w in busy])
+        results = []
+        for worker in busy:
+            if worker.connection in ready or worker.process.sentinel in ready:
+                result = self._receive(worker, report)
+                if result is not None:
+                    results.append(result)
+        return results
+
+    def _receive(self, worker: _Worker, report) -> TrialResult | None:
+        try:
+            if not worker.connection.poll():
+                raise EOFError
+            message = worker.connection.recv()
+        except (EOFError, OSError):
+            return self._replace(worker)
+        if message[0] == "broken":
+            raise WorkerStartError(f"stepline.automl: a worker process could not load the pipeline "
+                                   f"{self._args[1]!r} from its dump: {message[1]}")
+        if message[0] == "report":
+            _, number, step, value = message
+            worker.connection.send(bool(report(number, step, value)))
+            return None
+        worker.trial = None
+        return message[1]
+
+    def _replace(self, worker: _Worker) -> TrialResult:
+        """The worker died: fail its trial, start another in its place."""
+        worker.process.join(_STOP_GRACE_S)
+        code = worker.process.exitcode
+        number = worker.trial
+        log.warning("stepline.automl: worker process %s died (exit code %s) during trial %s; "
+                    "starting another", worker.process.pid, code, number)
+        worker.connection.close()
+        self.workers[self.workers.index(worker)] = _Worker(self._context, *self._args)
+        return TrialResult(number, FAIL, error=f"WorkerDied: the worker process running the trial "
+                                               f"died (exit code {code})")
+
+    def close(self) -> None:
+        for worker in self.workers:
+            try:
+                worker.connection.send(None)
+            except (OSError, ValueError):
+                pass
+        for worker in self.workers:
+            worker.process.join(_STOP_GRACE_S)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.connection.close()
+        self.workers = []
+
+
+# ------------------------------------------------------------------ Dask
+
+_ON_DASK_WORKER: dict = {}
+
+
+def _dask_trial(key: str, name: str, payload: bytes, number: int, params: dict) -> TrialResult:
+    """On a Dask worker: load the dump once per search (kept under ``key``), run one trial."""
+    entry = _ON_DASK_WORKER.get(key)
+    if entry is None:
+        from stepline.distributed.dask import load_bytes
+        dump, data_blob = cloudpickle.loads(payload)
+        folder = tempfile.mkdtemp(prefix="stepline-automl-")
+        entry = _ON_DASK_WORKER[key] = (load_bytes(dump, name, folder), cloudpickle.loads(data_blob), folder)
+    template, data, _ = entry
+    return run_trial(template, number, params, data)
+
+
+def _forget_on_dask_worker(key: str) -> None:
+    entry = _ON_DASK_WORKER.pop(key, None)
+    if entry is not None:
+        shutil.rmtree(entry[2], ignore_errors=True)
+
+
+class DaskRunner:
+    """Runs trials on the workers of a ``distributed.Client``: as many at once as the cluster has threads."""
+
+    def __init__(self, folder: Path, name: str, data: TrialData, client):
+        from stepline.distributed.dask import dump_bytes
+        self.client, self.name, self.key = client, name, f"stepline-automl-{uuid.uuid4().hex}"
+        template = load_template(folder, name)
+        blob = cloudpickle.dumps((dump_bytes(template), cloudpickle.dumps(data)))
+        self.payload = client.scatter(blob, broadcast=True, hash=False)
+        self.capacity = max(1, sum(client.nthreads().values()))
+        self.futures: dict = {}
+
+    def submit(self, number: int, params: dict) -> None:
+        future = self.client.submit(_dask_trial, self.key, self.name, self.payload, number, params,
+                                    pure=False, key=f"{self.key}-trial-{number}")
+        self.futures[future] = number
+
+    def wait(self, report) -> list:
+        from distributed import wait
+        done = wait(list(self.futures), return_when="FIRST_COMPLETED").done
+        results = []
+        for future in done:
+            number = self.futures.pop(future)
+            try:
+                result = future.result()
+            except Exception as error:  # noqa: BLE001 - a killed worker or a lost task fails the trial
+                result = TrialResult(number, FAIL, error=f"{type(error).__name__}: {error}")
+            for step, value in result.reports:
+                report(number, step, value, live=False)
+            results.append(result)
+        return results
+
+    def close(self) -> None:
+        if self.futures:
+            self.client.cancel(list(self.futures))
+        try:
+            self.client.run(_forget_on_dask_worker, self.key)
+            self.client.cancel([self.payload])
+        except Exception as error:  # noqa: BLE001 - a cluster going away must not hide the search's result
+            log.warning("stepline.automl: could not clean the Dask workers: %s", error)
+        self.futures = {}

@@ -1,0 +1,1 @@
+"""Logging helpers kept for code ported from Neuraxle (``neuraxle.logging``)."""

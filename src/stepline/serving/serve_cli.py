@@ -1,0 +1,86 @@
+"""``stepline serve PATH``: serve a dump over HTTP with uvicorn (see docs/serving.md).
+
+One process per ``--workers``; each loads the dump, runs setup before it reports ready,
+reloads when a new dump is saved at PATH, and tears the pipeline down on SIGTERM/SIGINT
+after the requests in flight have been answered.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+OPTIONS_VARIABLE = "STEPLINE_SERVE_OPTIONS"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", metavar="PATH", help="the dump folder to serve (the folder a save wrote)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default: 8080)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes, each with its own copy (default: 1)")
+    parser.add_argument("--model-name", default=None, help="the model's name in /v2/models/NAME (default: the folder's name)")
+    parser.add_argument("--max-batch-size", type=int, default=None,
+                        help="turn on dynamic batching: stack concurrent requests into one predict of up to N rows")
+    parser.add_argument("--max-latency-ms", type=float, default=5.0,
+                        help="with batching, how long the first request of a batch waits for others (default: 5)")
+    parser.add_argument("--max-body-size", type=int, default=64 * 1024 * 1024,
+                        help="largest request body in bytes; larger ones get 413 (default: 64 MiB)")
+    parser.add_argument("--threads", type=int, default=None, help="prediction threads per worker (default: CPUs + 4)")
+    parser.add_argument("--poll-interval", type=float, default=1.0,
+                        help="seconds between checks for a new dump at PATH; 0 turns hot reload off (default: 1)")
+    parser.add_argument("--trust", action="store_true",
+                        help="load the dump even if no trusted key signed it (its code will run)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _options(args) -> dict:
+    return {"path": os.path.abspath(args.path), "model_name": args.model_name, "trusted": args.trust,
+            "max_batch_size": args.max_batch_size, "max_latency_ms": args.max_latency_ms,
+            "max_body_size": args.max_body_size, "threads": args.threads, "poll_interval": args.poll_interval,
+            "log_level": args.log_level}
+
+
+def app_from_environment():
+    """The app described by ``$STEPLINE_SERVE_OPTIONS`` (how uvicorn's worker processes build it)."""
+    from stepline.serving.asgi import app
+    options = json.loads(os.environ[OPTIONS_VARIABLE])
+    _configure_logging(options.pop("log_level", "info"))  # worker processes start with no handlers
+    return app(options.pop("path"), **options)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+
+
+def _check(args) -> str | None:
+    """A one-line reason not to start, or None."""
+    from stepline.serving.model import MANIFEST
+    if not os.path.isfile(os.path.join(args.path, MANIFEST)):
+        return f"{args.path}: not a stepline dump (no {MANIFEST}); give the folder a save wrote"
+    if args.workers < 1:
+        return f"--workers: must be at least 1, got {args.workers}"
+    if args.max_batch_size is not None and args.max_batch_size < 1:
+        return f"--max-batch-size: must be at least 1, got {args.max_batch_size}"
+    if args.max_latency_ms < 0 or args.poll_interval < 0:
+        return "--max-latency-ms and --poll-interval must be 0 or more"
+    return None
+
+
+def run(args) -> int:
+    problem = _check(args)
+    if problem:
+        print(f"stepline serve: {problem}", file=sys.stderr)
+        return 2
+    try:
+        import uvicorn
+    except ImportError:
+        print("stepline serve needs Starlette and uvicorn: pip install 'stepline[serve]'", file=sys.stderr)
+        return 2
+    _configure_logging(args.log_level)
+    os.environ[OPTIONS_VARIABLE] = json.dumps(_options(args))
+    uvicorn.run("stepline.serving.serve_cli:app_from_environment", factory=True, host=args.host,
+                port=args.port, workers=args.workers, log_level=args.log_level, access_log=False,
+                timeout_graceful_shutdown=30)
+    return 0

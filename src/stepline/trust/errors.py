@@ -1,0 +1,16 @@
+"""The error an untrusted dump gets when it needs globals off the allow-list."""
+from __future__ import annotations
+
+from stepline.saving.errors import StepLoadError
+
+
+class UntrustedDumpError(StepLoadError):
+    """An untrusted dump needs globals that are not on the allow-list; nothing of it ran.
+
+    ``needed`` maps each file (a path) to the refused globals it needs (``"module.name"``,
+    or a description such as ``"STACK_GLOBAL with a computed name"``).
+    """
+
+    def __init__(self, message: str, needed: dict[str, list[str]] | None = None):
+        super().__init__(message)
+        self.needed = needed or {}

@@ -1,0 +1,90 @@
+"""Trusted or not, decided before anything of a dump is unpickled; what an untrusted one needs.
+
+:func:`decide` gives the :class:`~stepline.trust.signing.Verdict` of a load. For an untrusted
+dump, :func:`check_untrusted` verifies every file of the steps to load against their
+manifests, audits every ``step.pkl`` from its opcodes and raises one
+:class:`~stepline.trust.errors.UntrustedDumpError` listing every refused global and the
+file that needs it — before any pickle is opened for loading. The pickles then go through
+the restricted unpickler as well (see :mod:`stepline.trust.unpickler`).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from stepline.trust.errors import UntrustedDumpError
+from stepline.trust.signing import Verdict, verify_dump
+
+log = logging.getLogger(__name__)
+STREAM_NAME = "step.pkl"
+_MAX_DEPTH = 64
+
+
+def decide(dump_root, trusted=None) -> Verdict:
+    """The verdict for loading from the dump whose root step folder is ``dump_root``.
+
+    ``trusted=True`` is the caller's explicit override, ``False`` forces an untrusted load,
+    ``None`` checks the signature and the trust store.
+    """
+    if trusted is True:
+        return Verdict(True, "trusted=True given by the caller")
+    if trusted not in (None, False):
+        raise ValueError(f"trusted must be None, True or False, not {trusted!r}")
+    verdict = verify_dump(dump_root)
+    if trusted is False:
+        return Verdict(False, "trusted=False given by the caller", verdict.root_digest, verdict.signer,
+                       verdict.signature)
+    if not verdict.trusted:
+        log.info("%s: loading as an untrusted dump (%s)", dump_root, verdict.reason)
+    return verdict
+
+
+def refused_globals(folder, verify=True, verified: set | None = None) -> dict[str, list[str]]:
+    """``{file: [refused globals]}`` for the step tree at ``folder``, its files verified first.
+
+    Folders verified here are added to ``verified`` so that the load does not hash them again.
+    """
+    from stepline.saving.integrity import verify_files
+    from stepline.saving.manifest import child_entries, read_manifest
+    from stepline.trust import allowlist
+    from stepline.trust.audit import pickle_globals
+    refused: dict[str, list[str]] = {}
+    pending = [(Path(folder), None, 0)]
+    while pending:
+        current, expected, depth = pending.pop()
+        manifest = read_manifest(current, expected)
+        files = manifest.get("files", {})
+        verify_files(current, files, verify or True)  # an untrusted pickle is always hashed
+        if verified is not None:
+            verified.add(current)
+        if STREAM_NAME in files:
+            path = current / STREAM_NAME
+            audit = pickle_globals(path.read_bytes())
+            bad = [g for g in audit.globals if not allowlist.is_allowed(*g.rsplit(".", 1))]
+            bad += audit.unresolvable
+            by_value = files[STREAM_NAME].get("by_value")
+            if by_value:
+                bad.insert(0, f"code pickled by value: {', '.join(map(str, by_value))}")
+            if bad:
+                refused[str(path)] = bad
+        if depth < _MAX_DEPTH:
+            pending.extend((current / c, d, depth + 1) for c, d in reversed(child_entries(manifest, current)))
+    return refused
+
+
+def check_untrusted(folder, verdict: Verdict, verify=True, verified: set | None = None) -> None:
+    """Raise :class:`UntrustedDumpError` unless everything under ``folder`` is on the allow-list."""
+    refused = refused_globals(folder, verify, verified)
+    if refused:
+        raise UntrustedDumpError(untrusted_message(folder, verdict, refused), refused)
+
+
+def untrusted_message(folder, verdict: Verdict, refused: dict[str, list[str]]) -> str:
+    lines = [f"{folder}: untrusted dump ({verdict.reason}); it needs globals that are not on the "
+             f"allow-list, so nothing of it was unpickled:"]
+    lines += [f"  {path}: {', '.join(names)}" for path, names in refused.items()]
+    lines.append("If you trust whoever made it: load(..., trusted=True), or `stepline trust PATH` for this "
+                 "dump, or `stepline trust --key FILE` for their key; for classes of your own, "
+                 "stepline.trust.allow(...) (see docs/trust.md).")
+    return "\n".join(lines)
+
