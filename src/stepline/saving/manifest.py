@@ -262,6 +262,8 @@ def _check_format(path: Path, data) -> None:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise ManifestError(f"{path}: not a stepline manifest (format {found!r}, expected {FORMAT!r})")
     version = data.get("format_version")
+    if version is None:
+        raise ManifestError(f"{path}: the manifest has no 'format_version' field: it is corrupted")
     if type(version) is not int or version < 1:
         raise ManifestError(f"{path}: unknown format version {version!r}")
     if version > FORMAT_VERSION:

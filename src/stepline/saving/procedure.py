@@ -35,6 +35,7 @@ class _Options:
     staged: Path | None = None  # saving: where that folder is being written
     trusted: bool = True  # False: every pickle goes through the restricted unpickler (DESIGN §5a)
     verified: set = field(default_factory=set)  # folders whose files were verified already
+    trust_override: bool = False  # load(..., trusted=True)
     manifests: dict = field(default_factory=dict)
     reported: dict = field(default_factory=dict)
     written: dict = field(default_factory=dict)  # folder -> digest of the manifest written or read
@@ -259,7 +260,7 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
     parts = _step_path(context, path)
     with reading_lock(context.root / parts[0]):
         top = resolve_dump_folder(context.root / parts[0])
-        options = _Options(mmap_mode=mmap_mode, verify=verify)
+        options = _Options(mmap_mode=mmap_mode, verify=verify, trust_override=trusted is True)
         folder, manifest = _manifest_along(top, parts[1:], options)
         verdict = gate.decide(top, trusted)  # before anything is unpickled (DESIGN §5a)
         if not verdict.trusted:
@@ -329,8 +330,8 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
         if parent is not None and name not in listed:
             raise StepLoadError(f"{folder}: the manifest of {parent_context.get_path()} lists no child {name!r}")
         manifest = _read_step_manifest(folder, listed.get(name), options)
-    if Path(folder) not in options.verified:  # an untrusted dump's pickles are always hashed
-        verify_files(folder, manifest.get("files", {}), options.verify if options.trusted else options.verify or True)
+    if Path(folder) not in options.verified:  # (the pickle's bytes are checked again as read)
+        verify_files(folder, manifest.get("files", {}), options.verify)
     options.manifests[Path(folder)] = manifest
     step = context.stripped_saver.load_step(placeholder, context)
     context = parent_context.push(step)

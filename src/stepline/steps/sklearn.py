@@ -183,9 +183,9 @@ class SKLearnWrapper(BaseStep):
                 raise TypeError(f"step {self.name!r}: use_predict_proba=True but {type(est).__name__} "
                                 f"with these parameters has no predict_proba")
             return "predict_proba"
-        if hasattr(est, "transform"):
-            return "transform"
-        return "predict"
+        if hasattr(est, "predict") or not hasattr(est, "transform"):
+            return "predict"  # a predictor predicts (KMeans gives labels, not distances)
+        return "transform"
 
     # ---------------------------------------------------------------------- repr
     def _repr_lines(self, indent: str) -> list[str]:
@@ -285,7 +285,13 @@ class SklearnEstimatorAdapter(BaseEstimator):
         bare = {key: value for key, value in params.items() if not key.startswith("step__")}
         if (prefixed or bare) and self.step is None:
             raise ValueError(f"cannot set {sorted(params)} on SklearnEstimatorAdapter(step=None)")
-        if bare:  # an unknown bare key is scikit-learn's "Invalid parameter"
+        if bare:  # a key the step neither has nor declares is scikit-learn's "Invalid parameter"
+            known = set(self.step.get_hyperparams().to_flat_dict()) | set(
+                self.step.get_hyperparams_space().to_flat_dict())
+            unknown = sorted(set(bare) - known)
+            if unknown:
+                raise ValueError(f"Invalid parameter(s) {unknown} for {type(self).__name__}: valid "
+                                 f"parameters are 'step' and {sorted(known)} (with or without 'step__')")
             try:
                 self.step.set_hyperparams(bare)
             except HyperparameterError as error:
