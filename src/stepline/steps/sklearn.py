@@ -282,6 +282,10 @@ class SklearnEstimatorAdapter(BaseEstimator):
             raise ValueError(f"cannot set {sorted(params)} on SklearnEstimatorAdapter(step=None)")
         if bare:  # an unknown bare key is scikit-learn's "Invalid parameter"
             try:
+                for key in bare:  # strict here even where a step that declares none takes any name
+                    target, param = self.step._resolve(key)
+                    if param not in target._own_hyperparam_names():
+                        raise HyperparameterError(f"step {target.name!r} has no hyperparameter {param!r}")
                 self.step.set_hyperparams(bare)
             except HyperparameterError as error:
                 raise ValueError(f"Invalid parameter for {type(self).__name__}: {error}") from error
