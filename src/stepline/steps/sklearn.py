@@ -285,13 +285,7 @@ class SklearnEstimatorAdapter(BaseEstimator):
         bare = {key: value for key, value in params.items() if not key.startswith("step__")}
         if (prefixed or bare) and self.step is None:
             raise ValueError(f"cannot set {sorted(params)} on SklearnEstimatorAdapter(step=None)")
-        if bare:  # a key the step neither has nor declares is scikit-learn's "Invalid parameter"
-            known = set(self.step.get_hyperparams().to_flat_dict()) | set(
-                self.step.get_hyperparams_space().to_flat_dict())
-            unknown = sorted(set(bare) - known)
-            if unknown:
-                raise ValueError(f"Invalid parameter(s) {unknown} for {type(self).__name__}: valid "
-                                 f"parameters are 'step' and {sorted(known)} (with or without 'step__')")
+        if bare:  # an unknown bare key is scikit-learn's "Invalid parameter"
             try:
                 _check_declared(self.step, bare)
                 self.step.set_hyperparams(bare)
