@@ -103,6 +103,11 @@ class SKLearnWrapper(BaseStep):
         if _sklearn_is_fitted(wrapped_sklearn_predictor):
             self.is_fitted = True
 
+    def manifest_info(self) -> dict:
+        """Recorded in the step's manifest: the class of the estimator it wraps."""
+        estimator = type(self.wrapped_sklearn_predictor)
+        return {"estimator": f"{estimator.__module__}.{estimator.__qualname__}"}
+
     # ------------------------------------------------------------ hyperparameters
     def _own_hyperparam_names(self):
         return self.wrapped_sklearn_predictor.get_params(deep=True).keys()
@@ -282,10 +287,7 @@ class SklearnEstimatorAdapter(BaseEstimator):
             raise ValueError(f"cannot set {sorted(params)} on SklearnEstimatorAdapter(step=None)")
         if bare:  # an unknown bare key is scikit-learn's "Invalid parameter"
             try:
-                for key in bare:  # strict here even where a step that declares none takes any name
-                    target, param = self.step._resolve(key)
-                    if param not in target._own_hyperparam_names():
-                        raise HyperparameterError(f"step {target.name!r} has no hyperparameter {param!r}")
+                _check_declared(self.step, bare)
                 self.step.set_hyperparams(bare)
             except HyperparameterError as error:
                 raise ValueError(f"Invalid parameter for {type(self).__name__}: {error}") from error
@@ -370,6 +372,17 @@ class SklearnEstimatorAdapter(BaseEstimator):
         if est is not None and is_classifier(est):
             return accuracy_score(y, predictions, sample_weight=sample_weight)
         return r2_score(y, predictions, sample_weight=sample_weight)
+
+
+def _check_declared(step, flat: dict) -> None:
+    """Refuse keys that name no declared hyperparameter, as scikit-learn's ``set_params`` does,
+    even on steps that otherwise accept any name (those that declare none, as Neuraxle's)."""
+    for owner, values in step._route(flat).items():
+        unknown = sorted(set(values) - set(owner._own_hyperparam_names()))
+        if unknown:
+            raise HyperparameterError(
+                f"step {owner.name!r} ({type(owner).__name__}) declares no hyperparameter "
+                f"{', '.join(map(repr, unknown))}; valid keys are those of get_params()")
 
 
 def _is_fitted(step) -> bool:
