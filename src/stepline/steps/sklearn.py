@@ -281,6 +281,10 @@ class SklearnEstimatorAdapter(BaseEstimator):
         if (prefixed or bare) and self.step is None:
             raise ValueError(f"cannot set {sorted(params)} on SklearnEstimatorAdapter(step=None)")
         if bare:  # an unknown bare key is scikit-learn's "Invalid parameter"
+            unknown = sorted(key for key in bare if not _names_a_hyperparameter(self.step, key))
+            if unknown:
+                raise ValueError(f"Invalid parameter {unknown} for {type(self).__name__}: neither 'step' nor "
+                                 f"a hyperparameter of {self.step.name!r} (or of one of its children)")
             try:
                 self.step.set_hyperparams(bare)
             except HyperparameterError as error:
@@ -366,6 +370,14 @@ class SklearnEstimatorAdapter(BaseEstimator):
         if est is not None and is_classifier(est):
             return accuracy_score(y, predictions, sample_weight=sample_weight)
         return r2_score(y, predictions, sample_weight=sample_weight)
+
+
+def _names_a_hyperparameter(step, key: str) -> bool:
+    """Whether ``key`` is in ``step``'s space or values, or starts with one of its children's names."""
+    if key in step.get_hyperparams_space().to_flat_dict() or key in step.get_hyperparams().to_flat_dict():
+        return True
+    head, separator, _ = key.partition("__")
+    return bool(separator) and head in {child.name for child in step.get_children()}
 
 
 def _is_fitted(step) -> bool:
