@@ -107,6 +107,6 @@ def test_inspect_refuses_a_symlinked_child(tmp_path):
     child = tmp_path / "p" / "m"
     os.rename(child, tmp_path / "m-real")
     os.symlink(tmp_path / "m-real", child)
-    out = subprocess.run([PY, "-m", "stepline", "inspect", str(tmp_path / "p")], capture_output=True, text=True,
-                         timeout=60).stdout
-    assert "m: MISSING OR BROKEN" in out and "symbolic link" in out
+    result = subprocess.run([PY, "-m", "stepline", "inspect", str(tmp_path / "p")], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and "p/m" in result.stderr and "symbolic link" in result.stderr

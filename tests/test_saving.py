@@ -15,6 +15,7 @@ import pytest
 
 from stepline import CX, Pipeline
 from stepline.base import BaseSaver, BaseStep, Identity, MetaStep, NonFittableMixin
+from stepline.saving.manifest import encode_manifest
 from stepline.saving.atomic import wait_for_cleanup
 from stepline.saving import (CorruptFileError, ManifestError, MissingFileError, NotADumpError, SaveError, StepLoadError,
                              VersionMismatchWarning)
@@ -318,13 +319,13 @@ def test_garbage_manifest(dump):
 def write_and_reseal(folder, manifest, top):
     """Rewrite ``folder``'s manifest and every parent's child digest up to ``top`` (a forger's job)."""
     import blake3
-    (folder / "stepline.json").write_text(json.dumps(manifest))
+    (folder / "stepline.json").write_bytes(encode_manifest(manifest))
     while folder != top:
         parent = json.loads((folder.parent / "stepline.json").read_text())
         for child in parent["children"]:
             if child["name"] == folder.name:
                 child["manifest"] = blake3.blake3((folder / "stepline.json").read_bytes()).hexdigest()
-        (folder.parent / "stepline.json").write_text(json.dumps(parent))
+        (folder.parent / "stepline.json").write_bytes(encode_manifest(parent))
         folder = folder.parent
 
 
@@ -560,7 +561,7 @@ def test_version_differences_warn_per_package(dump):
     path = dump / "p" / "stepline.json"
     manifest = json.loads(path.read_text())
     manifest["versions"]["numpy"] = "0.0.1"
-    path.write_text(json.dumps(manifest))
+    path.write_bytes(encode_manifest(manifest))
     with pytest.warns(VersionMismatchWarning, match="numpy: saved with 0.0.1, running"):
         CX(dump).load("p", trusted=True)  # the rewritten manifest voids the signature (DESIGN §5a)
     with warnings.catch_warnings():
@@ -590,19 +591,22 @@ def test_verify_full_rehashes(cache_small_files, dump, monkeypatch):
 
 # ------------------------------------------------------------------ inspect
 def test_inspect_prints_tree_from_manifests_without_unpickling(dump):
-    (dump / "p" / "w1" / "step.pkl").write_bytes(b"garbage: inspect must not unpickle")
+    pickled, marker = dump / "p" / "w1" / "step.pkl", dump / "unpickled"
+    payload = b"cos\nsystem\n(V" + f"touch {marker}".encode() + b"\ntR."  # os.system("touch ...") if run
+    pickled.write_bytes(payload.ljust(pickled.stat().st_size, b"!"))
     out = subprocess.run([PY, "-m", "stepline", "inspect", str(dump / "p")], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert "p: stepline.pipeline.Pipeline" in out and "savers: ChildrenSaver" in out
     assert re.search(r"w1: test_saving.Weights  \[39\d\.\d KiB in 2 files\]", out)
     assert 'hyperparams: {"size": 100000}' in out
     assert "w3: " in out and "versions: python" in out and "numpy" in out
+    assert not marker.exists()
 
 
 def test_inspect_on_a_random_folder_is_a_clear_error(tmp_path):
     result = subprocess.run([PY, "-m", "stepline", "inspect", str(tmp_path)], capture_output=True, text=True,
                             timeout=60)
-    assert result.returncode == 2 and "stepline.json" in result.stdout and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "stepline.json" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_space_that_json_cannot_carry_is_saved_as_repr(tmp_path):
@@ -629,7 +633,7 @@ def test_by_value_code_from_another_python_is_refused_clearly(tmp_path):
     manifest = json.loads(path.read_text())
     assert manifest["files"]["step.pkl"]["by_value"] and manifest["files"]["step.pkl"]["python"]
     manifest["files"]["step.pkl"]["python"] = "3.9.18"
-    path.write_text(json.dumps(manifest))
+    path.write_bytes(encode_manifest(manifest))
     from stepline.saving import IncompatibleDumpError
     with pytest.raises(IncompatibleDumpError, match=r"step.pkl.*Python 3\.9\.18"):
         CX(tmp_path / "dump").load("MainOnly", trusted=True)  # the edit voids the signature

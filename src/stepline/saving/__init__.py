@@ -1,6 +1,7 @@
 """Saving and loading steps: savers, manifests, integrity checks, atomic dumps."""
 from stepline.saving.errors import (CorruptFileError, IncompatibleDumpError, ManifestError, MissingFileError,
-                                    MixedDumpError,                                     NotADumpError, SaveError, StepLoadError, UnpicklingError,
+                                    MixedDumpError, NotADumpError, NotAStepError, SaveError, StepLoadError,
+                                    UnpicklingError,
                                     VersionMismatchWarning)
 from stepline.saving.savers import BaseSaver, ChildrenSaver, JoblibStepSaver
 
@@ -20,5 +21,5 @@ def load_step(context, path, mmap_mode=None, verify=True, trusted=None):
 __all__ = [
     "save_step", "load_step", "BaseSaver", "JoblibStepSaver", "ChildrenSaver", "StepLoadError",
     "NotADumpError", "ManifestError", "MissingFileError", "CorruptFileError", "IncompatibleDumpError",
-    "UnpicklingError", "VersionMismatchWarning", "SaveError", "MixedDumpError",
+    "UnpicklingError", "NotAStepError", "VersionMismatchWarning", "SaveError", "MixedDumpError",
 ]

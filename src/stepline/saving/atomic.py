@@ -28,6 +28,7 @@ import logging
 import os
 import secrets
 import shutil
+import stat
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -35,8 +36,9 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from . import journal
-from .errors import InterruptedSaveWarning, NotADumpError, SaveError
+from .errors import CorruptFileError, InterruptedSaveWarning, NotADumpError, SaveError, StepLoadError
 from .manifest import MANIFEST_NAME
+from .safe_open import kind_of, open_regular
 
 try:
     import fcntl
@@ -78,9 +80,12 @@ def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = Fal
     is not a stepline dump is refused (:func:`refuse_foreign`) rather than replaced.
     """
     final = Path(final_path)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(final)
     with destination_lock(final):
-        journal.recover(final)
+        try:
+            journal.recover(final)
+        except StepLoadError as e:  # a journal that is no journal: name it, as a save's error
+            raise SaveError(str(e)) from e
         clean_leftovers(final.parent, final.name)
         if only_over_dumps:
             refuse_foreign(final)
@@ -103,6 +108,19 @@ def is_overlay_for(final_path) -> bool:
     return os.path.isdir(final_path) and not os.path.islink(final_path)
 
 
+def _make_parent(final: Path) -> None:
+    """Create the folder ``final`` goes in, or raise :class:`SaveError` saying what is in the way."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        blocking = next((p for p in (final.parent, *final.parent.parents) if p.exists() and not p.is_dir()),
+                        final.parent)
+        raise SaveError(f"{blocking}: a file, not a folder: cannot save {final} there") from e
+    except OSError as e:
+        raise SaveError(f"{e.filename or final.parent}: cannot create the folder to save {final} in "
+                        f"({e.strerror or e})") from e
+
+
 @contextmanager
 def destination_lock(final: Path):
     """Hold the lock on saving to ``final``: ``.<name>.lock`` beside it, never removed.
@@ -115,8 +133,8 @@ def destination_lock(final: Path):
         return
     waiting = f"waiting for another save or load of {final} to finish"
     with ExitStack() as held:
-        lock = held.enter_context(open(_lock_path(final), "ab"))
-        turn = held.enter_context(open(_turn_path(final), "ab"))
+        lock = held.enter_context(_open_for_saving(_lock_path(final), final))
+        turn = held.enter_context(_open_for_saving(_turn_path(final), final))
         with _flocked(turn, fcntl.LOCK_EX, waiting):
             held.enter_context(_flocked(lock, fcntl.LOCK_EX, waiting))
         yield
@@ -127,8 +145,10 @@ def reading_lock(final: Path):
     """While loading from ``final``, keep saves to it from swapping folders underneath.
 
     Takes the lock shared, so loads run side by side, after passing the turnstile (a
-    waiting save goes first); does nothing where no save ever made the lock file, or
-    where it cannot be opened (a read-only dump).
+    waiting save goes first). Creates the lock files of a dump that has none (one copied
+    without them still takes turns with saves); does nothing where they cannot be opened
+    or made (a read-only dump, which no save can change either). A lock file that is a
+    FIFO, a folder or a link is a :class:`CorruptFileError`.
     """
     if os.path.lexists(journal.journal_path(final)):
         _recover_for_loading(final)
@@ -138,14 +158,47 @@ def reading_lock(final: Path):
     waiting = f"waiting for a save to {final} to finish"
     with ExitStack() as held:
         try:
-            lock = held.enter_context(open(_lock_path(final), "rb"))
-            turn = held.enter_context(open(_turn_path(final), "rb"))
-        except OSError:
+            lock = held.enter_context(_open_for_loading(_lock_path(final), final))
+            turn = held.enter_context(_open_for_loading(_turn_path(final), final))
+        except OSError as e:
+            log.debug("cannot open the lock files of %s (%s): this load does not take turns", final, e)
             lock = turn = None
         if lock is not None:
             with _flocked(turn, fcntl.LOCK_SH, waiting):
                 held.enter_context(_flocked(lock, fcntl.LOCK_SH, waiting))
         yield
+
+
+def _open_for_saving(path: Path, final: Path):
+    """Open (create) a lock file of ``final`` for a save, or raise :class:`SaveError`."""
+    try:
+        return open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, SaveError, "lock file")
+    except OSError as e:
+        raise SaveError(f"{path}: cannot open the lock file that saves to {final} take turns on "
+                        f"({e.strerror or e}): saving there needs write access to it") from e
+
+
+def _open_for_loading(path: Path, final: Path):
+    """Open a lock file of ``final`` for a load, creating it when the dump has none."""
+    try:
+        return open_regular(path, os.O_RDONLY, CorruptFileError, "lock file")
+    except FileNotFoundError:
+        if not final.is_dir():
+            raise  # no dump there: leave no lock file behind
+        return open_regular(path, os.O_RDONLY | os.O_CREAT, CorruptFileError, "lock file")
+
+
+def check_lock_files(final: Path) -> None:
+    """Raise :class:`CorruptFileError` if a lock file or the journal of ``final`` is there but
+    is not a regular file."""
+    for path in (_lock_path(final), _turn_path(final), journal.journal_path(final)):
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode):
+            raise CorruptFileError(f"{path}: is {kind_of(mode)}, not a regular file: this is not the lock "
+                                   f"file or journal stepline writes here; remove it")
 
 
 def _recover_for_loading(final: Path) -> None:
@@ -155,7 +208,7 @@ def _recover_for_loading(final: Path) -> None:
             if journal.recover(final):
                 warnings.warn(f"{final}: finished applying a save that was interrupted after its commit",
                               InterruptedSaveWarning, stacklevel=4)
-    except OSError as e:
+    except (OSError, SaveError) as e:
         raise NotADumpError(f"{final}: a save was interrupted after its commit and its journal cannot be "
                             f"applied here ({e.strerror or e}): load it where the dump is writable") from e
 

@@ -30,7 +30,9 @@ class MissingFileError(StepLoadError):
 
 
 class CorruptFileError(StepLoadError):
-    """A file's size or digest (BLAKE3, SHA-256 in v1 dumps) differs from its manifest record."""
+    """A file of the dump is not what stepline wrote: its size or digest (BLAKE3, SHA-256 in
+    v1 dumps) differs from its manifest record, or it is a FIFO, a folder, a link or garbage
+    where stepline writes a regular file (a stat cache, a lock file)."""
 
 
 class IncompatibleDumpError(StepLoadError):
@@ -39,6 +41,10 @@ class IncompatibleDumpError(StepLoadError):
 
 class UnpicklingError(StepLoadError):
     """A verified pickle still failed to load; the original exception is chained."""
+
+
+class NotAStepError(UnpicklingError):
+    """A verified pickle loaded, but into something that is not a step (e.g. the number 42)."""
 
 
 class VersionMismatchWarning(UserWarning):

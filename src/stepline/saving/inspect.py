@@ -1,47 +1,93 @@
-"""``stepline inspect PATH``: print a saved step tree from its manifests, unpickling nothing."""
+"""``stepline inspect [--json] PATH``: a saved step tree, read from its manifests, unpickling nothing.
+
+Besides reading every manifest (with all the checks a load makes on them), inspect checks
+what it can without hashing or unpickling: every listed file is there, a regular file of
+the recorded size; stat caches and lock files are regular files. A broken dump exits 2
+with the one error a load would raise, on stderr.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from stepline.saving.errors import StepLoadError
+from stepline.saving.atomic import check_lock_files
+from stepline.saving.errors import CorruptFileError, StepLoadError
+from stepline.saving.integrity import load_stat_cache, verify_files
 from stepline.saving.manifest import child_entries, read_manifest, root_digest
+
+
+def describe(path) -> dict:
+    """The dump at ``path`` as plain data: format, root digest, versions and the step tree."""
+    root = Path(path)
+    check_lock_files(root)
+    manifest = read_manifest(root)
+    return {"path": str(root), "format_version": manifest["format_version"], "created": manifest.get("created"),
+            "root_digest": root_digest(root), "versions": manifest.get("versions", {}),
+            "step": _node(root, manifest)}
+
+
+def _node(folder: Path, manifest: dict) -> dict:
+    verify_files(folder, manifest["files"], verify=False)  # there, regular, of the recorded size
+    load_stat_cache(folder, strict=True)
+    if "step.pkl" in manifest["files"]:
+        _check_builds_an_object(folder / "step.pkl")
+    children = []
+    for name, digest in child_entries(manifest, folder):
+        children.append(_node(folder / name, read_manifest(folder / name, digest)))  # refuses links
+    return {"name": manifest["name"], "class": manifest["class"], "savers": manifest.get("savers", []),
+            "stripped_saver": manifest.get("stripped_saver"), "hyperparams": manifest.get("hyperparams", {}),
+            "hyperparams_space": manifest.get("hyperparams_space", {}), "info": manifest.get("info", {}),
+            "files": manifest["files"], "children": children}
+
+
+_CLASS_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ"}
+
+
+def _check_builds_an_object(path: Path) -> None:
+    """Read the opcodes of a step's pickle (``pickletools``: nothing is executed) up to the
+    first class reference; a stream with none holds a plain value (``42``), never a step."""
+    import pickletools
+    try:
+        with open(path, "rb") as f:
+            for opcode, _, _ in pickletools.genops(f):
+                if opcode.name in _CLASS_OPCODES:
+                    return
+    except (ValueError, EOFError) as e:
+        raise CorruptFileError(f"{path}: not a valid pickle stream ({e})") from e
+    raise CorruptFileError(f"{path}: holds a plain value (its pickle names no class), not a step: the file "
+                           f"was replaced, or the dump was not written by stepline")
 
 
 def describe_tree(path) -> list[str]:
     """Lines describing the dump at ``path``: names, classes, savers, hyperparameters, sizes."""
-    root = Path(path)
-    manifest = read_manifest(root)
-    versions = manifest.get("versions", {})
-    lines = [f"{root}  (stepline-dump v{manifest.get('format_version')}, saved {manifest.get('created', '?')})",
-             f"root digest: {root_digest(root)}",
-             "versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v)]
-    lines.extend(_node_lines(root, manifest, ""))
+    tree = describe(path)
+    lines = [f"{tree['path']}  (stepline-dump v{tree['format_version']}, saved {tree['created'] or '?'})",
+             f"root digest: {tree['root_digest']}",
+             "versions: " + ", ".join(f"{k} {v}" for k, v in tree["versions"].items() if v)]
+    lines.extend(_node_lines(tree["step"], ""))
     return lines
 
 
-def _node_lines(folder: Path, manifest: dict, indent: str) -> list[str]:
-    files = manifest.get("files", {})
+def _node_lines(node: dict, indent: str) -> list[str]:
+    files = node["files"]
     size = sum(record.get("size", 0) for record in files.values())
-    savers = [s.rsplit(".", 1)[-1] for s in manifest.get("savers", [])]
-    head = f"{indent}{manifest.get('name')}: {manifest.get('class')}  [{_human(size)} in {len(files)} files]"
-    lines = [head]
+    lines = [f"{indent}{node['name']}: {node['class']}  [{_human(size)} in {len(files)} files]"]
     detail = indent + "    "
-    if savers:
-        lines.append(f"{detail}savers: {', '.join(savers)}")
-    if manifest.get("hyperparams"):
-        lines.append(f"{detail}hyperparams: {json.dumps(manifest['hyperparams'], sort_keys=True)}")
-    if manifest.get("hyperparams_space"):
-        lines.append(f"{detail}space: {json.dumps(manifest['hyperparams_space'], sort_keys=True)}")
+    for key, value in node["info"].items():
+        lines.append(f"{detail}{key}: {value}")
+    if node["savers"]:
+        lines.append(f"{detail}savers: {', '.join(s.rsplit('.', 1)[-1] for s in node['savers'])}")
+    if node["hyperparams"]:
+        lines.append(f"{detail}hyperparams: {json.dumps(node['hyperparams'], sort_keys=True)}")
+    if node["hyperparams_space"]:
+        lines.append(f"{detail}space: {json.dumps(node['hyperparams_space'], sort_keys=True)}")
     by_value = files.get("step.pkl", {}).get("by_value")
     if by_value:
         lines.append(f"{detail}by value (needs Python {files['step.pkl'].get('python')}): {', '.join(by_value)}")
-    for child, digest in child_entries(manifest, folder):
-        try:
-            lines.extend(_node_lines(folder / child, read_manifest(folder / child, digest), detail))
-        except StepLoadError as error:
-            lines.append(f"{detail}{child}: MISSING OR BROKEN ({error})")
+    for child in node["children"]:
+        lines.extend(_node_lines(child, detail))
     return lines
 
 
@@ -55,17 +101,26 @@ def _human(size: int) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="a saved step's folder, e.g. cache_folder/saved_pipeline_name")
+    parser.add_argument("--json", action="store_true", help="print the tree as JSON (names, classes, savers, "
+                                                            "hyperparameters, files, root digest)")
     parser.add_argument("--audit", action="store_true", help="also list the globals every pickle needs, "
                         "read from its opcodes, and whether an untrusted load may use them (docs/trust.md)")
 
 
 def run(args) -> int:
+    """Print the tree; exit 2, with the error on stderr, when the dump is broken."""
     try:
-        print("\n".join(describe_tree(args.path)))
+        if args.json:
+            print(json.dumps(describe(args.path), indent=2, ensure_ascii=False))
+        else:
+            print("\n".join(describe_tree(args.path)))
         if getattr(args, "audit", False):
             from stepline.trust.report import audit_lines
             print("\n".join(audit_lines(args.path)))
     except StepLoadError as error:
-        print(f"stepline inspect: {error}")
+        print(f"stepline inspect: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # e.g. the root manifest vanished between the checks and the digest
+        print(f"stepline inspect: {error.filename or args.path}: {error.strerror or error}", file=sys.stderr)
         return 2
     return 0

@@ -32,7 +32,8 @@ from pathlib import Path, PurePosixPath
 import blake3
 
 from .errors import CorruptFileError, ManifestError, MissingFileError, StepLoadError
-from .manifest import MANIFEST_NAME
+from .manifest import MANIFEST_NAME, parse_json
+from .safe_open import open_regular
 
 STAT_CACHE_NAME = ".stepline-verified.json"
 _CACHE_FORMAT = "stepline-stat-cache"
@@ -46,6 +47,7 @@ DIGEST = "blake3"
 _ALGORITHMS = ("blake3", "sha256")
 #: Files from this size on are hashed by BLAKE3 on several threads.
 _MULTITHREAD_MIN_BYTES = 4 << 20
+_MAX_CACHE_BYTES = 64 << 20
 
 
 # ---------------------------------------------------------------- hashing
@@ -119,27 +121,46 @@ def check_records(files, folder) -> None:
         raise ManifestError(f"{where}: 'files' must be an object, not {type(files).__name__}")
     for name, record in files.items():
         parts = PurePosixPath(name).parts
+        if "\x00" in name:
+            raise ManifestError(f"{where}: invalid file name {name!r} in 'files': a NUL byte in a name")
         if not name or name.startswith("/") or "\\" in name or ".." in parts or name == STAT_CACHE_NAME:
             raise ManifestError(f"{where}: invalid file name {name!r} in 'files'")
         if not (isinstance(record, dict) and type(record.get("size")) is int and record["size"] >= 0
                 and _has_digest(record)):
             raise ManifestError(f"{where}: malformed record for {name!r}: {record!r} "
                                 f"(expected {{'size': int, 'blake3': 64 hex digits}})")
+        _check_code_fields(where, name, record)
 
 
 def _has_digest(record: dict) -> bool:
     return any(isinstance(record.get(a), str) and _HEX64.fullmatch(record[a]) for a in _ALGORITHMS)
 
 
-def cached_records(folder, names) -> dict[str, dict]:
+def _check_code_fields(where: Path, name: str, record: dict) -> None:
+    """The optional fields of a record that holds code pickled by value."""
+    if "python" in record and not isinstance(record["python"], str):
+        raise ManifestError(f"{where}: field 'python' of {name!r} must be a version string such as "
+                            f"'3.11.7', not {type(record['python']).__name__} {record['python']!r}")
+    by_value = record.get("by_value", [])
+    if not (isinstance(by_value, list) and all(isinstance(n, str) for n in by_value)):
+        raise ManifestError(f"{where}: field 'by_value' of {name!r} must be a list of names, not {by_value!r}")
+
+
+def cached_records(folder, names, known: dict | None = None) -> dict[str, dict]:
     """Records of files already written in ``folder``, e.g. by a saver (model weights, ...).
 
-    A file the stat cache vouches for keeps its cached hash; the others are hashed (in
-    parallel) and cached, so that a load right after the save hashes nothing.
+    A file the stat cache vouches for keeps its cached hash, one in ``known`` (records its
+    writer reported, digested as it wrote them) of the size it has keeps that digest; the
+    others are hashed (in parallel) and cached, so that a load right after the save hashes
+    nothing.
     """
     folder = Path(folder)
     stats = {n: os.stat(folder / n) for n in names}
     cache = load_stat_cache(folder) if _any_cached(stats.values()) else {}
+    for name, record in (known or {}).items():
+        if name in stats and name not in cache and record.get("size") == stats[name].st_size \
+                and isinstance(record.get(DIGEST), str):
+            cache[name] = stat_entry(stats[name], record[DIGEST])
     todo = [n for n in names if n not in cache or cache[n][:4] != stat_entry(stats[n], "")[:4]]
     digests = _hash_files([folder / n for n in todo], sum(stats[n].st_size for n in todo))
     fresh = {n: stat_entry(stats[n], d) for n, d in zip(todo, digests)}
@@ -163,7 +184,8 @@ def verify_files(folder, files: dict, verify=True) -> None:
     stats = {n: _checked_stat(folder / n, files[n]["size"]) for n in names}
     if not verify:
         return
-    cache = {} if verify == "full" or not _any_cached(stats.values()) else load_stat_cache(folder)
+    cache = {} if verify == "full" else load_stat_cache(folder, strict=True) \
+        if _any_cached(stats.values()) or os.path.lexists(folder / STAT_CACHE_NAME) else {}
     expected = {n: record_digest(files[n]) for n in names}
     todo = [n for n in names if not _trusted(cache.get(n), stats[n], expected[n][1])]
     if not todo:
@@ -226,10 +248,10 @@ def trusted_entries(folder) -> dict[str, list]:
 
 
 def vouch_for(folder, vouched: dict[str, list]) -> None:
-    """Cache again files whose ctime changed (e.g. by hard linking) but whose bytes did not.
+    """Cache again files whose ctime changed (by moving them) but whose bytes did not.
 
-    ``vouched`` maps a name to the stat entry the cache trusted before; a file whose size,
-    mtime or inode differs from it now is left to be hashed on its next load.
+    ``vouched`` maps a name to the stat entry the cache trusted before; a file whose size, mtime or inode differs from it now is left
+    to be hashed on its next load.
     """
     entries = {}
     for name, before in vouched.items():
@@ -248,17 +270,40 @@ def _trusted(entry, st: os.stat_result, digest: str) -> bool:
     return entry is not None and entry == stat_entry(st, digest)
 
 
-def load_stat_cache(folder) -> dict[str, list]:
-    """The cache's trustworthy entries; ``{}`` if it is missing or unreadable."""
-    path = Path(folder) / STAT_CACHE_NAME
+def load_stat_cache(folder, strict: bool = False) -> dict[str, list]:
+    """The cache's trustworthy entries; ``{}`` if it is missing.
+
+    A cache that is not a regular file or not valid JSON is ignored, or with ``strict``
+    (loading) a :class:`CorruptFileError`: stepline never writes one, so something else did.
+    Entries for files mapped writable (:func:`mark_mapped_writable`) are never returned.
+    """
+    entries, marks = _read_cache(Path(folder), strict)
+    return {n: e for n, e in entries.items() if marks.get(n) != e[3]}
+
+
+def _read_cache(folder: Path, strict: bool) -> tuple[dict[str, list], dict[str, int]]:
+    """(entries not racy, ``{name: inode}`` of files mapped writable) of the folder's cache."""
+    path = folder / STAT_CACHE_NAME
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, os.O_RDONLY, CorruptFileError, "stat cache") as f:
             written_ns = os.fstat(f.fileno()).st_mtime_ns
-            data = json.loads(f.read())
-        entries = data["files"] if data.get("format") == _CACHE_FORMAT else {}
-        return {n: e for n, e in entries.items() if _valid_entry(e) and e[2] < written_ns}
-    except (OSError, ValueError, TypeError, AttributeError, KeyError):
-        return {}
+            raw = f.read(_MAX_CACHE_BYTES + 1)
+        if len(raw) > _MAX_CACHE_BYTES:
+            raise CorruptFileError(f"{path}: bigger than any stat cache stepline writes")
+        data = parse_json(path, raw, "the stat cache", CorruptFileError)
+    except OSError:
+        return {}, {}
+    except CorruptFileError as error:
+        if strict:
+            raise CorruptFileError(f"{error}; delete it (it only spares re-hashing) and load again") from error
+        return {}, {}
+    if not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT:
+        return {}, {}
+    entries, marks = data.get("files"), data.get("mapped_writable", {})
+    entries = {n: e for n, e in entries.items() if _valid_entry(e) and e[2] < written_ns} \
+        if isinstance(entries, dict) else {}
+    marks = {n: i for n, i in marks.items() if type(i) is int} if isinstance(marks, dict) else {}
+    return entries, marks
 
 
 def _valid_entry(e) -> bool:
@@ -266,8 +311,9 @@ def _valid_entry(e) -> bool:
             and isinstance(e[4], str))
 
 
-def update_stat_cache(folder, entries: dict[str, list], settle: bool = False) -> None:
-    """Merge ``entries`` into the folder's stat cache, atomically; never raises.
+def update_stat_cache(folder, entries: dict[str, list], settle: bool = False, marks: dict | None = None) -> None:
+    """Merge ``entries`` (and ``marks``, see :func:`mark_mapped_writable`) into the folder's
+    stat cache, atomically; never raises (a read-only dump simply stays uncached).
 
     Entries of files under ``CACHE_MIN_BYTES`` are left out (nothing is written for them).
 
@@ -275,19 +321,52 @@ def update_stat_cache(folder, entries: dict[str, list], settle: bool = False) ->
     strictly newer than the files it describes, so the entries are trusted right away.
     """
     entries = {n: e for n, e in entries.items() if e[0] >= CACHE_MIN_BYTES}
-    if not entries:
+    if not entries and not marks:
         return
+    try:
+        _write_cache(Path(folder), entries, marks or {}, settle)
+    except OSError:
+        pass
+
+
+def mark_mapped_writable(folder, names) -> None:
+    """Never vouch again for these files (by inode): a writable memory map (``mmap_mode="r+"``)
+    can change their bytes without touching their mtime or ctime (on tmpfs, for one).
+
+    Raises :class:`StepLoadError` if the mark cannot be written: then the map is not made.
+    """
     folder = Path(folder)
+    try:
+        marks = {n: os.stat(folder / n).st_ino for n in names}
+        _write_cache(folder, {}, marks, settle=False)
+    except OSError as e:
+        raise StepLoadError(f"{e.filename or folder}: cannot record in the stat cache that these files are "
+                            f"mapped writable ({e.strerror or e}), so they are not mapped: load with "
+                            f"mmap_mode='c' or 'r'") from e
+
+
+def mapped_writable(folder) -> dict[str, int]:
+    """``{name: inode}`` of the files of ``folder`` that were mapped writable."""
+    return _read_cache(Path(folder), strict=False)[1]
+
+
+def _write_cache(folder: Path, entries: dict, marks: dict, settle: bool) -> None:
     path = folder / STAT_CACHE_NAME
-    merged = {**load_stat_cache(folder), **entries}
+    old_entries, old_marks = _read_cache(folder, strict=False)
+    all_marks = {**old_marks, **marks}
+    merged = {n: e for n, e in {**old_entries, **entries}.items() if all_marks.get(n) != e[3]}
     tmp = folder / f"{STAT_CACHE_NAME}.tmp-{secrets.token_hex(4)}"
     try:
-        tmp.write_text(json.dumps({"format": _CACHE_FORMAT, "files": merged}), encoding="utf-8")
+        tmp.write_text(json.dumps({"format": _CACHE_FORMAT, "files": merged, "mapped_writable": all_marks}),
+                       encoding="utf-8")
         os.replace(tmp, path)
         if settle and entries:
             _settle(path, max(e[2] for e in entries.values()))
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a read-only dump simply stays uncached
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # on a read-only mount even this fails (EROFS, not ENOENT)
+            pass
 
 
 def _settle(path: Path, newest_ctime_ns: int, max_wait_s: float = 0.2) -> None:

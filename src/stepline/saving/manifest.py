@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import secrets
+import stat
 import sys
 import warnings
 from datetime import datetime, timezone
@@ -24,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .errors import ManifestError, MixedDumpError, NotADumpError, VersionMismatchWarning
+from .safe_open import kind_of, read_regular
 
 MANIFEST_NAME = "stepline.json"
 FORMAT = "stepline-dump"
@@ -36,6 +38,36 @@ SIGNATURE_NAME = "stepline.sig"
 CORE_PACKAGES = {"stepline": "stepline", "numpy": "numpy", "joblib": "joblib", "cloudpickle": "cloudpickle"}
 #: Recorded only when the saving process has imported them.
 OPTIONAL_PACKAGES = {"scikit-learn": "sklearn", "torch": "torch", "dask": "dask", "pandas": "pandas"}
+
+
+#: The manifest's own digest (format 2 on): BLAKE3 of the manifest's bytes before it.
+SELF_DIGEST = "manifest_blake3"
+#: No manifest stepline writes comes near this; a bigger one is refused before parsing.
+MAX_MANIFEST_BYTES = 64 << 20
+
+
+def encode_manifest(data: dict) -> bytes:
+    """The bytes of the manifest holding ``data``: indented JSON whose last field is its own
+    digest, the BLAKE3 of every byte before it (the manifest as it would end without it).
+
+    Any change to the bytes (a flipped bit, a hand edit) is caught on reading, the root
+    manifest's included, at the cost of one hash of a few hundred bytes.
+    """
+    body = json.dumps({k: v for k, v in data.items() if k != SELF_DIGEST}, indent=2, ensure_ascii=False,
+                      default=_json_default).encode("utf-8")
+    if not body.endswith(b"\n}"):
+        raise ValueError("a manifest holds at least one field")
+    return body[:-2] + _SUFFIX_HEAD + _digest_of(body).encode("ascii") + _SUFFIX_TAIL
+
+
+_SUFFIX_HEAD = f',\n  "{SELF_DIGEST}": "'.encode("ascii")
+_SUFFIX_TAIL = b'"\n}\n'
+_SUFFIX_LENGTH = len(_SUFFIX_HEAD) + 64 + len(_SUFFIX_TAIL)
+
+
+def _digest_of(body: bytes) -> str:
+    import blake3
+    return blake3.blake3(body).hexdigest()
 
 
 def manifest_digest(raw: bytes) -> str:
@@ -52,7 +84,7 @@ def root_digest(step_folder) -> str:
     """
     path = Path(step_folder) / MANIFEST_NAME
     try:
-        return manifest_digest(path.read_bytes())
+        return manifest_digest(read_regular(path, ManifestError, "manifest", MAX_MANIFEST_BYTES))
     except OSError as e:
         raise NotADumpError(f"{step_folder}: cannot read {MANIFEST_NAME} ({e.strerror or e})") from e
 
@@ -64,17 +96,14 @@ def write_manifest(folder, data: dict) -> dict:
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    full = {"format": FORMAT, "format_version": FORMAT_VERSION,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    full.update((k, v) for k, v in data.items() if k not in full)
-    text = json.dumps(full, indent=2, ensure_ascii=False, default=_json_default)
+    encoded = _manifest_bytes(data)
     tmp = folder / f".{MANIFEST_NAME}.tmp-{secrets.token_hex(4)}"
     try:
-        tmp.write_text(text + "\n", encoding="utf-8")
+        tmp.write_bytes(encoded)
         os.replace(tmp, folder / MANIFEST_NAME)
     finally:
         tmp.unlink(missing_ok=True)
-    return full
+    return json.loads(encoded)
 
 
 def write_new_manifest(folder, data: dict) -> str:
@@ -91,44 +120,105 @@ def _manifest_bytes(data: dict) -> bytes:
     full = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     full.update((k, v) for k, v in data.items() if k not in full)
-    return (json.dumps(full, indent=2, ensure_ascii=False, default=_json_default) + "\n").encode("utf-8")
+    return encode_manifest(full)
 
 
 def read_manifest(folder, expected_digest: str | None = None) -> dict:
-    """Read and check ``folder/stepline.json``.
+    """Read and check ``folder/stepline.json``: its bytes, its own digest, its fields' types.
 
     Raises :class:`NotADumpError` when the folder or the manifest is missing,
-    :class:`ManifestError` when the manifest is unreadable, invalid, foreign or newer, and
-    :class:`MixedDumpError` when ``expected_digest`` (the one the parent manifest lists)
-    differs from the manifest's BLAKE3.
+    :class:`ManifestError` when the manifest is unreadable, invalid, foreign, newer,
+    altered or of the wrong shape, and :class:`MixedDumpError` when ``expected_digest``
+    (the one the parent manifest lists) differs from the manifest's BLAKE3. Never blocks
+    (a FIFO in its place is refused).
     """
     folder = Path(folder)
     path = folder / MANIFEST_NAME
     for link in (folder, path):
         if os.path.islink(link):
             raise NotADumpError(f"{link}: is a symbolic link: links inside a dump are refused")
-    if not folder.is_dir():
-        reason = "not a folder" if folder.exists() else "no such folder"
-        raise NotADumpError(f"{folder}: {reason}: there is no stepline dump here")
-    if not path.is_file():
-        raise NotADumpError(f"{folder}: not a stepline dump (no {MANIFEST_NAME}){_hint_children(folder)}")
+    _check_is_folder(folder)
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, ManifestError, "manifest", MAX_MANIFEST_BYTES)
+    except FileNotFoundError as e:
+        raise NotADumpError(f"{folder}: not a stepline dump (no {MANIFEST_NAME}){_hint_children(folder)}") from e
     except OSError as e:
         raise ManifestError(f"{path}: cannot read the manifest ({e.strerror or e})") from e
     if expected_digest is not None and manifest_digest(raw) != expected_digest:
         raise MixedDumpError(f"{folder}: this step folder is not the one its parent's manifest lists "
                              f"(manifest digest {manifest_digest(raw)[:12]}…, parent expects "
                              f"{expected_digest[:12]}…): it comes from another save or was changed")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ManifestError(f"{path}: invalid JSON ({e}): the manifest is corrupted") from e
+    return parse_manifest(path, raw)
+
+
+def parse_manifest(path: Path, raw: bytes) -> dict:
+    """The manifest ``raw`` read from ``path``, checked (see :func:`read_manifest`)."""
+    data = parse_json(path, raw, "the manifest", ManifestError)
     _check_format(path, data)
-    if "files" in data:
-        from .integrity import check_records
-        check_records(data["files"], folder)
+    if data["format_version"] >= 2:
+        _check_own_digest(path, data, raw)
+    from .schema import check_manifest_fields
+    check_manifest_fields(path, data)
+    from .integrity import check_records
+    check_records(data["files"], path.parent)
     return data
+
+
+def parse_json(path: Path, raw: bytes, what: str, error) -> object:
+    """``raw`` parsed as JSON, or ``error`` naming ``path`` (bad UTF-8, bad JSON, too deep)."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except RecursionError as e:
+        raise error(f"{path}: {what} is nested too deeply to be one stepline wrote: it is corrupted") from e
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path}: {what} is not valid JSON ({e}): it is corrupted") from e
+
+
+def _check_own_digest(path: Path, data: dict, raw: bytes) -> None:
+    """Check (and drop from ``data``) the digest :func:`encode_manifest` ended ``raw`` with."""
+    digest = data.pop(SELF_DIGEST, None)
+    suffix = raw[-_SUFFIX_LENGTH:]
+    if not (isinstance(digest, str) and suffix.startswith(_SUFFIX_HEAD) and suffix.endswith(_SUFFIX_TAIL)
+            and suffix[len(_SUFFIX_HEAD):-len(_SUFFIX_TAIL)] == digest.encode("ascii", "replace")):
+        raise ManifestError(f"{path}: the manifest does not end with its own digest as stepline writes it "
+                            f"(edited by hand or corrupted): save the step again")
+    if _digest_of(raw[:-_SUFFIX_LENGTH] + b"\n}") != digest:
+        raise ManifestError(f"{path}: the manifest's own digest does not match its content: it was "
+                            f"edited or corrupted; save the step again")
+
+
+def _check_is_folder(folder: Path) -> None:
+    """Raise :class:`NotADumpError` unless ``folder`` is a folder, saying what is there."""
+    try:
+        mode = os.stat(folder).st_mode
+    except FileNotFoundError:
+        raise NotADumpError(_missing_dump_message(folder)) from None
+    except NotADirectoryError:
+        file = next((p for p in folder.parents if p.is_file()), folder.parent)
+        raise NotADumpError(f"{file}: a file, not a folder: there is no stepline dump in it") from None
+    except (OSError, ValueError) as e:
+        raise NotADumpError(f"{folder}: cannot read ({getattr(e, 'strerror', None) or e})") from e
+    if not stat.S_ISDIR(mode):
+        what = "a file" if stat.S_ISREG(mode) else kind_of(mode)
+        raise NotADumpError(f"{folder}: {what}, not a folder: there is no stepline dump here")
+
+
+def _missing_dump_message(folder: Path) -> str:
+    parent = folder.parent
+    if not parent.is_dir():
+        return f"{folder}: no such folder: there is no stepline dump here"
+    names = dumps_in(parent)
+    there = f"{parent} holds the dumps {', '.join(names[:20])}" if names else f"{parent} holds no dump"
+    return f"{folder}: no such dump; {there}"
+
+
+def dumps_in(folder: Path) -> list[str]:
+    """Names of the sub-folders of ``folder`` that are stepline dumps, sorted."""
+    try:
+        return sorted(p.name for p in Path(folder).iterdir()
+                      if not p.name.startswith(".") and (p / MANIFEST_NAME).is_file())
+    except OSError:
+        return []
 
 
 def child_entries(manifest: dict, folder) -> list[tuple[str, str | None]]:
@@ -172,6 +262,8 @@ def _check_format(path: Path, data) -> None:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise ManifestError(f"{path}: not a stepline manifest (format {found!r}, expected {FORMAT!r})")
     version = data.get("format_version")
+    if version is None:
+        raise ManifestError(f"{path}: the manifest has no 'format_version' field: it is corrupted")
     if type(version) is not int or version < 1:
         raise ManifestError(f"{path}: unknown format version {version!r}")
     if version > FORMAT_VERSION:
@@ -181,10 +273,7 @@ def _check_format(path: Path, data) -> None:
 
 def _hint_children(folder: Path) -> str:
     """Name the sub-folders that are dumps, for a user who pointed at the parent."""
-    try:
-        names = sorted(p.name for p in folder.iterdir() if (p / MANIFEST_NAME).is_file())
-    except OSError:
-        return ""
+    names = dumps_in(folder)
     return f"; it contains the dumps {', '.join(names[:10])}" if names else ""
 
 
@@ -220,8 +309,11 @@ def _runtime_versions(imported_optional: tuple) -> dict:
     return versions
 
 
+@functools.lru_cache(maxsize=64)
 def _installed_version(dist: str) -> str | None:
-    """The installed version of ``dist``, falling back to its module's ``__version__``."""
+    """The installed version of ``dist``, falling back to its module's ``__version__``.
+
+    Cached: reading package metadata costs about a millisecond a package, on every load."""
     if dist == "python":
         return platform.python_version()
     try:

@@ -80,7 +80,21 @@ class JoblibStepSaver(BaseSaver):
         folder = context.get_path()
         files = options.manifest_files(folder)
         pickled = {k: v for k, v in files.items() if k == "step.pkl" or k.startswith("buffer-")}
-        return read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False, restricted=not options.trusted)
+        loaded = read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False,
+                             restricted=not options.trusted, check_stream=not options.trust_override)
+        _check_is_step(loaded, folder / "step.pkl")
+        return loaded
+
+
+def _check_is_step(loaded, path) -> None:
+    """Raise :class:`NotAStepError` unless the unpickled ``loaded`` is a step."""
+    from stepline.core.step import BaseTransformer
+    from stepline.saving.errors import NotAStepError
+    if not isinstance(loaded, BaseTransformer):
+        shown = repr(loaded)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise NotAStepError(f"{path}: holds {type(loaded).__name__} {shown}, not a step: the file was "
+                            f"replaced, or the dump was not written by stepline")
 
 
 def _save_error(step, context, error):

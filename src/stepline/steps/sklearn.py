@@ -103,6 +103,11 @@ class SKLearnWrapper(BaseStep):
         if _sklearn_is_fitted(wrapped_sklearn_predictor):
             self.is_fitted = True
 
+    def manifest_info(self) -> dict:
+        """Recorded in the step's manifest: the class of the estimator it wraps."""
+        estimator = type(self.wrapped_sklearn_predictor)
+        return {"estimator": f"{estimator.__module__}.{estimator.__qualname__}"}
+
     # ------------------------------------------------------------ hyperparameters
     def _own_hyperparam_names(self):
         return self.wrapped_sklearn_predictor.get_params(deep=True).keys()
@@ -178,9 +183,9 @@ class SKLearnWrapper(BaseStep):
                 raise TypeError(f"step {self.name!r}: use_predict_proba=True but {type(est).__name__} "
                                 f"with these parameters has no predict_proba")
             return "predict_proba"
-        if hasattr(est, "transform"):
-            return "transform"
-        return "predict"
+        if hasattr(est, "predict") or not hasattr(est, "transform"):
+            return "predict"  # a predictor predicts (KMeans gives labels, not distances)
+        return "transform"
 
     # ---------------------------------------------------------------------- repr
     def _repr_lines(self, indent: str) -> list[str]:
@@ -281,11 +286,8 @@ class SklearnEstimatorAdapter(BaseEstimator):
         if (prefixed or bare) and self.step is None:
             raise ValueError(f"cannot set {sorted(params)} on SklearnEstimatorAdapter(step=None)")
         if bare:  # an unknown bare key is scikit-learn's "Invalid parameter"
-            unknown = sorted(key for key in bare if not _names_a_hyperparameter(self.step, key))
-            if unknown:
-                raise ValueError(f"Invalid parameter {unknown} for {type(self).__name__}: neither 'step' nor "
-                                 f"a hyperparameter of {self.step.name!r} (or of one of its children)")
             try:
+                _check_declared(self.step, bare)
                 self.step.set_hyperparams(bare)
             except HyperparameterError as error:
                 raise ValueError(f"Invalid parameter for {type(self).__name__}: {error}") from error
@@ -372,12 +374,15 @@ class SklearnEstimatorAdapter(BaseEstimator):
         return r2_score(y, predictions, sample_weight=sample_weight)
 
 
-def _names_a_hyperparameter(step, key: str) -> bool:
-    """Whether ``key`` is in ``step``'s space or values, or starts with one of its children's names."""
-    if key in step.get_hyperparams_space().to_flat_dict() or key in step.get_hyperparams().to_flat_dict():
-        return True
-    head, separator, _ = key.partition("__")
-    return bool(separator) and head in {child.name for child in step.get_children()}
+def _check_declared(step, flat: dict) -> None:
+    """Refuse keys that name no declared hyperparameter, as scikit-learn's ``set_params`` does,
+    even on steps that otherwise accept any name (those that declare none, as Neuraxle's)."""
+    for owner, values in step._route(flat).items():
+        unknown = sorted(set(values) - set(owner._own_hyperparam_names()))
+        if unknown:
+            raise HyperparameterError(
+                f"step {owner.name!r} ({type(owner).__name__}) declares no hyperparameter "
+                f"{', '.join(map(repr, unknown))}; valid keys are those of get_params()")
 
 
 def _is_fitted(step) -> bool:

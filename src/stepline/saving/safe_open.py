@@ -1,0 +1,65 @@
+"""Opening the files of a dump (manifests, stat caches, lock files) without ever blocking.
+
+A FIFO put where a regular file belongs would make a plain ``open`` wait for ever for a
+writer (or a reader); a folder or a symbolic link there is no file stepline wrote. Files
+are therefore opened with ``O_NONBLOCK | O_NOFOLLOW`` and checked with ``fstat`` on the
+open descriptor (no race between the check and the use), and anything but a regular file
+is refused with an error naming the path and what is there instead.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISLNK, "a symbolic link"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+#: errno values by which ``open`` says "this is not a regular file you may open like that".
+_NOT_A_FILE = {errno.ENXIO, errno.EISDIR, errno.ELOOP, errno.ENODEV, errno.EOPNOTSUPP}
+
+
+def kind_of(mode: int) -> str:
+    """What a file of this ``st_mode`` is, in words (``"a FIFO (named pipe)"``, ``"a folder"``…)."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def open_regular(path, flags: int = os.O_RDONLY, error=OSError, what: str = "file"):
+    """Open ``path`` (``os.open`` flags) as a binary file object, refusing anything but a
+    regular file with ``error(message)``; never blocks and never follows a final symlink.
+
+    Other failures (missing file, permission denied, read-only file system) are raised as
+    the ``OSError`` they are, for the caller to word.
+    """
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        if e.errno not in _NOT_A_FILE:
+            raise
+        raise error(f"{path}: is {_lstat_kind(path)}, not a regular file: this is not the {what} "
+                    f"stepline writes here; remove it") from e
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise error(f"{path}: is {kind_of(mode)}, not a regular file: this is not the {what} "
+                    f"stepline writes here; remove it")
+    writable = flags & (os.O_WRONLY | os.O_RDWR)
+    return os.fdopen(fd, ("ab" if flags & os.O_APPEND else "r+b") if writable else "rb", buffering=0)
+
+
+def read_regular(path, error=OSError, what: str = "file", limit: int | None = None) -> bytes:
+    """The bytes of the regular file ``path`` (see :func:`open_regular`), at most ``limit``
+    (``error`` if it is bigger)."""
+    with open_regular(path, os.O_RDONLY, error, what) as f:
+        size = os.fstat(f.fileno()).st_size
+        if limit is not None and size > limit:
+            raise error(f"{path}: {size} bytes, more than any {what} stepline writes ({limit}): "
+                        f"this is not the {what} stepline wrote")
+        return f.read()
+
+
+def _lstat_kind(path: str) -> str:
+    try:
+        return kind_of(os.lstat(path).st_mode)
+    except OSError:
+        return "not a regular file"
