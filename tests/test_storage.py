@@ -607,7 +607,7 @@ def test_cache_survives_the_atomic_swap(tmp_path, hash_calls, cache_small_files)
 
 def test_write_manifest_adds_format_and_is_plain_json(tmp_path):
     written = write_manifest(tmp_path, {"step": "Pipeline", "hp": {"lr": np.float32(0.5)},
-                                        "format": "ignored"})
+                                        "format": "ignored", "files": {}})
     data = json.loads((tmp_path / MANIFEST_NAME).read_text())
     assert data == written
     assert data["format"] == FORMAT and data["format_version"] == FORMAT_VERSION

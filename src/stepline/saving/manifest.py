@@ -171,12 +171,12 @@ def parse_json(path: Path, raw: bytes, what: str, error) -> object:
     except RecursionError as e:
         raise error(f"{path}: {what} is nested too deeply to be one stepline wrote: it is corrupted") from e
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise error(f"{path}: {what} is not valid JSON ({e}): it is corrupted") from e
+        raise error(f"{path}: invalid JSON in {what} ({e}): it is corrupted") from e
 
 
 def _check_own_digest(path: Path, data: dict, raw: bytes) -> None:
-    """Check (and drop from ``data``) the digest :func:`encode_manifest` ended ``raw`` with."""
-    digest = data.pop(SELF_DIGEST, None)
+    """Check the digest :func:`encode_manifest` ended ``raw`` with."""
+    digest = data.get(SELF_DIGEST)
     suffix = raw[-_SUFFIX_LENGTH:]
     if not (isinstance(digest, str) and suffix.startswith(_SUFFIX_HEAD) and suffix.endswith(_SUFFIX_TAIL)
             and suffix[len(_SUFFIX_HEAD):-len(_SUFFIX_TAIL)] == digest.encode("ascii", "replace")):
@@ -209,7 +209,7 @@ def _missing_dump_message(folder: Path) -> str:
         return f"{folder}: no such folder: there is no stepline dump here"
     names = dumps_in(parent)
     there = f"{parent} holds the dumps {', '.join(names[:20])}" if names else f"{parent} holds no dump"
-    return f"{folder}: no such dump; {there}"
+    return f"{folder}: no such folder; {there}"
 
 
 def dumps_in(folder: Path) -> list[str]:
