@@ -10,10 +10,13 @@
      trial also maps the space, copies the loaded pipeline, sets its hyperparameters, fits
      it through the scikit-learn adapter and calls the scorer.
 
-   Printed: seconds a trial for each, and what stepline adds a trial (target < 5 ms),
-   taken from searches of N and 2N trials (their difference over N), so that the fixed
-   cost of a search (stepline saves and loads the pipeline once, resolves the splits;
-   Optuna creates the study) is printed apart.
+   The SQLite file lives on ``/dev/shm`` (a RAM disk) by default: on a shared machine the
+   disk's fsyncs vary by tens of ms a commit and drown what is measured (``--sqlite-dir``
+   puts it on a disk). Plain and stepline searches alternate within each repeat.
+   Printed: seconds a trial for each (a search's wall time over its trials, so the fixed
+   cost of a search — stepline saves and loads the pipeline once and resolves the splits,
+   Optuna creates the study — is spread over them), and what stepline adds a trial
+   (target < 5 ms): the median of the paired differences.
 
 2. **Speedup.** A CPU-bound step (a fixed pure-Python loop of ``--work`` iterations in
    ``fit``: every trial costs the same), ``--par-trials`` trials from the same seeded
@@ -27,8 +30,8 @@
 Medians over ``--repeats``. The machine's load is printed with the results: on a loaded
 machine, both parts are noisy and the speedup is bounded by the cores actually free.
 
-    python benchmarks/bench_automl.py [--trials 100] [--sqlite-trials 30] [--par-trials 12]
-                                      [--work 10000000] [--repeats 3]
+    python benchmarks/bench_automl.py [--trials 300] [--sqlite-trials 60] [--par-trials 12]
+                                      [--work 10000000] [--repeats 5] [--sqlite-dir DIR]
 """
 from __future__ import annotations
 
@@ -121,34 +124,29 @@ def time_stepline(storage, trials: int, X, y, name=None) -> float:
     return (time.perf_counter() - start) / trials
 
 
-def marginal(time_n, n: int, repeats: int) -> tuple:
-    """(seconds a trial, fixed seconds a search): from searches of ``n`` and ``2 n`` trials."""
-    per_trial, fixed = [], []
-    for _ in range(repeats):
-        short, long = time_n(n), time_n(2 * n)
-        per_trial.append((long - short) / n)
-        fixed.append(short - n * per_trial[-1])
-    return statistics.median(per_trial), statistics.median(fixed)
-
-
-def overhead(optuna, trials: int, sqlite_trials: int, repeats: int) -> None:
+def overhead(optuna, trials: int, sqlite_trials: int, repeats: int, sqlite_dir: str | None) -> None:
+    """Seconds a trial (a search's wall time over its trials, the search's fixed cost
+    included), plain and stepline alternating within every repeat so that a change of the
+    machine's load hits both; what stepline adds is the median of the paired differences."""
     X, y = np.zeros((20, 1)), np.zeros(20)
     time_plain(optuna, None, 3)  # imports and first-call costs out of the way
     time_stepline(None, 3, X, y)
-    print(f"\n1. per-trial overhead (RandomSampler, a closed-form objective; from searches of N and 2N "
-          f"trials, median of {repeats})")
-    print(f"  {'storage':<10} {'plain Optuna':>14} {'stepline':>12} {'stepline adds':>15}   fixed cost a search")
+    print(f"\n1. per-trial overhead (RandomSampler, a closed-form objective; median of {repeats} paired runs)")
+    print(f"  {'storage':<10} {'plain Optuna':>14} {'stepline':>12} {'stepline adds':>15}")
     for label, n in (("in memory", trials), ("SQLite", sqlite_trials)):
-        with tempfile.TemporaryDirectory() as folder:
+        with tempfile.TemporaryDirectory(dir=sqlite_dir) as folder:
             # one SQLite file (its schema created once, outside the clock), a new study a search
             url = None if label == "in memory" else f"sqlite:///{Path(folder) / 'bench.db'}"
-            names = (f"study-{i}" for i in range(10 ** 6))
             if url is not None:
                 optuna.create_study(storage=url, study_name="schema")
-            p, p_fixed = marginal(lambda k: time_plain(optuna, url, k, next(names)) * k, n, repeats)
-            s, s_fixed = marginal(lambda k: time_stepline(url, k, X, y, next(names)) * k, n, repeats)
-        print(f"  {label:<10} {p * 1e3:11.2f} ms {s * 1e3:9.2f} ms {(s - p) * 1e3:12.2f} ms"
-              f"   plain {p_fixed * 1e3:.0f} ms, stepline {s_fixed * 1e3:.0f} ms (N={n})")
+            plain, ours = [], []
+            for i in range(repeats):
+                plain.append(time_plain(optuna, url, n, f"plain-{i}"))
+                ours.append(time_stepline(url, n, X, y, f"stepline-{i}"))
+        adds = statistics.median(b - a for a, b in zip(plain, ours))
+        print(f"  {label:<10} {statistics.median(plain) * 1e3:11.2f} ms {statistics.median(ours) * 1e3:9.2f} ms "
+              f"{adds * 1e3:12.2f} ms   ({n} trials a search)")
+    print(f"  (SQLite file in {sqlite_dir or tempfile.gettempdir()}; --sqlite-dir DIR puts it elsewhere)")
 
 
 # ------------------------------------------------------------------ speedup
@@ -201,11 +199,14 @@ def speedup(trials: int, work: int, repeats: int) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trials", type=int, default=100)
-    parser.add_argument("--sqlite-trials", type=int, default=30)
+    parser.add_argument("--trials", type=int, default=300)
+    parser.add_argument("--sqlite-trials", type=int, default=60)
     parser.add_argument("--par-trials", type=int, default=12)
     parser.add_argument("--work", type=int, default=10_000_000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sqlite-dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
+                        help="folder of the SQLite file (default: /dev/shm, a RAM disk, so that the "
+                             "shared machine's disk does not drown the framework's cost)")
     parser.add_argument("--skip-speedup", action="store_true")
     args = parser.parse_args(argv)
     import optuna
@@ -213,7 +214,7 @@ def main(argv=None) -> None:
     warnings.simplefilter("ignore")
     print(f"stepline.automl benchmark — Python {sys.version.split()[0]}, optuna {optuna.__version__}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at {time.strftime('%H:%M:%S')}")
-    overhead(optuna, args.trials, args.sqlite_trials, args.repeats)
+    overhead(optuna, args.trials, args.sqlite_trials, args.repeats, args.sqlite_dir)
     if not args.skip_speedup:
         speedup(args.par_trials, args.work, args.repeats)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end ({time.strftime('%H:%M:%S')})")

@@ -8,6 +8,8 @@ Rows (issue 14; medians over repeats, each peer measured in the same run):
   - full save of 10 and of 1000 tiny fitted steps (``MultiplyByN``) vs ``joblib.dump`` of
     the same pipeline; load of the 1000 vs ``joblib.load``;
   - changes-only save of 1 changed step in a 100-step and a 1000-step pipeline;
+  - the layout floor: a folder and two small files per step, written and swapped in with
+    no pickling, hashing or JSON (what any save of this layout costs the file system);
   - the cost of the Merkle root (issue 11) on a 10-step pipeline: reading and hashing the
     manifests whose digests the parents list (what a save and a load add for it).
 
@@ -133,6 +135,7 @@ def tiny_rows(base: Path, n_big: int, r: int):
         folder, jl = base / f"tiny{n}", base / f"tiny{n}.joblib"
         rows.append((f"full save, {n} tiny steps", median_time(lambda: p.save(CX(folder), full_dump=True), r),
                      median_time(lambda: joblib.dump(p, jl), r), "joblib.dump"))
+    floors = {n: median_time(lambda: _layout_floor(base / "floor", n + 1), r) for n in (10, n_big)}
     folder, jl = base / f"tiny{n_big}", base / f"tiny{n_big}.joblib"
     rows.append((f"load, {n_big} tiny steps", median_time(lambda: CX(folder).load("tiny"), r),
                  median_time(lambda: joblib.load(jl), r), "joblib.load"))
@@ -149,7 +152,23 @@ def tiny_rows(base: Path, n_big: int, r: int):
 
         changes.append((f"changes-only save, 1 of {n} steps changed", median_time(change_one_and_save, max(r, 5))))
         assert CX(folder).load("tiny")[f"m{n // 2}"].hyperparams["multiply_by"] == next(values) - 1
-    return rows, changes
+    return rows, changes, floors
+
+
+_floor_runs = iter(range(10 ** 9))
+
+
+def _layout_floor(folder: Path, n: int) -> None:
+    """mkdir + two ~300-byte files per step into a fresh folder: the file-system operations
+    any save of this layout needs, with no pickling, hashing, JSON or deletion of the
+    previous copy (a save hands that to a background thread)."""
+    tmp = folder.with_name(f"{folder.name}-{next(_floor_runs)}")
+    tmp.mkdir(parents=True)
+    for i in range(n):
+        step = tmp / f"m{i}"
+        step.mkdir()
+        (step / "step.pkl").write_bytes(b"x" * 300)
+        (step / "stepline.json").write_bytes(b"y" * 300)
 
 
 def merkle_row(base: Path, r: int) -> float:
@@ -171,7 +190,7 @@ def main() -> None:
     r = args.repeats
     try:
         saves, loads = big_rows(base, args.size_mb, args.steps, r)
-        tiny_table, changes = tiny_rows(base, args.tiny, r)
+        tiny_table, changes, floors = tiny_rows(base, args.tiny, r)
         merkle = merkle_row(base, r)
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -183,6 +202,8 @@ def main() -> None:
     print("\ntiny steps")
     for label, ours, peer, peer_name in tiny_table:
         print(f"  {label:<28} {fmt_seconds(ours)}  {fmt_seconds(peer)} {peer_name:<12} {ours / peer:6.1f}×")
+    for n, seconds in floors.items():
+        print(f"  layout floor, {n} steps: a folder + 2 small files each, no pickling {fmt_seconds(seconds)}")
     for label, seconds in changes:
         print(f"  {label:<40} {fmt_seconds(seconds)}")
     print(f"  Merkle root of a 10-step pipeline (11 manifests read + BLAKE3) {fmt_seconds(merkle)}")
@@ -192,7 +213,9 @@ def main() -> None:
     print(f"  copied-dump load / np.load    = "
           f"{t['stepline first load of a copied dump'] / t['np.load (floor)']:.2f} (≤ 2)")
     for label, ours, peer, peer_name in tiny_table:
-        print(f"  {label + ' / ' + peer_name:<29} = {ours / peer:.1f} (≤ 5)")
+        n = int(label.split(", ")[1].split(" ")[0])
+        floor = f"; {ours / floors[n]:.1f}× the layout floor" if n in floors and label.startswith("full") else ""
+        print(f"  {label + ' / ' + peer_name:<29} = {ours / peer:.1f} (≤ 5){floor}")
     for (label, seconds), target in zip(changes, ("10 ms", "20 ms")):
         print(f"  {label:<29} = {seconds * 1e3:.1f} ms (≤ {target})")
     print(f"  Merkle root, 10 steps         = {merkle * 1e3:.3f} ms (< 1 ms)")

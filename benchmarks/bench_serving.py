@@ -18,7 +18,7 @@ interleaved across servers; the tables print medians (throughput, p50, p99) and 
 ``bare``. Targets (issue 16): stepline ≥ 0.9× bare throughput and p99 ≤ 1.2× without
 batching; with batching, 1-row throughput ≥ 1.5× bare.
 
-    python benchmarks/bench_serving.py [--seconds 3] [--rounds 3] [--connections 8] [--servers bare,stepline,...]
+    python benchmarks/bench_serving.py [--seconds 1.5] [--rounds 7] [--connections 8] [--servers bare,stepline,...]
 """
 from __future__ import annotations
 
@@ -251,8 +251,8 @@ def report(rows: int, results: dict, args) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="length of one measured round per server")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per server (interleaved); medians printed")
+    parser.add_argument("--seconds", type=float, default=1.5, help="length of one measured round per server")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds per server (interleaved); medians printed")
     parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
     parser.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated, from {','.join(SERVERS)}")
     args = parser.parse_args(argv)

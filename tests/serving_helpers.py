@@ -197,13 +197,20 @@ class InProcess:
         import httpx
         self._thread.start()
         self._lifespan = self.app.router.lifespan_context(self.app)
-        self._call(self._lifespan.__aenter__())
+        try:
+            self._call(self._lifespan.__aenter__())
+        except BaseException:
+            self._stop_loop()
+            raise
         self._client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://app")
         return self
 
     def __exit__(self, *exc):
         self._call(self._client.aclose())
         self._call(self._lifespan.__aexit__(None, None, None))
+        self._stop_loop()
+
+    def _stop_loop(self):
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()
@@ -260,3 +267,20 @@ class SetupCounter(BaseStep):
 def with_steps(pipeline, *steps):
     """``pipeline``'s steps followed by ``steps`` ((name, step) pairs), same name."""
     return Pipeline([*steps, *pipeline.items()]).set_name(pipeline.name)
+
+
+class DayStep(BaseStep):
+    """Predicts a date (datetime64) per row: outputs the protocol has no datatype for."""
+
+    def transform(self, data_inputs):
+        return np.datetime64("2026-01-01") + np.asarray(data_inputs)[:, 0].astype("timedelta64[D]")
+
+
+class FailingSetup(BaseStep):
+    """A step whose ``setup`` raises (a model file it needs is missing, a GPU that is not there)."""
+
+    def setup(self, context=None):
+        raise RuntimeError("no GPU here")
+
+    def transform(self, data_inputs):
+        return data_inputs

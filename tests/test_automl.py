@@ -207,6 +207,21 @@ def test_a_worker_that_cannot_load_the_dump_stops_the_search_with_its_error(digi
         AutoML(p, cv=2, n_trials=2, n_jobs=2, show_progress=False).fit(X, y)
 
 
+def test_timeout_s_stops_starting_trials(digits):
+    X, y = digits
+    search = AutoML(digits_pipeline(), cv=2, n_trials=500, timeout_s=1.0, show_progress=False).fit(X, y)
+    assert 1 <= states(search)["COMPLETE"] < 500
+    with pytest.raises(RuntimeError, match="no trial completed"):  # the deadline passed before the first
+        AutoML(digits_pipeline(), cv=2, n_trials=5, timeout_s=1e-9, show_progress=False).fit(X, y)
+
+
+def test_importing_stepline_automl_does_not_import_optuna():
+    code = "import sys, stepline.automl; print(sorted({'optuna', 'matplotlib', 'distributed'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="n_trials"):
         AutoML(digits_pipeline(), n_trials=0)

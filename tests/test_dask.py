@@ -358,3 +358,10 @@ def test_predict_runs_the_workers_in_inference_without_shipping_the_step_again(c
         assert d._shipped == shipped  # the same dump: workers were not sent a step in another mode
         d.timeout_s = 60.0  # the minibatch then runs in a thread of its own: the mode follows it
         np.testing.assert_array_equal(d.predict(x + 1), x + 1)
+
+
+def test_a_dask_pipeline_saved_before_timeout_s_existed_still_runs(client):
+    d = DaskPipeline([Times(2.0)], batch_size=2, client=client)
+    del d.__dict__["timeout_s"]  # what unpickling an older dump gives
+    with d:
+        np.testing.assert_array_equal(d.transform(np.arange(4.0)), np.arange(4.0) * 2)

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import serving_helpers as h  # noqa: E402
+from stepline import Pipeline  # noqa: E402
 from stepline.serving import app as serving_app  # noqa: E402
 
 
@@ -132,6 +133,10 @@ BAD_REQUESTS = [
      400, "binary_data_size"),
     ("body over the limit", "POST", "/predict", b'{"inputs": [' + b"[0.5]," * 30000 + b"[0.5]]}", {}, 413,
      "over the limit"),
+    ("gzip bomb", "POST", "/predict", __import__("gzip").compress(b" " * 200_000), {"Content-Encoding": "gzip"}, 413,
+     "once decompressed"),
+    ("not gzip", "POST", "/predict", b"plain", {"Content-Encoding": "gzip"}, 400, "not valid gzip"),
+    ("unknown encoding", "POST", "/predict", b"{}", {"Content-Encoding": "br"}, 415, "Content-Encoding"),
     ("unknown endpoint", "GET", "/v3/models", b"", {}, 404, "no endpoint"),
     ("wrong method", "GET", "/predict", b"", {}, 405, "not allowed"),
     ("deep JSON", "POST", "/predict", b"[" * 100000 + b"]" * 100000, {}, 413, "over the limit"),
@@ -270,3 +275,47 @@ def _histogram(text, name):
             le = line.split('le="')[1].split('"')[0]
             counts[le] = int(line.rsplit(" ", 1)[1])
     return counts
+
+
+def test_a_lone_request_on_an_idle_batcher_does_not_wait_for_the_latency_bound(dumps):
+    import time
+    X, _ = h.breast_cancer()
+    application = serving_app(dumps["bc"], poll_interval=0, max_batch_size=64, max_latency_ms=20_000)
+    with h.InProcess(application) as client:
+        started = time.monotonic()
+        response = client.post("/predict", json={"inputs": X[:1].tolist()})
+        assert response.status_code == 200
+        assert time.monotonic() - started < 10  # an idle pipeline starts at once, not after 20 s
+
+
+def test_an_untrusted_new_dump_is_refused_and_the_old_one_keeps_serving(tmp_path):
+    pytest.importorskip("stepline.trust")
+    folder = h.save(h.sklearn_pipeline(name="m"), tmp_path)
+    application = serving_app(folder, poll_interval=0)
+    with h.InProcess(application) as client:
+        model = application.state.server.model
+        digest = model.live.digest
+        h.save(h.with_steps(h.sklearn_pipeline(C=0.01, name="m"), ("counter", h.SetupCounter(str(tmp_path / "log")))),
+               tmp_path)
+        (folder / "stepline.sig").unlink()  # nobody vouches for it now
+        assert model.check_for_new_dump() is False
+        assert model.live.digest == digest
+        assert "UntrustedDumpError" in next(iter(model.refused.values()))
+        assert client.get("/v2/models/m").json()["versions"] == [digest]
+        assert not (tmp_path / "log").exists()  # none of its code ran
+
+
+def test_outputs_without_a_protocol_datatype_are_sent_as_strings(tmp_path):
+    folder = h.save(Pipeline([h.DayStep()]).set_name("days"), tmp_path)
+    with h.InProcess(serving_app(folder, poll_interval=0)) as client:
+        assert client.post("/predict", json={"inputs": [[1], [2]]}).json() == {"predictions": ["2026-01-02", "2026-01-03"]}
+        outputs = client.post("/v2/models/days/infer", json=infer_body([[1]], datatype="INT64")).json()["outputs"]
+        assert outputs == [{"name": "predictions", "datatype": "BYTES", "shape": [1], "data": ["2026-01-02"]}]
+
+
+def test_a_setup_that_fails_stops_startup_with_the_reason(tmp_path):
+    from stepline.serving.model import ModelLoadError
+    folder = h.save(Pipeline([h.FailingSetup()]).set_name("gpu"), tmp_path)
+    with pytest.raises(ModelLoadError, match="setup failed: RuntimeError: no GPU here"):
+        with h.InProcess(serving_app(folder, poll_interval=0)):
+            pass

@@ -58,6 +58,10 @@ def test_tritonclient_health_metadata_and_infer_in_binary_and_json(bc_server):
         result = c.infer("bc", [triton_input("input", rows, "FP64", binary)], outputs=outputs)
         np.testing.assert_array_equal(result.as_numpy("predictions"), expected)
         np.testing.assert_array_equal(result.as_numpy("probabilities"), proba)
+    # compressed request bodies, as tritonclient sends them when asked
+    for algorithm in ("gzip", "deflate"):
+        result = c.infer("bc", [triton_input("input", rows, "FP64", True)], request_compression_algorithm=algorithm)
+        np.testing.assert_array_equal(result.as_numpy("predictions"), expected)
     # no outputs asked: every output, in binary (tritonclient's default)
     result = c.infer("bc", [triton_input("input", rows.astype(np.float32), "FP32", True)])
     np.testing.assert_array_equal(result.as_numpy("predictions"), pipeline.predict(rows.astype(np.float32)))
@@ -254,3 +258,22 @@ def test_two_workers_each_set_up_once_and_tear_down_on_sigterm(tmp_path):
     events = sorted(line.split()[0] for line in log.read_text().splitlines())
     assert events == ["setup", "setup", "teardown", "teardown"]
     assert len({line.split()[1] for line in log.read_text().splitlines()}) == 2  # two processes
+
+
+def untrusted_dump(root, name="m"):
+    """A dump needing a class off the allow-list (SetupCounter), its signature removed: untrusted."""
+    folder = h.save(h.with_steps(h.sklearn_pipeline(name=name), ("counter", h.SetupCounter(str(root / "log")))), root)
+    (folder / "stepline.sig").unlink()
+    return folder
+
+
+def test_an_untrusted_dump_is_refused_unless_trust_is_given(tmp_path):
+    pytest.importorskip("stepline.trust")
+    folder = untrusted_dump(tmp_path)
+    refused = h.Server(folder)
+    assert refused.process.wait(60) != 0
+    assert "UntrustedDumpError" in refused.log and "SetupCounter" in refused.log, refused.log
+    refused.stop()
+    with h.Server(folder, "--trust") as server:
+        response = httpx.post(server.url + "/predict", json={"inputs": X[:4].tolist()})
+        assert response.json()["predictions"] == h.sklearn_pipeline().predict(X[:4]).tolist()

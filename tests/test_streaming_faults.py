@@ -134,6 +134,35 @@ def test_worker_killed_while_sending_a_large_output_raises_within_seconds(fracti
         assert p.consumers == []
 
 
+def _kill_after_it_read(reader_pid: int, victim_pid: int, nbytes: int, killed: dict) -> None:
+    """SIGKILL ``victim_pid`` once ``reader_pid`` has read ``nbytes`` more (its ``/proc/PID/io``)."""
+    reader = psutil.Process(reader_pid)
+    start = reader.io_counters().read_chars
+    while True:
+        done = reader.io_counters().read_chars - start
+        if done >= nbytes:
+            os.kill(victim_pid, signal.SIGKILL)
+            killed["read"] = done
+            return
+        time.sleep(0.0005)
+
+
+@pytest.mark.timeout(40)
+def test_worker_killed_while_sending_to_the_next_stage_raises_within_seconds():
+    p = SequentialQueuedPipeline([("big", BigOutput("hang")), ("next", Add())], batch_size=1)
+    with p.setup():
+        sender, reader = (w.pid for w in p.consumers)
+        killed = {}
+        killer = threading.Thread(target=_kill_after_it_read, args=(reader, sender, BIG // 4, killed))
+        killer.start()
+        start = time.monotonic()
+        with pytest.raises(StreamingWorkerError, match=f"pid {sender}. of step 'big'.*killed by signal SIGKILL"):
+            p.transform([0, 1])
+        killer.join()
+        assert time.monotonic() - start < 10.0 and killed["read"] < BIG
+        assert p.consumers == []  # the next stage's worker, stuck reading the cut message, was stopped too
+
+
 @pytest.mark.timeout(30)
 def test_worker_killed_before_sending_raises_and_names_the_minibatch():
     p = SequentialQueuedPipeline([Add(), ("dies", BigOutput("die"))], batch_size=1)
@@ -233,3 +262,10 @@ def test_predict_runs_the_workers_in_inference_without_restarting_them(use_proce
         np.testing.assert_array_equal(p.transform(x), x + 101)  # the mode was the call's only
         assert p.consumers == workers and all(w.is_alive() for w in workers)
         assert p.is_train
+
+
+def test_a_pipeline_saved_before_timeout_s_existed_still_runs():
+    p = SequentialQueuedPipeline([Add()], batch_size=2, use_processes=False)
+    del p.__dict__["timeout_s"]  # what unpickling an older dump gives
+    with p.setup():
+        np.testing.assert_array_equal(p.transform(np.arange(3.0)), np.arange(3.0) + 1)

@@ -299,14 +299,22 @@ def test_the_allow_list_takes_classes_by_exact_name_only():
 
 
 # ------------------------------------------------------------------ workers
-def test_dask_workers_with_another_config_folder_verify_with_the_clients_key(tmp_path):
+@pytest.fixture(scope="module")
+def foreign_client(tmp_path_factory):
+    """A Dask client whose one worker process has a config folder of its own (no key)."""
     distributed = pytest.importorskip("distributed")
-    from stepline.distributed.dask import DaskPipeline
+    import logging
+    home = tmp_path_factory.mktemp("worker-home")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, env={"STEPLINE_HOME": str(tmp_path / "worker-home")}) as cluster, \
-            distributed.Client(cluster) as client:
-        step = DaskPipeline(Pipeline([NotListed(name="n")]), client=client)
-        assert np.asarray(step.transform(np.ones(4))).tolist() == [2.0] * 4
+                                  dashboard_address=None, silence_logs=logging.ERROR,
+                                  env={"STEPLINE_HOME": str(home)}) as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+def test_dask_workers_with_another_config_folder_verify_with_the_clients_key(foreign_client):
+    from stepline.distributed.dask import DaskPipeline
+    step = DaskPipeline(Pipeline([NotListed(name="n")]), client=foreign_client)
+    assert np.asarray(step.transform(np.ones(4))).tolist() == [2.0] * 4
 
 
 def test_streaming_workers_load_the_dump_the_parent_signed(tmp_path):
@@ -320,3 +328,150 @@ def test_streaming_workers_load_the_dump_the_parent_signed(tmp_path):
     with p.setup():
         assert p._runtime.stages[0].payload_kind == "dump"
         assert p.transform([1.0, 2.0, 3.0]).tolist() == [2.0, 4.0, 6.0]
+
+
+def test_verify_false_still_hashes_the_pickles_of_a_signed_dump(signed, tmp_path):
+    """Sizes-only checks must not let a same-size pickle swapped into a signed dump run."""
+    from trust_payloads import build
+    path, marker = signed / "a" / "step.pkl", tmp_path / "marker"
+    evil, _ = build("os_system", marker, signed / "a")
+    size = path.stat().st_size
+    assert len(evil) < size
+    path.unlink()
+    path.write_bytes(evil + b"." * (size - len(evil)))  # padding after STOP is never read
+    with pytest.raises(CorruptFileError, match="a/step.pkl"):
+        CX(signed.parent).load("p", verify=False)
+    assert not marker.exists()
+
+
+def test_a_forged_stat_cache_cannot_vouch_for_a_swapped_pickle(signed, tmp_path):
+    """The stat cache lives in the dump, so an attacker who can write there can forge it:
+    a signed dump's pickles are hashed on every load, whatever the cache says."""
+    from stepline.saving.integrity import stat_entry, update_stat_cache
+    from trust_payloads import build
+    path, marker = signed / "a" / "step.pkl", tmp_path / "marker"
+    claimed = json.loads((signed / "a" / "stepline.json").read_text())["files"]["step.pkl"]["blake3"]
+    evil, _ = build("os_system", marker, signed / "a")
+    size = path.stat().st_size
+    path.unlink()
+    path.write_bytes(evil + b"." * (size - len(evil)))
+    update_stat_cache(signed / "a", {"step.pkl": stat_entry(os.stat(path), claimed)}, settle=True)
+    with pytest.raises(CorruptFileError, match="a/step.pkl"):
+        CX(signed.parent).load("p")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("model", ["scaler_pca_logistic", "random_forest", "feature_union", "torch"])
+def test_the_opcode_audit_finds_exactly_the_globals_unpickling_asks_for(tmp_path, model):
+    """What the audit reads from the opcodes is what find_class is asked for, on real dumps."""
+    import io
+    import pickle
+    pytest.importorskip("sklearn")
+    if model == "torch":
+        pytest.importorskip("torch")
+    from trust_models import BUILDERS
+
+    from stepline.trust.audit import pickle_globals
+    step, _ = BUILDERS[model]()
+    step.save(CX(tmp_path), full_dump=True)
+    pickles = sorted(tmp_path.rglob("step.pkl"))
+    assert pickles
+    for path in pickles:
+        asked = []
+
+        class Recording(pickle.Unpickler):
+            def find_class(self, module, name):
+                asked.append(f"{module}.{name}")
+                return super().find_class(module, name)
+
+            def persistent_load(self, pid):
+                raise AssertionError("no persistent ids in a dump")
+        buffers = [np.fromfile(p, dtype=np.uint8) for p in sorted(path.parent.glob("buffer-*.bin"))]
+        Recording(io.BytesIO(path.read_bytes()), buffers=buffers).load()
+        audit = pickle_globals(path.read_bytes())
+        assert audit.unresolvable == [] and set(audit.globals) == set(asked), path
+
+
+def _recorded_globals(data: bytes) -> list:
+    import io
+    import pickle
+    asked = []
+
+    class Recording(pickle.Unpickler):
+        def find_class(self, module, name):
+            asked.append(f"{module}.{name}")
+            return super().find_class(module, name)
+    Recording(io.BytesIO(data)).load()
+    return asked
+
+
+def test_the_audit_matches_unpickling_on_random_data_in_every_protocol():
+    import collections
+    import pickle
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from stepline.trust.audit import pickle_globals
+    leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=5),
+                       st.binary(max_size=5), st.complex_numbers(allow_nan=False),
+                       st.builds(bytearray, st.binary(max_size=3)), st.builds(slice, st.integers()))
+    data = st.recursive(leaves, lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.tuples(inner, inner), st.frozensets(st.integers(), max_size=3),
+        st.sets(st.text(max_size=2), max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3),
+        st.builds(collections.OrderedDict, st.dictionaries(st.integers(), inner, max_size=2))), max_leaves=8)
+
+    @settings(max_examples=150, deadline=None)
+    @given(data, st.integers(0, pickle.HIGHEST_PROTOCOL))
+    def check(value, protocol):
+        raw = pickle.dumps(value, protocol=protocol)
+        audit = pickle_globals(raw)
+        assert audit.unresolvable == [] and set(audit.globals) == set(_recorded_globals(raw))
+    check()
+
+
+def test_the_audit_never_raises_on_garbage():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from stepline.trust.audit import pickle_globals
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=200))
+    def check(data):
+        pickle_globals(data)
+    check()
+
+
+def test_inspect_audit_of_a_fifo_pickle_fails_clearly_without_hanging(signed):
+    (signed / "b" / "step.pkl").unlink()
+    os.mkfifo(signed / "b" / "step.pkl")
+    out = _stepline(os.environ["STEPLINE_HOME"], "inspect", "--audit", signed)
+    assert out.returncode == 2 and "not a regular file" in out.stdout
+    with pytest.raises(StepLoadError):
+        CX(signed.parent).load("p", trusted=False)
+
+
+def test_automl_trials_on_dask_workers_with_another_config_folder_verify_with_the_clients_key(foreign_client):
+    pytest.importorskip("optuna")
+    from sklearn.linear_model import LogisticRegression
+
+    from stepline.automl import AutoML
+    from stepline.hyperparams.distributions import LogUniform
+    from stepline.steps.sklearn import SKLearnWrapper
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = (X[:, 0] > 0).astype(int)
+    pipeline = Pipeline([NotListed(), SKLearnWrapper(LogisticRegression(), {"C": LogUniform(1e-2, 10.0)})],
+                        name="tuned")
+    search = AutoML(pipeline, cv=2, n_trials=2, seed=0, client=foreign_client, show_progress=False).fit(X, y)
+    assert search.trials_dataframe()["state"].value_counts().to_dict() == {"COMPLETE": 2}
+
+
+def test_a_save_without_a_writable_config_folder_is_a_clear_error(tmp_path, monkeypatch):
+    from stepline.saving import SaveError
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("STEPLINE_HOME", str(tmp_path / "file" / "home"))  # under a file: never creatable
+    with pytest.raises(SaveError, match="STEPLINE_HOME"):
+        Identity(name="i").save(CX(tmp_path / "dump"), full_dump=True)
+    assert not (tmp_path / "dump" / "i").exists()  # the atomic save left nothing behind

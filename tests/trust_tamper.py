@@ -24,7 +24,7 @@ def write_files(folder: Path, files: dict, dump_root: Path) -> None:
         (folder / name).unlink(missing_ok=True)  # never write through a hard link
         (folder / name).write_bytes(data)
         manifest["files"].setdefault(name, {"size": 0, "blake3": "0" * 64})
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    (folder / MANIFEST_NAME).write_bytes(encode_manifest(manifest))
     rehash(folder, dump_root)
 
 
@@ -32,7 +32,7 @@ def edit_manifest(folder: Path, change, dump_root: Path) -> None:
     """Apply ``change(manifest_dict)`` to ``folder``'s manifest, then :func:`rehash`."""
     manifest = json.loads((folder / MANIFEST_NAME).read_text())
     change(manifest)
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    (folder / MANIFEST_NAME).write_bytes(encode_manifest(manifest))
     rehash(folder, dump_root)
 
 
@@ -48,7 +48,7 @@ def rehash(folder: Path, dump_root: Path) -> None:
         for child in manifest.get("children", []):
             if isinstance(child, dict):
                 child["manifest"] = _blake3(folder / child["name"] / MANIFEST_NAME)
-        path.write_bytes(encode_manifest(manifest))  # with its own digest, as stepline writes it
+        path.write_bytes(encode_manifest(manifest))  # with the manifest's own digest, as stepline writes it
         if folder == dump_root:
             return
         folder = folder.parent

@@ -291,7 +291,7 @@ def as_dact(container) -> DataContainer:
 def _pad(batch: DataContainer, size: int, default_di, default_eo) -> DataContainer:
     strip_di = isinstance(default_di, StripAbsentValues)
     strip_eo = isinstance(default_eo, StripAbsentValues)
-    if strip_di and (strip_eo or default_eo is None):
+    if strip_di and strip_eo:
         return batch
     pad_di, pad_eo = not strip_di, not strip_eo
 

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from stepline.core.composite import TruncableSteps
 from stepline.core.context import ExecutionContext
+from stepline.estimator_api import EstimatorAPIMixin, wrap_foreign_steps
 
 
-class Pipeline(TruncableSteps):
+class Pipeline(EstimatorAPIMixin, TruncableSteps):
     """Run steps in sequence.
 
     ``Pipeline([step, ("name", step), …], cache_folder=None)``. ``fit`` fits each
@@ -15,7 +16,7 @@ class Pipeline(TruncableSteps):
 
     def __init__(self, steps=(), cache_folder=None, hyperparams=None, hyperparams_space=None,
                  name=None, savers=None):
-        super().__init__(steps, hyperparams=hyperparams, hyperparams_space=hyperparams_space,
+        super().__init__(wrap_foreign_steps(steps), hyperparams=hyperparams, hyperparams_space=hyperparams_space,
                          name=name, savers=savers)
         self.cache_folder = cache_folder
 

@@ -3,31 +3,26 @@
 The driver (this process) is the only one that talks to the Optuna storage: it asks the
 study for a trial, maps the space onto the trial's suggestions (:mod:`.space`), hands the
 values to a runner (:mod:`.workers`) that scores them (:mod:`.trials`), and tells the study
-the result. That keeps SQLite, written by one process, consistent (two processes writing
+the result (:mod:`.loop`); a resumed study first fails what a dead run left running
+(:mod:`.resume`). That keeps SQLite, written by one process, consistent (two processes writing
 one SQLite study lose or repeat trials: Optuna issues #4002, #4621).
 """
 from __future__ import annotations
 
-import logging
 import os
-import socket
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from stepline.automl.scoring import resolve_scorer, resolve_splits
 from stepline.automl.space import SearchSpace
-from stepline.automl.trials import COMPLETE, FAIL, PRUNED, TrialData, TrialResult
+from stepline.automl.loop import SearchLoop
+from stepline.automl.resume import fail_abandoned_trials
+from stepline.automl.trials import TrialData
 from stepline.automl.workers import DaskRunner, ProcessRunner, SequentialRunner, load_template, save_template
-
-log = logging.getLogger("stepline.automl")
 
 __all__ = ["AutoML"]
 
-_TRACEBACK_CHARS = 4000
-_DRIVER_ATTR = "stepline_driver"
-_FAILURES_IN_A_ROW = 10  # (or n_trials, if more) failed trials in a row stop the search
 
 
 def _optuna():
@@ -97,12 +92,12 @@ class AutoML:
         self.space_ = SearchSpace.of(self.pipeline)
         study = self._create_study(optuna)
         self.study_ = study
-        _fail_abandoned_trials(study, self._storage_url() is not None)
+        fail_abandoned_trials(study, self._storage_url() is not None)
         with tempfile.TemporaryDirectory(prefix="stepline-automl-") as folder:
             name = save_template(self.pipeline, Path(folder))
             runner = self._runner(Path(folder), name, data)
             try:
-                _Loop(self, study, runner, optuna).run()
+                SearchLoop(self, study, runner, optuna).run()
             finally:
                 runner.close()
             self._set_best(optuna)
@@ -233,131 +228,6 @@ class AutoML:
         if study is None:
             raise RuntimeError("AutoML: call fit(X, y) first")
         return study
-
-
-class _Loop:
-    """Ask in the driver, evaluate on the runner, tell in the driver, until enough trials finished."""
-
-    def __init__(self, search: AutoML, study, runner, optuna):
-        self.search, self.study, self.runner = search, study, runner
-        self.states = optuna.trial.TrialState
-        self.running: dict = {}
-        self.finished = len(study.get_trials(deepcopy=False, states=(self.states.COMPLETE, self.states.PRUNED)))
-        self.failed_in_a_row = 0
-        self.deadline = None if search.timeout_s is None else time.monotonic() + search.timeout_s
-
-    def run(self) -> None:
-        from tqdm import tqdm
-        n_trials = self.search.n_trials
-        with tqdm(total=n_trials, initial=min(self.finished, n_trials), unit="trial", desc="trials",
-                  disable=None if self.search.show_progress else True) as bar:
-            try:
-                while True:
-                    self._fill()
-                    if not self.running:
-                        return
-                    for result in self.runner.wait(self._report):
-                        self._tell(result)
-                        if result.state != FAIL:
-                            bar.update(1)
-                            if not bar.disable:  # best_value reads the storage: only for a bar
-                                bar.set_postfix(best=self._best(), refresh=False)
-            finally:
-                self._abandon_running()
-
-    def _fill(self) -> None:
-        limit = max(self.search.n_trials, _FAILURES_IN_A_ROW)
-        while (len(self.running) < self.runner.capacity
-               and self.finished + len(self.running) < self.search.n_trials
-               and self.failed_in_a_row < limit
-               and (self.deadline is None or time.monotonic() < self.deadline)):
-            trial = self.study.ask()
-            try:
-                params = self.search.space_.suggest(trial)
-            except Exception:
-                self.study.tell(trial, state=self.states.FAIL)
-                raise
-            self.running[trial.number] = trial
-            self.runner.submit(trial.number, params)
-        if self.failed_in_a_row >= limit and not self.running:
-            log.warning("stepline.automl: stopping after %d failed trials in a row", self.failed_in_a_row)
-
-    def _report(self, number: int, step: int, value: float, live: bool = True) -> bool:
-        trial = self.running[number]
-        trial.report(value, step)
-        return live and trial.should_prune()
-
-    def _tell(self, result: TrialResult) -> None:
-        trial = self.running.pop(result.number)
-        if result.state == COMPLETE:
-            self.study.tell(trial, result.value)
-        elif result.state == PRUNED:
-            self.study.tell(trial, state=self.states.PRUNED)
-        else:
-            trial.set_user_attr("error", result.error)
-            if result.traceback:
-                trial.set_user_attr("traceback", result.traceback[-_TRACEBACK_CHARS:])
-            self.study.tell(trial, state=self.states.FAIL)
-            log.warning("stepline.automl: trial %d failed: %s", result.number, result.error)
-            self.failed_in_a_row += 1
-            return
-        self.finished += 1
-        self.failed_in_a_row = 0
-
-    def _best(self) -> Any:
-        try:
-            return round(self.study.best_value, 6)
-        except ValueError:
-            return None
-
-    def _abandon_running(self) -> None:
-        """Trials still running when the loop stops abruptly (an interrupt, an error) fail."""
-        for number, trial in list(self.running.items()):
-            try:
-                trial.set_user_attr("error", "Interrupted: the search stopped while the trial ran")
-                self.study.tell(trial, state=self.states.FAIL)
-            except Exception as error:  # noqa: BLE001 - keep the original exception visible
-                log.warning("stepline.automl: could not record trial %d as failed: %s", number, error)
-        self.running.clear()
-
-
-# ------------------------------------------------------------------ resuming
-
-def _fail_abandoned_trials(study, persistent: bool) -> None:
-    """Trials left running by a search process that died (same host, process gone) fail, so
-    that a resumed search neither waits for them nor counts them; then record this driver."""
-    if not persistent:
-        return
-    import optuna
-    previous = study.user_attrs.get(_DRIVER_ATTR)
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    if running:
-        if _is_dead_here(previous):
-            for trial in running:
-                study._storage.set_trial_user_attr(  # noqa: SLF001 - the only way to annotate another run's trial
-                    trial._trial_id, "error", f"Abandoned: the search process {previous['pid']} died")
-                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-            log.info("stepline.automl: %d trial(s) left running by a dead search process recorded as failed",
-                     len(running))
-        else:
-            log.warning("stepline.automl: study %r has %d running trial(s) of another live search (%s); "
-                        "they are not counted", study.study_name, len(running), previous)
-    study.set_user_attr(_DRIVER_ATTR, {"host": socket.gethostname(), "pid": os.getpid()})
-
-
-def _is_dead_here(driver: Any) -> bool:
-    if not isinstance(driver, dict) or driver.get("host") != socket.gethostname():
-        return False
-    pid = driver.get("pid")
-    if not isinstance(pid, int) or pid == os.getpid():
-        return isinstance(pid, int)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def _positive_int(name: str, value: Any) -> int:

@@ -197,14 +197,20 @@ class ProcessRunner:
 _ON_DASK_WORKER: dict = {}
 
 
-def _dask_trial(key: str, name: str, payload: bytes, number: int, params: dict) -> TrialResult:
-    """On a Dask worker: load the dump once per search (kept under ``key``), run one trial."""
+def _dask_trial(key: str, name: str, payload: bytes, number: int, params: dict,
+                signer: str | None = None) -> TrialResult:
+    """On a Dask worker: load the dump once per search (kept under ``key``), run one trial.
+
+    The dump is verified against ``signer``, the client's public key (DESIGN §5a)."""
     entry = _ON_DASK_WORKER.get(key)
     if entry is None:
         from stepline.distributed.dask import load_bytes
+        from stepline.trust.store import trusting_keys
         dump, data_blob = cloudpickle.loads(payload)
         folder = tempfile.mkdtemp(prefix="stepline-automl-")
-        entry = _ON_DASK_WORKER[key] = (load_bytes(dump, name, folder), cloudpickle.loads(data_blob), folder)
+        with trusting_keys([signer] if signer else []):
+            step = load_bytes(dump, name, folder)
+        entry = _ON_DASK_WORKER[key] = (step, cloudpickle.loads(data_blob), folder)
     template, data, _ = entry
     return run_trial(template, number, params, data)
 
@@ -224,12 +230,14 @@ class DaskRunner:
         template = load_template(folder, name)
         blob = cloudpickle.dumps((dump_bytes(template), cloudpickle.dumps(data)))
         self.payload = client.scatter(blob, broadcast=True, hash=False)
+        from stepline.trust.keys import local_public_key_hex
+        self.signer = local_public_key_hex()  # dump_bytes signed the dump with this key
         self.capacity = max(1, sum(client.nthreads().values()))
         self.futures: dict = {}
 
     def submit(self, number: int, params: dict) -> None:
         future = self.client.submit(_dask_trial, self.key, self.name, self.payload, number, params,
-                                    pure=False, key=f"{self.key}-trial-{number}")
+                                    signer=self.signer, pure=False, key=f"{self.key}-trial-{number}")
         self.futures[future] = number
 
     def wait(self, report) -> list:

@@ -37,6 +37,28 @@ def install_handler_hooks(cls) -> None:
             setattr(cls, "_plain_" + handler, getattr(cls, handler))
         if not getattr(cls.__dict__.get(handler), "_is_hook_chain", False):
             setattr(cls, handler, _CHAINS[handler])
+    if hasattr(cls, "_transform_data_container") and _defined_by_base(cls, "transform"):
+        cls.transform = _plain_transform_by_hooks  # a step written with hooks only still transforms
+
+
+def _defined_by_base(cls, name: str) -> bool:
+    """Whether ``cls.<name>`` is still the root step's default (the user wrote none)."""
+    fn = getattr(cls, name, None)
+    while hasattr(fn, "__wrapped_lifecycle__"):  # the lifecycle guards wrap it
+        fn = fn.__wrapped_lifecycle__
+    return getattr(fn, "__qualname__", "") == f"BaseTransformer.{name}" and fn.__module__ == "stepline.core.step"
+
+
+def _plain_transform_by_hooks(self, data_inputs):
+    from stepline.core.context import ExecutionContext, ExecutionMode
+    from stepline.core.lifecycle import SETUP_CONTEXT
+    context = self.__dict__.get(SETUP_CONTEXT) or ExecutionContext()
+    return self.handle_transform(_dact_of(data_inputs), context._copy(execution_mode=ExecutionMode.TRANSFORM)).data_inputs
+
+
+def _dact_of(data_inputs):
+    from stepline.data_container import DataContainer
+    return DataContainer(data_inputs=data_inputs)
 
 
 def _hook(step, name, default):

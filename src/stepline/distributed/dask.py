@@ -185,8 +185,8 @@ class DaskPipeline(MetaStep):
         client = self._client
         futures = client.map(_transform_on_worker, range(len(batches)), batches, step_key=key,
                              step_name=self.wrapped.name, payload=payload, owner=self.name,
-                             timeout_s=self.timeout_s, mode=current_call_mode(), pure=False,
-                             signer=_signer())
+                             timeout_s=self.__dict__.get("timeout_s"),  # dumps from before it have none
+                             mode=current_call_mode(), signer=_signer(), pure=False)
         self._keys = {f.key: i for i, f in enumerate(futures)}
         try:
             if self.show_progress:

@@ -395,6 +395,8 @@ def _parse_stages(steps, default_workers: int, owner: str):
         if isinstance(item, tuple):
             if len(item) == 4:  # Neuraxle's (name, n_workers, max queue size, step)
                 name, n, queue_size, step = item
+                if not isinstance(queue_size, numbers.Integral) or isinstance(queue_size, bool):
+                    raise TypeError(f"{owner}: a stage is {_STAGE_FORMS}; got {item!r}")
                 _positive_int(queue_size, f"{owner}: the max queue size of a stage")
             elif len(item) == 3:
                 name, n, step = item

@@ -175,8 +175,25 @@ class _Truncated(stats.rv_continuous):
         super().__init__(**kwargs)
         self.base = base
 
+    def _updated_ctor_param(self):  # scipy rebuilds the class from these (freezing, unpickling)
+        params = super()._updated_ctor_param()
+        params["base"] = self.base
+        return params
+
+    def _mass(self):
+        low = self.base.cdf(self.a)
+        return low, self.base.cdf(self.b) - low
+
     def _pdf(self, x):
-        return self.base.pdf(x) / (self.base.cdf(self.b) - self.base.cdf(self.a))
+        return self.base.pdf(x) / self._mass()[1]
+
+    def _cdf(self, x):
+        low, mass = self._mass()
+        return (self.base.cdf(x) - low) / mass
+
+    def _ppf(self, q):  # scipy samples by inverting the cdf: keep it closed-form
+        low, mass = self._mass()
+        return self.base.ppf(low + q * mass)
 
 
 def _truncated(base, low, high):

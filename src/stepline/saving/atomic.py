@@ -208,7 +208,7 @@ def _recover_for_loading(final: Path) -> None:
             if journal.recover(final):
                 warnings.warn(f"{final}: finished applying a save that was interrupted after its commit",
                               InterruptedSaveWarning, stacklevel=4)
-    except OSError as e:
+    except (OSError, SaveError) as e:
         raise NotADumpError(f"{final}: a save was interrupted after its commit and its journal cannot be "
                             f"applied here ({e.strerror or e}): load it where the dump is writable") from e
 

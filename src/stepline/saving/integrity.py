@@ -146,15 +146,21 @@ def _check_code_fields(where: Path, name: str, record: dict) -> None:
         raise ManifestError(f"{where}: field 'by_value' of {name!r} must be a list of names, not {by_value!r}")
 
 
-def cached_records(folder, names) -> dict[str, dict]:
+def cached_records(folder, names, known: dict | None = None) -> dict[str, dict]:
     """Records of files already written in ``folder``, e.g. by a saver (model weights, ...).
 
-    A file the stat cache vouches for keeps its cached hash; the others are hashed (in
-    parallel) and cached, so that a load right after the save hashes nothing.
+    A file the stat cache vouches for keeps its cached hash, one in ``known`` (records its
+    writer reported, digested as it wrote them) of the size it has keeps that digest; the
+    others are hashed (in parallel) and cached, so that a load right after the save hashes
+    nothing.
     """
     folder = Path(folder)
     stats = {n: os.stat(folder / n) for n in names}
     cache = load_stat_cache(folder) if _any_cached(stats.values()) else {}
+    for name, record in (known or {}).items():
+        if name in stats and name not in cache and record.get("size") == stats[name].st_size \
+                and isinstance(record.get(DIGEST), str):
+            cache[name] = stat_entry(stats[name], record[DIGEST])
     todo = [n for n in names if n not in cache or cache[n][:4] != stat_entry(stats[n], "")[:4]]
     digests = _hash_files([folder / n for n in todo], sum(stats[n].st_size for n in todo))
     fresh = {n: stat_entry(stats[n], d) for n, d in zip(todo, digests)}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .errors import StepLoadError
 from .integrity import STAT_CACHE_NAME, trusted_entries, vouch_for
-from .manifest import MANIFEST_NAME, SIGNATURE_NAME, child_entries, read_manifest
+from .manifest import MANIFEST_NAME, SIGNATURE_NAME, is_safe_component
 from .safe_open import read_regular
 
 JOURNAL_FORMAT = "stepline-journal"
@@ -118,16 +118,31 @@ def _deletions(overlay: Path, final: Path, root: bool) -> list[str]:
     in ``overlay`` no longer have (relative to ``final``); only what a save once wrote."""
     if not (final / MANIFEST_NAME).is_file() or not (overlay / MANIFEST_NAME).is_file():
         return []  # a new step (moved whole) or a kept one
-    old, new = read_manifest(final), read_manifest(overlay)
-    old_children = {name for name, _ in child_entries(old, final)}
-    new_children = {name for name, _ in child_entries(new, overlay)}
-    gone = sorted((set(old.get("files", {})) - set(new.get("files", {}))) | (old_children - new_children))
+    old, new = _names_in(final), _names_in(overlay)
+    if old is None:
+        return []  # nothing stepline wrote is listed there: delete nothing
+    (old_files, old_children), (new_files, new_children) = old, new
+    gone = sorted((old_files - new_files) | (old_children - new_children))
     if root and os.path.lexists(final / SIGNATURE_NAME) and not os.path.lexists(overlay / SIGNATURE_NAME):
         gone.append(SIGNATURE_NAME)  # a signature of the previous root digest
     for child in sorted(new_children & old_children):
         if (overlay / child).is_dir():
             gone += [f"{child}/{name}" for name in _deletions(overlay / child, final / child, root=False)]
     return gone
+
+
+def _names_in(folder: Path):
+    """``(file names, child names)`` a manifest lists, each a safe name inside ``folder``,
+    or None if it is not a manifest (then nothing there is deleted)."""
+    try:
+        data = json.loads((folder / MANIFEST_NAME).read_bytes())
+        files = set(data["files"])
+        children = {c["name"] if isinstance(c, dict) else c for c in data.get("children", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not all(is_safe_component(n) or _is_inside(n) for n in files) or not all(map(is_safe_component, children)):
+        return None
+    return files, children
 
 
 def _remove_path(path: Path) -> None:

@@ -7,6 +7,7 @@ or one a sibling already has is a :class:`SaveError` naming the step and its fol
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -23,22 +24,24 @@ _RESERVED = {MANIFEST_NAME, SIGNATURE_NAME, "step.pkl"}
 _BUFFER = re.compile(r"buffer-\d{3,}\.bin")
 
 
-def check_tree_names(step, folder: Path) -> None:
+def check_tree_names(step, folder) -> None:
     """Raise :class:`SaveError` unless every step name in the tree of ``step`` is valid."""
     check_name(step, folder)
-    _check_children(step, Path(folder))
+    _check_children(step, os.fspath(folder))
 
 
-def _check_children(step, folder: Path) -> None:
+def _check_children(step, folder: str) -> None:
     seen = {}
     for child in step.get_children():
-        check_name(child, folder / str(child.name))
-        if child.name in seen:
-            raise SaveError(f"{folder}: two children of step {step.name!r} are named {child.name!r} "
-                            f"(steps {seen[child.name]} and {len(seen) + 1}): one would overwrite the "
+        name = child.name
+        if name not in _CHECKED:
+            check_name(child, os.path.join(folder, str(name)))
+        if name in seen:
+            raise SaveError(f"{folder}: two children of step {step.name!r} are named {name!r} "
+                            f"(steps {seen[name]} and {len(seen) + 1}): one would overwrite the "
                             f"other; give one another name with set_name()")
-        seen[child.name] = len(seen) + 1
-        _check_children(child, folder / child.name)
+        seen[name] = len(seen) + 1
+        _check_children(child, os.path.join(folder, name))
 
 
 def check_name(step, folder) -> None:
@@ -47,6 +50,12 @@ def check_name(step, folder) -> None:
     reason = _problem(name)
     if reason:
         raise SaveError(f"{folder}: cannot save step {name!r} ({type(step).__name__}): {reason}")
+    if isinstance(name, str) and len(_CHECKED) < 100_000:
+        _CHECKED.add(name)
+
+
+#: Names already found valid (the check is a pure function of the name).
+_CHECKED: set = set()
 
 
 def _problem(name) -> str | None:

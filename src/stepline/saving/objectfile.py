@@ -9,6 +9,7 @@ source; the stream's record then notes them and the Python version they need.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
@@ -157,7 +158,7 @@ def _write_all(f, chunk: memoryview) -> None:
 
 # ---------------------------------------------------------------- reading
 
-def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=False):
+def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=False, check_stream=False):
     """Verify the files of ``folder`` against ``files``, then unpickle the object.
 
     ``mmap_mode`` (``"r"``, ``"r+"``, ``"c"``) maps the buffer files instead of reading
@@ -165,6 +166,8 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
     whose next load then reports the files as modified). ``verify``: ``True`` trusts the
     stat cache, ``"full"`` re-hashes everything, ``False`` checks sizes only.
     ``restricted``: unpickle through the allow-list (an untrusted dump, DESIGN §5a).
+    ``check_stream``: hash the pickle's bytes as read, whatever ``verify`` and the stat
+    cache say (the cache lives in the dump, and a file can change after it was verified).
     """
     if mmap_mode not in _MMAP_MODES:
         raise ValueError(f"mmap_mode must be one of {_MMAP_MODES}, not {mmap_mode!r}")
@@ -186,7 +189,19 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
         buffers = _map_buffers(paths, mmap_mode) if mmap_mode else _read_buffers(paths)
     except OSError as e:
         raise StepLoadError(f"{e.filename}: cannot read ({e.strerror or e})") from e
+    if check_stream:
+        _check_stream(stream_path, stream, files[STREAM_NAME])
     return _loads(stream_path, stream, buffers, restricted)
+
+
+def _check_stream(path: Path, stream: bytes, record: dict) -> None:
+    """Raise :class:`CorruptFileError` unless ``stream`` has the digest its record lists."""
+    from .integrity import digest_bytes
+    algorithm = DIGEST if DIGEST in record else "sha256"
+    actual = digest_bytes(stream) if algorithm == DIGEST else hashlib.sha256(stream).hexdigest()
+    if actual != record[algorithm]:
+        raise CorruptFileError(f"{path}: {algorithm} mismatch (manifest {record[algorithm][:12]}…, file "
+                               f"{actual[:12]}…): the file was modified or corrupted")
 
 
 def _check_python(path: Path, record: dict) -> None:

@@ -35,14 +35,18 @@ class _Options:
     staged: Path | None = None  # saving: where that folder is being written
     trusted: bool = True  # False: every pickle goes through the restricted unpickler (DESIGN §5a)
     verified: set = field(default_factory=set)  # folders whose files were verified already
+    trust_override: bool = False  # load(..., trusted=True)
     manifests: dict = field(default_factory=dict)
     reported: dict = field(default_factory=dict)
     written: dict = field(default_factory=dict)  # folder -> digest of the manifest written or read
     children: dict = field(default_factory=dict)  # loading: folder -> {child name: manifest digest}
+    kept: dict = field(default_factory=dict)  # saving: staged folder of a step kept -> its manifest digest
 
-    def live_folder(self, staged_folder: Path) -> Path:
-        """Saving: where the step being written at ``staged_folder`` lives in the dump."""
-        return self.destination / Path(staged_folder).relative_to(self.staged)
+    def live_folder(self, staged_folder) -> str:
+        """Saving: where the step being written at ``staged_folder`` lives in the dump
+        (strings: this runs for every step of a save)."""
+        staged_folder, staged = os.fspath(staged_folder), os.fspath(self.staged)
+        return os.fspath(self.destination) + staged_folder[len(staged):]
 
     def manifest_files(self, folder: Path) -> dict:
         return self.manifests[Path(folder)]["files"]
@@ -72,7 +76,7 @@ def save_step(step, context: ExecutionContext | None = None, full_dump: bool = F
     context = ExecutionContext.of(context)
     check_tree_names(step, context.get_path() / str(step.name))
     final = context.push(step).get_path()
-    if not full_dump and (unchanged_at(step, final) or
+    if not full_dump and (unchanged_at(step, final) is not None or
                           (never_saved_nor_changed(step) and not os.path.lexists(final))):
         return step
     digests = _save_atomically(step, context, full_dump)
@@ -104,7 +108,7 @@ def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> dict:
             _before_swap(staged)
     finally:
         _OPTIONS.reset(token)
-    return {final / folder.relative_to(options.staged): digest for folder, digest in options.written.items()}
+    return {options.live_folder(folder): digest for folder, digest in options.written.items()}
 
 
 def _before_swap(staged: Path) -> None:
@@ -123,12 +127,14 @@ def save_children(children, context: ExecutionContext) -> None:
     Siblings are saved in two threads: writing files and hashing them release the GIL, so
     one child's hashing overlaps another's writing. The first error is raised.
     """
+    parent = os.fspath(context.get_path())
+    children = [child for child in children if not _kept(child, parent)]
     if len(children) < 2:
         for child in children:
-            save_child(child, context)
+            _save_node(child, context)
         return
     with ThreadPoolExecutor(_SAVE_THREADS) as pool:
-        futures = [pool.submit(contextvars.copy_context().run, save_child, child, context) for child in children]
+        futures = [pool.submit(contextvars.copy_context().run, _save_node, child, context) for child in children]
         for future in futures:
             future.result()
 
@@ -138,10 +144,22 @@ _SAVE_THREADS = 2
 
 def save_child(child, context: ExecutionContext) -> None:
     """Save a child of the step whose folder is ``context.get_path()`` (used by ChildrenSaver)."""
+    if not _kept(child, os.fspath(context.get_path())):
+        _save_node(child, context)
+
+
+def _kept(child, parent: str) -> bool:
+    """Whether a changes-only save keeps ``child`` as it is in the dump (the overlay then has
+    no folder for it); decided before any thread is involved."""
     options = current_options()
-    if not options.full_dump and unchanged_at(child, options.live_folder(context.push(child).get_path())):
-        return  # kept where it is: the overlay has no folder for it
-    _save_node(child, context)
+    if options.full_dump:
+        return False
+    staged = os.path.join(parent, child.name)
+    kept = unchanged_at(child, options.live_folder(staged))
+    if kept is None:
+        return False
+    options.kept[staged] = kept
+    return True
 
 
 def _save_node(step, parent_context: ExecutionContext) -> None:
@@ -153,11 +171,12 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
     savers = [context.stripped_saver] + list(step.savers)
     for saver in reversed(savers):
         stripped = saver.save_step(stripped, context)
-    files = cached_records(folder, _own_files(folder, children))
-    for name, record in current_options().reported.pop(Path(folder), {}).items():
+    reported = current_options().reported.pop(Path(folder), {})
+    files = cached_records(folder, _own_files(folder, children), known=reported)
+    for name, record in reported.items():
         if name in files:
             files[name].update((k, v) for k, v in record.items() if k not in ("size", "blake3", "sha256"))
-    current_options().written[Path(folder)] = mf.write_new_manifest(
+    current_options().written[os.fspath(folder)] = mf.write_new_manifest(
         folder, _node_manifest(step, savers, children, files, folder))
 
 
@@ -183,7 +202,7 @@ def _node_manifest(step, savers, children, files, folder: Path) -> dict:
         "stripped_saver": _qualified(type(savers[0])),
         "hyperparams": _json_safe(dict(step._get_own_hyperparams())),
         "hyperparams_space": _json_safe({k: _space_json(v) for k, v in step.hyperparams_space.items()}),
-        "children": [{"name": child, "manifest": _child_digest(folder / child)} for child in children],
+        "children": [{"name": child, "manifest": _child_digest(os.path.join(folder, child))} for child in children],
         "files": files,
         "info": _manifest_info(step),
         "versions": mf.runtime_versions(),
@@ -197,11 +216,11 @@ def _manifest_info(step) -> dict:
     return _json_safe(dict(describe())) if callable(describe) else {}
 
 
-def _child_digest(staged_child: Path) -> str:
+def _child_digest(staged_child: str) -> str:
     """The manifest digest of a child: the one this save wrote, or the kept one's."""
     options = current_options()
-    written = options.written.get(Path(staged_child))
-    return written if written is not None else mf.root_digest(options.live_folder(staged_child))
+    digest = options.written.get(staged_child) or options.kept.get(staged_child)
+    return digest if digest is not None else mf.root_digest(options.live_folder(staged_child))
 
 
 def _json_safe(value):
@@ -241,7 +260,7 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
     parts = _step_path(context, path)
     with reading_lock(context.root / parts[0]):
         top = resolve_dump_folder(context.root / parts[0])
-        options = _Options(mmap_mode=mmap_mode, verify=verify)
+        options = _Options(mmap_mode=mmap_mode, verify=verify, trust_override=trusted is True)
         folder, manifest = _manifest_along(top, parts[1:], options)
         verdict = gate.decide(top, trusted)  # before anything is unpickled (DESIGN §5a)
         if not verdict.trusted:
@@ -287,7 +306,7 @@ def _read_step_manifest(folder: Path, digest: str | None, options: _Options) -> 
     """The manifest of a step folder, checked against ``digest`` (from the parent's
     manifest) when given; its digest is noted in ``options.written``."""
     manifest = mf.read_manifest(folder, digest)
-    options.written[Path(folder)] = digest or mf.root_digest(folder)
+    options.written[os.fspath(folder)] = digest or mf.root_digest(folder)
     return manifest
 
 
@@ -311,8 +330,8 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
         if parent is not None and name not in listed:
             raise StepLoadError(f"{folder}: the manifest of {parent_context.get_path()} lists no child {name!r}")
         manifest = _read_step_manifest(folder, listed.get(name), options)
-    if Path(folder) not in options.verified:  # an untrusted dump's pickles are always hashed
-        verify_files(folder, manifest.get("files", {}), options.verify if options.trusted else options.verify or True)
+    if Path(folder) not in options.verified:  # (the pickle's bytes are checked again as read)
+        verify_files(folder, manifest.get("files", {}), options.verify)
     options.manifests[Path(folder)] = manifest
     step = context.stripped_saver.load_step(placeholder, context)
     context = parent_context.push(step)

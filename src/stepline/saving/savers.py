@@ -81,7 +81,7 @@ class JoblibStepSaver(BaseSaver):
         files = options.manifest_files(folder)
         pickled = {k: v for k, v in files.items() if k == "step.pkl" or k.startswith("buffer-")}
         loaded = read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False,
-                             restricted=not options.trusted)
+                             restricted=not options.trusted, check_stream=not options.trust_override)
         _check_is_step(loaded, folder / "step.pkl")
         return loaded
 

@@ -8,18 +8,17 @@ flight. Predictions run on a thread pool, off the event loop. Every refused requ
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from stepline.serving import protocol, tensors
 from stepline.serving.batching import Batcher
 from stepline.serving.metrics import Metrics
 from stepline.serving.model import ModelLoadError, PredictionError, ServedModel
 from stepline.serving.protocol import RequestError
+from stepline.serving.threads import PredictionThreads
 
 logger = logging.getLogger("stepline.serving")
 
@@ -88,25 +87,23 @@ class _Server:
         self.model = model
         self.max_body_size = max_body_size
         self.metrics = Metrics()
-        self.executor = ThreadPoolExecutor(threads or min(32, (os.cpu_count() or 1) + 4),
-                                           thread_name_prefix="stepline-predict")
-        self.batcher = (Batcher(self._run, self.executor, max_batch_size, max_latency_s, self.metrics)
+        self.threads = PredictionThreads(threads or min(32, (os.cpu_count() or 1) + 4))
+        self.batcher = (Batcher(self._run, self.threads, max_batch_size, max_latency_s, self.metrics)
                         if max_batch_size else None)
 
     # ------------------------------------------------------------ lifecycle
     @contextlib.asynccontextmanager
     async def lifespan(self, _app):
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self.executor, self.model.start)
+            await self.threads.submit(self.model.start)
         except ModelLoadError as error:
             logger.error("cannot serve: %s", error)
             raise
         try:
             yield
         finally:  # uvicorn runs this after the requests in flight have been answered
-            await loop.run_in_executor(self.executor, self.model.stop)
-            self.executor.shutdown(wait=False)
+            await self.threads.submit(self.model.stop)
+            self.threads.shutdown(wait=False)
 
     # ------------------------------------------------------------ health and metadata
     async def live(self, request):
@@ -201,7 +198,7 @@ class _Server:
             raise RequestError("body: no rows to predict")
         if self.batcher is not None:
             return await self.batcher.submit(data, proba)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self._run, data, proba)
+        return await self.threads.submit(self._run, data, proba)
 
     def _run(self, data, proba: bool):
         """On a pool thread: ``(digest, outputs)`` of the live version for ``data``."""
@@ -210,6 +207,14 @@ class _Server:
 
     # ------------------------------------------------------------ plumbing
     async def _body(self, request) -> bytes:
+        """The request body, decompressed (gzip/deflate, as tritonclient can send); 413 over the limit."""
+        raw = await self._raw_body(request)
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding == "identity":
+            return raw
+        return protocol.decompress(raw, encoding, self.max_body_size)
+
+    async def _raw_body(self, request) -> bytes:
         length = request.headers.get("content-length")
         if length is not None:
             if not length.isdigit():

@@ -69,9 +69,13 @@ class LoadedVersion:
         self.digest = digest
         try:
             step = load_dump(self.folder, trusted)
-            step.setup(ExecutionContext(self.folder.parent))
         except Exception as error:
             raise ModelLoadError(f"{self.folder}: {type(error).__name__}: {error}") from error
+        try:
+            step.setup(ExecutionContext(self.folder.parent))
+        except Exception as error:
+            _teardown_quietly(step)  # release what the part of setup that ran created
+            raise ModelLoadError(f"{self.folder}: setup failed: {type(error).__name__}: {error}") from error
         self.step = step
         self.final = _final_estimator(step)
         self.classes = _classes(self.final)
@@ -123,6 +127,13 @@ class LoadedVersion:
             self.step.teardown()
         except Exception:
             logger.exception("%s: teardown of version %s failed", self.folder, self.digest[:12])
+
+
+def _teardown_quietly(step) -> None:
+    try:
+        step.teardown()
+    except Exception:
+        logger.debug("teardown after a failed setup failed too", exc_info=True)
 
 
 def failing_step(error: BaseException) -> str | None:
@@ -217,6 +228,7 @@ class ServedModel:
         self._swap_lock = threading.Lock()
         self._stopped = threading.Event()
         self._watch: threading.Thread | None = None
+        self._retiring: list[threading.Thread] = []  # old versions being torn down
 
     def start(self) -> "ServedModel":
         try:
@@ -270,7 +282,9 @@ class ServedModel:
             old, self.live = self.live, new
         self.reloads += 1
         logger.info("reloaded %s: version %s replaces %s", self.name, digest[:12], old.digest[:12])
-        threading.Thread(target=old.teardown, name="stepline-teardown", daemon=True).start()
+        retiring = threading.Thread(target=old.teardown, name="stepline-teardown", daemon=True)
+        retiring.start()
+        self._retiring = [t for t in self._retiring if t.is_alive()] + [retiring]
         return True
 
     def _digest_or_none(self):
@@ -291,5 +305,7 @@ class ServedModel:
         self._stopped.set()
         if self._watch is not None:
             self._watch.join(timeout=60)
+        for retiring in self._retiring:
+            retiring.join(timeout=60)
         if self.live is not None:
             self.live.teardown()

@@ -75,6 +75,24 @@ def load_json(body: bytes, where: str = "body"):
         raise RequestError(f"{where}: malformed JSON ({e})") from None
 
 
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip or deflate body, inflated to at most ``limit`` bytes (a 413 RequestError beyond)."""
+    import zlib
+    windows = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+    if encoding not in windows:
+        raise RequestError(f"Content-Encoding: {encoding[:40]!r} is not supported; use gzip, deflate or none", 415)
+    inflater = zlib.decompressobj(windows[encoding])
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise RequestError(f"body: not valid {encoding} data ({e})") from None
+    if len(out) > limit:
+        raise RequestError(f"body: over the limit of {limit} bytes once decompressed", 413)
+    if not inflater.eof:
+        raise RequestError(f"body: truncated {encoding} data")
+    return out
+
+
 def dumps(payload) -> bytes:
     """JSON bytes of a response (NaN and infinities written as ``NaN``/``Infinity``, as Python reads)."""
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

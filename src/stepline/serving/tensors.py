@@ -86,10 +86,19 @@ def _strings(array: np.ndarray, where: str) -> np.ndarray:
 
 def as_output_tensor(name: str, outputs) -> Tensor:
     """A pipeline output as a tensor; strings become BYTES."""
-    array = np.asarray(outputs)
+    array = _sendable(np.asarray(outputs))
     if array.dtype.kind == "U":
         array = array.astype(object)
     return Tensor(name, array)
+
+
+def _sendable(array: np.ndarray) -> np.ndarray:
+    """Outputs whose dtype the protocol has no datatype for (dates, complex…) as strings."""
+    if array.dtype.kind == "f" and array.dtype.itemsize > 8:
+        return array.astype(np.float64)
+    if array.dtype.kind in "biufOUS":
+        return array
+    return array.astype(str).astype(object)
 
 
 def input_metadata(version) -> list[dict]:
@@ -117,7 +126,8 @@ def output_metadata(version) -> list[dict]:
 
 
 def to_jsonable(array: np.ndarray) -> list:
-    """Predictions as JSON values (bytes decoded, NumPy scalars as Python ones)."""
+    """Predictions as JSON values (bytes decoded, NumPy scalars as Python ones, dates as strings)."""
+    array = _sendable(array)
     if array.dtype == object:
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else
                 (v.item() if hasattr(v, "item") else v) for v in array.tolist()]

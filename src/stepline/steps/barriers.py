@@ -51,6 +51,13 @@ def join_values(parts: list):
     return list(itertools.chain.from_iterable(parts))
 
 
+def _first(values, n: int):
+    """The first ``n`` rows: the padding of a last batch is not data, it never comes out."""
+    if values is None or len(values) <= n:
+        return values
+    return values.iloc[:n] if hasattr(values, "iloc") else values[:n]
+
+
 class MiniBatchSequentialPipeline(_PlainMiniBatchPipeline):
     """A pipeline run on minibatches; :class:`Joiner` steps split it into segments (see the module)."""
 
@@ -64,6 +71,7 @@ class MiniBatchSequentialPipeline(_PlainMiniBatchPipeline):
             raise ValueError("MiniBatchSequentialPipeline needs a batch_size or at least one Joiner step")
         self.default_value_data_inputs = default_value_data_inputs
         self.default_value_expected_outputs = default_value_expected_outputs
+        self.batch_size_given = batch_size is not None
 
     def set_batch_size(self, batch_size: int) -> "MiniBatchSequentialPipeline":
         """Change the batch size (of the pipeline and of every :class:`Joiner`); returns self."""
@@ -86,6 +94,8 @@ class MiniBatchSequentialPipeline(_PlainMiniBatchPipeline):
             yield segment, None
 
     def _batches_for(self, data_container, joiner):
+        if joiner is None and not self.__dict__.get("batch_size_given", True):
+            return [as_dact(data_container)]  # steps after the last Joiner see all the rows at once
         if joiner is None:
             size = self.hyperparams["batch_size"]
             keep, d_di, d_eo = self.keep_incomplete_batch, self.default_value_data_inputs, \
@@ -111,9 +121,11 @@ class MiniBatchSequentialPipeline(_PlainMiniBatchPipeline):
                     else:
                         batch = step.handle_transform(batch, context)
                 outs.append(batch)
-            dc = DataContainer(ids=join_values([o._ids if isinstance(o, DataContainer) else o.ids for o in outs]),
-                               di=join_values([o.data_inputs for o in outs]),
-                               eo=join_values([o.expected_outputs for o in outs]))
+            n = len(dc)
+            dc = DataContainer(ids=_first(join_values([o._ids if isinstance(o, DataContainer) else o.ids
+                                                       for o in outs]), n),
+                               di=_first(join_values([o.data_inputs for o in outs]), n),
+                               eo=_first(join_values([o.expected_outputs for o in outs]), n))
         if fit:
             self._keep_fitted([fitted.get(id(s), s) for s in self.steps_as_tuple])
         return dc

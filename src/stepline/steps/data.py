@@ -28,6 +28,8 @@ def _take(values, indices):
         return values[indices]
     if isinstance(values, (list, tuple, range)):
         return [values[i] for i in indices]
+    if hasattr(values, "take"):  # pandas extension arrays (an index's values), xarray…
+        return values.take(indices)
     raise TypeError(f"cannot index data of type {type(values).__name__}; give arrays or lists")
 
 

@@ -183,9 +183,9 @@ class SKLearnWrapper(BaseStep):
                 raise TypeError(f"step {self.name!r}: use_predict_proba=True but {type(est).__name__} "
                                 f"with these parameters has no predict_proba")
             return "predict_proba"
-        if hasattr(est, "transform"):
-            return "transform"
-        return "predict"
+        if hasattr(est, "predict") or not hasattr(est, "transform"):
+            return "predict"  # a predictor predicts (KMeans gives labels, not distances)
+        return "transform"
 
     # ---------------------------------------------------------------------- repr
     def _repr_lines(self, indent: str) -> list[str]:
@@ -287,6 +287,7 @@ class SklearnEstimatorAdapter(BaseEstimator):
             raise ValueError(f"cannot set {sorted(params)} on SklearnEstimatorAdapter(step=None)")
         if bare:  # an unknown bare key is scikit-learn's "Invalid parameter"
             try:
+                _check_declared(self.step, bare)
                 self.step.set_hyperparams(bare)
             except HyperparameterError as error:
                 raise ValueError(f"Invalid parameter for {type(self).__name__}: {error}") from error
@@ -371,6 +372,17 @@ class SklearnEstimatorAdapter(BaseEstimator):
         if est is not None and is_classifier(est):
             return accuracy_score(y, predictions, sample_weight=sample_weight)
         return r2_score(y, predictions, sample_weight=sample_weight)
+
+
+def _check_declared(step, flat: dict) -> None:
+    """Refuse keys that name no declared hyperparameter, as scikit-learn's ``set_params`` does,
+    even on steps that otherwise accept any name (those that declare none, as Neuraxle's)."""
+    for owner, values in step._route(flat).items():
+        unknown = sorted(set(values) - set(owner._own_hyperparam_names()))
+        if unknown:
+            raise HyperparameterError(
+                f"step {owner.name!r} ({type(owner).__name__}) declares no hyperparameter "
+                f"{', '.join(map(repr, unknown))}; valid keys are those of get_params()")
 
 
 def _is_fitted(step) -> bool:

@@ -1,9 +1,10 @@
 """Steps that merge a container's named sub-containers into it (importable from ``steps.data``).
 
-- :class:`InnerConcatenateDataContainer`: the sub-containers' data inputs are joined to
-  the main ones on the last axis (lower-rank ones are broadcast).
+- :class:`InnerConcatenateDataContainer`: the sub-containers' data inputs (and expected
+  outputs, when they all have some) are joined to the main ones on the last axis
+  (lower-rank ones are broadcast).
 - :class:`ZipBatchDataContainer`: each row becomes the tuple of the main row and the
-  sub-containers' rows.
+  sub-containers' rows (data inputs and, when they all have some, expected outputs).
 Named sub-containers are removed once merged.
 """
 from __future__ import annotations
@@ -41,9 +42,13 @@ class InnerConcatenateDataContainer(_MergeSubContainers):
 
     def handle_transform(self, data_container, context):
         dc, chosen, rest = self._split(data_container)
-        joined = [concatenate_broadcast([dc.data_inputs[i]] + [sub.data_inputs[i] for sub in chosen])
-                  for i in range(len(dc))]
-        return DataContainer(ids=dc._ids, di=_like(dc.data_inputs, joined), eo=dc.expected_outputs,
+
+        def join(main, subs):
+            if main is None or any(sub is None for sub in subs):
+                return main
+            return _like(main, [concatenate_broadcast([main[i]] + [sub[i] for sub in subs]) for i in range(len(main))])
+        return DataContainer(ids=dc._ids, di=join(dc.data_inputs, [s.data_inputs for s in chosen]),
+                             eo=join(dc.expected_outputs, [s.expected_outputs for s in chosen]),
                              sub_data_containers=rest)
 
 
@@ -53,8 +58,12 @@ class ZipBatchDataContainer(_MergeSubContainers):
     def handle_transform(self, data_container, context):
         dc, chosen, rest = self._split(data_container)
         zipped = ZipDataContainer.create_from(DataContainer(ids=dc._ids, di=dc.data_inputs, eo=dc.expected_outputs),
-                                              *chosen)
-        return DataContainer(ids=dc._ids, di=zipped.data_inputs, eo=dc.expected_outputs, sub_data_containers=rest)
+                                              *chosen, zip_expected_outputs=self._all_have_eo(dc, chosen))
+        return DataContainer(ids=dc._ids, di=zipped.data_inputs, eo=zipped.expected_outputs, sub_data_containers=rest)
+
+    @staticmethod
+    def _all_have_eo(dc, chosen) -> bool:
+        return dc.expected_outputs is not None and all(sub.expected_outputs is not None for sub in chosen)
 
 
 def _like(original, rows: list):

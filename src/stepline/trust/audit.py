@@ -9,7 +9,9 @@ be checked against an allow-list, so an untrusted load refuses them.
 """
 from __future__ import annotations
 
+import os
 import pickletools
+import stat
 from dataclasses import dataclass, field
 
 _STRINGS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
@@ -35,6 +37,21 @@ class PickleAudit:
 
     globals: list[str] = field(default_factory=list)
     unresolvable: list[str] = field(default_factory=list)
+
+
+def read_regular_file(path) -> bytes:
+    """The bytes of ``path``; a link, FIFO or device is refused (never followed, never blocks)."""
+    from stepline.saving.errors import CorruptFileError, MissingFileError
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError as e:
+        raise MissingFileError(f"{path}: missing") from e
+    except OSError as e:
+        raise CorruptFileError(f"{path}: cannot open ({e.strerror or e}); a link is never followed") from e
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise CorruptFileError(f"{path}: not a regular file")
+        return f.read()
 
 
 def pickle_globals(data: bytes) -> PickleAudit:

@@ -47,7 +47,7 @@ def refused_globals(folder, verify=True, verified: set | None = None) -> dict[st
     from stepline.saving.integrity import verify_files
     from stepline.saving.manifest import child_entries, read_manifest
     from stepline.trust import allowlist
-    from stepline.trust.audit import pickle_globals
+    from stepline.trust.audit import pickle_globals, read_regular_file
     refused: dict[str, list[str]] = {}
     pending = [(Path(folder), None, 0)]
     while pending:
@@ -59,7 +59,7 @@ def refused_globals(folder, verify=True, verified: set | None = None) -> dict[st
             verified.add(current)
         if STREAM_NAME in files:
             path = current / STREAM_NAME
-            audit = pickle_globals(path.read_bytes())
+            audit = pickle_globals(read_regular_file(path))
             bad = [g for g in audit.globals if not allowlist.is_allowed(*g.rsplit(".", 1))]
             bad += audit.unresolvable
             by_value = files[STREAM_NAME].get("by_value")

@@ -81,7 +81,12 @@ def read_public_key_file(path) -> bytes:
 def _load_or_create(home: Path):
     path = home / PRIVATE_NAME
     if not path.exists():
-        _create(home)
+        try:
+            _create(home)
+        except OSError as e:
+            from stepline.saving.errors import SaveError
+            raise SaveError(f"{home}: cannot create the stepline signing key ({e.strerror or e}); every save "
+                            f"signs its dump: set STEPLINE_HOME to a writable folder") from e
     return _load(path)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from stepline.saving.errors import StepLoadError
 from stepline.saving.manifest import child_entries, read_manifest
-from stepline.trust.audit import pickle_globals
+from stepline.trust.audit import pickle_globals, read_regular_file
 
 STREAM_NAME = "step.pkl"
 
@@ -18,7 +18,7 @@ def audit_lines(path) -> list[str]:
     for folder, files in _step_folders(Path(path)):
         if STREAM_NAME not in files:
             continue
-        audit = pickle_globals((folder / STREAM_NAME).read_bytes())
+        audit = pickle_globals(read_regular_file(folder / STREAM_NAME))
         lines.append(f"{folder / STREAM_NAME}:")
         for name in audit.globals:
             mark = "allowed" if allowlist.is_allowed(*name.rsplit(".", 1)) else "REFUSED"

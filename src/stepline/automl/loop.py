@@ -1,0 +1,121 @@
+"""The search loop: ask in the driver, evaluate on a runner, tell in the driver.
+
+Only this loop (in the driver) writes to the study's storage; the runners of
+:mod:`.workers` only evaluate.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from stepline.automl.trials import COMPLETE, FAIL, PRUNED, TrialResult
+
+if TYPE_CHECKING:
+    from stepline.automl.search import AutoML
+
+log = logging.getLogger("stepline.automl")
+
+_TRACEBACK_CHARS = 4000
+_FAILURES_IN_A_ROW = 10  # (or n_trials, if more) failed trials in a row stop the search
+
+
+class SearchLoop:
+    """Ask in the driver, evaluate on the runner, tell in the driver, until enough trials finished."""
+
+    def __init__(self, search: AutoML, study, runner, optuna):
+        self.search, self.study, self.runner = search, study, runner
+        self.states = optuna.trial.TrialState
+        self.running: dict = {}
+        self.finished = len(study.get_trials(deepcopy=False, states=(self.states.COMPLETE, self.states.PRUNED)))
+        self.failed_in_a_row = 0
+        self.deadline = None if search.timeout_s is None else time.monotonic() + search.timeout_s
+
+    def run(self) -> None:
+        from tqdm import tqdm
+        n_trials = self.search.n_trials
+        with tqdm(total=n_trials, initial=min(self.finished, n_trials), unit="trial", desc="trials",
+                  disable=None if self.search.show_progress else True) as bar:
+            try:
+                while True:
+                    self._fill()
+                    if not self.running:
+                        return
+                    for result in self.runner.wait(self._report):
+                        self._tell(result)
+                        if result.state != FAIL:
+                            bar.update(1)
+                            if not bar.disable:  # best_value reads the storage: only for a bar
+                                bar.set_postfix(best=self._best(), refresh=False)
+            finally:
+                self._abandon_running()
+
+    def _fill(self) -> None:
+        limit = max(self.search.n_trials, _FAILURES_IN_A_ROW)
+        while (len(self.running) < self.runner.capacity
+               and self.finished + len(self.running) < self.search.n_trials
+               and self.failed_in_a_row < limit
+               and (self.deadline is None or time.monotonic() < self.deadline)):
+            trial = self.study.ask()
+            try:
+                params = self.search.space_.suggest(trial)
+            except Exception:
+                self.study.tell(trial, state=self.states.FAIL)
+                raise
+            self.running[trial.number] = trial
+            self.runner.submit(trial.number, params)
+        if self.failed_in_a_row >= limit and not self.running:
+            log.warning("stepline.automl: stopping after %d failed trials in a row", self.failed_in_a_row)
+
+    def _report(self, number: int, step: int, value: float, live: bool = True) -> bool:
+        trial = self.running[number]
+        trial.report(value, step)
+        return live and trial.should_prune()
+
+    def _tell(self, result: TrialResult) -> None:
+        trial = self.running.pop(result.number)
+        if result.state == COMPLETE:
+            _tell(self.study, trial, result.value)
+        elif result.state == PRUNED:
+            _tell(self.study, trial, state=self.states.PRUNED)
+        else:
+            trial.set_user_attr("error", result.error)
+            if result.traceback:
+                trial.set_user_attr("traceback", result.traceback[-_TRACEBACK_CHARS:])
+            _tell(self.study, trial, state=self.states.FAIL)
+            log.warning("stepline.automl: trial %d failed: %s", result.number, result.error)
+            self.failed_in_a_row += 1
+            return
+        self.finished += 1
+        self.failed_in_a_row = 0
+
+    def _best(self) -> Any:
+        try:
+            return round(self.study.best_value, 6)
+        except ValueError:
+            return None
+
+    def _abandon_running(self) -> None:
+        """Trials still running when the loop stops abruptly (an interrupt, an error) fail."""
+        for number, trial in list(self.running.items()):
+            try:
+                trial.set_user_attr("error", "Interrupted: the search stopped while the trial ran")
+                self.study.tell(trial, state=self.states.FAIL)
+            except Exception as error:  # noqa: BLE001 - keep the original exception visible
+                log.warning("stepline.automl: could not record trial %d as failed: %s", number, error)
+        self.running.clear()
+
+
+def _tell(study, trial, value=None, state=None) -> None:
+    """``study.tell`` without reading the trial back from the storage afterwards.
+
+    The public ``tell`` returns a deep copy of the finished trial, one more storage read a
+    trial (a query with SQLite); ``study.optimize`` tells through the function below, so the
+    ask/tell loop costs what ``optimize`` costs. Falls back to ``tell`` if Optuna moves it.
+    """
+    try:
+        from optuna.study._tell import _tell_with_warning
+    except ImportError:  # pragma: no cover - depends on the Optuna version
+        study.tell(trial, value, state=state)
+        return
+    _tell_with_warning(study=study, trial=trial, value_or_values=value, state=state, suppress_warning=True)
