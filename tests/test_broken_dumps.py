@@ -200,7 +200,7 @@ def test_a_wrong_name_lists_the_dumps_that_are_there(tmp_path):
     MultiplyByN(3).set_name("other").save(CX(tmp_path), full_dump=True)
     outcome = load_in_subprocess(tmp_path, "pp")
     assert outcome["error"] == "NotADumpError"
-    assert re.search(r"pp.*no such folder.*other, p\b", outcome["message"]), outcome["message"]
+    assert re.search(r"pp.*no such dump.*other, p\b", outcome["message"]), outcome["message"]
     result = inspect(tmp_path / "pp")
     assert result.returncode == 2 and "other, p" in result.stderr
 

@@ -171,7 +171,7 @@ def parse_json(path: Path, raw: bytes, what: str, error) -> object:
     except RecursionError as e:
         raise error(f"{path}: {what} is nested too deeply to be one stepline wrote: it is corrupted") from e
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise error(f"{path}: invalid JSON in {what} ({e}): it is corrupted") from e
+        raise error(f"{path}: {what} is not valid JSON ({e}): it is corrupted") from e
 
 
 def _check_own_digest(path: Path, data: dict, raw: bytes) -> None:
@@ -209,7 +209,7 @@ def _missing_dump_message(folder: Path) -> str:
         return f"{folder}: no such folder: there is no stepline dump here"
     names = dumps_in(parent)
     there = f"{parent} holds the dumps {', '.join(names[:20])}" if names else f"{parent} holds no dump"
-    return f"{folder}: no such folder; {there}"
+    return f"{folder}: no such dump; {there}"
 
 
 def dumps_in(folder: Path) -> list[str]:
