@@ -21,7 +21,7 @@ import pytest
 
 from stepline import CX, Pipeline
 from stepline.base import BaseSaver, BaseStep
-from stepline.saving import CorruptFileError, ManifestError, NotADumpError, SaveError, StepLoadError
+from stepline.saving import CorruptFileError, ManifestError, SaveError, StepLoadError
 from stepline.saving import manifest as mf
 from stepline.steps.numpy import AddN, MultiplyByN
 
