@@ -447,7 +447,7 @@ def test_inspect_audit_of_a_fifo_pickle_fails_clearly_without_hanging(signed):
     (signed / "b" / "step.pkl").unlink()
     os.mkfifo(signed / "b" / "step.pkl")
     out = _stepline(os.environ["STEPLINE_HOME"], "inspect", "--audit", signed)
-    assert out.returncode == 2 and "not a regular file" in out.stdout
+    assert out.returncode == 2 and "not a regular file" in out.stdout + out.stderr  # inspect errors go to stderr
     with pytest.raises(StepLoadError):
         CX(signed.parent).load("p", trusted=False)
 
