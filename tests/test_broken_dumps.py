@@ -21,7 +21,7 @@ import pytest
 
 from stepline import CX, Pipeline
 from stepline.base import BaseSaver, BaseStep
-from stepline.saving import CorruptFileError, ManifestError, NotADumpError, SaveError, StepLoadError
+from stepline.saving import CorruptFileError, ManifestError, SaveError, StepLoadError
 from stepline.saving import manifest as mf
 from stepline.steps.numpy import AddN, MultiplyByN
 
@@ -141,6 +141,15 @@ def _fifo_turn(p):
     make_fifo(p.parent / ".p.turn")
 
 
+def _fifo_manifest(p):
+    make_fifo(p / "AddN" / "stepline.json")
+
+
+def _folder_as_pickle(p):
+    (p / "AddN" / "step.pkl").unlink()
+    (p / "AddN" / "step.pkl").mkdir()
+
+
 def _fifo_journal(p):
     make_fifo(p.parent / ".p.journal")
 
@@ -168,6 +177,8 @@ CORPUS = {
     "FIFO as .p.turn": (_fifo_turn, CorruptFileError, r"\.p\.turn.*FIFO"),
     ".p.lock a folder": (_lock_is_folder, CorruptFileError, r"\.p\.lock.*folder"),
     "FIFO as .p.journal": (_fifo_journal, StepLoadError, r"\.p\.journal.*FIFO"),
+    "FIFO as a child's stepline.json": (_fifo_manifest, StepLoadError, r"AddN/stepline.json.*FIFO"),
+    "a folder as step.pkl": (_folder_as_pickle, CorruptFileError, r"AddN/step.pkl.*not a regular file"),
 }
 
 

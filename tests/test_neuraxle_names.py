@@ -332,3 +332,10 @@ def test_ids_input_and_output_wrapper():
     out = IdsInputAndOutputTransformerWrapper(Reverse()).handle_transform(DACT(ids=["a", "b"], eo=[1, 2], di=[3, 4]),
                                                                           ExecutionContext())
     assert (out.ids, out.di, out.eo) == (["b", "a"], [4, 3], [2, 1])
+
+
+def test_composites_take_type_hints():
+    from typing import Generic
+    hinted: MetaStep[Identity] = MetaStep(Identity())
+    assert issubclass(MetaStep, Generic) and issubclass(Pipeline, Generic)
+    assert isinstance(hinted.get_step(), Identity) and Pipeline[Identity] is not None

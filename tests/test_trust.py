@@ -247,7 +247,7 @@ def test_stepline_trust_refuses_a_broken_dump_and_a_bad_key_file(signed, tmp_pat
     assert _stepline(tmp_path / "h", "trust", signed).returncode == 2
     (tmp_path / "key.pub").write_text("not a key")
     bad = _stepline(tmp_path / "h", "trust", "--key", tmp_path / "key.pub")
-    assert bad.returncode == 2 and "not a public key" in bad.stdout
+    assert bad.returncode == 2 and "not a public key" in bad.stderr
 
 
 def test_inspect_audit_lists_every_pickles_globals(signed):
@@ -447,7 +447,7 @@ def test_inspect_audit_of_a_fifo_pickle_fails_clearly_without_hanging(signed):
     (signed / "b" / "step.pkl").unlink()
     os.mkfifo(signed / "b" / "step.pkl")
     out = _stepline(os.environ["STEPLINE_HOME"], "inspect", "--audit", signed)
-    assert out.returncode == 2 and "not a regular file" in out.stdout + out.stderr  # inspect errors go to stderr
+    assert out.returncode == 2 and "not a regular file" in out.stdout + out.stderr
     with pytest.raises(StepLoadError):
         CX(signed.parent).load("p", trusted=False)
 

@@ -10,7 +10,7 @@ handlers take it.
 from __future__ import annotations
 
 import copy as _copy
-from typing import Any, Callable, Iterable, Iterator, List, Optional, TypeVar
+from typing import Any, Callable, Iterable, Iterator, List, TypeVar
 
 import numpy as np
 

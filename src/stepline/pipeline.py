@@ -1,12 +1,12 @@
 """``Pipeline``: steps run in order, each fitted on what the previous ones output."""
 from __future__ import annotations
 
-from stepline.core.composite import TruncableSteps
+from stepline.core.composite import StepT, TruncableSteps
 from stepline.core.context import ExecutionContext
 from stepline.estimator_api import EstimatorAPIMixin, wrap_foreign_steps
 
 
-class Pipeline(EstimatorAPIMixin, TruncableSteps):
+class Pipeline(EstimatorAPIMixin, TruncableSteps[StepT]):
     """Run steps in sequence.
 
     ``Pipeline([step, ("name", step), …], cache_folder=None)``. ``fit`` fits each

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Generic, TypeVar
 
 from stepline.core.mixins import HandlerMixin
 from stepline.core.naming import unique_names, validate_name
@@ -42,7 +43,10 @@ class CompositeStep(HandlerMixin, BaseStep):
         raise NotImplementedError
 
 
-class MetaStep(CompositeStep):
+StepT = TypeVar("StepT", bound=BaseTransformer)  # ``MetaStep[Identity]``, ``Pipeline[Identity]``: type hints
+
+
+class MetaStep(CompositeStep, Generic[StepT]):
     """Wraps one step; by default every call is delegated to it.
 
     ``wrapped`` is the inner step. Its hyperparameters appear under its name.
@@ -79,7 +83,7 @@ class MetaStep(CompositeStep):
         return self, data_container
 
 
-class TruncableSteps(CompositeStep):
+class TruncableSteps(CompositeStep, Generic[StepT]):
     """An ordered mapping of unique step names to steps.
 
     ``steps[name]``, ``steps[0]``, ``steps[1:]`` (a copy holding the same steps),

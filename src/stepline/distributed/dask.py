@@ -27,7 +27,7 @@ import uuid
 from concurrent.futures import CancelledError
 from pathlib import Path
 
-from distributed import Client, KilledWorker, LocalCluster, as_completed, get_worker
+from distributed import Client, KilledWorker, LocalCluster, as_completed, get_worker, wait
 
 from stepline.core.composite import MetaStep
 from stepline.core.context import ExecutionContext
@@ -39,6 +39,8 @@ from stepline.distributed.minibatches import Progress, cut, joined
 from stepline.saving.procedure import save_step
 
 log = logging.getLogger(__name__)
+
+_SETTLE_S = 5.0  # after a cancelled future, how long to wait for the news of a dead worker
 
 _HANDLES = ("_client", "_cluster", "_payload", "_shipped", "_owns_client", "_fit_count", "_keys")
 
@@ -194,6 +196,13 @@ class DaskPipeline(MetaStep):
                 for done, _ in enumerate(as_completed(futures), start=1):
                     progress.update(done)
             return client.gather(futures)
+        except CancelledError:
+            # A dead worker takes the results it held with it, and gather may meet one of
+            # those cancelled futures before the task that killed the worker: report that one.
+            killed = _killed_worker_of(futures, settle_s=_SETTLE_S)
+            if killed is not None:
+                raise killed from None
+            raise
         finally:
             client.cancel(futures)
 
@@ -235,6 +244,21 @@ class DaskPipeline(MetaStep):
             log.warning("%r: could not tell every worker to drop step %r: %s", self.name, shipped[1], e)
         if isinstance(payload, str):
             shutil.rmtree(payload, ignore_errors=True)
+
+
+def _killed_worker_of(futures, settle_s: float):
+    """The ``KilledWorker`` of the first of ``futures`` that failed with one, or ``None``,
+    after waiting at most ``settle_s`` for the others to finish (their news may come later)."""
+    try:
+        wait(futures, timeout=settle_s)
+    except Exception:  # some are still running (or the client is closing): look at what is known
+        pass
+    for future in futures:
+        if future.status == "error":
+            exc = future.exception()
+            if isinstance(exc, KilledWorker):
+                return exc
+    return None
 
 
 def _connect(step: DaskPipeline):

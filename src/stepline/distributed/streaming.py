@@ -382,7 +382,8 @@ def _stage_queue_sizes(steps) -> list:
     """The max queue sizes given by 4-tuple stages (Neuraxle's form)."""
     if isinstance(steps, BaseTransformer):
         return []
-    return [item[2] for item in steps if isinstance(item, tuple) and len(item) == 4]
+    return [item[2] for item in steps
+            if isinstance(item, tuple) and len(item) == 4 and isinstance(item[3], BaseTransformer)]
 
 
 def _parse_stages(steps, default_workers: int, owner: str):
@@ -393,7 +394,7 @@ def _parse_stages(steps, default_workers: int, owner: str):
     for item in steps:
         name, n, step = None, None, item
         if isinstance(item, tuple):
-            if len(item) == 4:  # Neuraxle's (name, n_workers, max queue size, step)
+            if len(item) == 4 and isinstance(item[3], BaseTransformer):  # Neuraxle's (name, n, max queue, step)
                 name, n, queue_size, step = item
                 if not isinstance(queue_size, numbers.Integral) or isinstance(queue_size, bool):
                     raise TypeError(f"{owner}: a stage is {_STAGE_FORMS}; got {item!r}")

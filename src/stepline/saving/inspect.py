@@ -36,7 +36,7 @@ def _node(folder: Path, manifest: dict) -> dict:
     children = []
     for name, digest in child_entries(manifest, folder):
         children.append(_node(folder / name, read_manifest(folder / name, digest)))  # refuses links
-    return {"name": manifest["name"], "class": manifest["class"], "savers": manifest.get("savers", []),
+    return {"name": manifest.get("name"), "class": manifest.get("class"), "savers": manifest.get("savers", []),
             "stripped_saver": manifest.get("stripped_saver"), "hyperparams": manifest.get("hyperparams", {}),
             "hyperparams_space": manifest.get("hyperparams_space", {}), "info": manifest.get("info", {}),
             "files": manifest["files"], "children": children}

@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 import blake3
 
 from .errors import CorruptFileError, ManifestError, MissingFileError, StepLoadError
-from .manifest import MANIFEST_NAME, parse_json
+from .manifest import MANIFEST_NAME
 from .safe_open import open_regular
 
 STAT_CACHE_NAME = ".stepline-verified.json"
@@ -273,8 +273,9 @@ def _trusted(entry, st: os.stat_result, digest: str) -> bool:
 def load_stat_cache(folder, strict: bool = False) -> dict[str, list]:
     """The cache's trustworthy entries; ``{}`` if it is missing.
 
-    A cache that is not a regular file or not valid JSON is ignored, or with ``strict``
-    (loading) a :class:`CorruptFileError`: stepline never writes one, so something else did.
+    A cache that is not valid JSON is ignored (its files are hashed); one that is a FIFO, a
+    folder or a link, or JSON nested too deeply, is ignored too, or with ``strict`` (loading)
+    a :class:`CorruptFileError`: stepline never writes one, so something else did.
     Entries for files mapped writable (:func:`mark_mapped_writable`) are never returned.
     """
     entries, marks = _read_cache(Path(folder), strict)
@@ -282,21 +283,30 @@ def load_stat_cache(folder, strict: bool = False) -> dict[str, list]:
 
 
 def _read_cache(folder: Path, strict: bool) -> tuple[dict[str, list], dict[str, int]]:
-    """(entries not racy, ``{name: inode}`` of files mapped writable) of the folder's cache."""
+    """(entries not racy, ``{name: inode}`` of files mapped writable) of the folder's cache.
+
+    Garbage (invalid JSON, another shape) is no cache: its files are hashed. What stepline
+    could never have written there and that would hang or crash a reader — a FIFO, a
+    folder, a link, JSON nested 200 000 deep — is a :class:`CorruptFileError` with ``strict``.
+    """
     path = folder / STAT_CACHE_NAME
     try:
         with open_regular(path, os.O_RDONLY, CorruptFileError, "stat cache") as f:
             written_ns = os.fstat(f.fileno()).st_mtime_ns
             raw = f.read(_MAX_CACHE_BYTES + 1)
         if len(raw) > _MAX_CACHE_BYTES:
-            raise CorruptFileError(f"{path}: bigger than any stat cache stepline writes")
-        data = parse_json(path, raw, "the stat cache", CorruptFileError)
+            return {}, {}
+        data = json.loads(raw)
     except OSError:
         return {}, {}
-    except CorruptFileError as error:
-        if strict:
-            raise CorruptFileError(f"{error}; delete it (it only spares re-hashing) and load again") from error
+    except ValueError:  # not JSON, not UTF-8
         return {}, {}
+    except (CorruptFileError, RecursionError) as error:
+        if not strict:
+            return {}, {}
+        reason = error if isinstance(error, CorruptFileError) else \
+            f"{path}: the stat cache is nested too deeply to be one stepline wrote"
+        raise CorruptFileError(f"{reason}; delete it (it only spares re-hashing) and load again") from error
     if not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT:
         return {}, {}
     entries, marks = data.get("files"), data.get("mapped_writable", {})

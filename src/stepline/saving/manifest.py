@@ -175,8 +175,8 @@ def parse_json(path: Path, raw: bytes, what: str, error) -> object:
 
 
 def _check_own_digest(path: Path, data: dict, raw: bytes) -> None:
-    """Check (and drop from ``data``) the digest :func:`encode_manifest` ended ``raw`` with."""
-    digest = data.pop(SELF_DIGEST, None)
+    """Check the digest :func:`encode_manifest` ended ``raw`` with."""
+    digest = data.get(SELF_DIGEST)
     suffix = raw[-_SUFFIX_LENGTH:]
     if not (isinstance(digest, str) and suffix.startswith(_SUFFIX_HEAD) and suffix.endswith(_SUFFIX_TAIL)
             and suffix[len(_SUFFIX_HEAD):-len(_SUFFIX_TAIL)] == digest.encode("ascii", "replace")):

@@ -13,8 +13,8 @@ from .errors import ManifestError
 
 #: field -> (required, what it must be, check)
 _FIELDS = {
-    "name": (True, "a string", lambda v: isinstance(v, str)),
-    "class": (True, "a string", lambda v: isinstance(v, str)),
+    "name": (False, "a string", lambda v: isinstance(v, str)),
+    "class": (False, "a string", lambda v: isinstance(v, str)),
     "files": (True, "an object {file name: record}", lambda v: isinstance(v, dict)),
     "created": (False, "a string", lambda v: isinstance(v, str)),
     "stripped_saver": (False, "a string", lambda v: isinstance(v, str)),

@@ -285,14 +285,9 @@ class SklearnEstimatorAdapter(BaseEstimator):
         bare = {key: value for key, value in params.items() if not key.startswith("step__")}
         if (prefixed or bare) and self.step is None:
             raise ValueError(f"cannot set {sorted(params)} on SklearnEstimatorAdapter(step=None)")
-        if bare:  # a key the step neither has nor declares is scikit-learn's "Invalid parameter"
-            known = set(self.step.get_hyperparams().to_flat_dict()) | set(
-                self.step.get_hyperparams_space().to_flat_dict())
-            unknown = sorted(set(bare) - known)
-            if unknown:
-                raise ValueError(f"Invalid parameter(s) {unknown} for {type(self).__name__}: valid "
-                                 f"parameters are 'step' and {sorted(known)} (with or without 'step__')")
+        if bare:  # an unknown bare key is scikit-learn's "Invalid parameter"
             try:
+                _check_declared(self.step, bare)
                 self.step.set_hyperparams(bare)
             except HyperparameterError as error:
                 raise ValueError(f"Invalid parameter for {type(self).__name__}: {error}") from error
@@ -377,6 +372,17 @@ class SklearnEstimatorAdapter(BaseEstimator):
         if est is not None and is_classifier(est):
             return accuracy_score(y, predictions, sample_weight=sample_weight)
         return r2_score(y, predictions, sample_weight=sample_weight)
+
+
+def _check_declared(step, flat: dict) -> None:
+    """Refuse keys that name no declared hyperparameter, as scikit-learn's ``set_params`` does,
+    even on steps that otherwise accept any name (those that declare none, as Neuraxle's)."""
+    for owner, values in step._route(flat).items():
+        unknown = sorted(set(values) - set(owner._own_hyperparam_names()))
+        if unknown:
+            raise HyperparameterError(
+                f"step {owner.name!r} ({type(owner).__name__}) declares no hyperparameter "
+                f"{', '.join(map(repr, unknown))}; valid keys are those of get_params()")
 
 
 def _is_fitted(step) -> bool:

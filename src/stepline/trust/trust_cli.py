@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from stepline.saving.errors import StepLoadError
 
@@ -21,7 +22,7 @@ def run(args) -> int:
         try:
             key = store.add_key(read_public_key_file(args.key), args.label or args.key)
         except (OSError, ValueError) as error:
-            print(f"stepline trust: {error}")
+            print(f"stepline trust: {error}", file=sys.stderr)
             return 2
         print(f"trusted key {key} (in {store.store_path()})")
         return 0
@@ -31,10 +32,11 @@ def run(args) -> int:
         lines, intact = verify_lines(args.path)
         digest = root_digest(args.path)
     except StepLoadError as error:
-        print(f"stepline trust: {error}")
+        print(f"stepline trust: {error}", file=sys.stderr)
         return 2
     if not intact:
-        print("\n".join(lines) + "\nstepline trust: not trusting a dump that fails its integrity check")
+        print("\n".join(lines))
+        print("stepline trust: not trusting a dump that fails its integrity check", file=sys.stderr)
         return 2
     store.add_digest(digest, str(args.path))
     print(f"trusted dump {args.path} (root digest {digest}, in {store.store_path()})")

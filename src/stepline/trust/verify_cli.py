@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from stepline.saving.errors import StepLoadError
 
@@ -16,7 +17,7 @@ def run(args) -> int:
     try:
         lines, intact = verify_lines(args.path)
     except StepLoadError as error:
-        print(f"stepline verify: {error}")
+        print(f"stepline verify: {error}", file=sys.stderr)
         return 2
     print("\n".join(lines))
     return 0 if intact else 2
