@@ -148,9 +148,12 @@ class ExecutionContext:
 
     @property
     def logger(self):
-        """The ``logging`` logger of the step this context runs (Neuraxle's ``context.logger``)."""
+        """The logger of the step this context runs (Neuraxle's ``context.logger``): a
+        ``LoggerAdapter`` over ``logging.getLogger("stepline.<parent names>")`` that also keeps
+        its messages in the process's history (:mod:`stepline.logging.history`)."""
         import logging
-        return logging.getLogger(".".join(["stepline"] + self.get_names()))
+        from stepline.logging.history import ContextLogger
+        return ContextLogger(logging.getLogger(".".join(["stepline"] + self.get_names())), {})
 
     def get_names(self) -> list[str]:
         """The names of the parent steps, outermost first."""

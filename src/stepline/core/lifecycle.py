@@ -8,7 +8,8 @@ lifecycle methods wrapped once, when the class is created, so that on every path
 - ``teardown`` is idempotent, always returns the step and clears ``is_initialized``;
 - ``fit``/``transform``/``fit_transform``/``predict`` set the step up on first use;
 - ``transform`` on a step that needs fitting and was never fitted raises
-  :class:`NotFittedError`;
+  :class:`NotFittedError` (not inside its own ``fit``/``fit_transform``, which may call
+  ``self.transform`` as scikit-learn and Neuraxle steps do);
 - ``fit`` marks the returned step fitted and changed (invalidated);
 - ``predict`` runs under the inference call mode (:mod:`stepline.core.mode`);
 - a root context given to ``setup`` is kept until ``teardown``: a plain
@@ -145,9 +146,11 @@ def _guard_fit(fn):
     @functools.wraps(fn)
     def fit(self, data_inputs, expected_outputs=None, *args, **kwargs):
         lifecycle, me = _enter(self)
+        lifecycle.fitting.append(me)  # its own transform may run inside (see _guard_transform)
         try:
             fitted = fn(self, data_inputs, expected_outputs, *args, **kwargs)
         finally:
+            lifecycle.fitting.remove(me)
             lifecycle.leave(me)
         return _mark_fitted(self, fitted, "fit", learns)
     return fit
@@ -159,9 +162,11 @@ def _guard_fit_transform(fn):
     @functools.wraps(fn)
     def fit_transform(self, data_inputs, expected_outputs=None, *args, **kwargs):
         lifecycle, me = _enter(self)
+        lifecycle.fitting.append(me)
         try:
             result = fn(self, data_inputs, expected_outputs, *args, **kwargs)
         finally:
+            lifecycle.fitting.remove(me)
             lifecycle.leave(me)
         if not (isinstance(result, tuple) and len(result) == 2):
             raise TypeError(
@@ -187,8 +192,8 @@ def _guard_transform(fn):
                 lifecycle.leave(me)
                 lifecycle, me = _enter(self)
         try:
-            if self._needs_fit and not self.is_fitted:
-                raise _not_fitted(self)
+            if self._needs_fit and not self.is_fitted and me not in lifecycle.fitting:
+                raise _not_fitted(self)  # a fit_transform may call its own transform: it is fitting
             if args or kwargs:
                 return fn(self, data_inputs, *args, **kwargs)
             return fn(self, data_inputs)  # no argument unpacking

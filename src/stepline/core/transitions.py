@@ -29,7 +29,7 @@ SLOW_TEARDOWN_S = 30.0  # a teardown that waits longer for the calls inside logs
 class StepLifecycle:
     """The lock, the calls in flight and the transition flags of one step."""
 
-    __slots__ = ("lock", "changed", "calls", "closing", "busy")
+    __slots__ = ("lock", "changed", "calls", "closing", "busy", "fitting")
 
     def __init__(self):
         self.lock = threading.RLock()
@@ -37,6 +37,7 @@ class StepLifecycle:
         self.calls: list[int] = []  # thread ids of the calls inside the step
         self.closing: int | None = None  # the thread id of a teardown that waits or runs
         self.busy = False  # a transition runs its user code (held with the lock)
+        self.fitting: list[int] = []  # thread ids inside the step's own fit or fit_transform
 
     def __reduce__(self):  # a copy or a pickle gets fresh state, never a lock
         return StepLifecycle, ()

@@ -35,8 +35,9 @@ import weakref
 
 from stepline.core.context import ExecutionContext
 from stepline.distributed.channels import BusyBoard, _ProcessQueue, _ResultPipe, close_process_queues
-from stepline.distributed.workers import (_ERROR, _STOP, StreamingTimeoutError, StreamingWorkerError,
+from stepline.distributed.workers import (_ERROR, _LOG, _STOP, StreamingTimeoutError, StreamingWorkerError,
                                           _RemoteTraceback, make_payload, worker_main)
+from stepline.logging import history as log_history
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +279,9 @@ class WorkerRuntime:
                     msg = pickle.loads(msg)
                 if msg[0] == _ERROR:
                     raise self._error(msg)
+                if msg[0] == _LOG:  # a line a worker process logged: into this process's history
+                    log_history.record(msg[1])
+                    continue
                 _, idx, stage_idx, di, eo = msg
                 if m == 1:
                     out[idx] = (di, eo)
@@ -335,6 +339,8 @@ class WorkerRuntime:
                 msg = pickle.loads(msg)
             if msg[0] == _ERROR:
                 raise self._error(msg)
+            if msg[0] == _LOG:
+                log_history.record(msg[1])
 
     def _died(self, stage, w, worker) -> StreamingWorkerError:
         if self.use_processes:

@@ -24,6 +24,7 @@ from stepline.core.composite import TruncableSteps
 from stepline.core.context import ExecutionContext
 from stepline.core.mode import current_call_mode, own_is_train
 from stepline.core.step import BaseTransformer
+from stepline.data_container import StripAbsentValues, _rows
 from stepline.distributed.minibatches import Progress, cut as _cut, join as _join, joined as _joined
 from stepline.distributed.runtime import WorkerRuntime, finalize_with
 from stepline.distributed.workers import StreamingSetupError, StreamingTimeoutError, StreamingWorkerError
@@ -88,10 +89,12 @@ class _QueuedSteps(_ProducerConsumerMixin, TruncableSteps):
     """Common base of the streaming steps: stage syntax, workers' lifecycle, minibatches."""
 
     _sequential = True
+    keep_incomplete_batch = True  # a class default: dumps saved before the argument existed load
 
     def __init__(self, steps, batch_size, n_workers_per_step=1, max_queued_minibatches=None,
                  use_processes=True, use_savers=False, *, start_method=None, show_progress=False,
-                 timeout_s=None, hyperparams=None, hyperparams_space=None, name=None, savers=None):
+                 timeout_s=None, keep_incomplete_batch=True, default_value_data_inputs=None,
+                 default_value_expected_outputs=None, hyperparams=None, hyperparams_space=None, name=None, savers=None):
         self.n_workers_per_step = _positive_int(n_workers_per_step, "n_workers_per_step")
         items, counts = _parse_stages(steps, self.n_workers_per_step, type(self).__name__)
         super().__init__(items, hyperparams=hyperparams, hyperparams_space=hyperparams_space,
@@ -111,6 +114,9 @@ class _QueuedSteps(_ProducerConsumerMixin, TruncableSteps):
         self.start_method = start_method
         self.show_progress = show_progress
         self.timeout_s = _timeout(timeout_s)
+        self.keep_incomplete_batch = bool(keep_incomplete_batch)
+        _no_padding(default_value_data_inputs, "default_value_data_inputs", type(self).__name__)
+        _no_padding(default_value_expected_outputs, "default_value_expected_outputs", type(self).__name__)
         self.input_queue = None
         self.consumers = []
 
@@ -227,12 +233,27 @@ class _QueuedSteps(_ProducerConsumerMixin, TruncableSteps):
         return runtime
 
     # ------------------------------------------------------------- streaming
+    def _whole_batches(self, data_container):
+        """The container, without its last, incomplete batch when ``keep_incomplete_batch`` is false."""
+        n = len(data_container)
+        kept = n - n % self.batch_size
+        if self.keep_incomplete_batch or kept == n:
+            return data_container
+        data_container.data_inputs = _rows(data_container.data_inputs, 0, kept)
+        data_container.expected_outputs = _rows(data_container.expected_outputs, 0, kept)
+        if data_container.ids is not None:
+            data_container.ids = _rows(data_container.ids, 0, kept)
+        return data_container
+
     def _stream(self, data_container, context, targets, stop_after, fit_mode, used) -> list:
         batches = _cut(data_container, self.batch_size, self.name)
         runtime = self._runtime_for(context, used)
         progress = Progress(self.show_progress, len(batches), self.name) if self.show_progress else None
         try:
-            return runtime.run(batches, targets, stop_after, fit_mode, progress, current_call_mode())
+            out = runtime.run(batches, targets, stop_after, fit_mode, progress, current_call_mode())
+            if not self._sequential and len(targets) == 1:  # the runtime gives one branch's (di, eo) bare
+                out = [[batch] for batch in out]
+            return out
         finally:
             if runtime.closed:  # a worker failed, or KeyboardInterrupt: start afresh next time
                 self._stop_runtime(abort=True)
@@ -258,7 +279,10 @@ class SequentialQueuedPipeline(_QueuedSteps):
 
     - ``steps``: stages, each ``step``, ``(name, step)``, ``(n_workers, step)`` or
       ``(name, n_workers, step)``.
-    - ``batch_size``: rows per minibatch; the last, incomplete one is processed too.
+    - ``batch_size``: rows per minibatch; the last, incomplete one is processed too (never
+      padded), or dropped with its rows with ``keep_incomplete_batch=False``. Neuraxle's
+      ``default_value_data_inputs``/``default_value_expected_outputs`` take only ``None`` or
+      ``StripAbsentValues()``: stepline does not pad.
     - ``max_queued_minibatches``: capacity of each queue between stages (default:
       ``max(4, 2 * workers of the stage it feeds)``).
     - ``use_processes``: worker processes (default) or threads.
@@ -277,6 +301,7 @@ class SequentialQueuedPipeline(_QueuedSteps):
     """
 
     def handle_transform(self, data_container, context):
+        data_container = self._whole_batches(data_container)
         n = len(self.steps_as_tuple)
         if n == 0:
             return data_container
@@ -284,9 +309,11 @@ class SequentialQueuedPipeline(_QueuedSteps):
         return _joined(data_container, out)
 
     def handle_fit_transform(self, data_container, context):
+        data_container = self._whole_batches(data_container)
         return self, self._fit_transform_range(data_container, context, len(self.steps_as_tuple))
 
     def handle_fit(self, data_container, context):
+        data_container = self._whole_batches(data_container)
         learners = [k for k, s in enumerate(self.steps_as_tuple) if _learns(s)]
         if learners:
             last = learners[-1]
@@ -325,6 +352,7 @@ class ParallelQueuedFeatureUnion(_QueuedSteps):
     _sequential = False
 
     def handle_transform(self, data_container, context):
+        data_container = self._whole_batches(data_container)
         n = len(self.steps_as_tuple)
         if n == 0:
             return data_container
@@ -334,6 +362,7 @@ class ParallelQueuedFeatureUnion(_QueuedSteps):
         return data_container
 
     def handle_fit_transform(self, data_container, context):
+        data_container = self._whole_batches(data_container)
         steps = self.steps_as_tuple
         outputs = [None] * len(steps)
         streamed = []
@@ -353,6 +382,7 @@ class ParallelQueuedFeatureUnion(_QueuedSteps):
         return self, data_container
 
     def handle_fit(self, data_container, context):
+        data_container = self._whole_batches(data_container)
         for k, step in enumerate(self.steps_as_tuple):
             if _learns(step):
                 self._replace(k, step.handle_fit(data_container.copy(), context.push(self)))
@@ -364,6 +394,14 @@ def _positive_int(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def _no_padding(value, what: str, owner: str) -> None:
+    """Streamed minibatches are never padded: only ``None`` or ``StripAbsentValues()`` is accepted."""
+    if value is not None and not isinstance(value, StripAbsentValues):
+        raise ValueError(f"{owner}: {what}={value!r}: stepline does not pad the last minibatch of a streaming "
+                         f"step (it goes short, or is dropped with keep_incomplete_batch=False); give None "
+                         f"or StripAbsentValues()")
 
 
 def _timeout(value):

@@ -29,8 +29,9 @@ from stepline.core.context import ExecutionContext, ExecutionPhase
 from stepline.core.data import DataContainer
 from stepline.core.errors import SteplineError
 from stepline.core.mode import call_mode
+from stepline.logging import history as log_history
 
-_RESULT, _ERROR = 0, 1
+_RESULT, _ERROR, _LOG = 0, 1, 2  # _LOG: a line logged through context.logger in a worker process
 _STOP = None                 # the sentinel that stops one worker
 _WORKER_POLL_S = 0.25        # how often an idle worker checks that its parent still runs
 
@@ -182,6 +183,10 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
 
         def stopped():
             return not _parent_alive(parent_pid, first_ppid)
+
+        def forward_log_line(line):  # the parent keeps the history (stepline.logging.history)
+            _put(result_q, pickle.dumps((_LOG, line), protocol=pickle.HIGHEST_PROTOCOL), stopped)
+        log_history.forward_to(forward_log_line)
     else:
         stopped = stop_event.is_set
 

@@ -124,6 +124,19 @@ class Boolean(Choice):
         self.proba_is_true = p
         super().__init__([True, False], [p, 1.0 - p])
 
+    def pmf(self, value: Any) -> float:
+        """Probability of ``value``; the numbers 1 and 0 count as True and False (as in Neuraxle)."""
+        value = _plain(value)
+        if isinstance(value, numbers.Real) and value in (0, 1):
+            return self.proba_is_true if value == 1 else 1.0 - self.proba_is_true
+        return 0.0
+
+    def cdf(self, x: float) -> float:
+        """P(value <= x), False counting as 0 and True as 1."""
+        x = _plain(x)
+        x = _number("Boolean.cdf", "x", int(x) if isinstance(x, bool) else x)
+        return 0.0 if x < 0 else (1.0 - self.proba_is_true if x < 1 else 1.0)
+
     def _params(self) -> dict:
         return {"proba_is_true": self.proba_is_true}
 

@@ -195,7 +195,19 @@ def _as_distribution(value, key: str):
     from stepline.hyperparams.distributions import FixedHyperparameter, HyperparameterDistribution
     if isinstance(value, HyperparameterDistribution):
         return value
+    if _is_frozen_scipy(value):  # scipy.stats.randint(2, 5), gamma(0.2): searched, as in Neuraxle
+        from stepline.hyperparams.scipy_distributions import (ScipyContinuousDistributionWrapper,
+                                                              ScipyDiscreteDistributionWrapper)
+        from scipy import stats
+        if isinstance(value.dist, stats.rv_discrete):
+            return ScipyDiscreteDistributionWrapper(value)
+        return ScipyContinuousDistributionWrapper(value)
     return FixedHyperparameter(value)
+
+
+def _is_frozen_scipy(value) -> bool:
+    """A frozen scipy.stats distribution (checked without importing scipy)."""
+    return type(value).__module__.startswith("scipy.stats") and hasattr(value, "dist") and hasattr(value, "rvs")
 
 
 def _json_default(value):

@@ -229,20 +229,22 @@ class FitTransformCounterLoggingStep(HandleOnlyMixin, BaseStep):
         BaseStep.__init__(self, name=name)
         self.logging_call_counter = 0
 
-    def _log(self, what: str) -> None:
-        logger.info("%s - %s call - logging call #%d", self.name, what, self.logging_call_counter)
+    def _log(self, what: str, context=None) -> None:
+        """Through ``context.logger`` (kept in the history, as Neuraxle's), else the module's logger."""
+        log = logger if context is None else context.logger
+        log.info("%s - %s call - logging call #%d", self.name, what, self.logging_call_counter)
         self.logging_call_counter += 1
 
     def _fit_data_container(self, data_container, context):
-        self._log("fit")
+        self._log("fit", context)
         return self
 
     def _transform_data_container(self, data_container, context):
-        self._log("transform")
+        self._log("transform", context)
         return data_container
 
     def _fit_transform_data_container(self, data_container, context):
-        self._log("fit_transform")
+        self._log("fit_transform", context)
         return self, data_container
 
 
