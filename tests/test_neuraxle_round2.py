@@ -184,3 +184,30 @@ def test_parallel_workers_wrapper_and_joiner_run_minibatches_in_workers(use_proc
         worker.join()
         worker.teardown()
     assert worker._pipeline.consumers == []
+
+
+# ------------------------------------------------------------------ config and contexts as service trees
+def test_config_routes_by_path_and_is_not_a_hyperparameter():
+    from stepline.base import Identity
+    p = Pipeline([Identity().set_name("step_1").set_config({"c2": 2}), Identity().set_name("step_2")])
+    p.update_config({"c1": 1, "step_2__c3": 3})
+    config = p.get_config()
+    assert config["c1"] == 1 and config["step_1"]["c2"] == 2 and config["step_2"]["c3"] == 3
+    assert config.to_flat_dict() == {"c1": 1, "step_1__c2": 2, "step_2__c3": 3}
+    assert "c1" not in p.get_hyperparams().to_flat_dict()
+    p.set_config({"c9": 9})
+    assert p.get_config()["c9"] == 9 and "c1" not in p.get_config().to_flat_dict()
+    with pytest.raises(KeyError, match="no child 'nope'.*step_1"):
+        p.set_config({"nope__x": 1})
+
+
+def test_context_apply_visits_the_context_then_its_step_services():
+    from stepline.base import ExecutionContext as CX
+    from stepline.base import Identity
+    from stepline.hyperparams.space import RecursiveDict
+    names = CX().apply(lambda s: RecursiveDict({"name": s.get_name()}))
+    assert names.to_flat_dict() == {"name": "ExecutionContext"}
+    cx = CX().set_service_locator({Identity: Identity(name="ident"), str: "not a step"})
+    names = cx.apply(lambda s: RecursiveDict({"name": s.get_name()}))
+    assert names["name"] == "ExecutionContext" and names["ident"]["name"] == "ident"
+    assert [s.name for s in cx.get_children()] == ["ident"]

@@ -146,6 +146,25 @@ class ExecutionContext:
             raise KeyError(f"no service registered for {getattr(service_abstraction, '__name__', service_abstraction)!r}; "
                            f"registered: {known}") from None
 
+    # ------------------------------------------------------------ services as a tree (Neuraxle)
+    @property
+    def name(self) -> str:
+        """``"ExecutionContext"``: a context is named as Neuraxle's services are."""
+        return type(self).__name__
+
+    def get_name(self) -> str:
+        return self.name
+
+    def get_children(self) -> list:
+        """The registered services that are steps (they have ``apply``), in registration order."""
+        return [s for s in self.services.values() if hasattr(s, "apply") and hasattr(s, "get_children")]
+
+    def apply(self, fn, ra=None, **kwargs):
+        """Neuraxle's ``CX().apply(fn)``: ``fn(context)`` and, under each step service's name,
+        that service's ``apply`` (a ``RecursiveDict``). The context itself is not a step."""
+        from stepline.core.neuraxle_api import neuraxle_apply
+        return neuraxle_apply(self, fn, ra=ra, **kwargs)
+
     @property
     def logger(self):
         """The logger of the step this context runs (Neuraxle's ``context.logger``): a

@@ -72,6 +72,44 @@ class NeuraxleStepAPI:
         data_container.data_inputs = inverse(data_container.data_inputs)
         return data_container
 
+    # ----------------------------------------------------------- config
+    def set_config(self, config):
+        """Neuraxle's step config: settings that are not hyperparameters (never searched, not
+        in ``get_hyperparams``). Keys of this step replace its config; ``child__key`` goes to
+        that child. Returns self."""
+        return self._set_config(config, replace=True)
+
+    def update_config(self, config):
+        """As :meth:`set_config`, keeping the keys not given."""
+        return self._set_config(config, replace=False)
+
+    def _set_config(self, config, replace: bool):
+        from stepline.hyperparams.space import SEPARATOR, RecursiveDict
+        flat = RecursiveDict(config).to_flat_dict()
+        own = {key: value for key, value in flat.items() if SEPARATOR not in key}
+        self.__dict__["_config"] = own if replace else {**self.__dict__.get("_config", {}), **own}
+        children = {child.name: child for child in self.get_children()}
+        routed: dict = {}
+        for key, value in flat.items():
+            if SEPARATOR in key:
+                head, rest = key.split(SEPARATOR, 1)
+                if head not in children:
+                    raise KeyError(f"step {self.name!r} has no child {head!r} for config key {key!r}; "
+                                   f"its children are {sorted(children)}")
+                routed.setdefault(head, {})[rest] = value
+        for name, sub in routed.items():
+            children[name]._set_config(sub, replace)
+        return self
+
+    def get_config(self):
+        """The config of this step and, under their names, of its descendants (a ``RecursiveDict``)."""
+        from stepline.hyperparams.space import SEPARATOR, RecursiveDict
+        out = RecursiveDict(dict(self.__dict__.get("_config", {})))
+        for child in self.get_children():
+            for key, value in child.get_config().to_flat_dict().items():
+                dict.__setitem__(out, f"{child.name}{SEPARATOR}{key}", value)
+        return out
+
     # ----------------------------------------------------------- mutation
     def will_mutate_to(self, new_base_step=None, new_method: str | None = None,
                        method_to_assign_to: str | None = None):
