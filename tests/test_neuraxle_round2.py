@@ -211,3 +211,28 @@ def test_context_apply_visits_the_context_then_its_step_services():
     names = cx.apply(lambda s: RecursiveDict({"name": s.get_name()}))
     assert names["name"] == "ExecutionContext" and names["ident"]["name"] == "ident"
     assert [s.name for s in cx.get_children()] == ["ident"]
+
+
+def test_an_unknown_hyperparameter_is_also_a_key_error():
+    from stepline.base import Identity
+    from stepline.core.errors import HyperparameterError
+    from stepline.hyperparams.distributions import RandInt
+    from stepline.hyperparams.space import HyperparameterSpace
+    p = Pipeline([Identity(hyperparams_space=HyperparameterSpace({"k": RandInt(1, 3)})).set_name("step_1")])
+    for bad in ({"step_3__hp": 2}, {"step_1__typo": 1}):
+        with pytest.raises(KeyError) as caught:
+            p.set_hyperparams(bad)
+        assert isinstance(caught.value, HyperparameterError)
+        assert str(caught.value).startswith("step '")  # a message, not a quoted key
+
+
+def test_wildcards_are_the_shortest_unambiguous_names():
+    from stepline.hyperparams.distributions import RandInt
+    from stepline.hyperparams.space import HyperparameterSpace
+    keys = ["model__layer__units", "model__layer__drop__units", "model__head__drop__units", "model__units",
+            "prep__scale", "lr", "opt__lr__decay", "opt__opt__decay"]
+    space = HyperparameterSpace({k: RandInt(1, 2 + i) for i, k in enumerate(keys)})
+    wildcards = space.to_wildcards()
+    assert list(wildcards) == ["*layer__units", "*layer*units", "*head*units", "model__units", "*scale", "lr",
+                               "*lr__decay", "*opt__decay"]
+    assert list(wildcards.values()) == list(space.to_flat_dict().values())

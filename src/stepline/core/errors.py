@@ -23,3 +23,13 @@ class DuplicateStepNameError(SteplineError, ValueError):
 
 class HyperparameterError(SteplineError, ValueError):
     """A hyperparameter name is unknown or its value lies outside its space."""
+
+
+class UnknownHyperparameterError(HyperparameterError, KeyError):
+    """A hyperparameter name (or a path to a child) that the step does not have.
+
+    Also a ``KeyError``, as Neuraxle raises for it: ported code that catches ``KeyError``
+    catches it. Its message reads as a plain message (not as a quoted key).
+    """
+
+    __str__ = BaseException.__str__

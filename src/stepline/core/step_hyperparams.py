@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from stepline.core.errors import HyperparameterError
+from stepline.core.errors import HyperparameterError, UnknownHyperparameterError
 from stepline.hyperparams.space import SEPARATOR, HyperparameterSamples, HyperparameterSpace, _is_leaf_mapping, flatten
 
 
@@ -156,7 +156,7 @@ class HyperparamsMixin:
         if unknown:
             children = [c.name for c in self.get_children()]
             where = f" and children {children}" if children else ""
-            raise HyperparameterError(
+            raise UnknownHyperparameterError(
                 f"step {self.name!r} ({type(self).__name__}) has no hyperparameter "
                 f"{', '.join(map(repr, unknown))}; its hyperparameters are "
                 f"{sorted(known) or '(none)'}{where}")

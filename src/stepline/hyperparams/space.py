@@ -125,6 +125,11 @@ class RecursiveDict(dict):
         """Plain nested dicts: ``{"a": {"b": value}}``."""
         return nest(self, self.separator)
 
+    def to_wildcards(self) -> dict:
+        """Each flat key under its shortest unambiguous wildcard (see :mod:`stepline.hyperparams.wildcards`)."""
+        from stepline.hyperparams.wildcards import to_wildcards
+        return to_wildcards(self.to_flat_dict())
+
     def with_prefix(self, prefix: str):
         """The same entries under ``prefix__``."""
         return self._new({f"{prefix}{self.separator}{k}": v for k, v in self.items()})
