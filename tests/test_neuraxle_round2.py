@@ -236,3 +236,14 @@ def test_wildcards_are_the_shortest_unambiguous_names():
     assert list(wildcards) == ["*layer__units", "*layer*units", "*head*units", "model__units", "*scale", "lr",
                                "*lr__decay", "*opt__decay"]
     assert list(wildcards.values()) == list(space.to_flat_dict().values())
+
+
+def test_apply_update_hyperparams_reaches_each_step_by_path():
+    from stepline.steps.flow import ChooseOneStepOf
+    from stepline.steps.numpy import MultiplyByN
+    choose = ChooseOneStepOf([("a", MultiplyByN(2)), ("b", MultiplyByN(3))])
+    p = Pipeline([choose])
+    np.testing.assert_array_equal(p.transform(np.ones(2)), [2, 2])
+    choose.apply("_update_hyperparams", hyperparams={"choice": "b", "b__multiply_by": 5})
+    np.testing.assert_array_equal(p.transform(np.ones(2)), [5, 5])
+    assert p.get_hyperparams()["ChooseOneStepOf__a__multiply_by"] == 2  # kept: update, not set

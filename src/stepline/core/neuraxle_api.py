@@ -44,6 +44,13 @@ class NeuraxleStepAPI:
         own = RecursiveDict(hyperparams)[None]
         return self.set_hyperparams(own) if own else self
 
+    def _update_hyperparams(self, hyperparams):
+        """Update this step's own values (the root level of ``hyperparams``), keeping the others;
+        Neuraxle's ``apply("_update_hyperparams", hyperparams=...)`` target (its AutoML loop)."""
+        from stepline.hyperparams.space import RecursiveDict
+        own = RecursiveDict(hyperparams)[None]
+        return self.update_hyperparams(own) if own else self
+
     # ----------------------------------------------------------- assertions
     def _assert(self, condition: bool, err_message: str, context: ExecutionContext | None = None) -> None:
         """Log ``err_message`` when ``condition`` is false and raise, except in the PROD phase."""
