@@ -595,7 +595,7 @@ def test_first_load_of_a_copied_dump_reads_each_buffer_once_as_it_verifies_it(tm
     import shutil
 
     from stepline.saving import integrity
-    p = Pipeline([("a", Weights(600_000)), ("b", Weights(300_000))], name="p").fit(np.ones(4))
+    p = Pipeline([("a", Weights(1_200_000)), ("b", Weights(300_000))], name="p").fit(np.ones(4))  # 4.8 MB, 1.2 MB
     p.save(CX(tmp_path / "d"), full_dump=True)
     wait_for_cleanup()  # the previous dump is deleted in the background
     shutil.copytree(tmp_path / "d", tmp_path / "copy")

@@ -19,6 +19,7 @@ import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import blake3
 import cloudpickle
 import numpy as np
 
@@ -32,6 +33,7 @@ PROTOCOL = 5
 BUFFER_MIN_BYTES = 64 << 10
 _THREAD_MIN_BYTES = 1 << 20
 _WRITE_CHUNK = 1 << 20  # hashed while still in the CPU cache
+_CONCURRENT_HASH_MIN_BYTES = 4 << 20  # from here on, hashed by a second thread as the file is written
 _PAGE = 4096
 _BUFFER_NAME = re.compile(r"buffer-(\d{3,})\.bin")
 _MMAP_MODES = (None, "r", "r+", "c")
@@ -136,18 +138,34 @@ def _write_and_hash(folder: Path, names: list[str], datas: list[memoryview]) -> 
 
 
 def write_hashed(path: Path, data) -> str:
-    """Write ``data`` to a new file at ``path``; return its BLAKE3, computed while writing."""
+    """Write ``data`` to a new file at ``path``; return its BLAKE3, computed while writing.
+
+    A big buffer is hashed from memory by a second thread while this one writes it in
+    one go (both release the GIL), so the save costs the write, not the write plus the
+    hash; a small one is hashed chunk by chunk right after each chunk is written.
+    """
     view = memoryview(data).cast("B")
+    if view.nbytes >= _CONCURRENT_HASH_MIN_BYTES:
+        with ThreadPoolExecutor(1, thread_name_prefix="stepline-hash") as pool:
+            hashed = pool.submit(lambda: blake3.blake3(view).hexdigest())
+            _write_file(path, view, view.nbytes)
+            return hashed.result()
     digest = new_hasher(view.nbytes)
+    _write_file(path, view, _WRITE_CHUNK, digest)
+    return digest.hexdigest()
+
+
+def _write_file(path: Path, view: memoryview, chunk_size: int, digest=None) -> None:
+    """Write ``view`` to a new file in chunks, each hashed into ``digest`` (if given) once written."""
     try:
         with open(path, "wb", buffering=0) as f:
-            for start in range(0, view.nbytes, _WRITE_CHUNK):
-                chunk = view[start:start + _WRITE_CHUNK]
+            for start in range(0, view.nbytes, chunk_size):
+                chunk = view[start:start + chunk_size]
                 _write_all(f, chunk)
-                digest.update(chunk)
+                if digest is not None:
+                    digest.update(chunk)
     except OSError as e:
         raise OSError(e.errno, e.strerror, e.filename or str(path)) from e  # name the file
-    return digest.hexdigest()
 
 
 def _write_all(f, chunk: memoryview) -> None:
