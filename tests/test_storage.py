@@ -596,32 +596,6 @@ def test_clean_leftovers_keeps_other_names_and_old_dumps_without_final(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-4", ".step.old-2", ".steps.tmp-3"]
 
 
-def test_clean_leftovers_leaves_what_the_background_thread_is_deleting_to_it(tmp_path):
-    """The previous dump of a save is deleted in the background: the next save to the same
-    place must not delete it again on its own path (back-to-back saves of a big dump)."""
-    import threading
-
-    from stepline.saving import atomic
-    with atomic_folder(tmp_path / "step") as tmp:
-        save_dump({"version": 1}, tmp)
-    wait_for_cleanup()
-    release = threading.Event()
-    atomic.remove_in_background(tmp_path / "unused")  # starts the cleaner thread
-    wait_for_cleanup()
-    atomic._cleaner.submit(release.wait, 30)  # the cleaner is busy until released
-    replaced = tmp_path / ".step.tmp-0badf00d"
-    save_dump({"version": 0}, replaced / "step")
-    atomic.remove_in_background(replaced)
-    try:
-        assert clean_leftovers(tmp_path, "step") == [] and replaced.exists()
-    finally:
-        release.set()
-    wait_for_cleanup()
-    assert not replaced.exists()
-    (tmp_path / ".step.tmp-1").mkdir()  # a killed save's leftover: removed right away
-    assert [p.name for p in clean_leftovers(tmp_path, "step")] == [".step.tmp-1"]
-
-
 def test_cache_survives_the_atomic_swap(tmp_path, hash_calls, cache_small_files):
     final = tmp_path / "step"
     with atomic_folder(final) as tmp:

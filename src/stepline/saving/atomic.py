@@ -309,7 +309,6 @@ def _swap_into_place(tmp: Path, final: Path) -> Path | None:
 # first leaves it as a leftover that the next save to that destination removes.
 _cleaner: ThreadPoolExecutor | None = None
 _pending: list = []
-_removing: dict = {}  # path -> the future deleting it
 _cleaner_lock = threading.Lock()
 
 
@@ -320,17 +319,7 @@ def remove_in_background(*paths: Path) -> None:
         if _cleaner is None:
             _cleaner = ThreadPoolExecutor(1, thread_name_prefix="stepline-cleanup")
         _pending[:] = [f for f in _pending if not f.done()]
-        for path in paths:
-            future = _cleaner.submit(_remove, path)
-            _removing[os.path.abspath(path)] = future
-            future.add_done_callback(lambda _, key=os.path.abspath(path): _removing.pop(key, None))
-            _pending.append(future)
-
-
-def _being_removed(path: Path) -> bool:
-    """Whether the background thread of this process is deleting ``path`` (or will)."""
-    future = _removing.get(os.path.abspath(path))
-    return future is not None and not future.done()
+        _pending.extend(_cleaner.submit(_remove, path) for path in paths)
 
 
 def wait_for_cleanup() -> None:
@@ -345,7 +334,6 @@ def _forget_cleaner_after_fork() -> None:
     global _cleaner
     _cleaner = None
     _pending.clear()
-    _removing.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -359,7 +347,6 @@ def clean_leftovers(parent, name: str) -> list[Path]:
     stale = _leftovers(parent, name, "tmp") + _leftovers(parent, name, "journal.tmp")
     if os.path.lexists(parent / name):
         stale += _leftovers(parent, name, "old")
-    stale = [path for path in stale if not _being_removed(path)]  # the previous save's: being deleted
     for path in stale:
         _remove(path)
     return stale
