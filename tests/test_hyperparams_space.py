@@ -170,7 +170,7 @@ def test_set_space_for_unknown_name_is_an_error():
 def test_step_that_declares_no_hyperparams_takes_any_name_as_neuraxle():
     step = Identity().set_hyperparams({"x": 1})
     assert step.get_hyperparams() == {"x": 1}
-    with pytest.raises(HyperparameterError, match="'y'.*\['x'\]"):  # once declared, typos are refused
+    with pytest.raises(HyperparameterError, match=r"'y'.*\['x'\]"):  # once declared, typos are refused
         step.set_hyperparams({"y": 2})
 
 

@@ -100,7 +100,12 @@ def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = Fal
         except BaseException:
             _remove(container)
             raise
-        remove_in_background(container, *([previous] if previous else []))
+        try:  # empty when nothing was replaced (a first save): gone before save returns
+            os.rmdir(container)
+        except OSError:  # it holds the previous dump (after an exchange)
+            remove_in_background(container)
+        if previous:
+            remove_in_background(previous)
 
 
 def is_overlay_for(final_path) -> bool:
