@@ -589,6 +589,46 @@ def test_verify_full_rehashes(cache_small_files, dump, monkeypatch):
     assert any(str(c).endswith("buffer-000.bin") for c in calls)
 
 
+def test_first_load_of_a_copied_dump_reads_each_buffer_once_as_it_verifies_it(tmp_path, monkeypatch):
+    """A copy has new inodes: nothing is vouched for, so every file is hashed; the buffer
+    files are read once, into the arrays the load returns, and hashed as they are read."""
+    import shutil
+
+    from stepline.saving import integrity
+    p = Pipeline([("a", Weights(1_200_000)), ("b", Weights(300_000))], name="p").fit(np.ones(4))  # 4.8 MB, 1.2 MB
+    p.save(CX(tmp_path / "d"), full_dump=True)
+    wait_for_cleanup()  # the previous dump is deleted in the background
+    shutil.copytree(tmp_path / "d", tmp_path / "copy")
+    opened = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda f, *a, **k: opened.append(os.fspath(f)) or real_open(f, *a, **k))
+    hashed = []
+    real_digest = integrity.file_digest
+    monkeypatch.setattr(integrity, "file_digest", lambda f, *a: hashed.append(os.fspath(f)) or real_digest(f, *a))
+    loaded = CX(tmp_path / "copy").load("p")
+    monkeypatch.undo()
+    buffers = sorted(str(f) for f in (tmp_path / "copy").rglob("buffer-*.bin"))
+    assert len(buffers) == 2 and sorted(f for f in hashed if "buffer-" in f) == buffers
+    assert sorted(f for f in opened if "buffer-" in f) == buffers  # read once: hashing is the read
+    np.testing.assert_array_equal(loaded["a"].w_, p["a"].w_)
+    np.testing.assert_array_equal(loaded["b"].w_, p["b"].w_)
+    assert loaded["a"].w_.flags.writeable
+
+
+def test_first_load_of_a_copied_dump_still_catches_a_corrupt_buffer(tmp_path):
+    import shutil
+    p = Pipeline([("a", Weights(600_000))], name="p").fit(np.ones(4))
+    p.save(CX(tmp_path / "d"), full_dump=True)
+    wait_for_cleanup()  # the previous dump is deleted in the background
+    shutil.copytree(tmp_path / "d", tmp_path / "copy")
+    buffer = tmp_path / "copy" / "p" / "a" / "buffer-000.bin"
+    with open(buffer, "r+b") as f:
+        f.seek(1234)
+        f.write(b"\xff\xfe")
+    with pytest.raises(CorruptFileError, match=r"buffer-000\.bin: BLAKE3 mismatch"):
+        CX(tmp_path / "copy").load("p")
+
+
 # ------------------------------------------------------------------ inspect
 def test_inspect_prints_tree_from_manifests_without_unpickling(dump):
     pickled, marker = dump / "p" / "w1" / "step.pkl", dump / "unpickled"

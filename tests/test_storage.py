@@ -577,6 +577,7 @@ def test_dump_left_between_the_two_renames_is_put_back(tmp_path):
     with atomic_folder(final) as tmp:
         save_dump({"version": 2}, tmp)
     clean_leftovers(tmp_path, "step")
+    wait_for_cleanup()  # the replaced dump is deleted in the background, not by clean_leftovers
     assert entries(tmp_path) == ["step"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -38,6 +38,7 @@ from .safe_open import open_regular
 STAT_CACHE_NAME = ".stepline-verified.json"
 _CACHE_FORMAT = "stepline-stat-cache"
 _HASH_CHUNK = 8 << 20
+_FILL_CHUNK = 1 << 20  # read, then hashed while in the L2 cache
 _PARALLEL_MIN_BYTES = 1 << 20
 #: Files smaller than this are hashed on every load rather than cached.
 CACHE_MIN_BYTES = 1 << 20
@@ -64,8 +65,18 @@ def digest_bytes(data) -> str:
     return new_hasher(len(data)).update(data).hexdigest()
 
 
-def file_digest(path, algorithm: str = DIGEST) -> str:
-    """Hex digest of a file (BLAKE3, or ``"sha256"`` for v1 records), read in chunks."""
+def file_digest(path, algorithm: str = DIGEST, into=None) -> str:
+    """Hex digest of a file (BLAKE3, or ``"sha256"`` for v1 records), read in chunks.
+
+    With ``into`` (a writable buffer of the file's size) the file is read into it and each
+    chunk hashed there right after, while it is still in the CPU cache: the bytes that are
+    verified are the bytes that are loaded, read once.
+    """
+    if into is not None:
+        view = memoryview(into).cast("B")
+        digest = hashlib.sha256() if algorithm == "sha256" else blake3.blake3()  # one thread: it alternates with reads
+        _fill_hashing(path, digest, view)
+        return digest.hexdigest()
     if algorithm == "sha256":
         return sha256_file(path)
     size = os.stat(path).st_size
@@ -89,6 +100,18 @@ def _read_into(path, digest, size: int) -> None:
             digest.update(view[:n])
 
 
+def _fill_hashing(path, digest, view: memoryview) -> None:
+    """Read the file into ``view`` in chunks the size of a core's L2 cache, hashing each."""
+    done = 0
+    with open(path, "rb", buffering=0) as f:
+        while done < view.nbytes:
+            n = f.readinto(view[done:done + _FILL_CHUNK])
+            if not n:
+                raise CorruptFileError(f"{path}: truncated while reading ({done} of {view.nbytes} bytes)")
+            digest.update(view[done:done + n])
+            done += n
+
+
 def record_digest(record: dict) -> tuple[str, str]:
     """``(algorithm, hex)`` of a well-formed file record."""
     for algorithm in _ALGORITHMS:
@@ -102,14 +125,16 @@ def workers_for(count: int) -> int:
     return max(1, min(count, os.cpu_count() or 1, 8))
 
 
-def _hash_files(paths: list[Path], total_bytes: int, algorithms=None) -> list[str]:
+def _hash_files(paths: list[Path], total_bytes: int, algorithms=None, into=None) -> list[str]:
     """Hash files (BLAKE3 unless ``algorithms`` says otherwise per file), in parallel
-    threads when there is enough to gain."""
+    threads when there is enough to gain. ``into`` gives per file a buffer to read it into
+    as it is hashed, or ``None`` (see :func:`file_digest`)."""
     algorithms = algorithms or [DIGEST] * len(paths)
+    into = into or [None] * len(paths)
     if len(paths) < 2 or total_bytes < _PARALLEL_MIN_BYTES:
-        return [file_digest(p, a) for p, a in zip(paths, algorithms)]
+        return [file_digest(p, a, b) for p, a, b in zip(paths, algorithms, into)]
     with ThreadPoolExecutor(workers_for(len(paths))) as pool:
-        return list(pool.map(file_digest, paths, algorithms))
+        return list(pool.map(file_digest, paths, algorithms, into))
 
 
 # ---------------------------------------------------------------- records
@@ -169,12 +194,16 @@ def cached_records(folder, names, known: dict | None = None) -> dict[str, dict]:
     return {n: {"size": stats[n].st_size, DIGEST: (fresh.get(n) or cache[n])[4]} for n in names}
 
 
-def verify_files(folder, files: dict, verify=True) -> None:
+def verify_files(folder, files: dict, verify=True, read_into=None) -> dict:
     """Check every file of ``files`` in ``folder`` before anything is unpickled.
 
     ``verify=True`` hashes the files the stat cache does not vouch for, ``"full"`` hashes
     all of them, ``False`` checks sizes only. Raises :class:`MissingFileError` or
     :class:`CorruptFileError` naming the first bad file.
+
+    ``read_into(name, size)`` may give a writable buffer of ``size`` bytes for a file about
+    to be hashed (or ``None``): the file is then read into it as it is hashed, so a loader
+    need not read it again. Returns ``{name: buffer}`` of the files so read and verified.
     """
     if verify not in (True, False, "full"):
         raise ValueError(f"verify must be True, False or 'full', not {verify!r}")
@@ -183,16 +212,17 @@ def verify_files(folder, files: dict, verify=True) -> None:
     names = sorted(files)
     stats = {n: _checked_stat(folder / n, files[n]["size"]) for n in names}
     if not verify:
-        return
+        return {}
     cache = {} if verify == "full" else load_stat_cache(folder, strict=True) \
         if _any_cached(stats.values()) or os.path.lexists(folder / STAT_CACHE_NAME) else {}
     expected = {n: record_digest(files[n]) for n in names}
     todo = [n for n in names if not _trusted(cache.get(n), stats[n], expected[n][1])]
     if not todo:
-        return
+        return {}
+    buffers = [read_into(n, stats[n].st_size) if read_into else None for n in todo]
     try:
         digests = _hash_files([folder / n for n in todo], sum(stats[n].st_size for n in todo),
-                              [expected[n][0] for n in todo])
+                              [expected[n][0] for n in todo], buffers)
     except OSError as e:
         raise StepLoadError(f"{e.filename}: cannot read ({e.strerror or e})") from e
     for name, digest in zip(todo, digests):
@@ -201,6 +231,7 @@ def verify_files(folder, files: dict, verify=True) -> None:
             raise CorruptFileError(f"{folder / name}: {algorithm.upper()} mismatch (manifest {wanted[:12]}…, "
                                    f"file {digest[:12]}…): the file was modified or corrupted")
     update_stat_cache(folder, {n: stat_entry(stats[n], d) for n, d in zip(todo, digests)})
+    return {n: b for n, b in zip(todo, buffers) if b is not None}
 
 
 def _any_cached(stats) -> bool:

@@ -19,6 +19,7 @@ import types
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import blake3
 import cloudpickle
 import numpy as np
 
@@ -32,6 +33,7 @@ PROTOCOL = 5
 BUFFER_MIN_BYTES = 64 << 10
 _THREAD_MIN_BYTES = 1 << 20
 _WRITE_CHUNK = 1 << 20  # hashed while still in the CPU cache
+_CONCURRENT_HASH_MIN_BYTES = 4 << 20  # from here on, hashed by a second thread as the file is written
 _PAGE = 4096
 _BUFFER_NAME = re.compile(r"buffer-(\d{3,})\.bin")
 _MMAP_MODES = (None, "r", "r+", "c")
@@ -136,18 +138,34 @@ def _write_and_hash(folder: Path, names: list[str], datas: list[memoryview]) -> 
 
 
 def write_hashed(path: Path, data) -> str:
-    """Write ``data`` to a new file at ``path``; return its BLAKE3, computed while writing."""
+    """Write ``data`` to a new file at ``path``; return its BLAKE3, computed while writing.
+
+    A big buffer is hashed from memory by a second thread while this one writes it in
+    one go (both release the GIL), so the save costs the write, not the write plus the
+    hash; a small one is hashed chunk by chunk right after each chunk is written.
+    """
     view = memoryview(data).cast("B")
+    if view.nbytes >= _CONCURRENT_HASH_MIN_BYTES:
+        with ThreadPoolExecutor(1, thread_name_prefix="stepline-hash") as pool:
+            hashed = pool.submit(lambda: blake3.blake3(view).hexdigest())
+            _write_file(path, view, view.nbytes)
+            return hashed.result()
     digest = new_hasher(view.nbytes)
+    _write_file(path, view, _WRITE_CHUNK, digest)
+    return digest.hexdigest()
+
+
+def _write_file(path: Path, view: memoryview, chunk_size: int, digest=None) -> None:
+    """Write ``view`` to a new file in chunks, each hashed into ``digest`` (if given) once written."""
     try:
         with open(path, "wb", buffering=0) as f:
-            for start in range(0, view.nbytes, _WRITE_CHUNK):
-                chunk = view[start:start + _WRITE_CHUNK]
+            for start in range(0, view.nbytes, chunk_size):
+                chunk = view[start:start + chunk_size]
                 _write_all(f, chunk)
-                digest.update(chunk)
+                if digest is not None:
+                    digest.update(chunk)
     except OSError as e:
         raise OSError(e.errno, e.strerror, e.filename or str(path)) from e  # name the file
-    return digest.hexdigest()
 
 
 def _write_all(f, chunk: memoryview) -> None:
@@ -158,7 +176,8 @@ def _write_all(f, chunk: memoryview) -> None:
 
 # ---------------------------------------------------------------- reading
 
-def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=False, check_stream=False):
+def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=False, check_stream=False,
+                preread=None):
     """Verify the files of ``folder`` against ``files``, then unpickle the object.
 
     ``mmap_mode`` (``"r"``, ``"r+"``, ``"c"``) maps the buffer files instead of reading
@@ -168,6 +187,8 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
     ``restricted``: unpickle through the allow-list (an untrusted dump, DESIGN §5a).
     ``check_stream``: hash the pickle's bytes as read, whatever ``verify`` and the stat
     cache say (the cache lives in the dump, and a file can change after it was verified).
+    ``preread``: ``{name: array}`` of buffer files already read (and verified) by
+    :func:`~stepline.saving.integrity.verify_files` through :func:`buffer_for`.
     """
     if mmap_mode not in _MMAP_MODES:
         raise ValueError(f"mmap_mode must be one of {_MMAP_MODES}, not {mmap_mode!r}")
@@ -179,14 +200,14 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
         raise ManifestError(f"{folder}: the manifest lists no {STREAM_NAME}")
     stream_path = folder / STREAM_NAME
     _check_python(stream_path, files[STREAM_NAME])
-    verify_files(folder, files, verify)
+    preread = {**(preread or {}), **verify_files(folder, files, verify, None if mmap_mode else buffer_for)}
     names = _buffer_names(folder, files)
     if mmap_mode == "r+" and names:
         mark_mapped_writable(folder, names)  # writes through the map may leave mtime and ctime as they were
     paths = [folder / n for n in names]
     try:
         stream = stream_path.read_bytes()
-        buffers = _map_buffers(paths, mmap_mode) if mmap_mode else _read_buffers(paths)
+        buffers = _map_buffers(paths, mmap_mode) if mmap_mode else _read_buffers(paths, preread)
     except OSError as e:
         raise StepLoadError(f"{e.filename}: cannot read ({e.strerror or e})") from e
     if check_stream:
@@ -229,13 +250,23 @@ def _map_buffers(paths: list[Path], mode: str) -> list[np.memmap]:
     return [np.memmap(p, dtype=np.uint8, mode=mode) for p in paths]
 
 
-def _read_buffers(paths: list[Path]) -> list[np.ndarray]:
-    """Read each buffer file into a fresh array, several at once when they are big."""
-    sizes = [os.path.getsize(p) for p in paths]
-    if len(paths) < 2 or sum(sizes) < _THREAD_MIN_BYTES:
-        return [_read_into(p, s) for p, s in zip(paths, sizes)]
-    with ThreadPoolExecutor(workers_for(len(paths))) as pool:
-        return list(pool.map(_read_into, paths, sizes))
+def buffer_for(name: str, size: int):
+    """A fresh page-aligned array to read the buffer file ``name`` into; ``None`` for other files."""
+    return _page_aligned_empty(size) if _BUFFER_NAME.fullmatch(name) else None
+
+
+def _read_buffers(paths: list[Path], preread: dict) -> list[np.ndarray]:
+    """Each buffer file in a fresh array (``preread[name]`` if read already), several
+    read at once when they are big."""
+    todo = [p for p in paths if p.name not in preread]
+    sizes = [os.path.getsize(p) for p in todo]
+    if len(todo) < 2 or sum(sizes) < _THREAD_MIN_BYTES:
+        read = [_read_into(p, s) for p, s in zip(todo, sizes)]
+    else:
+        with ThreadPoolExecutor(workers_for(len(todo))) as pool:
+            read = list(pool.map(_read_into, todo, sizes))
+    fresh = {p.name: buf for p, buf in zip(todo, read)}
+    return [preread[p.name] if p.name in preread else fresh[p.name] for p in paths]
 
 
 def _read_into(path: Path, size: int) -> np.ndarray:

@@ -41,6 +41,7 @@ class _Options:
     written: dict = field(default_factory=dict)  # folder -> digest of the manifest written or read
     children: dict = field(default_factory=dict)  # loading: folder -> {child name: manifest digest}
     kept: dict = field(default_factory=dict)  # saving: staged folder of a step kept -> its manifest digest
+    preread: dict = field(default_factory=dict)  # loading: folder -> {buffer file: array read as verified}
 
     def live_folder(self, staged_folder) -> str:
         """Saving: where the step being written at ``staged_folder`` lives in the dump
@@ -331,7 +332,8 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
             raise StepLoadError(f"{folder}: the manifest of {parent_context.get_path()} lists no child {name!r}")
         manifest = _read_step_manifest(folder, listed.get(name), options)
     if Path(folder) not in options.verified:  # (the pickle's bytes are checked again as read)
-        verify_files(folder, manifest.get("files", {}), options.verify)
+        options.preread[Path(folder)] = verify_files(folder, manifest.get("files", {}), options.verify,
+                                                     None if options.mmap_mode else _buffer_for)
     options.manifests[Path(folder)] = manifest
     step = context.stripped_saver.load_step(placeholder, context)
     context = parent_context.push(step)
@@ -341,6 +343,12 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
     if step.name != name:
         raise StepLoadError(f"{folder}: holds step {step.name!r}, expected {name!r}")
     return step
+
+
+def _buffer_for(name: str, size: int):
+    """Where the stripped saver will want a buffer file (read once, as it is verified)."""
+    from stepline.saving.objectfile import buffer_for
+    return buffer_for(name, size)
 
 
 def _warn_versions(folder: Path, manifest: dict) -> None:

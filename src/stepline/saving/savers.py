@@ -9,6 +9,7 @@ A saver receives the context of the step's own folder (``context.get_path()``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 
 class BaseSaver(ABC):
@@ -81,7 +82,8 @@ class JoblibStepSaver(BaseSaver):
         files = options.manifest_files(folder)
         pickled = {k: v for k, v in files.items() if k == "step.pkl" or k.startswith("buffer-")}
         loaded = read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False,
-                             restricted=not options.trusted, check_stream=not options.trust_override)
+                             restricted=not options.trusted, check_stream=not options.trust_override,
+                             preread=options.preread.pop(Path(folder), None))
         _check_is_step(loaded, folder / "step.pkl")
         return loaded
 
