@@ -10,7 +10,7 @@ import sys
 _COMMANDS = {
     "demo": ("stepline.demo", "fit a small pipeline (DataShuffler, NumpyRavel, LogisticRegression), save it, "
                               "load it in a fresh process"),
-    "inspect": ("stepline.saving.inspect", "print a saved step tree from its manifests, unpickling nothing"),
+    "inspect": ("stepline.saving.inspect_cli", "print a saved step tree from its manifests, unpickling nothing"),
     # each command below lives in its own module (added by the issue that builds it)
     "verify": ("stepline.trust.verify_cli", "report a dump's signer, root digest and integrity"),
     "trust": ("stepline.trust.trust_cli", "trust one dump (its root digest) or a public key"),

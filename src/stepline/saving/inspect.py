@@ -1,19 +1,17 @@
-"""``stepline inspect [--json] PATH``: a saved step tree, read from its manifests, unpickling nothing.
+"""A saved step tree, read from its manifests, unpickling nothing (``stepline inspect``).
 
 Besides reading every manifest (with all the checks a load makes on them), inspect checks
 what it can without hashing or unpickling: every listed file is there, a regular file of
-the recorded size; stat caches and lock files are regular files. A broken dump exits 2
-with the one error a load would raise, on stderr.
+the recorded size; stat caches and lock files are regular files. A broken dump raises the
+one error a load would raise. The command itself lives in :mod:`stepline.saving.inspect_cli`.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 from stepline.saving.atomic import check_lock_files
-from stepline.saving.errors import CorruptFileError, StepLoadError
+from stepline.saving.errors import CorruptFileError
 from stepline.saving.integrity import load_stat_cache, verify_files
 from stepline.saving.manifest import child_entries, read_manifest, root_digest
 
@@ -97,30 +95,3 @@ def _human(size: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size} B"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="a saved step's folder, e.g. cache_folder/saved_pipeline_name")
-    parser.add_argument("--json", action="store_true", help="print the tree as JSON (names, classes, savers, "
-                                                            "hyperparameters, files, root digest)")
-    parser.add_argument("--audit", action="store_true", help="also list the globals every pickle needs, "
-                        "read from its opcodes, and whether an untrusted load may use them (docs/trust.md)")
-
-
-def run(args) -> int:
-    """Print the tree; exit 2, with the error on stderr, when the dump is broken."""
-    try:
-        if args.json:
-            print(json.dumps(describe(args.path), indent=2, ensure_ascii=False))
-        else:
-            print("\n".join(describe_tree(args.path)))
-        if getattr(args, "audit", False):
-            from stepline.trust.report import audit_lines
-            print("\n".join(audit_lines(args.path)))
-    except StepLoadError as error:
-        print(f"stepline inspect: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # e.g. the root manifest vanished between the checks and the digest
-        print(f"stepline inspect: {error.filename or args.path}: {error.strerror or error}", file=sys.stderr)
-        return 2
-    return 0
