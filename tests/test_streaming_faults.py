@@ -94,17 +94,18 @@ def no_worker_survives():
     Hangs.release.clear()
 
 
-def _kill_after_reading(pid: int, nbytes: int, killed: dict) -> None:
-    """SIGKILL ``pid`` once this process has read ``nbytes`` more (``/proc/self/io``).
+def _kill_after_reading(pid: int, nbytes: int, killed: dict, reader_pid: int | None = None) -> None:
+    """SIGKILL ``pid`` once ``reader_pid`` (this process by default) has read ``nbytes`` more
+    (its ``/proc/PID/io``).
 
     The parent reads the pipe as the worker writes it, 64 KiB at a time, so this kills
     the worker in the middle of its message (its own counter only moves when its one
     large ``write`` returns).
     """
-    me = psutil.Process()
-    start = me.io_counters().read_chars
+    reader = psutil.Process(reader_pid)
+    start = reader.io_counters().read_chars
     while True:
-        done = me.io_counters().read_chars - start
+        done = reader.io_counters().read_chars - start
         if done >= nbytes:
             os.kill(pid, signal.SIGKILL)
             killed["read"] = done
@@ -134,26 +135,13 @@ def test_worker_killed_while_sending_a_large_output_raises_within_seconds(fracti
         assert p.consumers == []
 
 
-def _kill_after_it_read(reader_pid: int, victim_pid: int, nbytes: int, killed: dict) -> None:
-    """SIGKILL ``victim_pid`` once ``reader_pid`` has read ``nbytes`` more (its ``/proc/PID/io``)."""
-    reader = psutil.Process(reader_pid)
-    start = reader.io_counters().read_chars
-    while True:
-        done = reader.io_counters().read_chars - start
-        if done >= nbytes:
-            os.kill(victim_pid, signal.SIGKILL)
-            killed["read"] = done
-            return
-        time.sleep(0.0005)
-
-
 @pytest.mark.timeout(40)
 def test_worker_killed_while_sending_to_the_next_stage_raises_within_seconds():
     p = SequentialQueuedPipeline([("big", BigOutput("hang")), ("next", Add())], batch_size=1)
     with p.setup():
         sender, reader = (w.pid for w in p.consumers)
         killed = {}
-        killer = threading.Thread(target=_kill_after_it_read, args=(reader, sender, BIG // 4, killed))
+        killer = threading.Thread(target=_kill_after_reading, args=(sender, BIG // 4, killed, reader))
         killer.start()
         start = time.monotonic()
         with pytest.raises(StreamingWorkerError, match=f"pid {sender}. of step 'big'.*killed by signal SIGKILL"):
