@@ -245,6 +245,37 @@ def test_two_worker_processes_finish_the_same_number_of_trials(digits):
     assert search.best_score_ > 0.8
 
 
+MAIN_THAT_COUNTS_ITS_RUNS = textwrap.dedent("""
+    import os, sys
+    with open(sys.argv[1], "a") as runs:  # every process that runs this script's top level
+        runs.write(f"{__name__} {os.getpid()}\\n")
+    import numpy as np
+    from stepline.automl import AutoML
+    from stepline.hyperparams.distributions import Uniform
+    from stepline.pipeline import Pipeline
+    from stepline.steps.numpy import MultiplyByN
+
+    if __name__ == "__main__":
+        p = Pipeline([MultiplyByN(2)])
+        p["MultiplyByN"].set_hyperparams_space({"multiply_by": Uniform(1.0, 3.0)})
+        search = AutoML(p, scoring=lambda est, X, y: -abs(est.step["MultiplyByN"].hyperparams["multiply_by"] - 2),
+                        cv=0.5, n_trials=6, n_jobs=2, refit=False, show_progress=False).fit(np.zeros((10, 1)), np.zeros(10))
+        print("trials", len(search.study_.trials), "workers", len({e["worker"] for e in search.timeline_}))
+""")
+
+
+def test_worker_processes_do_not_each_rerun_the_drivers_main_script(tmp_path):
+    """multiprocessing runs the driver's script in every child; the fork server runs it once for all."""
+    script, runs = tmp_path / "main.py", tmp_path / "runs.txt"
+    script.write_text(MAIN_THAT_COUNTS_ITS_RUNS)
+    out = subprocess.run([sys.executable, str(script), str(runs)], capture_output=True, text=True,
+                         env=child_env(), cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "trials 6 workers 2" in out.stdout
+    names = [line.split()[0] for line in runs.read_text().splitlines()]
+    assert sorted(names) == ["__main__", "__mp_main__"]  # the driver, and the fork server once
+
+
 def test_a_two_worker_local_cluster_finishes_the_same_number_of_trials(digits):
     distributed = pytest.importorskip("distributed")
     X, y = digits

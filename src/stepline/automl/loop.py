@@ -27,6 +27,8 @@ class SearchLoop:
         self.search, self.study, self.runner = search, study, runner
         self.states = optuna.trial.TrialState
         self.running: dict = {}
+        self.submitted: dict = {}  # trial number -> time.time() of its submit
+        self.timeline: list = []  # one dict a trial told: where its time went (see AutoML.timeline_)
         self.finished = len(study.get_trials(deepcopy=False, states=(self.states.COMPLETE, self.states.PRUNED)))
         self.failed_in_a_row = 0
         self.deadline = None if search.timeout_s is None else time.monotonic() + search.timeout_s
@@ -63,6 +65,7 @@ class SearchLoop:
                 self.study.tell(trial, state=self.states.FAIL)
                 raise
             self.running[trial.number] = trial
+            self.submitted[trial.number] = time.time()
             self.runner.submit(trial.number, params)
         if self.failed_in_a_row >= limit and not self.running:
             log.warning("stepline.automl: stopping after %d failed trials in a row", self.failed_in_a_row)
@@ -74,6 +77,7 @@ class SearchLoop:
 
     def _tell(self, result: TrialResult) -> None:
         trial = self.running.pop(result.number)
+        self._record(result)
         if result.state == COMPLETE:
             _tell(self.study, trial, result.value)
         elif result.state == PRUNED:
@@ -88,6 +92,13 @@ class SearchLoop:
             return
         self.finished += 1
         self.failed_in_a_row = 0
+
+    def _record(self, result: TrialResult) -> None:
+        self.timeline.append({"number": result.number, "state": result.state, "worker": result.worker,
+                              "submitted": self.submitted.pop(result.number, None),
+                              "started": result.started_at or None,
+                              "ended": result.started_at + result.seconds if result.started_at else None,
+                              "received": time.time()})
 
     def _best(self) -> Any:
         try:

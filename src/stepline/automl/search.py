@@ -95,9 +95,12 @@ class AutoML:
         fail_abandoned_trials(study, self._storage_url() is not None)
         with tempfile.TemporaryDirectory(prefix="stepline-automl-") as folder:
             name = save_template(self.pipeline, Path(folder))
+            self.timeline_ = []
             runner = self._runner(Path(folder), name, data)
+            loop = SearchLoop(self, study, runner, optuna)
+            self.timeline_ = loop.timeline
             try:
-                SearchLoop(self, study, runner, optuna).run()
+                loop.run()
             finally:
                 runner.close()
             self._set_best(optuna)

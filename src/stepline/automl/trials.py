@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import socket
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -40,6 +42,8 @@ class TrialResult:
     traceback: Optional[str] = None
     seconds: float = 0.0
     reports: list = field(default_factory=list)  # (step, value) not yet told to the driver
+    started_at: float = 0.0  # time.time() on the worker when the trial started
+    worker: str = ""  # "host:pid" of the process that ran it
 
 
 class Pruned(Exception):
@@ -53,7 +57,7 @@ Reporter = Callable[[int, float], bool]
 def run_trial(template, number: int, params: dict, data: TrialData,
               report: Optional[Reporter] = None) -> TrialResult:
     """Score ``params`` on ``template`` (a loaded, not set-up pipeline); never raises."""
-    started = time.perf_counter()
+    started_at, started = time.time(), time.perf_counter()
     collected: list = []
     try:
         value = _cross_validate(template, params, data, report, collected)
@@ -65,6 +69,7 @@ def run_trial(template, number: int, params: dict, data: TrialData,
                              traceback=traceback.format_exc())
     result.seconds = time.perf_counter() - started
     result.reports = collected
+    result.started_at, result.worker = started_at, f"{socket.gethostname()}:{os.getpid()}"
     return result
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import shutil
 import tempfile
 import traceback
@@ -37,10 +38,12 @@ log = logging.getLogger(__name__)
 # fork is unsafe with threads (torch, dask, the user's) in the driver. A fork server starts
 # once per driver process from a clean interpreter, imports what every trial needs, and
 # then forks each worker in milliseconds; spawn (a fresh interpreter a worker, seconds of
-# imports each) where there is no fork server.
+# imports each) where there is no fork server. The server also runs the driver's main
+# script once (:mod:`.forkserver_main`), as each worker would do otherwise.
 _START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 _PRELOAD = ["stepline.automl.trials", "stepline.steps.sklearn", "stepline.saving.procedure",
-            "sklearn.metrics", "sklearn.model_selection"]
+            "stepline.saving.objectfile", "stepline.trust.store", "sklearn.metrics", "sklearn.model_selection",
+            "stepline.automl.forkserver_main"]
 _STOP_GRACE_S = 5.0
 
 
@@ -121,6 +124,24 @@ class _Worker:
         self.trial: int | None = None
 
 
+def _start_fork_server(context) -> None:
+    """Start the fork server (once per driver process) with the trials' modules and the
+    driver's main script preloaded; a server already running is kept as it is."""
+    from multiprocessing import forkserver
+
+    from stepline.automl.forkserver_main import MAIN_VARIABLE, describe_main
+    context.set_forkserver_preload(_PRELOAD)
+    previous = os.environ.get(MAIN_VARIABLE)
+    os.environ[MAIN_VARIABLE] = describe_main()  # the server inherits the environment
+    try:
+        forkserver.ensure_running()
+    finally:
+        if previous is None:
+            os.environ.pop(MAIN_VARIABLE, None)
+        else:
+            os.environ[MAIN_VARIABLE] = previous
+
+
 class ProcessRunner:
     """Runs trials in ``n_jobs`` worker processes; a worker that dies fails its trial and is replaced."""
 
@@ -129,7 +150,7 @@ class ProcessRunner:
         self._args = (folder, name, cloudpickle.dumps(data))
         self._context = multiprocessing.get_context(_START_METHOD)
         if _START_METHOD == "forkserver":
-            self._context.set_forkserver_preload(_PRELOAD)  # read when the server starts
+            _start_fork_server(self._context)
         self.workers = [_Worker(self._context, *self._args) for _ in range(n_jobs)]
 
     def submit(self, number: int, params: dict) -> None:
