@@ -283,10 +283,21 @@ def test_a_two_worker_local_cluster_finishes_the_same_number_of_trials(digits):
                                   dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
         with distributed.Client(cluster) as client:
             search = AutoML(digits_pipeline(), cv=2, n_trials=5, seed=0, client=client, show_progress=False).fit(X, y)
-            assert client.run(lambda: __import__("stepline.automl.workers").automl.workers._ON_DASK_WORKER) \
-                == {address: {} for address in client.scheduler_info()["workers"]}  # cleaned up
+            kept = client.run(_what_a_dask_worker_keeps)
     assert states(search) == {"COMPLETE": 5}
     assert search.best_score_ > 0.8
+    assert len({entry["worker"] for entry in search.timeline_}) == 2  # both workers ran trials
+    for data, pruned, templates in kept.values():  # the search's data dropped, the pipeline kept by digest
+        assert data == [] and pruned == [] and len(templates) <= 1
+    # one trial more than the workers in flight does not change the trials of a seeded sampler
+    sequential = AutoML(digits_pipeline(), cv=2, n_trials=5, seed=0, show_progress=False).fit(X, y)
+    assert [t.params for t in search.study_.trials] == [t.params for t in sequential.study_.trials]
+    assert search.best_params_ == sequential.best_params_
+
+
+def _what_a_dask_worker_keeps():
+    from stepline.automl import dask_runner
+    return list(dask_runner._DATA), list(dask_runner._PRUNE), list(dask_runner._TEMPLATES)
 
 
 # ------------------------------------------------------------------ resume
@@ -419,3 +430,53 @@ def test_pruning_stops_a_torch_step_trial():
     for trial in complete:  # the 30 epochs of the first fold
         assert sorted(trial.intermediate_values) == list(range(1, 31))
     assert search.best_params_["linear__learning_rate"] > max(t.params["linear__learning_rate"] for t in pruned)
+
+
+def _torch_regression_search(**kwargs):
+    """A TorchStep search whose three trials are fixed: two good learning rates, then a bad one."""
+    pytest.importorskip("torch")
+    from torch import nn
+
+    from stepline.torch import TorchStep
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 4)).astype(np.float32)
+    y = (X @ np.array([1.0, -2.0, 0.5, 0.0], dtype=np.float32))[:, None]
+    step = TorchStep(nn.Linear, module_kwargs={"in_features": 4, "out_features": 1},
+                     hyperparams={"epochs": EPOCHS, "device": "cpu", "seed": 0, "batch_size": 25},
+                     hyperparams_space={"learning_rate": LogUniform(1e-5, 0.5)}, name="linear")
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name="fixed", direction="maximize")
+    for rate in (0.1, 0.1, 1e-5):
+        study.enqueue_trial({"linear__learning_rate": rate})
+    # the bad trial starts once a good one ended (2 workers); the second good one, the same
+    # computation as the first, is never worse than it, so only the bad one is pruned
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=3)
+    search = AutoML(Pipeline([step]), scoring="neg_mean_squared_error", cv=0.25, n_trials=3, storage=storage,
+                    study_name="fixed", pruner=pruner, refit=False, show_progress=False, **kwargs).fit(X, y)
+    return search.study_.trials
+
+
+EPOCHS = 40
+
+
+def test_a_median_pruner_stops_a_bad_torch_trial_live_in_worker_processes():
+    good, other, bad = _torch_regression_search(n_jobs=2)
+    assert [t.state.name for t in (good, other)] == ["COMPLETE", "COMPLETE"]
+    assert sorted(good.intermediate_values) == list(range(1, EPOCHS + 1))
+    # asked once a good trial was told; the worker asks the driver after each epoch and waits
+    # for the answer: pruned at the first step after the warm-up
+    assert bad.state.name == "PRUNED" and sorted(bad.intermediate_values) == [1, 2, 3]
+
+
+def test_a_median_pruner_stops_a_bad_torch_trial_live_on_a_local_cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
+        with distributed.Client(cluster) as client:
+            good, other, bad = _torch_regression_search(client=client)
+    assert [t.state.name for t in (good, other)] == ["COMPLETE", "COMPLETE"]
+    assert sorted(good.intermediate_values) == list(range(1, EPOCHS + 1))
+    # stopped on its worker well before its 40 epochs: the driver pruned it live
+    assert bad.state.name == "PRUNED", bad.intermediate_values
+    steps = sorted(bad.intermediate_values)
+    assert steps == list(range(1, len(steps) + 1)) and 3 <= len(steps) < EPOCHS // 2

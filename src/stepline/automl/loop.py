@@ -54,8 +54,7 @@ class SearchLoop:
 
     def _fill(self) -> None:
         limit = max(self.search.n_trials, _FAILURES_IN_A_ROW)
-        while (len(self.running) < self.runner.capacity
-               and self.finished + len(self.running) < self.search.n_trials
+        while (self._room()
                and self.failed_in_a_row < limit
                and (self.deadline is None or time.monotonic() < self.deadline)):
             trial = self.study.ask()
@@ -69,6 +68,17 @@ class SearchLoop:
             self.runner.submit(trial.number, params)
         if self.failed_in_a_row >= limit and not self.running:
             log.warning("stepline.automl: stopping after %d failed trials in a row", self.failed_in_a_row)
+
+    def _room(self) -> bool:
+        """Another trial may be submitted: fewer than the runner's capacity run, or fewer than
+        capacity + ahead while, after it, at least capacity - 1 trials remain to be submitted
+        (a trial queued behind a busy worker at the very end would leave another one idle)."""
+        n_trials, capacity = self.search.n_trials, self.runner.capacity
+        in_flight = len(self.running)
+        left_after = n_trials - self.finished - in_flight - 1
+        if left_after < 0:
+            return False
+        return in_flight < capacity or (in_flight < capacity + self.runner.ahead and left_after >= capacity - 1)
 
     def _report(self, number: int, step: int, value: float, live: bool = True) -> bool:
         trial = self.running[number]

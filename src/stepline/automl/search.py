@@ -19,7 +19,7 @@ from stepline.automl.space import SearchSpace
 from stepline.automl.loop import SearchLoop
 from stepline.automl.resume import fail_abandoned_trials
 from stepline.automl.trials import TrialData
-from stepline.automl.workers import DaskRunner, ProcessRunner, SequentialRunner, load_template, save_template
+from stepline.automl.workers import ProcessRunner, SequentialRunner, load_template, save_template
 
 __all__ = ["AutoML"]
 
@@ -140,6 +140,7 @@ class AutoML:
 
     def _runner(self, folder: Path, name: str, data: TrialData):
         if self.client is not None:
+            from stepline.automl.dask_runner import DaskRunner
             return DaskRunner(folder, name, data, self.client)
         if self.n_jobs > 1:
             return ProcessRunner(folder, name, data, self.n_jobs)

@@ -41,7 +41,7 @@ class TrialResult:
     error: Optional[str] = None
     traceback: Optional[str] = None
     seconds: float = 0.0
-    reports: list = field(default_factory=list)  # (step, value) not yet told to the driver
+    reports: list = field(default_factory=list)  # (step, value) of each epoch of the first split
     started_at: float = 0.0  # time.time() on the worker when the trial started
     worker: str = ""  # "host:pid" of the process that ran it
 
@@ -110,7 +110,6 @@ class _EpochCounter:
         value = -float(record.get("val_loss", record.get("loss", math.nan)))
         if not math.isfinite(value):
             return
-        if self.report is None:
-            self.collected.append((self.step, value))
-        elif self.report(self.step, value):
+        self.collected.append((self.step, value))
+        if self.report is not None and self.report(self.step, value):
             raise Pruned(f"pruned at step {self.step}")
