@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import (CorruptFileError, IncompatibleDumpError, ManifestError, NotADumpError,
                      StepLoadError, UnpicklingError)
+from . import integrity
 from .integrity import (DIGEST, check_records, mark_mapped_writable, new_hasher, stat_entry, update_stat_cache,
                         verify_files, workers_for)
 
@@ -54,13 +55,15 @@ def write_object(obj, folder) -> dict[str, dict]:
     Files are hashed from memory in worker threads while the main thread writes them.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if not os.path.isdir(folder):  # (a save made it: one stat, not a failed mkdir and a stat)
+        folder.mkdir(parents=True, exist_ok=True)
     stream, buffers, by_value = _dumps(obj)
     names = [STREAM_NAME] + [buffer_name(i) for i in range(len(buffers))]
     datas = [stream] + buffers
     digests = _write_and_hash(folder, names, datas)
-    stats = [os.stat(folder / n) for n in names]
-    update_stat_cache(folder, {n: stat_entry(s, d) for n, s, d in zip(names, stats, digests)}, settle=True)
+    cached = [(n, h) for n, d, h in zip(names, datas, digests) if d.nbytes >= integrity.CACHE_MIN_BYTES]
+    if cached:  # (the stat cache leaves small files out: no stat for them)
+        update_stat_cache(folder, {n: stat_entry(os.stat(folder / n), h) for n, h in cached}, settle=True)
     records = {n: {"size": d.nbytes, DIGEST: h} for n, d, h in zip(names, datas, digests)}
     if by_value:
         records[STREAM_NAME].update(python=platform.python_version(), by_value=sorted(by_value))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextvars
 import copy
-from concurrent.futures import ThreadPoolExecutor
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -41,6 +40,9 @@ class _Options:
     written: dict = field(default_factory=dict)  # folder -> digest of the manifest written or read
     children: dict = field(default_factory=dict)  # loading: folder -> {child name: manifest digest}
     kept: dict = field(default_factory=dict)  # saving: staged folder of a step kept -> its manifest digest
+    stats: dict = field(default_factory=dict)  # folder -> os.stat of the manifest written or read
+    listed: dict = field(default_factory=dict)  # saving: staged folder -> (its file names, its children's)
+    versions: dict | None = None  # saving: the runtime versions every manifest records (once per save)
     preread: dict = field(default_factory=dict)  # loading: folder -> {buffer file: array read as verified}
 
     def live_folder(self, staged_folder) -> str:
@@ -80,67 +82,63 @@ def save_step(step, context: ExecutionContext | None = None, full_dump: bool = F
     if not full_dump and (unchanged_at(step, final) is not None or
                           (never_saved_nor_changed(step) and not os.path.lexists(final))):
         return step
-    digests = _save_atomically(step, context, full_dump)
+    digests, stats = _save_atomically(step, context, full_dump)
     if mark_saved:
-        record_saved(step, final, digests)
+        record_saved(step, final, digests, stats)
     return step
 
 
-def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> dict:
+def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> tuple[dict, dict]:
     """Save into a temporary sibling folder that then replaces the step's folder at once.
 
     A changes-only save over a dump writes there only the steps that changed (an overlay,
     committed through a journal), so its cost follows the change, and the previous dump
     stays whole until the commit. Returns ``{final folder: manifest digest}`` of the steps
-    written.
+    written, and ``{final folder: os.stat of its manifest}`` where the swap leaves the
+    manifest's inode as it was written (not after a journal's commit, which moves files).
     """
     final = context.push(step).get_path()
     overlay = not full_dump and is_overlay_for(final)
     options = _Options(full_dump=full_dump, destination=final)
     token = _OPTIONS.set(options)
     try:
-        with atomic_folder(final, overlay=overlay, only_over_dumps=True) as staged:
+        with atomic_folder(final, overlay=overlay, only_over_dumps=True, listed=options.listed) as staged:
             options.staged = staged
             staging_context = ExecutionContext(staged.parent, context.execution_phase, context._stripped_saver)
             try:
                 _save_node(step, staging_context)
             except SaveError as e:  # name the destination, not the temporary folder
                 raise type(e)(str(e).replace(str(staged), str(final))).with_traceback(e.__traceback__) from e.__cause__
-            _before_swap(staged)
+            _before_swap(staged, options.written[os.fspath(staged)])
     finally:
         _OPTIONS.reset(token)
-    return {options.live_folder(folder): digest for folder, digest in options.written.items()}
+    digests = {options.live_folder(folder): digest for folder, digest in options.written.items()}
+    stats = {} if overlay else {options.live_folder(folder): st for folder, st in options.stats.items()}
+    return digests, stats
 
 
-def _before_swap(staged: Path) -> None:
+def _before_swap(staged: Path, root_digest: str) -> None:
     """The last step of a save, on the complete staged dump, right before it is swapped in.
 
-    ``mf.root_digest(staged)`` is the Merkle root of what is about to become the dump;
+    ``root_digest`` (of the staged root manifest, as written) is the Merkle root of what is
+    about to become the dump;
     the one file that may still be added is ``staged / mf.SIGNATURE_NAME`` (not listed):
     the signature over that root (DESIGN §5a), so the dump and its signature appear together.
     """
-    sign_dump(staged)
+    sign_dump(staged, root_digest)
 
 
 def save_children(children, context: ExecutionContext) -> None:
-    """Save the children of the step whose folder is ``context.get_path()``.
+    """Save the children of the step whose folder is ``context.get_path()``, in order.
 
-    Siblings are saved in two threads: writing files and hashing them release the GIL, so
-    one child's hashing overlaps another's writing. The first error is raised.
+    In the calling thread: for small steps a hand-off to another thread costs more than
+    the step's whole save (GIL hand-overs on every system call); a big buffer is already
+    written while a second thread hashes it (:func:`~stepline.saving.objectfile.write_hashed`).
     """
     parent = os.fspath(context.get_path())
-    children = [child for child in children if not _kept(child, parent)]
-    if len(children) < 2:
-        for child in children:
+    for child in children:
+        if not _kept(child, parent):
             _save_node(child, context)
-        return
-    with ThreadPoolExecutor(_SAVE_THREADS) as pool:
-        futures = [pool.submit(contextvars.copy_context().run, _save_node, child, context) for child in children]
-        for future in futures:
-            future.result()
-
-
-_SAVE_THREADS = 2
 
 
 def save_child(child, context: ExecutionContext) -> None:
@@ -166,25 +164,29 @@ def _kept(child, parent: str) -> bool:
 def _save_node(step, parent_context: ExecutionContext) -> None:
     context = parent_context.push(step)
     folder = context.get_path()
+    path = os.fspath(folder)
     children = [c.name for c in step.get_children()]
-    folder.mkdir(exist_ok=True)
+    if folder != current_options().staged:  # (atomic_folder made the staged root)
+        os.mkdir(path)
     stripped = copy.copy(step)
     savers = [context.stripped_saver] + list(step.savers)
     for saver in reversed(savers):
         stripped = saver.save_step(stripped, context)
-    reported = current_options().reported.pop(Path(folder), {})
-    files = cached_records(folder, _own_files(folder, children), known=reported)
+    options = current_options()
+    reported = options.reported.pop(folder, {})
+    files = cached_records(folder, _own_files(path, children), known=reported)
     for name, record in reported.items():
         if name in files:
             files[name].update((k, v) for k, v in record.items() if k not in ("size", "blake3", "sha256"))
-    current_options().written[os.fspath(folder)] = mf.write_new_manifest(
-        folder, _node_manifest(step, savers, children, files, folder))
+    options.listed[path] = (set(files), set(children))
+    options.written[path], options.stats[path] = mf.write_new_manifest(
+        path, _node_manifest(step, savers, children, files, path))
 
 
 _NOT_OWN = (mf.MANIFEST_NAME, mf.SIGNATURE_NAME)
 
 
-def _own_files(folder: Path, children: list) -> list[str]:
+def _own_files(folder: str, children: list) -> list[str]:
     """The files of a step folder that its savers wrote (not its children's, not hidden)."""
     names = []
     for entry in os.scandir(folder):
@@ -195,7 +197,7 @@ def _own_files(folder: Path, children: list) -> list[str]:
     return sorted(names)
 
 
-def _node_manifest(step, savers, children, files, folder: Path) -> dict:
+def _node_manifest(step, savers, children, files, folder: str) -> dict:
     return {
         "name": step.name,
         "class": _qualified(type(step)),
@@ -206,8 +208,16 @@ def _node_manifest(step, savers, children, files, folder: Path) -> dict:
         "children": [{"name": child, "manifest": _child_digest(os.path.join(folder, child))} for child in children],
         "files": files,
         "info": _manifest_info(step),
-        "versions": mf.runtime_versions(),
+        "versions": _versions(),
     }
+
+
+def _versions() -> dict:
+    """The runtime versions the manifests of this save record (collected once per save)."""
+    options = current_options()
+    if options.versions is None:
+        options.versions = mf.runtime_versions()
+    return options.versions
 
 
 def _manifest_info(step) -> dict:

@@ -66,10 +66,12 @@ def _v1_tree_digest(folder: Path, depth: int) -> str:
     return digest.hexdigest()
 
 
-def sign_dump(step_folder) -> dict:
-    """Sign the dump in ``step_folder`` with this user's key; write and return the signature."""
+def sign_dump(step_folder, digest: str | None = None) -> dict:
+    """Sign the dump in ``step_folder`` with this user's key; write and return the signature.
+
+    ``digest``: its root digest, when the caller has it (a save: of the manifest it wrote)."""
     from stepline.trust.keys import public_key_bytes, signing_key
-    digest = root_digest(step_folder)
+    digest = digest or root_digest(step_folder)
     key = signing_key()
     record = {"format": _FORMAT, "format_version": 1, "algorithm": "ed25519", "root_digest": digest,
               "public_key": public_key_bytes(key).hex(), "signature": key.sign(_message(digest)).hex()}
