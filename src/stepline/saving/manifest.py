@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .errors import ManifestError, MixedDumpError, NotADumpError, VersionMismatchWarning
-from .safe_open import kind_of, read_regular
+from .safe_open import kind_of, open_regular, read_regular
 
 MANIFEST_NAME = "stepline.json"
 FORMAT = "stepline-dump"
@@ -139,26 +139,50 @@ def read_manifest(folder, expected_digest: str | None = None) -> dict:
     (the one the parent manifest lists) differs from the manifest's BLAKE3. Never blocks
     (a FIFO in its place is refused).
     """
-    folder = Path(folder)
-    path = folder / MANIFEST_NAME
-    for link in (folder, path):
-        if os.path.islink(link):
-            raise NotADumpError(f"{link}: is a symbolic link: links inside a dump are refused")
-    _check_is_folder(folder)
+    return read_checked_manifest(folder, expected_digest)[0]
+
+
+def read_checked_manifest(folder, expected_digest: str | None = None) -> tuple[dict, str, os.stat_result]:
+    """:func:`read_manifest`, also returning the manifest's digest and its ``os.stat``, as read
+    (one ``lstat`` of the folder, one open that follows no link: a load does this per step)."""
+    path = os.path.join(folder, MANIFEST_NAME)
     try:
-        raw = read_regular(path, ManifestError, "manifest", MAX_MANIFEST_BYTES)
+        mode = os.lstat(folder).st_mode
+    except (OSError, ValueError):
+        mode = None
+    if mode is None or not stat.S_ISDIR(mode):
+        if mode is not None and stat.S_ISLNK(mode):
+            raise NotADumpError(f"{folder}: is a symbolic link: links inside a dump are refused")
+        _check_is_folder(Path(folder))  # raises, naming what is there
+    try:
+        raw, st = _read_bytes(path)
     except FileNotFoundError as e:
-        raise NotADumpError(f"{folder}: not a stepline dump (no {MANIFEST_NAME}){_hint_children(folder)}") from e
+        raise NotADumpError(f"{folder}: not a stepline dump (no {MANIFEST_NAME}){_hint_children(Path(folder))}") from e
+    except ManifestError:
+        if os.path.islink(path):
+            raise NotADumpError(f"{path}: is a symbolic link: links inside a dump are refused") from None
+        raise
     except OSError as e:
         raise ManifestError(f"{path}: cannot read the manifest ({e.strerror or e})") from e
-    if expected_digest is not None and manifest_digest(raw) != expected_digest:
+    digest = manifest_digest(raw)
+    if expected_digest is not None and digest != expected_digest:
         raise MixedDumpError(f"{folder}: this step folder is not the one its parent's manifest lists "
-                             f"(manifest digest {manifest_digest(raw)[:12]}…, parent expects "
+                             f"(manifest digest {digest[:12]}…, parent expects "
                              f"{expected_digest[:12]}…): it comes from another save or was changed")
-    return parse_manifest(path, raw)
+    return parse_manifest(path, raw), digest, st
 
 
-def parse_manifest(path: Path, raw: bytes) -> dict:
+def _read_bytes(path: str) -> tuple[bytes, os.stat_result]:
+    """The bytes of the manifest at ``path`` and its ``fstat`` (a regular file, not too big)."""
+    with open_regular(path, os.O_RDONLY, ManifestError, "manifest") as f:
+        st = os.fstat(f.fileno())
+        if st.st_size > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{path}: {st.st_size} bytes, more than any manifest stepline writes "
+                                f"({MAX_MANIFEST_BYTES}): this is not the manifest stepline wrote")
+        return f.read(), st
+
+
+def parse_manifest(path, raw: bytes) -> dict:
     """The manifest ``raw`` read from ``path``, checked (see :func:`read_manifest`)."""
     data = parse_json(path, raw, "the manifest", ManifestError)
     _check_format(path, data)
@@ -167,7 +191,7 @@ def parse_manifest(path: Path, raw: bytes) -> dict:
     from .schema import check_manifest_fields
     check_manifest_fields(path, data)
     from .integrity import check_records
-    check_records(data["files"], path.parent)
+    check_records(data["files"], os.path.dirname(path))
     return data
 
 
@@ -235,7 +259,7 @@ def child_entries(manifest: dict, folder) -> list[tuple[str, str | None]]:
     path component (so nothing reads outside the dump).
     """
     children = manifest.get("children", [])
-    where = Path(folder) / MANIFEST_NAME
+    where = os.path.join(folder, MANIFEST_NAME)
     if not isinstance(children, list):
         raise ManifestError(f"{where}: 'children' must be a list, not {type(children).__name__}")
     entries = []

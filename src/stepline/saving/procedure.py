@@ -52,7 +52,7 @@ class _Options:
         return os.fspath(self.destination) + staged_folder[len(staged):]
 
     def manifest_files(self, folder: Path) -> dict:
-        return self.manifests[Path(folder)]["files"]
+        return self.manifests[folder if isinstance(folder, Path) else Path(folder)]["files"]
 
 
 _OPTIONS: contextvars.ContextVar[_Options] = contextvars.ContextVar("stepline_save_options")
@@ -272,8 +272,9 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
     with reading_lock(context.root / parts[0]):
         top = resolve_dump_folder(context.root / parts[0])
         options = _Options(mmap_mode=mmap_mode, verify=verify, trust_override=trusted is True)
-        folder, manifest = _manifest_along(top, parts[1:], options)
-        verdict = gate.decide(top, trusted)  # before anything is unpickled (DESIGN §5a)
+        folder, manifest, top_manifest = _manifest_along(top, parts[1:], options)
+        merkle_root = options.written[os.fspath(top)] if top_manifest["format_version"] >= 2 else None
+        verdict = gate.decide(top, trusted, merkle_root)  # before anything is unpickled (DESIGN §5a)
         if not verdict.trusted:
             gate.check_untrusted(folder, verdict, verify, options.verified)
             options.trusted = False
@@ -285,7 +286,7 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
             step = _load_node(parts[-1], base, manifest)
         finally:
             _OPTIONS.reset(token)
-    record_saved(step, folder, options.written)  # saving it back here writes nothing
+    record_saved(step, folder, options.written, options.stats)  # saving it back here writes nothing
     return step
 
 
@@ -300,9 +301,11 @@ def _step_path(context: ExecutionContext, path) -> tuple:
     return parts
 
 
-def _manifest_along(top: Path, below: tuple, options: _Options) -> tuple[Path, dict]:
-    """The folder and manifest of ``top/below…``, each checked against its parent's digest."""
+def _manifest_along(top: Path, below: tuple, options: _Options) -> tuple[Path, dict, dict]:
+    """The folder and manifest of ``top/below…``, each checked against its parent's digest,
+    and the manifest of ``top``."""
     folder, manifest = top, _read_step_manifest(top, None, options)
+    top_manifest = manifest
     for name in below:
         listed = dict(mf.child_entries(manifest, folder))
         if name not in listed:
@@ -310,14 +313,15 @@ def _manifest_along(top: Path, below: tuple, options: _Options) -> tuple[Path, d
                                 f"(it has: {', '.join(listed) or 'none'})")
         folder = folder / name
         manifest = _read_step_manifest(folder, listed[name], options)
-    return folder, manifest
+    return folder, manifest, top_manifest
 
 
 def _read_step_manifest(folder: Path, digest: str | None, options: _Options) -> dict:
     """The manifest of a step folder, checked against ``digest`` (from the parent's
-    manifest) when given; its digest is noted in ``options.written``."""
-    manifest = mf.read_manifest(folder, digest)
-    options.written[os.fspath(folder)] = digest or mf.root_digest(folder)
+    manifest) when given; its digest and ``os.stat`` (as read) are noted in ``options``."""
+    manifest, actual, st = mf.read_checked_manifest(folder, digest)
+    key = os.fspath(folder)
+    options.written[key], options.stats[key] = actual, st
     return manifest
 
 
@@ -332,7 +336,7 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
     folder = context.get_path()
     options = current_options()
     if manifest is None:
-        parent_folder = Path(parent_context.get_path())
+        parent_folder = parent_context.get_path()
         parent = options.manifests.get(parent_folder)
         listed = options.children.get(parent_folder)
         if listed is None and parent is not None:
@@ -341,10 +345,9 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
         if parent is not None and name not in listed:
             raise StepLoadError(f"{folder}: the manifest of {parent_context.get_path()} lists no child {name!r}")
         manifest = _read_step_manifest(folder, listed.get(name), options)
-    if Path(folder) not in options.verified:  # (the pickle's bytes are checked again as read)
-        options.preread[Path(folder)] = verify_files(folder, manifest.get("files", {}), options.verify,
-                                                     None if options.mmap_mode else _buffer_for)
-    options.manifests[Path(folder)] = manifest
+    if folder not in options.verified:  # each file hashed as it is read, for the saver to use
+        options.preread[folder] = verify_files(folder, manifest.get("files", {}), options.verify, _buffer_for)
+    options.manifests[folder] = manifest
     step = context.stripped_saver.load_step(placeholder, context)
     context = parent_context.push(step)
     for saver in step.savers:
@@ -356,9 +359,13 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
 
 
 def _buffer_for(name: str, size: int):
-    """Where the stripped saver will want a buffer file (read once, as it is verified)."""
-    from stepline.saving.objectfile import buffer_for
-    return buffer_for(name, size)
+    """Where the stripped saver will want a file read as it is verified: the pickle's bytes
+    (hashed as read, then unpickled: each file of a step read once), or a buffer file's
+    array (not when the buffers are to be mapped)."""
+    from stepline.saving.objectfile import STREAM_NAME, buffer_for
+    if name == STREAM_NAME:
+        return bytearray(size)
+    return None if current_options().mmap_mode else buffer_for(name, size)
 
 
 def _warn_versions(folder: Path, manifest: dict) -> None:
