@@ -177,8 +177,12 @@ def cached_records(folder, names, known: dict | None = None) -> dict[str, dict]:
     A file the stat cache vouches for keeps its cached hash, one in ``known`` (records its
     writer reported, digested as it wrote them) of the size it has keeps that digest; the
     others are hashed (in parallel) and cached, so that a load right after the save hashes
-    nothing.
+    nothing. When every file is in ``known`` and too small for the cache (a tiny step's
+    pickle), the records are taken as reported, with no ``os.stat``.
     """
+    known = known or {}
+    if all(_small_and_known(known.get(n)) for n in names):  # (its writer just wrote and hashed it)
+        return {n: {"size": known[n]["size"], DIGEST: known[n][DIGEST]} for n in names}
     folder = Path(folder)
     stats = {n: os.stat(folder / n) for n in names}
     cache = load_stat_cache(folder) if _any_cached(stats.values()) else {}
@@ -192,6 +196,13 @@ def cached_records(folder, names, known: dict | None = None) -> dict[str, dict]:
     if fresh:
         update_stat_cache(folder, fresh, settle=True)
     return {n: {"size": stats[n].st_size, DIGEST: (fresh.get(n) or cache[n])[4]} for n in names}
+
+
+def _small_and_known(record) -> bool:
+    """Whether a writer's record gives a file's size and digest, and it is too small for the
+    stat cache (so nothing needs its ``os.stat``)."""
+    return (record is not None and type(record.get("size")) is int and record["size"] < CACHE_MIN_BYTES
+            and isinstance(record.get(DIGEST), str))
 
 
 def verify_files(folder, files: dict, verify=True, read_into=None) -> dict:

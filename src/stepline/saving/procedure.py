@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import copy
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +66,7 @@ def current_options() -> _Options:
 
 def report_records(context: ExecutionContext, records: dict) -> None:
     """Let a saver add fields to the manifest records of files it wrote (e.g. by-value code)."""
-    current_options().reported.setdefault(Path(context.get_path()), {}).update(records)
+    current_options().reported.setdefault(context.get_path(), {}).update(records)
 
 
 # ------------------------------------------------------------------ saving
@@ -174,7 +175,7 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
         stripped = saver.save_step(stripped, context)
     options = current_options()
     reported = options.reported.pop(folder, {})
-    files = cached_records(folder, _own_files(path, children), known=reported)
+    files = cached_records(folder, _own_files(path, children, reported), known=reported)
     for name, record in reported.items():
         if name in files:
             files[name].update((k, v) for k, v in record.items() if k not in ("size", "blake3", "sha256"))
@@ -186,14 +187,16 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
 _NOT_OWN = (mf.MANIFEST_NAME, mf.SIGNATURE_NAME)
 
 
-def _own_files(folder: str, children: list) -> list[str]:
-    """The files of a step folder that its savers wrote (not its children's, not hidden)."""
+def _own_files(folder: str, children: list, written: dict) -> list[str]:
+    """The files of a step folder that its savers wrote (not its children's, not hidden):
+    those they reported (``written``, regular files they made) and any other regular file."""
+    skip = set(children)
     names = []
-    for entry in os.scandir(folder):
-        if entry.name in children or entry.name.startswith(".") or entry.name in _NOT_OWN:
+    for name in os.listdir(folder):
+        if name in skip or name.startswith(".") or name in _NOT_OWN:
             continue
-        if entry.is_file(follow_symlinks=False):
-            names.append(entry.name)
+        if name in written or stat.S_ISREG(os.lstat(os.path.join(folder, name)).st_mode):
+            names.append(name)
     return sorted(names)
 
 
