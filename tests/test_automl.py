@@ -276,13 +276,48 @@ def test_worker_processes_do_not_each_rerun_the_drivers_main_script(tmp_path):
     assert sorted(names) == ["__main__", "__mp_main__"]  # the driver, and the fork server once
 
 
-def test_a_two_worker_local_cluster_finishes_the_same_number_of_trials(digits):
+def storage_spy(log: Path, db: Path):
+    """A scorer that appends, for each trial it scores, its process id and whether that process
+    holds the study's SQLite file open (``/proc/self/fd``); it scores the accuracy."""
+    def scorer(estimator, X, y):
+        held = any(os.path.realpath(os.path.join("/proc/self/fd", fd)).startswith(str(db))
+                   for fd in os.listdir("/proc/self/fd") if os.path.exists(os.path.join("/proc/self/fd", fd)))
+        with open(log, "a") as out:
+            out.write(f"{os.getpid()} {held}\n")
+        return float(np.mean(estimator.predict(X) == y))
+    return scorer
+
+
+def scorers_seen(log: Path) -> dict:
+    rows = [line.split() for line in log.read_text().splitlines()]
+    return {int(pid): held == "True" for pid, held in rows}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
+def test_only_the_driver_opens_the_storage_worker_processes_only_evaluate(digits, tmp_path):
+    X, y = digits
+    db, log = tmp_path / "study.db", tmp_path / "scorers.txt"
+    search = AutoML(digits_pipeline(), scoring=storage_spy(log, db), cv=2, n_trials=4, seed=0, n_jobs=2,
+                    storage=db, refit=False, show_progress=False).fit(X, y)
+    assert states(search) == {"COMPLETE": 4}
+    seen = scorers_seen(log)
+    assert len(seen) == 2 and os.getpid() not in seen  # two worker processes scored
+    assert not any(seen.values())  # and neither had the study's file open
+    log.unlink()  # the spy sees the file where it is open: in the driver, with n_jobs=1
+    AutoML(digits_pipeline(), scoring=storage_spy(log, db), cv=2, n_trials=5, seed=0, storage=db,
+           refit=False, show_progress=False).fit(X, y)
+    assert scorers_seen(log) == {os.getpid(): True}
+
+
+def test_a_two_worker_local_cluster_finishes_the_same_number_of_trials(digits, tmp_path):
     distributed = pytest.importorskip("distributed")
     X, y = digits
+    db, spied = tmp_path / "study.db", tmp_path / "scorers.txt"
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
         with distributed.Client(cluster) as client:
-            search = AutoML(digits_pipeline(), cv=2, n_trials=5, seed=0, client=client, show_progress=False).fit(X, y)
+            search = AutoML(digits_pipeline(), scoring=storage_spy(spied, db), cv=2, n_trials=5, seed=0,
+                            client=client, storage=db, show_progress=False).fit(X, y)
             kept = client.run(_what_a_dask_worker_keeps)
     assert states(search) == {"COMPLETE": 5}
     assert search.best_score_ > 0.8
@@ -291,6 +326,9 @@ def test_a_two_worker_local_cluster_finishes_the_same_number_of_trials(digits):
         assert data == [] and pruned == [] and len(templates) <= 1
     # one trial more than the workers in flight does not change the trials of a seeded sampler
     sequential = AutoML(digits_pipeline(), cv=2, n_trials=5, seed=0, show_progress=False).fit(X, y)
+    if os.path.isdir("/proc/self/fd"):  # only the driver opened the study's file
+        seen = scorers_seen(spied)
+        assert len(seen) == 2 and os.getpid() not in seen and not any(seen.values())
     assert [t.params for t in search.study_.trials] == [t.params for t in sequential.study_.trials]
     assert search.best_params_ == sequential.best_params_
 
