@@ -1,7 +1,10 @@
 """Trials on a Dask cluster (``AutoML(client=...)``): one task a trial, pruned live.
 
 - **The pipeline travels once.** The driver packs the dump it saved (no second save) into a
-  tar and scatters it, with the data, to every worker once a search. A worker loads the
+  tar and pushes it, with the data, to every worker once a search (``client.run``); a
+  worker that joins later (a dead one's replacement) fetches it from a task's result that
+  the driver holds, which Dask computes again if the workers holding it die. The trials do
+  not depend on it (a dependency would make the scheduler run them where it lives). A worker loads the
   pipeline on its first trial and keeps it under the dump's root digest until the search
   ends. (Keeping it longer would not help a later search: each search saves its own dump,
   and a manifest records when it was written, so the digest differs.)
@@ -36,27 +39,30 @@ from stepline.automl.trials import FAIL, PRUNED, TrialData, TrialResult, run_tri
 
 log = logging.getLogger(__name__)
 
+_BACKSTOP_S = 5.0  # how often the driver also looks at the futures themselves
+
 # ------------------------------------------------------------------ on a worker
 
 _TEMPLATES: dict = {}  # root digest -> (template, folder)
+_PAYLOADS: dict = {}  # search key -> the packed dump and data, as the driver pushed them
 _DATA: dict = {}  # search key -> TrialData
 _PRUNE: set = set()  # (search key, trial number) the driver pruned
 _LOCK = threading.Lock()
 
 
-def _dask_trial(key: str, digest: str, name: str, payload: bytes, number: int, params: dict,
+def _dask_trial(key: str, digest: str, name: str, payload_key: str, number: int, params: dict,
                 signer: str | None = None) -> TrialResult:
     """On a Dask worker: run one trial of search ``key`` on the pipeline of dump ``digest``.
 
     The dump is verified against ``signer``, the client's public key (DESIGN §5a)."""
-    template, data = _prepared(key, digest, name, payload, signer)
+    template, data = _prepared(key, digest, name, payload_key, signer)
     return run_trial(template, number, params, data, _live_reporter(key, number))
 
 
-def _prepared(key: str, digest: str, name: str, payload: bytes, signer):
+def _prepared(key: str, digest: str, name: str, payload_key: str, signer):
     with _LOCK:
         if digest not in _TEMPLATES or key not in _DATA:
-            dump, data_blob = cloudpickle.loads(payload)
+            dump, data_blob = cloudpickle.loads(_PAYLOADS.get(key) or _fetch(payload_key))
             if digest not in _TEMPLATES:
                 _TEMPLATES[digest] = _load(dump, name, signer)
             if key not in _DATA:
@@ -93,6 +99,23 @@ def _live_reporter(key: str, number: int):
     return report
 
 
+def _hold(blob: bytes) -> bytes:
+    return blob
+
+
+def _receive(key: str, blob: bytes) -> None:
+    """Pushed by the driver to every worker when the search starts (``client.run``)."""
+    _PAYLOADS[key] = blob
+
+
+def _fetch(payload_key: str) -> bytes:
+    """A worker that joined after the search started (a dead one's replacement) fetches the
+    payload from the cluster, where the driver keeps it as a task's result."""
+    from distributed import Future, worker_client
+    with worker_client() as client:  # leaves the thread pool while it waits (Dask may need a
+        return Future(payload_key, client=client).result()  # thread to compute it again)
+
+
 def _prune_on_worker(key: str, number: int) -> None:
     _PRUNE.add((key, number))
 
@@ -100,6 +123,7 @@ def _prune_on_worker(key: str, number: int) -> None:
 def _forget_on_worker(key: str, digest: str) -> None:
     """The search ``key`` on dump ``digest`` ended: drop its pipeline, data and marks."""
     with _LOCK:
+        _PAYLOADS.pop(key, None)
         _DATA.pop(key, None)
         for mark in [m for m in _PRUNE if m[0] == key]:
             _PRUNE.discard(mark)
@@ -134,7 +158,12 @@ class DaskRunner:
         self.client, self.name, self.key = client, name, f"stepline-automl-{uuid.uuid4().hex}"
         self.digest = root_digest(Path(folder) / name)
         blob = cloudpickle.dumps((pack_dump(folder, name), cloudpickle.dumps(data)))
-        self.payload = client.scatter(blob, broadcast=True, hash=False)
+        # pushed to every worker, not a dependency of the trials: a dependency makes the
+        # scheduler run the trials where it lives (one worker, once the memory manager has
+        # dropped the other copies); also kept as a task's result, which Dask computes again
+        # if its workers die, for the workers that join later
+        self.payload = client.submit(_hold, blob, key=f"{self.key}-payload", pure=False)
+        client.run(_receive, self.key, blob)
         self.signer = local_public_key_hex()  # the dump was signed with this key when saved
         self.capacity = max(1, sum(client.nthreads().values()))
         self.futures: dict = {}  # future -> trial number
@@ -148,7 +177,7 @@ class DaskRunner:
         self.events.put(("epoch", event[1]))
 
     def submit(self, number: int, params: dict) -> None:
-        future = self.client.submit(_dask_trial, self.key, self.digest, self.name, self.payload, number, params,
+        future = self.client.submit(_dask_trial, self.key, self.digest, self.name, self.payload.key, number, params,
                                     signer=self.signer, pure=False, key=f"{self.key}-trial-{number}")
         self.futures[future], self.numbers[number] = number, future
         future.add_done_callback(lambda f: self.events.put(("done", f)))
@@ -157,7 +186,10 @@ class DaskRunner:
         """Handle epochs as they come until a trial ends; return it (told before later epochs
         are handled, so the pruner judges them against it)."""
         while True:
-            kind, item = self.events.get()
+            try:
+                kind, item = self.events.get(timeout=_BACKSTOP_S)
+            except queue.Empty:  # never seen, but a lost callback must not hang the search
+                kind, item = next((("done", f) for f in self.futures if f.done()), ("idle", None))
             if kind == "epoch":
                 self._epoch(report, *item)
             elif item in self.futures:
@@ -192,7 +224,15 @@ class DaskRunner:
                     report(number, step, value, live=False)
         self.live_steps.pop(number, None)
         self.pruned.discard(number)
+        self._count_threads()
         return result
+
+    def _count_threads(self) -> None:
+        """Workers join, leave and come back (a nanny restarts a dead one): count them again."""
+        try:
+            self.capacity = max(1, sum(self.client.nthreads().values()))
+        except Exception as error:  # noqa: BLE001 - keep the last count
+            log.debug("stepline.automl: could not count the Dask threads: %s", error)
 
     def close(self) -> None:
         if self.futures:
