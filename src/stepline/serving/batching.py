@@ -25,10 +25,11 @@ class _Queue:
 
 
 class Batcher:
-    """Stack concurrent requests into one call of ``run(data, proba)`` on ``threads`` (``submit(fn, *args)``).
+    """Stack concurrent requests into one call of ``run(data, what)`` on ``threads`` (``submit(fn, *args)``).
 
-    ``run`` returns ``(tag, outputs)`` (the tag: the version that computed them); each
-    request gets ``(tag, its rows of outputs)``.
+    ``run`` returns ``(tag, [outputs, ...])`` (the tag: the version that computed them; one
+    array per output asked for by ``what``, a hashable); each request gets ``(tag, [its rows
+    of each output])``.
     """
 
     def __init__(self, run, threads, max_batch_size: int, max_latency_s: float, metrics=None):
@@ -44,20 +45,20 @@ class Batcher:
         self._queues: dict = {}
         self._running = 0  # batches on the threads now
 
-    async def submit(self, data, proba: bool = False):
+    async def submit(self, data, what):
         """The outputs for ``data``, computed in a batch with other requests of its kind."""
         loop = asyncio.get_running_loop()
         rows = len(data)
         if rows >= self.max_batch_size:
-            return await self.threads.submit(self.run, data, proba)
-        key = (structure_key(data), proba)
+            return await self.threads.submit(self.run, data, what)
+        key = (structure_key(data), what)
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = _Queue()
             queue.timer = loop.call_later(self.max_latency_s, self._flush, key)
         elif queue.rows + rows > self.max_batch_size:
             self._flush(key)
-            return await self.submit(data, proba)
+            return await self.submit(data, what)
         future = loop.create_future()
         queue.items.append((data, future))
         queue.rows += rows
@@ -82,35 +83,35 @@ class Batcher:
         self._running += 1
         asyncio.get_running_loop().create_task(self._run_batch(queue.items, key[1]))
 
-    async def _run_batch(self, items: list, proba: bool) -> None:
+    async def _run_batch(self, items: list, what) -> None:
         try:
-            await self._predict_batch(items, proba)
+            await self._predict_batch(items, what)
         finally:
             self._running -= 1
             if not self._running and self._queues:  # idle again: the oldest waiting batch goes now
                 self._flush(next(iter(self._queues)))
 
-    async def _predict_batch(self, items: list, proba: bool) -> None:
+    async def _predict_batch(self, items: list, what) -> None:
+        rows = sum(len(d) for d, _ in items)
         if self.metrics is not None:
-            self.metrics.observe_batch(sum(len(d) for d, _ in items))
+            self.metrics.observe_batch(rows)
         if len(items) == 1:
             data, future = items[0]
-            await _settle(future, self.threads.submit(self.run, data, proba))
+            await _settle(future, self.threads.submit(self.run, data, what))
             return
         try:
-            tag, outputs = await self.threads.submit(self.run, concatenate([d for d, _ in items]),
-                                                      proba)
-            if len(outputs) != sum(len(d) for d, _ in items):
+            tag, outputs = await self.threads.submit(self.run, concatenate([d for d, _ in items]), what)
+            if any(len(output) != rows for output in outputs):
                 raise ValueError("the pipeline returned a different number of rows than it was given")
         except Exception:  # one bad request must not fail the others: predict each alone
-            await asyncio.gather(*(_settle(f, self.threads.submit(self.run, d, proba))
+            await asyncio.gather(*(_settle(f, self.threads.submit(self.run, d, what))
                                    for d, f in items))
             return
         start = 0
-        for data, future in items:
+        for data, future in items:  # each request's rows as views of the batch's outputs
             stop = start + len(data)
             if not future.done():
-                future.set_result((tag, outputs[start:stop]))
+                future.set_result((tag, [output[start:stop] for output in outputs]))
             start = stop
 
 
