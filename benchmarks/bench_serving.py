@@ -79,9 +79,10 @@ def start(label: str, folder: Path, workdir: Path):
                 f"uvicorn.run(bare_app.app, host='127.0.0.1', port={port}, log_level='warning', access_log=False)")
         command, ping = [sys.executable, "-c", code], "/ping"
     elif label.startswith("stepline"):
-        batch = ["--max-batch-size", "64", "--max-latency-ms", "2"] if label == "stepline+batch" else []
+        name, *extra = label.split()  # "stepline --threads 1": a variant with extra options
+        batch = ["--max-batch-size", "64", "--max-latency-ms", "2"] if name == "stepline+batch" else []
         command = [sys.executable, "-m", "stepline", "serve", str(folder), "--port", str(port),
-                   "--log-level", "warning", "--poll-interval", "0", *batch]
+                   "--log-level", "warning", "--poll-interval", "0", *batch, *extra]
         ping = "/v2/health/ready"
     else:  # mlflow
         command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(workdir / "mlflow_model"),
@@ -169,6 +170,14 @@ def server_cpu(pid: int) -> float:
         return float("nan")
 
 
+def uvicorn_implementations() -> str:
+    """What uvicorn's ``loop="auto"``/``http="auto"`` pick here: uvloop and httptools when installed."""
+    import uvicorn
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"{uvicorn.__version__}: loop={loop}, http={http}"
+
+
 def make_dump(workdir: Path) -> Path:
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
@@ -206,6 +215,7 @@ async def main_async(args) -> None:
         else:  # not installed on the project's machines: this branch is untested there
             save_mlflow_model(workdir / "mlflow_model")
             labels.append("mlflow")
+        print(f"uvicorn {uvicorn_implementations()} for every server (its 'auto' choice, the same for all)")
         for label in labels:
             servers[label] = start(label, folder, workdir)
         for process, port, ping in servers.values():
@@ -221,7 +231,7 @@ async def main_async(args) -> None:
                     result = await load(port, "/predict", body, args.connections, args.seconds)
                     result["server_cpu_per_req"] = (server_cpu(process.pid) - before) / max(1, result["requests"])
                     results[label].append(result)
-            report(rows, results, args)
+            report(rows, results, args, mlflow="mlflow" in labels)
     finally:
         for process, _, _ in servers.values():
             process.terminate()
@@ -233,20 +243,23 @@ async def main_async(args) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def report(rows: int, results: dict, args) -> None:
+def report(rows: int, results: dict, args, mlflow: bool) -> None:
     def med(label, key):
         return statistics.median(r[key] for r in results[label])
     print(f"\n{rows}-row requests, {args.connections} connections, {args.rounds} rounds of {args.seconds} s "
           f"(medians; ratios to bare)")
-    print(f"  {'server':<15} {'req/s':>8} {'×bare':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99 ×bare':>9} "
+    width = max(15, *map(len, results))
+    print(f"  {'server':<{width}} {'req/s':>8} {'×bare':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99 ×bare':>9} "
           f"{'server µs/req':>14} {'client µs/req':>14} {'errors':>6}")
     base_rps, base_p99 = med("bare", "rps"), med("bare", "p99")
     for label in results:
         rps, p99 = med(label, "rps"), med(label, "p99")
         errors = sum(r["errors"] for r in results[label])
-        print(f"  {label:<15} {rps:8.0f} {rps / base_rps:6.2f} {med(label, 'p50') * 1e3:8.2f} {p99 * 1e3:8.2f} "
+        print(f"  {label:<{width}} {rps:8.0f} {rps / base_rps:6.2f} {med(label, 'p50') * 1e3:8.2f} {p99 * 1e3:8.2f} "
               f"{p99 / base_p99:9.2f} {med(label, 'server_cpu_per_req') * 1e6:14.0f} "
               f"{med(label, 'client_cpu_per_req') * 1e6:14.0f} {errors:6d}")
+    if not mlflow:
+        print(f"  {'mlflow':<{width}} not installed")
 
 
 def main(argv=None) -> None:
@@ -254,7 +267,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=1.5, help="length of one measured round per server")
     parser.add_argument("--rounds", type=int, default=7, help="rounds per server (interleaved); medians printed")
     parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
-    parser.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated, from {','.join(SERVERS)}")
+    parser.add_argument("--servers", default=",".join(SERVERS),
+                        help=f"comma-separated, from {','.join(SERVERS)}; 'stepline --threads 1' adds options")
     args = parser.parse_args(argv)
     os.environ.setdefault("STEPLINE_HOME", tempfile.mkdtemp(prefix="stepline-bench-home-"))
     asyncio.run(main_async(args))

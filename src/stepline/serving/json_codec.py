@@ -11,6 +11,7 @@ installed. One difference is kept: orjson reads an integer beyond 64 bits as a f
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 
@@ -42,6 +43,7 @@ def loads(body: bytes):
 
 FAST_DEPTH = 32
 _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_INNERMOST = re.compile(rb"\[\]|\{\}")
 
 
 def nests_at_most(body: bytes, depth: int) -> bool:
@@ -50,7 +52,7 @@ def nests_at_most(body: bytes, depth: int) -> bool:
     for _ in range(depth):
         if not brackets:
             return True
-        inner_removed = brackets.replace(b"[]", b"").replace(b"{}", b"")
+        inner_removed = _INNERMOST.sub(b"", brackets)  # one level: pairs made by this pass stay
         if inner_removed == brackets:
             return False
         brackets = inner_removed
@@ -84,9 +86,16 @@ def dumps(payload) -> bytes:
         except (orjson.JSONEncodeError, TypeError):
             pass
     try:
-        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=_listed).encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(payload, separators=(",", ":")).encode("ascii")
+        return json.dumps(payload, separators=(",", ":"), default=_listed).encode("ascii")
+
+
+def _listed(value):
+    """For ``json``: the arrays and NumPy scalars :func:`jsonable` left for orjson."""
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _holds_floats(value) -> bool:
