@@ -19,6 +19,7 @@ interleaved across servers; the tables print medians (throughput, p50, p99) and 
 batching; with batching, 1-row throughput ≥ 1.5× bare.
 
     python benchmarks/bench_serving.py [--seconds 1.5] [--rounds 7] [--connections 8] [--servers bare,stepline,...]
+                                       [--loop auto|asyncio|uvloop] [--http auto|h11|httptools]
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(label: str, folder: Path, workdir: Path):
+def start(label: str, folder: Path, workdir: Path, stack=("auto", "auto")):
     """Start one server process; returns ``(process, port, ping path)``."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
@@ -76,13 +77,15 @@ def start(label: str, folder: Path, workdir: Path):
         (workdir / "bare_app.py").write_text(BARE_APP)
         code = (f"import sys; sys.argv=['x', {str(folder)!r}, {'1' if label == 'bare+thread' else '0'!r}]; "
                 f"sys.path.insert(0, {str(workdir)!r}); import uvicorn, bare_app; "
-                f"uvicorn.run(bare_app.app, host='127.0.0.1', port={port}, log_level='warning', access_log=False)")
+                f"uvicorn.run(bare_app.app, host='127.0.0.1', port={port}, log_level='warning', access_log=False, "
+                f"loop={stack[0]!r}, http={stack[1]!r})")
         command, ping = [sys.executable, "-c", code], "/ping"
     elif label.startswith("stepline"):
         name, *extra = label.split()  # "stepline --threads 1": a variant with extra options
         batch = ["--max-batch-size", "64", "--max-latency-ms", "2"] if name == "stepline+batch" else []
         command = [sys.executable, "-m", "stepline", "serve", str(folder), "--port", str(port),
-                   "--log-level", "warning", "--poll-interval", "0", *batch, *extra]
+                   "--log-level", "warning", "--poll-interval", "0", "--loop", stack[0], "--http", stack[1],
+                   *batch, *extra]
         ping = "/v2/health/ready"
     else:  # mlflow
         command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(workdir / "mlflow_model"),
@@ -170,12 +173,13 @@ def server_cpu(pid: int) -> float:
         return float("nan")
 
 
-def uvicorn_implementations() -> str:
-    """What uvicorn's ``loop="auto"``/``http="auto"`` pick here: uvloop and httptools when installed."""
-    import uvicorn
-    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
-    return f"{uvicorn.__version__}: loop={loop}, http={http}"
+def uvicorn_stack(loop: str, http: str) -> tuple[str, str]:
+    """``(loop, http)`` with uvicorn's ``auto`` resolved as it resolves it: uvloop and httptools when installed."""
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    if http == "auto":
+        http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return loop, http
 
 
 def make_dump(workdir: Path) -> Path:
@@ -215,9 +219,11 @@ async def main_async(args) -> None:
         else:  # not installed on the project's machines: this branch is untested there
             save_mlflow_model(workdir / "mlflow_model")
             labels.append("mlflow")
-        print(f"uvicorn {uvicorn_implementations()} for every server (its 'auto' choice, the same for all)")
+        import uvicorn
+        stack = uvicorn_stack(args.loop, args.http)
+        print(f"uvicorn {uvicorn.__version__}, loop={stack[0]}, http={stack[1]} for bare and stepline alike")
         for label in labels:
-            servers[label] = start(label, folder, workdir)
+            servers[label] = start(label, folder, workdir, stack)
         for process, port, ping in servers.values():
             await wait_ready(port, ping, process)
         for rows in (1, 100):
@@ -267,6 +273,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=1.5, help="length of one measured round per server")
     parser.add_argument("--rounds", type=int, default=7, help="rounds per server (interleaved); medians printed")
     parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"], help="uvicorn's loop, for all")
+    parser.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"], help="uvicorn's parser, for all")
     parser.add_argument("--servers", default=",".join(SERVERS),
                         help=f"comma-separated, from {','.join(SERVERS)}; 'stepline --threads 1' adds options")
     args = parser.parse_args(argv)

@@ -213,7 +213,7 @@ def _from_json(data, datatype: str, count: int, where: str) -> np.ndarray:
         return array.astype(object).ravel()
     target = DATATYPES[datatype]
     with np.errstate(over="ignore", invalid="ignore"):
-        converted = array.astype(target).ravel()
+        converted = array.astype(target, copy=False).ravel()
     if family in ("INT", "UINT") and not np.array_equal(converted, array.ravel()):
         raise RequestError(f"{where}.data: values outside the range of {datatype}")
     return converted

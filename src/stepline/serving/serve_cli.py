@@ -39,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between checks for a new dump at PATH; 0 turns hot reload off (default: 1)")
     parser.add_argument("--trust", action="store_true",
                         help="load the dump even if no trusted key signed it (its code will run)")
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
+                        help="uvicorn's event loop; auto: uvloop when installed (default: auto)")
+    parser.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"],
+                        help="uvicorn's HTTP parser; auto: httptools when installed (default: auto)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -95,6 +99,7 @@ def run(args) -> int:
     _configure_logging(args.log_level)
     os.environ[OPTIONS_VARIABLE] = json.dumps(_options(args))
     uvicorn.run("stepline.serving.serve_cli:app_from_environment", factory=True, host=args.host,
-                port=args.port, workers=args.workers, log_level=args.log_level, access_log=False,
+                port=args.port, workers=args.workers, loop=args.loop, http=args.http,
+                log_level=args.log_level, access_log=False,
                 timeout_graceful_shutdown=30)
     return 0
