@@ -68,7 +68,7 @@ def _remove(path: Path) -> None:
 
 
 @contextmanager
-def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = False):
+def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = False, listed: dict | None = None):
     """Yield a fresh temporary folder; on success it replaces ``final_path`` at once.
 
     With ``overlay`` (and a dump at ``final_path``), the folder is an overlay holding only
@@ -78,6 +78,8 @@ def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = Fal
     committed journal and the leftovers of earlier interrupted saves are dealt with first;
     saves to one ``final_path`` take turns. With ``only_over_dumps``, a ``final_path`` that
     is not a stepline dump is refused (:func:`refuse_foreign`) rather than replaced.
+    ``listed`` (filled while the folder is written): what the manifests written there list,
+    ``{folder: (file names, child names)}``, so that a commit need not read them back.
     """
     final = Path(final_path)
     _make_parent(final)
@@ -96,7 +98,7 @@ def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = Fal
         try:
             tmp.mkdir()
             yield tmp
-            previous = journal.commit(tmp, final) if overlay else _swap_into_place(tmp, final)
+            previous = journal.commit(tmp, final, listed) if overlay else _swap_into_place(tmp, final)
         except BaseException:
             _remove(container)
             raise
