@@ -11,6 +11,8 @@ Rows (issue 14; medians over repeats, each peer measured in the same run):
     inodes: no stat cache, every byte verified) vs ``np.load``, vs ``np.load`` of a copy
     made the same way right before (same pause), and vs merely filling fresh arrays of
     the same sizes after that pause (no file at all: what this VM charges for memory);
+    the same first load with ``mmap_mode="c"`` (every byte still hashed, the arrays
+    copy-on-write maps of the page cache, so no fresh memory);
   - full save of 10 and of 1000 tiny fitted steps (``MultiplyByN``) vs ``joblib.dump`` of
     the same pipeline; load of the 1000 vs ``joblib.load``;
   - changes-only save of 1 changed step in a 100-step and a 1000-step pipeline;
@@ -87,6 +89,8 @@ COPY_PEER = "np.load of a fresh copy"
 MEMORY_PEER = "fresh arrays after the same pause"
 #: np.save into a new folder that then replaces the previous one (rename), which is then deleted.
 ATOMIC_PEER = "np.save, atomically"
+#: The first load of a copied dump, every byte hashed, arrays mapped copy-on-write (no fresh memory).
+COPY_MAPPED = "stepline first load of a copied dump, mmap_mode='c'"
 #: A load that reads and hashes every byte (no stat cache), back to back: no pause.
 FULL_VERIFY = "stepline load, verify='full'"
 
@@ -148,6 +152,7 @@ def big_rows(base: Path, size_mb: int, steps: int, r: int):
     loads = [("stepline load, stat cache warm", median_time(lambda: CX(ours).load("bench"), r)),
              (FULL_VERIFY, median_time(lambda: CX(ours).load("bench", verify="full"), r)),
              ("stepline first load of a copied dump", _timed_after(copy_dump, first_load_of_copy, r)),
+             (COPY_MAPPED, _timed_after(copy_dump, lambda: CX(copied).load("bench", mmap_mode="c"), r)),
              ("np.load (floor)", median_time(load_raw, r)),
              (COPY_PEER, _timed_after(copy_raw, load_copied_raw, r)),
              (MEMORY_PEER, _timed_after(copy_raw, fill_fresh_arrays, r)),
@@ -258,6 +263,8 @@ def main() -> None:
           f"{t['stepline first load of a copied dump'] / t['np.load (floor)']:.2f} (≤ 2); "
           f"/ {COPY_PEER} = {t['stepline first load of a copied dump'] / t[COPY_PEER]:.2f}; "
           f"/ {MEMORY_PEER} = {t['stepline first load of a copied dump'] / t[MEMORY_PEER]:.2f}")
+    print(f"  copied-dump load, mmap_mode='c' / np.load = {t[COPY_MAPPED] / t['np.load (floor)']:.2f} "
+          f"(every byte hashed; arrays copy-on-write maps of the page cache: no fresh memory)")
     print(f"  verify='full' load / np.load  = {t[FULL_VERIFY] / t['np.load (floor)']:.2f} "
           f"(what the copied-dump load costs without the pause)")
     for label, ours, peer, peer_name in tiny_table:
