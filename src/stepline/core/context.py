@@ -54,7 +54,7 @@ class ExecutionContext:
     returns the context a child of ``step`` runs in.
     """
 
-    __slots__ = ("_root", "parents", "execution_phase", "_stripped_saver", "services", "execution_mode")
+    __slots__ = ("_root", "parents", "execution_phase", "_stripped_saver", "services", "execution_mode", "_path")
 
     def __init__(self, root=None, execution_phase: ExecutionPhase = ExecutionPhase.UNSPECIFIED,
                  stripped_saver=None, parents: tuple = (), execution_mode=None, services=None):
@@ -64,6 +64,7 @@ class ExecutionContext:
         self._stripped_saver = stripped_saver
         self.execution_mode = execution_mode
         self.services = services if services is not None else {}
+        self._path = None
 
     @staticmethod
     def of(context) -> "ExecutionContext":
@@ -97,6 +98,7 @@ class ExecutionContext:
         cx._stripped_saver = self._stripped_saver
         cx.execution_mode = self.execution_mode
         cx.services = self.services
+        cx._path = None
         return cx
 
     def pop(self) -> "ExecutionContext":
@@ -180,8 +182,15 @@ class ExecutionContext:
 
     def get_path(self, include_root: bool = True) -> Path:
         """``root/<parent names…>``: the folder of the innermost parent."""
-        relative = Path(*self.get_names()) if self.parents else Path()
-        return self.root / relative if include_root else relative
+        if not include_root:
+            return Path(*self.get_names()) if self.parents else Path()
+        names, root = self.get_names(), self.root
+        cached = self._path  # (a save or load asks each step's context several times)
+        if cached is not None and cached[0] is root and cached[1] == names:
+            return cached[2]
+        path = root.joinpath(*names)
+        self._path = (root, names, path)
+        return path
 
     def mkdir(self) -> Path:
         """Create :meth:`get_path` (and its parents) and return it."""

@@ -68,7 +68,7 @@ def _remove(path: Path) -> None:
 
 
 @contextmanager
-def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = False):
+def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = False, listed: dict | None = None):
     """Yield a fresh temporary folder; on success it replaces ``final_path`` at once.
 
     With ``overlay`` (and a dump at ``final_path``), the folder is an overlay holding only
@@ -78,6 +78,8 @@ def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = Fal
     committed journal and the leftovers of earlier interrupted saves are dealt with first;
     saves to one ``final_path`` take turns. With ``only_over_dumps``, a ``final_path`` that
     is not a stepline dump is refused (:func:`refuse_foreign`) rather than replaced.
+    ``listed`` (filled while the folder is written): what the manifests written there list,
+    ``{folder: (file names, child names)}``, so that a commit need not read them back.
     """
     final = Path(final_path)
     _make_parent(final)
@@ -96,7 +98,7 @@ def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = Fal
         try:
             tmp.mkdir()
             yield tmp
-            previous = journal.commit(tmp, final) if overlay else _swap_into_place(tmp, final)
+            previous = journal.commit(tmp, final, listed) if overlay else _swap_into_place(tmp, final)
         except BaseException:
             _remove(container)
             raise
@@ -315,6 +317,7 @@ def _swap_into_place(tmp: Path, final: Path) -> Path | None:
 _cleaner: ThreadPoolExecutor | None = None
 _pending: list = []
 _cleaner_lock = threading.Lock()
+_removing: set[Path] = set()  # handed to the background thread, not deleted yet
 
 
 def remove_in_background(*paths: Path) -> None:
@@ -324,7 +327,22 @@ def remove_in_background(*paths: Path) -> None:
         if _cleaner is None:
             _cleaner = ThreadPoolExecutor(1, thread_name_prefix="stepline-cleanup")
         _pending[:] = [f for f in _pending if not f.done()]
-        _pending.extend(_cleaner.submit(_remove, path) for path in paths)
+        _removing.update(paths)
+        _pending.extend(_cleaner.submit(_remove_handed_over, path) for path in paths)
+
+
+def _remove_handed_over(path: Path) -> None:
+    try:
+        _remove(path)
+    finally:
+        with _cleaner_lock:
+            _removing.discard(path)
+
+
+def _being_removed(path: Path) -> bool:
+    """Whether the background thread of this process is deleting ``path`` already."""
+    with _cleaner_lock:
+        return path in _removing
 
 
 def wait_for_cleanup() -> None:
@@ -339,6 +357,7 @@ def _forget_cleaner_after_fork() -> None:
     global _cleaner
     _cleaner = None
     _pending.clear()
+    _removing.clear()  # the child has no such thread: it deletes leftovers itself
 
 
 if hasattr(os, "register_at_fork"):
@@ -347,11 +366,14 @@ if hasattr(os, "register_at_fork"):
 
 def clean_leftovers(parent, name: str) -> list[Path]:
     """Remove ``.<name>.tmp-*`` folders and journal temporaries, and ``.<name>.old-*``
-    folders when ``name`` exists (call :func:`journal.recover` first)."""
+    folders when ``name`` exists (call :func:`journal.recover` first). Those the background
+    thread is deleting already (the previous dump of a save that just returned) are left
+    to it rather than deleted twice over, on the save's path."""
     parent = Path(parent)
     stale = _leftovers(parent, name, "tmp") + _leftovers(parent, name, "journal.tmp")
     if os.path.lexists(parent / name):
         stale += _leftovers(parent, name, "old")
+    stale = [path for path in stale if not _being_removed(path)]
     for path in stale:
         _remove(path)
     return stale

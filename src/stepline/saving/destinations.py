@@ -78,17 +78,22 @@ def never_saved_nor_changed(step) -> bool:
     return all(node._stepline_revision == 0 and not saved_records(node) for node, _ in walk(step, ""))
 
 
-def record_saved(step, destination: Path, digests: dict) -> None:
+def record_saved(step, destination: Path, digests: dict, stats: dict | None = None) -> None:
     """Note that each step of the tree is at ``destination/…`` with the manifest digest
     ``digests[folder]`` (steps a changes-only save skipped keep their records), and how
-    that manifest's ``os.stat`` looks now."""
+    that manifest's ``os.stat`` looks now: ``stats[folder]`` where the caller has it
+    (taken as the manifest was written or read), else stat'ed here."""
     digests = {os.path.abspath(folder): digest for folder, digest in digests.items()}
+    stats = {os.path.abspath(folder): st for folder, st in (stats or {}).items()}
     for node, folder in walk(step, os.path.abspath(destination)):
         digest = digests.get(folder)
         if digest is not None:
-            try:
-                signature = _signature(os.stat(os.path.join(folder, MANIFEST_NAME), follow_symlinks=False))
-            except OSError:
-                signature = None
+            st = stats.get(folder)
+            if st is None:
+                try:
+                    st = os.stat(os.path.join(folder, MANIFEST_NAME), follow_symlinks=False)
+                except OSError:
+                    st = None
+            signature = None if st is None else _signature(st)
             node.__dict__.setdefault(_SAVED_TO, {})[folder] = (node._stepline_revision, digest, signature)
         node._invalidated = False

@@ -12,6 +12,12 @@ ctime, and a copy changes the inode, so such files are hashed again. As in git, 
 whose ctime is not strictly older than the cache file itself is "racy" (the file could have
 changed within the same clock tick) and is never trusted.
 
+The cache vouches only within the boot of the machine that wrote it (Linux's ``boot_id``).
+Saves do not ``fsync`` (as ``np.save`` does not): after a power cut or a kernel crash a
+file may keep its size, inode and times while blocks that were never written back read as
+zeros, so the first load after a reboot hashes every file again and reports such a file as
+corrupt instead of loading it.
+
 Only files of at least ``CACHE_MIN_BYTES`` (1 MiB) are cached: hashing a smaller one
 (BLAKE3, from the page cache) costs less than writing and reading a cache entry for it,
 so a dump of small steps holds no cache files at all.
@@ -27,7 +33,7 @@ import secrets
 import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import blake3
 
@@ -49,6 +55,20 @@ _ALGORITHMS = ("blake3", "sha256")
 #: Files from this size on are hashed by BLAKE3 on several threads.
 _MULTITHREAD_MIN_BYTES = 4 << 20
 _MAX_CACHE_BYTES = 64 << 20
+_BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+def _read_boot_id() -> str | None:
+    """This boot of the machine (Linux), or ``None`` where the system does not say."""
+    try:
+        with open(_BOOT_ID_PATH, encoding="ascii") as f:
+            return f.read().strip() or None
+    except (OSError, ValueError):
+        return None
+
+
+#: The boot a stat cache must have been written in to vouch for anything.
+BOOT_ID = _read_boot_id()
 
 
 # ---------------------------------------------------------------- hashing
@@ -141,11 +161,11 @@ def _hash_files(paths: list[Path], total_bytes: int, algorithms=None, into=None)
 
 def check_records(files, folder) -> None:
     """Raise :class:`ManifestError` unless ``files`` is a well-formed ``{name: record}`` map."""
-    where = Path(folder) / MANIFEST_NAME
+    where = os.path.join(folder, MANIFEST_NAME)  # (for the messages: a load checks every step's)
     if not isinstance(files, dict):
         raise ManifestError(f"{where}: 'files' must be an object, not {type(files).__name__}")
     for name, record in files.items():
-        parts = PurePosixPath(name).parts
+        parts = name.split("/") if isinstance(name, str) else ()  # (JSON keys are strings)
         if "\x00" in name:
             raise ManifestError(f"{where}: invalid file name {name!r} in 'files': a NUL byte in a name")
         if not name or name.startswith("/") or "\\" in name or ".." in parts or name == STAT_CACHE_NAME:
@@ -177,8 +197,12 @@ def cached_records(folder, names, known: dict | None = None) -> dict[str, dict]:
     A file the stat cache vouches for keeps its cached hash, one in ``known`` (records its
     writer reported, digested as it wrote them) of the size it has keeps that digest; the
     others are hashed (in parallel) and cached, so that a load right after the save hashes
-    nothing.
+    nothing. When every file is in ``known`` and too small for the cache (a tiny step's
+    pickle), the records are taken as reported, with no ``os.stat``.
     """
+    known = known or {}
+    if all(_small_and_known(known.get(n)) for n in names):  # (its writer just wrote and hashed it)
+        return {n: {"size": known[n]["size"], DIGEST: known[n][DIGEST]} for n in names}
     folder = Path(folder)
     stats = {n: os.stat(folder / n) for n in names}
     cache = load_stat_cache(folder) if _any_cached(stats.values()) else {}
@@ -194,6 +218,13 @@ def cached_records(folder, names, known: dict | None = None) -> dict[str, dict]:
     return {n: {"size": stats[n].st_size, DIGEST: (fresh.get(n) or cache[n])[4]} for n in names}
 
 
+def _small_and_known(record) -> bool:
+    """Whether a writer's record gives a file's size and digest, and it is too small for the
+    stat cache (so nothing needs its ``os.stat``)."""
+    return (record is not None and type(record.get("size")) is int and record["size"] < CACHE_MIN_BYTES
+            and isinstance(record.get(DIGEST), str))
+
+
 def verify_files(folder, files: dict, verify=True, read_into=None) -> dict:
     """Check every file of ``files`` in ``folder`` before anything is unpickled.
 
@@ -207,28 +238,28 @@ def verify_files(folder, files: dict, verify=True, read_into=None) -> dict:
     """
     if verify not in (True, False, "full"):
         raise ValueError(f"verify must be True, False or 'full', not {verify!r}")
-    folder = Path(folder)
     check_records(files, folder)
+    folder = os.fspath(folder)  # (strings: this runs for every step of a load)
     names = sorted(files)
-    stats = {n: _checked_stat(folder / n, files[n]["size"]) for n in names}
+    stats = {n: _checked_stat(os.path.join(folder, n), files[n]["size"]) for n in names}
     if not verify:
         return {}
     cache = {} if verify == "full" else load_stat_cache(folder, strict=True) \
-        if _any_cached(stats.values()) or os.path.lexists(folder / STAT_CACHE_NAME) else {}
+        if _any_cached(stats.values()) or os.path.lexists(os.path.join(folder, STAT_CACHE_NAME)) else {}
     expected = {n: record_digest(files[n]) for n in names}
     todo = [n for n in names if not _trusted(cache.get(n), stats[n], expected[n][1])]
     if not todo:
         return {}
     buffers = [read_into(n, stats[n].st_size) if read_into else None for n in todo]
     try:
-        digests = _hash_files([folder / n for n in todo], sum(stats[n].st_size for n in todo),
+        digests = _hash_files([Path(folder, n) for n in todo], sum(stats[n].st_size for n in todo),
                               [expected[n][0] for n in todo], buffers)
     except OSError as e:
         raise StepLoadError(f"{e.filename}: cannot read ({e.strerror or e})") from e
     for name, digest in zip(todo, digests):
         algorithm, wanted = expected[name]
         if digest != wanted:
-            raise CorruptFileError(f"{folder / name}: {algorithm.upper()} mismatch (manifest {wanted[:12]}…, "
+            raise CorruptFileError(f"{os.path.join(folder, name)}: {algorithm.upper()} mismatch (manifest {wanted[:12]}…, "
                                    f"file {digest[:12]}…): the file was modified or corrupted")
     update_stat_cache(folder, {n: stat_entry(stats[n], d) for n, d in zip(todo, digests)})
     return {n: b for n, b in zip(todo, buffers) if b is not None}
@@ -342,7 +373,7 @@ def _read_cache(folder: Path, strict: bool) -> tuple[dict[str, list], dict[str, 
         return {}, {}
     entries, marks = data.get("files"), data.get("mapped_writable", {})
     entries = {n: e for n, e in entries.items() if _valid_entry(e) and e[2] < written_ns} \
-        if isinstance(entries, dict) else {}
+        if isinstance(entries, dict) and data.get("boot") == BOOT_ID else {}
     marks = {n: i for n, i in marks.items() if type(i) is int} if isinstance(marks, dict) else {}
     return entries, marks
 
@@ -398,8 +429,8 @@ def _write_cache(folder: Path, entries: dict, marks: dict, settle: bool) -> None
     merged = {n: e for n, e in {**old_entries, **entries}.items() if all_marks.get(n) != e[3]}
     tmp = folder / f"{STAT_CACHE_NAME}.tmp-{secrets.token_hex(4)}"
     try:
-        tmp.write_text(json.dumps({"format": _CACHE_FORMAT, "files": merged, "mapped_writable": all_marks}),
-                       encoding="utf-8")
+        tmp.write_text(json.dumps({"format": _CACHE_FORMAT, "boot": BOOT_ID, "files": merged,
+                                   "mapped_writable": all_marks}), encoding="utf-8")
         os.replace(tmp, path)
         if settle and entries:
             _settle(path, max(e[2] for e in entries.values()))

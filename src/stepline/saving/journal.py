@@ -34,10 +34,13 @@ def journal_path(final: Path) -> Path:
     return final.parent / f".{final.name}.journal"
 
 
-def commit(overlay: Path, final: Path) -> None:
+def commit(overlay: Path, final: Path, listed: dict | None = None) -> None:
     """Commit the complete ``overlay`` onto the dump ``final``, then apply it (returns None:
-    nothing of the previous dump is left to delete beyond what applying deletes)."""
-    deletions = _deletions(overlay, final, root=True)
+    nothing of the previous dump is left to delete beyond what applying deletes).
+
+    ``listed``: ``{overlay folder: (file names, child names)}`` of the manifests the save
+    wrote there (else they are read)."""
+    deletions = _deletions(overlay, final, root=True, listed=listed or {})
     entry = {"format": JOURNAL_FORMAT, "overlay": os.path.relpath(overlay, final.parent), "delete": deletions}
     path = journal_path(final)
     tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(4)}")
@@ -113,21 +116,24 @@ def _merge(source: Path, target: Path) -> None:
             os.replace(entry.path, destination)
 
 
-def _deletions(overlay: Path, final: Path, root: bool) -> list[str]:
+def _deletions(overlay: Path, final: Path, root: bool, listed: dict) -> list[str]:
     """Files and child folders of the previous steps at ``final`` that the re-saved steps
     in ``overlay`` no longer have (relative to ``final``); only what a save once wrote."""
-    if not (final / MANIFEST_NAME).is_file() or not (overlay / MANIFEST_NAME).is_file():
-        return []  # a new step (moved whole) or a kept one
-    old, new = _names_in(final), _names_in(overlay)
+    new = listed.get(os.fspath(overlay))
+    if new is None:
+        new = _names_in(overlay) if (overlay / MANIFEST_NAME).is_file() else None
+    if new is None or not (final / MANIFEST_NAME).is_file():
+        return []  # a kept step (not in the overlay) or a new one (moved whole)
+    old = _names_in(final)
     if old is None:
         return []  # nothing stepline wrote is listed there: delete nothing
     (old_files, old_children), (new_files, new_children) = old, new
     gone = sorted((old_files - new_files) | (old_children - new_children))
     if root and os.path.lexists(final / SIGNATURE_NAME) and not os.path.lexists(overlay / SIGNATURE_NAME):
         gone.append(SIGNATURE_NAME)  # a signature of the previous root digest
-    for child in sorted(new_children & old_children):
-        if (overlay / child).is_dir():
-            gone += [f"{child}/{name}" for name in _deletions(overlay / child, final / child, root=False)]
+    resaved = {entry.name for entry in os.scandir(overlay) if entry.is_dir(follow_symlinks=False)}
+    for child in sorted(new_children & old_children & resaved):
+        gone += [f"{child}/{name}" for name in _deletions(overlay / child, final / child, False, listed)]
     return gone
 
 

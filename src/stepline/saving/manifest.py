@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .errors import ManifestError, MixedDumpError, NotADumpError, VersionMismatchWarning
-from .safe_open import kind_of, read_regular
+from .safe_open import kind_of, open_regular, read_regular
 
 MANIFEST_NAME = "stepline.json"
 FORMAT = "stepline-dump"
@@ -47,17 +47,26 @@ MAX_MANIFEST_BYTES = 64 << 20
 
 
 def encode_manifest(data: dict) -> bytes:
-    """The bytes of the manifest holding ``data``: indented JSON whose last field is its own
-    digest, the BLAKE3 of every byte before it (the manifest as it would end without it).
+    """The bytes of the manifest holding ``data``: JSON with one top-level field a line,
+    whose last field is its own digest, the BLAKE3 of every byte before it (the manifest as
+    it would end without it).
 
     Any change to the bytes (a flipped bit, a hand edit) is caught on reading, the root
-    manifest's included, at the cost of one hash of a few hundred bytes.
+    manifest's included, at the cost of one hash of a few hundred bytes. Each field's value
+    is written by the C encoder on one line (``indent`` would switch ``json`` to its
+    pure-Python encoder, the biggest cost of saving a tiny step).
     """
-    body = json.dumps({k: v for k, v in data.items() if k != SELF_DIGEST}, indent=2, ensure_ascii=False,
-                      default=_json_default).encode("utf-8")
-    if not body.endswith(b"\n}"):
+    fields = [_field_head(key) + _ENCODER.encode(value) for key, value in data.items() if key != SELF_DIGEST]
+    if not fields:
         raise ValueError("a manifest holds at least one field")
+    body = ("{\n" + ",\n".join(fields) + "\n}").encode("utf-8")
     return body[:-2] + _SUFFIX_HEAD + _digest_of(body).encode("ascii") + _SUFFIX_TAIL
+
+
+@functools.lru_cache(maxsize=256)
+def _field_head(key) -> str:
+    """``  "key": `` as a manifest line starts (the same dozen keys in every manifest)."""
+    return f"  {_ENCODER.encode(str(key))}: "
 
 
 _SUFFIX_HEAD = f',\n  "{SELF_DIGEST}": "'.encode("ascii")
@@ -106,14 +115,17 @@ def write_manifest(folder, data: dict) -> dict:
     return json.loads(encoded)
 
 
-def write_new_manifest(folder, data: dict) -> str:
+def write_new_manifest(folder, data: dict) -> tuple[str, os.stat_result]:
     """Write the manifest of a folder being staged (where no manifest is yet) in place,
     without a temporary file: the staged folder only becomes the dump as a whole.
-    Returns its digest."""
+    Returns its digest (of the bytes in memory) and the file's ``os.stat`` once written."""
     raw = _manifest_bytes(data)
-    with open(Path(folder) / MANIFEST_NAME, "xb") as f:
-        f.write(raw)
-    return manifest_digest(raw)
+    with open(os.path.join(folder, MANIFEST_NAME), "xb", buffering=0) as f:
+        view = memoryview(raw)
+        while view:
+            view = view[f.write(view):]
+        written = os.fstat(f.fileno())
+    return manifest_digest(raw), written
 
 
 def _manifest_bytes(data: dict) -> bytes:
@@ -132,35 +144,63 @@ def read_manifest(folder, expected_digest: str | None = None) -> dict:
     (the one the parent manifest lists) differs from the manifest's BLAKE3. Never blocks
     (a FIFO in its place is refused).
     """
-    folder = Path(folder)
-    path = folder / MANIFEST_NAME
-    for link in (folder, path):
-        if os.path.islink(link):
-            raise NotADumpError(f"{link}: is a symbolic link: links inside a dump are refused")
-    _check_is_folder(folder)
+    return read_checked_manifest(folder, expected_digest)[0]
+
+
+def read_checked_manifest(folder, expected_digest: str | None = None) -> tuple[dict, str, os.stat_result]:
+    """:func:`read_manifest`, also returning the manifest's digest and its ``os.stat``, as read
+    (one ``lstat`` of the folder, one open that follows no link: a load does this per step)."""
+    path = os.path.join(folder, MANIFEST_NAME)
     try:
-        raw = read_regular(path, ManifestError, "manifest", MAX_MANIFEST_BYTES)
+        mode = os.lstat(folder).st_mode
+    except (OSError, ValueError):
+        mode = None
+    if mode is None or not stat.S_ISDIR(mode):
+        if mode is not None and stat.S_ISLNK(mode):
+            raise NotADumpError(f"{folder}: is a symbolic link: links inside a dump are refused")
+        _check_is_folder(Path(folder))  # raises, naming what is there
+    try:
+        raw, st = _read_bytes(path)
     except FileNotFoundError as e:
-        raise NotADumpError(f"{folder}: not a stepline dump (no {MANIFEST_NAME}){_hint_children(folder)}") from e
+        raise NotADumpError(f"{folder}: not a stepline dump (no {MANIFEST_NAME}){_hint_children(Path(folder))}") from e
+    except ManifestError:
+        if os.path.islink(path):
+            raise NotADumpError(f"{path}: is a symbolic link: links inside a dump are refused") from None
+        raise
     except OSError as e:
         raise ManifestError(f"{path}: cannot read the manifest ({e.strerror or e})") from e
-    if expected_digest is not None and manifest_digest(raw) != expected_digest:
+    digest = manifest_digest(raw)
+    if expected_digest is not None and digest != expected_digest:
         raise MixedDumpError(f"{folder}: this step folder is not the one its parent's manifest lists "
-                             f"(manifest digest {manifest_digest(raw)[:12]}…, parent expects "
+                             f"(manifest digest {digest[:12]}…, parent expects "
                              f"{expected_digest[:12]}…): it comes from another save or was changed")
-    return parse_manifest(path, raw)
+    return parse_manifest(path, raw, own_digest=expected_digest is None), digest, st
 
 
-def parse_manifest(path: Path, raw: bytes) -> dict:
-    """The manifest ``raw`` read from ``path``, checked (see :func:`read_manifest`)."""
+def _read_bytes(path: str) -> tuple[bytes, os.stat_result]:
+    """The bytes of the manifest at ``path`` and its ``fstat`` (a regular file, not too big)."""
+    with open_regular(path, os.O_RDONLY, ManifestError, "manifest") as f:
+        st = os.fstat(f.fileno())
+        if st.st_size > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{path}: {st.st_size} bytes, more than any manifest stepline writes "
+                                f"({MAX_MANIFEST_BYTES}): this is not the manifest stepline wrote")
+        return f.read(), st
+
+
+def parse_manifest(path, raw: bytes, own_digest: bool = True) -> dict:
+    """The manifest ``raw`` read from ``path``, checked (see :func:`read_manifest`).
+
+    ``own_digest=False`` skips the check of the digest the manifest ends with, for bytes
+    already found to be the ones the parent manifest lists (a parent is checked first, so
+    they are the bytes the save wrote, with the digest it computed)."""
     data = parse_json(path, raw, "the manifest", ManifestError)
     _check_format(path, data)
-    if data["format_version"] >= 2:
+    if own_digest and data["format_version"] >= 2:
         _check_own_digest(path, data, raw)
     from .schema import check_manifest_fields
     check_manifest_fields(path, data)
     from .integrity import check_records
-    check_records(data["files"], path.parent)
+    check_records(data["files"], os.path.dirname(path))
     return data
 
 
@@ -228,7 +268,7 @@ def child_entries(manifest: dict, folder) -> list[tuple[str, str | None]]:
     path component (so nothing reads outside the dump).
     """
     children = manifest.get("children", [])
-    where = Path(folder) / MANIFEST_NAME
+    where = os.path.join(folder, MANIFEST_NAME)
     if not isinstance(children, list):
         raise ManifestError(f"{where}: 'children' must be a list, not {type(children).__name__}")
     entries = []
@@ -277,7 +317,7 @@ def _hint_children(folder: Path) -> str:
     return f"; it contains the dumps {', '.join(names[:10])}" if names else ""
 
 
-def _json_default(value):
+def _json_default(value):  # (bound into _ENCODER below)
     """Convert NumPy scalars/arrays and paths; refuse anything else clearly."""
     if hasattr(value, "tolist") and type(value).__module__ == "numpy":
         return value.tolist()
@@ -346,3 +386,6 @@ def warn_version_differences(recorded: dict, where) -> list[str]:
     for line in lines:
         warnings.warn(f"{where}: {line}", VersionMismatchWarning, stacklevel=2)
     return lines
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=_json_default)

@@ -9,6 +9,8 @@ source; the stream's record then notes them and the Python version they need.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import io
 import os
@@ -25,6 +27,7 @@ import numpy as np
 
 from .errors import (CorruptFileError, IncompatibleDumpError, ManifestError, NotADumpError,
                      StepLoadError, UnpicklingError)
+from . import integrity
 from .integrity import (DIGEST, check_records, mark_mapped_writable, new_hasher, stat_entry, update_stat_cache,
                         verify_files, workers_for)
 
@@ -34,6 +37,7 @@ BUFFER_MIN_BYTES = 64 << 10
 _THREAD_MIN_BYTES = 1 << 20
 _WRITE_CHUNK = 1 << 20  # hashed while still in the CPU cache
 _CONCURRENT_HASH_MIN_BYTES = 4 << 20  # from here on, hashed by a second thread as the file is written
+_PREALLOCATE_MIN_BYTES = 1 << 20
 _PAGE = 4096
 _BUFFER_NAME = re.compile(r"buffer-(\d{3,})\.bin")
 _MMAP_MODES = (None, "r", "r+", "c")
@@ -54,13 +58,15 @@ def write_object(obj, folder) -> dict[str, dict]:
     Files are hashed from memory in worker threads while the main thread writes them.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if not os.path.isdir(folder):  # (a save made it: one stat, not a failed mkdir and a stat)
+        folder.mkdir(parents=True, exist_ok=True)
     stream, buffers, by_value = _dumps(obj)
     names = [STREAM_NAME] + [buffer_name(i) for i in range(len(buffers))]
     datas = [stream] + buffers
     digests = _write_and_hash(folder, names, datas)
-    stats = [os.stat(folder / n) for n in names]
-    update_stat_cache(folder, {n: stat_entry(s, d) for n, s, d in zip(names, stats, digests)}, settle=True)
+    cached = [(n, h) for n, d, h in zip(names, datas, digests) if d.nbytes >= integrity.CACHE_MIN_BYTES]
+    if cached:  # (the stat cache leaves small files out: no stat for them)
+        update_stat_cache(folder, {n: stat_entry(os.stat(folder / n), h) for n, h in cached}, settle=True)
     records = {n: {"size": d.nbytes, DIGEST: h} for n, d, h in zip(names, datas, digests)}
     if by_value:
         records[STREAM_NAME].update(python=platform.python_version(), by_value=sorted(by_value))
@@ -159,6 +165,8 @@ def _write_file(path: Path, view: memoryview, chunk_size: int, digest=None) -> N
     """Write ``view`` to a new file in chunks, each hashed into ``digest`` (if given) once written."""
     try:
         with open(path, "wb", buffering=0) as f:
+            if view.nbytes >= _PREALLOCATE_MIN_BYTES:
+                preallocate(f.fileno(), view.nbytes)
             for start in range(0, view.nbytes, chunk_size):
                 chunk = view[start:start + chunk_size]
                 _write_all(f, chunk)
@@ -166,6 +174,33 @@ def _write_file(path: Path, view: memoryview, chunk_size: int, digest=None) -> N
                     digest.update(chunk)
     except OSError as e:
         raise OSError(e.errno, e.strerror, e.filename or str(path)) from e  # name the file
+
+
+def _load_fallocate():
+    try:
+        function = ctypes.CDLL(None, use_errno=True).fallocate
+    except (AttributeError, OSError):  # not Linux
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return function
+
+
+_fallocate = _load_fallocate()
+_FALLOC_FL_KEEP_SIZE = 1
+
+
+def preallocate(fd: int, size: int) -> None:
+    """Reserve ``size`` bytes of disk for the new file ``fd`` before writing it, as ``np.save``
+    does (``fallocate`` with ``FALLOC_FL_KEEP_SIZE``): the file system allocates its blocks in
+    one go instead of page by page as the write proceeds, which halves the cost of writing a
+    big buffer on ext4. A full disk is then an ``ENOSPC`` before any byte is written; a file
+    system that cannot preallocate is simply written to.
+    """
+    if _fallocate is None or _fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, size) == 0:
+        return
+    code = ctypes.get_errno()
+    if code == errno.ENOSPC:
+        raise OSError(code, os.strerror(code))
 
 
 def _write_all(f, chunk: memoryview) -> None:
@@ -187,31 +222,37 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
     ``restricted``: unpickle through the allow-list (an untrusted dump, DESIGN §5a).
     ``check_stream``: hash the pickle's bytes as read, whatever ``verify`` and the stat
     cache say (the cache lives in the dump, and a file can change after it was verified).
-    ``preread``: ``{name: array}`` of buffer files already read (and verified) by
-    :func:`~stepline.saving.integrity.verify_files` through :func:`buffer_for`.
+    ``preread``: ``{name: bytes or array}`` of files already read and verified (hashed as
+    read) by :func:`~stepline.saving.integrity.verify_files`, the pickle's bytes included.
     """
     if mmap_mode not in _MMAP_MODES:
         raise ValueError(f"mmap_mode must be one of {_MMAP_MODES}, not {mmap_mode!r}")
     folder = Path(folder)
-    if not folder.is_dir():
-        raise NotADumpError(f"{folder}: no such folder: there is no stepline dump here")
-    check_records(files, folder)
+    preread = dict(preread or {})
+    verified = bool(files) and all(name in preread for name in files)  # read as verify_files checked them
+    if not verified:
+        if not folder.is_dir():
+            raise NotADumpError(f"{folder}: no such folder: there is no stepline dump here")
+        check_records(files, folder)
     if STREAM_NAME not in files:
         raise ManifestError(f"{folder}: the manifest lists no {STREAM_NAME}")
     stream_path = folder / STREAM_NAME
     _check_python(stream_path, files[STREAM_NAME])
-    preread = {**(preread or {}), **verify_files(folder, files, verify, None if mmap_mode else buffer_for)}
+    if not verified:
+        preread.update(verify_files(folder, files, verify, None if mmap_mode else buffer_for))
+    stream = preread.pop(STREAM_NAME, None)  # hashed as it was read: these bytes are unpickled
     names = _buffer_names(folder, files)
     if mmap_mode == "r+" and names:
         mark_mapped_writable(folder, names)  # writes through the map may leave mtime and ctime as they were
     paths = [folder / n for n in names]
     try:
-        stream = stream_path.read_bytes()
+        if stream is None:
+            stream = stream_path.read_bytes()
+            if check_stream:
+                _check_stream(stream_path, stream, files[STREAM_NAME])
         buffers = _map_buffers(paths, mmap_mode) if mmap_mode else _read_buffers(paths, preread)
     except OSError as e:
         raise StepLoadError(f"{e.filename}: cannot read ({e.strerror or e})") from e
-    if check_stream:
-        _check_stream(stream_path, stream, files[STREAM_NAME])
     return _loads(stream_path, stream, buffers, restricted)
 
 
@@ -258,6 +299,8 @@ def buffer_for(name: str, size: int):
 def _read_buffers(paths: list[Path], preread: dict) -> list[np.ndarray]:
     """Each buffer file in a fresh array (``preread[name]`` if read already), several
     read at once when they are big."""
+    if not paths:
+        return []
     todo = [p for p in paths if p.name not in preread]
     sizes = [os.path.getsize(p) for p in todo]
     if len(todo) < 2 or sum(sizes) < _THREAD_MIN_BYTES:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextvars
 import copy
-from concurrent.futures import ThreadPoolExecutor
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,9 @@ class _Options:
     written: dict = field(default_factory=dict)  # folder -> digest of the manifest written or read
     children: dict = field(default_factory=dict)  # loading: folder -> {child name: manifest digest}
     kept: dict = field(default_factory=dict)  # saving: staged folder of a step kept -> its manifest digest
+    stats: dict = field(default_factory=dict)  # folder -> os.stat of the manifest written or read
+    listed: dict = field(default_factory=dict)  # saving: staged folder -> (its file names, its children's)
+    versions: dict | None = None  # saving: the runtime versions every manifest records (once per save)
     preread: dict = field(default_factory=dict)  # loading: folder -> {buffer file: array read as verified}
 
     def live_folder(self, staged_folder) -> str:
@@ -50,7 +53,7 @@ class _Options:
         return os.fspath(self.destination) + staged_folder[len(staged):]
 
     def manifest_files(self, folder: Path) -> dict:
-        return self.manifests[Path(folder)]["files"]
+        return self.manifests[folder if isinstance(folder, Path) else Path(folder)]["files"]
 
 
 _OPTIONS: contextvars.ContextVar[_Options] = contextvars.ContextVar("stepline_save_options")
@@ -63,7 +66,7 @@ def current_options() -> _Options:
 
 def report_records(context: ExecutionContext, records: dict) -> None:
     """Let a saver add fields to the manifest records of files it wrote (e.g. by-value code)."""
-    current_options().reported.setdefault(Path(context.get_path()), {}).update(records)
+    current_options().reported.setdefault(context.get_path(), {}).update(records)
 
 
 # ------------------------------------------------------------------ saving
@@ -80,67 +83,63 @@ def save_step(step, context: ExecutionContext | None = None, full_dump: bool = F
     if not full_dump and (unchanged_at(step, final) is not None or
                           (never_saved_nor_changed(step) and not os.path.lexists(final))):
         return step
-    digests = _save_atomically(step, context, full_dump)
+    digests, stats = _save_atomically(step, context, full_dump)
     if mark_saved:
-        record_saved(step, final, digests)
+        record_saved(step, final, digests, stats)
     return step
 
 
-def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> dict:
+def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> tuple[dict, dict]:
     """Save into a temporary sibling folder that then replaces the step's folder at once.
 
     A changes-only save over a dump writes there only the steps that changed (an overlay,
     committed through a journal), so its cost follows the change, and the previous dump
     stays whole until the commit. Returns ``{final folder: manifest digest}`` of the steps
-    written.
+    written, and ``{final folder: os.stat of its manifest}`` where the swap leaves the
+    manifest's inode as it was written (not after a journal's commit, which moves files).
     """
     final = context.push(step).get_path()
     overlay = not full_dump and is_overlay_for(final)
     options = _Options(full_dump=full_dump, destination=final)
     token = _OPTIONS.set(options)
     try:
-        with atomic_folder(final, overlay=overlay, only_over_dumps=True) as staged:
+        with atomic_folder(final, overlay=overlay, only_over_dumps=True, listed=options.listed) as staged:
             options.staged = staged
             staging_context = ExecutionContext(staged.parent, context.execution_phase, context._stripped_saver)
             try:
                 _save_node(step, staging_context)
             except SaveError as e:  # name the destination, not the temporary folder
                 raise type(e)(str(e).replace(str(staged), str(final))).with_traceback(e.__traceback__) from e.__cause__
-            _before_swap(staged)
+            _before_swap(staged, options.written[os.fspath(staged)])
     finally:
         _OPTIONS.reset(token)
-    return {options.live_folder(folder): digest for folder, digest in options.written.items()}
+    digests = {options.live_folder(folder): digest for folder, digest in options.written.items()}
+    stats = {} if overlay else {options.live_folder(folder): st for folder, st in options.stats.items()}
+    return digests, stats
 
 
-def _before_swap(staged: Path) -> None:
+def _before_swap(staged: Path, root_digest: str) -> None:
     """The last step of a save, on the complete staged dump, right before it is swapped in.
 
-    ``mf.root_digest(staged)`` is the Merkle root of what is about to become the dump;
+    ``root_digest`` (of the staged root manifest, as written) is the Merkle root of what is
+    about to become the dump;
     the one file that may still be added is ``staged / mf.SIGNATURE_NAME`` (not listed):
     the signature over that root (DESIGN §5a), so the dump and its signature appear together.
     """
-    sign_dump(staged)
+    sign_dump(staged, root_digest)
 
 
 def save_children(children, context: ExecutionContext) -> None:
-    """Save the children of the step whose folder is ``context.get_path()``.
+    """Save the children of the step whose folder is ``context.get_path()``, in order.
 
-    Siblings are saved in two threads: writing files and hashing them release the GIL, so
-    one child's hashing overlaps another's writing. The first error is raised.
+    In the calling thread: for small steps a hand-off to another thread costs more than
+    the step's whole save (GIL hand-overs on every system call); a big buffer is already
+    written while a second thread hashes it (:func:`~stepline.saving.objectfile.write_hashed`).
     """
     parent = os.fspath(context.get_path())
-    children = [child for child in children if not _kept(child, parent)]
-    if len(children) < 2:
-        for child in children:
+    for child in children:
+        if not _kept(child, parent):
             _save_node(child, context)
-        return
-    with ThreadPoolExecutor(_SAVE_THREADS) as pool:
-        futures = [pool.submit(contextvars.copy_context().run, _save_node, child, context) for child in children]
-        for future in futures:
-            future.result()
-
-
-_SAVE_THREADS = 2
 
 
 def save_child(child, context: ExecutionContext) -> None:
@@ -166,36 +165,42 @@ def _kept(child, parent: str) -> bool:
 def _save_node(step, parent_context: ExecutionContext) -> None:
     context = parent_context.push(step)
     folder = context.get_path()
+    path = os.fspath(folder)
     children = [c.name for c in step.get_children()]
-    folder.mkdir(exist_ok=True)
+    if folder != current_options().staged:  # (atomic_folder made the staged root)
+        os.mkdir(path)
     stripped = copy.copy(step)
     savers = [context.stripped_saver] + list(step.savers)
     for saver in reversed(savers):
         stripped = saver.save_step(stripped, context)
-    reported = current_options().reported.pop(Path(folder), {})
-    files = cached_records(folder, _own_files(folder, children), known=reported)
+    options = current_options()
+    reported = options.reported.pop(folder, {})
+    files = cached_records(folder, _own_files(path, children, reported), known=reported)
     for name, record in reported.items():
         if name in files:
             files[name].update((k, v) for k, v in record.items() if k not in ("size", "blake3", "sha256"))
-    current_options().written[os.fspath(folder)] = mf.write_new_manifest(
-        folder, _node_manifest(step, savers, children, files, folder))
+    options.listed[path] = (set(files), set(children))
+    options.written[path], options.stats[path] = mf.write_new_manifest(
+        path, _node_manifest(step, savers, children, files, path))
 
 
 _NOT_OWN = (mf.MANIFEST_NAME, mf.SIGNATURE_NAME)
 
 
-def _own_files(folder: Path, children: list) -> list[str]:
-    """The files of a step folder that its savers wrote (not its children's, not hidden)."""
+def _own_files(folder: str, children: list, written: dict) -> list[str]:
+    """The files of a step folder that its savers wrote (not its children's, not hidden):
+    those they reported (``written``, regular files they made) and any other regular file."""
+    skip = set(children)
     names = []
-    for entry in os.scandir(folder):
-        if entry.name in children or entry.name.startswith(".") or entry.name in _NOT_OWN:
+    for name in os.listdir(folder):
+        if name in skip or name.startswith(".") or name in _NOT_OWN:
             continue
-        if entry.is_file(follow_symlinks=False):
-            names.append(entry.name)
+        if name in written or stat.S_ISREG(os.lstat(os.path.join(folder, name)).st_mode):
+            names.append(name)
     return sorted(names)
 
 
-def _node_manifest(step, savers, children, files, folder: Path) -> dict:
+def _node_manifest(step, savers, children, files, folder: str) -> dict:
     return {
         "name": step.name,
         "class": _qualified(type(step)),
@@ -206,8 +211,16 @@ def _node_manifest(step, savers, children, files, folder: Path) -> dict:
         "children": [{"name": child, "manifest": _child_digest(os.path.join(folder, child))} for child in children],
         "files": files,
         "info": _manifest_info(step),
-        "versions": mf.runtime_versions(),
+        "versions": _versions(),
     }
+
+
+def _versions() -> dict:
+    """The runtime versions the manifests of this save record (collected once per save)."""
+    options = current_options()
+    if options.versions is None:
+        options.versions = mf.runtime_versions()
+    return options.versions
 
 
 def _manifest_info(step) -> dict:
@@ -262,8 +275,9 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
     with reading_lock(context.root / parts[0]):
         top = resolve_dump_folder(context.root / parts[0])
         options = _Options(mmap_mode=mmap_mode, verify=verify, trust_override=trusted is True)
-        folder, manifest = _manifest_along(top, parts[1:], options)
-        verdict = gate.decide(top, trusted)  # before anything is unpickled (DESIGN §5a)
+        folder, manifest, top_manifest = _manifest_along(top, parts[1:], options)
+        merkle_root = options.written[os.fspath(top)] if top_manifest["format_version"] >= 2 else None
+        verdict = gate.decide(top, trusted, merkle_root)  # before anything is unpickled (DESIGN §5a)
         if not verdict.trusted:
             gate.check_untrusted(folder, verdict, verify, options.verified)
             options.trusted = False
@@ -275,7 +289,7 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
             step = _load_node(parts[-1], base, manifest)
         finally:
             _OPTIONS.reset(token)
-    record_saved(step, folder, options.written)  # saving it back here writes nothing
+    record_saved(step, folder, options.written, options.stats)  # saving it back here writes nothing
     return step
 
 
@@ -290,9 +304,11 @@ def _step_path(context: ExecutionContext, path) -> tuple:
     return parts
 
 
-def _manifest_along(top: Path, below: tuple, options: _Options) -> tuple[Path, dict]:
-    """The folder and manifest of ``top/below…``, each checked against its parent's digest."""
+def _manifest_along(top: Path, below: tuple, options: _Options) -> tuple[Path, dict, dict]:
+    """The folder and manifest of ``top/below…``, each checked against its parent's digest,
+    and the manifest of ``top``."""
     folder, manifest = top, _read_step_manifest(top, None, options)
+    top_manifest = manifest
     for name in below:
         listed = dict(mf.child_entries(manifest, folder))
         if name not in listed:
@@ -300,14 +316,15 @@ def _manifest_along(top: Path, below: tuple, options: _Options) -> tuple[Path, d
                                 f"(it has: {', '.join(listed) or 'none'})")
         folder = folder / name
         manifest = _read_step_manifest(folder, listed[name], options)
-    return folder, manifest
+    return folder, manifest, top_manifest
 
 
 def _read_step_manifest(folder: Path, digest: str | None, options: _Options) -> dict:
     """The manifest of a step folder, checked against ``digest`` (from the parent's
-    manifest) when given; its digest is noted in ``options.written``."""
-    manifest = mf.read_manifest(folder, digest)
-    options.written[os.fspath(folder)] = digest or mf.root_digest(folder)
+    manifest) when given; its digest and ``os.stat`` (as read) are noted in ``options``."""
+    manifest, actual, st = mf.read_checked_manifest(folder, digest)
+    key = os.fspath(folder)
+    options.written[key], options.stats[key] = actual, st
     return manifest
 
 
@@ -322,7 +339,7 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
     folder = context.get_path()
     options = current_options()
     if manifest is None:
-        parent_folder = Path(parent_context.get_path())
+        parent_folder = parent_context.get_path()
         parent = options.manifests.get(parent_folder)
         listed = options.children.get(parent_folder)
         if listed is None and parent is not None:
@@ -331,10 +348,9 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
         if parent is not None and name not in listed:
             raise StepLoadError(f"{folder}: the manifest of {parent_context.get_path()} lists no child {name!r}")
         manifest = _read_step_manifest(folder, listed.get(name), options)
-    if Path(folder) not in options.verified:  # (the pickle's bytes are checked again as read)
-        options.preread[Path(folder)] = verify_files(folder, manifest.get("files", {}), options.verify,
-                                                     None if options.mmap_mode else _buffer_for)
-    options.manifests[Path(folder)] = manifest
+    if folder not in options.verified:  # each file hashed as it is read, for the saver to use
+        options.preread[folder] = verify_files(folder, manifest.get("files", {}), options.verify, _buffer_for)
+    options.manifests[folder] = manifest
     step = context.stripped_saver.load_step(placeholder, context)
     context = parent_context.push(step)
     for saver in step.savers:
@@ -346,9 +362,13 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
 
 
 def _buffer_for(name: str, size: int):
-    """Where the stripped saver will want a buffer file (read once, as it is verified)."""
-    from stepline.saving.objectfile import buffer_for
-    return buffer_for(name, size)
+    """Where the stripped saver will want a file read as it is verified: the pickle's bytes
+    (hashed as read, then unpickled: each file of a step read once), or a buffer file's
+    array (not when the buffers are to be mapped)."""
+    from stepline.saving.objectfile import STREAM_NAME, buffer_for
+    if name == STREAM_NAME:
+        return bytearray(size)
+    return None if current_options().mmap_mode else buffer_for(name, size)
 
 
 def _warn_versions(folder: Path, manifest: dict) -> None:

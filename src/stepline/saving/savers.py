@@ -83,7 +83,7 @@ class JoblibStepSaver(BaseSaver):
         pickled = {k: v for k, v in files.items() if k == "step.pkl" or k.startswith("buffer-")}
         loaded = read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False,
                              restricted=not options.trusted, check_stream=not options.trust_override,
-                             preread=options.preread.pop(Path(folder), None))
+                             preread=options.preread.pop(folder, None))
         _check_is_step(loaded, folder / "step.pkl")
         return loaded
 

@@ -7,6 +7,7 @@ the manifest, the field and what was expected, so no code further on meets a raw
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import ManifestError
@@ -38,7 +39,7 @@ def check_manifest_fields(path: Path, data: dict) -> None:
         if not valid(data[field]):
             raise ManifestError(f"{path}: field {field!r} must be {expected}, not {_shown(data[field])}")
     from .manifest import child_entries
-    child_entries(data, path.parent)  # a list of safe, distinct names (with their digests in v2)
+    child_entries(data, os.path.dirname(path))  # a list of safe, distinct names (with their digests in v2)
 
 
 def _shown(value) -> str:

@@ -20,17 +20,18 @@ STREAM_NAME = "step.pkl"
 _MAX_DEPTH = 64
 
 
-def decide(dump_root, trusted=None) -> Verdict:
+def decide(dump_root, trusted=None, root_digest: str | None = None) -> Verdict:
     """The verdict for loading from the dump whose root step folder is ``dump_root``.
 
     ``trusted=True`` is the caller's explicit override, ``False`` forces an untrusted load,
-    ``None`` checks the signature and the trust store.
+    ``None`` checks the signature and the trust store. ``root_digest``: of a format-v2 dump
+    whose root manifest the caller read (see :func:`~stepline.trust.signing.verify_dump`).
     """
     if trusted is True:
         return Verdict(True, "trusted=True given by the caller")
     if trusted not in (None, False):
         raise ValueError(f"trusted must be None, True or False, not {trusted!r}")
-    verdict = verify_dump(dump_root)
+    verdict = verify_dump(dump_root, root_digest)
     if trusted is False:
         return Verdict(False, "trusted=False given by the caller", verdict.root_digest, verdict.signer,
                        verdict.signature)

@@ -66,10 +66,12 @@ def _v1_tree_digest(folder: Path, depth: int) -> str:
     return digest.hexdigest()
 
 
-def sign_dump(step_folder) -> dict:
-    """Sign the dump in ``step_folder`` with this user's key; write and return the signature."""
+def sign_dump(step_folder, digest: str | None = None) -> dict:
+    """Sign the dump in ``step_folder`` with this user's key; write and return the signature.
+
+    ``digest``: its root digest, when the caller has it (a save: of the manifest it wrote)."""
     from stepline.trust.keys import public_key_bytes, signing_key
-    digest = root_digest(step_folder)
+    digest = digest or root_digest(step_folder)
     key = signing_key()
     record = {"format": _FORMAT, "format_version": 1, "algorithm": "ed25519", "root_digest": digest,
               "public_key": public_key_bytes(key).hex(), "signature": key.sign(_message(digest)).hex()}
@@ -83,15 +85,16 @@ def sign_dump(step_folder) -> dict:
     return record
 
 
-def verify_dump(step_folder) -> Verdict:
+def verify_dump(step_folder, digest: str | None = None) -> Verdict:
     """Decide whether the dump in ``step_folder`` is trusted; unpickles nothing.
 
     Trusted when its signature matches its root digest and was made by a trusted key, or
     when its root digest is in the trust store. Raises :class:`StepLoadError` subclasses
-    only for a dump whose manifests cannot be read at all.
+    only for a dump whose manifests cannot be read at all. ``digest``: the root digest of a
+    format-v2 dump, when the caller has read its root manifest (a load: of the bytes it uses).
     """
     from stepline.trust import store
-    digest = root_digest(step_folder)
+    digest = digest or root_digest(step_folder)
     record, problem = _read_signature(Path(step_folder) / SIGNATURE_NAME)
     state, signer = "missing", None
     if record is not None:

@@ -1,0 +1,130 @@
+"""The file-system work of saving and loading many small steps, counted with audit hooks.
+
+Saving a pipeline of tiny steps is bound by per-step work (issue 14): these tests pin the
+mechanisms that keep it at what the layout needs — each file of a dump written once and
+read once, nothing re-read that the save has in memory, no thread hand-off per step.
+Counted with ``sys.addaudithook`` (real ``open``/``os.mkdir``/``os.scandir`` events), not mocks.
+"""
+import os
+import sys
+import threading
+from collections import Counter
+from contextlib import contextmanager
+
+import pytest
+
+from stepline import CX, Pipeline
+from stepline.saving import CorruptFileError
+from stepline.saving.manifest import MANIFEST_NAME
+from stepline.steps.numpy import MultiplyByN
+
+_RECORDING: list = []  # the list events go to while a ``recorded`` block runs (audit hooks stay for ever)
+
+
+def _hook(event, args):
+    if _RECORDING and event in ("open", "os.mkdir", "os.scandir", "os.listdir"):
+        path = args[0]
+        if isinstance(path, (str, bytes, os.PathLike)):
+            mode = args[1] if event == "open" and len(args) > 1 else None
+            flags = args[2] if event == "open" and len(args) > 2 else 0
+            _RECORDING[-1].append((event, os.fsdecode(path), mode, flags, threading.get_ident()))
+
+
+sys.addaudithook(_hook)
+
+
+@contextmanager
+def recorded():
+    events = []
+    _RECORDING.append(events)
+    try:
+        yield events
+    finally:
+        _RECORDING.pop()
+
+
+def _reads(events, under):
+    """Files under ``under`` opened for reading, with how often."""
+    under = os.fspath(under)
+    return Counter(path for event, path, mode, flags, _ in events
+                   if event == "open" and path.startswith(under) and _is_read(mode, flags)
+                   and _is_dump_file(os.path.basename(path)))
+
+
+def _is_dump_file(name: str) -> bool:
+    """A file a step folder holds (not a lock, a journal looked for, or a folder being deleted)."""
+    return name in (MANIFEST_NAME, "step.pkl", "stepline.sig") or name.startswith("buffer-")
+
+
+def _is_read(mode, flags) -> bool:
+    if isinstance(mode, str):
+        return "r" in mode and "+" not in mode
+    return (flags or 0) & (os.O_WRONLY | os.O_RDWR) == 0
+
+
+def tiny(n: int) -> Pipeline:
+    p = Pipeline([(f"m{i}", MultiplyByN(2)) for i in range(n)], name="tiny")
+    for step in p.values():
+        step.set_hyperparams({"multiply_by": 3})
+    return p
+
+
+def test_a_full_save_of_tiny_steps_reads_nothing_back_and_hands_nothing_to_threads(tmp_path):
+    p = tiny(30)
+    with recorded() as events:
+        p.save(CX(tmp_path), full_dump=True)
+    dump = tmp_path / "tiny"
+    assert not _reads(events, tmp_path), "a save re-read files it had just written (their bytes are in memory)"
+    writers = {thread for event, path, *_, thread in events if event == "open" and path.startswith(os.fspath(tmp_path))}
+    assert writers == {threading.get_ident()}, "the files of tiny steps are written without thread hand-offs"
+    made = Counter(path for event, path, *_ in events if event == "os.mkdir")
+    assert all(count == 1 for count in made.values()), f"a folder created twice: {made.most_common(3)}"
+    assert CX(tmp_path).load("tiny")["m7"].hyperparams["multiply_by"] == 3
+    assert sorted(os.listdir(dump / "m7")) == sorted([MANIFEST_NAME, "step.pkl"])
+
+
+def test_a_load_of_tiny_steps_opens_each_file_of_the_dump_once(tmp_path):
+    p = tiny(30)
+    p.save(CX(tmp_path), full_dump=True)
+    with recorded() as events:
+        loaded = CX(tmp_path).load("tiny")
+    dump = tmp_path / "tiny"
+    reads = _reads(events, dump)
+    for name in ["m0", "m17", "m29"]:
+        assert reads[os.fspath(dump / name / "step.pkl")] == 1, "the pickle is hashed as it is read, once"
+        assert reads[os.fspath(dump / name / MANIFEST_NAME)] == 1
+    assert reads[os.fspath(dump / MANIFEST_NAME)] == 1
+    assert max(reads.values()) == 1, reads.most_common(3)
+    listed = [path for event, path, *_ in events if event in ("os.scandir", "os.listdir") and path.startswith(os.fspath(dump))]
+    assert not listed, f"a load lists no step folder (the manifests say what is there): {listed[:3]}"
+    assert [s.hyperparams["multiply_by"] for s in loaded.values()] == [3] * 30
+
+
+def test_the_pickle_read_once_is_still_checked_against_its_digest(tmp_path):
+    tiny(3).save(CX(tmp_path), full_dump=True)
+    pkl = tmp_path / "tiny" / "m1" / "step.pkl"
+    raw = bytearray(pkl.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # same size: only the digest can tell
+    pkl.write_bytes(bytes(raw))
+    with pytest.raises(CorruptFileError, match=r"m1/step\.pkl"):
+        CX(tmp_path).load("tiny")
+    with pytest.raises(CorruptFileError, match=r"m1/step\.pkl"):
+        CX(tmp_path).load("tiny", trusted=True)
+
+
+def test_a_changes_only_save_of_one_step_reads_only_what_it_rewrites(tmp_path):
+    p = tiny(30)
+    p.save(CX(tmp_path), full_dump=True)
+    p["m12"].set_hyperparams({"multiply_by": 5})
+    with recorded() as events:
+        p.save(CX(tmp_path))
+    dump = tmp_path / "tiny"
+    reads = _reads(events, tmp_path)
+    assert not [name for name in reads if ".tiny.tmp-" in name], f"what the save wrote is not read back: {reads}"
+    # the previous manifests of the steps rewritten (what files they listed, to delete the gone ones)
+    assert set(reads) <= {os.fspath(dump / MANIFEST_NAME), os.fspath(dump / "m12" / MANIFEST_NAME)}, reads
+    listed = [path for event, path, *_ in events if event in ("os.scandir", "os.listdir")
+              and path.startswith(os.fspath(tmp_path)) and os.path.basename(path).startswith("m")
+              and "m12" not in path]
+    assert not listed, f"kept steps' folders are not listed: {listed[:3]}"
+    assert CX(tmp_path).load("tiny")["m12"].hyperparams["multiply_by"] == 5
