@@ -25,7 +25,12 @@
    The parallel times include starting the worker processes (forked by the fork server)
    and shipping the dump; the first search of a process, which also starts the fork server
    (a fresh interpreter importing stepline and scikit-learn) and makes the cluster's
-   workers import them, is timed apart. Target ≥ 1.8× on 2 cores.
+   workers import them, is timed apart. Target ≥ 1.8× on 2 cores. Printed with each row:
+   the speedup of the medians and of the best repeats, and where the workers' time went
+   (``AutoML.timeline_``: each trial's start and end on its worker): the share spent in
+   trials, and the idle ms a worker before its first trial, between its trials and after
+   its last one — what the framework costs beyond the trials, which the machine's load
+   does not hide the way it hides the speedup.
 
 Medians over ``--repeats``. The machine's load is printed with the results: on a loaded
 machine, both parts are noisy and the speedup is bounded by the cores actually free.
@@ -151,21 +156,39 @@ def overhead(optuna, trials: int, sqlite_trials: int, repeats: int, sqlite_dir: 
 
 # ------------------------------------------------------------------ speedup
 
-def time_search(work: int, trials: int, X, y, concurrency: list | None = None, **kwargs) -> float:
-    """Wall seconds of a search; appends to ``concurrency`` the trials' summed durations over
-    the wall time from the first start to the last end (2.0: always two trials at once)."""
+def time_search(work: int, trials: int, X, y, where: list | None = None, **kwargs) -> float:
+    """Wall seconds of a search; appends to ``where`` where its time went (:func:`where_time_went`)."""
     search = AutoML(Pipeline([Burn(work)]), scoring=burn_score, cv=0.5, n_trials=trials, sampler="random",
                     seed=0, refit=False, show_progress=False, **kwargs)
-    start = time.perf_counter()
+    start = time.time()
     search.fit(X, y)
-    elapsed = time.perf_counter() - start
+    elapsed = time.time() - start
     done = search.study_.trials
     assert len(done) == trials and all(t.state.name == "COMPLETE" for t in done)
-    if concurrency is not None:
-        busy = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done)
-        span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
-        concurrency.append(busy / span)
+    if where is not None:
+        where.append(where_time_went(search.timeline_, start, elapsed))
     return elapsed
+
+
+def where_time_went(timeline: list, start: float, wall: float) -> dict:
+    """From the trials' times on their workers (``AutoML.timeline_``): the share of the workers'
+    time spent in trials (``busy``: 1.0 = never idle), and the idle time beyond the trials —
+    before each worker's first trial (``first``: shipping the dump, starting and loading),
+    between a worker's trials (``gaps``: result → driver → tell → ask → submit → worker),
+    and after its last one until ``fit`` returned (``tail``: the other worker's last trial,
+    closing) — in ms a worker, averaged over the workers."""
+    by_worker: dict = {}
+    for entry in timeline:
+        by_worker.setdefault(entry["worker"], []).append(entry)
+    first = gaps = tail = busy = 0.0
+    for entries in by_worker.values():
+        entries.sort(key=lambda e: e["started"])
+        first += entries[0]["started"] - start
+        gaps += sum(b["started"] - a["ended"] for a, b in zip(entries, entries[1:]))
+        tail += start + wall - entries[-1]["ended"]
+        busy += sum(e["ended"] - e["started"] for e in entries)
+    n = len(by_worker)
+    return {"busy": busy / (n * wall), "first": first / n, "gaps": gaps / n, "tail": tail / n}
 
 
 def speedup(trials: int, work: int, repeats: int) -> None:
@@ -175,6 +198,7 @@ def speedup(trials: int, work: int, repeats: int) -> None:
     print(f"\n2. speedup of 2 workers: {trials} trials of one CPU-bound fit each "
           f"(~{one * 1e3:.0f} ms sequential; median of {repeats})")
     rows = {"sequential (n_jobs=1)": [], "2 processes (n_jobs=2)": [], "LocalCluster, 2 workers": []}
+    where = {label: [] for label in rows}
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
             distributed.Client(cluster) as client:
@@ -183,15 +207,18 @@ def speedup(trials: int, work: int, repeats: int) -> None:
         print(f"  (first search of the process, 2 tiny trials, not in the table: n_jobs=2 {first_processes:.2f} s "
               f"— it starts the fork server, which imports stepline and scikit-learn once; "
               f"LocalCluster {first_cluster:.2f} s — its workers import them)")
-        together = {label: [] for label in rows}
         for _ in range(repeats):
             for label, kwargs in zip(rows, ({}, {"n_jobs": 2}, {"client": client})):
-                rows[label].append(time_search(work, trials, X, y, together[label], **kwargs))
-    reference = statistics.median(rows["sequential (n_jobs=1)"])
+                rows[label].append(time_search(work, trials, X, y, where[label], **kwargs))
+    reference, best = statistics.median(rows["sequential (n_jobs=1)"]), min(rows["sequential (n_jobs=1)"])
+    print(f"  {'':<26} {'median':>8}   {'speedup':>7}  {'best':>5}   {'busy':>5}  idle ms a worker: first  gaps  tail")
     for label, times in rows.items():
         t = statistics.median(times)
-        print(f"  {label:<26} {t:7.2f} s   speedup {reference / t:5.2f}×   "
-              f"trials running at once {statistics.median(together[label]):4.2f}")
+        share = {key: statistics.median(w[key] for w in where[label]) for key in ("busy", "first", "gaps", "tail")}
+        print(f"  {label:<26} {t:7.2f} s   {reference / t:6.2f}×  {best / min(times):4.2f}×   {share['busy']:5.1%}"
+              f"  {share['first'] * 1e3:21.0f} {share['gaps'] * 1e3:5.0f} {share['tail'] * 1e3:5.0f}")
+    print("  (best: the best repeat over the best sequential one. busy: the workers' time in trials over\n"
+          "   2 × the wall time; the idle ms are what the framework costs beyond the trials: see where_time_went)")
     print("  (the speedup is bounded by the cores this process's session gets: with the kernel's\n"
           "   autogroup scheduling, a session's processes share one CPU share, so on a machine\n"
           "   saturated by other sessions 2 workers get the CPU time of 1.)")

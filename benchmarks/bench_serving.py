@@ -19,6 +19,7 @@ interleaved across servers; the tables print medians (throughput, p50, p99) and 
 batching; with batching, 1-row throughput ≥ 1.5× bare.
 
     python benchmarks/bench_serving.py [--seconds 1.5] [--rounds 7] [--connections 8] [--servers bare,stepline,...]
+                                       [--loop auto|asyncio|uvloop] [--http auto|h11|httptools]
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(label: str, folder: Path, workdir: Path):
+def start(label: str, folder: Path, workdir: Path, stack=("auto", "auto")):
     """Start one server process; returns ``(process, port, ping path)``."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
@@ -76,12 +77,15 @@ def start(label: str, folder: Path, workdir: Path):
         (workdir / "bare_app.py").write_text(BARE_APP)
         code = (f"import sys; sys.argv=['x', {str(folder)!r}, {'1' if label == 'bare+thread' else '0'!r}]; "
                 f"sys.path.insert(0, {str(workdir)!r}); import uvicorn, bare_app; "
-                f"uvicorn.run(bare_app.app, host='127.0.0.1', port={port}, log_level='warning', access_log=False)")
+                f"uvicorn.run(bare_app.app, host='127.0.0.1', port={port}, log_level='warning', access_log=False, "
+                f"loop={stack[0]!r}, http={stack[1]!r})")
         command, ping = [sys.executable, "-c", code], "/ping"
     elif label.startswith("stepline"):
-        batch = ["--max-batch-size", "64", "--max-latency-ms", "2"] if label == "stepline+batch" else []
+        name, *extra = label.split()  # "stepline --threads 1": a variant with extra options
+        batch = ["--max-batch-size", "64", "--max-latency-ms", "2"] if name == "stepline+batch" else []
         command = [sys.executable, "-m", "stepline", "serve", str(folder), "--port", str(port),
-                   "--log-level", "warning", "--poll-interval", "0", *batch]
+                   "--log-level", "warning", "--poll-interval", "0", "--loop", stack[0], "--http", stack[1],
+                   *batch, *extra]
         ping = "/v2/health/ready"
     else:  # mlflow
         command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(workdir / "mlflow_model"),
@@ -169,6 +173,15 @@ def server_cpu(pid: int) -> float:
         return float("nan")
 
 
+def uvicorn_stack(loop: str, http: str) -> tuple[str, str]:
+    """``(loop, http)`` with uvicorn's ``auto`` resolved as it resolves it: uvloop and httptools when installed."""
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    if http == "auto":
+        http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return loop, http
+
+
 def make_dump(workdir: Path) -> Path:
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
@@ -206,8 +219,11 @@ async def main_async(args) -> None:
         else:  # not installed on the project's machines: this branch is untested there
             save_mlflow_model(workdir / "mlflow_model")
             labels.append("mlflow")
+        import uvicorn
+        stack = uvicorn_stack(args.loop, args.http)
+        print(f"uvicorn {uvicorn.__version__}, loop={stack[0]}, http={stack[1]} for bare and stepline alike")
         for label in labels:
-            servers[label] = start(label, folder, workdir)
+            servers[label] = start(label, folder, workdir, stack)
         for process, port, ping in servers.values():
             await wait_ready(port, ping, process)
         for rows in (1, 100):
@@ -221,7 +237,7 @@ async def main_async(args) -> None:
                     result = await load(port, "/predict", body, args.connections, args.seconds)
                     result["server_cpu_per_req"] = (server_cpu(process.pid) - before) / max(1, result["requests"])
                     results[label].append(result)
-            report(rows, results, args)
+            report(rows, results, args, mlflow="mlflow" in labels)
     finally:
         for process, _, _ in servers.values():
             process.terminate()
@@ -233,20 +249,23 @@ async def main_async(args) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def report(rows: int, results: dict, args) -> None:
+def report(rows: int, results: dict, args, mlflow: bool) -> None:
     def med(label, key):
         return statistics.median(r[key] for r in results[label])
     print(f"\n{rows}-row requests, {args.connections} connections, {args.rounds} rounds of {args.seconds} s "
           f"(medians; ratios to bare)")
-    print(f"  {'server':<15} {'req/s':>8} {'×bare':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99 ×bare':>9} "
+    width = max(15, *map(len, results))
+    print(f"  {'server':<{width}} {'req/s':>8} {'×bare':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99 ×bare':>9} "
           f"{'server µs/req':>14} {'client µs/req':>14} {'errors':>6}")
     base_rps, base_p99 = med("bare", "rps"), med("bare", "p99")
     for label in results:
         rps, p99 = med(label, "rps"), med(label, "p99")
         errors = sum(r["errors"] for r in results[label])
-        print(f"  {label:<15} {rps:8.0f} {rps / base_rps:6.2f} {med(label, 'p50') * 1e3:8.2f} {p99 * 1e3:8.2f} "
+        print(f"  {label:<{width}} {rps:8.0f} {rps / base_rps:6.2f} {med(label, 'p50') * 1e3:8.2f} {p99 * 1e3:8.2f} "
               f"{p99 / base_p99:9.2f} {med(label, 'server_cpu_per_req') * 1e6:14.0f} "
               f"{med(label, 'client_cpu_per_req') * 1e6:14.0f} {errors:6d}")
+    if not mlflow:
+        print(f"  {'mlflow':<{width}} not installed")
 
 
 def main(argv=None) -> None:
@@ -254,7 +273,10 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=1.5, help="length of one measured round per server")
     parser.add_argument("--rounds", type=int, default=7, help="rounds per server (interleaved); medians printed")
     parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
-    parser.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated, from {','.join(SERVERS)}")
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"], help="uvicorn's loop, for all")
+    parser.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"], help="uvicorn's parser, for all")
+    parser.add_argument("--servers", default=",".join(SERVERS),
+                        help=f"comma-separated, from {','.join(SERVERS)}; 'stepline --threads 1' adds options")
     args = parser.parse_args(argv)
     os.environ.setdefault("STEPLINE_HOME", tempfile.mkdtemp(prefix="stepline-bench-home-"))
     asyncio.run(main_async(args))

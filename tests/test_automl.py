@@ -245,17 +245,97 @@ def test_two_worker_processes_finish_the_same_number_of_trials(digits):
     assert search.best_score_ > 0.8
 
 
-def test_a_two_worker_local_cluster_finishes_the_same_number_of_trials(digits):
+MAIN_THAT_COUNTS_ITS_RUNS = textwrap.dedent("""
+    import os, sys
+    with open(sys.argv[1], "a") as runs:  # every process that runs this script's top level
+        runs.write(f"{__name__} {os.getpid()}\\n")
+    import numpy as np
+    from stepline.automl import AutoML
+    from stepline.hyperparams.distributions import Uniform
+    from stepline.pipeline import Pipeline
+    from stepline.steps.numpy import MultiplyByN
+
+    if __name__ == "__main__":
+        p = Pipeline([MultiplyByN(2)])
+        p["MultiplyByN"].set_hyperparams_space({"multiply_by": Uniform(1.0, 3.0)})
+        search = AutoML(p, scoring=lambda est, X, y: -abs(est.step["MultiplyByN"].hyperparams["multiply_by"] - 2),
+                        cv=0.5, n_trials=6, n_jobs=2, refit=False, show_progress=False).fit(np.zeros((10, 1)), np.zeros(10))
+        print("trials", len(search.study_.trials), "workers", len({e["worker"] for e in search.timeline_}))
+""")
+
+
+def test_worker_processes_do_not_each_rerun_the_drivers_main_script(tmp_path):
+    """multiprocessing runs the driver's script in every child; the fork server runs it once for all."""
+    script, runs = tmp_path / "main.py", tmp_path / "runs.txt"
+    script.write_text(MAIN_THAT_COUNTS_ITS_RUNS)
+    out = subprocess.run([sys.executable, str(script), str(runs)], capture_output=True, text=True,
+                         env=child_env(), cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "trials 6 workers 2" in out.stdout
+    names = [line.split()[0] for line in runs.read_text().splitlines()]
+    assert sorted(names) == ["__main__", "__mp_main__"]  # the driver, and the fork server once
+
+
+def storage_spy(log: Path, db: Path):
+    """A scorer that appends, for each trial it scores, its process id and whether that process
+    holds the study's SQLite file open (``/proc/self/fd``); it scores the accuracy."""
+    def scorer(estimator, X, y):
+        held = any(os.path.realpath(os.path.join("/proc/self/fd", fd)).startswith(str(db))
+                   for fd in os.listdir("/proc/self/fd") if os.path.exists(os.path.join("/proc/self/fd", fd)))
+        with open(log, "a") as out:
+            out.write(f"{os.getpid()} {held}\n")
+        return float(np.mean(estimator.predict(X) == y))
+    return scorer
+
+
+def scorers_seen(log: Path) -> dict:
+    rows = [line.split() for line in log.read_text().splitlines()]
+    return {int(pid): held == "True" for pid, held in rows}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
+def test_only_the_driver_opens_the_storage_worker_processes_only_evaluate(digits, tmp_path):
+    X, y = digits
+    db, log = tmp_path / "study.db", tmp_path / "scorers.txt"
+    search = AutoML(digits_pipeline(), scoring=storage_spy(log, db), cv=2, n_trials=4, seed=0, n_jobs=2,
+                    storage=db, refit=False, show_progress=False).fit(X, y)
+    assert states(search) == {"COMPLETE": 4}
+    seen = scorers_seen(log)
+    assert len(seen) == 2 and os.getpid() not in seen  # two worker processes scored
+    assert not any(seen.values())  # and neither had the study's file open
+    log.unlink()  # the spy sees the file where it is open: in the driver, with n_jobs=1
+    AutoML(digits_pipeline(), scoring=storage_spy(log, db), cv=2, n_trials=5, seed=0, storage=db,
+           refit=False, show_progress=False).fit(X, y)
+    assert scorers_seen(log) == {os.getpid(): True}
+
+
+def test_a_two_worker_local_cluster_finishes_the_same_number_of_trials(digits, tmp_path):
     distributed = pytest.importorskip("distributed")
     X, y = digits
+    db, spied = tmp_path / "study.db", tmp_path / "scorers.txt"
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
         with distributed.Client(cluster) as client:
-            search = AutoML(digits_pipeline(), cv=2, n_trials=5, seed=0, client=client, show_progress=False).fit(X, y)
-            assert client.run(lambda: __import__("stepline.automl.workers").automl.workers._ON_DASK_WORKER) \
-                == {address: {} for address in client.scheduler_info()["workers"]}  # cleaned up
+            search = AutoML(digits_pipeline(), scoring=storage_spy(spied, db), cv=2, n_trials=5, seed=0,
+                            client=client, storage=db, show_progress=False).fit(X, y)
+            kept = client.run(_what_a_dask_worker_keeps)
     assert states(search) == {"COMPLETE": 5}
     assert search.best_score_ > 0.8
+    assert len({entry["worker"] for entry in search.timeline_}) == 2  # both workers ran trials
+    for data, pruned, templates in kept.values():  # the search's data dropped, the pipeline kept by digest
+        assert data == [] and pruned == [] and len(templates) <= 1
+    # one trial more than the workers in flight does not change the trials of a seeded sampler
+    sequential = AutoML(digits_pipeline(), cv=2, n_trials=5, seed=0, show_progress=False).fit(X, y)
+    if os.path.isdir("/proc/self/fd"):  # only the driver opened the study's file
+        seen = scorers_seen(spied)
+        assert len(seen) == 2 and os.getpid() not in seen and not any(seen.values())
+    assert [t.params for t in search.study_.trials] == [t.params for t in sequential.study_.trials]
+    assert search.best_params_ == sequential.best_params_
+
+
+def _what_a_dask_worker_keeps():
+    from stepline.automl import dask_runner
+    return list(dask_runner._DATA), list(dask_runner._PRUNE), list(dask_runner._TEMPLATES)
 
 
 # ------------------------------------------------------------------ resume
@@ -388,3 +468,53 @@ def test_pruning_stops_a_torch_step_trial():
     for trial in complete:  # the 30 epochs of the first fold
         assert sorted(trial.intermediate_values) == list(range(1, 31))
     assert search.best_params_["linear__learning_rate"] > max(t.params["linear__learning_rate"] for t in pruned)
+
+
+def _torch_regression_search(**kwargs):
+    """A TorchStep search whose three trials are fixed: two good learning rates, then a bad one."""
+    pytest.importorskip("torch")
+    from torch import nn
+
+    from stepline.torch import TorchStep
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 4)).astype(np.float32)
+    y = (X @ np.array([1.0, -2.0, 0.5, 0.0], dtype=np.float32))[:, None]
+    step = TorchStep(nn.Linear, module_kwargs={"in_features": 4, "out_features": 1},
+                     hyperparams={"epochs": EPOCHS, "device": "cpu", "seed": 0, "batch_size": 25},
+                     hyperparams_space={"learning_rate": LogUniform(1e-5, 0.5)}, name="linear")
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name="fixed", direction="maximize")
+    for rate in (0.1, 0.1, 1e-5):
+        study.enqueue_trial({"linear__learning_rate": rate})
+    # the bad trial starts once a good one ended (2 workers); the second good one, the same
+    # computation as the first, is never worse than it, so only the bad one is pruned
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=3)
+    search = AutoML(Pipeline([step]), scoring="neg_mean_squared_error", cv=0.25, n_trials=3, storage=storage,
+                    study_name="fixed", pruner=pruner, refit=False, show_progress=False, **kwargs).fit(X, y)
+    return search.study_.trials
+
+
+EPOCHS = 40
+
+
+def test_a_median_pruner_stops_a_bad_torch_trial_live_in_worker_processes():
+    good, other, bad = _torch_regression_search(n_jobs=2)
+    assert [t.state.name for t in (good, other)] == ["COMPLETE", "COMPLETE"]
+    assert sorted(good.intermediate_values) == list(range(1, EPOCHS + 1))
+    # asked once a good trial was told; the worker asks the driver after each epoch and waits
+    # for the answer: pruned at the first step after the warm-up
+    assert bad.state.name == "PRUNED" and sorted(bad.intermediate_values) == [1, 2, 3]
+
+
+def test_a_median_pruner_stops_a_bad_torch_trial_live_on_a_local_cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
+        with distributed.Client(cluster) as client:
+            good, other, bad = _torch_regression_search(client=client)
+    assert [t.state.name for t in (good, other)] == ["COMPLETE", "COMPLETE"]
+    assert sorted(good.intermediate_values) == list(range(1, EPOCHS + 1))
+    # stopped on its worker well before its 40 epochs: the driver pruned it live
+    assert bad.state.name == "PRUNED", bad.intermediate_values
+    steps = sorted(bad.intermediate_values)
+    assert steps == list(range(1, len(steps) + 1)) and 3 <= len(steps) < EPOCHS // 2

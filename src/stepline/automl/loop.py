@@ -27,6 +27,8 @@ class SearchLoop:
         self.search, self.study, self.runner = search, study, runner
         self.states = optuna.trial.TrialState
         self.running: dict = {}
+        self.submitted: dict = {}  # trial number -> time.time() of its submit
+        self.timeline: list = []  # one dict a trial told: where its time went (see AutoML.timeline_)
         self.finished = len(study.get_trials(deepcopy=False, states=(self.states.COMPLETE, self.states.PRUNED)))
         self.failed_in_a_row = 0
         self.deadline = None if search.timeout_s is None else time.monotonic() + search.timeout_s
@@ -52,8 +54,7 @@ class SearchLoop:
 
     def _fill(self) -> None:
         limit = max(self.search.n_trials, _FAILURES_IN_A_ROW)
-        while (len(self.running) < self.runner.capacity
-               and self.finished + len(self.running) < self.search.n_trials
+        while (self._room()
                and self.failed_in_a_row < limit
                and (self.deadline is None or time.monotonic() < self.deadline)):
             trial = self.study.ask()
@@ -63,9 +64,21 @@ class SearchLoop:
                 self.study.tell(trial, state=self.states.FAIL)
                 raise
             self.running[trial.number] = trial
+            self.submitted[trial.number] = time.time()
             self.runner.submit(trial.number, params)
         if self.failed_in_a_row >= limit and not self.running:
             log.warning("stepline.automl: stopping after %d failed trials in a row", self.failed_in_a_row)
+
+    def _room(self) -> bool:
+        """Another trial may be submitted: fewer than the runner's capacity run, or fewer than
+        capacity + ahead while, after it, at least capacity - 1 trials remain to be submitted
+        (a trial queued behind a busy worker at the very end would leave another one idle)."""
+        n_trials, capacity = self.search.n_trials, self.runner.capacity
+        in_flight = len(self.running)
+        left_after = n_trials - self.finished - in_flight - 1
+        if left_after < 0:
+            return False
+        return in_flight < capacity or (in_flight < capacity + self.runner.ahead and left_after >= capacity - 1)
 
     def _report(self, number: int, step: int, value: float, live: bool = True) -> bool:
         trial = self.running[number]
@@ -74,6 +87,7 @@ class SearchLoop:
 
     def _tell(self, result: TrialResult) -> None:
         trial = self.running.pop(result.number)
+        self._record(result)
         if result.state == COMPLETE:
             _tell(self.study, trial, result.value)
         elif result.state == PRUNED:
@@ -88,6 +102,13 @@ class SearchLoop:
             return
         self.finished += 1
         self.failed_in_a_row = 0
+
+    def _record(self, result: TrialResult) -> None:
+        self.timeline.append({"number": result.number, "state": result.state, "worker": result.worker,
+                              "submitted": self.submitted.pop(result.number, None),
+                              "started": result.started_at or None,
+                              "ended": result.started_at + result.seconds if result.started_at else None,
+                              "received": time.time()})
 
     def _best(self) -> Any:
         try:

@@ -19,7 +19,7 @@ from stepline.automl.space import SearchSpace
 from stepline.automl.loop import SearchLoop
 from stepline.automl.resume import fail_abandoned_trials
 from stepline.automl.trials import TrialData
-from stepline.automl.workers import DaskRunner, ProcessRunner, SequentialRunner, load_template, save_template
+from stepline.automl.workers import ProcessRunner, SequentialRunner, load_template, save_template
 
 __all__ = ["AutoML"]
 
@@ -95,9 +95,12 @@ class AutoML:
         fail_abandoned_trials(study, self._storage_url() is not None)
         with tempfile.TemporaryDirectory(prefix="stepline-automl-") as folder:
             name = save_template(self.pipeline, Path(folder))
+            self.timeline_ = []
             runner = self._runner(Path(folder), name, data)
+            loop = SearchLoop(self, study, runner, optuna)
+            self.timeline_ = loop.timeline
             try:
-                SearchLoop(self, study, runner, optuna).run()
+                loop.run()
             finally:
                 runner.close()
             self._set_best(optuna)
@@ -137,6 +140,7 @@ class AutoML:
 
     def _runner(self, folder: Path, name: str, data: TrialData):
         if self.client is not None:
+            from stepline.automl.dask_runner import DaskRunner
             return DaskRunner(folder, name, data, self.client)
         if self.n_jobs > 1:
             return ProcessRunner(folder, name, data, self.n_jobs)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import socket
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -39,7 +41,9 @@ class TrialResult:
     error: Optional[str] = None
     traceback: Optional[str] = None
     seconds: float = 0.0
-    reports: list = field(default_factory=list)  # (step, value) not yet told to the driver
+    reports: list = field(default_factory=list)  # (step, value) of each epoch of the first split
+    started_at: float = 0.0  # time.time() on the worker when the trial started
+    worker: str = ""  # "host:pid" of the process that ran it
 
 
 class Pruned(Exception):
@@ -53,7 +57,7 @@ Reporter = Callable[[int, float], bool]
 def run_trial(template, number: int, params: dict, data: TrialData,
               report: Optional[Reporter] = None) -> TrialResult:
     """Score ``params`` on ``template`` (a loaded, not set-up pipeline); never raises."""
-    started = time.perf_counter()
+    started_at, started = time.time(), time.perf_counter()
     collected: list = []
     try:
         value = _cross_validate(template, params, data, report, collected)
@@ -65,6 +69,7 @@ def run_trial(template, number: int, params: dict, data: TrialData,
                              traceback=traceback.format_exc())
     result.seconds = time.perf_counter() - started
     result.reports = collected
+    result.started_at, result.worker = started_at, f"{socket.gethostname()}:{os.getpid()}"
     return result
 
 
@@ -105,7 +110,6 @@ class _EpochCounter:
         value = -float(record.get("val_loss", record.get("loss", math.nan)))
         if not math.isfinite(value):
             return
-        if self.report is None:
-            self.collected.append((self.step, value))
-        elif self.report(self.step, value):
+        self.collected.append((self.step, value))
+        if self.report is not None and self.report(self.step, value):
             raise Pruned(f"pruned at step {self.step}")

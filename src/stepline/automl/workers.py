@@ -1,16 +1,16 @@
-"""Where trials run: in the driver, in local worker processes, or on a Dask cluster.
+"""Where trials run: in the driver or in local worker processes (Dask: :mod:`.dask_runner`).
 
 Every runner gets the pipeline as a stepline dump, once: the driver saves a full dump into a
 private temporary folder; the driver (``n_jobs=1``) and each worker process load it from that
-folder, each Dask worker from the bytes of the dump packed as a tar and scattered once to
-every worker. The loaded pipeline is the template of every trial (:mod:`.trials`). The
-data, the splits and the scorer travel once per worker too.
+folder (each Dask worker from the bytes of that dump). The loaded pipeline is the template
+of every trial (:mod:`.trials`). The data, the splits and the scorer travel once per worker too.
 
 Runners only evaluate: they never see Optuna or the storage. The driver asks, hands a
-trial's values to ``submit``, collects ``wait``'s results and tells. Intermediate scores
-(epochs) reach the driver while the trial runs in the driver and in worker processes, so
-the pruner can stop it there; a Dask trial returns them with its result (recorded, but the
-trial is not stopped early).
+trial's values to ``submit``, collects ``wait``'s results and tells; ``capacity`` is how
+many trials run at once, ``ahead`` how many more the driver keeps submitted (queued).
+Intermediate scores (epochs) reach the driver while the trial runs, so the pruner stops it
+live: a worker process asks the driver after each epoch and waits for the answer (a pipe
+round trip, microseconds).
 
 The worker processes are hand-written rather than a ``ProcessPoolExecutor``: when one of its
 workers dies, the pool breaks and fails every pending future, while here a dead worker fails
@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import shutil
-import tempfile
+import os
 import traceback
-import uuid
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
 
@@ -37,10 +35,16 @@ log = logging.getLogger(__name__)
 # fork is unsafe with threads (torch, dask, the user's) in the driver. A fork server starts
 # once per driver process from a clean interpreter, imports what every trial needs, and
 # then forks each worker in milliseconds; spawn (a fresh interpreter a worker, seconds of
-# imports each) where there is no fork server.
+# imports each) where there is no fork server. The server also runs the driver's main
+# script once (:mod:`.forkserver_main`), as each worker would do otherwise.
 _START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 _PRELOAD = ["stepline.automl.trials", "stepline.steps.sklearn", "stepline.saving.procedure",
-            "sklearn.metrics", "sklearn.model_selection"]
+            "stepline.saving.objectfile", "stepline.saving.schema", "stepline.trust.store",
+            "stepline.trust.signing",
+            # what loading a dump imports on first use (measured: 60-90 ms a worker otherwise)
+            "cryptography.exceptions", "cryptography.hazmat.primitives.serialization",
+            "cryptography.hazmat.primitives.asymmetric.ed25519", "email.parser",
+            "sklearn.metrics", "sklearn.model_selection", "stepline.automl.forkserver_main"]
 _STOP_GRACE_S = 5.0
 
 
@@ -61,7 +65,7 @@ def load_template(folder, name: str):
 class SequentialRunner:
     """Runs each trial in the driver, one at a time (``n_jobs=1``)."""
 
-    capacity = 1
+    capacity, ahead = 1, 0
 
     def __init__(self, folder: Path, name: str, data: TrialData):
         self.template = load_template(folder, name)
@@ -121,15 +125,38 @@ class _Worker:
         self.trial: int | None = None
 
 
+def _start_fork_server(context) -> None:
+    """Start the fork server (once per driver process) with the trials' modules and the
+    driver's main script preloaded; a server already running is kept as it is."""
+    from multiprocessing import forkserver
+
+    from stepline.automl.forkserver_main import MAIN_VARIABLE, describe_main
+    context.set_forkserver_preload(_PRELOAD)
+    previous = os.environ.get(MAIN_VARIABLE)
+    os.environ[MAIN_VARIABLE] = describe_main()  # the server inherits the environment
+    try:
+        forkserver.ensure_running()
+    finally:
+        if previous is None:
+            os.environ.pop(MAIN_VARIABLE, None)
+        else:
+            os.environ[MAIN_VARIABLE] = previous
+
+
 class ProcessRunner:
-    """Runs trials in ``n_jobs`` worker processes; a worker that dies fails its trial and is replaced."""
+    """Runs trials in ``n_jobs`` worker processes; a worker that dies fails its trial and is replaced.
+
+    A trial is sent to an idle worker only (``ahead = 0``): the pipe's round trip is well under
+    a millisecond, and a trial queued behind a busy worker could leave another idle at the end."""
+
+    ahead = 0
 
     def __init__(self, folder: Path, name: str, data: TrialData, n_jobs: int):
         self.capacity = n_jobs
         self._args = (folder, name, cloudpickle.dumps(data))
         self._context = multiprocessing.get_context(_START_METHOD)
         if _START_METHOD == "forkserver":
-            self._context.set_forkserver_preload(_PRELOAD)  # read when the server starts
+            _start_fork_server(self._context)
         self.workers = [_Worker(self._context, *self._args) for _ in range(n_jobs)]
 
     def submit(self, number: int, params: dict) -> None:
@@ -190,77 +217,3 @@ class ProcessRunner:
                 worker.process.join()
             worker.connection.close()
         self.workers = []
-
-
-# ------------------------------------------------------------------ Dask
-
-_ON_DASK_WORKER: dict = {}
-
-
-def _dask_trial(key: str, name: str, payload: bytes, number: int, params: dict,
-                signer: str | None = None) -> TrialResult:
-    """On a Dask worker: load the dump once per search (kept under ``key``), run one trial.
-
-    The dump is verified against ``signer``, the client's public key (DESIGN §5a)."""
-    entry = _ON_DASK_WORKER.get(key)
-    if entry is None:
-        from stepline.distributed.dask import load_bytes
-        from stepline.trust.store import trusting_keys
-        dump, data_blob = cloudpickle.loads(payload)
-        folder = tempfile.mkdtemp(prefix="stepline-automl-")
-        with trusting_keys([signer] if signer else []):
-            step = load_bytes(dump, name, folder)
-        entry = _ON_DASK_WORKER[key] = (step, cloudpickle.loads(data_blob), folder)
-    template, data, _ = entry
-    return run_trial(template, number, params, data)
-
-
-def _forget_on_dask_worker(key: str) -> None:
-    entry = _ON_DASK_WORKER.pop(key, None)
-    if entry is not None:
-        shutil.rmtree(entry[2], ignore_errors=True)
-
-
-class DaskRunner:
-    """Runs trials on the workers of a ``distributed.Client``: as many at once as the cluster has threads."""
-
-    def __init__(self, folder: Path, name: str, data: TrialData, client):
-        from stepline.distributed.dask import dump_bytes
-        self.client, self.name, self.key = client, name, f"stepline-automl-{uuid.uuid4().hex}"
-        template = load_template(folder, name)
-        blob = cloudpickle.dumps((dump_bytes(template), cloudpickle.dumps(data)))
-        self.payload = client.scatter(blob, broadcast=True, hash=False)
-        from stepline.trust.keys import local_public_key_hex
-        self.signer = local_public_key_hex()  # dump_bytes signed the dump with this key
-        self.capacity = max(1, sum(client.nthreads().values()))
-        self.futures: dict = {}
-
-    def submit(self, number: int, params: dict) -> None:
-        future = self.client.submit(_dask_trial, self.key, self.name, self.payload, number, params,
-                                    signer=self.signer, pure=False, key=f"{self.key}-trial-{number}")
-        self.futures[future] = number
-
-    def wait(self, report) -> list:
-        from distributed import wait
-        done = wait(list(self.futures), return_when="FIRST_COMPLETED").done
-        results = []
-        for future in done:
-            number = self.futures.pop(future)
-            try:
-                result = future.result()
-            except Exception as error:  # noqa: BLE001 - a killed worker or a lost task fails the trial
-                result = TrialResult(number, FAIL, error=f"{type(error).__name__}: {error}")
-            for step, value in result.reports:
-                report(number, step, value, live=False)
-            results.append(result)
-        return results
-
-    def close(self) -> None:
-        if self.futures:
-            self.client.cancel(list(self.futures))
-        try:
-            self.client.run(_forget_on_dask_worker, self.key)
-            self.client.cancel([self.payload])
-        except Exception as error:  # noqa: BLE001 - a cluster going away must not hide the search's result
-            log.warning("stepline.automl: could not clean the Dask workers: %s", error)
-        self.futures = {}

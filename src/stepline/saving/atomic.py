@@ -317,6 +317,7 @@ def _swap_into_place(tmp: Path, final: Path) -> Path | None:
 _cleaner: ThreadPoolExecutor | None = None
 _pending: list = []
 _cleaner_lock = threading.Lock()
+_removing: set[Path] = set()  # handed to the background thread, not deleted yet
 
 
 def remove_in_background(*paths: Path) -> None:
@@ -326,7 +327,22 @@ def remove_in_background(*paths: Path) -> None:
         if _cleaner is None:
             _cleaner = ThreadPoolExecutor(1, thread_name_prefix="stepline-cleanup")
         _pending[:] = [f for f in _pending if not f.done()]
-        _pending.extend(_cleaner.submit(_remove, path) for path in paths)
+        _removing.update(paths)
+        _pending.extend(_cleaner.submit(_remove_handed_over, path) for path in paths)
+
+
+def _remove_handed_over(path: Path) -> None:
+    try:
+        _remove(path)
+    finally:
+        with _cleaner_lock:
+            _removing.discard(path)
+
+
+def _being_removed(path: Path) -> bool:
+    """Whether the background thread of this process is deleting ``path`` already."""
+    with _cleaner_lock:
+        return path in _removing
 
 
 def wait_for_cleanup() -> None:
@@ -341,6 +357,7 @@ def _forget_cleaner_after_fork() -> None:
     global _cleaner
     _cleaner = None
     _pending.clear()
+    _removing.clear()  # the child has no such thread: it deletes leftovers itself
 
 
 if hasattr(os, "register_at_fork"):
@@ -349,11 +366,14 @@ if hasattr(os, "register_at_fork"):
 
 def clean_leftovers(parent, name: str) -> list[Path]:
     """Remove ``.<name>.tmp-*`` folders and journal temporaries, and ``.<name>.old-*``
-    folders when ``name`` exists (call :func:`journal.recover` first)."""
+    folders when ``name`` exists (call :func:`journal.recover` first). Those the background
+    thread is deleting already (the previous dump of a save that just returned) are left
+    to it rather than deleted twice over, on the save's path."""
     parent = Path(parent)
     stale = _leftovers(parent, name, "tmp") + _leftovers(parent, name, "journal.tmp")
     if os.path.lexists(parent / name):
         stale += _leftovers(parent, name, "old")
+    stale = [path for path in stale if not _being_removed(path)]
     for path in stale:
         _remove(path)
     return stale

@@ -12,6 +12,12 @@ ctime, and a copy changes the inode, so such files are hashed again. As in git, 
 whose ctime is not strictly older than the cache file itself is "racy" (the file could have
 changed within the same clock tick) and is never trusted.
 
+The cache vouches only within the boot of the machine that wrote it (Linux's ``boot_id``).
+Saves do not ``fsync`` (as ``np.save`` does not): after a power cut or a kernel crash a
+file may keep its size, inode and times while blocks that were never written back read as
+zeros, so the first load after a reboot hashes every file again and reports such a file as
+corrupt instead of loading it.
+
 Only files of at least ``CACHE_MIN_BYTES`` (1 MiB) are cached: hashing a smaller one
 (BLAKE3, from the page cache) costs less than writing and reading a cache entry for it,
 so a dump of small steps holds no cache files at all.
@@ -49,6 +55,20 @@ _ALGORITHMS = ("blake3", "sha256")
 #: Files from this size on are hashed by BLAKE3 on several threads.
 _MULTITHREAD_MIN_BYTES = 4 << 20
 _MAX_CACHE_BYTES = 64 << 20
+_BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+def _read_boot_id() -> str | None:
+    """This boot of the machine (Linux), or ``None`` where the system does not say."""
+    try:
+        with open(_BOOT_ID_PATH, encoding="ascii") as f:
+            return f.read().strip() or None
+    except (OSError, ValueError):
+        return None
+
+
+#: The boot a stat cache must have been written in to vouch for anything.
+BOOT_ID = _read_boot_id()
 
 
 # ---------------------------------------------------------------- hashing
@@ -353,7 +373,7 @@ def _read_cache(folder: Path, strict: bool) -> tuple[dict[str, list], dict[str, 
         return {}, {}
     entries, marks = data.get("files"), data.get("mapped_writable", {})
     entries = {n: e for n, e in entries.items() if _valid_entry(e) and e[2] < written_ns} \
-        if isinstance(entries, dict) else {}
+        if isinstance(entries, dict) and data.get("boot") == BOOT_ID else {}
     marks = {n: i for n, i in marks.items() if type(i) is int} if isinstance(marks, dict) else {}
     return entries, marks
 
@@ -409,8 +429,8 @@ def _write_cache(folder: Path, entries: dict, marks: dict, settle: bool) -> None
     merged = {n: e for n, e in {**old_entries, **entries}.items() if all_marks.get(n) != e[3]}
     tmp = folder / f"{STAT_CACHE_NAME}.tmp-{secrets.token_hex(4)}"
     try:
-        tmp.write_text(json.dumps({"format": _CACHE_FORMAT, "files": merged, "mapped_writable": all_marks}),
-                       encoding="utf-8")
+        tmp.write_text(json.dumps({"format": _CACHE_FORMAT, "boot": BOOT_ID, "files": merged,
+                                   "mapped_writable": all_marks}), encoding="utf-8")
         os.replace(tmp, path)
         if settle and entries:
             _settle(path, max(e[2] for e in entries.values()))

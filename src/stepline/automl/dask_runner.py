@@ -1,0 +1,210 @@
+"""Trials on a Dask cluster (``AutoML(client=...)``): one task a trial, pruned live.
+
+- **The pipeline travels once.** The driver packs the dump it saved into a tar and scatters
+  it, with the data, to every worker once a search. A worker loads the pipeline on its
+  first trial and keeps it under the dump's root digest (the last :data:`_TEMPLATES_KEPT`
+  pipelines), so a search run again on the same pipeline — a resumed search, a benchmark's
+  repeats — loads nothing; the search's data is dropped when the search ends.
+- **Small tasks, no idle worker.** A trial is a task of a few small arguments
+  (``pure=False``); :attr:`DaskRunner.ahead` tells the loop to keep one trial more than the
+  cluster has threads in flight, so that a worker finishing a trial starts the next one at
+  once instead of waiting for the round trip result → driver → tell → ask → submit.
+  Completions and epochs reach the driver through callbacks into one local queue, so the
+  driver sleeps until something happens (no polling).
+- **Live pruning.** An epoch's score goes to the driver as a Dask event (``log_event``,
+  fire-and-forget: the training never waits for the driver); the driver alone reports it
+  to the study and asks the pruner. To stop a trial it marks ``(search, trial)`` on the
+  worker running it (``client.run`` on that worker), which the trial reads at its next
+  epoch — one local set lookup an epoch, no round trip. Epochs that had not reached the
+  driver when the trial ended come with its result and are recorded then.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import queue
+import shutil
+import tarfile
+import tempfile
+import threading
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+
+import cloudpickle
+
+from stepline.automl.trials import FAIL, PRUNED, TrialData, TrialResult, run_trial
+
+log = logging.getLogger(__name__)
+
+_TEMPLATES_KEPT = 2  # loaded pipelines kept on a worker between searches, by root digest
+
+# ------------------------------------------------------------------ on a worker
+
+_TEMPLATES: "OrderedDict[str, tuple]" = OrderedDict()  # root digest -> (template, folder)
+_DATA: dict = {}  # search key -> TrialData
+_PRUNE: set = set()  # (search key, trial number) the driver pruned
+_LOCK = threading.Lock()
+
+
+def _dask_trial(key: str, digest: str, name: str, payload: bytes, number: int, params: dict,
+                signer: str | None = None) -> TrialResult:
+    """On a Dask worker: run one trial of search ``key`` on the pipeline of dump ``digest``.
+
+    The dump is verified against ``signer``, the client's public key (DESIGN §5a)."""
+    template, data = _prepared(key, digest, name, payload, signer)
+    return run_trial(template, number, params, data, _live_reporter(key, number))
+
+
+def _prepared(key: str, digest: str, name: str, payload: bytes, signer):
+    with _LOCK:
+        if digest in _TEMPLATES:
+            _TEMPLATES.move_to_end(digest)
+        if digest not in _TEMPLATES or key not in _DATA:
+            dump, data_blob = cloudpickle.loads(payload)
+            if digest not in _TEMPLATES:
+                _TEMPLATES[digest] = _load(dump, name, signer)
+                while len(_TEMPLATES) > _TEMPLATES_KEPT:
+                    shutil.rmtree(_TEMPLATES.popitem(last=False)[1][1], ignore_errors=True)
+            if key not in _DATA:
+                _DATA[key] = cloudpickle.loads(data_blob)
+        return _TEMPLATES[digest][0], _DATA[key]
+
+
+def _load(dump: bytes, name: str, signer):
+    """Unpack ``dump`` under the worker's local directory (Dask removes it with the worker)."""
+    from stepline.distributed.dask import load_bytes
+    from stepline.trust.store import trusting_keys
+    folder = tempfile.mkdtemp(prefix="stepline-automl-", dir=_worker_directory())
+    with trusting_keys([signer] if signer else []):
+        return load_bytes(dump, name, folder), folder
+
+
+def _worker_directory():
+    from distributed import get_worker
+    try:
+        return get_worker().local_directory
+    except ValueError:  # not on a worker
+        return None
+
+
+def _live_reporter(key: str, number: int):
+    """``report(step, value)``: send the epoch to the driver; True once the driver pruned the trial."""
+    from distributed import get_worker
+    worker = get_worker()
+    topic, address = _topic(key), worker.address
+
+    def report(step: int, value: float) -> bool:
+        worker.log_event(topic, [number, step, value, address])
+        return (key, number) in _PRUNE
+    return report
+
+
+def _prune_on_worker(key: str, number: int) -> None:
+    _PRUNE.add((key, number))
+
+
+def _forget_on_worker(key: str) -> None:
+    """The search ``key`` ended: drop its data and marks (the loaded pipelines stay, by digest)."""
+    with _LOCK:
+        _DATA.pop(key, None)
+        for mark in [m for m in _PRUNE if m[0] == key]:
+            _PRUNE.discard(mark)
+
+
+def _topic(key: str) -> str:
+    return f"{key}-epochs"
+
+
+# ------------------------------------------------------------------ in the driver
+
+def pack_dump(folder: Path, name: str) -> bytes:
+    """The dump ``folder/name`` as the bytes of an uncompressed tar (what ``load_bytes`` reads)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(Path(folder) / name, arcname=name)
+    return buffer.getvalue()
+
+
+class DaskRunner:
+    """Runs trials on the workers of a ``distributed.Client``: as many at once as the cluster
+    has threads, and one more queued (:attr:`ahead`)."""
+
+    ahead = 1
+
+    def __init__(self, folder: Path, name: str, data: TrialData, client):
+        from stepline.saving.manifest import root_digest
+        from stepline.trust.keys import local_public_key_hex
+        self.client, self.name, self.key = client, name, f"stepline-automl-{uuid.uuid4().hex}"
+        self.digest = root_digest(Path(folder) / name)
+        blob = cloudpickle.dumps((pack_dump(folder, name), cloudpickle.dumps(data)))
+        self.payload = client.scatter(blob, broadcast=True, hash=False)
+        self.signer = local_public_key_hex()  # the dump was signed with this key when saved
+        self.capacity = max(1, sum(client.nthreads().values()))
+        self.futures: dict = {}  # future -> trial number
+        self.numbers: dict = {}  # trial number -> future
+        self.live_steps: dict = {}  # trial number -> the last step reported live
+        self.pruned: set = set()
+        self.events: queue.Queue = queue.Queue()  # ("done", future) | ("epoch", [number, step, value, address])
+        client.subscribe_topic(_topic(self.key), self._on_epoch)
+
+    def _on_epoch(self, event) -> None:  # in the client's event loop
+        self.events.put(("epoch", event[1]))
+
+    def submit(self, number: int, params: dict) -> None:
+        future = self.client.submit(_dask_trial, self.key, self.digest, self.name, self.payload, number, params,
+                                    signer=self.signer, pure=False, key=f"{self.key}-trial-{number}")
+        self.futures[future], self.numbers[number] = number, future
+        future.add_done_callback(lambda f: self.events.put(("done", f)))
+
+    def wait(self, report) -> list:
+        """Handle epochs as they come until a trial ends; return it (told before later epochs
+        are handled, so the pruner judges them against it)."""
+        while True:
+            kind, item = self.events.get()
+            if kind == "epoch":
+                self._epoch(report, *item)
+            elif item in self.futures:
+                return [self._result(item, report)]
+
+    def _epoch(self, report, number: int, step: int, value: float, address: str) -> None:
+        if number not in self.numbers or number in self.pruned:
+            return  # a trial already told, or pruned: its later epochs are not recorded
+        self.live_steps[number] = step
+        if report(number, step, value):
+            self.pruned.add(number)
+            try:
+                self.client.run(_prune_on_worker, self.key, number, workers=[address])
+            except Exception as error:  # noqa: BLE001 - the worker went away: the trial fails anyway
+                log.warning("stepline.automl: could not stop trial %d on %s: %s", number, address, error)
+
+    def _result(self, future, report) -> TrialResult:
+        number = self.futures.pop(future)
+        del self.numbers[number]
+        try:
+            result = future.result()
+        except Exception as error:  # noqa: BLE001 - a killed worker or a lost task fails the trial
+            result = TrialResult(number, FAIL, error=f"{type(error).__name__}: {error}")
+        if number in self.pruned:
+            if result.state != FAIL:  # it ended before it read the driver's decision
+                result = TrialResult(number, PRUNED, seconds=result.seconds, started_at=result.started_at,
+                                     worker=result.worker)
+        else:  # epochs still on their way when the trial ended
+            last = self.live_steps.get(number, 0)
+            for step, value in result.reports:
+                if step > last:
+                    report(number, step, value, live=False)
+        self.live_steps.pop(number, None)
+        self.pruned.discard(number)
+        return result
+
+    def close(self) -> None:
+        if self.futures:
+            self.client.cancel(list(self.futures))
+        try:
+            self.client.unsubscribe_topic(_topic(self.key))
+            self.client.run(_forget_on_worker, self.key)
+            self.client.cancel([self.payload])
+        except Exception as error:  # noqa: BLE001 - a cluster going away must not hide the search's result
+            log.warning("stepline.automl: could not clean the Dask workers: %s", error)
+        self.futures, self.numbers = {}, {}

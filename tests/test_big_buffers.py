@@ -1,0 +1,126 @@
+"""The big-array path of saving and loading (issue 14): buffers written straight from the
+array's memory into preallocated files, the replaced dump deleted off the save's path,
+and what the stat cache may vouch for. Real files, real threads, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from stepline import CX, Pipeline
+from stepline.base import BaseStep
+from stepline.saving import atomic, integrity
+from stepline.saving.atomic import wait_for_cleanup
+from stepline.saving.objectfile import preallocate
+
+
+class Weights(BaseStep):
+    """A fitted step holding one float32 array of ``n`` values."""
+
+    def __init__(self, n=0, name=None):
+        super().__init__(hyperparams={"n": n}, name=name)
+
+    def fit(self, data_inputs, expected_outputs=None):
+        self.w_ = np.random.default_rng(0).random(self.hyperparams["n"], dtype=np.float32)
+        return self
+
+    def transform(self, data_inputs):
+        return data_inputs
+
+
+def _pipeline(n=300_000):
+    return Pipeline([Weights(n, name="a"), Weights(n, name="b")], name="p").fit(None)
+
+
+def test_a_save_leaves_the_previous_dump_to_the_background_thread_deleting_it(tmp_path, monkeypatch):
+    """A full save hands the dump it replaced to a background thread; the next save must
+    not delete that same folder again on its own path (it did: both ran rmtree on it)."""
+    release = threading.Event()
+    deleted_on = []
+    real_remove = atomic._remove
+
+    def remove(path):
+        deleted_on.append((threading.current_thread().name, path.name))
+        if threading.current_thread().name.startswith("stepline-cleanup"):
+            release.wait(30)  # the background deletion of the first dump is still under way
+        real_remove(path)
+
+    monkeypatch.setattr(atomic, "_remove", remove)
+    p = _pipeline()
+    try:
+        for _ in range(3):
+            p.save(CX(tmp_path), full_dump=True)
+        on_the_save_path = [name for thread, name in deleted_on if not thread.startswith("stepline-cleanup")]
+    finally:
+        release.set()
+        wait_for_cleanup()
+    assert on_the_save_path == []
+    assert sorted(e.name for e in tmp_path.iterdir() if not e.name.endswith((".lock", ".turn"))) == ["p"]
+    np.testing.assert_array_equal(CX(tmp_path).load("p")["b"].w_, p["b"].w_)
+
+
+def test_a_leftover_of_another_process_is_still_cleaned_by_the_next_save(tmp_path):
+    p = _pipeline(1000)
+    p.save(CX(tmp_path), full_dump=True)
+    wait_for_cleanup()
+    stale = tmp_path / ".p.tmp-0badc0de"
+    (stale / "p").mkdir(parents=True)  # what a save killed before its swap leaves
+    p.save(CX(tmp_path), full_dump=True)
+    assert not stale.exists()
+
+
+def test_preallocate_reserves_the_blocks_of_a_new_file_before_it_is_written(tmp_path):
+    if sys.platform != "linux":
+        pytest.skip("preallocation uses Linux's fallocate")
+    path = tmp_path / "f"
+    with open(path, "wb") as f:
+        preallocate(f.fileno(), 8 << 20)
+        st = os.fstat(f.fileno())
+    assert st.st_size == 0 and st.st_blocks * 512 >= 8 << 20  # reserved, size unchanged
+
+
+def test_a_big_buffer_is_written_exactly_and_verifies(tmp_path):
+    p = _pipeline(3_000_000)  # 12 MB per step: preallocated, hashed by a second thread
+    p.save(CX(tmp_path), full_dump=True)
+    buffer = tmp_path / "p" / "a" / "buffer-000.bin"
+    assert buffer.stat().st_size == p["a"].w_.nbytes
+    np.testing.assert_array_equal(np.fromfile(buffer, dtype=np.float32), p["a"].w_)
+    loaded = CX(tmp_path).load("p", verify="full")
+    np.testing.assert_array_equal(loaded["a"].w_, p["a"].w_)
+
+
+@pytest.fixture
+def hashed(monkeypatch):
+    """The names of the files the load hashes."""
+    names = []
+    real = integrity.file_digest
+    monkeypatch.setattr(integrity, "file_digest", lambda p, *a: names.append(os.path.basename(p)) or real(p, *a))
+    return names
+
+
+@pytest.mark.parametrize("boot", ["another boot", None, "absent"])
+def test_the_stat_cache_vouches_only_within_the_boot_that_wrote_it(tmp_path, hashed, boot):
+    """Saves do not fsync: after a power cut a file can keep its size and times with blocks
+    never written back. A cache from before a reboot (or from a stepline that did not note
+    the boot) must vouch for nothing, so the first load after it hashes every buffer."""
+    p = _pipeline()
+    p.save(CX(tmp_path), full_dump=True)
+    CX(tmp_path).load("p")
+    assert "buffer-000.bin" not in hashed  # this boot's cache vouches for what it wrote
+    for cache in tmp_path.rglob(integrity.STAT_CACHE_NAME):
+        data = json.loads(cache.read_text())
+        assert data["boot"] == integrity.BOOT_ID
+        data.pop("boot") if boot == "absent" else data.update(boot=boot)
+        cache.write_text(json.dumps(data))
+    hashed.clear()
+    loaded = CX(tmp_path).load("p")
+    assert hashed.count("buffer-000.bin") == 2  # both steps' buffers, hashed again
+    np.testing.assert_array_equal(loaded["a"].w_, p["a"].w_)
+    hashed.clear()
+    CX(tmp_path).load("p")
+    assert "buffer-000.bin" not in hashed  # cached again, under this boot
