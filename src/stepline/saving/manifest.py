@@ -114,11 +114,14 @@ def write_new_manifest(folder, data: dict) -> tuple[str, os.stat_result]:
     without a temporary file: the staged folder only becomes the dump as a whole.
     Returns its digest (of the bytes in memory) and the file's ``os.stat`` once written."""
     raw = _manifest_bytes(data)
-    with open(os.path.join(folder, MANIFEST_NAME), "xb", buffering=0) as f:
+    fd = os.open(os.path.join(folder, MANIFEST_NAME), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
         view = memoryview(raw)
         while view:
-            view = view[f.write(view):]
-        written = os.fstat(f.fileno())
+            view = view[os.write(fd, view):]
+        written = os.fstat(fd)
+    finally:
+        os.close(fd)
     return manifest_digest(raw), written
 
 
