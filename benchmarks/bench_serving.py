@@ -19,6 +19,8 @@ interleaved across servers; the tables print medians (throughput, p50, p99) and 
 batching; with batching, 1-row throughput ≥ 1.5× bare.
 
     python benchmarks/bench_serving.py [--seconds 1.5] [--rounds 7] [--connections 8] [--servers bare,stepline,...]
+                                       [--loop auto|asyncio|uvloop] [--http auto|h11|httptools]
+    python benchmarks/bench_serving.py --asgi [--rounds 7] [--requests 4000]   # the apps' own CPU, no HTTP
 """
 from __future__ import annotations
 
@@ -68,7 +70,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(label: str, folder: Path, workdir: Path):
+def start(label: str, folder: Path, workdir: Path, stack=("auto", "auto")):
     """Start one server process; returns ``(process, port, ping path)``."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
@@ -76,12 +78,15 @@ def start(label: str, folder: Path, workdir: Path):
         (workdir / "bare_app.py").write_text(BARE_APP)
         code = (f"import sys; sys.argv=['x', {str(folder)!r}, {'1' if label == 'bare+thread' else '0'!r}]; "
                 f"sys.path.insert(0, {str(workdir)!r}); import uvicorn, bare_app; "
-                f"uvicorn.run(bare_app.app, host='127.0.0.1', port={port}, log_level='warning', access_log=False)")
+                f"uvicorn.run(bare_app.app, host='127.0.0.1', port={port}, log_level='warning', access_log=False, "
+                f"loop={stack[0]!r}, http={stack[1]!r})")
         command, ping = [sys.executable, "-c", code], "/ping"
     elif label.startswith("stepline"):
-        batch = ["--max-batch-size", "64", "--max-latency-ms", "2"] if label == "stepline+batch" else []
+        name, *extra = label.split()  # "stepline --threads 1": a variant with extra options
+        batch = ["--max-batch-size", "64", "--max-latency-ms", "2"] if name == "stepline+batch" else []
         command = [sys.executable, "-m", "stepline", "serve", str(folder), "--port", str(port),
-                   "--log-level", "warning", "--poll-interval", "0", *batch]
+                   "--log-level", "warning", "--poll-interval", "0", "--loop", stack[0], "--http", stack[1],
+                   *batch, *extra]
         ping = "/v2/health/ready"
     else:  # mlflow
         command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(workdir / "mlflow_model"),
@@ -169,6 +174,15 @@ def server_cpu(pid: int) -> float:
         return float("nan")
 
 
+def uvicorn_stack(loop: str, http: str) -> tuple[str, str]:
+    """``(loop, http)`` with uvicorn's ``auto`` resolved as it resolves it: uvloop and httptools when installed."""
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    if http == "auto":
+        http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return loop, http
+
+
 def make_dump(workdir: Path) -> Path:
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
@@ -206,8 +220,11 @@ async def main_async(args) -> None:
         else:  # not installed on the project's machines: this branch is untested there
             save_mlflow_model(workdir / "mlflow_model")
             labels.append("mlflow")
+        import uvicorn
+        stack = uvicorn_stack(args.loop, args.http)
+        print(f"uvicorn {uvicorn.__version__}, loop={stack[0]}, http={stack[1]} for bare and stepline alike")
         for label in labels:
-            servers[label] = start(label, folder, workdir)
+            servers[label] = start(label, folder, workdir, stack)
         for process, port, ping in servers.values():
             await wait_ready(port, ping, process)
         for rows in (1, 100):
@@ -221,7 +238,7 @@ async def main_async(args) -> None:
                     result = await load(port, "/predict", body, args.connections, args.seconds)
                     result["server_cpu_per_req"] = (server_cpu(process.pid) - before) / max(1, result["requests"])
                     results[label].append(result)
-            report(rows, results, args)
+            report(rows, results, args, mlflow="mlflow" in labels)
     finally:
         for process, _, _ in servers.values():
             process.terminate()
@@ -233,20 +250,104 @@ async def main_async(args) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def report(rows: int, results: dict, args) -> None:
+def report(rows: int, results: dict, args, mlflow: bool) -> None:
     def med(label, key):
         return statistics.median(r[key] for r in results[label])
     print(f"\n{rows}-row requests, {args.connections} connections, {args.rounds} rounds of {args.seconds} s "
           f"(medians; ratios to bare)")
-    print(f"  {'server':<15} {'req/s':>8} {'×bare':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99 ×bare':>9} "
+    width = max(15, *map(len, results))
+    print(f"  {'server':<{width}} {'req/s':>8} {'×bare':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99 ×bare':>9} "
           f"{'server µs/req':>14} {'client µs/req':>14} {'errors':>6}")
     base_rps, base_p99 = med("bare", "rps"), med("bare", "p99")
     for label in results:
         rps, p99 = med(label, "rps"), med(label, "p99")
         errors = sum(r["errors"] for r in results[label])
-        print(f"  {label:<15} {rps:8.0f} {rps / base_rps:6.2f} {med(label, 'p50') * 1e3:8.2f} {p99 * 1e3:8.2f} "
+        print(f"  {label:<{width}} {rps:8.0f} {rps / base_rps:6.2f} {med(label, 'p50') * 1e3:8.2f} {p99 * 1e3:8.2f} "
               f"{p99 / base_p99:9.2f} {med(label, 'server_cpu_per_req') * 1e6:14.0f} "
               f"{med(label, 'client_cpu_per_req') * 1e6:14.0f} {errors:6d}")
+    if not mlflow:
+        print(f"  {'mlflow':<{width}} not installed")
+
+
+# ------------------------------------------------------------------ --asgi: the apps' own cost, no HTTP
+async def asgi_costs(args) -> None:
+    """CPU µs per request of each app called directly through ASGI (no sockets, no uvicorn), 8 at a time.
+
+    Steadier than the HTTP figures on a loaded machine: it counts only the apps' own work
+    (routing, parsing, the hop to the prediction threads, predict, encoding) and the
+    harness's, which is the same for every app.
+    """
+    from sklearn.datasets import load_breast_cancer
+
+    from stepline.serving import app as serving_app
+    X, _ = load_breast_cancer(return_X_y=True)
+    workdir = Path(tempfile.mkdtemp(prefix="stepline-bench-serving-"))
+    try:
+        folder = make_dump(workdir)
+        namespace = {}
+        sys.argv[1:] = [str(folder), "0"]
+        exec(BARE_APP, namespace)
+        apps = {"bare": namespace["app"], "stepline": serving_app(folder, poll_interval=0),
+                "stepline+batch": serving_app(folder, poll_interval=0, max_batch_size=64, max_latency_ms=2)}
+        lifespans = [await _start_lifespan(apps[label]) for label in ("stepline", "stepline+batch")]
+        print(f"\nASGI calls in-process, {args.connections} at a time, {args.requests} requests "
+              f"(CPU µs per request, median of {args.rounds} rounds)")
+        for rows in (1, 100):
+            body = json.dumps({"inputs": X[:rows].tolist()}).encode()
+            costs = {label: [] for label in apps}
+            for _ in range(args.rounds):
+                for label, application in apps.items():
+                    costs[label].append(await _asgi_round(application, body, args.connections, args.requests))
+            line = ", ".join(f"{label} {statistics.median(c):.0f}" for label, c in costs.items())
+            print(f"  {rows:>3} rows: {line}")
+        for inbox, outbox, task in lifespans:  # teardown, as uvicorn would at shutdown
+            await inbox.put({"type": "lifespan.shutdown"})
+            await outbox.get()
+            await task
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _start_lifespan(application):
+    """Run the app's startup as a server would; ``(inbox, outbox, task)`` for its shutdown."""
+    inbox, outbox = asyncio.Queue(), asyncio.Queue()
+    await inbox.put({"type": "lifespan.startup"})
+    task = asyncio.ensure_future(application({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                                             inbox.get, outbox.put))
+    message = await outbox.get()
+    if message["type"] != "lifespan.startup.complete":
+        raise RuntimeError(f"startup failed: {message}")
+    return inbox, outbox, task
+
+
+async def _asgi_round(application, body: bytes, concurrency: int, requests: int) -> float:
+    headers = [(b"host", b"x"), (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+
+    async def call():
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+                 "root_path": "", "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        status = []
+
+        async def receive():
+            return messages.pop() if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+        await application(scope, receive, send)
+        if status != [200]:
+            raise RuntimeError(f"status {status}")
+
+    async def client():
+        for _ in range(requests // concurrency):
+            await call()
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))  # warm up
+    cpu = time.process_time()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return (time.process_time() - cpu) / (requests // concurrency * concurrency) * 1e6
 
 
 def main(argv=None) -> None:
@@ -254,10 +355,17 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=1.5, help="length of one measured round per server")
     parser.add_argument("--rounds", type=int, default=7, help="rounds per server (interleaved); medians printed")
     parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
-    parser.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated, from {','.join(SERVERS)}")
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"], help="uvicorn's loop, for all")
+    parser.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"], help="uvicorn's parser, for all")
+    parser.add_argument("--servers", default=",".join(SERVERS),
+                        help=f"comma-separated, from {','.join(SERVERS)}; 'stepline --threads 1' adds options")
+    parser.add_argument("--asgi", action="store_true",
+                        help="instead: CPU per request of the apps called in-process through ASGI (no HTTP)")
+    parser.add_argument("--requests", type=int, default=4000, help="with --asgi: requests per round")
     args = parser.parse_args(argv)
     os.environ.setdefault("STEPLINE_HOME", tempfile.mkdtemp(prefix="stepline-bench-home-"))
-    asyncio.run(main_async(args))
+    sys.path.insert(0, str(SRC))
+    asyncio.run(asgi_costs(args) if args.asgi else main_async(args))
 
 
 if __name__ == "__main__":

@@ -138,6 +138,10 @@ BAD_REQUESTS = [
     ("not gzip", "POST", "/predict", b"plain", {"Content-Encoding": "gzip"}, 400, "not valid gzip"),
     ("unknown encoding", "POST", "/predict", b"{}", {"Content-Encoding": "br"}, 415, "Content-Encoding"),
     ("unknown endpoint", "GET", "/v3/models", b"", {}, 404, "no endpoint"),
+    ("infer path with a stray segment", "POST", "/v2/models/bc/x/infer", b"{}", {}, 404, "no endpoint"),
+    ("infer path without a name", "POST", "/v2/models//infer", b"{}", {}, 404, "no endpoint"),
+    ("wrong method on infer", "GET", "/v2/models/bc/infer", b"", {}, 405, "not allowed"),
+    ("Content-Length not a number", "POST", "/predict", b"{}", {"Content-Length": "x1"}, 400, "Content-Length"),
     ("wrong method", "GET", "/predict", b"", {}, 405, "not allowed"),
     ("deep JSON", "POST", "/predict", b"[" * 100000 + b"]" * 100000, {}, 413, "over the limit"),
     ("deep JSON under the limit", "POST", "/predict", b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", {}, 400,
@@ -319,3 +323,90 @@ def test_a_setup_that_fails_stops_startup_with_the_reason(tmp_path):
     with pytest.raises(ModelLoadError, match="setup failed: RuntimeError: no GPU here"):
         with h.InProcess(serving_app(folder, poll_interval=0)):
             pass
+
+
+# ------------------------------------------------------------------ the hot endpoints' fast path
+def test_a_request_id_utf8_cannot_encode_is_sent_back_escaped(bc):
+    body = {**infer_body(X_GOOD), "id": "req-\ud800"}
+    response = bc.post("/v2/models/bc/infer", content=json.dumps(body))
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == "req-\ud800"
+
+
+def test_middleware_added_to_the_app_sees_the_hot_endpoints_too(dumps):
+    X, _ = h.breast_cancer()
+    application = serving_app(dumps["bc"], poll_interval=0)
+    seen = []
+
+    class Tagging:  # raw ASGI middleware: records each path, tags each response
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.app(scope, receive, send)
+            seen.append(scope["path"])
+
+            async def tagged(message):
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message["headers"], (b"x-tag", b"1")]}
+                await send(message)
+            await self.app(scope, receive, tagged)
+
+    application.add_middleware(Tagging)
+    with h.InProcess(application) as client:
+        predict = client.post("/predict", json={"inputs": X[:2].tolist()})
+        infer = client.post("/v2/models/bc/infer", json=infer_body(X[:2]))
+        bad = client.post("/v2/models/bc/infer", content=b"{")
+    assert predict.json()["predictions"] == h.sklearn_pipeline().predict(X[:2]).tolist()
+    assert infer.status_code == 200 and bad.status_code == 400
+    assert [r.headers.get("x-tag") for r in (predict, infer, bad)] == ["1", "1", "1"]
+    assert seen == ["/predict", "/v2/models/bc/infer", "/v2/models/bc/infer"]
+
+
+def test_the_app_mounted_under_a_prefix_serves_the_hot_endpoints(dumps):
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    X, _ = h.breast_cancer()
+    served = serving_app(dumps["bc"], poll_interval=0)
+    outer = Starlette(routes=[Mount("/models/bc", app=served)],
+                      lifespan=lambda _outer: served.router.lifespan_context(served))
+    expected = h.sklearn_pipeline().predict(X[:3]).tolist()
+    with h.InProcess(outer) as client:
+        assert client.post("/models/bc/predict", json={"inputs": X[:3].tolist()}).json()["predictions"] == expected
+        outputs = client.post("/models/bc/v2/models/bc/infer", json=infer_body(X[:3])).json()["outputs"]
+        assert outputs[0]["data"] == expected
+        assert client.post("/predict", json={"inputs": X[:3].tolist()}).status_code == 404
+
+
+def test_a_client_gone_before_its_body_gets_no_answer_and_no_error_logged(bc, caplog):
+    import asyncio
+    sent = []
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
+             "headers": [(b"content-length", b"10")], "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    with caplog.at_level("ERROR", logger="stepline.serving"):
+        asyncio.run_coroutine_threadsafe(bc.app(scope, receive, send), bc.loop).result(30)
+    assert sent == [] and not caplog.records
+
+
+def test_a_chunked_body_is_read_whole_and_held_to_the_size_limit(bc):
+    X, _ = h.breast_cancer()
+    body = json.dumps({"inputs": X[:20].tolist()}).encode()
+
+    async def chunks(data, size=1000):  # no Content-Length: httpx streams it in chunks
+        for start in range(0, len(data), size):
+            yield data[start:start + size]
+
+    response = bc.post("/predict", content=chunks(body))
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == h.sklearn_pipeline().predict(X[:20]).tolist()
+    too_big = bc.post("/predict", content=chunks(b'{"inputs": [' + b"[0.5]," * 30000 + b"[0.5]]}"))
+    assert too_big.status_code == 413 and "over the limit" in too_big.json()["error"]

@@ -224,6 +224,24 @@ def test_a_corrupted_new_dump_is_refused_while_the_old_one_keeps_serving(tmp_pat
         os.rename(tmp_path / "old", folder)
 
 
+def test_serve_on_asyncio_and_h11_as_well_as_on_the_default_stack(tmp_path):
+    folder = h.save(h.sklearn_pipeline(), tmp_path)
+    with h.Server(folder, "--loop", "asyncio", "--http", "h11", "--switch-interval-ms", "1") as server:
+        response = httpx.post(server.url + "/predict", json={"inputs": X[:3].tolist()})
+        assert response.json()["predictions"] == h.sklearn_pipeline().predict(X[:3]).tolist()
+        outputs = client(server).infer("bc", [triton_input("input", X[:3], "FP64", True)])
+        np.testing.assert_array_equal(outputs.as_numpy("predictions"), h.sklearn_pipeline().predict(X[:3]))
+
+
+@pytest.mark.parametrize("options, message", [(["--threads", "0"], "--threads"),
+                                              (["--switch-interval-ms", "-1"], "--switch-interval-ms")])
+def test_serve_refuses_bad_options_naming_them(tmp_path, options, message):
+    folder = h.save(h.sklearn_pipeline(), tmp_path)
+    server = h.Server(folder, *options)
+    assert server.process.wait(30) == 2
+    assert message in server.log
+
+
 def test_serve_refuses_a_folder_that_is_not_a_dump(tmp_path):
     server = h.Server(tmp_path)
     assert server.process.wait(30) == 2

@@ -111,8 +111,40 @@ def _pickled_by_value(obj) -> bool:
         return False
 
 
+class _ByReferencePickler(pickle.Pickler):
+    """The C pickler, for objects whose every class and function pickles by reference (as
+    cloudpickle would pickle them too): about four times faster than cloudpickle's pickler
+    on a small step. Anything cloudpickle would store by value stops it (:class:`_ByValue`)."""
+
+    def __init__(self, file, buffer_callback):
+        super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
+
+    def reducer_override(self, obj):
+        if type(obj) in (np.ndarray, np.memmap) and (reduced := _array_reduce(obj)):
+            return reduced
+        if isinstance(obj, (type, types.FunctionType)) and _pickled_by_value(obj):
+            raise _ByValue(obj)
+        return NotImplemented
+
+
+class _ByValue(Exception):
+    """Raised by :class:`_ByReferencePickler` at an object only cloudpickle pickles right."""
+
+
 def _dumps(obj) -> tuple[memoryview, list[memoryview], set[str]]:
-    """Pickle ``obj``: the stream, the out-of-band buffers, the by-value names."""
+    """Pickle ``obj``: the stream, the out-of-band buffers, the by-value names.
+
+    The C pickler first; if the object holds anything that pickles by value (a class or
+    function of ``__main__``, a lambda, a local class…) or that only cloudpickle can pickle,
+    cloudpickle's pickler does it all again (its errors are the ones reported)."""
+    try:
+        stream, buffers, _ = _pickle_with(_ByReferencePickler, obj)
+        return stream, buffers, set()
+    except Exception:  # (by value, or not picklable by the C pickler alone)
+        return _pickle_with(_Pickler, obj)
+
+
+def _pickle_with(pickler_class, obj) -> tuple[memoryview, list[memoryview], set[str]]:
     out = io.BytesIO()
     buffers: list[memoryview] = []
 
@@ -123,9 +155,9 @@ def _dumps(obj) -> tuple[memoryview, list[memoryview], set[str]]:
         buffers.append(raw)
         return False
 
-    pickler = _Pickler(out, buffer_callback=keep_big)
+    pickler = pickler_class(out, buffer_callback=keep_big)
     pickler.dump(obj)
-    return out.getbuffer(), buffers, pickler.by_value
+    return out.getbuffer(), buffers, getattr(pickler, "by_value", set())
 
 
 def _write_and_hash(folder: Path, names: list[str], datas: list[memoryview]) -> list[str]:

@@ -82,22 +82,21 @@ class LoadedVersion:
         self.has_proba = self.final is not None and hasattr(self.final, "predict_proba")
         self.feature_names, self.n_features, self.column_types = _input_schema(step)
         self._calls = 0
-        self._idle = threading.Condition()
+        self._idle = threading.Condition(threading.Lock())
         self._torn_down = False
 
     # ------------------------------------------------------------ calls
-    @contextmanager
-    def call(self):
+    def enter(self) -> None:
         """Count a call inside this version (teardown waits for the count to reach 0)."""
         with self._idle:
             self._calls += 1
-        try:
-            yield self
-        finally:
-            with self._idle:
-                self._calls -= 1
-                if not self._calls:
-                    self._idle.notify_all()
+
+    def leave(self) -> None:
+        """The call counted by :meth:`enter` has returned."""
+        with self._idle:
+            self._calls -= 1
+            if not self._calls:
+                self._idle.notify_all()
 
     def predict(self, data):
         """The pipeline's predictions for ``data``; :class:`PredictionError` names the step that raised."""
@@ -246,19 +245,23 @@ class ServedModel:
     def ready(self) -> bool:
         return self.live is not None and not self._stopped.is_set()
 
-    @contextmanager
-    def use(self):
-        """The live version, counted as busy until the block ends (a swap never tears it down mid-call)."""
+    def acquire(self) -> LoadedVersion:
+        """The live version, counted as busy until its ``leave()`` (a swap never tears it down mid-call)."""
         with self._swap_lock:  # a reference taken under the lock is counted before a swap can retire it
             version = self.live
             if version is None:
                 raise ModelLoadError(f"{self.name}: not loaded")
-            counted = version.call()
-            counted.__enter__()
+            version.enter()
+        return version
+
+    @contextmanager
+    def use(self):
+        """:meth:`acquire` for the length of a ``with`` block."""
+        version = self.acquire()
         try:
             yield version
         finally:
-            counted.__exit__(None, None, None)
+            version.leave()
 
     def check_for_new_dump(self) -> bool:
         """Load, set up and swap in the dump at the path if its digest changed; True when swapped."""

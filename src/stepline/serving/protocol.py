@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from stepline.serving import json_codec
+
 #: v2 datatype -> NumPy dtype (little-endian, as the binary extension specifies).
 DATATYPES = {
     "BOOL": np.dtype(np.bool_), "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"),
@@ -66,7 +68,7 @@ def load_json(body: bytes, where: str = "body"):
     if not body:
         raise RequestError(f"{where}: empty; expected a JSON object")
     try:
-        return json.loads(body)
+        return json_codec.loads(body)
     except UnicodeDecodeError as e:
         raise RequestError(f"{where}: not UTF-8 ({e.reason} at byte {e.start})") from None
     except RecursionError:  # the C decoder checks its depth against the interpreter's recursion limit
@@ -95,7 +97,7 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
 
 def dumps(payload) -> bytes:
     """JSON bytes of a response (NaN and infinities written as ``NaN``/``Infinity``, as Python reads)."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json_codec.dumps(payload)
 
 
 def _field(obj: dict, key: str, where: str, types, required: bool = True):
@@ -211,7 +213,7 @@ def _from_json(data, datatype: str, count: int, where: str) -> np.ndarray:
         return array.astype(object).ravel()
     target = DATATYPES[datatype]
     with np.errstate(over="ignore", invalid="ignore"):
-        converted = array.astype(target).ravel()
+        converted = array.astype(target, copy=False).ravel()
     if family in ("INT", "UINT") and not np.array_equal(converted, array.ravel()):
         raise RequestError(f"{where}.data: values outside the range of {datatype}")
     return converted
@@ -302,7 +304,7 @@ def _to_json_values(array: np.ndarray, datatype: str) -> list:
     flat = array.ravel()
     if datatype == "BYTES":
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat]
-    return flat.tolist()
+    return json_codec.jsonable(flat, np.ndarray.tolist)
 
 
 # ------------------------------------------------------------------ plain JSON (/predict)
