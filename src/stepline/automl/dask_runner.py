@@ -4,9 +4,9 @@
   tar and pushes it, with the data, to every worker once a search (``client.run``); a
   worker that joins later (a dead one's replacement) fetches it from a task's result that
   the driver holds, which Dask computes again if the workers holding it die. The trials do
-  not depend on it (a dependency would make the scheduler run them where it lives). A worker loads the
-  pipeline on its first trial and keeps it under the dump's root digest until the search
-  ends. (Keeping it longer would not help a later search: each search saves its own dump,
+  not depend on it (a dependency would make the scheduler run them where it lives). A
+  worker loads the pipeline on its first trial and keeps it under the dump's root digest
+  until the search ends. (Keeping it longer would not help a later search: each search saves its own dump,
   and a manifest records when it was written, so the digest differs.)
 - **Small tasks, no idle worker.** A trial is a task of a few small arguments
   (``pure=False``); :attr:`DaskRunner.ahead` tells the loop to keep one trial more than the
@@ -62,7 +62,7 @@ def _dask_trial(key: str, digest: str, name: str, payload_key: str, number: int,
 def _prepared(key: str, digest: str, name: str, payload_key: str, signer):
     with _LOCK:
         if digest not in _TEMPLATES or key not in _DATA:
-            dump, data_blob = cloudpickle.loads(_PAYLOADS.get(key) or _fetch(payload_key))
+            dump, data_blob = cloudpickle.loads(_PAYLOADS.pop(key, None) or _fetch(payload_key))
             if digest not in _TEMPLATES:
                 _TEMPLATES[digest] = _load(dump, name, signer)
             if key not in _DATA:
