@@ -54,8 +54,10 @@ class AutoML:
     - ``show_progress``: a tqdm bar of finished trials when stderr is a terminal.
 
     After ``fit``: ``study_``, ``best_params_`` (flat ``"step__param"`` keys),
-    ``best_score_``, ``best_trial_``, ``best_pipeline_``; ``trials_dataframe()``, ``report()``,
-    ``plot_history(path)``, and ``predict``/``transform``/``score`` through the best pipeline.
+    ``best_score_``, ``best_trial_``, ``best_pipeline_``; ``timeline_`` (where and when each
+    trial of this run ran: ``number``, ``state``, ``worker``, ``submitted``, ``started``,
+    ``ended``, ``received``); ``trials_dataframe()``, ``report()``, ``plot_history(path)``,
+    and ``predict``/``transform``/``score`` through the best pipeline.
     """
 
     def __init__(self, pipeline, scoring=None, cv=5, n_trials: int = 20, timeout_s: float | None = None,
