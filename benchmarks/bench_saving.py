@@ -2,10 +2,17 @@
 
 Rows (issue 14; medians over repeats, each peer measured in the same run):
   - full dump of ~1 GiB of float32 in 4 fitted steps vs ``np.save`` of the same arrays
-    (the physical floor), ``joblib.dump`` and ``pickle`` protocol 5;
-  - its load with the stat cache warm vs ``np.load``; the first load of a *copied* dump
-    (new inodes: no stat cache, every byte verified) vs ``np.load`` and vs ``np.load`` of
-    a copy made the same way right before (same pause, same fresh page cache);
+    (the physical floor), ``np.save`` done atomically (into a new folder renamed into
+    place, the old one deleted after: what any save that keeps the previous dump whole
+    until it is replaced costs), ``joblib.dump`` and ``pickle`` protocol 5. None of them
+    fsyncs;
+  - its load with the stat cache warm vs ``np.load``; the same load with every byte read
+    and hashed (``verify="full"``, back to back); the first load of a *copied* dump (new
+    inodes: no stat cache, every byte verified) vs ``np.load``, vs ``np.load`` of a copy
+    made the same way right before (same pause), and vs merely filling fresh arrays of
+    the same sizes after that pause (no file at all: what this VM charges for memory);
+    the same first load with ``mmap_mode="c"`` (every byte still hashed, the arrays
+    copy-on-write maps of the page cache, so no fresh memory);
   - full save of 10 and of 1000 tiny fitted steps (``MultiplyByN``) vs ``joblib.dump`` of
     the same pipeline; load of the 1000 vs ``joblib.load``;
   - changes-only save of 1 changed step in a 100-step and a 1000-step pipeline;
@@ -79,18 +86,35 @@ def fresh(folder: Path) -> Path:
 #: np.load of a copy made the way the copied dump is (copy + sync right before each load): on
 #: VMs that hand freed memory back to the host, the pause makes any loader fault fresh pages in.
 COPY_PEER = "np.load of a fresh copy"
+#: Filling fresh arrays of the dump's sizes after the same copy + sync: no file read at all.
+MEMORY_PEER = "fresh arrays after the same pause"
+#: np.save into a new folder that then replaces the previous one (rename), which is then deleted.
+ATOMIC_PEER = "np.save, atomically"
+#: The first load of a copied dump, every byte hashed, arrays mapped copy-on-write (no fresh memory).
+COPY_MAPPED = "stepline first load of a copied dump, mmap_mode='c'"
+#: A load that reads and hashes every byte (no stat cache), back to back: no pause.
+FULL_VERIFY = "stepline load, verify='full'"
 
 
 def big_rows(base: Path, size_mb: int, steps: int, r: int):
     pipeline = build(size_mb, steps)
     arrays = [s.weights_ for s in pipeline.values()]
     ours, raw, jl, pk, copied = base / "ours", base / "raw", base / "joblib", base / "pickle", base / "copied"
-    copied_raw = base / "copied-raw"
+    copied_raw, atomic = base / "copied-raw", base / "atomic"
 
     def save_raw():
         fresh(raw)
         for i, a in enumerate(arrays):
             np.save(raw / f"{i}.npy", a)
+
+    def save_raw_atomically():
+        new, old = fresh(base / "atomic-new"), base / "atomic-old"
+        for i, a in enumerate(arrays):
+            np.save(new / f"{i}.npy", a)
+        if atomic.exists():
+            atomic.rename(old)
+        new.rename(atomic)
+        shutil.rmtree(old, ignore_errors=True)
 
     def save_joblib():
         joblib.dump(pipeline, fresh(jl) / "p.joblib")
@@ -101,7 +125,8 @@ def big_rows(base: Path, size_mb: int, steps: int, r: int):
 
     saves = [(label, median_time(fn, r)) for label, fn in [
         ("stepline full dump", lambda: pipeline.save(CX(ours), full_dump=True)),
-        ("np.save (floor)", save_raw), ("joblib.dump", save_joblib), ("pickle protocol 5", save_pickle)]]
+        ("np.save (floor)", save_raw), (ATOMIC_PEER, save_raw_atomically), ("joblib.dump", save_joblib),
+        ("pickle protocol 5", save_pickle)]]
 
     def load_raw():
         return [np.load(raw / f"{i}.npy") for i in range(len(arrays))]
@@ -122,10 +147,16 @@ def big_rows(base: Path, size_mb: int, steps: int, r: int):
     def load_copied_raw():
         return [np.load(copied_raw / f"{i}.npy") for i in range(len(arrays))]
 
+    def fill_fresh_arrays():  # after the same copy and pause: no file read at all
+        return [np.ones(a.shape, a.dtype) for a in arrays]
+
     loads = [("stepline load, stat cache warm", median_time(lambda: CX(ours).load("bench"), r)),
+             (FULL_VERIFY, median_time(lambda: CX(ours).load("bench", verify="full"), r)),
              ("stepline first load of a copied dump", _timed_after(copy_dump, first_load_of_copy, r)),
+             (COPY_MAPPED, _timed_after(copy_dump, lambda: CX(copied).load("bench", mmap_mode="c"), r)),
              ("np.load (floor)", median_time(load_raw, r)),
              (COPY_PEER, _timed_after(copy_raw, load_copied_raw, r)),
+             (MEMORY_PEER, _timed_after(copy_raw, fill_fresh_arrays, r)),
              ("joblib.load", median_time(lambda: joblib.load(jl / "p.joblib"), r)),
              ("stepline load, mmap_mode='r'", median_time(lambda: CX(ours).load("bench", mmap_mode="r"), r))]
     loaded = CX(ours).load("bench")
@@ -243,11 +274,17 @@ def main() -> None:
         print(f"  {label:<40} {fmt_seconds(seconds)}")
     print(f"  Merkle root of a 10-step pipeline (11 manifests read + BLAKE3) {fmt_seconds(merkle)}")
     print("\ntargets (issue 14, issue 11):")
-    print(f"  full dump / np.save           = {t['stepline full dump'] / t['np.save (floor)']:.2f} (≤ 1.3)")
+    print(f"  full dump / np.save           = {t['stepline full dump'] / t['np.save (floor)']:.2f} (≤ 1.3); "
+          f"/ {ATOMIC_PEER} = {t['stepline full dump'] / t[ATOMIC_PEER]:.2f}")
     print(f"  warm load / np.load           = {t['stepline load, stat cache warm'] / t['np.load (floor)']:.2f} (≤ 1.2)")
     print(f"  copied-dump load / np.load    = "
           f"{t['stepline first load of a copied dump'] / t['np.load (floor)']:.2f} (≤ 2); "
-          f"/ {COPY_PEER} = {t['stepline first load of a copied dump'] / t[COPY_PEER]:.2f}")
+          f"/ {COPY_PEER} = {t['stepline first load of a copied dump'] / t[COPY_PEER]:.2f}; "
+          f"/ {MEMORY_PEER} = {t['stepline first load of a copied dump'] / t[MEMORY_PEER]:.2f}")
+    print(f"  copied-dump load, mmap_mode='c' / np.load = {t[COPY_MAPPED] / t['np.load (floor)']:.2f} "
+          f"(every byte hashed; arrays copy-on-write maps of the page cache: no fresh memory)")
+    print(f"  verify='full' load / np.load  = {t[FULL_VERIFY] / t['np.load (floor)']:.2f} "
+          f"(what the copied-dump load costs without the pause)")
     for label, ours, peer, peer_name in tiny_table:
         n = int(label.split(", ")[1].split(" ")[0])
         floor = f"; {ours / floors[n]:.1f}× the layout floor" if n in floors and label.startswith("full") else ""

@@ -20,6 +20,7 @@ batching; with batching, 1-row throughput ≥ 1.5× bare.
 
     python benchmarks/bench_serving.py [--seconds 1.5] [--rounds 7] [--connections 8] [--servers bare,stepline,...]
                                        [--loop auto|asyncio|uvloop] [--http auto|h11|httptools]
+    python benchmarks/bench_serving.py --asgi [--rounds 7] [--requests 4000]   # the apps' own CPU, no HTTP
 """
 from __future__ import annotations
 
@@ -268,6 +269,87 @@ def report(rows: int, results: dict, args, mlflow: bool) -> None:
         print(f"  {'mlflow':<{width}} not installed")
 
 
+# ------------------------------------------------------------------ --asgi: the apps' own cost, no HTTP
+async def asgi_costs(args) -> None:
+    """CPU µs per request of each app called directly through ASGI (no sockets, no uvicorn), 8 at a time.
+
+    Steadier than the HTTP figures on a loaded machine: it counts only the apps' own work
+    (routing, parsing, the hop to the prediction threads, predict, encoding) and the
+    harness's, which is the same for every app.
+    """
+    from sklearn.datasets import load_breast_cancer
+
+    from stepline.serving import app as serving_app
+    X, _ = load_breast_cancer(return_X_y=True)
+    workdir = Path(tempfile.mkdtemp(prefix="stepline-bench-serving-"))
+    try:
+        folder = make_dump(workdir)
+        namespace = {}
+        sys.argv[1:] = [str(folder), "0"]
+        exec(BARE_APP, namespace)
+        apps = {"bare": namespace["app"], "stepline": serving_app(folder, poll_interval=0),
+                "stepline+batch": serving_app(folder, poll_interval=0, max_batch_size=64, max_latency_ms=2)}
+        lifespans = [await _start_lifespan(apps[label]) for label in ("stepline", "stepline+batch")]
+        print(f"\nASGI calls in-process, {args.connections} at a time, {args.requests} requests "
+              f"(CPU µs per request, median of {args.rounds} rounds)")
+        for rows in (1, 100):
+            body = json.dumps({"inputs": X[:rows].tolist()}).encode()
+            costs = {label: [] for label in apps}
+            for _ in range(args.rounds):
+                for label, application in apps.items():
+                    costs[label].append(await _asgi_round(application, body, args.connections, args.requests))
+            line = ", ".join(f"{label} {statistics.median(c):.0f}" for label, c in costs.items())
+            print(f"  {rows:>3} rows: {line}")
+        for inbox, outbox, task in lifespans:  # teardown, as uvicorn would at shutdown
+            await inbox.put({"type": "lifespan.shutdown"})
+            await outbox.get()
+            await task
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _start_lifespan(application):
+    """Run the app's startup as a server would; ``(inbox, outbox, task)`` for its shutdown."""
+    inbox, outbox = asyncio.Queue(), asyncio.Queue()
+    await inbox.put({"type": "lifespan.startup"})
+    task = asyncio.ensure_future(application({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                                             inbox.get, outbox.put))
+    message = await outbox.get()
+    if message["type"] != "lifespan.startup.complete":
+        raise RuntimeError(f"startup failed: {message}")
+    return inbox, outbox, task
+
+
+async def _asgi_round(application, body: bytes, concurrency: int, requests: int) -> float:
+    headers = [(b"host", b"x"), (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+
+    async def call():
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+                 "root_path": "", "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        status = []
+
+        async def receive():
+            return messages.pop() if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+        await application(scope, receive, send)
+        if status != [200]:
+            raise RuntimeError(f"status {status}")
+
+    async def client():
+        for _ in range(requests // concurrency):
+            await call()
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))  # warm up
+    cpu = time.process_time()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return (time.process_time() - cpu) / (requests // concurrency * concurrency) * 1e6
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.5, help="length of one measured round per server")
@@ -277,9 +359,13 @@ def main(argv=None) -> None:
     parser.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"], help="uvicorn's parser, for all")
     parser.add_argument("--servers", default=",".join(SERVERS),
                         help=f"comma-separated, from {','.join(SERVERS)}; 'stepline --threads 1' adds options")
+    parser.add_argument("--asgi", action="store_true",
+                        help="instead: CPU per request of the apps called in-process through ASGI (no HTTP)")
+    parser.add_argument("--requests", type=int, default=4000, help="with --asgi: requests per round")
     args = parser.parse_args(argv)
     os.environ.setdefault("STEPLINE_HOME", tempfile.mkdtemp(prefix="stepline-bench-home-"))
-    asyncio.run(main_async(args))
+    sys.path.insert(0, str(SRC))
+    asyncio.run(asgi_costs(args) if args.asgi else main_async(args))
 
 
 if __name__ == "__main__":

@@ -395,3 +395,18 @@ def test_a_client_gone_before_its_body_gets_no_answer_and_no_error_logged(bc, ca
     with caplog.at_level("ERROR", logger="stepline.serving"):
         asyncio.run_coroutine_threadsafe(bc.app(scope, receive, send), bc.loop).result(30)
     assert sent == [] and not caplog.records
+
+
+def test_a_chunked_body_is_read_whole_and_held_to_the_size_limit(bc):
+    X, _ = h.breast_cancer()
+    body = json.dumps({"inputs": X[:20].tolist()}).encode()
+
+    async def chunks(data, size=1000):  # no Content-Length: httpx streams it in chunks
+        for start in range(0, len(data), size):
+            yield data[start:start + size]
+
+    response = bc.post("/predict", content=chunks(body))
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == h.sklearn_pipeline().predict(X[:20]).tolist()
+    too_big = bc.post("/predict", content=chunks(b'{"inputs": [' + b"[0.5]," * 30000 + b"[0.5]]}"))
+    assert too_big.status_code == 413 and "over the limit" in too_big.json()["error"]

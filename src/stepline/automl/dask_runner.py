@@ -1,10 +1,10 @@
 """Trials on a Dask cluster (``AutoML(client=...)``): one task a trial, pruned live.
 
-- **The pipeline travels once.** The driver packs the dump it saved into a tar and scatters
-  it, with the data, to every worker once a search. A worker loads the pipeline on its
-  first trial and keeps it under the dump's root digest (the last :data:`_TEMPLATES_KEPT`
-  pipelines), so a search run again on the same pipeline — a resumed search, a benchmark's
-  repeats — loads nothing; the search's data is dropped when the search ends.
+- **The pipeline travels once.** The driver packs the dump it saved (no second save) into a
+  tar and scatters it, with the data, to every worker once a search. A worker loads the
+  pipeline on its first trial and keeps it under the dump's root digest until the search
+  ends. (Keeping it longer would not help a later search: each search saves its own dump,
+  and a manifest records when it was written, so the digest differs.)
 - **Small tasks, no idle worker.** A trial is a task of a few small arguments
   (``pure=False``); :attr:`DaskRunner.ahead` tells the loop to keep one trial more than the
   cluster has threads in flight, so that a worker finishing a trial starts the next one at
@@ -28,7 +28,6 @@ import tarfile
 import tempfile
 import threading
 import uuid
-from collections import OrderedDict
 from pathlib import Path
 
 import cloudpickle
@@ -37,11 +36,9 @@ from stepline.automl.trials import FAIL, PRUNED, TrialData, TrialResult, run_tri
 
 log = logging.getLogger(__name__)
 
-_TEMPLATES_KEPT = 2  # loaded pipelines kept on a worker between searches, by root digest
-
 # ------------------------------------------------------------------ on a worker
 
-_TEMPLATES: "OrderedDict[str, tuple]" = OrderedDict()  # root digest -> (template, folder)
+_TEMPLATES: dict = {}  # root digest -> (template, folder)
 _DATA: dict = {}  # search key -> TrialData
 _PRUNE: set = set()  # (search key, trial number) the driver pruned
 _LOCK = threading.Lock()
@@ -58,14 +55,10 @@ def _dask_trial(key: str, digest: str, name: str, payload: bytes, number: int, p
 
 def _prepared(key: str, digest: str, name: str, payload: bytes, signer):
     with _LOCK:
-        if digest in _TEMPLATES:
-            _TEMPLATES.move_to_end(digest)
         if digest not in _TEMPLATES or key not in _DATA:
             dump, data_blob = cloudpickle.loads(payload)
             if digest not in _TEMPLATES:
                 _TEMPLATES[digest] = _load(dump, name, signer)
-                while len(_TEMPLATES) > _TEMPLATES_KEPT:
-                    shutil.rmtree(_TEMPLATES.popitem(last=False)[1][1], ignore_errors=True)
             if key not in _DATA:
                 _DATA[key] = cloudpickle.loads(data_blob)
         return _TEMPLATES[digest][0], _DATA[key]
@@ -104,12 +97,15 @@ def _prune_on_worker(key: str, number: int) -> None:
     _PRUNE.add((key, number))
 
 
-def _forget_on_worker(key: str) -> None:
-    """The search ``key`` ended: drop its data and marks (the loaded pipelines stay, by digest)."""
+def _forget_on_worker(key: str, digest: str) -> None:
+    """The search ``key`` on dump ``digest`` ended: drop its pipeline, data and marks."""
     with _LOCK:
         _DATA.pop(key, None)
         for mark in [m for m in _PRUNE if m[0] == key]:
             _PRUNE.discard(mark)
+        entry = _TEMPLATES.pop(digest, None)
+    if entry is not None:
+        shutil.rmtree(entry[1], ignore_errors=True)
 
 
 def _topic(key: str) -> str:
@@ -203,7 +199,7 @@ class DaskRunner:
             self.client.cancel(list(self.futures))
         try:
             self.client.unsubscribe_topic(_topic(self.key))
-            self.client.run(_forget_on_worker, self.key)
+            self.client.run(_forget_on_worker, self.key, self.digest)
             self.client.cancel([self.payload])
         except Exception as error:  # noqa: BLE001 - a cluster going away must not hide the search's result
             log.warning("stepline.automl: could not clean the Dask workers: %s", error)

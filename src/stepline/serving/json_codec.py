@@ -6,7 +6,7 @@ and writes a NumPy array without building a list of Python numbers first (80 →
 ``NaN`` and infinities (refused on input, written as ``null`` on output), a byte order
 mark or UTF-16 body, lone surrogates, float32 arrays (written in float32's shortest form)
 — the standard library does the job, so an answer never depends on which one is
-installed. One difference is kept: orjson reads an integer beyond 64 bits as a float.
+installed. One difference is kept: orjson 3.8 reads an integer beyond 64 bits as a float.
 """
 from __future__ import annotations
 
