@@ -5,6 +5,7 @@ mechanisms that keep it at what the layout needs — each file of a dump written
 read once, nothing re-read that the save has in memory, no thread hand-off per step.
 Counted with ``sys.addaudithook`` (real ``open``/``os.mkdir``/``os.scandir`` events), not mocks.
 """
+import json
 import os
 import sys
 import threading
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 import pytest
 
 from stepline import CX, Pipeline
+from stepline.base import BaseSaver
 from stepline.saving import CorruptFileError
 from stepline.saving.manifest import MANIFEST_NAME
 from stepline.steps.numpy import MultiplyByN
@@ -77,6 +79,9 @@ def test_a_full_save_of_tiny_steps_reads_nothing_back_and_hands_nothing_to_threa
     assert not _reads(events, tmp_path), "a save re-read files it had just written (their bytes are in memory)"
     writers = {thread for event, path, *_, thread in events if event == "open" and path.startswith(os.fspath(tmp_path))}
     assert writers == {threading.get_ident()}, "the files of tiny steps are written without thread hand-offs"
+    listed = [path for event, path, *_ in events if event in ("os.scandir", "os.listdir")
+              and os.path.basename(path).startswith("m")]
+    assert not listed, f"the folders of steps with stepline's own savers are not listed: {listed[:3]}"
     made = Counter(path for event, path, *_ in events if event == "os.mkdir")
     assert all(count == 1 for count in made.values()), f"a folder created twice: {made.most_common(3)}"
     assert CX(tmp_path).load("tiny")["m7"].hyperparams["multiply_by"] == 3
@@ -128,3 +133,30 @@ def test_a_changes_only_save_of_one_step_reads_only_what_it_rewrites(tmp_path):
               and "m12" not in path]
     assert not listed, f"kept steps' folders are not listed: {listed[:3]}"
     assert CX(tmp_path).load("tiny")["m12"].hyperparams["multiply_by"] == 5
+
+
+class _WeightsFileSaver(BaseSaver):
+    """A custom saver that writes a file of its own and reports nothing about it."""
+
+    def save_step(self, step, context):
+        (context.get_path() / "weights.bin").write_bytes(b"w" * 100)
+        return step
+
+    def can_load(self, step, context):
+        return True
+
+    def load_step(self, step, context):
+        return step
+
+
+def test_a_file_a_custom_saver_writes_unreported_is_listed_and_verified(tmp_path):
+    step = MultiplyByN(2).set_name("custom")
+    step.set_savers([_WeightsFileSaver()])
+    step.set_hyperparams({"multiply_by": 4})
+    Pipeline([step], name="p").save(CX(tmp_path), full_dump=True)
+    manifest = json.loads((tmp_path / "p" / "custom" / MANIFEST_NAME).read_text())
+    assert manifest["files"]["weights.bin"]["size"] == 100
+    assert CX(tmp_path).load("p")["custom"].hyperparams["multiply_by"] == 4
+    (tmp_path / "p" / "custom" / "weights.bin").write_bytes(b"v" * 100)
+    with pytest.raises(CorruptFileError, match=r"weights\.bin"):
+        CX(tmp_path).load("p")

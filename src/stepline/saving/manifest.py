@@ -181,7 +181,11 @@ def _read_bytes(path: str) -> tuple[bytes, os.stat_result]:
         if st.st_size > MAX_MANIFEST_BYTES:
             raise ManifestError(f"{path}: {st.st_size} bytes, more than any manifest stepline writes "
                                 f"({MAX_MANIFEST_BYTES}): this is not the manifest stepline wrote")
-        return f.read(), st
+        chunks, left = [], st.st_size
+        while left > 0 and (chunk := os.read(f.fileno(), left)):  # (no read past the size fstat gave)
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks), st
 
 
 def parse_manifest(path, raw: bytes, own_digest: bool = True) -> dict:

@@ -21,7 +21,7 @@ from stepline.saving.destinations import never_saved_nor_changed, record_saved, 
 from stepline.saving.errors import NotADumpError, SaveError, StepLoadError, VersionMismatchWarning
 from stepline.saving.integrity import cached_records, verify_files
 from stepline.saving.names import check_tree_names
-from stepline.saving.savers import ChildPlaceholder
+from stepline.saving.savers import ChildPlaceholder, ChildrenSaver, JoblibStepSaver
 from stepline.trust import gate
 from stepline.trust.signing import sign_dump
 
@@ -175,7 +175,8 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
         stripped = saver.save_step(stripped, context)
     options = current_options()
     reported = options.reported.pop(folder, {})
-    files = cached_records(folder, _own_files(path, children, reported), known=reported)
+    names = sorted(reported) if _report_all_they_write(savers) else _own_files(path, children, reported)
+    files = cached_records(folder, names, known=reported)
     for name, record in reported.items():
         if name in files:
             files[name].update((k, v) for k, v in record.items() if k not in ("size", "blake3", "sha256"))
@@ -185,6 +186,17 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
 
 
 _NOT_OWN = (mf.MANIFEST_NAME, mf.SIGNATURE_NAME)
+
+
+def _report_all_they_write(savers) -> bool:
+    """Whether the step's folder holds exactly the files its savers reported: true of
+    stepline's own (the stripped saver reports each file it writes, the children saver
+    writes only child folders), so the folder need not be listed. Other savers may write
+    files without reporting them."""
+    return all(type(saver) in _REPORTING_SAVERS for saver in savers)
+
+
+_REPORTING_SAVERS = (JoblibStepSaver, ChildrenSaver)
 
 
 def _own_files(folder: str, children: list, written: dict) -> list[str]:
