@@ -25,7 +25,11 @@
    The parallel times include starting the worker processes (forked by the fork server)
    and shipping the dump; the first search of a process, which also starts the fork server
    (a fresh interpreter importing stepline and scikit-learn) and makes the cluster's
-   workers import them, is timed apart. Target ≥ 1.8× on 2 cores. Printed with each row:
+   workers import them, is timed apart. Target ≥ 1.8× on 2 cores.
+   Peers in the same run: plain Optuna's ask/tell with the same loop as a plain function,
+   2 trials in flight, sequentially, on a ``ProcessPoolExecutor(2)`` started inside the
+   clock, and on the same LocalCluster — what 2 workers give on this machine with no
+   framework; printed with stepline's speedup over theirs. Printed with each row:
    the speedup of the medians and of the best repeats, and where the workers' time went
    (``AutoML.timeline_``: each trial's start and end on its worker): the share spent in
    trials, and the idle ms a worker before its first trial, between its trials and after
@@ -191,6 +195,65 @@ def where_time_went(timeline: list, start: float, wall: float) -> dict:
     return {"busy": busy / (n * wall), "first": first / n, "gaps": gaps / n, "tail": tail / n}
 
 
+def burn_trial(x: float, work: int) -> float:
+    """The peers' trial: the same pure-Python loop as :class:`Burn`, then the same score."""
+    total = 0
+    for i in range(work):
+        total += i * i
+    return -abs(x)
+
+
+def time_plain_parallel(optuna, trials: int, work: int, submit_to) -> float:
+    """Wall seconds of plain Optuna ask/tell with 2 trials in flight on ``submit_to``
+    (``None``: sequential; a ``concurrent.futures`` executor or a Dask client)."""
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    start = time.time()
+    if submit_to is None:
+        for _ in range(trials):
+            trial = study.ask()
+            study.tell(trial, burn_trial(trial.suggest_float("x", -1.0, 1.0), work))
+        return time.time() - start
+    pending: dict = {}
+
+    def ask_and_submit():
+        trial = study.ask()
+        pending[submit_to.submit(burn_trial, trial.suggest_float("x", -1.0, 1.0), work)] = trial
+
+    for _ in range(min(2, trials)):
+        ask_and_submit()
+    told = 0
+    while pending:
+        for future in _first_done(list(pending)):
+            study.tell(pending.pop(future), future.result())
+            told += 1
+            if told + len(pending) < trials:
+                ask_and_submit()
+    return time.time() - start
+
+
+def _first_done(futures: list) -> list:
+    """The futures (``concurrent.futures`` or Dask) done, waiting for the first one."""
+    import concurrent.futures
+    if isinstance(futures[0], concurrent.futures.Future):
+        return list(concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED).done)
+    import distributed
+    return list(distributed.wait(futures, return_when="FIRST_COMPLETED").done)
+
+
+def plain_peers(optuna, client, trials: int, work: int, repeats: int) -> dict:
+    """Plain Optuna's ask/tell on the same 2 workers, the same trials: the peers of the speedup rows."""
+    import concurrent.futures
+    rows = {"plain Optuna, sequential": [], "plain Optuna, 2 processes": [], "plain Optuna, LocalCluster": []}
+    for _ in range(repeats):
+        rows["plain Optuna, sequential"].append(time_plain_parallel(optuna, trials, work, None))
+        start = time.time()
+        with concurrent.futures.ProcessPoolExecutor(2) as pool:  # started inside the clock, as stepline's workers
+            time_plain_parallel(optuna, trials, work, pool)
+        rows["plain Optuna, 2 processes"].append(time.time() - start)
+        rows["plain Optuna, LocalCluster"].append(time_plain_parallel(optuna, trials, work, client))
+    return rows
+
+
 def speedup(trials: int, work: int, repeats: int) -> None:
     import distributed
     X, y = np.zeros((20, 1)), np.zeros(20)
@@ -210,6 +273,8 @@ def speedup(trials: int, work: int, repeats: int) -> None:
         for _ in range(repeats):
             for label, kwargs in zip(rows, ({}, {"n_jobs": 2}, {"client": client})):
                 rows[label].append(time_search(work, trials, X, y, where[label], **kwargs))
+        import optuna
+        peers = plain_peers(optuna, client, trials, work, repeats)
     reference, best = statistics.median(rows["sequential (n_jobs=1)"]), min(rows["sequential (n_jobs=1)"])
     print(f"  {'':<26} {'median':>8}   {'speedup':>7}  {'best':>5}   {'busy':>5}  idle ms a worker: first  gaps  tail")
     for label, times in rows.items():
@@ -217,6 +282,15 @@ def speedup(trials: int, work: int, repeats: int) -> None:
         share = {key: statistics.median(w[key] for w in where[label]) for key in ("busy", "first", "gaps", "tail")}
         print(f"  {label:<26} {t:7.2f} s   {reference / t:6.2f}×  {best / min(times):4.2f}×   {share['busy']:5.1%}"
               f"  {share['first'] * 1e3:21.0f} {share['gaps'] * 1e3:5.0f} {share['tail'] * 1e3:5.0f}")
+    plain_reference = statistics.median(peers["plain Optuna, sequential"])
+    for label, times in peers.items():
+        t = statistics.median(times)
+        print(f"  {label:<26} {t:7.2f} s   {plain_reference / t:6.2f}×  "
+              f"{min(peers['plain Optuna, sequential']) / min(times):4.2f}×   (peer: ask/tell, 2 trials in flight)")
+    for ours, peer in (("2 processes (n_jobs=2)", "plain Optuna, 2 processes"),
+                       ("LocalCluster, 2 workers", "plain Optuna, LocalCluster")):
+        ratio = (reference / statistics.median(rows[ours])) / (plain_reference / statistics.median(peers[peer]))
+        print(f"  stepline's speedup over plain Optuna's, {ours.split(',')[0].split(' (')[0]:<13} = {ratio:.2f}")
     print("  (best: the best repeat over the best sequential one. busy: the workers' time in trials over\n"
           "   2 × the wall time; the idle ms are what the framework costs beyond the trials: see where_time_went)")
     print("  (the speedup is bounded by the cores this process's session gets: with the kernel's\n"

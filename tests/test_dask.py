@@ -304,7 +304,10 @@ def _private_cluster(tmp_path, n_workers=2):
 def test_a_worker_dying_on_minibatch_5_names_it_and_leaves_no_unpacked_dump(tmp_path):
     import dask
     tmp_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "stepline-dask-*")))
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+    # worker-saturation 1.0: each worker holds only the task it runs, so the death is charged
+    # to minibatch 5 alone (by default a second, queued task dies with it as a KilledWorker)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                          "distributed.scheduler.worker-saturation": 1.0}):
         with _private_cluster(tmp_path) as cluster, distributed.Client(cluster) as client:
             with DaskPipeline([FailsOn(10, how="exit", name="dies")], batch_size=2, client=client) as d:
                 np.testing.assert_array_equal(d.transform(np.arange(8)), np.arange(8))

@@ -310,6 +310,9 @@ def load_bytes(data: bytes, name: str, folder) -> BaseTransformer:
 # ------------------------------------------------------------------ worker side
 _LOADED: dict[str, tuple] = {}
 _LOADED_LOCK = threading.Lock()
+# Keys their client tore down: a minibatch still running or rescheduled here (its future
+# cancelled too late to stop it) must not load the step again after the teardown.
+_FORGOTTEN: set[str] = set()
 
 
 def _signer() -> str:
@@ -331,6 +334,8 @@ def _step_on_worker(key: str, name: str, payload, signer: str | None = None):
     with _LOADED_LOCK, trusting_keys([signer] if signer else []):
         entry = _LOADED.get(key)
         if entry is None:
+            if key in _FORGOTTEN:
+                raise CancelledError(f"step {key!r} was torn down by its client")
             if not _LOADED:
                 atexit.register(_forget_all_on_worker)
             if isinstance(payload, str):
@@ -415,6 +420,7 @@ def _forget_on_worker(key: str) -> bool:
     """Tear down and drop the step of ``key`` on this worker; whether it was there."""
     with _LOADED_LOCK:
         entry = _LOADED.pop(key, None)
+        _FORGOTTEN.add(key)
     if entry is None:
         return False
     step, folder, _ = entry
