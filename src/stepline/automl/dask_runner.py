@@ -30,6 +30,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from stepline.automl.trials import FAIL, PRUNED, TrialData, TrialResult, run_tri
 log = logging.getLogger(__name__)
 
 _BACKSTOP_S = 5.0  # how often the driver also looks at the futures themselves
+_RECOUNT_S = 1.0  # seconds between two counts of the cluster's threads while trials succeed
 
 # ------------------------------------------------------------------ on a worker
 
@@ -166,6 +168,7 @@ class DaskRunner:
         client.run(_receive, self.key, blob)
         self.signer = local_public_key_hex()  # the dump was signed with this key when saved
         self.capacity = max(1, sum(client.nthreads().values()))
+        self.counted_at = time.monotonic()
         self.futures: dict = {}  # future -> trial number
         self.numbers: dict = {}  # trial number -> future
         self.live_steps: dict = {}  # trial number -> the last step reported live
@@ -224,11 +227,15 @@ class DaskRunner:
                     report(number, step, value, live=False)
         self.live_steps.pop(number, None)
         self.pruned.discard(number)
-        self._count_threads()
+        if result.state == FAIL or time.monotonic() - self.counted_at > _RECOUNT_S:
+            self._count_threads()
         return result
 
     def _count_threads(self) -> None:
-        """Workers join, leave and come back (a nanny restarts a dead one): count them again."""
+        """Workers join, leave and come back (a nanny restarts a dead one): count them again
+        (a round trip to the scheduler: after a failed trial, else at most every _RECOUNT_S,
+        not between every result and the next submit)."""
+        self.counted_at = time.monotonic()
         try:
             self.capacity = max(1, sum(self.client.nthreads().values()))
         except Exception as error:  # noqa: BLE001 - keep the last count
