@@ -252,6 +252,21 @@ def test_dump_bytes_round_trip_and_bad_arguments(tmp_path):
         DaskPipeline([Times()], address="tcp://127.0.0.1:1", client=object())
 
 
+def test_a_step_its_client_tore_down_is_never_loaded_again_on_that_worker(tmp_path, monkeypatch):
+    # a minibatch cancelled too late, or rescheduled onto a dead worker's replacement, runs
+    # after the teardown: it must not unpack a dump that nobody would remove
+    from concurrent.futures import CancelledError
+    from stepline.distributed import dask as dask_module
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the worker would unpack it
+    step = Pipeline([Times(4.0, name="t")], name="p")
+    payload = dump_bytes(step)
+    assert dask_module._forget_on_worker("p-torn-down") is False  # nothing loaded here yet
+    with pytest.raises(CancelledError, match="torn down"):
+        dask_module._step_on_worker("p-torn-down", "p", payload)
+    assert "p-torn-down" not in loaded_on_worker()
+    assert list(tmp_path.glob("stepline-dask-*")) == []
+
+
 def test_load_bytes_refuses_a_tar_that_writes_outside_its_folder(tmp_path):
     import io
     import tarfile
