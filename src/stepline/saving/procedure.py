@@ -45,6 +45,7 @@ class _Options:
     stats: dict = field(default_factory=dict)  # folder -> os.stat of the manifest written or read
     listed: dict = field(default_factory=dict)  # saving: staged folder -> (its file names, its children's)
     versions: dict | None = None  # saving: the runtime versions every manifest records (once per save)
+    created: str | None = None  # saving: when the save started, the time every manifest records
     preread: dict = field(default_factory=dict)  # loading: folder -> {buffer file: array read as verified}
 
     def live_folder(self, staged_folder) -> str:
@@ -219,26 +220,33 @@ def _own_files(folder: str, children: list, written: dict) -> list[str]:
 
 
 def _node_manifest(step, savers, children, files, folder: str) -> dict:
+    options = current_options()
+    if options.versions is None:  # what every manifest of this save records, collected once
+        options.versions, options.created = mf.runtime_versions(), mf.created_now()
+    space = step.hyperparams_space
     return {
+        "format": mf.FORMAT, "format_version": mf.FORMAT_VERSION, "created": options.created,
         "name": step.name,
         "class": _qualified(type(step)),
         "savers": [_qualified(type(s)) for s in savers[1:]],
         "stripped_saver": _qualified(type(savers[0])),
-        "hyperparams": _json_safe(dict(step._get_own_hyperparams())),
-        "hyperparams_space": _json_safe({k: _space_json(v) for k, v in step.hyperparams_space.items()}),
+        "hyperparams": _json_safe_dict(step._get_own_hyperparams()),
+        "hyperparams_space": _json_safe({k: _space_json(v) for k, v in space.items()}) if space else {},
         "children": [{"name": child, "manifest": _child_digest(os.path.join(folder, child))} for child in children],
         "files": files,
         "info": _manifest_info(step),
-        "versions": _versions(),
+        "versions": options.versions,
     }
 
 
-def _versions() -> dict:
-    """The runtime versions the manifests of this save record (collected once per save)."""
-    options = current_options()
-    if options.versions is None:
-        options.versions = mf.runtime_versions()
-    return options.versions
+def _json_safe_dict(values) -> dict:
+    """``_json_safe(dict(values))``, without the walk when every value is a plain scalar."""
+    if all(type(v) in _PLAIN for v in values.values()) and all(type(k) is str for k in values):
+        return dict(values)
+    return _json_safe(dict(values))
+
+
+_PLAIN = {str, int, float, bool, type(None)}
 
 
 def _manifest_info(step) -> dict:
@@ -270,7 +278,15 @@ def _json_safe(value):
 
 
 def _qualified(cls) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
+    name = _QUALIFIED.get(cls)
+    if name is None:
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        if len(_QUALIFIED) < 4096:
+            _QUALIFIED[cls] = name
+    return name
+
+
+_QUALIFIED: dict = {}  # class -> its qualified name (a save asks for each step's classes)
 
 
 def _space_json(dist):
@@ -366,8 +382,9 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | Non
         if parent is not None and name not in listed:
             raise StepLoadError(f"{folder}: the manifest of {parent_context.get_path()} lists no child {name!r}")
         manifest = _read_step_manifest(folder, listed.get(name), options)
-    if folder not in options.verified:  # each file hashed as it is read, for the saver to use
-        options.preread[folder] = verify_files(folder, manifest.get("files", {}), options.verify, _buffer_for)
+    files = manifest["files"]
+    if files and folder not in options.verified:  # each file hashed as it is read, for the saver to use
+        options.preread[folder] = verify_files(folder, files, options.verify, _buffer_for)
     options.manifests[folder] = manifest
     step = context.stripped_saver.load_step(placeholder, context)
     context = parent_context.push(step)
