@@ -42,6 +42,20 @@ def label(folder, name: str) -> str:
     return f"{os.path.join(folder, name)} (inline in stepline.json)"
 
 
+class Label:
+    """:func:`label`, spelled only if a message needs it (a load names every step's pickle)."""
+
+    __slots__ = ("folder", "name")
+
+    def __init__(self, folder, name: str):
+        self.folder, self.name = folder, name
+
+    def __str__(self) -> str:
+        return label(self.folder, self.name)
+
+    __repr__ = __fspath__ = __str__
+
+
 def check_inline_field(where: str, inline, files: dict) -> None:
     """Raise :class:`ManifestError` unless ``inline`` is ``{name: {"size": int, "blake3": hex,
     "base64": str}}`` whose names are safe and not also listed as files.

@@ -107,7 +107,7 @@ def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> tuple[
     try:
         with atomic_folder(final, overlay=overlay, only_over_dumps=True, listed=options.listed) as staged:
             options.staged = staged
-            staging_context = ExecutionContext(staged.parent, context.execution_phase, context._stripped_saver)
+            staging_context = ExecutionContext(staged.parent, context.execution_phase, context.stripped_saver)  # (one saver for all)
             try:
                 _save_node(step, staging_context)
             except SaveError as e:  # name the destination, not the temporary folder
@@ -317,7 +317,7 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
             options.trusted = False
         _warn_versions(folder, manifest)
         parents = tuple(ChildPlaceholder(name) for name in parts[:-1])
-        base = ExecutionContext(context.root, context.execution_phase, context._stripped_saver, parents)
+        base = ExecutionContext(context.root, context.execution_phase, context.stripped_saver, parents)  # (one for all)
         token = _OPTIONS.set(options)
         try:
             step = _load_node(parts[-1], base, manifest)

@@ -89,7 +89,7 @@ class JoblibStepSaver(BaseSaver):
         if record is None:
             where = folder / STREAM_NAME
         else:  # decoded and checked against its digest before anything reads it
-            where = inline.label(folder, STREAM_NAME)
+            where = inline.Label(folder, STREAM_NAME)
             pickled[STREAM_NAME] = record
             preread = {**(preread or _NONE), STREAM_NAME: inline.decode(folder, STREAM_NAME, record)}
         loaded = read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False,
@@ -104,6 +104,12 @@ _NONE: dict = {}
 
 
 @functools.lru_cache(maxsize=1)
+def _step_class():
+    from stepline.core.step import BaseTransformer
+    return BaseTransformer
+
+
+@functools.lru_cache(maxsize=1)
 def _load_helpers():
     """What loading needs from modules that import this one (imported once, on first use)."""
     from stepline.saving import inline
@@ -114,8 +120,7 @@ def _load_helpers():
 
 def _check_is_step(loaded, path) -> None:
     """Raise :class:`NotAStepError` unless the unpickled ``loaded`` is a step."""
-    from stepline.core.step import BaseTransformer
-    if isinstance(loaded, BaseTransformer):
+    if isinstance(loaded, _step_class()):
         return
     from stepline.saving.errors import NotAStepError
     shown = repr(loaded)
