@@ -19,10 +19,11 @@ import pytest
 from stepline import CX
 from stepline.base import BaseStep
 from stepline.saving import CorruptFileError, integrity
-from stepline.saving.hashing import CHUNK_BYTES, THREAD_PREFIX, read_hashed
+from stepline.saving.hashing import CHUNK_BYTES, SERIAL_CHUNK_BYTES, THREAD_PREFIX, read_hashed
 from stepline.saving.manifest import read_manifest
 
 C = CHUNK_BYTES
+SERIAL = SERIAL_CHUNK_BYTES
 UNPICKLED: list[str] = []  # names of the Bytes steps unpickled so far
 
 
@@ -95,17 +96,18 @@ SIZES = [0, 1, C - 1, C, C + 1, 3 * C + 1]
 
 # ---------------------------------------------------------------- exact at every chunk boundary
 
-@pytest.mark.parametrize("size", SIZES)
-def test_a_file_is_read_and_hashed_exactly_at_every_chunk_boundary(tmp_path, size):
+@pytest.mark.parametrize("size", SIZES + [SERIAL - 1, SERIAL + 1, 3 * SERIAL])
+@pytest.mark.parametrize("alone", [True, False], ids=["pipelined", "hashed on the reading thread"])
+def test_a_file_is_read_and_hashed_exactly_at_every_chunk_boundary(tmp_path, size, alone):
     data = np.random.default_rng(size).integers(0, 256, size, np.uint8)
     path = tmp_path / "f.bin"
     data.tofile(path)
     into = np.full(size, 7, np.uint8)
-    assert integrity.file_digest(path, into=into) == blake3.blake3(data).hexdigest()
+    assert integrity.file_digest(path, "blake3", into, None, alone) == blake3.blake3(data).hexdigest()
     np.testing.assert_array_equal(into, data)
-    assert integrity.file_digest(path) == blake3.blake3(data).hexdigest()  # through the ring of chunks
+    assert integrity.file_digest(path, "blake3", None, size, alone) == blake3.blake3(data).hexdigest()  # (a ring)
     into[:] = 0
-    assert integrity.file_digest(path, "sha256", into=into) == hashlib.sha256(data).hexdigest()
+    assert integrity.file_digest(path, "sha256", into, None, alone) == hashlib.sha256(data).hexdigest()
     np.testing.assert_array_equal(into, data)
     assert not _hash_threads()
 
@@ -142,6 +144,30 @@ def test_a_bit_flipped_in_any_chunk_of_a_copied_dump_is_caught_before_anything_i
     assert str(buffer) in str(error.value)
     assert UNPICKLED == [], "the step was unpickled before its buffer's digest was checked"
     assert not _hash_threads(), "the hashing thread outlived the failed load"
+
+
+class TwoArrays(Bytes):
+    """Two buffer files in one step: hashed in parallel, each on one thread."""
+
+    def fit(self, data_inputs, expected_outputs=None):
+        super().fit(data_inputs)
+        self.more_ = self.data_[::-1].copy()
+        return self
+
+
+@pytest.mark.parametrize("which", ["buffer-000.bin", "buffer-001.bin"])
+def test_a_bit_flipped_in_one_of_several_big_files_of_a_step_is_caught(tmp_path, which):
+    size = 2 * C + 3
+    TwoArrays(size, name="s").fit(None).save(CX(tmp_path / "orig"), full_dump=True)
+    copy = _copy(tmp_path, tmp_path / "orig")
+    _flip(copy / "s" / which, size - 2)
+    UNPICKLED.clear()
+    with pytest.raises(CorruptFileError, match="BLAKE3 mismatch") as error:
+        CX(copy).load("s")
+    assert str(copy / "s" / which) in str(error.value) and UNPICKLED == [] and not _hash_threads()
+    _flip(copy / "s" / which, size - 2)  # restored: the same copy loads
+    loaded = CX(copy).load("s")
+    np.testing.assert_array_equal(loaded.more_, Bytes(size).fit(None).data_[::-1])
 
 
 @pytest.mark.parametrize("change", ["truncated", "grown"])
@@ -202,8 +228,9 @@ def test_a_fifo_put_in_place_of_a_buffer_after_its_stat_neither_hangs_nor_loads(
 
 @pytest.mark.parametrize("written", [0, 1000, C + 3])
 @pytest.mark.parametrize("hashing", ["into the array", "through the ring"])
-def test_a_short_read_from_a_pipe_raises_and_leaves_no_thread(tmp_path, written, hashing):
-    size = 3 * C  # several chunks: the pipelined path
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_a_short_read_from_a_pipe_raises_and_leaves_no_thread(tmp_path, written, hashing, pipelined):
+    size = 3 * C  # several chunks
     read_end, write_end = os.pipe()
 
     def write():
@@ -215,7 +242,7 @@ def test_a_short_read_from_a_pipe_raises_and_leaves_no_thread(tmp_path, written,
     into = np.empty(size, np.uint8) if hashing == "into the array" else None
     with os.fdopen(read_end, "rb", buffering=0) as f:
         with pytest.raises(CorruptFileError, match=rf"pipe: truncated while reading \({written} of {size} bytes\)"):
-            read_hashed(f, blake3.blake3(), size, into, where="pipe")
+            read_hashed(f, blake3.blake3(), size, into, where="pipe", pipelined=pipelined)
     writer.join()
     assert not _hash_threads()
 

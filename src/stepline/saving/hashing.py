@@ -31,6 +31,10 @@ from .safe_open import open_regular
 
 #: Bytes read (and handed to the hashing thread) at a time; see docs/saving.md "Speed".
 CHUNK_BYTES = 4 << 20
+#: Bytes read then hashed at a time on one thread (about a core's L2 cache).
+SERIAL_CHUNK_BYTES = 1 << 20
+#: BLAKE3 threads per pipelined file (``0``: as many as the cores; ``1``: the hashing thread alone).
+PIPELINE_HASH_THREADS = 0
 #: Chunks read but not yet hashed, at most (the ring's size when nothing is kept).
 IN_FLIGHT = 2
 #: Name prefix of the threads that hash chunks as they are read.
@@ -53,12 +57,15 @@ def digest_bytes(data) -> str:
     return new_hasher(len(data)).update(data).hexdigest()
 
 
-def file_digest(path, algorithm: str = DIGEST, into=None, size: int | None = None) -> str:
+def file_digest(path, algorithm: str = DIGEST, into=None, size: int | None = None, alone: bool = True) -> str:
     """Hex digest of a file (BLAKE3, or ``"sha256"`` for v1 records), read once, in chunks.
 
     With ``into`` (a writable buffer of the file's size) the file is read into it as it is
     hashed: the bytes that are verified are the bytes that are loaded. ``size`` (or the
     size of ``into``) is the size the caller checked; the file must still have it.
+    ``alone``: no other file is hashed meanwhile, so the file is read on this thread while
+    others hash it; otherwise each chunk is hashed on this thread right after it is read,
+    while it is in this core's cache (the other cores are busy with the other files).
     """
     view = memoryview(into).cast("B") if into is not None else None
     with open_regular(path, os.O_RDONLY, CorruptFileError, "file its manifest lists") as f:
@@ -68,9 +75,19 @@ def file_digest(path, algorithm: str = DIGEST, into=None, size: int | None = Non
             how = "truncated" if actual < expected else "appended to"
             raise CorruptFileError(f"{path}: size {actual} bytes when opened, {expected} when checked: "
                                    f"the file was {how} while loading")
-        digest = hashlib.sha256() if algorithm == "sha256" else blake3.blake3()  # one thread: it runs beside the reads
-        read_hashed(f, digest, expected, view, where=path)
+        digest = _stream_hasher(algorithm, alone)
+        read_hashed(f, digest, expected, view, where=path, pipelined=alone)
     return digest.hexdigest()
+
+
+def _stream_hasher(algorithm: str, alone: bool):
+    """The hasher for one file read in chunks: SHA-256 (v1), or BLAKE3 on the threads the
+    chunks can use (see ``PIPELINE_HASH_THREADS``)."""
+    if algorithm == "sha256":
+        return hashlib.sha256()
+    if alone and PIPELINE_HASH_THREADS != 1:
+        return blake3.blake3(max_threads=blake3.blake3.AUTO)
+    return blake3.blake3()
 
 
 def sha256_file(path) -> str:
@@ -78,21 +95,19 @@ def sha256_file(path) -> str:
     return file_digest(path, "sha256")
 
 
-def read_hashed(f, digest, size: int, into=None, where="") -> None:
+def read_hashed(f, digest, size: int, into=None, where="", pipelined: bool = True) -> None:
     """Read exactly ``size`` bytes of the open binary file ``f`` (into ``into`` if given,
     a writable buffer of that size), feeding them to ``digest.update`` in order.
 
     Files of more than one chunk are read on this thread and hashed on another, chunk by
-    chunk. Raises :class:`CorruptFileError` naming ``where`` if ``f`` ends before ``size``
+    chunk (``pipelined``), or else hashed chunk by chunk on this thread. Raises :class:`CorruptFileError` naming ``where`` if ``f`` ends before ``size``
     bytes or goes on after them.
     """
     view = memoryview(into).cast("B") if into is not None else None
-    if size > CHUNK_BYTES:
+    if size > CHUNK_BYTES and pipelined:
         _read_pipelined(f, digest, size, view, where)
     else:
-        target = view if view is not None else memoryview(bytearray(size))
-        _fill(f, target, 0, size, where)
-        digest.update(target)
+        _read_serially(f, digest, size, view, where)
     _check_end(f, size, where)
 
 
@@ -120,6 +135,16 @@ def _read_pipelined(f, digest, size: int, view, where) -> None:
             pending.popleft().result()
     finally:
         hasher.shutdown(wait=True, cancel_futures=True)
+
+
+def _read_serially(f, digest, size: int, view, where) -> None:
+    """Read a chunk, hash it while it is in this core's cache, read the next."""
+    buffer = None if view is not None else memoryview(bytearray(min(size, SERIAL_CHUNK_BYTES)))
+    for start in range(0, size, SERIAL_CHUNK_BYTES):
+        length = min(SERIAL_CHUNK_BYTES, size - start)
+        chunk = view[start:start + length] if buffer is None else buffer[:length]
+        _fill(f, chunk, start, size, where)
+        digest.update(chunk)
 
 
 def _fill(f, chunk: memoryview, offset: int, size: int, where) -> None:

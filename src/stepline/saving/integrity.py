@@ -80,17 +80,22 @@ def workers_for(count: int) -> int:
 
 
 def _hash_files(paths: list[Path], total_bytes: int, algorithms=None, into=None, sizes=None) -> list[str]:
-    """Hash files (BLAKE3 unless ``algorithms`` says otherwise per file), in parallel
-    threads when there is enough to gain. ``into`` gives per file a buffer to read it into
-    as it is hashed, or ``None``; ``sizes`` the size each must still have (see
-    :func:`~stepline.saving.hashing.file_digest`)."""
+    """Hash files (BLAKE3 unless ``algorithms`` says otherwise per file). ``into`` gives per
+    file a buffer to read it into as it is hashed, or ``None``; ``sizes`` the size each must
+    still have (see :func:`~stepline.saving.hashing.file_digest`).
+
+    One big file at a time is read on one thread while the others hash it; several big
+    files are hashed in parallel threads, each file read and hashed chunk by chunk by one.
+    """
     algorithms = algorithms or [DIGEST] * len(paths)
     into = into or [None] * len(paths)
     sizes = sizes or [None] * len(paths)
-    if len(paths) < 2 or total_bytes < _PARALLEL_MIN_BYTES:
+    big = sum(s is None or s >= _PARALLEL_MIN_BYTES for s in sizes)
+    if len(paths) < 2 or total_bytes < _PARALLEL_MIN_BYTES or big < 2:
         return [file_digest(p, a, b, s) for p, a, b, s in zip(paths, algorithms, into, sizes)]
+    alone = [False] * len(paths)
     with ThreadPoolExecutor(workers_for(len(paths))) as pool:
-        return list(pool.map(file_digest, paths, algorithms, into, sizes))
+        return list(pool.map(file_digest, paths, algorithms, into, sizes, alone))
 
 
 # ---------------------------------------------------------------- records
