@@ -9,8 +9,6 @@ source; the stream's record then notes them and the Python version they need.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import hashlib
 import io
 import os
@@ -27,6 +25,7 @@ import numpy as np
 
 from .errors import (CorruptFileError, IncompatibleDumpError, ManifestError, NotADumpError,
                      StepLoadError, UnpicklingError)
+from .preallocation import preallocate, preallocate_big  # noqa: F401 (preallocate: re-exported)
 from .safe_open import open_regular
 from . import integrity
 from .hashing import read_into
@@ -39,7 +38,6 @@ BUFFER_MIN_BYTES = 64 << 10
 _THREAD_MIN_BYTES = 1 << 20
 _WRITE_CHUNK = 1 << 20  # hashed while still in the CPU cache
 _CONCURRENT_HASH_MIN_BYTES = 4 << 20  # from here on, hashed by a second thread as the file is written
-_PREALLOCATE_MIN_BYTES = 1 << 20
 _PAGE = 4096
 _BUFFER_NAME = re.compile(r"buffer-(\d{3,})\.bin")
 _MMAP_MODES = (None, "r", "r+", "c")
@@ -199,8 +197,7 @@ def _write_file(path: Path, view: memoryview, chunk_size: int, digest=None) -> N
     """Write ``view`` to a new file in chunks, each hashed into ``digest`` (if given) once written."""
     try:
         with open(path, "wb", buffering=0) as f:
-            if view.nbytes >= _PREALLOCATE_MIN_BYTES:
-                preallocate(f.fileno(), view.nbytes)
+            preallocate_big(f.fileno(), view.nbytes)
             for start in range(0, view.nbytes, chunk_size):
                 chunk = view[start:start + chunk_size]
                 _write_all(f, chunk)
@@ -208,33 +205,6 @@ def _write_file(path: Path, view: memoryview, chunk_size: int, digest=None) -> N
                     digest.update(chunk)
     except OSError as e:
         raise OSError(e.errno, e.strerror, e.filename or str(path)) from e  # name the file
-
-
-def _load_fallocate():
-    try:
-        function = ctypes.CDLL(None, use_errno=True).fallocate
-    except (AttributeError, OSError):  # not Linux
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    return function
-
-
-_fallocate = _load_fallocate()
-_FALLOC_FL_KEEP_SIZE = 1
-
-
-def preallocate(fd: int, size: int) -> None:
-    """Reserve ``size`` bytes of disk for the new file ``fd`` before writing it, as ``np.save``
-    does (``fallocate`` with ``FALLOC_FL_KEEP_SIZE``): the file system allocates its blocks in
-    one go instead of page by page as the write proceeds, which halves the cost of writing a
-    big buffer on ext4. A full disk is then an ``ENOSPC`` before any byte is written; a file
-    system that cannot preallocate is simply written to.
-    """
-    if _fallocate is None or _fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, size) == 0:
-        return
-    code = ctypes.get_errno()
-    if code == errno.ENOSPC:
-        raise OSError(code, os.strerror(code))
 
 
 def _write_all(f, chunk: memoryview) -> None:
