@@ -612,6 +612,8 @@ def test_first_load_of_a_copied_dump_reads_each_buffer_once_as_it_verifies_it(tm
     opened = []
     real_open = open
     monkeypatch.setattr("builtins.open", lambda f, *a, **k: opened.append(os.fspath(f)) or real_open(f, *a, **k))
+    real_os_open = os.open  # (files of a dump are opened without blocking: os.open, then fdopen)
+    monkeypatch.setattr(os, "open", lambda f, *a, **k: opened.append(os.fspath(f)) or real_os_open(f, *a, **k))
     hashed = []
     real_digest = integrity.file_digest
     monkeypatch.setattr(integrity, "file_digest", lambda f, *a: hashed.append(os.fspath(f)) or real_digest(f, *a))
