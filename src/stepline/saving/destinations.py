@@ -32,16 +32,17 @@ def saved_records(step) -> dict:
     return step.__dict__.get(_SAVED_TO, {})
 
 
-def unchanged_at(step, destination: Path) -> str | None:
+def unchanged_at(step, destination: Path, absolute: bool = False) -> str | None:
     """The manifest digest at ``destination`` if ``step``'s subtree is what its last save
     there wrote and every folder of it still holds the manifest that save wrote; else None.
 
     Revisions are compared first (no file is read for a changed subtree). A manifest whose
     ``os.stat`` (inode, size, mtime, ctime) is what it was when recorded is not read again:
-    any write, replacement or copy changes one of them.
+    any write, replacement or copy changes one of them. ``absolute``: ``destination`` is
+    already an absolute, normalised path string (a save's live folders are).
     """
     checked = []
-    for node, folder in walk(step, os.path.abspath(destination)):
+    for node, folder in walk(step, destination if absolute else os.path.abspath(destination)):
         record = saved_records(node).get(folder)
         if record is None or record[0] != node._stepline_revision:
             return None

@@ -87,7 +87,7 @@ def save_step(step, context: ExecutionContext | None = None, full_dump: bool = F
         return step
     digests, stats = _save_atomically(step, context, full_dump)
     if mark_saved:
-        record_saved(step, final, digests, stats)
+        record_saved(step, os.path.abspath(final), digests, stats)  # (the folders it names are absolute)
     return step
 
 
@@ -102,7 +102,7 @@ def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> tuple[
     """
     final = context.push(step).get_path()
     overlay = not full_dump and is_overlay_for(final)
-    options = _Options(full_dump=full_dump, destination=final)
+    options = _Options(full_dump=full_dump, destination=Path(os.path.abspath(final)))  # (live folders: absolute)
     token = _OPTIONS.set(options)
     try:
         with atomic_folder(final, overlay=overlay, only_over_dumps=True, listed=options.listed) as staged:
@@ -157,7 +157,7 @@ def _kept(child, parent: str) -> bool:
     if options.full_dump:
         return False
     staged = os.path.join(parent, child.name)
-    kept = unchanged_at(child, options.live_folder(staged))
+    kept = unchanged_at(child, options.live_folder(staged), absolute=True)
     if kept is None:
         return False
     options.kept[staged] = kept
