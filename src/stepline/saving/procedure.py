@@ -34,11 +34,12 @@ class _Options:
     verify: object = True
     destination: Path | None = None  # saving: the final folder of the saved step
     staged: Path | None = None  # saving: where that folder is being written
+    staged_path: str | None = None  # (the same, as a string)
     trusted: bool = True  # False: every pickle goes through the restricted unpickler (DESIGN §5a)
     verified: set = field(default_factory=set)  # folders whose files were verified already
     trust_override: bool = False  # load(..., trusted=True)
     manifests: dict = field(default_factory=dict)
-    reported: dict = field(default_factory=dict)
+    reported: dict = field(default_factory=dict)  # saving: folder (str) -> records its savers reported
     written: dict = field(default_factory=dict)  # folder -> digest of the manifest written or read
     children: dict = field(default_factory=dict)  # loading: folder -> {child name: manifest digest}
     kept: dict = field(default_factory=dict)  # saving: staged folder of a step kept -> its manifest digest
@@ -68,7 +69,7 @@ def current_options() -> _Options:
 
 def report_records(context: ExecutionContext, records: dict) -> None:
     """Let a saver add fields to the manifest records of files it wrote (e.g. by-value code)."""
-    current_options().reported.setdefault(context.get_path(), {}).update(records)
+    current_options().reported.setdefault(os.fspath(context.get_path()), {}).update(records)
 
 
 # ------------------------------------------------------------------ saving
@@ -106,7 +107,7 @@ def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> tuple[
     token = _OPTIONS.set(options)
     try:
         with atomic_folder(final, overlay=overlay, only_over_dumps=True, listed=options.listed) as staged:
-            options.staged = staged
+            options.staged, options.staged_path = staged, os.fspath(staged)
             staging_context = ExecutionContext(staged.parent, context.execution_phase, context.stripped_saver)  # (one saver for all)
             try:
                 _save_node(step, staging_context)
@@ -169,14 +170,14 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
     folder = context.get_path()
     path = os.fspath(folder)
     children = [c.name for c in step.get_children()]
-    if folder != current_options().staged:  # (atomic_folder made the staged root)
+    options = current_options()
+    if path != options.staged_path:  # (atomic_folder made the staged root)
         os.mkdir(path)
     stripped = copy.copy(step)
     savers = [context.stripped_saver] + list(step.savers)
     for saver in reversed(savers):
         stripped = saver.save_step(stripped, context)
-    options = current_options()
-    reported = options.reported.pop(folder, {})
+    reported = options.reported.pop(path, {})
     inline = {n: encode_record(r["inline"], r) for n, r in reported.items() if "inline" in r}
     for name in inline:
         del reported[name]
