@@ -365,33 +365,49 @@ def _read_step_manifest(folder: Path, digest: str | None, options: _Options) -> 
 
 def load_child(name: str, context: ExecutionContext):
     """Load the child ``name`` of the step whose folder is ``context.get_path()``."""
-    return _load_node(name, context, None)
+    return load_children([name], context)[0]
 
 
-def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | None):
-    placeholder = ChildPlaceholder(name)
-    context = parent_context.push(placeholder)
+def load_children(names, context: ExecutionContext) -> list:
+    """Load the children ``names`` of the step whose folder is ``context.get_path()``, in
+    order, each checked against the digest its parent's manifest lists (the parent's folder
+    and listing looked up once, not once per child)."""
+    options = current_options()
+    parent_folder = context.get_path()
+    parent = options.manifests.get(parent_folder)
+    listed = options.children.get(parent_folder)
+    if listed is None and parent is not None:
+        listed = options.children[parent_folder] = dict(mf.child_entries(parent, parent_folder))
+    listed = listed or {}
+    loaded = []
+    for name in names:
+        if parent is not None and name not in listed:
+            raise StepLoadError(f"{parent_folder / name}: the manifest of {parent_folder} lists no child {name!r}")
+        child_context = context.push(ChildPlaceholder(name))
+        folder = child_context.get_path()
+        loaded.append(_load_node(name, context, _read_step_manifest(folder, listed.get(name), options),
+                                 child_context))
+    return loaded
+
+
+def _load_node(name: str, parent_context: ExecutionContext, manifest: dict, context=None):
+    """Load the step ``name`` whose checked ``manifest`` is read; ``context``: the one of its
+    folder (a placeholder's), when the caller made it."""
+    if context is None:
+        context = parent_context.push(ChildPlaceholder(name))
+    placeholder = context.parents[-1]
     folder = context.get_path()
     options = current_options()
-    if manifest is None:
-        parent_folder = parent_context.get_path()
-        parent = options.manifests.get(parent_folder)
-        listed = options.children.get(parent_folder)
-        if listed is None and parent is not None:
-            listed = options.children[parent_folder] = dict(mf.child_entries(parent, parent_folder))
-        listed = listed or {}
-        if parent is not None and name not in listed:
-            raise StepLoadError(f"{folder}: the manifest of {parent_context.get_path()} lists no child {name!r}")
-        manifest = _read_step_manifest(folder, listed.get(name), options)
     files = manifest["files"]
     if files and folder not in options.verified:  # each file hashed as it is read, for the saver to use
         options.preread[folder] = verify_files(folder, files, options.verify, _buffer_for)
     options.manifests[folder] = manifest
     step = context.stripped_saver.load_step(placeholder, context)
-    context = parent_context.push(step)
-    for saver in step.savers:
-        if saver.can_load(step, context):
-            step = saver.load_step(step, context)
+    if step.savers:
+        context = parent_context.push(step)
+        for saver in step.savers:
+            if saver.can_load(step, context):
+                step = saver.load_step(step, context)
     if step.name != name:
         raise StepLoadError(f"{folder}: holds step {step.name!r}, expected {name!r}")
     return step

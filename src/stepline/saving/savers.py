@@ -198,9 +198,11 @@ class ChildrenSaver(BaseSaver):
         return any(isinstance(c, ChildPlaceholder) for c in step.get_children())
 
     def load_step(self, step, context):
-        from stepline.saving.procedure import load_child
-        step._set_children([load_child(child.name, context) if isinstance(child, ChildPlaceholder) else child
-                            for child in step.get_children()])
+        from stepline.saving.procedure import load_children
+        children = step.get_children()
+        placeholders = [child.name for child in children if isinstance(child, ChildPlaceholder)]
+        loaded = iter(load_children(placeholders, context))
+        step._set_children([next(loaded) if isinstance(child, ChildPlaceholder) else child for child in children])
         return step
 
 
