@@ -386,17 +386,17 @@ def load_children(names, context: ExecutionContext) -> list:
         child_context = context.push(ChildPlaceholder(name))
         folder = child_context.get_path()
         loaded.append(_load_node(name, context, _read_step_manifest(folder, listed.get(name), options),
-                                 child_context))
+                                 child_context, folder))
     return loaded
 
 
-def _load_node(name: str, parent_context: ExecutionContext, manifest: dict, context=None):
+def _load_node(name: str, parent_context: ExecutionContext, manifest: dict, context=None, folder=None):
     """Load the step ``name`` whose checked ``manifest`` is read; ``context``: the one of its
-    folder (a placeholder's), when the caller made it."""
+    folder (a placeholder's) and ``folder`` its path, when the caller made them."""
     if context is None:
         context = parent_context.push(ChildPlaceholder(name))
     placeholder = context.parents[-1]
-    folder = context.get_path()
+    folder = folder or context.get_path()
     options = current_options()
     files = manifest["files"]
     if files and folder not in options.verified:  # each file hashed as it is read, for the saver to use
