@@ -52,22 +52,27 @@ def buffer_name(index: int) -> str:
 
 # ---------------------------------------------------------------- writing
 
-def write_object(obj, folder) -> dict[str, dict]:
+def write_object(obj, folder, inline_below: int = 0) -> dict[str, dict]:
     """Pickle ``obj`` into ``folder``; return ``{filename: {"size", "blake3"}}``.
 
     Files are hashed from memory in worker threads while the main thread writes them.
+    A stream smaller than ``inline_below`` bytes is not written: its record holds its bytes
+    (``"inline"``) for the caller to put in the manifest (:mod:`stepline.saving.inline`).
     """
     folder = Path(folder)
-    if not os.path.isdir(folder):  # (a save made it: one stat, not a failed mkdir and a stat)
-        folder.mkdir(parents=True, exist_ok=True)
     stream, buffers, by_value = _dumps(obj)
-    names = [STREAM_NAME] + [buffer_name(i) for i in range(len(buffers))]
-    datas = [stream] + buffers
+    inline = stream.nbytes < inline_below
+    names = ([] if inline else [STREAM_NAME]) + [buffer_name(i) for i in range(len(buffers))]
+    datas = ([] if inline else [stream]) + buffers
+    if names and not os.path.isdir(folder):  # (a save made it: one stat, not a failed mkdir and a stat)
+        folder.mkdir(parents=True, exist_ok=True)
     digests = _write_and_hash(folder, names, datas)
     cached = [(n, h) for n, d, h in zip(names, datas, digests) if d.nbytes >= integrity.CACHE_MIN_BYTES]
     if cached:  # (the stat cache leaves small files out: no stat for them)
         update_stat_cache(folder, {n: stat_entry(os.stat(folder / n), h) for n, h in cached}, settle=True)
     records = {n: {"size": d.nbytes, DIGEST: h} for n, d, h in zip(names, datas, digests)}
+    if inline:
+        records[STREAM_NAME] = {"size": stream.nbytes, DIGEST: integrity.digest_bytes(stream), "inline": stream}
     if by_value:
         records[STREAM_NAME].update(python=platform.python_version(), by_value=sorted(by_value))
     return records
@@ -216,7 +221,7 @@ def _write_all(f, chunk: memoryview) -> None:
 # ---------------------------------------------------------------- reading
 
 def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=False, check_stream=False,
-                preread=None):
+                preread=None, stream_label=None):
     """Verify the files of ``folder`` against ``files``, then unpickle the object.
 
     ``mmap_mode`` (``"r"``, ``"r+"``, ``"c"``) maps the buffer files instead of reading
@@ -227,7 +232,9 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
     ``check_stream``: hash the pickle's bytes as read, whatever ``verify`` and the stat
     cache say (the cache lives in the dump, and a file can change after it was verified).
     ``preread``: ``{name: bytes or array}`` of files already read and verified (hashed as
-    read) by :func:`~stepline.saving.integrity.verify_files`, the pickle's bytes included.
+    read) by :func:`~stepline.saving.integrity.verify_files`, the pickle's bytes included
+    (an inline pickle's, :mod:`stepline.saving.inline`, too). ``stream_label``: how messages
+    name the pickle (by default its path).
     """
     if mmap_mode not in _MMAP_MODES:
         raise ValueError(f"mmap_mode must be one of {_MMAP_MODES}, not {mmap_mode!r}")
@@ -240,10 +247,11 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
         check_records(files, folder)
     if STREAM_NAME not in files:
         raise ManifestError(f"{folder}: the manifest lists no {STREAM_NAME}")
-    stream_path = folder / STREAM_NAME
+    stream_path = Path(stream_label) if stream_label else folder / STREAM_NAME
     _check_python(stream_path, files[STREAM_NAME])
     if not verified:
-        preread.update(verify_files(folder, files, verify, None if mmap_mode else buffer_for))
+        unread = {n: r for n, r in files.items() if n not in preread}
+        preread.update(verify_files(folder, unread, verify, None if mmap_mode else buffer_for))
     stream = preread.pop(STREAM_NAME, None)  # hashed as it was read: these bytes are unpickled
     names = _buffer_names(folder, files)
     if mmap_mode == "r+" and names:
