@@ -62,8 +62,8 @@ def file_digest(path, algorithm: str = DIGEST, into=None, size: int | None = Non
     With ``into`` (a writable buffer of the file's size) the file is read into it as it is
     hashed: the bytes that are verified are the bytes that are loaded. ``size`` (or the
     size of ``into``) is the size the caller checked; the file must still have it.
-    ``alone``: no other file is hashed meanwhile, so the file is read on this thread while
-    others hash it; otherwise each chunk is hashed on this thread right after it is read,
+    ``alone``: no other file is hashed meanwhile, so the file is read on this thread while a
+    second thread hashes it; otherwise each chunk is hashed on this thread right after it is read,
     while it is in this core's cache (the other cores are busy with the other files).
     """
     view = memoryview(into).cast("B") if into is not None else None
