@@ -8,6 +8,7 @@ A saver receives the context of the step's own folder (``context.get_path()``).
 """
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -77,21 +78,20 @@ class JoblibStepSaver(BaseSaver):
         return stream_record(manifest, STREAM_NAME) is not None
 
     def load_step(self, step, context):
-        from stepline.saving.inline import stream_bytes
-        from stepline.saving.objectfile import read_object
-        from stepline.saving.procedure import current_options
+        inline, read_object, current_options = _load_helpers()
         options = current_options()
         folder = context.get_path()
         manifest = options.manifests[folder]
         files = manifest["files"]
-        pickled = {k: v for k, v in files.items() if k == STREAM_NAME or k.startswith("buffer-")}
+        pickled = {k: v for k, v in files.items() if k == STREAM_NAME or k.startswith("buffer-")} if files else {}
         preread = options.preread.pop(folder, None)
-        where = folder / STREAM_NAME
-        inline = stream_bytes(folder, manifest, STREAM_NAME)  # decoded and checked against its digest
-        if inline is not None:
-            where, stream = inline
-            pickled[STREAM_NAME] = manifest["inline"][STREAM_NAME]
-            preread = {**(preread or {}), STREAM_NAME: stream}
+        record = manifest.get(inline.INLINE_FIELD, _NONE).get(STREAM_NAME)
+        if record is None:
+            where = folder / STREAM_NAME
+        else:  # decoded and checked against its digest before anything reads it
+            where = inline.Label(folder, STREAM_NAME)
+            pickled[STREAM_NAME] = record
+            preread = {**(preread or _NONE), STREAM_NAME: inline.decode(folder, STREAM_NAME, record)}
         loaded = read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False,
                              restricted=not options.trusted, check_stream=not options.trust_override,
                              preread=preread, stream_label=where)
@@ -100,17 +100,33 @@ class JoblibStepSaver(BaseSaver):
 
 
 STREAM_NAME = "step.pkl"
+_NONE: dict = {}
+
+
+@functools.lru_cache(maxsize=1)
+def _step_class():
+    from stepline.core.step import BaseTransformer
+    return BaseTransformer
+
+
+@functools.lru_cache(maxsize=1)
+def _load_helpers():
+    """What loading needs from modules that import this one (imported once, on first use)."""
+    from stepline.saving import inline
+    from stepline.saving.objectfile import read_object
+    from stepline.saving.procedure import current_options
+    return inline, read_object, current_options
 
 
 def _check_is_step(loaded, path) -> None:
     """Raise :class:`NotAStepError` unless the unpickled ``loaded`` is a step."""
-    from stepline.core.step import BaseTransformer
+    if isinstance(loaded, _step_class()):
+        return
     from stepline.saving.errors import NotAStepError
-    if not isinstance(loaded, BaseTransformer):
-        shown = repr(loaded)
-        shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        raise NotAStepError(f"{path}: holds {type(loaded).__name__} {shown}, not a step: the file was "
-                            f"replaced, or the dump was not written by stepline")
+    shown = repr(loaded)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    raise NotAStepError(f"{path}: holds {type(loaded).__name__} {shown}, not a step: the file was "
+                        f"replaced, or the dump was not written by stepline")
 
 
 def _save_error(step, context, error):
