@@ -14,11 +14,22 @@ The load generator is a small asyncio HTTP/1.1 client (keep-alive, one request a
 per connection, ``--connections`` connections), much cheaper per request than httpx; its
 CPU time per request is printed next to the server's so that a client-bound figure shows.
 For 1-row and 100-row bodies, each server gets ``--rounds`` rounds of ``--seconds``,
-interleaved across servers; the tables print medians (throughput, p50, p99) and ratios to
-``bare``. Targets (issue 16): stepline ≥ 0.9× bare throughput and p99 ≤ 1.2× without
-batching; with batching, 1-row throughput ≥ 1.5× bare.
+interleaved across servers (A B C A B C …, so drift hits all alike); the tables print
+medians (throughput, p50, p99), ratios to ``bare`` and the spread of the per-round ratios
+(each round's figure over ``bare``'s in the same round, min–max).
+
+``--pin both`` (the default) measures every round twice: **pinned** — every thread of the
+server process on CPU 0, the load generator on CPU 1, the same for every server — and
+**unpinned** (the scheduler's choice). On a 2-core machine unpinned server and client steal
+each other's core, and a server whose prediction thread needs a core gets it only when
+the client is not using it; pinned, each has its own (other jobs on the machine still
+share both). ``--pin on``/``off`` measure one of the two.
+
+Targets (issue 16): stepline ≥ 0.9× bare throughput and p99 ≤ 1.2× without batching; with
+batching, 1-row throughput ≥ 1.5× bare.
 
     python benchmarks/bench_serving.py [--seconds 1.5] [--rounds 7] [--connections 8] [--servers bare,stepline,...]
+                                       [--pin both|on|off] [--before OLD_SRC]
                                        [--loop auto|asyncio|uvloop] [--http auto|h11|httptools]
     python benchmarks/bench_serving.py --asgi [--rounds 7] [--requests 4000]   # the apps' own CPU, no HTTP
 """
@@ -70,10 +81,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(label: str, folder: Path, workdir: Path, stack=("auto", "auto")):
-    """Start one server process; returns ``(process, port, ping path)``."""
+def start(label: str, folder: Path, workdir: Path, stack=("auto", "auto"), before: str | None = None):
+    """Start one server process; returns ``(process, port, ping path)``.
+
+    A label ending in `` (before)`` runs ``stepline serve`` from the source tree ``before``.
+    """
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    source = before if label.endswith(" (before)") else str(SRC)
+    label = label.removesuffix(" (before)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([source, os.environ.get("PYTHONPATH", "")]))
     if label.startswith("bare"):
         (workdir / "bare_app.py").write_text(BARE_APP)
         code = (f"import sys; sys.argv=['x', {str(folder)!r}, {'1' if label == 'bare+thread' else '0'!r}]; "
@@ -174,6 +190,40 @@ def server_cpu(pid: int) -> float:
         return float("nan")
 
 
+def cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def pin(pid: int, cores) -> None:
+    """Set the CPU affinity of every thread of process ``pid`` (and of its children) to ``cores``."""
+    pids = [pid]
+    try:
+        import psutil
+        pids += [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except Exception:
+        pass
+    for process in pids:
+        try:
+            threads = [int(t) for t in os.listdir(f"/proc/{process}/task")]
+        except OSError:
+            threads = [process]
+        for thread in threads:
+            try:
+                os.sched_setaffinity(thread, cores)
+            except OSError:  # a thread that just ended
+                pass
+
+
+def placements(mode: str) -> list[tuple[str, set | None, set | None]]:
+    """``(name, server cores, client cores)`` for each placement measured; None: every core."""
+    available = cpus()
+    pinned = ("pinned", {available[0]}, {available[-1]})
+    unpinned = ("unpinned", set(available), set(available))
+    if len(available) < 2:
+        return [unpinned]
+    return {"on": [pinned], "off": [unpinned], "both": [pinned, unpinned]}[mode]
+
+
 def uvicorn_stack(loop: str, http: str) -> tuple[str, str]:
     """``(loop, http)`` with uvicorn's ``auto`` resolved as it resolves it: uvloop and httptools when installed."""
     if loop == "auto":
@@ -213,6 +263,7 @@ async def main_async(args) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="stepline-bench-serving-"))
     labels = ["bare", *[s for s in args.servers.split(",") if s != "bare"]]
     servers = {}
+    cpus_all = cpus()
     try:
         folder = make_dump(workdir)
         if importlib.util.find_spec("mlflow") is None:
@@ -223,22 +274,32 @@ async def main_async(args) -> None:
         import uvicorn
         stack = uvicorn_stack(args.loop, args.http)
         print(f"uvicorn {uvicorn.__version__}, loop={stack[0]}, http={stack[1]} for bare and stepline alike")
+        if args.before:
+            labels += [f"{label} (before)" for label in labels if label.startswith("stepline")]
         for label in labels:
-            servers[label] = start(label, folder, workdir, stack)
+            servers[label] = start(label, folder, workdir, stack, args.before)
         for process, port, ping in servers.values():
             await wait_ready(port, ping, process)
+        modes = placements(args.pin)
         for rows in (1, 100):
             body = json.dumps({"inputs": X[:rows].tolist()}).encode()
-            results = {label: [] for label in labels}
+            results = {mode[0]: {label: [] for label in labels} for mode in modes}
             for _ in range(args.rounds):
-                for label in labels:
-                    process, port, _ = servers[label]
-                    await load(port, "/predict", body, args.connections, 0.5)  # warm up
-                    before = server_cpu(process.pid)
-                    result = await load(port, "/predict", body, args.connections, args.seconds)
-                    result["server_cpu_per_req"] = (server_cpu(process.pid) - before) / max(1, result["requests"])
-                    results[label].append(result)
-            report(rows, results, args, mlflow="mlflow" in labels)
+                for mode, server_cores, client_cores in modes:
+                    os.sched_setaffinity(0, client_cores)
+                    for label in labels:
+                        process, port, _ = servers[label]
+                        pin(process.pid, server_cores)
+                        await load(port, "/predict", body, args.connections, 0.5)  # warm up
+                        before = server_cpu(process.pid)
+                        result = await load(port, "/predict", body, args.connections, args.seconds)
+                        result["server_cpu_per_req"] = (server_cpu(process.pid) - before) / max(1, result["requests"])
+                        results[mode][label].append(result)
+            os.sched_setaffinity(0, set(cpus_all))
+            for mode, server_cores, client_cores in modes:
+                where = (f"server on CPU {sorted(server_cores)}, client on CPU {sorted(client_cores)}"
+                         if mode == "pinned" else "server and client on every CPU")
+                report(rows, results[mode], args, mlflow="mlflow" in labels, title=f"{mode} ({where})")
     finally:
         for process, _, _ in servers.values():
             process.terminate()
@@ -250,21 +311,27 @@ async def main_async(args) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def report(rows: int, results: dict, args, mlflow: bool) -> None:
+def report(rows: int, results: dict, args, mlflow: bool, title: str = "") -> None:
+    """One table: medians over the rounds, ratios of medians to bare, and the min–max of the per-round ratios."""
     def med(label, key):
         return statistics.median(r[key] for r in results[label])
-    print(f"\n{rows}-row requests, {args.connections} connections, {args.rounds} rounds of {args.seconds} s "
-          f"(medians; ratios to bare)")
+
+    def spread(label, key):
+        ratios = [r[key] / b[key] for r, b in zip(results[label], results["bare"])]
+        return f"{min(ratios):.2f}–{max(ratios):.2f}"
+    print(f"\n{rows}-row requests, {title}, {args.connections} connections, {args.rounds} rounds of "
+          f"{args.seconds} s (medians; ratios to bare; per-round ratios min–max)")
     width = max(15, *map(len, results))
-    print(f"  {'server':<{width}} {'req/s':>8} {'×bare':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99 ×bare':>9} "
-          f"{'server µs/req':>14} {'client µs/req':>14} {'errors':>6}")
+    print(f"  {'server':<{width}} {'req/s':>8} {'×bare':>6} {'spread':>10} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'p99 ×bare':>9} {'spread':>10} {'server µs/req':>14} {'client µs/req':>14} {'errors':>6}")
     base_rps, base_p99 = med("bare", "rps"), med("bare", "p99")
     for label in results:
         rps, p99 = med(label, "rps"), med(label, "p99")
         errors = sum(r["errors"] for r in results[label])
-        print(f"  {label:<{width}} {rps:8.0f} {rps / base_rps:6.2f} {med(label, 'p50') * 1e3:8.2f} {p99 * 1e3:8.2f} "
-              f"{p99 / base_p99:9.2f} {med(label, 'server_cpu_per_req') * 1e6:14.0f} "
-              f"{med(label, 'client_cpu_per_req') * 1e6:14.0f} {errors:6d}")
+        print(f"  {label:<{width}} {rps:8.0f} {rps / base_rps:6.2f} {spread(label, 'rps'):>10} "
+              f"{med(label, 'p50') * 1e3:8.2f} {p99 * 1e3:8.2f} {p99 / base_p99:9.2f} {spread(label, 'p99'):>10} "
+              f"{med(label, 'server_cpu_per_req') * 1e6:14.0f} {med(label, 'client_cpu_per_req') * 1e6:14.0f} "
+              f"{errors:6d}")
     if not mlflow:
         print(f"  {'mlflow':<{width}} not installed")
 
@@ -359,6 +426,11 @@ def main(argv=None) -> None:
     parser.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"], help="uvicorn's parser, for all")
     parser.add_argument("--servers", default=",".join(SERVERS),
                         help=f"comma-separated, from {','.join(SERVERS)}; 'stepline --threads 1' adds options")
+    parser.add_argument("--before", default=None, metavar="SRC",
+                        help="also run each stepline server from this source tree (e.g. a `git archive` of the "
+                             "previous commit's src/), labelled '(before)', in the same rounds")
+    parser.add_argument("--pin", default="both", choices=["both", "on", "off"],
+                        help="pinned: server on one CPU, load generator on another; both (default): each round twice")
     parser.add_argument("--asgi", action="store_true",
                         help="instead: CPU per request of the apps called in-process through ASGI (no HTTP)")
     parser.add_argument("--requests", type=int, default=4000, help="with --asgi: requests per round")

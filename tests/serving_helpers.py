@@ -284,3 +284,16 @@ class FailingSetup(BaseStep):
 
     def transform(self, data_inputs):
         return data_inputs
+
+
+class ThreadRecorder(BaseStep):
+    """Passes data through; each ``transform`` appends its thread's ident and name to the file ``log``."""
+
+    def __init__(self, log="", name=None):
+        super().__init__(hyperparams={"log": log}, name=name)
+
+    def transform(self, data_inputs):
+        import threading
+        with open(self.hyperparams["log"], "a") as f:
+            f.write(f"{threading.get_ident()} {threading.current_thread().name}\n")
+        return data_inputs

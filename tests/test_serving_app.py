@@ -281,6 +281,26 @@ def _histogram(text, name):
     return counts
 
 
+@pytest.mark.parametrize("options", [{}, {"threads": 2}, {"max_batch_size": 8, "max_latency_ms": 2}],
+                         ids=["default", "2 threads", "batching"])
+def test_predictions_never_run_on_the_event_loop_thread(tmp_path, options):
+    from concurrent.futures import ThreadPoolExecutor
+    X, _ = h.breast_cancer()
+    log = tmp_path / "threads.log"
+    pipeline = h.with_steps(h.sklearn_pipeline(), ("recorder", h.ThreadRecorder(str(log))))
+    expected = pipeline.predict(X[:16]).tolist()
+    log.unlink()
+    with h.InProcess(serving_app(h.save(pipeline, tmp_path), poll_interval=0, **options)) as client:
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda i: client.post("/predict", json={"inputs": [X[i].tolist()]}), range(16)))
+        loop_thread = client._thread.ident
+    assert [r.json()["predictions"] for r in responses] == [[e] for e in expected]
+    seen = [line.split(" ", 1) for line in log.read_text().splitlines()]
+    assert seen, "the step was never called"
+    assert all(int(ident) != loop_thread for ident, _ in seen), "a prediction ran on the event loop's thread"
+    assert all(name.startswith("stepline-predict") for _, name in seen), {name for _, name in seen}
+
+
 def test_a_lone_request_on_an_idle_batcher_does_not_wait_for_the_latency_bound(dumps):
     import time
     X, _ = h.breast_cancer()

@@ -1,16 +1,28 @@
-"""The prediction threads: calls handed off the event loop and their results handed back.
+"""The prediction threads: calls handed off the event loop in batches of wake-ups, answers handed back together.
 
-Hand-written rather than ``loop.run_in_executor(ThreadPoolExecutor)``: that wraps each
-call's ``concurrent.futures.Future`` into an asyncio future with a lock and two callbacks.
-Here threads take calls from one queue and post their answers to the loop's mailbox; the
-first answer posted while the loop is not yet woken schedules one ``call_soon_threadsafe``
-(one write to the loop's self-pipe), which settles every answer posted until it runs. Under
-load the loop is woken once for several answers instead of once each.
+Hand-written rather than ``loop.run_in_executor(ThreadPoolExecutor)``: that wakes a thread
+for every call and wraps each call's ``concurrent.futures.Future`` into an asyncio future
+with a lock and two callbacks; one-row requests then ping-pong between the loop and the
+thread, three thread switches and GIL hand-offs a request. Here:
+
+- **hand-over once a loop turn.** ``submit`` only appends the call to the loop's list; the
+  first call of a turn schedules (``call_soon``) the hand-over, which runs after the
+  request tasks of that turn and gives their calls to the threads as one item of a
+  ``queue.SimpleQueue`` (C-level lock, no ``Condition``): one wake-up for every request the
+  loop read in that turn, given when the loop is done with them and about to release the GIL;
+- **drain.** A thread that wakes takes every item queued meanwhile (with one thread, the
+  default) and runs each call by itself — each request still gets its own call, this is
+  not batching;
+- **answers together.** The answers of everything a thread ran in one wake-up go back to
+  the loop with one ``call_soon_threadsafe`` (one write to its self-pipe) and are settled
+  in that one callback.
+
+With ``threads`` > 1 the calls of a turn are split across the threads (each wakes for its
+share), for pipelines whose ``predict`` releases the GIL and can overlap.
 """
 from __future__ import annotations
 
 import asyncio
-import collections
 import queue
 import threading
 
@@ -20,11 +32,12 @@ _STOP = object()
 class PredictionThreads:
     """``threads`` daemon threads running ``submit``-ted calls for the event loops that submit them."""
 
-    def __init__(self, threads: int, name: str = "stepline-predict"):
+    def __init__(self, threads: int = 1, name: str = "stepline-predict"):
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
-        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()  # items: (mailbox, [(future, fn, args), ...])
         self._mailbox: _Mailbox | None = None  # of the loop that submitted last
+        self._drain = threads == 1  # one thread takes all; several share the calls of a turn
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(threads)]
         for thread in self._threads:
             thread.start()
@@ -37,60 +50,83 @@ class PredictionThreads:
         loop = asyncio.get_running_loop()
         mailbox = self._mailbox
         if mailbox is None or mailbox.loop is not loop:
-            mailbox = self._mailbox = _Mailbox(loop)
+            mailbox = self._mailbox = _Mailbox(loop, self)
         future = loop.create_future()
-        self._calls.put((mailbox, future, fn, args))
+        mailbox.calls.append((future, fn, args))
+        if not mailbox.hand_over_scheduled:
+            mailbox.hand_over_scheduled = True
+            loop.call_soon(mailbox.hand_over)  # after the other tasks of this turn have queued theirs
         return future
 
+    def _put(self, mailbox: "_Mailbox", calls: list) -> None:
+        """From the loop: give ``calls`` to the threads (one wake-up each share)."""
+        shares = min(len(self._threads), len(calls))
+        if shares == 1:
+            self._calls.put((mailbox, calls))
+            return
+        for i in range(shares):
+            self._calls.put((mailbox, calls[i::shares]))
+
     def _work(self) -> None:
+        calls = self._calls
         while True:
-            call = self._calls.get()
-            if call is _STOP:
-                return
-            mailbox, future, fn, args = call
-            try:
-                result = fn(*args)
-            except BaseException as error:  # handed to the awaiting request, which answers it
-                mailbox.post(future, error, True)
-            else:
-                mailbox.post(future, result, False)
+            items = [calls.get()]
+            if self._drain:
+                while not calls.empty():  # everything queued while this thread was busy: same wake-up
+                    items.append(calls.get())
+            for mailbox, batch in items:
+                if mailbox is _STOP:
+                    return
+                mailbox.post([_outcome(future, fn, args) for future, fn, args in batch])
 
     def shutdown(self, wait: bool = True) -> None:
         """Let the threads finish the calls queued, then stop them."""
         for _ in self._threads:
-            self._calls.put(_STOP)
+            self._calls.put((_STOP, None))
         if wait:
             for thread in self._threads:
                 thread.join()
 
 
+def _outcome(future, fn, args) -> tuple:
+    """``(future, value, failed)`` of one call, on a prediction thread."""
+    try:
+        return future, fn(*args), False
+    except BaseException as error:  # handed to the awaiting request, which answers it
+        return future, error, True
+
+
 class _Mailbox:
-    """Answers posted by the threads for one loop, settled on that loop in arrival order."""
+    """One loop's calls waiting for their hand-over, and the settling of their answers on that loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
+    __slots__ = ("loop", "threads", "calls", "hand_over_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, threads: PredictionThreads):
         self.loop = loop
-        self._answers: collections.deque = collections.deque()
-        self._scheduled = False
+        self.threads = threads
+        self.calls: list = []
+        self.hand_over_scheduled = False
 
-    def post(self, future: asyncio.Future, value, failed: bool) -> None:
-        """From a thread: queue one answer; wake the loop unless a wake-up is already on its way."""
-        self._answers.append((future, value, failed))
-        if self._scheduled:  # the delivery scheduled earlier clears this flag before it reads the queue
-            return
-        self._scheduled = True
+    def hand_over(self) -> None:
+        """On the loop, once a turn: the calls submitted in it go to the threads together."""
+        self.hand_over_scheduled = False
+        calls, self.calls = self.calls, []
+        if calls:
+            self.threads._put(self, calls)
+
+    def post(self, answers: list) -> None:
+        """From a thread: the answers of one wake-up, settled on the loop in one callback."""
         try:
-            self.loop.call_soon_threadsafe(self._deliver)
+            self.loop.call_soon_threadsafe(_settle, answers)
         except RuntimeError:  # the loop has closed: nobody is waiting any more
             pass
 
-    def _deliver(self) -> None:
-        self._scheduled = False
-        answers = self._answers
-        while answers:
-            future, value, failed = answers.popleft()
-            if future.done():  # the request was cancelled (client gone)
-                continue
-            if failed:
-                future.set_exception(value)
-            else:
-                future.set_result(value)
+
+def _settle(answers: list) -> None:
+    for future, value, failed in answers:
+        if future.done():  # the request was cancelled (client gone)
+            continue
+        if failed:
+            future.set_exception(value)
+        else:
+            future.set_result(value)
