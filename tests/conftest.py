@@ -62,3 +62,11 @@ def cache_small_files(monkeypatch):
     """Let the stat cache cover files of any size (it leaves out those under 1 MiB)."""
     from stepline.saving import integrity
     monkeypatch.setattr(integrity, "CACHE_MIN_BYTES", 0)
+
+
+@pytest.fixture
+def pickles_in_files(monkeypatch):
+    """Save every step's pickle to a ``step.pkl`` file, as pickles of 16 KiB or more are
+    (smaller ones go inline in the manifest), for tests of what happens to such files."""
+    from stepline.saving import inline
+    monkeypatch.setattr(inline, "INLINE_MAX_BYTES", 0)

@@ -15,15 +15,17 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from sklearn.datasets import load_breast_cancer, load_digits  # noqa: E402
+from sklearn.datasets import load_breast_cancer  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from stepline.automl import AutoML  # noqa: E402
 from stepline.base import BaseStep  # noqa: E402
 from stepline.demo import build_pipeline  # noqa: E402
-from stepline.hyperparams.distributions import Boolean, FixedHyperparameter, LogUniform, Uniform  # noqa: E402
+from stepline.hyperparams.distributions import FixedHyperparameter, LogUniform, Uniform  # noqa: E402
 from stepline.pipeline import Pipeline  # noqa: E402
 from stepline.steps.sklearn import SKLearnWrapper  # noqa: E402
+
+import automl_helpers as h  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SRC = str(Path(__file__).resolve().parent.parent / "src")
@@ -40,12 +42,7 @@ def cancer():
 
 @pytest.fixture(scope="module")
 def digits():
-    X, y = load_digits(return_X_y=True)
-    return X[:300] / 16.0, y[:300]
-
-
-def digits_pipeline():
-    return Pipeline([SKLearnWrapper(LogisticRegression(max_iter=300), {"C": LogUniform(1e-3, 10.0)})]).set_name("digits")
+    return h.small_digits()
 
 
 def states(search):
@@ -84,7 +81,7 @@ def test_a_validation_split_and_a_callable_scorer(digits):
     def balanced(estimator, X, y):
         from sklearn.metrics import balanced_accuracy_score
         return balanced_accuracy_score(y, estimator.predict(X))
-    search = AutoML(digits_pipeline(), scoring=balanced, cv=0.25, n_trials=3, sampler="random", seed=1,
+    search = AutoML(h.digits_pipeline(), scoring=balanced, cv=0.25, n_trials=3, sampler="random", seed=1,
                     show_progress=False).fit(X, y)
     assert 0.5 < search.best_score_ <= 1.0
     assert search.score(X, y) == pytest.approx(balanced(search, X, y))
@@ -118,11 +115,11 @@ def test_a_splitter_scores_as_scikit_learn_and_transform_goes_through_the_best_p
     from sklearn.model_selection import KFold, cross_val_score
     X, y = digits
     splitter = KFold(3, shuffle=True, random_state=0)
-    search = AutoML(digits_pipeline(), scoring="accuracy", cv=splitter, n_trials=3, sampler="random", seed=3,
+    search = AutoML(h.digits_pipeline(), scoring="accuracy", cv=splitter, n_trials=3, sampler="random", seed=3,
                     show_progress=False).fit(X, y)
-    best = digits_pipeline().set_hyperparams(search.best_params_).to_sklearn()
+    best = h.digits_pipeline().set_hyperparams(search.best_params_).to_sklearn()
     assert search.best_score_ == pytest.approx(cross_val_score(best, X, y, cv=splitter, scoring="accuracy").mean())
-    as_indices = AutoML(digits_pipeline(), scoring="accuracy", cv=list(splitter.split(X, y)), n_trials=3,
+    as_indices = AutoML(h.digits_pipeline(), scoring="accuracy", cv=list(splitter.split(X, y)), n_trials=3,
                         sampler="random", seed=3, show_progress=False).fit(X, y)
     assert as_indices.best_score_ == search.best_score_ and as_indices.best_params_ == search.best_params_
     rows = X[:25]
@@ -176,21 +173,6 @@ def test_a_progress_bar_on_a_terminal_unless_turned_off(show):
 
 
 # ------------------------------------------------------------------ failures
-
-class Exiter(BaseStep):
-    """Kills its own process when fitted with ``die=True`` (a worker that dies)."""
-
-    def __init__(self):
-        super().__init__(hyperparams={"die": False}, hyperparams_space={"die": Boolean(proba_is_true=0.25)})
-
-    def fit(self, data_inputs, expected_outputs=None):
-        if self.hyperparams["die"]:
-            os._exit(3)
-        return self
-
-    def transform(self, data_inputs):
-        return data_inputs
-
 
 class Unloadable(BaseStep):
     """Loads only in the process that built it: a worker cannot load the dump."""
@@ -248,7 +230,7 @@ def test_a_search_where_every_trial_fails_says_so(cancer):
 
 def test_a_worker_that_dies_fails_its_trial_not_the_search(digits, caplog):
     X, y = digits
-    p = Pipeline([Exiter(), SKLearnWrapper(LogisticRegression(max_iter=300), {"C": LogUniform(1e-3, 10.0)})])
+    p = Pipeline([h.Exiter(), SKLearnWrapper(LogisticRegression(max_iter=300), {"C": LogUniform(1e-3, 10.0)})])
     with caplog.at_level(logging.WARNING, logger="stepline.automl"):
         search = AutoML(p, cv=2, n_trials=4, sampler="random", seed=2, n_jobs=2, show_progress=False).fit(X, y)
     frame = search.trials_dataframe()
@@ -258,27 +240,6 @@ def test_a_worker_that_dies_fails_its_trial_not_the_search(digits, caplog):
     assert (frame["state"] == "COMPLETE").sum() == 4
     assert search.best_params_["Exiter__die"] is False
     assert "died" in caplog.text
-
-
-def test_a_dask_worker_that_dies_fails_its_trial_not_the_search(digits, caplog):
-    distributed = pytest.importorskip("distributed")
-    import dask
-    X, y = digits
-    p = Pipeline([Exiter(), SKLearnWrapper(LogisticRegression(max_iter=300), {"C": LogUniform(1e-3, 10.0)})])
-    # allowed-failures 0: the scheduler does not retry the lost task on the other worker (where it
-    # would kill that one too), it fails it at once with KilledWorker
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
-            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                     dashboard_address=":0", silence_logs=logging.CRITICAL) as cluster, \
-            distributed.Client(cluster) as client, caplog.at_level(logging.WARNING, logger="stepline.automl"):
-        search = AutoML(p, cv=2, n_trials=4, sampler="random", seed=2, client=client, show_progress=False).fit(X, y)
-    frame = search.trials_dataframe()
-    failed = frame[frame["state"] == "FAIL"]  # seed 2: the 4th trial draws die=True
-    assert failed["user_attrs_error"].str.contains("KilledWorker").all()
-    assert (failed["params_Exiter__die"] == True).sum() == 1  # noqa: E712 - a column of objects
-    # (the trial queued behind it on that worker, if any, is lost with it: no retries allowed)
-    assert len(failed) <= 2 and (frame["state"] == "COMPLETE").sum() == 4
-    assert search.best_params_["Exiter__die"] is False
 
 
 def test_a_worker_that_cannot_load_the_dump_stops_the_search_with_its_error(digits):
@@ -291,10 +252,10 @@ def test_a_worker_that_cannot_load_the_dump_stops_the_search_with_its_error(digi
 
 def test_timeout_s_stops_starting_trials(digits):
     X, y = digits
-    search = AutoML(digits_pipeline(), cv=2, n_trials=500, timeout_s=1.0, show_progress=False).fit(X, y)
+    search = AutoML(h.digits_pipeline(), cv=2, n_trials=500, timeout_s=1.0, show_progress=False).fit(X, y)
     assert 1 <= states(search)["COMPLETE"] < 500
     with pytest.raises(RuntimeError, match="no trial completed"):  # the deadline passed before the first
-        AutoML(digits_pipeline(), cv=2, n_trials=5, timeout_s=1e-9, show_progress=False).fit(X, y)
+        AutoML(h.digits_pipeline(), cv=2, n_trials=5, timeout_s=1e-9, show_progress=False).fit(X, y)
 
 
 def test_importing_stepline_automl_does_not_import_optuna():
@@ -306,22 +267,22 @@ def test_importing_stepline_automl_does_not_import_optuna():
 
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="n_trials"):
-        AutoML(digits_pipeline(), n_trials=0)
+        AutoML(h.digits_pipeline(), n_trials=0)
     with pytest.raises(ValueError, match="not both"):
-        AutoML(digits_pipeline(), n_jobs=2, client=object())
+        AutoML(h.digits_pipeline(), n_jobs=2, client=object())
     with pytest.raises(ValueError, match="sampler"):
-        AutoML(digits_pipeline(), sampler="grid", n_trials=1).fit(np.zeros((10, 2)), np.arange(10) % 2)
+        AutoML(h.digits_pipeline(), sampler="grid", n_trials=1).fit(np.zeros((10, 2)), np.arange(10) % 2)
     with pytest.raises(ValueError, match="scorer name"):
-        AutoML(digits_pipeline(), scoring="acuracy", n_trials=1).fit(np.zeros((10, 2)), np.arange(10) % 2)
+        AutoML(h.digits_pipeline(), scoring="acuracy", n_trials=1).fit(np.zeros((10, 2)), np.arange(10) % 2)
     with pytest.raises(ValueError, match="validation fraction"):
-        AutoML(digits_pipeline(), cv=1.5, n_trials=1).fit(np.zeros((10, 2)), np.arange(10) % 2)
+        AutoML(h.digits_pipeline(), cv=1.5, n_trials=1).fit(np.zeros((10, 2)), np.arange(10) % 2)
 
 
 # ------------------------------------------------------------------ parallel
 
 def test_two_worker_processes_finish_the_same_number_of_trials(digits):
     X, y = digits
-    search = AutoML(digits_pipeline(), cv=2, n_trials=5, seed=0, n_jobs=2, show_progress=False).fit(X, y)
+    search = AutoML(h.digits_pipeline(), cv=2, n_trials=5, seed=0, n_jobs=2, show_progress=False).fit(X, y)
     numbers = [t.number for t in search.study_.trials]
     assert states(search) == {"COMPLETE": 5} and numbers == list(range(5))
     assert search.best_score_ > 0.8
@@ -358,64 +319,20 @@ def test_worker_processes_do_not_each_rerun_the_drivers_main_script(tmp_path):
     assert sorted(names) == ["__main__", "__mp_main__"]  # the driver, and the fork server once
 
 
-def storage_spy(log: Path, db: Path):
-    """A scorer that appends, for each trial it scores, its process id and whether that process
-    holds the study's SQLite file open (``/proc/self/fd``); it scores the accuracy."""
-    def scorer(estimator, X, y):
-        held = any(os.path.realpath(os.path.join("/proc/self/fd", fd)).startswith(str(db))
-                   for fd in os.listdir("/proc/self/fd") if os.path.exists(os.path.join("/proc/self/fd", fd)))
-        with open(log, "a") as out:
-            out.write(f"{os.getpid()} {held}\n")
-        return float(np.mean(estimator.predict(X) == y))
-    return scorer
-
-
-def scorers_seen(log: Path) -> dict:
-    rows = [line.split() for line in log.read_text().splitlines()]
-    return {int(pid): held == "True" for pid, held in rows}
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd")
 def test_only_the_driver_opens_the_storage_worker_processes_only_evaluate(digits, tmp_path):
     X, y = digits
     db, log = tmp_path / "study.db", tmp_path / "scorers.txt"
-    search = AutoML(digits_pipeline(), scoring=storage_spy(log, db), cv=2, n_trials=4, seed=0, n_jobs=2,
+    search = AutoML(h.digits_pipeline(), scoring=h.storage_spy(log, db), cv=2, n_trials=4, seed=0, n_jobs=2,
                     storage=db, refit=False, show_progress=False).fit(X, y)
     assert states(search) == {"COMPLETE": 4}
-    seen = scorers_seen(log)
+    seen = h.scorers_seen(log)
     assert len(seen) == 2 and os.getpid() not in seen  # two worker processes scored
     assert not any(seen.values())  # and neither had the study's file open
     log.unlink()  # the spy sees the file where it is open: in the driver, with n_jobs=1
-    AutoML(digits_pipeline(), scoring=storage_spy(log, db), cv=2, n_trials=5, seed=0, storage=db,
+    AutoML(h.digits_pipeline(), scoring=h.storage_spy(log, db), cv=2, n_trials=5, seed=0, storage=db,
            refit=False, show_progress=False).fit(X, y)
-    assert scorers_seen(log) == {os.getpid(): True}
-
-
-def test_a_two_worker_local_cluster_finishes_the_same_number_of_trials(digits, tmp_path):
-    distributed = pytest.importorskip("distributed")
-    X, y = digits
-    db, spied = tmp_path / "study.db", tmp_path / "scorers.txt"
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
-        with distributed.Client(cluster) as client:
-            search = AutoML(digits_pipeline(), scoring=storage_spy(spied, db), cv=2, n_trials=5, seed=0,
-                            client=client, storage=db, show_progress=False).fit(X, y)
-            kept = client.run(_what_a_dask_worker_keeps)
-    assert search.best_score_ > 0.8
-    assert len({entry["worker"] for entry in search.timeline_}) == 2  # both workers ran trials
-    assert kept == {address: ([], [], []) for address in kept}  # the search's pipeline and data dropped
-    # one trial more than the workers in flight does not change the trials of a seeded sampler
-    sequential = AutoML(digits_pipeline(), cv=2, n_trials=5, seed=0, show_progress=False).fit(X, y)
-    if os.path.isdir("/proc/self/fd"):  # only the driver opened the study's file
-        seen = scorers_seen(spied)
-        assert len(seen) == 2 and os.getpid() not in seen and not any(seen.values())
-    assert [t.params for t in search.study_.trials] == [t.params for t in sequential.study_.trials]
-    assert search.best_params_ == sequential.best_params_
-
-
-def _what_a_dask_worker_keeps():
-    from stepline.automl import dask_runner
-    return list(dask_runner._DATA), list(dask_runner._PRUNE), list(dask_runner._TEMPLATES)
+    assert h.scorers_seen(log) == {os.getpid(): True}
 
 
 # ------------------------------------------------------------------ resume
@@ -478,10 +395,10 @@ def test_a_search_killed_with_sigkill_resumes_without_counting_a_trial_twice(tmp
 def test_a_finished_search_run_again_runs_no_new_trial(digits, tmp_path):
     X, y = digits
     storage = tmp_path / "again.db"
-    first = AutoML(digits_pipeline(), cv=2, n_trials=3, seed=0, storage=storage, show_progress=False).fit(X, y)
-    again = AutoML(digits_pipeline(), cv=2, n_trials=3, seed=0, storage=storage, show_progress=False).fit(X, y)
+    first = AutoML(h.digits_pipeline(), cv=2, n_trials=3, seed=0, storage=storage, show_progress=False).fit(X, y)
+    again = AutoML(h.digits_pipeline(), cv=2, n_trials=3, seed=0, storage=storage, show_progress=False).fit(X, y)
     assert len(again.study_.trials) == 3 and again.best_params_ == first.best_params_
-    more = AutoML(digits_pipeline(), cv=2, n_trials=5, seed=0, storage=str(storage), show_progress=False).fit(X, y)
+    more = AutoML(h.digits_pipeline(), cv=2, n_trials=5, seed=0, storage=str(storage), show_progress=False).fit(X, y)
     assert states(more) == {"COMPLETE": 5}
 
 
@@ -550,51 +467,10 @@ def test_pruning_stops_a_torch_step_trial():
     assert search.best_params_["linear__learning_rate"] > max(t.params["linear__learning_rate"] for t in pruned)
 
 
-def _torch_regression_search(**kwargs):
-    """A TorchStep search whose three trials are fixed: two good learning rates, then a bad one."""
-    pytest.importorskip("torch")
-    from torch import nn
-
-    from stepline.torch import TorchStep
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(1000, 4)).astype(np.float32)
-    y = (X @ np.array([1.0, -2.0, 0.5, 0.0], dtype=np.float32))[:, None]
-    step = TorchStep(nn.Linear, module_kwargs={"in_features": 4, "out_features": 1},
-                     hyperparams={"epochs": EPOCHS, "device": "cpu", "seed": 0, "batch_size": 25},
-                     hyperparams_space={"learning_rate": LogUniform(1e-5, 0.5)}, name="linear")
-    storage = optuna.storages.InMemoryStorage()
-    study = optuna.create_study(storage=storage, study_name="fixed", direction="maximize")
-    for rate in (0.1, 0.1, 1e-5):
-        study.enqueue_trial({"linear__learning_rate": rate})
-    # the bad trial starts once a good one ended (2 workers); the second good one, the same
-    # computation as the first, is never worse than it, so only the bad one is pruned
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=3)
-    search = AutoML(Pipeline([step]), scoring="neg_mean_squared_error", cv=0.25, n_trials=3, storage=storage,
-                    study_name="fixed", pruner=pruner, refit=False, show_progress=False, **kwargs).fit(X, y)
-    return search.study_.trials
-
-
-EPOCHS = 40
-
-
 def test_a_median_pruner_stops_a_bad_torch_trial_live_in_worker_processes():
-    good, other, bad = _torch_regression_search(n_jobs=2)
+    good, other, bad = h.torch_regression_search(n_jobs=2)
     assert [t.state.name for t in (good, other)] == ["COMPLETE", "COMPLETE"]
-    assert sorted(good.intermediate_values) == list(range(1, EPOCHS + 1))
+    assert sorted(good.intermediate_values) == list(range(1, h.EPOCHS + 1))
     # asked once a good trial was told; the worker asks the driver after each epoch and waits
     # for the answer: pruned at the first step after the warm-up
     assert bad.state.name == "PRUNED" and sorted(bad.intermediate_values) == [1, 2, 3]
-
-
-def test_a_median_pruner_stops_a_bad_torch_trial_live_on_a_local_cluster():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
-        with distributed.Client(cluster) as client:
-            good, other, bad = _torch_regression_search(client=client)
-    assert [t.state.name for t in (good, other)] == ["COMPLETE", "COMPLETE"]
-    assert sorted(good.intermediate_values) == list(range(1, EPOCHS + 1))
-    # stopped on its worker well before its 40 epochs: the driver pruned it live
-    assert bad.state.name == "PRUNED", bad.intermediate_values
-    steps = sorted(bad.intermediate_values)
-    assert steps == list(range(1, len(steps) + 1)) and 3 <= len(steps) < EPOCHS // 2

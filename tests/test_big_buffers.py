@@ -84,6 +84,46 @@ def test_preallocate_reserves_the_blocks_of_a_new_file_before_it_is_written(tmp_
     assert st.st_size == 0 and st.st_blocks * 512 >= 8 << 20  # reserved, size unchanged
 
 
+_PREALLOCATED: list[list] = []  # while a test records: [(path, size)] of the files reserved
+
+
+def _on_preallocate(event, args):
+    if event == "stepline.preallocate" and _PREALLOCATED:
+        fd, size = args
+        _PREALLOCATED[-1].append((os.readlink(f"/proc/self/fd/{fd}"), size))
+
+
+sys.addaudithook(_on_preallocate)
+
+
+def _preallocated_while(action) -> list:
+    _PREALLOCATED.append([])
+    try:
+        action()
+    finally:
+        return _PREALLOCATED.pop()
+
+
+def test_buffers_and_torch_weights_are_preallocated_by_the_same_mechanism(tmp_path):
+    if sys.platform != "linux":
+        pytest.skip("preallocation uses Linux's fallocate")
+    torch = pytest.importorskip("torch")
+    from stepline.torch.tensorfile import write_safetensors_shards
+    step = Weights(1 << 20, name="w").fit(None)  # 4 MiB: one buffer file
+    reserved = _preallocated_while(lambda: step.save(CX(tmp_path / "np"), full_dump=True))
+    buffer = tmp_path / "np" / "w" / "buffer-000.bin"
+    assert [(os.path.basename(p), n) for p, n in reserved] == [("buffer-000.bin", buffer.stat().st_size)]
+    tensors = {"w": torch.ones(1 << 20), "b": torch.zeros(3)}
+    written = []
+    reserved = _preallocated_while(lambda: written.extend(write_safetensors_shards(tmp_path, "model", tensors)))
+    (name, _, size), = written
+    assert size == (tmp_path / name).stat().st_size > 4 << 20
+    assert len(reserved) == 1 and reserved[0][1] == size, reserved
+    assert os.path.basename(reserved[0][0]).startswith(f".{name}.tmp-"), "reserved before being written, renamed after"
+    small = _preallocated_while(lambda: write_safetensors_shards(tmp_path, "tiny", {"b": torch.zeros(3)}))
+    assert small == [], "a small file is written without a reservation"
+
+
 def test_a_big_buffer_is_written_exactly_and_verifies(tmp_path):
     p = _pipeline(3_000_000)  # 12 MB per step: preallocated, hashed by a second thread
     p.save(CX(tmp_path), full_dump=True)

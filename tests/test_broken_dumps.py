@@ -25,6 +25,9 @@ from stepline.saving import CorruptFileError, ManifestError, SaveError, StepLoad
 from stepline.saving import manifest as mf
 from stepline.steps.numpy import AddN, MultiplyByN
 
+sys.path.insert(0, str(Path(__file__).parent))
+from trust_tamper import pickle_to_file, write_inline  # noqa: E402
+
 PY = sys.executable
 TIMEOUT = 60  # a load that blocks (a FIFO opened for reading) fails the test instead of the suite
 LOAD = textwrap.dedent("""
@@ -101,10 +104,15 @@ def _deep_stat_cache(p):
 
 
 def _nul_in_file_name(p):
-    forge(p, lambda d: d["files"].update({"step\x00.pkl": d["files"]["step.pkl"]}))
+    forge(p, lambda d: d["files"].update({"step\x00.pkl": {"size": 1, "blake3": "0" * 64}}))
 
 
-def _python_is_int(p):
+def _python_is_int(p):  # on the inline pickle a tiny step's manifest holds
+    forge(p, lambda d: d["inline"]["step.pkl"].update(python=3, by_value=["__main__.X"]))
+
+
+def _python_is_int_on_a_file(p):
+    pickle_to_file(p, p)
     forge(p, lambda d: d["files"]["step.pkl"].update(python=3, by_value=["__main__.X"]))
 
 
@@ -125,6 +133,7 @@ def _savers_is_int(p):
 
 
 def _pickle_of_42(p):
+    pickle_to_file(p, p)
     (p / "step.pkl").write_bytes(pickle.dumps(42))
     forge(p, lambda d: d["files"].update({"step.pkl": record_of(p / "step.pkl", d["files"]["step.pkl"])}))
 
@@ -145,7 +154,12 @@ def _fifo_manifest(p):
     make_fifo(p / "AddN" / "stepline.json")
 
 
+def _pickle_of_42_inline(p):
+    write_inline(p, {"step.pkl": pickle.dumps(42)}, p)
+
+
 def _folder_as_pickle(p):
+    pickle_to_file(p / "AddN", p)
     (p / "AddN" / "step.pkl").unlink()
     (p / "AddN" / "step.pkl").mkdir()
 
@@ -167,11 +181,13 @@ CORPUS = {
     "200 000 nested [ in the stat cache": (_deep_stat_cache, CorruptFileError, r"stepline-verified.json.*nest"),
     "NUL byte in a file name": (_nul_in_file_name, ManifestError, r"stepline.json.*NUL"),
     '"python": 3': (_python_is_int, ManifestError, r"stepline.json.*'python'"),
+    '"python": 3 on a step.pkl file': (_python_is_int_on_a_file, ManifestError, r"stepline.json.*'python'"),
     '"versions": "3.11"': (_versions_is_str, ManifestError, r"stepline.json.*'versions'"),
     "children: 7": (_children_is_int, ManifestError, r"stepline.json.*'children'"),
     'children: ["."]': (_child_is_dot, ManifestError, r"stepline.json.*child name '\.'"),
     "savers: 5": (_savers_is_int, ManifestError, r"stepline.json.*'savers'"),
     "a pickle of 42 as step.pkl": (_pickle_of_42, StepLoadError, r"step.pkl.*int.*not a step"),
+    "a pickle of 42 inline": (_pickle_of_42_inline, StepLoadError, r"step.pkl \(inline in stepline.json\).*int.*not a step"),
     "FIFO as the stat cache": (_fifo_stat_cache, CorruptFileError, r"stepline-verified.json.*FIFO"),
     "FIFO as .p.lock": (_fifo_lock, CorruptFileError, r"\.p\.lock.*FIFO"),
     "FIFO as .p.turn": (_fifo_turn, CorruptFileError, r"\.p\.turn.*FIFO"),
@@ -454,9 +470,12 @@ def test_inspect_json_gives_the_tree_and_names_the_wrapped_estimator(tmp_path):
     x, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
     Pipeline([MultiplyByN(2), SKLearnWrapper(LogisticRegression(C=0.5), name="clf")], name="p").fit(x, y) \
         .save(CX(tmp_path), full_dump=True)
-    (tmp_path / "p" / "clf" / "step.pkl").write_bytes(b"\x80\x05K*." .ljust(
-        (tmp_path / "p" / "clf" / "step.pkl").stat().st_size, b"!"))  # a plain 42: inspect must say so
+    pkl = pickle_to_file(tmp_path / "p" / "clf", tmp_path / "p")
+    pkl.write_bytes(b"\x80\x05K*." .ljust(pkl.stat().st_size, b"!"))  # a plain 42: inspect must say so
     assert inspect(tmp_path / "p").returncode == 2
+    write_inline(tmp_path / "p" / "clf", {"step.pkl": b"\x80\x05K*."}, tmp_path / "p")  # the same, inline
+    result = inspect(tmp_path / "p")
+    assert result.returncode == 2 and "clf/step.pkl (inline in stepline.json): holds a plain value" in result.stderr
     Pipeline([MultiplyByN(2), SKLearnWrapper(LogisticRegression(C=0.5), name="clf")], name="p").fit(x, y) \
         .save(CX(tmp_path), full_dump=True)
     result = inspect(tmp_path / "p", "--json")
@@ -469,7 +488,8 @@ def test_inspect_json_gives_the_tree_and_names_the_wrapped_estimator(tmp_path):
     assert [c["name"] for c in step["children"]] == ["MultiplyByN", "clf"]
     clf = step["children"][1]
     assert clf["info"] == {"estimator": "sklearn.linear_model._logistic.LogisticRegression"}
-    assert isinstance(clf["hyperparams"], dict) and set(clf["files"]) == {"step.pkl"}
-    assert clf["files"]["step.pkl"]["size"] == (tmp_path / "p" / "clf" / "step.pkl").stat().st_size
+    assert isinstance(clf["hyperparams"], dict) and clf["files"] == {} and set(clf["inline"]) == {"step.pkl"}
+    assert clf["inline"]["step.pkl"]["size"] == mf.read_manifest(tmp_path / "p" / "clf")["inline"]["step.pkl"]["size"]
+    assert "base64" not in clf["inline"]["step.pkl"]  # the tree describes, it does not carry the bytes
     text = inspect(tmp_path / "p").stdout
     assert "estimator: sklearn.linear_model._logistic.LogisticRegression" in text

@@ -84,8 +84,15 @@ def test_a_full_save_of_tiny_steps_reads_nothing_back_and_hands_nothing_to_threa
     assert not listed, f"the folders of steps with stepline's own savers are not listed: {listed[:3]}"
     made = Counter(path for event, path, *_ in events if event == "os.mkdir")
     assert all(count == 1 for count in made.values()), f"a folder created twice: {made.most_common(3)}"
+    written = Counter(path for event, path, mode, flags, _ in events  # (in the staged copy of the dump)
+                      if event == "open" and path.startswith(os.fspath(tmp_path)) and not _is_read(mode, flags)
+                      and _is_dump_file(os.path.basename(path)))
+    for name in ("m0", "m7", "m29"):  # its pickle is inline in the manifest (format 3): one file a step
+        assert [os.path.basename(p) for p in written if os.path.basename(os.path.dirname(p)) == name] == [
+            MANIFEST_NAME], written
+    assert max(written.values()) == 1, written.most_common(3)
     assert CX(tmp_path).load("tiny")["m7"].hyperparams["multiply_by"] == 3
-    assert sorted(os.listdir(dump / "m7")) == sorted([MANIFEST_NAME, "step.pkl"])
+    assert sorted(os.listdir(dump / "m7")) == [MANIFEST_NAME]
 
 
 def test_a_load_of_tiny_steps_opens_each_file_of_the_dump_once(tmp_path):
@@ -95,17 +102,30 @@ def test_a_load_of_tiny_steps_opens_each_file_of_the_dump_once(tmp_path):
         loaded = CX(tmp_path).load("tiny")
     dump = tmp_path / "tiny"
     reads = _reads(events, dump)
-    for name in ["m0", "m17", "m29"]:
-        assert reads[os.fspath(dump / name / "step.pkl")] == 1, "the pickle is hashed as it is read, once"
-        assert reads[os.fspath(dump / name / MANIFEST_NAME)] == 1
+    for name in ["m0", "m17", "m29"]:  # the pickle is inline: one file opened a step
+        assert [p for p in reads if os.path.dirname(p) == os.fspath(dump / name)] == [
+            os.fspath(dump / name / MANIFEST_NAME)]
     assert reads[os.fspath(dump / MANIFEST_NAME)] == 1
     assert max(reads.values()) == 1, reads.most_common(3)
+    assert len(reads) == 32, reads  # 31 manifests and the signature
     listed = [path for event, path, *_ in events if event in ("os.scandir", "os.listdir") and path.startswith(os.fspath(dump))]
     assert not listed, f"a load lists no step folder (the manifests say what is there): {listed[:3]}"
     assert [s.hyperparams["multiply_by"] for s in loaded.values()] == [3] * 30
 
 
-def test_the_pickle_read_once_is_still_checked_against_its_digest(tmp_path):
+def test_a_load_of_pickles_in_files_opens_each_file_of_the_dump_once(tmp_path, pickles_in_files):
+    tiny(5).save(CX(tmp_path), full_dump=True)
+    dump = tmp_path / "tiny"
+    with recorded() as events:
+        CX(tmp_path).load("tiny")
+    reads = _reads(events, dump)
+    for name in ["m0", "m4"]:
+        assert reads[os.fspath(dump / name / "step.pkl")] == 1, "the pickle is hashed as it is read, once"
+        assert reads[os.fspath(dump / name / MANIFEST_NAME)] == 1
+    assert max(reads.values()) == 1, reads.most_common(3)
+
+
+def test_the_pickle_read_once_is_still_checked_against_its_digest(tmp_path, pickles_in_files):
     tiny(3).save(CX(tmp_path), full_dump=True)
     pkl = tmp_path / "tiny" / "m1" / "step.pkl"
     raw = bytearray(pkl.read_bytes())

@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,9 @@ import pytest
 from stepline import CX, Pipeline
 from stepline.saving import SaveError, StepLoadError, atomic
 from stepline.steps.numpy import AddN, MultiplyByN
+
+sys.path.insert(0, str(Path(__file__).parent))
+from trust_tamper import pickle_to_file  # noqa: E402
 
 PY = sys.executable
 
@@ -95,7 +99,7 @@ def test_a_symlinked_child_folder_or_file_inside_a_dump_is_refused(tmp_path):
     os.symlink(tmp_path / "b" / "m-real", child)
     with pytest.raises(StepLoadError, match="symbolic link"):
         CX(tmp_path / "b").load("p")
-    pkl = tmp_path / "a" / "p" / "a" / "step.pkl"
+    pkl = pickle_to_file(tmp_path / "a" / "p" / "a", tmp_path / "a" / "p")  # (a tiny step's pickle is inline)
     os.rename(pkl, tmp_path / "a" / "real.pkl")
     os.symlink(tmp_path / "a" / "real.pkl", pkl)
     with pytest.raises(StepLoadError, match="symbolic link"):

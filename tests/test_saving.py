@@ -182,7 +182,7 @@ def test_never_fitted_pipeline_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_changes_only_rewrites_changed_steps_and_their_parents_only(tmp_path):
+def test_changes_only_rewrites_changed_steps_and_their_parents_only(tmp_path, pickles_in_files):
     p = fitted_pipeline()
     p.save(CX(tmp_path), full_dump=False)  # first changes-only save writes everything
     assert CX(tmp_path).load("p").keys() == p.keys()
@@ -199,7 +199,7 @@ def test_changes_only_rewrites_changed_steps_and_their_parents_only(tmp_path):
     assert CX(tmp_path).load("p")["inner"]["w2"].hyperparams["size"] == 60
 
 
-def test_changes_only_after_refit_and_rename(tmp_path):
+def test_changes_only_after_refit_and_rename(tmp_path, pickles_in_files):
     p = fitted_pipeline()
     p.save(CX(tmp_path), full_dump=True)
     before = files_of(tmp_path)
@@ -248,7 +248,7 @@ def test_main_defined_classes_load_in_a_fresh_process(tmp_path):
     """)], check=True, capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert out.stdout.strip() == str(np.load(expected).tolist())
     manifest = json.loads((dump / "mainpipe" / "Secret" / "stepline.json").read_text())
-    assert manifest["files"]["step.pkl"]["python"].startswith(f"{sys.version_info.major}.{sys.version_info.minor}")
+    assert manifest["inline"]["step.pkl"]["python"].startswith(f"{sys.version_info.major}.{sys.version_info.minor}")
 
 
 # -------------------------------------------------------------- integrity
@@ -258,7 +258,15 @@ def dump(tmp_path):
     return tmp_path
 
 
-def test_flipped_byte_in_pickle_is_caught_naming_the_file(dump):
+@pytest.fixture
+def dump_of_files(tmp_path, pickles_in_files):
+    """:func:`dump` with every pickle in a ``step.pkl`` file."""
+    fitted_pipeline().save(CX(tmp_path), full_dump=True)
+    return tmp_path
+
+
+def test_flipped_byte_in_pickle_is_caught_naming_the_file(dump_of_files):
+    dump = dump_of_files
     target = dump / "p" / "inner" / "w2" / "step.pkl"
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -287,7 +295,8 @@ def test_truncated_file(dump):
         CX(dump).load("p")
 
 
-def test_deleted_file(dump):
+def test_deleted_file(dump_of_files):
+    dump = dump_of_files
     target = dump / "p" / "mid" / "step.pkl"
     target.unlink()
     with pytest.raises(MissingFileError, match="mid.*step.pkl"):
@@ -329,8 +338,9 @@ def write_and_reseal(folder, manifest, top):
         folder = folder.parent
 
 
-def test_foreign_pickle_content_is_a_clear_error(dump):
+def test_foreign_pickle_content_is_a_clear_error(dump_of_files):
     """A consistent manifest over a file that is not a pickle: never a raw traceback."""
+    dump = dump_of_files
     import blake3
     folder = dump / "p" / "mid"
     (folder / "step.pkl").write_bytes(b"not a pickle at all")
@@ -429,7 +439,7 @@ class TwoArrays(BaseStep):
         return data_inputs
 
 
-def test_changes_only_save_drops_files_the_step_no_longer_writes(tmp_path):
+def test_changes_only_save_drops_files_the_step_no_longer_writes(tmp_path, pickles_in_files):
     p = Pipeline([TwoArrays(name="t"), Weights(name="w")], name="p").fit(np.ones(2))
     p.save(CX(tmp_path), full_dump=True)
     assert (tmp_path / "p" / "t" / "buffer-001.bin").is_file()
@@ -441,7 +451,7 @@ def test_changes_only_save_drops_files_the_step_no_longer_writes(tmp_path):
     assert len(CX(tmp_path).load("p", verify="full")["t"].arrays_) == 1
 
 
-def test_changes_only_save_keeps_the_unchanged_steps_vouched_for(tmp_path, cache_small_files):
+def test_changes_only_save_keeps_the_unchanged_steps_vouched_for(tmp_path, cache_small_files, pickles_in_files):
     from stepline.saving.integrity import trusted_entries
     p = fitted_pipeline()
     p.save(CX(tmp_path), full_dump=True)
@@ -602,6 +612,8 @@ def test_first_load_of_a_copied_dump_reads_each_buffer_once_as_it_verifies_it(tm
     opened = []
     real_open = open
     monkeypatch.setattr("builtins.open", lambda f, *a, **k: opened.append(os.fspath(f)) or real_open(f, *a, **k))
+    real_os_open = os.open  # (files of a dump are opened without blocking: os.open, then fdopen)
+    monkeypatch.setattr(os, "open", lambda f, *a, **k: opened.append(os.fspath(f)) or real_os_open(f, *a, **k))
     hashed = []
     real_digest = integrity.file_digest
     monkeypatch.setattr(integrity, "file_digest", lambda f, *a: hashed.append(os.fspath(f)) or real_digest(f, *a))
@@ -630,7 +642,8 @@ def test_first_load_of_a_copied_dump_still_catches_a_corrupt_buffer(tmp_path):
 
 
 # ------------------------------------------------------------------ inspect
-def test_inspect_prints_tree_from_manifests_without_unpickling(dump):
+def test_inspect_prints_tree_from_manifests_without_unpickling(dump_of_files):
+    dump = dump_of_files
     pickled, marker = dump / "p" / "w1" / "step.pkl", dump / "unpickled"
     payload = b"cos\nsystem\n(V" + f"touch {marker}".encode() + b"\ntR."  # os.system("touch ...") if run
     pickled.write_bytes(payload.ljust(pickled.stat().st_size, b"!"))
@@ -671,8 +684,8 @@ def test_by_value_code_from_another_python_is_refused_clearly(tmp_path):
     subprocess.run([PY, str(script), str(tmp_path / "dump")], check=True, cwd=tmp_path, timeout=60)
     path = tmp_path / "dump" / "MainOnly" / "stepline.json"
     manifest = json.loads(path.read_text())
-    assert manifest["files"]["step.pkl"]["by_value"] and manifest["files"]["step.pkl"]["python"]
-    manifest["files"]["step.pkl"]["python"] = "3.9.18"
+    assert manifest["inline"]["step.pkl"]["by_value"] and manifest["inline"]["step.pkl"]["python"]
+    manifest["inline"]["step.pkl"]["python"] = "3.9.18"
     path.write_bytes(encode_manifest(manifest))
     from stepline.saving import IncompatibleDumpError
     with pytest.raises(IncompatibleDumpError, match=r"step.pkl.*Python 3\.9\.18"):

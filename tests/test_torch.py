@@ -1,4 +1,5 @@
 """PyTorch steps: lifecycle, training, hyperparameters, saving without pickled modules."""
+import base64
 import gc
 import json
 import os
@@ -297,13 +298,14 @@ def test_saved_folder_holds_no_pickled_module(tmp_path, cache_small_files):
     step.save(CX(tmp_path), full_dump=True)
     folder = tmp_path / "mlp"
     assert dump_listing(folder) == ["model.json", "model.safetensors", "optimizer.json",
-                                    "optimizer.safetensors", "step.pkl", "stepline.json", "stepline.sig"]
+                                    "optimizer.safetensors", "stepline.json", "stepline.sig"]
     manifest = json.loads((folder / "stepline.json").read_text())
     assert set(manifest["files"]) == set(dump_listing(folder)) - {"stepline.json", "stepline.sig"}
+    assert set(manifest["inline"]) == {"step.pkl"}  # the stripped step is tiny: inline in its manifest
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == [".stepline-verified.json"]
     assert manifest["savers"] == ["stepline.torch.saver.TorchModuleSaver"]
     # the pickle holds no tensor and no module instance: only the recipe (a class reference)
-    raw = (folder / "step.pkl").read_bytes()
+    raw = base64.b64decode(manifest["inline"]["step.pkl"]["base64"])
     strings = {arg for op, arg, _ in pickletools.genops(raw) if isinstance(arg, str)}
     assert not {s for s in strings if s.startswith("_rebuild") or s in ("_parameters", "_modules", "_buffers")}
     stripped = pickle.loads(raw)
@@ -484,7 +486,7 @@ def test_a_loaded_step_saved_again_without_setup_keeps_its_weights(tmp_path):
 
 def test_an_unfitted_step_saves_no_weights(tmp_path):
     mlp_step().save(CX(tmp_path), full_dump=True)
-    assert dump_listing(tmp_path / "mlp") == ["step.pkl", "stepline.json", "stepline.sig"]
+    assert dump_listing(tmp_path / "mlp") == ["stepline.json", "stepline.sig"]  # (its pickle is inline)
     loaded = CX(tmp_path).load("mlp")
     with pytest.raises(NotFittedError):
         loaded.transform(np.zeros((2, 4)))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from trust_tamper import edit_manifest, rehash  # noqa: E402
+from trust_tamper import edit_manifest, rehash, write_inline  # noqa: E402
 
 from stepline import CX, Pipeline  # noqa: E402
 from stepline.base import BaseStep, Identity  # noqa: E402
@@ -163,10 +163,58 @@ def test_a_main_class_dump_is_refused_untrusted_and_loads_once_trusted(tmp_path)
 
 # ------------------------------------------------------------------ tampering after signing
 @pytest.fixture
-def signed(tmp_path):
+def signed(tmp_path, pickles_in_files):
+    """A signed dump whose pickles are ``step.pkl`` files (the tests below tamper with those);
+    ``signed_inline`` has its tiny steps' pickles inline in their manifests, as saved."""
     step = Pipeline([NotListed(name="a"), Identity(name="b")], name="p")
     step.save(CX(tmp_path / "dump"), full_dump=True)
     return tmp_path / "dump" / "p"
+
+
+@pytest.fixture
+def signed_inline(tmp_path):
+    step = Pipeline([NotListed(name="a"), Identity(name="b")], name="p")
+    step.save(CX(tmp_path / "dump"), full_dump=True)
+    assert not (tmp_path / "dump" / "p" / "a" / "step.pkl").exists()
+    return tmp_path / "dump" / "p"
+
+
+def _inline_pickle(folder) -> bytes:
+    import base64
+    return base64.b64decode(json.loads((folder / "stepline.json").read_text())["inline"]["step.pkl"]["base64"])
+
+
+def test_one_byte_of_an_inline_payload_changed_after_signing(signed_inline):
+    import base64
+    signed = signed_inline
+    data = bytearray(_inline_pickle(signed / "a"))
+    data[-3] ^= 1
+    edit_manifest(signed / "a", lambda m: m["inline"]["step.pkl"].update(
+        base64=base64.b64encode(bytes(data)).decode()), signed)  # the payload's own digest left as it was
+    with pytest.raises(CorruptFileError, match=r"a/step\.pkl \(inline in stepline\.json\)"):
+        CX(signed.parent).load("p", trusted=True)
+    write_inline(signed / "a", {"step.pkl": bytes(data)}, signed)  # every digest recomputed: only the signature fails
+    verdict = verify_dump(signed)
+    assert not verdict.trusted and verdict.signature == "mismatch"
+    with pytest.raises(StepLoadError):
+        CX(signed.parent).load("p")
+
+
+def test_an_inline_payload_of_an_unlisted_class_is_refused_untrusted_and_audited(signed_inline, tmp_path):
+    stranger = _stepline(tmp_path / "stranger", "verify", signed_inline)
+    assert stranger.returncode == 0 and "trusted:     no" in stranger.stdout
+    assert f"{signed_inline / 'a' / 'step.pkl'} (inline in stepline.json): test_trust.NotListed" in stranger.stdout
+    with pytest.raises(UntrustedDumpError, match=r"a/step\.pkl \(inline in stepline\.json\): test_trust\.NotListed"):
+        CX(signed_inline.parent).load("p", trusted=False)
+    out = _stepline(os.environ["STEPLINE_HOME"], "inspect", "--audit", signed_inline)
+    assert out.returncode == 0 and "REFUSED  test_trust.NotListed" in out.stdout
+    assert f"{signed_inline / 'a' / 'step.pkl'} (inline in stepline.json):" in out.stdout
+
+
+def test_stepline_verify_reports_a_broken_inline_payload(signed_inline):
+    edit_manifest(signed_inline / "b", lambda m: m["inline"]["step.pkl"].update(size=1), signed_inline)
+    broken = _stepline(os.environ["STEPLINE_HOME"], "verify", signed_inline)
+    assert broken.returncode == 2 and "BROKEN" in broken.stdout and "b/step.pkl (inline" in broken.stdout
 
 
 def test_one_byte_of_a_payload_changed_after_signing(signed):
@@ -374,9 +422,12 @@ def test_the_opcode_audit_finds_exactly_the_globals_unpickling_asks_for(tmp_path
     from stepline.trust.audit import pickle_globals
     step, _ = BUILDERS[model]()
     step.save(CX(tmp_path), full_dump=True)
-    pickles = sorted((tmp_path / step.name).rglob("step.pkl"))
-    assert pickles
-    for path in pickles:
+    from stepline.saving.inline import step_pickle
+    from stepline.saving.manifest import read_manifest
+    folders = sorted(p.parent for p in (tmp_path / step.name).rglob("stepline.json"))
+    pickles = [step_pickle(f, read_manifest(f), lambda p: Path(p).read_bytes()) for f in folders]
+    assert any(pickles)
+    for folder, (where, data) in zip(folders, pickles):
         asked = []
 
         class Recording(pickle.Unpickler):
@@ -386,10 +437,10 @@ def test_the_opcode_audit_finds_exactly_the_globals_unpickling_asks_for(tmp_path
 
             def persistent_load(self, pid):
                 raise AssertionError("no persistent ids in a dump")
-        buffers = [np.fromfile(p, dtype=np.uint8) for p in sorted(path.parent.glob("buffer-*.bin"))]
-        Recording(io.BytesIO(path.read_bytes()), buffers=buffers).load()
-        audit = pickle_globals(path.read_bytes())
-        assert audit.unresolvable == [] and set(audit.globals) == set(asked), path
+        buffers = [np.fromfile(p, dtype=np.uint8) for p in sorted(folder.glob("buffer-*.bin"))]
+        Recording(io.BytesIO(data), buffers=buffers).load()
+        audit = pickle_globals(data)
+        assert audit.unresolvable == [] and set(audit.globals) == set(asked), where
 
 
 def _recorded_globals(data: bytes) -> list:

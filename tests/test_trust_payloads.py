@@ -14,7 +14,7 @@ pytest.importorskip("sklearn")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from trust_payloads import PAYLOADS, build  # noqa: E402
-from trust_tamper import write_files  # noqa: E402
+from trust_tamper import write_files, write_inline  # noqa: E402
 
 from stepline import CX, Pipeline  # noqa: E402
 from stepline.base import Identity  # noqa: E402
@@ -30,36 +30,50 @@ def test_the_corpus_has_at_least_30_payloads():
     assert len(NAMES) >= 30
 
 
-def _planted(tmp_path, name, index, monkeypatch):
-    """A signed two-step dump with payload ``name`` in the root's or the child's step.pkl."""
+WHERE = ["file", "inline"]
+
+
+def _planted(tmp_path, name, index, monkeypatch, where="file"):
+    """A signed two-step dump with payload ``name`` in the root's or the child's step.pkl: a
+    file, or inline in the step's manifest (as tiny steps' pickles are saved). Returns the
+    dump, the step's folder, the marker and how errors name the payload."""
     Pipeline([Identity(name="inner")], name="p").save(CX(tmp_path / "dump"), full_dump=True)
     root = tmp_path / "dump" / "p"
     folder = root if index % 2 else root / "inner"
     marker = tmp_path / "marker"
     data, extra = build(name, marker, folder)
-    write_files(folder, {"step.pkl": data, **extra}, root)
+    if where == "inline":
+        write_inline(folder, {"step.pkl": data}, root)
+        if extra:
+            write_files(folder, extra, root)
+        label = f"{folder / 'step.pkl'} (inline in stepline.json)"
+    else:
+        write_files(folder, {"step.pkl": data, **extra}, root)
+        label = str(folder / "step.pkl")
     if index % 3 == 0:  # the attacker signs with a key of their own
         with monkeypatch.context() as m:
             m.setenv("STEPLINE_HOME", str(tmp_path / "attacker-home"))
             sign_dump(root)
-    return root, folder, marker
+    return root, folder, marker, label
 
 
+@pytest.mark.parametrize("where", WHERE)
 @pytest.mark.parametrize("name", NAMES)
-def test_payload_never_runs_on_an_untrusted_load(tmp_path, monkeypatch, name):
-    root, folder, marker = _planted(tmp_path, name, NAMES.index(name), monkeypatch)
+def test_payload_never_runs_on_an_untrusted_load(tmp_path, monkeypatch, name, where):
+    root, folder, marker, label = _planted(tmp_path, name, NAMES.index(name), monkeypatch, where)
     assert not verify_dump(root).trusted
     with pytest.raises(UntrustedDumpError) as caught:
         CX(tmp_path / "dump").load("p")
-    assert str(folder / "step.pkl") in caught.value.needed, caught.value.needed
-    assert str(folder / "step.pkl") in str(caught.value)
+    assert label in caught.value.needed, caught.value.needed
+    assert label in str(caught.value)
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("where", WHERE)
 @pytest.mark.parametrize("name", NAMES)
-def test_payload_runs_when_the_load_is_trusted(tmp_path, monkeypatch, name):
+def test_payload_runs_when_the_load_is_trusted(tmp_path, monkeypatch, name, where):
     """The same dumps with trusted=True: the payloads are real."""
-    _, _, marker = _planted(tmp_path, name, NAMES.index(name), monkeypatch)
+    _, _, marker, _ = _planted(tmp_path, name, NAMES.index(name), monkeypatch, where)
     with contextlib.suppress(Exception):  # what the payload leaves is no step: the load fails after it ran
         CX(tmp_path / "dump").load("p", trusted=True)
     assert marker.exists()
@@ -75,11 +89,12 @@ def test_the_restricted_unpickler_alone_refuses_every_payload(tmp_path, name):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("where", WHERE)
 @pytest.mark.parametrize("name", NAMES)
-def test_inspect_audit_lists_the_payloads_globals_without_running_them(tmp_path, monkeypatch, name):
-    root, folder, marker = _planted(tmp_path, name, NAMES.index(name), monkeypatch)
+def test_inspect_audit_lists_the_payloads_globals_without_running_them(tmp_path, monkeypatch, name, where):
+    root, folder, marker, label = _planted(tmp_path, name, NAMES.index(name), monkeypatch, where)
     text = "\n".join(audit_lines(root))
-    assert str(folder / "step.pkl") in text and "REFUSED" in text
+    assert f"{label}:" in text and "REFUSED" in text
     assert not marker.exists()
 
 

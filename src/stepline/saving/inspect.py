@@ -12,6 +12,7 @@ from pathlib import Path
 
 from stepline.saving.atomic import check_lock_files
 from stepline.saving.errors import CorruptFileError
+from stepline.saving.inline import ENCODING, INLINE_FIELD, step_pickle
 from stepline.saving.integrity import load_stat_cache, verify_files
 from stepline.saving.manifest import child_entries, read_manifest, root_digest
 
@@ -29,29 +30,40 @@ def describe(path) -> dict:
 def _node(folder: Path, manifest: dict) -> dict:
     verify_files(folder, manifest["files"], verify=False)  # there, regular, of the recorded size
     load_stat_cache(folder, strict=True)
-    if "step.pkl" in manifest["files"]:
-        _check_builds_an_object(folder / "step.pkl")
+    stream = step_pickle(folder, manifest, _read_file)  # an inline one decoded and checked against its digest
+    if stream is not None:
+        _check_builds_an_object(*stream)
     children = []
     for name, digest in child_entries(manifest, folder):
         children.append(_node(folder / name, read_manifest(folder / name, digest)))  # refuses links
     return {"name": manifest.get("name"), "class": manifest.get("class"), "savers": manifest.get("savers", []),
             "stripped_saver": manifest.get("stripped_saver"), "hyperparams": manifest.get("hyperparams", {}),
             "hyperparams_space": manifest.get("hyperparams_space", {}), "info": manifest.get("info", {}),
-            "files": manifest["files"], "children": children}
+            "files": manifest["files"], "inline": _without_bytes(manifest.get(INLINE_FIELD, {})),
+            "children": children}
+
+
+def _without_bytes(inline: dict) -> dict:
+    """The records of inline payloads without their (base64) bytes."""
+    return {name: {k: v for k, v in record.items() if k != ENCODING} for name, record in inline.items()}
+
+
+def _read_file(path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 _CLASS_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ"}
 
 
-def _check_builds_an_object(path: Path) -> None:
-    """Read the opcodes of a step's pickle (``pickletools``: nothing is executed) up to the
-    first class reference; a stream with none holds a plain value (``42``), never a step."""
+def _check_builds_an_object(path, data: bytes) -> None:
+    """Read the opcodes of a step's pickle ``data`` (``pickletools``: nothing is executed) up
+    to the first class reference; a stream with none holds a plain value (``42``), never a step."""
     import pickletools
     try:
-        with open(path, "rb") as f:
-            for opcode, _, _ in pickletools.genops(f):
-                if opcode.name in _CLASS_OPCODES:
-                    return
+        for opcode, _, _ in pickletools.genops(data):
+            if opcode.name in _CLASS_OPCODES:
+                return
     except (ValueError, EOFError) as e:
         raise CorruptFileError(f"{path}: not a valid pickle stream ({e})") from e
     raise CorruptFileError(f"{path}: holds a plain value (its pickle names no class), not a step: the file "
@@ -69,9 +81,12 @@ def describe_tree(path) -> list[str]:
 
 
 def _node_lines(node: dict, indent: str) -> list[str]:
-    files = node["files"]
+    files, inline = node["files"], node["inline"]
     size = sum(record.get("size", 0) for record in files.values())
-    lines = [f"{indent}{node['name']}: {node['class']}  [{_human(size)} in {len(files)} files]"]
+    stored = f"{_human(size)} in {len(files)} files"
+    if inline:
+        stored = f"{_human(sum(record['size'] for record in inline.values()))} inline" + (f", {stored}" if files else "")
+    lines = [f"{indent}{node['name']}: {node['class']}  [{stored}]"]
     detail = indent + "    "
     for key, value in node["info"].items():
         lines.append(f"{detail}{key}: {value}")
@@ -81,9 +96,9 @@ def _node_lines(node: dict, indent: str) -> list[str]:
         lines.append(f"{detail}hyperparams: {json.dumps(node['hyperparams'], sort_keys=True)}")
     if node["hyperparams_space"]:
         lines.append(f"{detail}space: {json.dumps(node['hyperparams_space'], sort_keys=True)}")
-    by_value = files.get("step.pkl", {}).get("by_value")
-    if by_value:
-        lines.append(f"{detail}by value (needs Python {files['step.pkl'].get('python')}): {', '.join(by_value)}")
+    record = files.get("step.pkl") or inline.get("step.pkl") or {}
+    if record.get("by_value"):
+        lines.append(f"{detail}by value (needs Python {record.get('python')}): {', '.join(record['by_value'])}")
     for child in node["children"]:
         lines.extend(_node_lines(child, detail))
     return lines

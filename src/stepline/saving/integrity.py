@@ -25,7 +25,6 @@ so a dump of small steps holds no cache files at all.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -35,25 +34,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import blake3
-
 from .errors import CorruptFileError, ManifestError, MissingFileError, StepLoadError
+from .hashing import DIGEST, digest_bytes, file_digest, new_hasher, sha256_file  # noqa: F401 (re-exported)
 from .manifest import MANIFEST_NAME
 from .safe_open import open_regular
 
 STAT_CACHE_NAME = ".stepline-verified.json"
 _CACHE_FORMAT = "stepline-stat-cache"
-_HASH_CHUNK = 8 << 20
-_FILL_CHUNK = 1 << 20  # read, then hashed while in the L2 cache
 _PARALLEL_MIN_BYTES = 1 << 20
 #: Files smaller than this are hashed on every load rather than cached.
 CACHE_MIN_BYTES = 1 << 20
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-#: The digest a format-v2 record holds, and the one v1 records held.
-DIGEST = "blake3"
+#: The digests format-v2 (BLAKE3) and v1 (SHA-256) records hold.
 _ALGORITHMS = ("blake3", "sha256")
-#: Files from this size on are hashed by BLAKE3 on several threads.
-_MULTITHREAD_MIN_BYTES = 4 << 20
 _MAX_CACHE_BYTES = 64 << 20
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
@@ -73,65 +66,6 @@ BOOT_ID = _read_boot_id()
 
 # ---------------------------------------------------------------- hashing
 
-def new_hasher(size_hint: int = 0):
-    """A BLAKE3 hasher (``update``/``hexdigest``), multi-threaded for big inputs."""
-    if size_hint >= _MULTITHREAD_MIN_BYTES:
-        return blake3.blake3(max_threads=blake3.blake3.AUTO)
-    return blake3.blake3()
-
-
-def digest_bytes(data) -> str:
-    """BLAKE3 hex digest of bytes in memory."""
-    return new_hasher(len(data)).update(data).hexdigest()
-
-
-def file_digest(path, algorithm: str = DIGEST, into=None) -> str:
-    """Hex digest of a file (BLAKE3, or ``"sha256"`` for v1 records), read in chunks.
-
-    With ``into`` (a writable buffer of the file's size) the file is read into it and each
-    chunk hashed there right after, while it is still in the CPU cache: the bytes that are
-    verified are the bytes that are loaded, read once.
-    """
-    if into is not None:
-        view = memoryview(into).cast("B")
-        digest = hashlib.sha256() if algorithm == "sha256" else blake3.blake3()  # one thread: it alternates with reads
-        _fill_hashing(path, digest, view)
-        return digest.hexdigest()
-    if algorithm == "sha256":
-        return sha256_file(path)
-    size = os.stat(path).st_size
-    digest = new_hasher(size)
-    _read_into(path, digest, size)
-    return digest.hexdigest()
-
-
-def sha256_file(path) -> str:
-    """SHA-256 hex digest of a file, read in chunks (v1 records)."""
-    digest = hashlib.sha256()
-    _read_into(path, digest, _HASH_CHUNK)
-    return digest.hexdigest()
-
-
-def _read_into(path, digest, size: int) -> None:
-    chunk = bytearray(min(max(size, 1), _HASH_CHUNK))
-    view = memoryview(chunk)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(chunk):
-            digest.update(view[:n])
-
-
-def _fill_hashing(path, digest, view: memoryview) -> None:
-    """Read the file into ``view`` in chunks the size of a core's L2 cache, hashing each."""
-    done = 0
-    with open(path, "rb", buffering=0) as f:
-        while done < view.nbytes:
-            n = f.readinto(view[done:done + _FILL_CHUNK])
-            if not n:
-                raise CorruptFileError(f"{path}: truncated while reading ({done} of {view.nbytes} bytes)")
-            digest.update(view[done:done + n])
-            done += n
-
-
 def record_digest(record: dict) -> tuple[str, str]:
     """``(algorithm, hex)`` of a well-formed file record."""
     for algorithm in _ALGORITHMS:
@@ -145,16 +79,23 @@ def workers_for(count: int) -> int:
     return max(1, min(count, os.cpu_count() or 1, 8))
 
 
-def _hash_files(paths: list[Path], total_bytes: int, algorithms=None, into=None) -> list[str]:
-    """Hash files (BLAKE3 unless ``algorithms`` says otherwise per file), in parallel
-    threads when there is enough to gain. ``into`` gives per file a buffer to read it into
-    as it is hashed, or ``None`` (see :func:`file_digest`)."""
+def _hash_files(paths: list[Path], total_bytes: int, algorithms=None, into=None, sizes=None) -> list[str]:
+    """Hash files (BLAKE3 unless ``algorithms`` says otherwise per file). ``into`` gives per
+    file a buffer to read it into as it is hashed, or ``None``; ``sizes`` the size each must
+    still have (see :func:`~stepline.saving.hashing.file_digest`).
+
+    One big file at a time is read on one thread while the others hash it; several big
+    files are hashed in parallel threads, each file read and hashed chunk by chunk by one.
+    """
     algorithms = algorithms or [DIGEST] * len(paths)
     into = into or [None] * len(paths)
-    if len(paths) < 2 or total_bytes < _PARALLEL_MIN_BYTES:
-        return [file_digest(p, a, b) for p, a, b in zip(paths, algorithms, into)]
+    sizes = sizes or [None] * len(paths)
+    big = sum(s is None or s >= _PARALLEL_MIN_BYTES for s in sizes)
+    if len(paths) < 2 or total_bytes < _PARALLEL_MIN_BYTES or big < 2:
+        return [file_digest(p, a, b, s) for p, a, b, s in zip(paths, algorithms, into, sizes)]
+    alone = [False] * len(paths)
     with ThreadPoolExecutor(workers_for(len(paths))) as pool:
-        return list(pool.map(file_digest, paths, algorithms, into))
+        return list(pool.map(file_digest, paths, algorithms, into, sizes, alone))
 
 
 # ---------------------------------------------------------------- records
@@ -253,7 +194,7 @@ def verify_files(folder, files: dict, verify=True, read_into=None) -> dict:
     buffers = [read_into(n, stats[n].st_size) if read_into else None for n in todo]
     try:
         digests = _hash_files([Path(folder, n) for n in todo], sum(stats[n].st_size for n in todo),
-                              [expected[n][0] for n in todo], buffers)
+                              [expected[n][0] for n in todo], buffers, [stats[n].st_size for n in todo])
     except OSError as e:
         raise StepLoadError(f"{e.filename}: cannot read ({e.strerror or e})") from e
     for name, digest in zip(todo, digests):

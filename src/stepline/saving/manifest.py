@@ -29,7 +29,9 @@ from .safe_open import kind_of, open_regular, read_regular
 
 MANIFEST_NAME = "stepline.json"
 FORMAT = "stepline-dump"
-FORMAT_VERSION = 2
+#: 3: small pickles may sit in the manifest (``inline``, :mod:`stepline.saving.inline`);
+#: 2: the Merkle tree (BLAKE3); 1: SHA-256 records, children as plain names.
+FORMAT_VERSION = 3
 #: The one file a dump's root step folder may hold besides what its manifest lists:
 #: the signature of the root digest, written by :mod:`stepline.trust`.
 SIGNATURE_NAME = "stepline.sig"

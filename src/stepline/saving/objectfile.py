@@ -9,8 +9,6 @@ source; the stream's record then notes them and the Python version they need.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import hashlib
 import io
 import os
@@ -27,7 +25,10 @@ import numpy as np
 
 from .errors import (CorruptFileError, IncompatibleDumpError, ManifestError, NotADumpError,
                      StepLoadError, UnpicklingError)
+from .preallocation import preallocate, preallocate_big  # noqa: F401 (preallocate: re-exported)
+from .safe_open import open_regular
 from . import integrity
+from .hashing import read_into
 from .integrity import (DIGEST, check_records, mark_mapped_writable, new_hasher, stat_entry, update_stat_cache,
                         verify_files, workers_for)
 
@@ -37,7 +38,6 @@ BUFFER_MIN_BYTES = 64 << 10
 _THREAD_MIN_BYTES = 1 << 20
 _WRITE_CHUNK = 1 << 20  # hashed while still in the CPU cache
 _CONCURRENT_HASH_MIN_BYTES = 4 << 20  # from here on, hashed by a second thread as the file is written
-_PREALLOCATE_MIN_BYTES = 1 << 20
 _PAGE = 4096
 _BUFFER_NAME = re.compile(r"buffer-(\d{3,})\.bin")
 _MMAP_MODES = (None, "r", "r+", "c")
@@ -52,22 +52,27 @@ def buffer_name(index: int) -> str:
 
 # ---------------------------------------------------------------- writing
 
-def write_object(obj, folder) -> dict[str, dict]:
+def write_object(obj, folder, inline_below: int = 0) -> dict[str, dict]:
     """Pickle ``obj`` into ``folder``; return ``{filename: {"size", "blake3"}}``.
 
     Files are hashed from memory in worker threads while the main thread writes them.
+    A stream smaller than ``inline_below`` bytes is not written: its record holds its bytes
+    (``"inline"``) for the caller to put in the manifest (:mod:`stepline.saving.inline`).
     """
     folder = Path(folder)
-    if not os.path.isdir(folder):  # (a save made it: one stat, not a failed mkdir and a stat)
-        folder.mkdir(parents=True, exist_ok=True)
     stream, buffers, by_value = _dumps(obj)
-    names = [STREAM_NAME] + [buffer_name(i) for i in range(len(buffers))]
-    datas = [stream] + buffers
+    inline = stream.nbytes < inline_below
+    names = ([] if inline else [STREAM_NAME]) + [buffer_name(i) for i in range(len(buffers))]
+    datas = ([] if inline else [stream]) + buffers
+    if names and not os.path.isdir(folder):  # (a save made it: one stat, not a failed mkdir and a stat)
+        folder.mkdir(parents=True, exist_ok=True)
     digests = _write_and_hash(folder, names, datas)
     cached = [(n, h) for n, d, h in zip(names, datas, digests) if d.nbytes >= integrity.CACHE_MIN_BYTES]
     if cached:  # (the stat cache leaves small files out: no stat for them)
         update_stat_cache(folder, {n: stat_entry(os.stat(folder / n), h) for n, h in cached}, settle=True)
     records = {n: {"size": d.nbytes, DIGEST: h} for n, d, h in zip(names, datas, digests)}
+    if inline:
+        records[STREAM_NAME] = {"size": stream.nbytes, DIGEST: integrity.digest_bytes(stream), "inline": stream}
     if by_value:
         records[STREAM_NAME].update(python=platform.python_version(), by_value=sorted(by_value))
     return records
@@ -197,8 +202,7 @@ def _write_file(path: Path, view: memoryview, chunk_size: int, digest=None) -> N
     """Write ``view`` to a new file in chunks, each hashed into ``digest`` (if given) once written."""
     try:
         with open(path, "wb", buffering=0) as f:
-            if view.nbytes >= _PREALLOCATE_MIN_BYTES:
-                preallocate(f.fileno(), view.nbytes)
+            preallocate_big(f.fileno(), view.nbytes)
             for start in range(0, view.nbytes, chunk_size):
                 chunk = view[start:start + chunk_size]
                 _write_all(f, chunk)
@@ -206,33 +210,6 @@ def _write_file(path: Path, view: memoryview, chunk_size: int, digest=None) -> N
                     digest.update(chunk)
     except OSError as e:
         raise OSError(e.errno, e.strerror, e.filename or str(path)) from e  # name the file
-
-
-def _load_fallocate():
-    try:
-        function = ctypes.CDLL(None, use_errno=True).fallocate
-    except (AttributeError, OSError):  # not Linux
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    return function
-
-
-_fallocate = _load_fallocate()
-_FALLOC_FL_KEEP_SIZE = 1
-
-
-def preallocate(fd: int, size: int) -> None:
-    """Reserve ``size`` bytes of disk for the new file ``fd`` before writing it, as ``np.save``
-    does (``fallocate`` with ``FALLOC_FL_KEEP_SIZE``): the file system allocates its blocks in
-    one go instead of page by page as the write proceeds, which halves the cost of writing a
-    big buffer on ext4. A full disk is then an ``ENOSPC`` before any byte is written; a file
-    system that cannot preallocate is simply written to.
-    """
-    if _fallocate is None or _fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, size) == 0:
-        return
-    code = ctypes.get_errno()
-    if code == errno.ENOSPC:
-        raise OSError(code, os.strerror(code))
 
 
 def _write_all(f, chunk: memoryview) -> None:
@@ -244,7 +221,7 @@ def _write_all(f, chunk: memoryview) -> None:
 # ---------------------------------------------------------------- reading
 
 def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=False, check_stream=False,
-                preread=None):
+                preread=None, stream_label=None):
     """Verify the files of ``folder`` against ``files``, then unpickle the object.
 
     ``mmap_mode`` (``"r"``, ``"r+"``, ``"c"``) maps the buffer files instead of reading
@@ -255,7 +232,9 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
     ``check_stream``: hash the pickle's bytes as read, whatever ``verify`` and the stat
     cache say (the cache lives in the dump, and a file can change after it was verified).
     ``preread``: ``{name: bytes or array}`` of files already read and verified (hashed as
-    read) by :func:`~stepline.saving.integrity.verify_files`, the pickle's bytes included.
+    read) by :func:`~stepline.saving.integrity.verify_files`, the pickle's bytes included
+    (an inline pickle's, :mod:`stepline.saving.inline`, too). ``stream_label``: how messages
+    name the pickle (by default its path).
     """
     if mmap_mode not in _MMAP_MODES:
         raise ValueError(f"mmap_mode must be one of {_MMAP_MODES}, not {mmap_mode!r}")
@@ -268,10 +247,11 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
         check_records(files, folder)
     if STREAM_NAME not in files:
         raise ManifestError(f"{folder}: the manifest lists no {STREAM_NAME}")
-    stream_path = folder / STREAM_NAME
+    stream_path = Path(stream_label) if stream_label else folder / STREAM_NAME
     _check_python(stream_path, files[STREAM_NAME])
     if not verified:
-        preread.update(verify_files(folder, files, verify, None if mmap_mode else buffer_for))
+        unread = {n: r for n, r in files.items() if n not in preread}
+        preread.update(verify_files(folder, unread, verify, None if mmap_mode else buffer_for))
     stream = preread.pop(STREAM_NAME, None)  # hashed as it was read: these bytes are unpickled
     names = _buffer_names(folder, files)
     if mmap_mode == "r+" and names:
@@ -282,7 +262,8 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
             stream = stream_path.read_bytes()
             if check_stream:
                 _check_stream(stream_path, stream, files[STREAM_NAME])
-        buffers = _map_buffers(paths, mmap_mode) if mmap_mode else _read_buffers(paths, preread)
+        buffers = _map_buffers(paths, mmap_mode, [files[n]["size"] for n in names]) if mmap_mode \
+            else _read_buffers(paths, preread, [files[n]["size"] for n in names])
     except OSError as e:
         raise StepLoadError(f"{e.filename}: cannot read ({e.strerror or e})") from e
     return _loads(stream_path, stream, buffers, restricted)
@@ -319,8 +300,15 @@ def _buffer_names(folder: Path, files: dict) -> list[str]:
     return [n for _, n in indexed]
 
 
-def _map_buffers(paths: list[Path], mode: str) -> list[np.memmap]:
-    return [np.memmap(p, dtype=np.uint8, mode=mode) for p in paths]
+def _map_buffers(paths: list[Path], mode: str, sizes: list[int]) -> list[np.memmap]:
+    maps = []
+    for path, size in zip(paths, sizes):
+        if size == 0:  # (an empty file cannot be mapped)
+            maps.append(np.empty(0, np.uint8))
+            continue
+        with _open_listed(path, size, os.O_RDWR if mode == "r+" else os.O_RDONLY) as f:
+            maps.append(np.memmap(f, dtype=np.uint8, mode=mode, shape=(size,)))
+    return maps
 
 
 def buffer_for(name: str, size: int):
@@ -328,13 +316,14 @@ def buffer_for(name: str, size: int):
     return _page_aligned_empty(size) if _BUFFER_NAME.fullmatch(name) else None
 
 
-def _read_buffers(paths: list[Path], preread: dict) -> list[np.ndarray]:
+def _read_buffers(paths: list[Path], preread: dict, sizes: list[int]) -> list[np.ndarray]:
     """Each buffer file in a fresh array (``preread[name]`` if read already), several
     read at once when they are big."""
     if not paths:
         return []
-    todo = [p for p in paths if p.name not in preread]
-    sizes = [os.path.getsize(p) for p in todo]
+    todo = [(p, s) for p, s in zip(paths, sizes) if p.name not in preread]
+    sizes = [s for _, s in todo]
+    todo = [p for p, _ in todo]
     if len(todo) < 2 or sum(sizes) < _THREAD_MIN_BYTES:
         read = [_read_into(p, s) for p, s in zip(todo, sizes)]
     else:
@@ -345,16 +334,24 @@ def _read_buffers(paths: list[Path], preread: dict) -> list[np.ndarray]:
 
 
 def _read_into(path: Path, size: int) -> np.ndarray:
-    """The whole file in a preallocated, page-aligned array."""
+    """The whole file in a preallocated, page-aligned array (it must still be ``size`` bytes)."""
     buf = _page_aligned_empty(size)
-    view, done = memoryview(buf), 0
-    with open(path, "rb", buffering=0) as f:
-        while done < size:
-            n = f.readinto(view[done:])
-            if not n:
-                raise CorruptFileError(f"{path}: truncated while reading ({done} of {size} bytes)")
-            done += n
+    with _open_listed(path, size, os.O_RDONLY) as f:
+        read_into(f, buf, where=path)
     return buf
+
+
+def _open_listed(path: Path, size: int, flags: int):
+    """Open a buffer file without blocking or following a link (a FIFO or a link put there
+    after it was checked is refused), checking it still has the ``size`` it was checked with."""
+    f = open_regular(path, flags, CorruptFileError, "buffer file its manifest lists")
+    actual = os.fstat(f.fileno()).st_size
+    if actual != size:
+        f.close()
+        how = "truncated" if actual < size else "appended to"
+        raise CorruptFileError(f"{path}: size {actual} bytes when opened, {size} when checked: the file was "
+                               f"{how} while loading")
+    return f
 
 
 def _page_aligned_empty(size: int) -> np.ndarray:

@@ -18,6 +18,7 @@ from stepline.core.context import ExecutionContext
 from stepline.saving import manifest as mf
 from stepline.saving.atomic import atomic_folder, is_overlay_for, reading_lock, resolve_dump_folder
 from stepline.saving.destinations import never_saved_nor_changed, record_saved, unchanged_at
+from stepline.saving.inline import INLINE_FIELD, encode_record
 from stepline.saving.errors import NotADumpError, SaveError, StepLoadError, VersionMismatchWarning
 from stepline.saving.integrity import cached_records, verify_files
 from stepline.saving.names import check_tree_names
@@ -175,14 +176,19 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
         stripped = saver.save_step(stripped, context)
     options = current_options()
     reported = options.reported.pop(folder, {})
+    inline = {n: encode_record(r["inline"], r) for n, r in reported.items() if "inline" in r}
+    for name in inline:
+        del reported[name]
     names = sorted(reported) if _report_all_they_write(savers) else _own_files(path, children, reported)
     files = cached_records(folder, names, known=reported)
     for name, record in reported.items():
         if name in files:
             files[name].update((k, v) for k, v in record.items() if k not in ("size", "blake3", "sha256"))
     options.listed[path] = (set(files), set(children))
-    options.written[path], options.stats[path] = mf.write_new_manifest(
-        path, _node_manifest(step, savers, children, files, path))
+    data = _node_manifest(step, savers, children, files, path)
+    if inline:
+        data[INLINE_FIELD] = inline
+    options.written[path], options.stats[path] = mf.write_new_manifest(path, data)
 
 
 _NOT_OWN = (mf.MANIFEST_NAME, mf.SIGNATURE_NAME)

@@ -51,10 +51,11 @@ class JoblibStepSaver(BaseSaver):
     """
 
     def save_step(self, step, context):
+        from stepline.saving.inline import INLINE_MAX_BYTES
         from stepline.saving.objectfile import write_object
         from stepline.saving.procedure import report_records
         try:
-            records = write_object(step, context.get_path())
+            records = write_object(step, context.get_path(), inline_below=INLINE_MAX_BYTES)
         except OSError as error:  # disk full, file too large, permissions: not a pickling problem
             from stepline.saving.errors import SaveError
             raise SaveError(f"{error.filename or context.get_path()}: cannot write step {step.name!r} "
@@ -65,6 +66,7 @@ class JoblibStepSaver(BaseSaver):
         return step
 
     def can_load(self, step, context) -> bool:
+        from stepline.saving.inline import stream_record
         from stepline.saving.manifest import read_manifest
         from stepline.saving.procedure import current_options
         try:
@@ -72,20 +74,32 @@ class JoblibStepSaver(BaseSaver):
         except LookupError:
             manifest = None
         manifest = manifest or read_manifest(context.get_path())
-        return "step.pkl" in manifest.get("files", {})
+        return stream_record(manifest, STREAM_NAME) is not None
 
     def load_step(self, step, context):
+        from stepline.saving.inline import stream_bytes
         from stepline.saving.objectfile import read_object
         from stepline.saving.procedure import current_options
         options = current_options()
         folder = context.get_path()
-        files = options.manifest_files(folder)
-        pickled = {k: v for k, v in files.items() if k == "step.pkl" or k.startswith("buffer-")}
+        manifest = options.manifests[folder]
+        files = manifest["files"]
+        pickled = {k: v for k, v in files.items() if k == STREAM_NAME or k.startswith("buffer-")}
+        preread = options.preread.pop(folder, None)
+        where = folder / STREAM_NAME
+        inline = stream_bytes(folder, manifest, STREAM_NAME)  # decoded and checked against its digest
+        if inline is not None:
+            where, stream = inline
+            pickled[STREAM_NAME] = manifest["inline"][STREAM_NAME]
+            preread = {**(preread or {}), STREAM_NAME: stream}
         loaded = read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False,
                              restricted=not options.trusted, check_stream=not options.trust_override,
-                             preread=options.preread.pop(folder, None))
-        _check_is_step(loaded, folder / "step.pkl")
+                             preread=preread, stream_label=where)
+        _check_is_step(loaded, where)
         return loaded
+
+
+STREAM_NAME = "step.pkl"
 
 
 def _check_is_step(loaded, path) -> None:

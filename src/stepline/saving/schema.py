@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from .errors import ManifestError
+from .inline import INLINE_FIELD, check_inline_field
 
 #: field -> (required, what it must be, check)
 _FIELDS = {
@@ -40,6 +41,11 @@ def check_manifest_fields(path: Path, data: dict) -> None:
             raise ManifestError(f"{path}: field {field!r} must be {expected}, not {_shown(data[field])}")
     from .manifest import child_entries
     child_entries(data, os.path.dirname(path))  # a list of safe, distinct names (with their digests in v2)
+    if INLINE_FIELD in data:
+        if data["format_version"] < 3:
+            raise ManifestError(f"{path}: field {INLINE_FIELD!r} in a format {data['format_version']} manifest "
+                                f"(inline payloads came with format 3): it was edited or corrupted")
+        check_inline_field(path, data[INLINE_FIELD], data["files"])
 
 
 def _shown(value) -> str:

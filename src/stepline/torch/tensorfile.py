@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from stepline.saving.integrity import digest_bytes, new_hasher
+from stepline.saving.preallocation import preallocate_big
 
 FORMAT = "stepline-torch-state"
 FORMAT_VERSION = 1
@@ -246,6 +247,7 @@ def _write_layouts(pool, paths: list, layouts: list) -> list[tuple[str, int]]:
             temps.append(tmp)
             size = 0
             with open(tmp, "wb", buffering=0) as f:
+                preallocate_big(f.fileno(), len(head) + sum(_nbytes(t) for _, t in prepared))
                 for view in _chunks(head, prepared):
                     _write_all(f, view)
                     size += view.nbytes

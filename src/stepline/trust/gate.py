@@ -2,7 +2,7 @@
 
 :func:`decide` gives the :class:`~stepline.trust.signing.Verdict` of a load. For an untrusted
 dump, :func:`check_untrusted` verifies every file of the steps to load against their
-manifests, audits every ``step.pkl`` from its opcodes and raises one
+manifests, audits every ``step.pkl`` (a file, or inline in its manifest) from its opcodes and raises one
 :class:`~stepline.trust.errors.UntrustedDumpError` listing every refused global and the
 file that needs it — before any pickle is opened for loading. The pickles then go through
 the restricted unpickler as well (see :mod:`stepline.trust.unpickler`).
@@ -45,6 +45,7 @@ def refused_globals(folder, verify=True, verified: set | None = None) -> dict[st
 
     Folders verified here are added to ``verified`` so that the load does not hash them again.
     """
+    from stepline.saving.inline import step_pickle, stream_record
     from stepline.saving.integrity import verify_files
     from stepline.saving.manifest import child_entries, read_manifest
     from stepline.trust import allowlist
@@ -58,16 +59,17 @@ def refused_globals(folder, verify=True, verified: set | None = None) -> dict[st
         verify_files(current, files, verify or True)  # an untrusted pickle is always hashed
         if verified is not None:
             verified.add(current)
-        if STREAM_NAME in files:
-            path = current / STREAM_NAME
-            audit = pickle_globals(read_regular_file(path))
+        stream = step_pickle(current, manifest, read_regular_file)
+        if stream is not None:
+            where, data = stream
+            audit = pickle_globals(data)
             bad = [g for g in audit.globals if not allowlist.is_allowed(*g.rsplit(".", 1))]
             bad += audit.unresolvable
-            by_value = files[STREAM_NAME].get("by_value")
+            by_value = stream_record(manifest, STREAM_NAME).get("by_value")
             if by_value:
                 bad.insert(0, f"code pickled by value: {', '.join(map(str, by_value))}")
             if bad:
-                refused[str(path)] = bad
+                refused[where] = bad
         if depth < _MAX_DEPTH:
             pending.extend((current / c, d, depth + 1) for c, d in reversed(child_entries(manifest, current)))
     return refused

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stepline.saving.errors import StepLoadError
+from stepline.saving.inline import step_pickle
 from stepline.saving.manifest import child_entries, read_manifest
 from stepline.trust.audit import pickle_globals, read_regular_file
 
@@ -15,11 +16,13 @@ def audit_lines(path) -> list[str]:
     REFUSED for an untrusted load, read from the opcodes without running anything."""
     from stepline.trust import allowlist
     lines = [f"globals the pickles of {path} need (read from their opcodes, nothing run):"]
-    for folder, files in _step_folders(Path(path)):
-        if STREAM_NAME not in files:
+    for folder, manifest in _step_folders(Path(path)):
+        stream = step_pickle(folder, manifest, read_regular_file)
+        if stream is None:
             continue
-        audit = pickle_globals(read_regular_file(folder / STREAM_NAME))
-        lines.append(f"{folder / STREAM_NAME}:")
+        where, data = stream
+        audit = pickle_globals(data)
+        lines.append(f"{where}:")
         for name in audit.globals:
             mark = "allowed" if allowlist.is_allowed(*name.rsplit(".", 1)) else "REFUSED"
             lines.append(f"    {mark:8} {name}")
@@ -28,13 +31,13 @@ def audit_lines(path) -> list[str]:
 
 
 def _step_folders(root: Path, depth: int = 0):
-    """``(folder, files)`` of each step under ``root``, parents first, checked against their
+    """``(folder, manifest)`` of each step under ``root``, parents first, checked against their
     parents' digests (format v2)."""
     pending = [(root, None, 0)]
     while pending:
         folder, expected, depth = pending.pop()
         manifest = read_manifest(folder, expected)
-        yield folder, manifest.get("files", {})
+        yield folder, manifest
         if depth < 64:
             pending.extend((folder / n, d, depth + 1) for n, d in reversed(child_entries(manifest, folder)))
 
@@ -50,8 +53,9 @@ def verify_lines(path) -> tuple[list[str], bool]:
              f"signature:   {verdict.signature}" + (f" (signer {verdict.signer})" if verdict.signer else ""),
              f"trusted:     {'yes' if verdict.trusted else 'no'} ({verdict.reason})"]
     try:
-        for folder, files in _step_folders(root):
-            verify_files(folder, files, "full")
+        for folder, manifest in _step_folders(root):
+            verify_files(folder, manifest.get("files", {}), "full")
+            step_pickle(folder, manifest, None)  # an inline pickle: decoded, checked against its digest
         lines.append("integrity:   ok (every manifest and file matches its digest)")
         intact = True
     except StepLoadError as error:

@@ -1,0 +1,162 @@
+"""BLAKE3 of bytes and of files, and the read that hashes a file as it loads it.
+
+A file that must be verified as it is loaded (a copied dump: no stat cache; ``verify="full"``)
+is read once, in chunks of ``CHUNK_BYTES``, straight into the memory that will hold it
+(``readinto``, no intermediate copy), and each chunk is hashed by a second thread while the
+next chunk is read: ``readinto`` and BLAKE3 both release the GIL, so on two cores the load
+costs about the longer of the read and the hash instead of their sum. The hashing thread is
+fed the chunks in file order (one worker, first in first out) and at most ``IN_FLIGHT``
+chunks ahead of it, so that each is hashed while it is still in the CPU's last-level cache.
+A file hashed without being kept (a record, ``stepline verify``) goes through a small ring
+of ``IN_FLIGHT`` reusable chunks the same way.
+
+What is read is exactly the size the caller checked: a file that ends early (truncated, a
+pipe) or goes on past it (appended to) while it is read is a :class:`CorruptFileError`
+naming it, and files are opened without blocking or following links (see
+:mod:`~stepline.saving.safe_open`), so a FIFO swapped in after the ``stat`` is refused
+rather than waited on. The hashing thread has ended before any of these return or raise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import blake3
+
+from .errors import CorruptFileError
+from .safe_open import open_regular
+
+#: Bytes read (and handed to the hashing thread) at a time; see docs/saving.md "Speed".
+CHUNK_BYTES = 4 << 20
+#: Bytes read then hashed at a time on one thread (about a core's L2 cache).
+SERIAL_CHUNK_BYTES = 1 << 20
+#: BLAKE3 threads per pipelined file (``0``: as many as the cores; ``1``: the hashing thread alone).
+PIPELINE_HASH_THREADS = 0
+#: Chunks read but not yet hashed, at most (the ring's size when nothing is kept).
+IN_FLIGHT = 2
+#: Name prefix of the threads that hash chunks as they are read.
+THREAD_PREFIX = "stepline-verify"
+#: The digest a format-v2 record holds.
+DIGEST = "blake3"
+#: From this size on, bytes in memory are hashed by BLAKE3 on several threads.
+MULTITHREAD_MIN_BYTES = 4 << 20
+
+
+def new_hasher(size_hint: int = 0):
+    """A BLAKE3 hasher (``update``/``hexdigest``), multi-threaded for big inputs."""
+    if size_hint >= MULTITHREAD_MIN_BYTES:
+        return blake3.blake3(max_threads=blake3.blake3.AUTO)
+    return blake3.blake3()
+
+
+def digest_bytes(data) -> str:
+    """BLAKE3 hex digest of bytes in memory."""
+    return new_hasher(len(data)).update(data).hexdigest()
+
+
+def file_digest(path, algorithm: str = DIGEST, into=None, size: int | None = None, alone: bool = True) -> str:
+    """Hex digest of a file (BLAKE3, or ``"sha256"`` for v1 records), read once, in chunks.
+
+    With ``into`` (a writable buffer of the file's size) the file is read into it as it is
+    hashed: the bytes that are verified are the bytes that are loaded. ``size`` (or the
+    size of ``into``) is the size the caller checked; the file must still have it.
+    ``alone``: no other file is hashed meanwhile, so the file is read on this thread while
+    others hash it; otherwise each chunk is hashed on this thread right after it is read,
+    while it is in this core's cache (the other cores are busy with the other files).
+    """
+    view = memoryview(into).cast("B") if into is not None else None
+    with open_regular(path, os.O_RDONLY, CorruptFileError, "file its manifest lists") as f:
+        actual = os.fstat(f.fileno()).st_size
+        expected = view.nbytes if view is not None else actual if size is None else size
+        if actual != expected:
+            how = "truncated" if actual < expected else "appended to"
+            raise CorruptFileError(f"{path}: size {actual} bytes when opened, {expected} when checked: "
+                                   f"the file was {how} while loading")
+        digest = _stream_hasher(algorithm, alone)
+        read_hashed(f, digest, expected, view, where=path, pipelined=alone)
+    return digest.hexdigest()
+
+
+def _stream_hasher(algorithm: str, alone: bool):
+    """The hasher for one file read in chunks: SHA-256 (v1), or BLAKE3 on the threads the
+    chunks can use (see ``PIPELINE_HASH_THREADS``)."""
+    if algorithm == "sha256":
+        return hashlib.sha256()
+    if alone and PIPELINE_HASH_THREADS != 1:
+        return blake3.blake3(max_threads=blake3.blake3.AUTO)
+    return blake3.blake3()
+
+
+def sha256_file(path) -> str:
+    """SHA-256 hex digest of a file (v1 records)."""
+    return file_digest(path, "sha256")
+
+
+def read_hashed(f, digest, size: int, into=None, where="", pipelined: bool = True) -> None:
+    """Read exactly ``size`` bytes of the open binary file ``f`` (into ``into`` if given,
+    a writable buffer of that size), feeding them to ``digest.update`` in order.
+
+    Files of more than one chunk are read on this thread and hashed on another, chunk by
+    chunk (``pipelined``), or else hashed chunk by chunk on this thread. Raises :class:`CorruptFileError` naming ``where`` if ``f`` ends before ``size``
+    bytes or goes on after them.
+    """
+    view = memoryview(into).cast("B") if into is not None else None
+    if size > CHUNK_BYTES and pipelined:
+        _read_pipelined(f, digest, size, view, where)
+    else:
+        _read_serially(f, digest, size, view, where)
+    _check_end(f, size, where)
+
+
+def read_into(f, into, where="") -> None:
+    """Read the open binary file ``f`` into the writable buffer ``into``, which it must fill exactly."""
+    view = memoryview(into).cast("B")
+    _fill(f, view, 0, view.nbytes, where)
+    _check_end(f, view.nbytes, where)
+
+
+def _read_pipelined(f, digest, size: int, view, where) -> None:
+    """Read chunk *k+1* while a second thread hashes chunk *k* (in order, ``IN_FLIGHT`` at most)."""
+    ring = None if view is not None else [memoryview(bytearray(CHUNK_BYTES)) for _ in range(IN_FLIGHT)]
+    pending: deque = deque()
+    hasher = ThreadPoolExecutor(1, thread_name_prefix=THREAD_PREFIX)
+    try:
+        for index, start in enumerate(range(0, size, CHUNK_BYTES)):
+            length = min(CHUNK_BYTES, size - start)
+            while len(pending) >= IN_FLIGHT:  # (and the ring's next chunk is hashed: free to refill)
+                pending.popleft().result()
+            chunk = view[start:start + length] if ring is None else ring[index % IN_FLIGHT][:length]
+            _fill(f, chunk, start, size, where)
+            pending.append(hasher.submit(digest.update, chunk))
+        while pending:
+            pending.popleft().result()
+    finally:
+        hasher.shutdown(wait=True, cancel_futures=True)
+
+
+def _read_serially(f, digest, size: int, view, where) -> None:
+    """Read a chunk, hash it while it is in this core's cache, read the next."""
+    buffer = None if view is not None else memoryview(bytearray(min(size, SERIAL_CHUNK_BYTES)))
+    for start in range(0, size, SERIAL_CHUNK_BYTES):
+        length = min(SERIAL_CHUNK_BYTES, size - start)
+        chunk = view[start:start + length] if buffer is None else buffer[:length]
+        _fill(f, chunk, start, size, where)
+        digest.update(chunk)
+
+
+def _fill(f, chunk: memoryview, offset: int, size: int, where) -> None:
+    """Fill ``chunk`` from ``f`` (``offset``: where it starts in the file of ``size`` bytes)."""
+    done = 0
+    while done < chunk.nbytes:
+        n = f.readinto(chunk[done:])
+        if not n:  # (0: the end; None: a non-blocking stream with nothing to give)
+            raise CorruptFileError(f"{where}: truncated while reading ({offset + done} of {size} bytes)")
+        done += n
+
+
+def _check_end(f, size: int, where) -> None:
+    if f.read(1):
+        raise CorruptFileError(f"{where}: grew while reading: more than the {size} bytes it had when checked")

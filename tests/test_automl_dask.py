@@ -1,0 +1,90 @@
+"""AutoML on a real Dask LocalCluster (loopback): same trials as a sequential search, workers that
+die, live pruning, and what the runner costs a trial beyond the trial itself."""
+import logging
+import os
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+distributed = pytest.importorskip("distributed")
+
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+
+from stepline.automl import AutoML  # noqa: E402
+from stepline.hyperparams.distributions import LogUniform  # noqa: E402
+from stepline.pipeline import Pipeline  # noqa: E402
+from stepline.steps.sklearn import SKLearnWrapper  # noqa: E402
+
+import automl_helpers as h  # noqa: E402
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning",
+                                        "ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return h.small_digits()
+
+
+def local_cluster(**kwargs):
+    return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                    dashboard_address=":0", **{"silence_logs": logging.ERROR, **kwargs})
+
+
+def test_a_dask_worker_that_dies_fails_its_trial_not_the_search(digits, caplog):
+    import dask
+    X, y = digits
+    p = Pipeline([h.Exiter(), SKLearnWrapper(LogisticRegression(max_iter=300), {"C": LogUniform(1e-3, 10.0)})])
+    # allowed-failures 0: the scheduler does not retry the lost task on the other worker (where it
+    # would kill that one too), it fails it at once with KilledWorker
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            local_cluster(silence_logs=logging.CRITICAL) as cluster, \
+            distributed.Client(cluster) as client, caplog.at_level(logging.WARNING, logger="stepline.automl"):
+        search = AutoML(p, cv=2, n_trials=4, sampler="random", seed=2, client=client, show_progress=False).fit(X, y)
+    frame = search.trials_dataframe()
+    failed = frame[frame["state"] == "FAIL"]  # seed 2: the 4th trial draws die=True
+    assert failed["user_attrs_error"].str.contains("KilledWorker").all()
+    assert (failed["params_Exiter__die"] == True).sum() == 1  # noqa: E712 - a column of objects
+    # (the trial queued behind it on that worker, if any, is lost with it: no retries allowed)
+    assert len(failed) <= 2 and (frame["state"] == "COMPLETE").sum() == 4
+    assert search.best_params_["Exiter__die"] is False
+
+
+
+def test_a_two_worker_local_cluster_finishes_the_same_number_of_trials(digits, tmp_path):
+    X, y = digits
+    db, spied = tmp_path / "study.db", tmp_path / "scorers.txt"
+    with local_cluster() as cluster:
+        with distributed.Client(cluster) as client:
+            search = AutoML(h.digits_pipeline(), scoring=h.storage_spy(spied, db), cv=2, n_trials=5, seed=0,
+                            client=client, storage=db, show_progress=False).fit(X, y)
+            kept = client.run(_what_a_dask_worker_keeps)
+    assert search.best_score_ > 0.8
+    assert len({entry["worker"] for entry in search.timeline_}) == 2  # both workers ran trials
+    assert kept == {address: ([], [], []) for address in kept}  # the search's pipeline and data dropped
+    # one trial more than the workers in flight does not change the trials of a seeded sampler
+    sequential = AutoML(h.digits_pipeline(), cv=2, n_trials=5, seed=0, show_progress=False).fit(X, y)
+    if os.path.isdir("/proc/self/fd"):  # only the driver opened the study's file
+        seen = h.scorers_seen(spied)
+        assert len(seen) == 2 and os.getpid() not in seen and not any(seen.values())
+    assert [t.params for t in search.study_.trials] == [t.params for t in sequential.study_.trials]
+    assert search.best_params_ == sequential.best_params_
+
+
+def _what_a_dask_worker_keeps():
+    from stepline.automl import dask_runner
+    return list(dask_runner._DATA), list(dask_runner._PRUNE), list(dask_runner._TEMPLATES)
+
+
+
+def test_a_median_pruner_stops_a_bad_torch_trial_live_on_a_local_cluster():
+    with local_cluster() as cluster:
+        with distributed.Client(cluster) as client:
+            good, other, bad = h.torch_regression_search(client=client)
+    assert [t.state.name for t in (good, other)] == ["COMPLETE", "COMPLETE"]
+    assert sorted(good.intermediate_values) == list(range(1, h.EPOCHS + 1))
+    # stopped on its worker well before its 40 epochs: the driver pruned it live
+    assert bad.state.name == "PRUNED", bad.intermediate_values
+    steps = sorted(bad.intermediate_values)
+    assert steps == list(range(1, len(steps) + 1)) and 3 <= len(steps) < h.EPOCHS // 2
