@@ -7,7 +7,9 @@ Rows (issue 14; medians over repeats, each peer measured in the same run):
     until it is replaced costs), ``joblib.dump`` and ``pickle`` protocol 5. None of them
     fsyncs;
   - its load with the stat cache warm vs ``np.load``; the same load with every byte read
-    and hashed (``verify="full"``, back to back); the first load of a *copied* dump (new
+    and hashed (``verify="full"``, back to back), also vs reading the same bytes and hashing
+    them on one thread with no stepline (what a verify costs whose hash does not overlap
+    its read); the first load of a *copied* dump (new
     inodes: no stat cache, every byte verified) vs ``np.load``, vs ``np.load`` of a copy
     made the same way right before (same pause), and vs merely filling fresh arrays of
     the same sizes after that pause (no file at all: what this VM charges for memory);
@@ -96,6 +98,9 @@ ATOMIC_PEER = "np.save, atomically"
 COPY_MAPPED = "stepline first load of a copied dump, mmap_mode='c'"
 #: A load that reads and hashes every byte (no stat cache), back to back: no pause.
 FULL_VERIFY = "stepline load, verify='full'"
+#: The same files read into fresh arrays and hashed (BLAKE3) on one thread, 1 MiB at a time,
+#: no stepline: what a verify costs that does not overlap the hash with the read.
+SERIAL_HASH_PEER = "read + BLAKE3 on one thread, no stepline"
 
 
 def big_rows(base: Path, size_mb: int, steps: int, r: int):
@@ -152,8 +157,12 @@ def big_rows(base: Path, size_mb: int, steps: int, r: int):
     def fill_fresh_arrays():  # after the same copy and pause: no file read at all
         return [np.ones(a.shape, a.dtype) for a in arrays]
 
+    def read_and_hash_serially():
+        return [_read_hashing(raw / f"{i}.npy") for i in range(len(arrays))]
+
     loads = [("stepline load, stat cache warm", median_time(lambda: CX(ours).load("bench"), r)),
              (FULL_VERIFY, median_time(lambda: CX(ours).load("bench", verify="full"), r)),
+             (SERIAL_HASH_PEER, median_time(read_and_hash_serially, r)),
              ("stepline first load of a copied dump", _timed_after(copy_dump, first_load_of_copy, r)),
              (COPY_MAPPED, _timed_after(copy_dump, lambda: CX(copied).load("bench", mmap_mode="c"), r)),
              ("np.load (floor)", median_time(load_raw, r)),
@@ -164,6 +173,18 @@ def big_rows(base: Path, size_mb: int, steps: int, r: int):
     loaded = CX(ours).load("bench")
     assert all(np.array_equal(a, b.weights_) for a, b in zip(arrays, loaded.values()))
     return saves, loads
+
+
+def _read_hashing(path: Path, chunk: int = 1 << 20):
+    """The file in a fresh array, each chunk hashed (BLAKE3, one thread) right after it is read."""
+    import blake3
+    out = np.empty(os.path.getsize(path), np.uint8)
+    view, digest, done = memoryview(out), blake3.blake3(), 0
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(view[done:done + chunk]):
+            digest.update(view[done:done + n])
+            done += n
+    return out, digest.hexdigest()
 
 
 def _timed_after(prepare, fn, repeats: int) -> float:
@@ -303,7 +324,8 @@ def _print_big_targets(t: dict) -> None:
     print(f"  copied-dump load, mmap_mode='c' / np.load = {t[COPY_MAPPED] / t['np.load (floor)']:.2f} "
           f"(every byte hashed; arrays copy-on-write maps of the page cache: no fresh memory)")
     print(f"  verify='full' load / np.load  = {t[FULL_VERIFY] / t['np.load (floor)']:.2f} "
-          f"(what the copied-dump load costs without the pause)")
+          f"(what the copied-dump load costs without the pause); / {SERIAL_HASH_PEER} = "
+          f"{t[FULL_VERIFY] / t[SERIAL_HASH_PEER]:.2f} (the hash overlapping the read)")
 
 
 def _print_tiny_targets(tiny_table, changes, floors, old_floors, merkle) -> None:

@@ -2,7 +2,9 @@
 die, live pruning, and what the runner costs a trial beyond the trial itself."""
 import logging
 import os
+import time
 
+import numpy as np
 import pytest
 
 optuna = pytest.importorskip("optuna")
@@ -11,7 +13,8 @@ distributed = pytest.importorskip("distributed")
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from stepline.automl import AutoML  # noqa: E402
-from stepline.hyperparams.distributions import LogUniform  # noqa: E402
+from stepline.base import BaseStep  # noqa: E402
+from stepline.hyperparams.distributions import LogUniform, Uniform  # noqa: E402
 from stepline.pipeline import Pipeline  # noqa: E402
 from stepline.steps.sklearn import SKLearnWrapper  # noqa: E402
 
@@ -88,3 +91,42 @@ def test_a_median_pruner_stops_a_bad_torch_trial_live_on_a_local_cluster():
     assert bad.state.name == "PRUNED", bad.intermediate_values
     steps = sorted(bad.intermediate_values)
     assert steps == list(range(1, len(steps) + 1)) and 3 <= len(steps) < h.EPOCHS // 2
+
+
+class Spin(BaseStep):
+    """A fixed ~50 ms of CPU in ``fit``, whatever its value."""
+
+    def __init__(self):
+        super().__init__(hyperparams={"x": 0.0}, hyperparams_space={"x": Uniform(-1.0, 1.0)})
+
+    def fit(self, data_inputs, expected_outputs=None):
+        end = time.thread_time() + 0.05
+        while time.thread_time() < end:
+            pass
+        return self
+
+    def transform(self, data_inputs):
+        return data_inputs
+
+
+def most_in_flight(timeline: list) -> int:
+    """The most trials submitted and not yet told at once, from ``AutoML.timeline_``."""
+    moves = sorted([(e["submitted"], 1) for e in timeline] + [(e["received"], -1) for e in timeline])
+    in_flight = most = 0
+    for _, move in moves:
+        in_flight += move
+        most = max(most, in_flight)
+    return most
+
+
+def test_each_dask_worker_holds_its_next_trial_so_it_never_waits_for_the_driver():
+    X, y = np.zeros((20, 1)), np.zeros(20)
+    with local_cluster() as cluster, distributed.Client(cluster) as client:
+        search = AutoML(Pipeline([Spin()]), scoring=lambda est, X, y: -abs(est.step["Spin"].hyperparams["x"]),
+                        cv=0.5, n_trials=10, sampler="random", seed=0, client=client, refit=False,
+                        show_progress=False).fit(X, y)
+    assert [t.state.name for t in search.study_.trials] == ["COMPLETE"] * 10
+    # 2 running and one queued on each worker (one queued in all before: the worker without
+    # one waited for the round trip result -> driver -> tell -> ask -> submit after each trial)
+    assert most_in_flight(search.timeline_) == 4
+    assert len({entry["worker"] for entry in search.timeline_}) == 2

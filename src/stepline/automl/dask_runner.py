@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 _BACKSTOP_S = 5.0  # how often the driver also looks at the futures themselves
 _RECOUNT_S = 1.0  # seconds between two counts of the cluster's threads while trials succeed
+_AHEAD_A_WORKER = 1  # trials queued on each worker beyond its threads (what Dask's default
+# worker-saturation, 1.1, sends a worker of up to 9 threads)
 
 # ------------------------------------------------------------------ on a worker
 
@@ -52,16 +54,20 @@ _PRUNE: set = set()  # (search key, trial number) the driver pruned
 _LOCK = threading.Lock()
 
 
-def _dask_trial(key: str, digest: str, name: str, payload_key: str, number: int, params: dict,
-                signer: str | None = None) -> TrialResult:
-    """On a Dask worker: run one trial of search ``key`` on the pipeline of dump ``digest``.
-
-    The dump is verified against ``signer``, the client's public key (DESIGN §5a)."""
+def _dask_trial(search: tuple, number: int, params: dict) -> tuple:
+    """On a Dask worker: run trial ``number`` of ``search``, the tuple of :attr:`DaskRunner.search`
+    (key, root digest, name, payload key, signer, live). The dump is verified against ``signer``,
+    the client's public key (DESIGN §5a). Returns :meth:`TrialResult.as_tuple`."""
+    key, digest, name, payload_key, signer, live = search
     template, data = _prepared(key, digest, name, payload_key, signer)
-    return run_trial(template, number, params, data, _live_reporter(key, number))
+    return run_trial(template, number, params, data, _LiveReporter(key, number) if live else None).as_tuple()
 
 
 def _prepared(key: str, digest: str, name: str, payload_key: str, signer):
+    """The loaded pipeline and the data of search ``key`` on this worker (loaded on its first trial)."""
+    entry, data = _TEMPLATES.get(digest), _DATA.get(key)
+    if entry is not None and data is not None:  # every trial but a worker's first: no lock
+        return entry[0], data
     with _LOCK:
         if digest not in _TEMPLATES or key not in _DATA:
             dump, data_blob = cloudpickle.loads(_PAYLOADS.pop(key, None) or _fetch(payload_key))
@@ -89,25 +95,30 @@ def _worker_directory():
         return None
 
 
-def _live_reporter(key: str, number: int):
-    """``report(step, value)``: send the epoch to the driver; True once the driver pruned the trial."""
-    from distributed import get_worker
-    worker = get_worker()
-    topic, address = _topic(key), worker.address
+class _LiveReporter:
+    """``report(step, value)``: send the epoch to the driver; True once the driver pruned the trial.
+    Looks its worker up at the first epoch only: a trial that reports none costs nothing."""
 
-    def report(step: int, value: float) -> bool:
-        worker.log_event(topic, [number, step, value, address])
-        return (key, number) in _PRUNE
-    return report
+    def __init__(self, key: str, number: int):
+        self.key, self.number, self.worker = key, number, None
+
+    def __call__(self, step: int, value: float) -> bool:
+        if self.worker is None:
+            from distributed import get_worker
+            self.worker = get_worker()
+        self.worker.log_event(_topic(self.key), [self.number, step, value, self.worker.address])
+        return (self.key, self.number) in _PRUNE
 
 
 def _hold(blob: bytes) -> bytes:
     return blob
 
 
-def _receive(key: str, blob: bytes) -> None:
-    """Pushed by the driver to every worker when the search starts (``client.run``)."""
+def _receive(key: str, blob: bytes, dask_worker=None) -> int:
+    """Pushed by the driver to every worker when the search starts (``client.run``, which
+    passes the worker); returns its threads, so that the push's round trip also counts them."""
     _PAYLOADS[key] = blob
+    return dask_worker.state.nthreads
 
 
 def _fetch(payload_key: str) -> bytes:
@@ -150,11 +161,10 @@ def pack_dump(folder: Path, name: str) -> bytes:
 
 class DaskRunner:
     """Runs trials on the workers of a ``distributed.Client``: as many at once as the cluster
-    has threads, and one more queued (:attr:`ahead`)."""
+    has threads, and :attr:`ahead` more queued. ``live``: send epochs to the driver as they
+    come (False when the study's pruner never prunes: the epochs come with the result)."""
 
-    ahead = 1
-
-    def __init__(self, folder: Path, name: str, data: TrialData, client):
+    def __init__(self, folder: Path, name: str, data: TrialData, client, live: bool = True):
         from stepline.saving.manifest import root_digest
         from stepline.trust.keys import local_public_key_hex
         self.client, self.name, self.key = client, name, f"stepline-automl-{uuid.uuid4().hex}"
@@ -165,25 +175,36 @@ class DaskRunner:
         # dropped the other copies); also kept as a task's result, which Dask computes again
         # if its workers die, for the workers that join later
         self.payload = client.submit(_hold, blob, key=f"{self.key}-payload", pure=False)
-        client.run(_receive, self.key, blob)
-        self.signer = local_public_key_hex()  # the dump was signed with this key when saved
-        self.capacity = max(1, sum(client.nthreads().values()))
-        self.counted_at = time.monotonic()
+        self._set_capacity(client.run(_receive, self.key, blob))  # the push's round trip counts the threads
+        signer = local_public_key_hex()  # the dump was signed with this key when saved
+        # what every trial task takes besides its number and values: a few short strings
+        self.search = (self.key, self.digest, name, self.payload.key, signer, live)
         self.futures: dict = {}  # future -> trial number
         self.numbers: dict = {}  # trial number -> future
         self.live_steps: dict = {}  # trial number -> the last step reported live
         self.pruned: set = set()
         self.events: queue.Queue = queue.Queue()  # ("done", future) | ("epoch", [number, step, value, address])
-        client.subscribe_topic(_topic(self.key), self._on_epoch)
+        self.live = live
+        if live:
+            client.subscribe_topic(_topic(self.key), self._on_epoch)
+
+    def _set_capacity(self, threads: dict) -> None:
+        """``threads``: the workers' addresses -> their threads. ``capacity`` trials run at once;
+        one more is queued for each worker (``ahead``)."""
+        self.capacity, self.ahead = max(1, sum(threads.values())), max(1, len(threads)) * _AHEAD_A_WORKER
+        self.counted_at = time.monotonic()
 
     def _on_epoch(self, event) -> None:  # in the client's event loop
         self.events.put(("epoch", event[1]))
 
     def submit(self, number: int, params: dict) -> None:
-        future = self.client.submit(_dask_trial, self.key, self.digest, self.name, self.payload.key, number, params,
-                                    signer=self.signer, pure=False, key=f"{self.key}-trial-{number}")
+        future = self.client.submit(_dask_trial, self.search, number, params, pure=False,
+                                    key=f"{self.key}-{number}")
         self.futures[future], self.numbers[number] = number, future
-        future.add_done_callback(lambda f: self.events.put(("done", f)))
+        future.add_done_callback(self._on_done)
+
+    def _on_done(self, future) -> None:  # in the client's event loop
+        self.events.put(("done", future))
 
     def wait(self, report) -> list:
         """Handle epochs as they come until a trial ends; return it (told before later epochs
@@ -213,7 +234,7 @@ class DaskRunner:
         number = self.futures.pop(future)
         del self.numbers[number]
         try:
-            result = future.result()
+            result = TrialResult.from_tuple(future.result())
         except Exception as error:  # noqa: BLE001 - a killed worker or a lost task fails the trial
             result = TrialResult(number, FAIL, error=f"{type(error).__name__}: {error}")
         if number in self.pruned:
@@ -227,17 +248,26 @@ class DaskRunner:
                     report(number, step, value, live=False)
         self.live_steps.pop(number, None)
         self.pruned.discard(number)
-        if result.state == FAIL or time.monotonic() - self.counted_at > _RECOUNT_S:
+        if result.state == FAIL:  # a worker may have died: count again before the next submit
             self._count_threads()
+        elif time.monotonic() - self.counted_at > _RECOUNT_S:  # workers may have joined or left
+            self.counted_at = time.monotonic()
+            self.client.loop.add_callback(self._count_threads_in_the_background)
         return result
 
     def _count_threads(self) -> None:
         """Workers join, leave and come back (a nanny restarts a dead one): count them again
-        (a round trip to the scheduler: after a failed trial, else at most every _RECOUNT_S,
-        not between every result and the next submit)."""
-        self.counted_at = time.monotonic()
+        (a round trip to the scheduler, in the driver's thread: only after a failed trial)."""
         try:
-            self.capacity = max(1, sum(self.client.nthreads().values()))
+            self._set_capacity(self.client.nthreads())
+        except Exception as error:  # noqa: BLE001 - keep the last count
+            log.debug("stepline.automl: could not count the Dask threads: %s", error)
+
+    async def _count_threads_in_the_background(self) -> None:
+        """The same count in the client's event loop, while trials succeed: the driver never
+        waits for it (it was a round trip between a result and the next submit)."""
+        try:
+            self._set_capacity(await self.client.scheduler.ncores())
         except Exception as error:  # noqa: BLE001 - keep the last count
             log.debug("stepline.automl: could not count the Dask threads: %s", error)
 
@@ -245,7 +275,8 @@ class DaskRunner:
         if self.futures:
             self.client.cancel(list(self.futures))
         try:
-            self.client.unsubscribe_topic(_topic(self.key))
+            if self.live:
+                self.client.unsubscribe_topic(_topic(self.key))
             self.client.run(_forget_on_worker, self.key, self.digest)
             self.client.cancel([self.payload])
         except Exception as error:  # noqa: BLE001 - a cluster going away must not hide the search's result

@@ -31,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with batching, how long the first request of a batch waits for others (default: 5)")
     parser.add_argument("--max-body-size", type=int, default=64 * 1024 * 1024,
                         help="largest request body in bytes; larger ones get 413 (default: 64 MiB)")
-    parser.add_argument("--threads", type=int, default=None, help="prediction threads per worker (default: 2)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="prediction threads per worker; more than 1 only helps a pipeline whose predict "
+                             "releases the GIL (default: 1)")
     parser.add_argument("--switch-interval-ms", type=float, default=DEFAULT_SWITCH_INTERVAL_MS,
                         help="how long a thread may hold the GIL while another waits for it (sys.setswitchinterval); "
                              "0 leaves Python's 5 ms (default: 0)")
