@@ -5,8 +5,10 @@ is read once, in chunks of ``CHUNK_BYTES``, straight into the memory that will h
 (``readinto``, no intermediate copy), and each chunk is hashed by a second thread while the
 next chunk is read: ``readinto`` and BLAKE3 both release the GIL, so on two cores the load
 costs about the longer of the read and the hash instead of their sum. The hashing thread is
-fed the chunks in file order (one worker, first in first out) and at most ``IN_FLIGHT``
-chunks ahead of it, so that each is hashed while it is still in the CPU's last-level cache.
+fed the chunks in file order and at most ``IN_FLIGHT`` chunks ahead of it, so that each
+is hashed while it is still in the CPU's last-level cache; when that many wait, the
+reading thread hashes the oldest itself (one lock keeps the order), so the two threads
+share the hash on an idle machine and the reader never waits for a descheduled thread.
 A file hashed without being kept (a record, ``stepline verify``) goes through a small ring
 of ``IN_FLIGHT`` reusable chunks the same way.
 
