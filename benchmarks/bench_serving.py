@@ -289,7 +289,8 @@ async def main_async(args) -> None:
                     os.sched_setaffinity(0, client_cores)
                     for label in labels:
                         process, port, _ = servers[label]
-                        pin(process.pid, server_cores)
+                        if "--pin-cpus" not in label:  # that one pins itself, to a CPU of its own
+                            pin(process.pid, server_cores)
                         await load(port, "/predict", body, args.connections, 0.5)  # warm up
                         before = server_cpu(process.pid)
                         result = await load(port, "/predict", body, args.connections, args.seconds)
@@ -428,7 +429,8 @@ def main(argv=None) -> None:
     parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"], help="uvicorn's loop, for all")
     parser.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"], help="uvicorn's parser, for all")
     parser.add_argument("--servers", default=",".join(SERVERS),
-                        help=f"comma-separated, from {','.join(SERVERS)}; 'stepline --threads 1' adds options")
+                        help=f"comma-separated, from {','.join(SERVERS)}; 'stepline --threads 2' adds options "
+                             "('stepline --pin-cpus' keeps the CPU it pins itself to)")
     parser.add_argument("--rows", default=[1, 100], type=lambda text: [int(n) for n in text.split(",")],
                         help="comma-separated rows per request (default: 1,100)")
     parser.add_argument("--before", default=None, metavar="SRC",
