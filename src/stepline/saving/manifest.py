@@ -38,6 +38,7 @@ FORMAT_VERSION = 3
 #: The one file a dump's root step folder may hold besides what its manifest lists:
 #: the signature of the root digest, written by :mod:`stepline.trust`.
 SIGNATURE_NAME = "stepline.sig"
+_SLASH_MANIFEST = os.sep + MANIFEST_NAME
 
 #: Distribution name -> module name of the libraries always recorded.
 CORE_PACKAGES = {"stepline": "stepline", "numpy": "numpy", "joblib": "joblib", "cloudpickle": "cloudpickle"}
@@ -158,9 +159,10 @@ def read_manifest(folder, expected_digest: str | None = None) -> dict:
 def read_checked_manifest(folder, expected_digest: str | None = None) -> tuple[dict, str, os.stat_result]:
     """:func:`read_manifest`, also returning the manifest's digest and its ``os.stat``, as read
     (one ``lstat`` of the folder, one open that follows no link: a load does this per step)."""
-    path = os.path.join(folder, MANIFEST_NAME)
+    where = os.fspath(folder)
+    path = where + _SLASH_MANIFEST if where and not where.endswith(os.sep) else os.path.join(where, MANIFEST_NAME)
     try:
-        mode = os.lstat(folder).st_mode
+        mode = os.lstat(where).st_mode
     except (OSError, ValueError):
         mode = None
     if mode is None or not stat.S_ISDIR(mode):

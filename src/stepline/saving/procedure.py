@@ -34,11 +34,12 @@ class _Options:
     verify: object = True
     destination: Path | None = None  # saving: the final folder of the saved step
     staged: Path | None = None  # saving: where that folder is being written
+    staged_path: str | None = None  # (the same, as a string)
     trusted: bool = True  # False: every pickle goes through the restricted unpickler (DESIGN §5a)
     verified: set = field(default_factory=set)  # folders whose files were verified already
     trust_override: bool = False  # load(..., trusted=True)
     manifests: dict = field(default_factory=dict)
-    reported: dict = field(default_factory=dict)
+    reported: dict = field(default_factory=dict)  # saving: folder (str) -> records its savers reported
     written: dict = field(default_factory=dict)  # folder -> digest of the manifest written or read
     children: dict = field(default_factory=dict)  # loading: folder -> {child name: manifest digest}
     kept: dict = field(default_factory=dict)  # saving: staged folder of a step kept -> its manifest digest
@@ -68,7 +69,7 @@ def current_options() -> _Options:
 
 def report_records(context: ExecutionContext, records: dict) -> None:
     """Let a saver add fields to the manifest records of files it wrote (e.g. by-value code)."""
-    current_options().reported.setdefault(context.get_path(), {}).update(records)
+    current_options().reported.setdefault(os.fspath(context.get_path()), {}).update(records)
 
 
 # ------------------------------------------------------------------ saving
@@ -106,7 +107,7 @@ def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> tuple[
     token = _OPTIONS.set(options)
     try:
         with atomic_folder(final, overlay=overlay, only_over_dumps=True, listed=options.listed) as staged:
-            options.staged = staged
+            options.staged, options.staged_path = staged, os.fspath(staged)
             staging_context = ExecutionContext(staged.parent, context.execution_phase, context.stripped_saver)  # (one saver for all)
             try:
                 _save_node(step, staging_context)
@@ -169,14 +170,14 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
     folder = context.get_path()
     path = os.fspath(folder)
     children = [c.name for c in step.get_children()]
-    if folder != current_options().staged:  # (atomic_folder made the staged root)
+    options = current_options()
+    if path != options.staged_path:  # (atomic_folder made the staged root)
         os.mkdir(path)
     stripped = copy.copy(step)
     savers = [context.stripped_saver] + list(step.savers)
     for saver in reversed(savers):
         stripped = saver.save_step(stripped, context)
-    options = current_options()
-    reported = options.reported.pop(folder, {})
+    reported = options.reported.pop(path, {})
     inline = {n: encode_record(r["inline"], r) for n, r in reported.items() if "inline" in r}
     for name in inline:
         del reported[name]
@@ -364,33 +365,49 @@ def _read_step_manifest(folder: Path, digest: str | None, options: _Options) -> 
 
 def load_child(name: str, context: ExecutionContext):
     """Load the child ``name`` of the step whose folder is ``context.get_path()``."""
-    return _load_node(name, context, None)
+    return load_children([name], context)[0]
 
 
-def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | None):
-    placeholder = ChildPlaceholder(name)
-    context = parent_context.push(placeholder)
-    folder = context.get_path()
+def load_children(names, context: ExecutionContext) -> list:
+    """Load the children ``names`` of the step whose folder is ``context.get_path()``, in
+    order, each checked against the digest its parent's manifest lists (the parent's folder
+    and listing looked up once, not once per child)."""
     options = current_options()
-    if manifest is None:
-        parent_folder = parent_context.get_path()
-        parent = options.manifests.get(parent_folder)
-        listed = options.children.get(parent_folder)
-        if listed is None and parent is not None:
-            listed = options.children[parent_folder] = dict(mf.child_entries(parent, parent_folder))
-        listed = listed or {}
+    parent_folder = context.get_path()
+    parent = options.manifests.get(parent_folder)
+    listed = options.children.get(parent_folder)
+    if listed is None and parent is not None:
+        listed = options.children[parent_folder] = dict(mf.child_entries(parent, parent_folder))
+    listed = listed or {}
+    loaded = []
+    for name in names:
         if parent is not None and name not in listed:
-            raise StepLoadError(f"{folder}: the manifest of {parent_context.get_path()} lists no child {name!r}")
-        manifest = _read_step_manifest(folder, listed.get(name), options)
+            raise StepLoadError(f"{parent_folder / name}: the manifest of {parent_folder} lists no child {name!r}")
+        child_context = context.push(ChildPlaceholder(name))
+        folder = child_context.get_path()
+        loaded.append(_load_node(name, context, _read_step_manifest(folder, listed.get(name), options),
+                                 child_context, folder))
+    return loaded
+
+
+def _load_node(name: str, parent_context: ExecutionContext, manifest: dict, context=None, folder=None):
+    """Load the step ``name`` whose checked ``manifest`` is read; ``context``: the one of its
+    folder (a placeholder's) and ``folder`` its path, when the caller made them."""
+    if context is None:
+        context = parent_context.push(ChildPlaceholder(name))
+    placeholder = context.parents[-1]
+    folder = folder or context.get_path()
+    options = current_options()
     files = manifest["files"]
     if files and folder not in options.verified:  # each file hashed as it is read, for the saver to use
         options.preread[folder] = verify_files(folder, files, options.verify, _buffer_for)
     options.manifests[folder] = manifest
     step = context.stripped_saver.load_step(placeholder, context)
-    context = parent_context.push(step)
-    for saver in step.savers:
-        if saver.can_load(step, context):
-            step = saver.load_step(step, context)
+    if step.savers:
+        context = parent_context.push(step)
+        for saver in step.savers:
+            if saver.can_load(step, context):
+                step = saver.load_step(step, context)
     if step.name != name:
         raise StepLoadError(f"{folder}: holds step {step.name!r}, expected {name!r}")
     return step

@@ -52,11 +52,9 @@ class JoblibStepSaver(BaseSaver):
     """
 
     def save_step(self, step, context):
-        from stepline.saving.inline import INLINE_MAX_BYTES
-        from stepline.saving.objectfile import write_object
-        from stepline.saving.procedure import report_records
+        inline, write_object, report_records = _save_helpers()
         try:
-            records = write_object(step, context.get_path(), inline_below=INLINE_MAX_BYTES)
+            records = write_object(step, context.get_path(), inline_below=inline.INLINE_MAX_BYTES)
         except OSError as error:  # disk full, file too large, permissions: not a pickling problem
             from stepline.saving.errors import SaveError
             raise SaveError(f"{error.filename or context.get_path()}: cannot write step {step.name!r} "
@@ -101,6 +99,15 @@ class JoblibStepSaver(BaseSaver):
 
 STREAM_NAME = "step.pkl"
 _NONE: dict = {}
+
+
+@functools.lru_cache(maxsize=1)
+def _save_helpers():
+    """What saving needs from modules that import this one (imported once, on first use)."""
+    from stepline.saving import inline
+    from stepline.saving.objectfile import write_object
+    from stepline.saving.procedure import report_records
+    return inline, write_object, report_records
 
 
 @functools.lru_cache(maxsize=1)
@@ -191,9 +198,11 @@ class ChildrenSaver(BaseSaver):
         return any(isinstance(c, ChildPlaceholder) for c in step.get_children())
 
     def load_step(self, step, context):
-        from stepline.saving.procedure import load_child
-        step._set_children([load_child(child.name, context) if isinstance(child, ChildPlaceholder) else child
-                            for child in step.get_children()])
+        from stepline.saving.procedure import load_children
+        children = step.get_children()
+        placeholders = [child.name for child in children if isinstance(child, ChildPlaceholder)]
+        loaded = iter(load_children(placeholders, context))
+        step._set_children([next(loaded) if isinstance(child, ChildPlaceholder) else child for child in children])
         return step
 
 
