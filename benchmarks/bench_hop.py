@@ -3,7 +3,8 @@
 Each of ``--concurrency`` coroutines on a uvloop loop runs requests back to back: ``--loop-us``
 µs of Python on the loop (what parsing and answering cost), then ``--work-us`` µs of Python
 (what a one-row ``predict`` costs, holding the GIL as scikit-learn does on tiny arrays),
-either inline on the loop (``inline``: the bare app's way) or handed to a thread and back:
+either inline on the loop (``inline``: the bare app's way; then one turn of the loop, so
+that the requests interleave as they do when handed off) or handed to a thread and back:
 
 - ``executor``: ``loop.run_in_executor`` on a ``ThreadPoolExecutor`` (what Starlette's
   ``run_in_threadpool`` amounts to);
@@ -30,10 +31,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 
-def spin(microseconds: float, _clock=time.thread_time) -> None:
-    """Hold the GIL running Python for about ``microseconds`` of this thread's CPU."""
-    end = _clock() + microseconds * 1e-6
-    while _clock() < end:
+_LOOPS_PER_US = 1.0
+
+
+def calibrate() -> None:
+    """How many turns of an empty Python loop take a microsecond here (no clock read inside ``spin``)."""
+    global _LOOPS_PER_US
+    n = 200_000
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(n):
+            pass
+        best = min(best, time.perf_counter() - started)
+    _LOOPS_PER_US = n / (best * 1e6)
+
+
+def spin(microseconds: float) -> None:
+    """Hold the GIL running Python for about ``microseconds`` (as scikit-learn does on tiny arrays)."""
+    for _ in range(int(microseconds * _LOOPS_PER_US)):
         pass
 
 
@@ -67,8 +83,10 @@ def mechanisms(thread_counts):
     from stepline.serving.threads import PredictionThreads
     made = {}
 
-    async def inline(fn, *args):
-        return fn(*args)
+    async def inline(fn, *args):  # the work on the loop, then one turn of the loop as an await would give
+        result = fn(*args)
+        await asyncio.sleep(0)
+        return result
 
     made["inline"] = (lambda: inline, lambda: None)
     for n in thread_counts:
@@ -82,7 +100,7 @@ def mechanisms(thread_counts):
 
 
 async def main_async(args) -> None:
-    import uvloop  # noqa: F401  (the loop is uvloop's; imported to fail early without it)
+    calibrate()
     available = set(os.sched_getaffinity(0))
     placements = [("pinned to 1 CPU", {min(available)}), (f"unpinned ({len(available)} CPUs)", available)]
     made = mechanisms([int(n) for n in args.threads.split(",")])

@@ -281,7 +281,7 @@ async def main_async(args) -> None:
         for process, port, ping in servers.values():
             await wait_ready(port, ping, process)
         modes = placements(args.pin)
-        for rows in (1, 100):
+        for rows in args.rows:
             body = json.dumps({"inputs": X[:rows].tolist()}).encode()
             results = {mode[0]: {label: [] for label in labels} for mode in modes}
             for _ in range(args.rounds):
@@ -289,7 +289,8 @@ async def main_async(args) -> None:
                     os.sched_setaffinity(0, client_cores)
                     for label in labels:
                         process, port, _ = servers[label]
-                        pin(process.pid, server_cores)
+                        if "--pin-cpus" not in label:  # that one pins itself, to a CPU of its own
+                            pin(process.pid, server_cores)
                         await load(port, "/predict", body, args.connections, 0.5)  # warm up
                         before = server_cpu(process.pid)
                         result = await load(port, "/predict", body, args.connections, args.seconds)
@@ -323,15 +324,18 @@ def report(rows: int, results: dict, args, mlflow: bool, title: str = "") -> Non
           f"{args.seconds} s (medians; ratios to bare; per-round ratios min–max)")
     width = max(15, *map(len, results))
     print(f"  {'server':<{width}} {'req/s':>8} {'×bare':>6} {'spread':>10} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'p99 ×bare':>9} {'spread':>10} {'server µs/req':>14} {'client µs/req':>14} {'errors':>6}")
-    base_rps, base_p99 = med("bare", "rps"), med("bare", "p99")
+          f"{'p99 ×bare':>9} {'spread':>10} {'server µs/req':>14} {'×bare by CPU':>12} {'client µs/req':>14} "
+          f"{'errors':>6}")
+    base_rps, base_p99, base_cpu = med("bare", "rps"), med("bare", "p99"), med("bare", "server_cpu_per_req")
     for label in results:
-        rps, p99 = med(label, "rps"), med(label, "p99")
+        rps, p99, cpu = med(label, "rps"), med(label, "p99"), med(label, "server_cpu_per_req")
         errors = sum(r["errors"] for r in results[label])
         print(f"  {label:<{width}} {rps:8.0f} {rps / base_rps:6.2f} {spread(label, 'rps'):>10} "
               f"{med(label, 'p50') * 1e3:8.2f} {p99 * 1e3:8.2f} {p99 / base_p99:9.2f} {spread(label, 'p99'):>10} "
-              f"{med(label, 'server_cpu_per_req') * 1e6:14.0f} {med(label, 'client_cpu_per_req') * 1e6:14.0f} "
+              f"{cpu * 1e6:14.0f} {base_cpu / cpu:12.2f} {med(label, 'client_cpu_per_req') * 1e6:14.0f} "
               f"{errors:6d}")
+    print("  (×bare by CPU: bare's server CPU per request over this one's — the throughput ratio if each "
+          "server had a CPU to itself; steadier than req/s while other jobs share the machine)")
     if not mlflow:
         print(f"  {'mlflow':<{width}} not installed")
 
@@ -425,7 +429,10 @@ def main(argv=None) -> None:
     parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"], help="uvicorn's loop, for all")
     parser.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"], help="uvicorn's parser, for all")
     parser.add_argument("--servers", default=",".join(SERVERS),
-                        help=f"comma-separated, from {','.join(SERVERS)}; 'stepline --threads 1' adds options")
+                        help=f"comma-separated, from {','.join(SERVERS)}; 'stepline --threads 2' adds options "
+                             "('stepline --pin-cpus' keeps the CPU it pins itself to)")
+    parser.add_argument("--rows", default=[1, 100], type=lambda text: [int(n) for n in text.split(",")],
+                        help="comma-separated rows per request (default: 1,100)")
     parser.add_argument("--before", default=None, metavar="SRC",
                         help="also run each stepline server from this source tree (e.g. a `git archive` of the "
                              "previous commit's src/), labelled '(before)', in the same rounds")

@@ -29,9 +29,11 @@ from stepline.serving.threads import PredictionThreads
 logger = logging.getLogger("stepline.serving")
 
 DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
-#: Prediction threads when ``threads`` is not given: enough for a prediction that releases
-#: the GIL to overlap others, few enough that one-row requests do not queue for the GIL.
-DEFAULT_THREADS = 2
+#: Prediction threads when ``threads`` is not given. One, which takes every call queued when
+#: it wakes (see threads.py): a scikit-learn ``predict`` on a few rows holds the GIL, so a
+#: second thread only adds GIL hand-offs. Pipelines whose ``predict`` releases the GIL (a
+#: large torch model) can overlap requests with ``threads=N``.
+DEFAULT_THREADS = 1
 _JSON = [(b"content-type", b"application/json")]
 _INFER_PREFIX, _INFER_SUFFIX = "/v2/models/", "/infer"
 
@@ -44,7 +46,7 @@ def app(path, model_name: str | None = None, trusted: bool = False, max_batch_si
     ``model_name`` defaults to the dump folder's name; ``trusted=True`` loads a dump that is
     not signed by a trusted key; ``max_batch_size`` turns on dynamic batching (requests
     within ``max_latency_ms`` share one predict); ``max_body_size`` (bytes) is the largest
-    request body (413 beyond); ``threads`` sizes the prediction pool (default 2); the
+    request body (413 beyond); ``threads`` sizes the prediction pool (default 1); the
     dump's root digest is checked every ``poll_interval`` seconds for a new dump (0: never).
     """
     from starlette.exceptions import HTTPException
