@@ -41,6 +41,7 @@ machine, both parts are noisy and the speedup is bounded by the cores actually f
 
     python benchmarks/bench_automl.py [--trials 300] [--sqlite-trials 60] [--par-trials 12]
                                       [--work 10000000] [--repeats 5] [--sqlite-dir DIR]
+                                      [--skip-overhead] [--skip-speedup]
 """
 from __future__ import annotations
 
@@ -195,40 +196,51 @@ def where_time_went(timeline: list, start: float, wall: float) -> dict:
     return {"busy": busy / (n * wall), "first": first / n, "gaps": gaps / n, "tail": tail / n}
 
 
-def burn_trial(x: float, work: int) -> float:
-    """The peers' trial: the same pure-Python loop as :class:`Burn`, then the same score."""
+def burn_trial(x: float, work: int) -> tuple:
+    """The peers' trial: the same pure-Python loop as :class:`Burn`, then the same score; with
+    where and when it ran (as ``AutoML.timeline_`` says it for stepline's trials)."""
+    started = time.time()
     total = 0
     for i in range(work):
         total += i * i
-    return -abs(x)
+    return -abs(x), {"worker": f"{os.uname().nodename}:{os.getpid()}", "started": started, "ended": time.time()}
 
 
-def time_plain_parallel(optuna, trials: int, work: int, submit_to) -> float:
+def time_plain_parallel(optuna, trials: int, work: int, submit_to, where: list | None = None) -> float:
     """Wall seconds of plain Optuna ask/tell with 2 trials in flight on ``submit_to``
-    (``None``: sequential; a ``concurrent.futures`` executor or a Dask client)."""
+    (``None``: sequential; a ``concurrent.futures`` executor or a Dask client); appends to
+    ``where`` where its time went."""
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    timeline: list = []
     start = time.time()
     if submit_to is None:
         for _ in range(trials):
             trial = study.ask()
-            study.tell(trial, burn_trial(trial.suggest_float("x", -1.0, 1.0), work))
-        return time.time() - start
-    pending: dict = {}
+            value, entry = burn_trial(trial.suggest_float("x", -1.0, 1.0), work)
+            study.tell(trial, value)
+            timeline.append(entry)
+    else:
+        pending: dict = {}
 
-    def ask_and_submit():
-        trial = study.ask()
-        pending[submit_to.submit(burn_trial, trial.suggest_float("x", -1.0, 1.0), work)] = trial
+        def ask_and_submit():
+            trial = study.ask()
+            pending[submit_to.submit(burn_trial, trial.suggest_float("x", -1.0, 1.0), work)] = trial
 
-    for _ in range(min(2, trials)):
-        ask_and_submit()
-    told = 0
-    while pending:
-        for future in _first_done(list(pending)):
-            study.tell(pending.pop(future), future.result())
-            told += 1
-            if told + len(pending) < trials:
-                ask_and_submit()
-    return time.time() - start
+        for _ in range(min(2, trials)):
+            ask_and_submit()
+        told = 0
+        while pending:
+            for future in _first_done(list(pending)):
+                value, entry = future.result()
+                study.tell(pending.pop(future), value)
+                timeline.append(entry)
+                told += 1
+                if told + len(pending) < trials:
+                    ask_and_submit()
+    elapsed = time.time() - start
+    if where is not None:
+        where.append(where_time_went(timeline, start, elapsed))
+    return elapsed
 
 
 def _first_done(futures: list) -> list:
@@ -240,59 +252,68 @@ def _first_done(futures: list) -> list:
     return list(distributed.wait(futures, return_when="FIRST_COMPLETED").done)
 
 
-def plain_peers(optuna, client, trials: int, work: int, repeats: int) -> dict:
-    """Plain Optuna's ask/tell on the same 2 workers, the same trials: the peers of the speedup rows."""
+def time_plain_processes(optuna, trials: int, work: int, where: list) -> float:
+    """Plain ask/tell on a ``ProcessPoolExecutor(2)`` started inside the clock, as stepline's workers."""
     import concurrent.futures
-    rows = {"plain Optuna, sequential": [], "plain Optuna, 2 processes": [], "plain Optuna, LocalCluster": []}
-    for _ in range(repeats):
-        rows["plain Optuna, sequential"].append(time_plain_parallel(optuna, trials, work, None))
-        start = time.time()
-        with concurrent.futures.ProcessPoolExecutor(2) as pool:  # started inside the clock, as stepline's workers
-            time_plain_parallel(optuna, trials, work, pool)
-        rows["plain Optuna, 2 processes"].append(time.time() - start)
-        rows["plain Optuna, LocalCluster"].append(time_plain_parallel(optuna, trials, work, client))
-    return rows
+    start = time.time()
+    with concurrent.futures.ProcessPoolExecutor(2) as pool:
+        time_plain_parallel(optuna, trials, work, pool, where)
+    return time.time() - start  # (its idle ms: from the pool's creation to the last tell)
+
+
+MODES = ("sequential", "2 processes", "LocalCluster")
 
 
 def speedup(trials: int, work: int, repeats: int) -> None:
+    """Each repeat runs stepline and its plain-Optuna peer back to back in each mode (their
+    order alternating between repeats), on the same cluster, so that a change of the
+    machine's load hits both; the warm-up searches of both are not timed."""
     import distributed
+    import optuna
     X, y = np.zeros((20, 1)), np.zeros(20)
     one = time_search(work, 1, X, y)
     print(f"\n2. speedup of 2 workers: {trials} trials of one CPU-bound fit each "
-          f"(~{one * 1e3:.0f} ms sequential; median of {repeats})")
-    rows = {"sequential (n_jobs=1)": [], "2 processes (n_jobs=2)": [], "LocalCluster, 2 workers": []}
-    where = {label: [] for label in rows}
+          f"(~{one * 1e3:.0f} ms sequential; median of {repeats}; stepline and plain Optuna alternate)")
+    times = {(who, mode): [] for who in ("stepline", "plain") for mode in MODES}
+    where = {key: [] for key in times}
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
             distributed.Client(cluster) as client:
         first_processes = time_search(1000, 2, X, y, n_jobs=2)
         first_cluster = time_search(1000, 2, X, y, client=client)
+        time_plain_parallel(optuna, 2, 1000, client)  # the peer's warm-up on the same workers
         print(f"  (first search of the process, 2 tiny trials, not in the table: n_jobs=2 {first_processes:.2f} s "
               f"— it starts the fork server, which imports stepline and scikit-learn once; "
               f"LocalCluster {first_cluster:.2f} s — its workers import them)")
-        for _ in range(repeats):
-            for label, kwargs in zip(rows, ({}, {"n_jobs": 2}, {"client": client})):
-                rows[label].append(time_search(work, trials, X, y, where[label], **kwargs))
-        import optuna
-        peers = plain_peers(optuna, client, trials, work, repeats)
-    reference, best = statistics.median(rows["sequential (n_jobs=1)"]), min(rows["sequential (n_jobs=1)"])
-    print(f"  {'':<26} {'median':>8}   {'speedup':>7}  {'best':>5}   {'busy':>5}  idle ms a worker: first  gaps  tail")
-    for label, times in rows.items():
-        t = statistics.median(times)
-        share = {key: statistics.median(w[key] for w in where[label]) for key in ("busy", "first", "gaps", "tail")}
-        print(f"  {label:<26} {t:7.2f} s   {reference / t:6.2f}×  {best / min(times):4.2f}×   {share['busy']:5.1%}"
-              f"  {share['first'] * 1e3:21.0f} {share['gaps'] * 1e3:5.0f} {share['tail'] * 1e3:5.0f}")
-    plain_reference = statistics.median(peers["plain Optuna, sequential"])
-    for label, times in peers.items():
-        t = statistics.median(times)
-        print(f"  {label:<26} {t:7.2f} s   {plain_reference / t:6.2f}×  "
-              f"{min(peers['plain Optuna, sequential']) / min(times):4.2f}×   (peer: ask/tell, 2 trials in flight)")
-    for ours, peer in (("2 processes (n_jobs=2)", "plain Optuna, 2 processes"),
-                       ("LocalCluster, 2 workers", "plain Optuna, LocalCluster")):
-        ratio = (reference / statistics.median(rows[ours])) / (plain_reference / statistics.median(peers[peer]))
-        print(f"  stepline's speedup over plain Optuna's, {ours.split(',')[0].split(' (')[0]:<13} = {ratio:.2f}")
-    print("  (best: the best repeat over the best sequential one. busy: the workers' time in trials over\n"
-          "   2 × the wall time; the idle ms are what the framework costs beyond the trials: see where_time_went)")
+        runs = {("stepline", "sequential"): lambda w: time_search(work, trials, X, y, w),
+                ("stepline", "2 processes"): lambda w: time_search(work, trials, X, y, w, n_jobs=2),
+                ("stepline", "LocalCluster"): lambda w: time_search(work, trials, X, y, w, client=client),
+                ("plain", "sequential"): lambda w: time_plain_parallel(optuna, trials, work, None, w),
+                ("plain", "2 processes"): lambda w: time_plain_processes(optuna, trials, work, w),
+                ("plain", "LocalCluster"): lambda w: time_plain_parallel(optuna, trials, work, client, w)}
+        for repeat in range(repeats):
+            for mode in MODES:
+                for who in (("stepline", "plain") if repeat % 2 == 0 else ("plain", "stepline")):
+                    times[who, mode].append(runs[who, mode](where[who, mode]))
+    print(f"  {'':<24} {'median':>8}  {'speedup':>7}  {'best':>5}  {'busy':>5}  idle ms a worker: first  gaps  tail"
+          f"   stepline/plain")
+    for who in ("stepline", "plain"):
+        reference, best = statistics.median(times[who, "sequential"]), min(times[who, "sequential"])
+        for mode in MODES:
+            t = times[who, mode]
+            share = {key: statistics.median(w[key] for w in where[who, mode]) for key in ("busy", "first", "gaps", "tail")}
+            paired = statistics.median(a / b for a, b in zip(times["stepline", mode], times["plain", mode]))
+            print(f"  {who + ', ' + mode:<24} {statistics.median(t):7.2f} s  {reference / statistics.median(t):6.2f}×"
+                  f"  {best / min(t):4.2f}×  {share['busy']:5.1%}  {share['first'] * 1e3:21.0f} {share['gaps'] * 1e3:5.0f}"
+                  f" {share['tail'] * 1e3:5.0f}   " + (f"{paired:.3f} (wall, paired)" if who == "stepline" else ""))
+    for mode in MODES[1:]:
+        ours = statistics.median(times["stepline", "sequential"]) / statistics.median(times["stepline", mode])
+        theirs = statistics.median(times["plain", "sequential"]) / statistics.median(times["plain", mode])
+        print(f"  stepline's speedup over plain Optuna's, {mode:<13} = {ours / theirs:.2f}")
+    print("  (plain: Optuna's ask/tell, 2 trials in flight, the same trials as a plain function. best: the best\n"
+          "   repeat over the best sequential one. busy: the workers' time in trials over 2 × the wall time; the\n"
+          "   idle ms are what the framework costs beyond the trials: see where_time_went. stepline/plain: the\n"
+          "   median over the repeats of stepline's wall time over the peer's, run back to back)")
     print("  (the speedup is bounded by the cores this process's session gets: with the kernel's\n"
           "   autogroup scheduling, a session's processes share one CPU share, so on a machine\n"
           "   saturated by other sessions 2 workers get the CPU time of 1.)")
@@ -308,6 +329,7 @@ def main(argv=None) -> None:
     parser.add_argument("--sqlite-dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
                         help="folder of the SQLite file (default: /dev/shm, a RAM disk, so that the "
                              "shared machine's disk does not drown the framework's cost)")
+    parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-speedup", action="store_true")
     args = parser.parse_args(argv)
     import optuna
@@ -315,7 +337,8 @@ def main(argv=None) -> None:
     warnings.simplefilter("ignore")
     print(f"stepline.automl benchmark — Python {sys.version.split()[0]}, optuna {optuna.__version__}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at {time.strftime('%H:%M:%S')}")
-    overhead(optuna, args.trials, args.sqlite_trials, args.repeats, args.sqlite_dir)
+    if not args.skip_overhead:
+        overhead(optuna, args.trials, args.sqlite_trials, args.repeats, args.sqlite_dir)
     if not args.skip_speedup:
         speedup(args.par_trials, args.work, args.repeats)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end ({time.strftime('%H:%M:%S')})")

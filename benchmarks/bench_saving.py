@@ -7,7 +7,9 @@ Rows (issue 14; medians over repeats, each peer measured in the same run):
     until it is replaced costs), ``joblib.dump`` and ``pickle`` protocol 5. None of them
     fsyncs;
   - its load with the stat cache warm vs ``np.load``; the same load with every byte read
-    and hashed (``verify="full"``, back to back); the first load of a *copied* dump (new
+    and hashed (``verify="full"``, back to back), also vs reading the same bytes and hashing
+    them on one thread with no stepline (what a verify costs whose hash does not overlap
+    its read); the first load of a *copied* dump (new
     inodes: no stat cache, every byte verified) vs ``np.load``, vs ``np.load`` of a copy
     made the same way right before (same pause), and vs merely filling fresh arrays of
     the same sizes after that pause (no file at all: what this VM charges for memory);
@@ -16,16 +18,18 @@ Rows (issue 14; medians over repeats, each peer measured in the same run):
   - full save of 10 and of 1000 tiny fitted steps (``MultiplyByN``) vs ``joblib.dump`` of
     the same pipeline; load of the 1000 vs ``joblib.load``;
   - changes-only save of 1 changed step in a 100-step and a 1000-step pipeline;
-  - the layout floor: a folder and two small files per step, written and swapped in with
-    no pickling, hashing or JSON (what any save of this layout costs the file system), and
-    for the load the two files of each step read back, with no parsing or unpickling;
+  - the layout floor: a folder and one small file per step (format 3: a tiny step's pickle
+    is inline in its manifest), written with no pickling, hashing or JSON (what any save of
+    this layout costs the file system), and for the load that file of each step read back,
+    with no parsing or unpickling; the floor of the previous layout (a folder and two files
+    per step: manifest and ``step.pkl``) is printed beside it;
   - the cost of the Merkle root (issue 11) on a 10-step pipeline: reading and hashing the
     manifests whose digests the parents list (what a save and a load add for it).
 
 Each candidate runs its repeats back to back after a warm-up: on VMs that hand freed
 memory back to the host, interleaving them makes each pay for the others' page faults.
 
-    python benchmarks/bench_saving.py [--size-mb 1024] [--steps 4] [--repeats 3] [--tiny 1000]
+    python benchmarks/bench_saving.py [--size-mb 1024] [--steps 4] [--repeats 3] [--tiny 1000] [--only-tiny]
 """
 from __future__ import annotations
 
@@ -94,6 +98,9 @@ ATOMIC_PEER = "np.save, atomically"
 COPY_MAPPED = "stepline first load of a copied dump, mmap_mode='c'"
 #: A load that reads and hashes every byte (no stat cache), back to back: no pause.
 FULL_VERIFY = "stepline load, verify='full'"
+#: The same files read into fresh arrays and hashed (BLAKE3) on one thread, 1 MiB at a time,
+#: no stepline: what a verify costs that does not overlap the hash with the read.
+SERIAL_HASH_PEER = "read + BLAKE3 on one thread, no stepline"
 
 
 def big_rows(base: Path, size_mb: int, steps: int, r: int):
@@ -150,8 +157,12 @@ def big_rows(base: Path, size_mb: int, steps: int, r: int):
     def fill_fresh_arrays():  # after the same copy and pause: no file read at all
         return [np.ones(a.shape, a.dtype) for a in arrays]
 
+    def read_and_hash_serially():
+        return [_read_hashing(raw / f"{i}.npy") for i in range(len(arrays))]
+
     loads = [("stepline load, stat cache warm", median_time(lambda: CX(ours).load("bench"), r)),
              (FULL_VERIFY, median_time(lambda: CX(ours).load("bench", verify="full"), r)),
+             (SERIAL_HASH_PEER, median_time(read_and_hash_serially, r)),
              ("stepline first load of a copied dump", _timed_after(copy_dump, first_load_of_copy, r)),
              (COPY_MAPPED, _timed_after(copy_dump, lambda: CX(copied).load("bench", mmap_mode="c"), r)),
              ("np.load (floor)", median_time(load_raw, r)),
@@ -162,6 +173,18 @@ def big_rows(base: Path, size_mb: int, steps: int, r: int):
     loaded = CX(ours).load("bench")
     assert all(np.array_equal(a, b.weights_) for a, b in zip(arrays, loaded.values()))
     return saves, loads
+
+
+def _read_hashing(path: Path, chunk: int = 1 << 20):
+    """The file in a fresh array, each chunk hashed (BLAKE3, one thread) right after it is read."""
+    import blake3
+    out = np.empty(os.path.getsize(path), np.uint8)
+    view, digest, done = memoryview(out), blake3.blake3(), 0
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(view[done:done + chunk]):
+            digest.update(view[done:done + n])
+            done += n
+    return out, digest.hexdigest()
 
 
 def _timed_after(prepare, fn, repeats: int) -> float:
@@ -185,11 +208,14 @@ def tiny_rows(base: Path, n_big: int, r: int):
         rows.append((f"full save, {n} tiny steps", median_time(lambda: p.save(CX(folder), full_dump=True), r),
                      median_time(lambda: joblib.dump(p, jl), r), "joblib.dump"))
     floors = {n: median_time(lambda: _layout_floor(base / "floor", n + 1), r) for n in (10, n_big)}
+    old_floors = {n: median_time(lambda: _layout_floor(base / "floor", n + 1, OLD_LAYOUT), r) for n in (10, n_big)}
     folder, jl = base / f"tiny{n_big}", base / f"tiny{n_big}.joblib"
     rows.append((f"load, {n_big} tiny steps", median_time(lambda: CX(folder).load("tiny"), r),
                  median_time(lambda: joblib.load(jl), r), "joblib.load"))
     written = _layout_floor(base / "floor-read", n_big + 1)
     floors[f"load {n_big}"] = median_time(lambda: _read_floor(written), r)
+    written = _layout_floor(base / "floor-read-old", n_big + 1, OLD_LAYOUT)
+    old_floors[f"load {n_big}"] = median_time(lambda: _read_floor(written, OLD_LAYOUT), r)
     changes = []
     for n in (100, n_big):
         p = tiny(n)
@@ -203,32 +229,36 @@ def tiny_rows(base: Path, n_big: int, r: int):
 
         changes.append((f"changes-only save, 1 of {n} steps changed", median_time(change_one_and_save, max(r, 5))))
         assert CX(folder).load("tiny")[f"m{n // 2}"].hyperparams["multiply_by"] == next(values) - 1
-    return rows, changes, floors
+    return rows, changes, floors, old_floors
 
 
 _floor_runs = iter(range(10 ** 9))
+#: The files of a tiny step's folder, and their sizes: format 3 (the pickle inline in the
+#: manifest), and the layout before it (format 2: a manifest and a ``step.pkl``).
+LAYOUT = {"stepline.json": 1080}
+OLD_LAYOUT = {"stepline.json": 670, "step.pkl": 285}
 
 
-def _layout_floor(folder: Path, n: int) -> None:
-    """mkdir + two ~300-byte files per step into a fresh folder: the file-system operations
-    any save of this layout needs, with no pickling, hashing, JSON or deletion of the
-    previous copy (a save hands that to a background thread)."""
+def _layout_floor(folder: Path, n: int, layout: dict = LAYOUT) -> None:
+    """mkdir + the small files of ``layout`` per step into a fresh folder: the file-system
+    operations any save of this layout needs, with no pickling, hashing, JSON or deletion of
+    the previous copy (a save hands that to a background thread)."""
     tmp = folder.with_name(f"{folder.name}-{next(_floor_runs)}")
     tmp.mkdir(parents=True)
     for i in range(n):
         step = tmp / f"m{i}"
         step.mkdir()
-        (step / "step.pkl").write_bytes(b"x" * 300)
-        (step / "stepline.json").write_bytes(b"y" * 300)
+        for name, size in layout.items():
+            (step / name).write_bytes(b"x" * size)
     return tmp
 
 
-def _read_floor(folder: Path) -> None:
-    """Read the two small files of each step folder that :func:`_layout_floor` wrote: the
+def _read_floor(folder: Path, layout: dict = LAYOUT) -> None:
+    """Read the small files of each step folder that :func:`_layout_floor` wrote: the
     file-system work any load of this layout needs, with no parsing, hashing or unpickling."""
     for i in range(sum(1 for _ in os.scandir(folder))):
         step = os.path.join(folder, f"m{i}")
-        for name in ("stepline.json", "step.pkl"):
+        for name in layout:
             with open(os.path.join(step, name), "rb") as f:
                 f.read()
 
@@ -247,33 +277,43 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tiny", type=int, default=1000, help="steps of the big tiny-step pipeline")
+    parser.add_argument("--only-tiny", action="store_true", help="only the tiny-step, changes-only and Merkle rows")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="stepline-bench-saving-"))
     r = args.repeats
     try:
-        saves, loads = big_rows(base, args.size_mb, args.steps, r)
-        tiny_table, changes, floors = tiny_rows(base, args.tiny, r)
+        saves, loads = ([], []) if args.only_tiny else big_rows(base, args.size_mb, args.steps, r)
+        tiny_table, changes, floors, old_floors = tiny_rows(base, args.tiny, r)
         merkle = merkle_row(base, r)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print(f"machine: {os.cpu_count()} cores; medians of {r} repeats (changes-only: of {max(r, 5)})")
-    print(f"\n{args.steps} fitted steps holding {args.size_mb} MiB of float32 (+1 small step)")
-    print_table("save", saves, "np.save (floor)")
-    print_table("load", loads, "np.load (floor)")
+    if saves:
+        print(f"\n{args.steps} fitted steps holding {args.size_mb} MiB of float32 (+1 small step)")
+        print_table("save", saves, "np.save (floor)")
+        print_table("load", loads, "np.load (floor)")
     t = dict(saves + loads)
     print("\ntiny steps")
     for label, ours, peer, peer_name in tiny_table:
         print(f"  {label:<28} {fmt_seconds(ours)}  {fmt_seconds(peer)} {peer_name:<12} {ours / peer:6.1f}×")
     for n, seconds in floors.items():
+        old = old_floors[n]
         if isinstance(n, str):
-            print(f"  layout floor, {n.split()[1]} steps' load: 2 small files read each, no parsing "
-                  f"{fmt_seconds(seconds)}")
+            print(f"  layout floor, {n.split()[1]} steps' load: 1 small file read each, no parsing "
+                  f"{fmt_seconds(seconds)}  (previous layout, 2 files each: {fmt_seconds(old)})")
         else:
-            print(f"  layout floor, {n} steps: a folder + 2 small files each, no pickling {fmt_seconds(seconds)}")
+            print(f"  layout floor, {n} steps: a folder + 1 small file each, no pickling {fmt_seconds(seconds)}"
+                  f"  (previous layout, a folder + 2 files each: {fmt_seconds(old)})")
     for label, seconds in changes:
         print(f"  {label:<40} {fmt_seconds(seconds)}")
     print(f"  Merkle root of a 10-step pipeline (11 manifests read + BLAKE3) {fmt_seconds(merkle)}")
     print("\ntargets (issue 14, issue 11):")
+    if saves:
+        _print_big_targets(t)
+    _print_tiny_targets(tiny_table, changes, floors, old_floors, merkle)
+
+
+def _print_big_targets(t: dict) -> None:
     print(f"  full dump / np.save           = {t['stepline full dump'] / t['np.save (floor)']:.2f} (≤ 1.3); "
           f"/ {ATOMIC_PEER} = {t['stepline full dump'] / t[ATOMIC_PEER]:.2f}")
     print(f"  warm load / np.load           = {t['stepline load, stat cache warm'] / t['np.load (floor)']:.2f} (≤ 1.2)")
@@ -284,12 +324,16 @@ def main() -> None:
     print(f"  copied-dump load, mmap_mode='c' / np.load = {t[COPY_MAPPED] / t['np.load (floor)']:.2f} "
           f"(every byte hashed; arrays copy-on-write maps of the page cache: no fresh memory)")
     print(f"  verify='full' load / np.load  = {t[FULL_VERIFY] / t['np.load (floor)']:.2f} "
-          f"(what the copied-dump load costs without the pause)")
+          f"(what the copied-dump load costs without the pause); / {SERIAL_HASH_PEER} = "
+          f"{t[FULL_VERIFY] / t[SERIAL_HASH_PEER]:.2f} (the hash overlapping the read)")
+
+
+def _print_tiny_targets(tiny_table, changes, floors, old_floors, merkle) -> None:
     for label, ours, peer, peer_name in tiny_table:
         n = int(label.split(", ")[1].split(" ")[0])
-        floor = f"; {ours / floors[n]:.1f}× the layout floor" if n in floors and label.startswith("full") else ""
-        if label.startswith("load") and f"load {n}" in floors:
-            floor = f"; {ours / floors[f'load {n}']:.1f}× the layout floor"
+        key = n if label.startswith("full") else f"load {n}"
+        floor = (f"; {ours / floors[key]:.1f}× the layout floor, {ours / old_floors[key]:.1f}× the previous "
+                 f"layout's; the floor alone {floors[key] / peer:.1f}× {peer_name}") if key in floors else ""
         print(f"  {label + ' / ' + peer_name:<29} = {ours / peer:.1f} (≤ 5){floor}")
     for (label, seconds), target in zip(changes, ("10 ms", "20 ms")):
         print(f"  {label:<29} = {seconds * 1e3:.1f} ms (≤ {target})")

@@ -2,7 +2,10 @@
 die, live pruning, and what the runner costs a trial beyond the trial itself."""
 import logging
 import os
+import time
 
+import numpy as np
+import dask
 import pytest
 
 optuna = pytest.importorskip("optuna")
@@ -11,7 +14,8 @@ distributed = pytest.importorskip("distributed")
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from stepline.automl import AutoML  # noqa: E402
-from stepline.hyperparams.distributions import LogUniform  # noqa: E402
+from stepline.base import BaseStep  # noqa: E402
+from stepline.hyperparams.distributions import LogUniform, Uniform  # noqa: E402
 from stepline.pipeline import Pipeline  # noqa: E402
 from stepline.steps.sklearn import SKLearnWrapper  # noqa: E402
 
@@ -28,12 +32,11 @@ def digits():
 
 
 def local_cluster(**kwargs):
-    return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                    dashboard_address=":0", **{"silence_logs": logging.ERROR, **kwargs})
+    options = {"n_workers": 2, "threads_per_worker": 1, "silence_logs": logging.ERROR, **kwargs}
+    return distributed.LocalCluster(processes=True, host="127.0.0.1", dashboard_address=":0", **options)
 
 
 def test_a_dask_worker_that_dies_fails_its_trial_not_the_search(digits, caplog):
-    import dask
     X, y = digits
     p = Pipeline([h.Exiter(), SKLearnWrapper(LogisticRegression(max_iter=300), {"C": LogUniform(1e-3, 10.0)})])
     # allowed-failures 0: the scheduler does not retry the lost task on the other worker (where it
@@ -50,6 +53,23 @@ def test_a_dask_worker_that_dies_fails_its_trial_not_the_search(digits, caplog):
     assert len(failed) <= 2 and (frame["state"] == "COMPLETE").sum() == 4
     assert search.best_params_["Exiter__die"] is False
 
+
+
+@pytest.mark.timeout(60)
+def test_the_replacement_of_a_dead_worker_that_held_the_pipeline_runs_the_next_trials():
+    """The only worker dies during a trial: its replacement gets the pipeline and runs the rest
+    (it waited forever for a task's result lost with the dead worker: the search hung)."""
+    X, y = np.zeros((20, 1)), np.zeros(20)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            local_cluster(n_workers=1, silence_logs=logging.CRITICAL) as cluster, distributed.Client(cluster) as client:
+        search = AutoML(Pipeline([h.Exiter()]), scoring=lambda est, X, y: 0.0, cv=0.5, n_trials=6, sampler="random",
+                        seed=2, client=client, refit=False, show_progress=False).fit(X, y)
+        kept = client.run(_what_a_dask_worker_keeps)
+    failed = [t for t in search.study_.trials if t.state.name == "FAIL"]
+    assert len(search.study_.trials) - len(failed) == 6 and failed  # die=True draws, and the trials queued with them
+    assert all("KilledWorker" in t.user_attrs["error"] for t in failed)
+    assert len({entry["worker"] for entry in search.timeline_ if entry["state"] == "complete"}) >= 2  # replacements
+    assert kept == {address: ([], [], []) for address in kept}
 
 
 def test_a_two_worker_local_cluster_finishes_the_same_number_of_trials(digits, tmp_path):
@@ -88,3 +108,42 @@ def test_a_median_pruner_stops_a_bad_torch_trial_live_on_a_local_cluster():
     assert bad.state.name == "PRUNED", bad.intermediate_values
     steps = sorted(bad.intermediate_values)
     assert steps == list(range(1, len(steps) + 1)) and 3 <= len(steps) < h.EPOCHS // 2
+
+
+class Spin(BaseStep):
+    """A fixed ~50 ms of CPU in ``fit``, whatever its value."""
+
+    def __init__(self):
+        super().__init__(hyperparams={"x": 0.0}, hyperparams_space={"x": Uniform(-1.0, 1.0)})
+
+    def fit(self, data_inputs, expected_outputs=None):
+        end = time.thread_time() + 0.05
+        while time.thread_time() < end:
+            pass
+        return self
+
+    def transform(self, data_inputs):
+        return data_inputs
+
+
+def most_in_flight(timeline: list) -> int:
+    """The most trials submitted and not yet told at once, from ``AutoML.timeline_``."""
+    moves = sorted([(e["submitted"], 1) for e in timeline] + [(e["received"], -1) for e in timeline])
+    in_flight = most = 0
+    for _, move in moves:
+        in_flight += move
+        most = max(most, in_flight)
+    return most
+
+
+def test_each_dask_worker_holds_its_next_trial_so_it_never_waits_for_the_driver():
+    X, y = np.zeros((20, 1)), np.zeros(20)
+    with local_cluster() as cluster, distributed.Client(cluster) as client:
+        search = AutoML(Pipeline([Spin()]), scoring=lambda est, X, y: -abs(est.step["Spin"].hyperparams["x"]),
+                        cv=0.5, n_trials=10, sampler="random", seed=0, client=client, refit=False,
+                        show_progress=False).fit(X, y)
+    assert [t.state.name for t in search.study_.trials] == ["COMPLETE"] * 10
+    # 2 running and one queued on each worker (one queued in all before: the worker without
+    # one waited for the round trip result -> driver -> tell -> ask -> submit after each trial)
+    assert most_in_flight(search.timeline_) == 4
+    assert len({entry["worker"] for entry in search.timeline_}) == 2

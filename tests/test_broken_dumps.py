@@ -99,7 +99,8 @@ def _deep_manifest(p):
     (p / "stepline.json").write_text("[" * 200_000)
 
 
-def _deep_stat_cache(p):
+def _deep_stat_cache(p):  # in a step with a file (a step whose pickle is inline has no files: no cache is read)
+    pickle_to_file(p / "AddN", p)
     (p / "AddN" / ".stepline-verified.json").write_text("[" * 200_000)
 
 
@@ -139,6 +140,7 @@ def _pickle_of_42(p):
 
 
 def _fifo_stat_cache(p):
+    pickle_to_file(p / "AddN", p)
     make_fifo(p / "AddN" / ".stepline-verified.json")
 
 

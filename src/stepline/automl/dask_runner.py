@@ -35,6 +35,7 @@ import uuid
 from pathlib import Path
 
 import cloudpickle
+from distributed.diagnostics.plugin import WorkerPlugin  # (this module is imported for a Dask search only)
 
 from stepline.automl.trials import FAIL, PRUNED, TrialData, TrialResult, run_trial
 
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 _BACKSTOP_S = 5.0  # how often the driver also looks at the futures themselves
 _RECOUNT_S = 1.0  # seconds between two counts of the cluster's threads while trials succeed
+_AHEAD_A_WORKER = 1  # trials queued on each worker beyond its threads (what Dask's default
+# worker-saturation, 1.1, sends a worker of up to 9 threads)
 
 # ------------------------------------------------------------------ on a worker
 
@@ -52,23 +55,32 @@ _PRUNE: set = set()  # (search key, trial number) the driver pruned
 _LOCK = threading.Lock()
 
 
-def _dask_trial(key: str, digest: str, name: str, payload_key: str, number: int, params: dict,
-                signer: str | None = None) -> TrialResult:
-    """On a Dask worker: run one trial of search ``key`` on the pipeline of dump ``digest``.
+def _dask_trial(search: tuple, number: int, params: dict) -> tuple:
+    """On a Dask worker: run trial ``number`` of ``search``, the tuple of :attr:`DaskRunner.search`
+    (key, root digest, name, signer, live). The dump is verified against ``signer``,
+    the client's public key (DESIGN §5a). Returns :meth:`TrialResult.as_tuple`."""
+    key, digest, name, signer, live = search
+    template, data = _prepared(key, digest, name, signer)
+    return run_trial(template, number, params, data, _LiveReporter(key, number) if live else None).as_tuple()
 
-    The dump is verified against ``signer``, the client's public key (DESIGN §5a)."""
-    template, data = _prepared(key, digest, name, payload_key, signer)
-    return run_trial(template, number, params, data, _live_reporter(key, number))
 
-
-def _prepared(key: str, digest: str, name: str, payload_key: str, signer):
+def _prepared(key: str, digest: str, name: str, signer):
+    """The loaded pipeline and the data of search ``key`` on this worker (loaded on its first trial)."""
+    entry, data = _TEMPLATES.get(digest), _DATA.get(key)
+    if entry is not None and data is not None:  # every trial but a worker's first: no lock
+        return entry[0], data
     with _LOCK:
         if digest not in _TEMPLATES or key not in _DATA:
-            dump, data_blob = cloudpickle.loads(_PAYLOADS.pop(key, None) or _fetch(payload_key))
+            blob = _PAYLOADS.get(key)
+            if blob is None:  # never seen: the plugin is installed before a worker runs any task
+                raise RuntimeError(f"stepline.automl: the pipeline and data of search {key} never reached "
+                                   f"this worker (its plugin {key!r} was not installed)")
+            dump, data_blob = cloudpickle.loads(blob)
             if digest not in _TEMPLATES:
                 _TEMPLATES[digest] = _load(dump, name, signer)
             if key not in _DATA:
                 _DATA[key] = cloudpickle.loads(data_blob)
+            _PAYLOADS.pop(key, None)
         return _TEMPLATES[digest][0], _DATA[key]
 
 
@@ -89,33 +101,34 @@ def _worker_directory():
         return None
 
 
-def _live_reporter(key: str, number: int):
-    """``report(step, value)``: send the epoch to the driver; True once the driver pruned the trial."""
-    from distributed import get_worker
-    worker = get_worker()
-    topic, address = _topic(key), worker.address
+class _LiveReporter:
+    """``report(step, value)``: send the epoch to the driver; True once the driver pruned the trial.
+    Looks its worker up at the first epoch only: a trial that reports none costs nothing."""
 
-    def report(step: int, value: float) -> bool:
-        worker.log_event(topic, [number, step, value, address])
-        return (key, number) in _PRUNE
-    return report
+    def __init__(self, key: str, number: int):
+        self.key, self.number, self.worker = key, number, None
 
-
-def _hold(blob: bytes) -> bytes:
-    return blob
-
-
-def _receive(key: str, blob: bytes) -> None:
-    """Pushed by the driver to every worker when the search starts (``client.run``)."""
-    _PAYLOADS[key] = blob
+    def __call__(self, step: int, value: float) -> bool:
+        if self.worker is None:
+            from distributed import get_worker
+            self.worker = get_worker()
+        self.worker.log_event(_topic(self.key), [self.number, step, value, self.worker.address])
+        return (self.key, self.number) in _PRUNE
 
 
-def _fetch(payload_key: str) -> bytes:
-    """A worker that joined after the search started (a dead one's replacement) fetches the
-    payload from the cluster, where the driver keeps it as a task's result."""
-    from distributed import Future, worker_client
-    with worker_client() as client:  # leaves the thread pool while it waits (Dask may need a
-        return Future(payload_key, client=client).result()  # thread to compute it again)
+class SearchPayload(WorkerPlugin):
+    """A Dask worker plugin holding a search's packed dump and data: the scheduler installs it
+    on every worker, and on every worker that joins later (a dead one's replacement) before
+    that worker runs a task; unregistering it makes every worker forget the search."""
+
+    def __init__(self, key: str, digest: str, blob: bytes):
+        self.key, self.digest, self.blob = key, digest, blob
+
+    def setup(self, worker) -> None:
+        _PAYLOADS[self.key], self.blob = self.blob, None  # (the scheduler keeps it for later workers)
+
+    def teardown(self, worker) -> None:
+        _forget_on_worker(self.key, self.digest)
 
 
 def _prune_on_worker(key: str, number: int) -> None:
@@ -150,40 +163,50 @@ def pack_dump(folder: Path, name: str) -> bytes:
 
 class DaskRunner:
     """Runs trials on the workers of a ``distributed.Client``: as many at once as the cluster
-    has threads, and one more queued (:attr:`ahead`)."""
+    has threads, and :attr:`ahead` more queued. ``live``: send epochs to the driver as they
+    come (False when the study's pruner never prunes: the epochs come with the result)."""
 
-    ahead = 1
-
-    def __init__(self, folder: Path, name: str, data: TrialData, client):
+    def __init__(self, folder: Path, name: str, data: TrialData, client, live: bool = True):
         from stepline.saving.manifest import root_digest
         from stepline.trust.keys import local_public_key_hex
         self.client, self.name, self.key = client, name, f"stepline-automl-{uuid.uuid4().hex}"
         self.digest = root_digest(Path(folder) / name)
         blob = cloudpickle.dumps((pack_dump(folder, name), cloudpickle.dumps(data)))
-        # pushed to every worker, not a dependency of the trials: a dependency makes the
-        # scheduler run the trials where it lives (one worker, once the memory manager has
-        # dropped the other copies); also kept as a task's result, which Dask computes again
-        # if its workers die, for the workers that join later
-        self.payload = client.submit(_hold, blob, key=f"{self.key}-payload", pure=False)
-        client.run(_receive, self.key, blob)
-        self.signer = local_public_key_hex()  # the dump was signed with this key when saved
-        self.capacity = max(1, sum(client.nthreads().values()))
-        self.counted_at = time.monotonic()
+        # a worker plugin, not a task's result or scattered data: the trials do not depend on
+        # it (a dependency makes the scheduler run them where it lives), and a worker that
+        # joins later gets it when it registers (a task's result lost with its worker had to
+        # be computed again, and a replacement worker waiting for it hung the search)
+        client.register_plugin(SearchPayload(self.key, self.digest, blob), name=self.key)
+        self._set_capacity(client.nthreads())
+        signer = local_public_key_hex()  # the dump was signed with this key when saved
+        # what every trial task takes besides its number and values: a few short strings
+        self.search = (self.key, self.digest, name, signer, live)
         self.futures: dict = {}  # future -> trial number
         self.numbers: dict = {}  # trial number -> future
         self.live_steps: dict = {}  # trial number -> the last step reported live
         self.pruned: set = set()
         self.events: queue.Queue = queue.Queue()  # ("done", future) | ("epoch", [number, step, value, address])
-        client.subscribe_topic(_topic(self.key), self._on_epoch)
+        self.live = live
+        if live:
+            client.subscribe_topic(_topic(self.key), self._on_epoch)
+
+    def _set_capacity(self, threads: dict) -> None:
+        """``threads``: the workers' addresses -> their threads. ``capacity`` trials run at once;
+        one more is queued for each worker (``ahead``)."""
+        self.capacity, self.ahead = max(1, sum(threads.values())), max(1, len(threads)) * _AHEAD_A_WORKER
+        self.counted_at = time.monotonic()
 
     def _on_epoch(self, event) -> None:  # in the client's event loop
         self.events.put(("epoch", event[1]))
 
     def submit(self, number: int, params: dict) -> None:
-        future = self.client.submit(_dask_trial, self.key, self.digest, self.name, self.payload.key, number, params,
-                                    signer=self.signer, pure=False, key=f"{self.key}-trial-{number}")
+        future = self.client.submit(_dask_trial, self.search, number, params, pure=False,
+                                    key=f"{self.key}-{number}")
         self.futures[future], self.numbers[number] = number, future
-        future.add_done_callback(lambda f: self.events.put(("done", f)))
+        future.add_done_callback(self._on_done)
+
+    def _on_done(self, future) -> None:  # in the client's event loop
+        self.events.put(("done", future))
 
     def wait(self, report) -> list:
         """Handle epochs as they come until a trial ends; return it (told before later epochs
@@ -213,7 +236,7 @@ class DaskRunner:
         number = self.futures.pop(future)
         del self.numbers[number]
         try:
-            result = future.result()
+            result = TrialResult.from_tuple(future.result())
         except Exception as error:  # noqa: BLE001 - a killed worker or a lost task fails the trial
             result = TrialResult(number, FAIL, error=f"{type(error).__name__}: {error}")
         if number in self.pruned:
@@ -227,17 +250,26 @@ class DaskRunner:
                     report(number, step, value, live=False)
         self.live_steps.pop(number, None)
         self.pruned.discard(number)
-        if result.state == FAIL or time.monotonic() - self.counted_at > _RECOUNT_S:
+        if result.state == FAIL:  # a worker may have died: count again before the next submit
             self._count_threads()
+        elif time.monotonic() - self.counted_at > _RECOUNT_S:  # workers may have joined or left
+            self.counted_at = time.monotonic()
+            self.client.loop.add_callback(self._count_threads_in_the_background)
         return result
 
     def _count_threads(self) -> None:
         """Workers join, leave and come back (a nanny restarts a dead one): count them again
-        (a round trip to the scheduler: after a failed trial, else at most every _RECOUNT_S,
-        not between every result and the next submit)."""
-        self.counted_at = time.monotonic()
+        (a round trip to the scheduler, in the driver's thread: only after a failed trial)."""
         try:
-            self.capacity = max(1, sum(self.client.nthreads().values()))
+            self._set_capacity(self.client.nthreads())
+        except Exception as error:  # noqa: BLE001 - keep the last count
+            log.debug("stepline.automl: could not count the Dask threads: %s", error)
+
+    async def _count_threads_in_the_background(self) -> None:
+        """The same count in the client's event loop, while trials succeed: the driver never
+        waits for it (it was a round trip between a result and the next submit)."""
+        try:
+            self._set_capacity(await self.client.scheduler.ncores())
         except Exception as error:  # noqa: BLE001 - keep the last count
             log.debug("stepline.automl: could not count the Dask threads: %s", error)
 
@@ -245,9 +277,9 @@ class DaskRunner:
         if self.futures:
             self.client.cancel(list(self.futures))
         try:
-            self.client.unsubscribe_topic(_topic(self.key))
-            self.client.run(_forget_on_worker, self.key, self.digest)
-            self.client.cancel([self.payload])
+            if self.live:
+                self.client.unsubscribe_topic(_topic(self.key))
+            self.client.unregister_worker_plugin(self.key)  # each worker forgets the search
         except Exception as error:  # noqa: BLE001 - a cluster going away must not hide the search's result
             log.warning("stepline.automl: could not clean the Dask workers: %s", error)
         self.futures, self.numbers = {}, {}

@@ -143,7 +143,8 @@ class AutoML:
     def _runner(self, folder: Path, name: str, data: TrialData):
         if self.client is not None:
             from stepline.automl.dask_runner import DaskRunner
-            return DaskRunner(folder, name, data, self.client)
+            live = not isinstance(self.study_.pruner, _optuna().pruners.NopPruner)  # else no epoch events
+            return DaskRunner(folder, name, data, self.client, live=live)
         if self.n_jobs > 1:
             return ProcessRunner(folder, name, data, self.n_jobs)
         return SequentialRunner(folder, name, data)

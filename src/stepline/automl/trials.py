@@ -45,6 +45,15 @@ class TrialResult:
     started_at: float = 0.0  # time.time() on the worker when the trial started
     worker: str = ""  # "host:pid" of the process that ran it
 
+    def as_tuple(self) -> tuple:
+        """The fields as a plain tuple, to travel (a Dask task's result): :meth:`from_tuple` reverses it."""
+        return (self.number, self.state, self.value, self.error, self.traceback, self.seconds, self.reports,
+                self.started_at, self.worker)
+
+    @classmethod
+    def from_tuple(cls, fields: tuple) -> "TrialResult":
+        return cls(*fields)
+
 
 class Pruned(Exception):
     """The driver's pruner stopped the trial."""
@@ -69,8 +78,17 @@ def run_trial(template, number: int, params: dict, data: TrialData,
                              traceback=traceback.format_exc())
     result.seconds = time.perf_counter() - started
     result.reports = collected
-    result.started_at, result.worker = started_at, f"{socket.gethostname()}:{os.getpid()}"
+    result.started_at, result.worker = started_at, _this_process()
     return result
+
+
+def _this_process(cache: dict = {}) -> str:  # noqa: B006 - the cache, per process (a fork gets a new pid)
+    """``"host:pid"`` of this process."""
+    pid = os.getpid()
+    if pid not in cache:
+        cache.clear()
+        cache[pid] = f"{socket.gethostname()}:{pid}"
+    return cache[pid]
 
 
 def _cross_validate(template, params: dict, data: TrialData, report, collected: list) -> float:

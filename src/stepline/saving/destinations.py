@@ -32,16 +32,17 @@ def saved_records(step) -> dict:
     return step.__dict__.get(_SAVED_TO, {})
 
 
-def unchanged_at(step, destination: Path) -> str | None:
+def unchanged_at(step, destination: Path, absolute: bool = False) -> str | None:
     """The manifest digest at ``destination`` if ``step``'s subtree is what its last save
     there wrote and every folder of it still holds the manifest that save wrote; else None.
 
     Revisions are compared first (no file is read for a changed subtree). A manifest whose
     ``os.stat`` (inode, size, mtime, ctime) is what it was when recorded is not read again:
-    any write, replacement or copy changes one of them.
+    any write, replacement or copy changes one of them. ``absolute``: ``destination`` is
+    already an absolute, normalised path string (a save's live folders are).
     """
     checked = []
-    for node, folder in walk(step, os.path.abspath(destination)):
+    for node, folder in walk(step, destination if absolute else os.path.abspath(destination)):
         record = saved_records(node).get(folder)
         if record is None or record[0] != node._stepline_revision:
             return None
@@ -83,9 +84,10 @@ def record_saved(step, destination: Path, digests: dict, stats: dict | None = No
     ``digests[folder]`` (steps a changes-only save skipped keep their records), and how
     that manifest's ``os.stat`` looks now: ``stats[folder]`` where the caller has it
     (taken as the manifest was written or read), else stat'ed here."""
-    digests = {os.path.abspath(folder): digest for folder, digest in digests.items()}
-    stats = {os.path.abspath(folder): st for folder, st in (stats or {}).items()}
-    for node, folder in walk(step, os.path.abspath(destination)):
+    top = os.path.abspath(destination)
+    absolute = _absolute_keys(os.fspath(destination), top)
+    digests, stats = absolute(digests), absolute(stats or {})
+    for node, folder in walk(step, top):
         digest = digests.get(folder)
         if digest is not None:
             st = stats.get(folder)
@@ -97,3 +99,20 @@ def record_saved(step, destination: Path, digests: dict, stats: dict | None = No
             signature = None if st is None else _signature(st)
             node.__dict__.setdefault(_SAVED_TO, {})[folder] = (node._stepline_revision, digest, signature)
         node._invalidated = False
+
+
+def _absolute_keys(given: str, top: str):
+    """A function giving a ``{folder: value}`` dict with its folders made absolute as
+    :func:`walk` spells them: folders under ``given`` (the destination as the caller spelled
+    it, children joined onto it by name) get ``top`` (its absolute form) as prefix, the
+    others ``os.path.abspath`` (which normalises: a few µs a folder, over every step)."""
+    def absolute(mapping: dict) -> dict:
+        out = {}
+        for folder, value in mapping.items():
+            folder = os.fspath(folder)
+            if folder == given or folder.startswith(given + os.sep):
+                out[top + folder[len(given):]] = value
+            else:
+                out[os.path.abspath(folder)] = value
+        return out
+    return absolute

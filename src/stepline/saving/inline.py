@@ -15,6 +15,8 @@ import binascii
 import os
 import re
 
+import blake3
+
 from .errors import CorruptFileError, ManifestError
 
 #: The manifest field holding inline payloads, and the record field holding their bytes.
@@ -25,7 +27,6 @@ ENCODING = "base64"
 #: about 1 µs per KiB to save and 2 µs per KiB to load. So inline wins a save up to ~64 KiB
 #: and a save + load round trip up to ~32 KiB; 16 KiB keeps a load's extra cost under ~30 µs.
 INLINE_MAX_BYTES = 16 << 10
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def encode_record(data, record: dict) -> dict:
@@ -41,23 +42,51 @@ def label(folder, name: str) -> str:
     return f"{os.path.join(folder, name)} (inline in stepline.json)"
 
 
+class Label:
+    """:func:`label`, spelled only if a message needs it (a load names every step's pickle)."""
+
+    __slots__ = ("folder", "name")
+
+    def __init__(self, folder, name: str):
+        self.folder, self.name = folder, name
+
+    def __str__(self) -> str:
+        return label(self.folder, self.name)
+
+    __repr__ = __fspath__ = __str__
+
+
 def check_inline_field(where: str, inline, files: dict) -> None:
     """Raise :class:`ManifestError` unless ``inline`` is ``{name: {"size": int, "blake3": hex,
-    "base64": str}}`` whose names are not also listed as files."""
-    if not isinstance(inline, dict):
+    "base64": str}}`` whose names are safe and not also listed as files.
+
+    Direct checks, once per manifest (a load runs this for every step): a digest of the right
+    length that is not hex simply never matches the payload's (:func:`decode`)."""
+    if type(inline) is not dict:
         raise ManifestError(f"{where}: field {INLINE_FIELD!r} must be an object {{name: record}}, "
                             f"not {type(inline).__name__}")
     for name, record in inline.items():
-        if not (isinstance(record, dict) and type(record.get("size")) is int and record["size"] >= 0
-                and isinstance(record.get("blake3"), str) and _HEX64.fullmatch(record["blake3"])
-                and isinstance(record.get(ENCODING), str)):
+        if not (type(record) is dict and type(record.get("size")) is int and record["size"] >= 0
+                and type(record.get("blake3")) is str and len(record["blake3"]) == 64
+                and type(record.get(ENCODING)) is str):
             raise ManifestError(f"{where}: malformed record for {name!r} in {INLINE_FIELD!r} (expected "
                                 f"{{'size': int, 'blake3': 64 hex digits, 'base64': str}})")
-        from .integrity import check_records
-        check_records({name: record}, os.path.dirname(where))  # its name, and the fields of code pickled by value
         if name in files:
             raise ManifestError(f"{where}: {name!r} is listed both as a file and inline: this is not "
                                 f"a manifest stepline wrote")
+        if not _SAFE_NAME.fullmatch(name):
+            raise ManifestError(f"{where}: invalid inline payload name {name!r} in {INLINE_FIELD!r}")
+        if "python" in record or "by_value" in record:
+            _check_code_fields(where, name, record)
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _check_code_fields(where: str, name: str, record: dict) -> None:
+    """The fields of a record that holds code pickled by value (as a file's record has them)."""
+    from .integrity import check_records
+    check_records({name: {k: v for k, v in record.items() if k != ENCODING}}, os.path.dirname(where))
 
 
 def stream_record(manifest: dict, name: str) -> dict | None:
@@ -82,8 +111,7 @@ def decode(folder, name: str, record: dict) -> bytes:
     if len(raw) != record["size"]:
         raise CorruptFileError(f"{label(folder, name)}: size {len(raw)} bytes, the record says "
                                f"{record['size']}: the payload was modified")
-    from .integrity import digest_bytes
-    actual = digest_bytes(raw)
+    actual = blake3.blake3(raw).hexdigest()  # (one thread: an inline payload is small)
     if actual != record["blake3"]:
         raise CorruptFileError(f"{label(folder, name)}: BLAKE3 mismatch (record {record['blake3'][:12]}…, "
                                f"payload {actual[:12]}…): the payload was modified or corrupted")

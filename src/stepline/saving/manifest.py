@@ -12,6 +12,7 @@ plain names, SHA-256 file digests) still load.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -24,6 +25,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+import blake3
+
 from .errors import ManifestError, MixedDumpError, NotADumpError, VersionMismatchWarning
 from .safe_open import kind_of, open_regular, read_regular
 
@@ -35,6 +38,7 @@ FORMAT_VERSION = 3
 #: The one file a dump's root step folder may hold besides what its manifest lists:
 #: the signature of the root digest, written by :mod:`stepline.trust`.
 SIGNATURE_NAME = "stepline.sig"
+_SLASH_MANIFEST = os.sep + MANIFEST_NAME
 
 #: Distribution name -> module name of the libraries always recorded.
 CORE_PACKAGES = {"stepline": "stepline", "numpy": "numpy", "joblib": "joblib", "cloudpickle": "cloudpickle"}
@@ -58,7 +62,7 @@ def encode_manifest(data: dict) -> bytes:
     written by one call of the C encoder (``indent`` would switch ``json`` to its
     pure-Python encoder, once the biggest cost of saving a tiny step).
     """
-    encoded = _ENCODER.encode({k: v for k, v in data.items() if k != SELF_DIGEST})
+    encoded = _ENCODER.encode({k: v for k, v in data.items() if k != SELF_DIGEST} if SELF_DIGEST in data else data)
     if encoded == "{}":
         raise ValueError("a manifest holds at least one field")
     body = ("{\n  " + encoded[1:-1] + "\n}").encode("utf-8")
@@ -71,14 +75,12 @@ _SUFFIX_LENGTH = len(_SUFFIX_HEAD) + 64 + len(_SUFFIX_TAIL)
 
 
 def _digest_of(body: bytes) -> str:
-    import blake3
     return blake3.blake3(body).hexdigest()
 
 
 def manifest_digest(raw: bytes) -> str:
-    """BLAKE3 hex digest of a manifest's bytes."""
-    from .integrity import digest_bytes
-    return digest_bytes(raw)
+    """BLAKE3 hex digest of a manifest's bytes (one thread: a manifest is small)."""
+    return blake3.blake3(raw).hexdigest()
 
 
 def root_digest(step_folder) -> str:
@@ -128,10 +130,18 @@ def write_new_manifest(folder, data: dict) -> tuple[str, os.stat_result]:
 
 
 def _manifest_bytes(data: dict) -> bytes:
-    full = {"format": FORMAT, "format_version": FORMAT_VERSION,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    """``data`` as a manifest: format, format version and creation time first (as given in
+    ``data``, when it has them: a save gives every manifest the time it started)."""
+    if data.get("format") == FORMAT and data.get("format_version") == FORMAT_VERSION and "created" in data:
+        return encode_manifest(data)
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION, "created": created_now()}
     full.update((k, v) for k, v in data.items() if k not in full)
     return encode_manifest(full)
+
+
+def created_now() -> str:
+    """The creation time a manifest records: now, UTC, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def read_manifest(folder, expected_digest: str | None = None) -> dict:
@@ -149,9 +159,10 @@ def read_manifest(folder, expected_digest: str | None = None) -> dict:
 def read_checked_manifest(folder, expected_digest: str | None = None) -> tuple[dict, str, os.stat_result]:
     """:func:`read_manifest`, also returning the manifest's digest and its ``os.stat``, as read
     (one ``lstat`` of the folder, one open that follows no link: a load does this per step)."""
-    path = os.path.join(folder, MANIFEST_NAME)
+    where = os.fspath(folder)
+    path = where + _SLASH_MANIFEST if where and not where.endswith(os.sep) else os.path.join(where, MANIFEST_NAME)
     try:
-        mode = os.lstat(folder).st_mode
+        mode = os.lstat(where).st_mode
     except (OSError, ValueError):
         mode = None
     if mode is None or not stat.S_ISDIR(mode):
@@ -177,17 +188,41 @@ def read_checked_manifest(folder, expected_digest: str | None = None) -> tuple[d
 
 
 def _read_bytes(path: str) -> tuple[bytes, os.stat_result]:
-    """The bytes of the manifest at ``path`` and its ``fstat`` (a regular file, not too big)."""
-    with open_regular(path, os.O_RDONLY, ManifestError, "manifest") as f:
-        st = os.fstat(f.fileno())
+    """The bytes of the manifest at ``path`` and its ``fstat`` (a regular file, not too big).
+
+    One ``open`` that never blocks nor follows a final link, one ``fstat``, the reads, one
+    ``close``: no file object (a load does this for every step). Anything but a regular
+    file is refused as :func:`~stepline.saving.safe_open.open_regular` words it."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as e:
+        if e.errno not in _NOT_A_FILE:
+            raise
+        with open_regular(path, os.O_RDONLY, ManifestError, "manifest"):  # raises, naming what is there
+            pass
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ManifestError(f"{path}: is {kind_of(st.st_mode)}, not a regular file: this is not the "
+                                f"manifest stepline writes here; remove it")
         if st.st_size > MAX_MANIFEST_BYTES:
             raise ManifestError(f"{path}: {st.st_size} bytes, more than any manifest stepline writes "
                                 f"({MAX_MANIFEST_BYTES}): this is not the manifest stepline wrote")
-        chunks, left = [], st.st_size
-        while left > 0 and (chunk := os.read(f.fileno(), left)):  # (no read past the size fstat gave)
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks), st
+        raw = os.read(fd, st.st_size)  # (no read past the size fstat gave)
+        if len(raw) < st.st_size:
+            chunks, left = [raw], st.st_size - len(raw)
+            while left > 0 and (chunk := os.read(fd, left)):
+                chunks.append(chunk)
+                left -= len(chunk)
+            raw = b"".join(chunks)
+        return raw, st
+    finally:
+        os.close(fd)
+
+
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+_NOT_A_FILE = {errno.ENXIO, errno.EISDIR, errno.ELOOP, errno.ENODEV, errno.EOPNOTSUPP}
 
 
 def parse_manifest(path, raw: bytes, own_digest: bool = True) -> dict:
@@ -200,11 +235,19 @@ def parse_manifest(path, raw: bytes, own_digest: bool = True) -> dict:
     _check_format(path, data)
     if own_digest and data["format_version"] >= 2:
         _check_own_digest(path, data, raw)
-    from .schema import check_manifest_fields
+    check_manifest_fields, check_records = _field_checks()
     check_manifest_fields(path, data)
-    from .integrity import check_records
-    check_records(data["files"], os.path.dirname(path))
+    if data["files"]:
+        check_records(data["files"], os.path.dirname(path))
     return data
+
+
+@functools.lru_cache(maxsize=1)
+def _field_checks():
+    """The shape checks of a manifest (imported on first use: those modules import this one)."""
+    from .integrity import check_records
+    from .schema import check_manifest_fields
+    return check_manifest_fields, check_records
 
 
 def parse_json(path: Path, raw: bytes, what: str, error) -> object:

@@ -59,14 +59,15 @@ def write_object(obj, folder, inline_below: int = 0) -> dict[str, dict]:
     A stream smaller than ``inline_below`` bytes is not written: its record holds its bytes
     (``"inline"``) for the caller to put in the manifest (:mod:`stepline.saving.inline`).
     """
-    folder = Path(folder)
     stream, buffers, by_value = _dumps(obj)
     inline = stream.nbytes < inline_below
     names = ([] if inline else [STREAM_NAME]) + [buffer_name(i) for i in range(len(buffers))]
     datas = ([] if inline else [stream]) + buffers
-    if names and not os.path.isdir(folder):  # (a save made it: one stat, not a failed mkdir and a stat)
-        folder.mkdir(parents=True, exist_ok=True)
-    digests = _write_and_hash(folder, names, datas)
+    if names:
+        folder = Path(folder)
+        if not os.path.isdir(folder):  # (a save made it: one stat, not a failed mkdir and a stat)
+            folder.mkdir(parents=True, exist_ok=True)
+    digests = _write_and_hash(folder, names, datas) if names else []
     cached = [(n, h) for n, d, h in zip(names, datas, digests) if d.nbytes >= integrity.CACHE_MIN_BYTES]
     if cached:  # (the stat cache leaves small files out: no stat for them)
         update_stat_cache(folder, {n: stat_entry(os.stat(folder / n), h) for n, h in cached}, settle=True)
@@ -108,12 +109,37 @@ def _array_reduce(arr: np.ndarray):
 
 
 def _pickled_by_value(obj) -> bool:
-    """Whether cloudpickle stores this class or function by value."""
+    """Whether cloudpickle stores this class or function by value (remembered per object:
+    cloudpickle's answer looks the object up in its module, ~3 µs, for each class and
+    function of each step; :func:`_dumps` forgets it all when a module is registered with
+    ``cloudpickle.register_pickle_by_value``)."""
+    try:
+        return _BY_VALUE[obj]
+    except (KeyError, TypeError):  # (TypeError: an unhashable class object)
+        pass
     by_reference = getattr(cloudpickle.cloudpickle, "_should_pickle_by_reference", None)
     try:
-        return not by_reference(obj) if by_reference else obj.__module__ == "__main__"
+        answer = not by_reference(obj) if by_reference else obj.__module__ == "__main__"
     except Exception:
-        return False
+        answer = False
+    if len(_BY_VALUE) > 4096:
+        _BY_VALUE.clear()
+    try:
+        _BY_VALUE[obj] = answer
+    except TypeError:
+        pass
+    return answer
+
+
+_BY_VALUE: dict = {}
+_REGISTERED_BY_VALUE: list = [frozenset()]
+
+
+def _forget_by_value_answers_if_registrations_changed() -> None:
+    registered = frozenset(getattr(cloudpickle.cloudpickle, "_PICKLE_BY_VALUE_MODULES", ()))
+    if registered != _REGISTERED_BY_VALUE[0]:
+        _BY_VALUE.clear()
+        _REGISTERED_BY_VALUE[0] = registered
 
 
 class _ByReferencePickler(pickle.Pickler):
@@ -142,6 +168,7 @@ def _dumps(obj) -> tuple[memoryview, list[memoryview], set[str]]:
     The C pickler first; if the object holds anything that pickles by value (a class or
     function of ``__main__``, a lambda, a local class…) or that only cloudpickle can pickle,
     cloudpickle's pickler does it all again (its errors are the ones reported)."""
+    _forget_by_value_answers_if_registrations_changed()
     try:
         stream, buffers, _ = _pickle_with(_ByReferencePickler, obj)
         return stream, buffers, set()
@@ -238,7 +265,7 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
     """
     if mmap_mode not in _MMAP_MODES:
         raise ValueError(f"mmap_mode must be one of {_MMAP_MODES}, not {mmap_mode!r}")
-    folder = Path(folder)
+    folder = folder if isinstance(folder, Path) else Path(folder)
     preread = dict(preread or {})
     verified = bool(files) and all(name in preread for name in files)  # read as verify_files checked them
     if not verified:
@@ -247,7 +274,7 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
         check_records(files, folder)
     if STREAM_NAME not in files:
         raise ManifestError(f"{folder}: the manifest lists no {STREAM_NAME}")
-    stream_path = Path(stream_label) if stream_label else folder / STREAM_NAME
+    stream_path = stream_label or folder / STREAM_NAME  # (only for messages)
     _check_python(stream_path, files[STREAM_NAME])
     if not verified:
         unread = {n: r for n, r in files.items() if n not in preread}

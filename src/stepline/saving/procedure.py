@@ -34,17 +34,19 @@ class _Options:
     verify: object = True
     destination: Path | None = None  # saving: the final folder of the saved step
     staged: Path | None = None  # saving: where that folder is being written
+    staged_path: str | None = None  # (the same, as a string)
     trusted: bool = True  # False: every pickle goes through the restricted unpickler (DESIGN §5a)
     verified: set = field(default_factory=set)  # folders whose files were verified already
     trust_override: bool = False  # load(..., trusted=True)
     manifests: dict = field(default_factory=dict)
-    reported: dict = field(default_factory=dict)
+    reported: dict = field(default_factory=dict)  # saving: folder (str) -> records its savers reported
     written: dict = field(default_factory=dict)  # folder -> digest of the manifest written or read
     children: dict = field(default_factory=dict)  # loading: folder -> {child name: manifest digest}
     kept: dict = field(default_factory=dict)  # saving: staged folder of a step kept -> its manifest digest
     stats: dict = field(default_factory=dict)  # folder -> os.stat of the manifest written or read
     listed: dict = field(default_factory=dict)  # saving: staged folder -> (its file names, its children's)
     versions: dict | None = None  # saving: the runtime versions every manifest records (once per save)
+    created: str | None = None  # saving: when the save started, the time every manifest records
     preread: dict = field(default_factory=dict)  # loading: folder -> {buffer file: array read as verified}
 
     def live_folder(self, staged_folder) -> str:
@@ -67,7 +69,7 @@ def current_options() -> _Options:
 
 def report_records(context: ExecutionContext, records: dict) -> None:
     """Let a saver add fields to the manifest records of files it wrote (e.g. by-value code)."""
-    current_options().reported.setdefault(context.get_path(), {}).update(records)
+    current_options().reported.setdefault(os.fspath(context.get_path()), {}).update(records)
 
 
 # ------------------------------------------------------------------ saving
@@ -86,7 +88,7 @@ def save_step(step, context: ExecutionContext | None = None, full_dump: bool = F
         return step
     digests, stats = _save_atomically(step, context, full_dump)
     if mark_saved:
-        record_saved(step, final, digests, stats)
+        record_saved(step, os.path.abspath(final), digests, stats)  # (the folders it names are absolute)
     return step
 
 
@@ -101,12 +103,12 @@ def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> tuple[
     """
     final = context.push(step).get_path()
     overlay = not full_dump and is_overlay_for(final)
-    options = _Options(full_dump=full_dump, destination=final)
+    options = _Options(full_dump=full_dump, destination=Path(os.path.abspath(final)))  # (live folders: absolute)
     token = _OPTIONS.set(options)
     try:
         with atomic_folder(final, overlay=overlay, only_over_dumps=True, listed=options.listed) as staged:
-            options.staged = staged
-            staging_context = ExecutionContext(staged.parent, context.execution_phase, context._stripped_saver)
+            options.staged, options.staged_path = staged, os.fspath(staged)
+            staging_context = ExecutionContext(staged.parent, context.execution_phase, context.stripped_saver)  # (one saver for all)
             try:
                 _save_node(step, staging_context)
             except SaveError as e:  # name the destination, not the temporary folder
@@ -156,7 +158,7 @@ def _kept(child, parent: str) -> bool:
     if options.full_dump:
         return False
     staged = os.path.join(parent, child.name)
-    kept = unchanged_at(child, options.live_folder(staged))
+    kept = unchanged_at(child, options.live_folder(staged), absolute=True)
     if kept is None:
         return False
     options.kept[staged] = kept
@@ -168,14 +170,14 @@ def _save_node(step, parent_context: ExecutionContext) -> None:
     folder = context.get_path()
     path = os.fspath(folder)
     children = [c.name for c in step.get_children()]
-    if folder != current_options().staged:  # (atomic_folder made the staged root)
+    options = current_options()
+    if path != options.staged_path:  # (atomic_folder made the staged root)
         os.mkdir(path)
     stripped = copy.copy(step)
     savers = [context.stripped_saver] + list(step.savers)
     for saver in reversed(savers):
         stripped = saver.save_step(stripped, context)
-    options = current_options()
-    reported = options.reported.pop(folder, {})
+    reported = options.reported.pop(path, {})
     inline = {n: encode_record(r["inline"], r) for n, r in reported.items() if "inline" in r}
     for name in inline:
         del reported[name]
@@ -219,26 +221,33 @@ def _own_files(folder: str, children: list, written: dict) -> list[str]:
 
 
 def _node_manifest(step, savers, children, files, folder: str) -> dict:
+    options = current_options()
+    if options.versions is None:  # what every manifest of this save records, collected once
+        options.versions, options.created = mf.runtime_versions(), mf.created_now()
+    space = step.hyperparams_space
     return {
+        "format": mf.FORMAT, "format_version": mf.FORMAT_VERSION, "created": options.created,
         "name": step.name,
         "class": _qualified(type(step)),
         "savers": [_qualified(type(s)) for s in savers[1:]],
         "stripped_saver": _qualified(type(savers[0])),
-        "hyperparams": _json_safe(dict(step._get_own_hyperparams())),
-        "hyperparams_space": _json_safe({k: _space_json(v) for k, v in step.hyperparams_space.items()}),
+        "hyperparams": _json_safe_dict(step._get_own_hyperparams()),
+        "hyperparams_space": _json_safe({k: _space_json(v) for k, v in space.items()}) if space else {},
         "children": [{"name": child, "manifest": _child_digest(os.path.join(folder, child))} for child in children],
         "files": files,
         "info": _manifest_info(step),
-        "versions": _versions(),
+        "versions": options.versions,
     }
 
 
-def _versions() -> dict:
-    """The runtime versions the manifests of this save record (collected once per save)."""
-    options = current_options()
-    if options.versions is None:
-        options.versions = mf.runtime_versions()
-    return options.versions
+def _json_safe_dict(values) -> dict:
+    """``_json_safe(dict(values))``, without the walk when every value is a plain scalar."""
+    if all(type(v) in _PLAIN for v in values.values()) and all(type(k) is str for k in values):
+        return dict(values)
+    return _json_safe(dict(values))
+
+
+_PLAIN = {str, int, float, bool, type(None)}
 
 
 def _manifest_info(step) -> dict:
@@ -270,7 +279,15 @@ def _json_safe(value):
 
 
 def _qualified(cls) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
+    name = _QUALIFIED.get(cls)
+    if name is None:
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        if len(_QUALIFIED) < 4096:
+            _QUALIFIED[cls] = name
+    return name
+
+
+_QUALIFIED: dict = {}  # class -> its qualified name (a save asks for each step's classes)
 
 
 def _space_json(dist):
@@ -301,7 +318,7 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
             options.trusted = False
         _warn_versions(folder, manifest)
         parents = tuple(ChildPlaceholder(name) for name in parts[:-1])
-        base = ExecutionContext(context.root, context.execution_phase, context._stripped_saver, parents)
+        base = ExecutionContext(context.root, context.execution_phase, context.stripped_saver, parents)  # (one for all)
         token = _OPTIONS.set(options)
         try:
             step = _load_node(parts[-1], base, manifest)
@@ -348,32 +365,49 @@ def _read_step_manifest(folder: Path, digest: str | None, options: _Options) -> 
 
 def load_child(name: str, context: ExecutionContext):
     """Load the child ``name`` of the step whose folder is ``context.get_path()``."""
-    return _load_node(name, context, None)
+    return load_children([name], context)[0]
 
 
-def _load_node(name: str, parent_context: ExecutionContext, manifest: dict | None):
-    placeholder = ChildPlaceholder(name)
-    context = parent_context.push(placeholder)
-    folder = context.get_path()
+def load_children(names, context: ExecutionContext) -> list:
+    """Load the children ``names`` of the step whose folder is ``context.get_path()``, in
+    order, each checked against the digest its parent's manifest lists (the parent's folder
+    and listing looked up once, not once per child)."""
     options = current_options()
-    if manifest is None:
-        parent_folder = parent_context.get_path()
-        parent = options.manifests.get(parent_folder)
-        listed = options.children.get(parent_folder)
-        if listed is None and parent is not None:
-            listed = options.children[parent_folder] = dict(mf.child_entries(parent, parent_folder))
-        listed = listed or {}
+    parent_folder = context.get_path()
+    parent = options.manifests.get(parent_folder)
+    listed = options.children.get(parent_folder)
+    if listed is None and parent is not None:
+        listed = options.children[parent_folder] = dict(mf.child_entries(parent, parent_folder))
+    listed = listed or {}
+    loaded = []
+    for name in names:
         if parent is not None and name not in listed:
-            raise StepLoadError(f"{folder}: the manifest of {parent_context.get_path()} lists no child {name!r}")
-        manifest = _read_step_manifest(folder, listed.get(name), options)
-    if folder not in options.verified:  # each file hashed as it is read, for the saver to use
-        options.preread[folder] = verify_files(folder, manifest.get("files", {}), options.verify, _buffer_for)
+            raise StepLoadError(f"{parent_folder / name}: the manifest of {parent_folder} lists no child {name!r}")
+        child_context = context.push(ChildPlaceholder(name))
+        folder = child_context.get_path()
+        loaded.append(_load_node(name, context, _read_step_manifest(folder, listed.get(name), options),
+                                 child_context, folder))
+    return loaded
+
+
+def _load_node(name: str, parent_context: ExecutionContext, manifest: dict, context=None, folder=None):
+    """Load the step ``name`` whose checked ``manifest`` is read; ``context``: the one of its
+    folder (a placeholder's) and ``folder`` its path, when the caller made them."""
+    if context is None:
+        context = parent_context.push(ChildPlaceholder(name))
+    placeholder = context.parents[-1]
+    folder = folder or context.get_path()
+    options = current_options()
+    files = manifest["files"]
+    if files and folder not in options.verified:  # each file hashed as it is read, for the saver to use
+        options.preread[folder] = verify_files(folder, files, options.verify, _buffer_for)
     options.manifests[folder] = manifest
     step = context.stripped_saver.load_step(placeholder, context)
-    context = parent_context.push(step)
-    for saver in step.savers:
-        if saver.can_load(step, context):
-            step = saver.load_step(step, context)
+    if step.savers:
+        context = parent_context.push(step)
+        for saver in step.savers:
+            if saver.can_load(step, context):
+                step = saver.load_step(step, context)
     if step.name != name:
         raise StepLoadError(f"{folder}: holds step {step.name!r}, expected {name!r}")
     return step

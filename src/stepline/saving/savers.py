@@ -8,6 +8,7 @@ A saver receives the context of the step's own folder (``context.get_path()``).
 """
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -51,11 +52,9 @@ class JoblibStepSaver(BaseSaver):
     """
 
     def save_step(self, step, context):
-        from stepline.saving.inline import INLINE_MAX_BYTES
-        from stepline.saving.objectfile import write_object
-        from stepline.saving.procedure import report_records
+        inline, write_object, report_records = _save_helpers()
         try:
-            records = write_object(step, context.get_path(), inline_below=INLINE_MAX_BYTES)
+            records = write_object(step, context.get_path(), inline_below=inline.INLINE_MAX_BYTES)
         except OSError as error:  # disk full, file too large, permissions: not a pickling problem
             from stepline.saving.errors import SaveError
             raise SaveError(f"{error.filename or context.get_path()}: cannot write step {step.name!r} "
@@ -77,21 +76,20 @@ class JoblibStepSaver(BaseSaver):
         return stream_record(manifest, STREAM_NAME) is not None
 
     def load_step(self, step, context):
-        from stepline.saving.inline import stream_bytes
-        from stepline.saving.objectfile import read_object
-        from stepline.saving.procedure import current_options
+        inline, read_object, current_options = _load_helpers()
         options = current_options()
         folder = context.get_path()
         manifest = options.manifests[folder]
         files = manifest["files"]
-        pickled = {k: v for k, v in files.items() if k == STREAM_NAME or k.startswith("buffer-")}
+        pickled = {k: v for k, v in files.items() if k == STREAM_NAME or k.startswith("buffer-")} if files else {}
         preread = options.preread.pop(folder, None)
-        where = folder / STREAM_NAME
-        inline = stream_bytes(folder, manifest, STREAM_NAME)  # decoded and checked against its digest
-        if inline is not None:
-            where, stream = inline
-            pickled[STREAM_NAME] = manifest["inline"][STREAM_NAME]
-            preread = {**(preread or {}), STREAM_NAME: stream}
+        record = manifest.get(inline.INLINE_FIELD, _NONE).get(STREAM_NAME)
+        if record is None:
+            where = folder / STREAM_NAME
+        else:  # decoded and checked against its digest before anything reads it
+            where = inline.Label(folder, STREAM_NAME)
+            pickled[STREAM_NAME] = record
+            preread = {**(preread or _NONE), STREAM_NAME: inline.decode(folder, STREAM_NAME, record)}
         loaded = read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False,
                              restricted=not options.trusted, check_stream=not options.trust_override,
                              preread=preread, stream_label=where)
@@ -100,17 +98,42 @@ class JoblibStepSaver(BaseSaver):
 
 
 STREAM_NAME = "step.pkl"
+_NONE: dict = {}
+
+
+@functools.lru_cache(maxsize=1)
+def _save_helpers():
+    """What saving needs from modules that import this one (imported once, on first use)."""
+    from stepline.saving import inline
+    from stepline.saving.objectfile import write_object
+    from stepline.saving.procedure import report_records
+    return inline, write_object, report_records
+
+
+@functools.lru_cache(maxsize=1)
+def _step_class():
+    from stepline.core.step import BaseTransformer
+    return BaseTransformer
+
+
+@functools.lru_cache(maxsize=1)
+def _load_helpers():
+    """What loading needs from modules that import this one (imported once, on first use)."""
+    from stepline.saving import inline
+    from stepline.saving.objectfile import read_object
+    from stepline.saving.procedure import current_options
+    return inline, read_object, current_options
 
 
 def _check_is_step(loaded, path) -> None:
     """Raise :class:`NotAStepError` unless the unpickled ``loaded`` is a step."""
-    from stepline.core.step import BaseTransformer
+    if isinstance(loaded, _step_class()):
+        return
     from stepline.saving.errors import NotAStepError
-    if not isinstance(loaded, BaseTransformer):
-        shown = repr(loaded)
-        shown = shown if len(shown) <= 40 else shown[:37] + "..."
-        raise NotAStepError(f"{path}: holds {type(loaded).__name__} {shown}, not a step: the file was "
-                            f"replaced, or the dump was not written by stepline")
+    shown = repr(loaded)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    raise NotAStepError(f"{path}: holds {type(loaded).__name__} {shown}, not a step: the file was "
+                        f"replaced, or the dump was not written by stepline")
 
 
 def _save_error(step, context, error):
@@ -175,9 +198,11 @@ class ChildrenSaver(BaseSaver):
         return any(isinstance(c, ChildPlaceholder) for c in step.get_children())
 
     def load_step(self, step, context):
-        from stepline.saving.procedure import load_child
-        step._set_children([load_child(child.name, context) if isinstance(child, ChildPlaceholder) else child
-                            for child in step.get_children()])
+        from stepline.saving.procedure import load_children
+        children = step.get_children()
+        placeholders = [child.name for child in children if isinstance(child, ChildPlaceholder)]
+        loaded = iter(load_children(placeholders, context))
+        step._set_children([next(loaded) if isinstance(child, ChildPlaceholder) else child for child in children])
         return step
 
 

@@ -13,39 +13,62 @@ from pathlib import Path
 from .errors import ManifestError
 from .inline import INLINE_FIELD, check_inline_field
 
-#: field -> (required, what it must be, check)
-_FIELDS = {
-    "name": (False, "a string", lambda v: isinstance(v, str)),
-    "class": (False, "a string", lambda v: isinstance(v, str)),
-    "files": (True, "an object {file name: record}", lambda v: isinstance(v, dict)),
-    "created": (False, "a string", lambda v: isinstance(v, str)),
-    "stripped_saver": (False, "a string", lambda v: isinstance(v, str)),
-    "savers": (False, "a list of class names", lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v)),
-    "hyperparams": (False, "an object", lambda v: isinstance(v, dict)),
-    "hyperparams_space": (False, "an object", lambda v: isinstance(v, dict)),
-    "info": (False, "an object", lambda v: isinstance(v, dict)),
-    "versions": (False, "an object {package: version string}",
-                 lambda v: isinstance(v, dict) and all(isinstance(x, str) or x is None for x in v.values())),
+#: field -> what it must be (for the messages)
+_EXPECTED = {
+    "files": "an object {file name: record}",
+    "name": "a string", "class": "a string", "created": "a string", "stripped_saver": "a string",
+    "savers": "a list of class names",
+    "hyperparams": "an object", "hyperparams_space": "an object", "info": "an object",
+    "versions": "an object {package: version string}",
 }
+_STRINGS = ("name", "class", "created", "stripped_saver")
+_OBJECTS = ("hyperparams", "hyperparams_space", "info")
+_ABSENT = object()
+_EMPTY: dict = {}
+_LAST_VERSIONS: list = [{}]  # the last versions found valid
 
 
 def check_manifest_fields(path: Path, data: dict) -> None:
-    """Raise :class:`ManifestError` unless every known field of ``data`` has its type."""
-    for field, (required, expected, valid) in _FIELDS.items():
-        if field not in data:
-            if required:
-                raise ManifestError(f"{path}: the manifest has no {field!r} field: it is incomplete or "
-                                    f"was not written by stepline")
-            continue
-        if not valid(data[field]):
-            raise ManifestError(f"{path}: field {field!r} must be {expected}, not {_shown(data[field])}")
-    from .manifest import child_entries
-    child_entries(data, os.path.dirname(path))  # a list of safe, distinct names (with their digests in v2)
+    """Raise :class:`ManifestError` unless every known field of ``data`` has its type.
+
+    One pass of direct type checks (a load runs this once per step; the manifest came from
+    ``json.loads``, so its types are exact)."""
+    files = data.get("files", _ABSENT)
+    if files is _ABSENT:
+        raise ManifestError(f"{path}: the manifest has no 'files' field: it is incomplete or "
+                            f"was not written by stepline")
+    if type(files) is not dict:
+        _wrong(path, "files", files)
+    for field in _STRINGS:
+        value = data.get(field, "")
+        if type(value) is not str:
+            _wrong(path, field, value)
+    for field in _OBJECTS:
+        value = data.get(field, _EMPTY)
+        if type(value) is not dict:
+            _wrong(path, field, value)
+    savers = data.get("savers", _ABSENT)
+    if savers is not _ABSENT and not (type(savers) is list and all(type(s) is str for s in savers)):
+        _wrong(path, "savers", savers)
+    versions = data.get("versions", _EMPTY)
+    if versions != _LAST_VERSIONS[0]:  # (every manifest of a dump records the same versions)
+        if not (type(versions) is dict and all(type(v) is str or v is None for v in versions.values())):
+            _wrong(path, "versions", versions)
+        _LAST_VERSIONS[0] = versions
+    if data.get("children"):
+        from .manifest import child_entries
+        child_entries(data, os.path.dirname(path))  # a list of safe, distinct names (with their digests in v2)
+    elif "children" in data and type(data["children"]) is not list:
+        raise ManifestError(f"{path}: 'children' must be a list, not {type(data['children']).__name__}")
     if INLINE_FIELD in data:
         if data["format_version"] < 3:
             raise ManifestError(f"{path}: field {INLINE_FIELD!r} in a format {data['format_version']} manifest "
                                 f"(inline payloads came with format 3): it was edited or corrupted")
-        check_inline_field(path, data[INLINE_FIELD], data["files"])
+        check_inline_field(path, data[INLINE_FIELD], files)
+
+
+def _wrong(path, field: str, value) -> None:
+    raise ManifestError(f"{path}: field {field!r} must be {_EXPECTED[field]}, not {_shown(value)}")
 
 
 def _shown(value) -> str:
