@@ -2,7 +2,8 @@
 
 A full dump writes each array straight from memory into its own raw file, hashed as it is
 written. A load right after trusts the stat cache and hashes nothing; a *copied* dump (new
-inodes) has every byte hashed as it is read; ``mmap_mode="c"`` hashes every byte too but
+inodes) has every byte read once, straight into the array, and hashed by a second thread
+while the next chunk is read; ``mmap_mode="c"`` hashes every byte too but
 maps the arrays copy-on-write instead of allocating new memory for them.
 """
 import shutil

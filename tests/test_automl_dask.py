@@ -5,6 +5,7 @@ import os
 import time
 
 import numpy as np
+import dask
 import pytest
 
 optuna = pytest.importorskip("optuna")
@@ -31,12 +32,11 @@ def digits():
 
 
 def local_cluster(**kwargs):
-    return distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                    dashboard_address=":0", **{"silence_logs": logging.ERROR, **kwargs})
+    options = {"n_workers": 2, "threads_per_worker": 1, "silence_logs": logging.ERROR, **kwargs}
+    return distributed.LocalCluster(processes=True, host="127.0.0.1", dashboard_address=":0", **options)
 
 
 def test_a_dask_worker_that_dies_fails_its_trial_not_the_search(digits, caplog):
-    import dask
     X, y = digits
     p = Pipeline([h.Exiter(), SKLearnWrapper(LogisticRegression(max_iter=300), {"C": LogUniform(1e-3, 10.0)})])
     # allowed-failures 0: the scheduler does not retry the lost task on the other worker (where it
@@ -53,6 +53,23 @@ def test_a_dask_worker_that_dies_fails_its_trial_not_the_search(digits, caplog):
     assert len(failed) <= 2 and (frame["state"] == "COMPLETE").sum() == 4
     assert search.best_params_["Exiter__die"] is False
 
+
+
+@pytest.mark.timeout(60)
+def test_the_replacement_of_a_dead_worker_that_held_the_pipeline_runs_the_next_trials():
+    """The only worker dies during a trial: its replacement gets the pipeline and runs the rest
+    (it waited forever for a task's result lost with the dead worker: the search hung)."""
+    X, y = np.zeros((20, 1)), np.zeros(20)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            local_cluster(n_workers=1, silence_logs=logging.CRITICAL) as cluster, distributed.Client(cluster) as client:
+        search = AutoML(Pipeline([h.Exiter()]), scoring=lambda est, X, y: 0.0, cv=0.5, n_trials=6, sampler="random",
+                        seed=2, client=client, refit=False, show_progress=False).fit(X, y)
+        kept = client.run(_what_a_dask_worker_keeps)
+    failed = [t for t in search.study_.trials if t.state.name == "FAIL"]
+    assert len(search.study_.trials) - len(failed) == 6 and failed  # die=True draws, and the trials queued with them
+    assert all("KilledWorker" in t.user_attrs["error"] for t in failed)
+    assert len({entry["worker"] for entry in search.timeline_ if entry["state"] == "complete"}) >= 2  # replacements
+    assert kept == {address: ([], [], []) for address in kept}
 
 
 def test_a_two_worker_local_cluster_finishes_the_same_number_of_trials(digits, tmp_path):

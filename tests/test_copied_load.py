@@ -277,3 +277,25 @@ def test_a_copied_dump_opens_each_of_its_files_once(tmp_path):
     loaded = CX(copy).load("s", verify="full")
     assert sorted(opened) == names, f"opened: {opened}"
     np.testing.assert_array_equal(loaded.data_, Bytes(3 * C + 1).fit(None).data_)
+
+
+class _FailingDigest:
+    """A BLAKE3 digest that fails at its ``fail_at``-th chunk (whichever thread feeds it)."""
+
+    def __init__(self, fail_at: int):
+        self.real, self.fail_at, self.chunks = blake3.blake3(), fail_at, 0
+
+    def update(self, data):
+        self.chunks += 1
+        if self.chunks == self.fail_at:
+            raise MemoryError("the hash failed")
+        self.real.update(data)
+
+
+@pytest.mark.parametrize("fail_at", [1, 3, 6])
+def test_a_failing_hash_is_raised_by_the_read_and_leaves_no_thread(tmp_path, fail_at):
+    path = tmp_path / "f.bin"
+    path.write_bytes(os.urandom(6 * C))
+    with open(path, "rb", buffering=0) as f, pytest.raises(MemoryError, match="the hash failed"):
+        read_hashed(f, _FailingDigest(fail_at), 6 * C, np.empty(6 * C, np.uint8), where=str(path))
+    assert not _hash_threads()

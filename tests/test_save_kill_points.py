@@ -117,6 +117,7 @@ def _run_killed(save, kill_at: int, count_file) -> int:
             killer = _Killer(kill_at, str(count_file))
             killer.install()
             save()
+            atomic.wait_for_cleanup()  # the replaced dump's deletion (a background thread) counts too, always
             killer.kill_at = -1
             killer.report()
         except BaseException:

@@ -205,8 +205,8 @@ def test_a_corrupted_new_dump_is_refused_while_the_old_one_keeps_serving(tmp_pat
     live_root, staging = tmp_path / "live", tmp_path / "staging"
     folder = h.save(h.sklearn_pipeline(name="m"), live_root)
     broken = h.save(h.sklearn_pipeline(C=0.01, name="m"), staging)
-    victim = max((p for p in broken.rglob("*") if p.is_file() and p.parent != broken),  # a child's file (its
-                 key=lambda p: p.stat().st_size)  # manifest, with its small pickle inline, or a pickle or buffer file)
+    # a step's own file (its manifest holds a small pickle inline): not the root's manifest or signature
+    victim = max((p for p in broken.rglob("*") if p.is_file() and p.parent != broken), key=lambda p: p.stat().st_size)
     victim.write_bytes(b"\x80" + os.urandom(victim.stat().st_size - 1))
     expected = h.sklearn_pipeline().predict(X).tolist()
     with h.Server(folder, "--poll-interval", "0.05") as server:
@@ -276,6 +276,32 @@ def test_two_workers_each_set_up_once_and_tear_down_on_sigterm(tmp_path):
     events = sorted(line.split()[0] for line in log.read_text().splitlines())
     assert events == ["setup", "setup", "teardown", "teardown"]
     assert len({line.split()[1] for line in log.read_text().splitlines()}) == 2  # two processes
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and two CPUs")
+def test_pinned_workers_each_run_every_thread_on_a_cpu_of_their_own(tmp_path, monkeypatch):
+    psutil = pytest.importorskip("psutil")
+    monkeypatch.setenv("STEPLINE_CPU_LOCKS", str(tmp_path))  # this test's CPUs, whatever else runs here
+    folder = h.save(h.sklearn_pipeline(name="m"), tmp_path)
+    expected = h.sklearn_pipeline().predict(X[:5]).tolist()
+    with h.Server(folder, "--workers", "2", "--pin-cpus", "--poll-interval", "0") as server:
+        deadline = time.monotonic() + 60
+        def workers():  # uvicorn's worker processes (not multiprocessing's resource tracker)
+            return [p for p in psutil.Process(server.process.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+        while len(workers()) < 2 or not all(
+                (tmp_path / f"stepline-serve-cpu{c}.lock").exists() for c in sorted(os.sched_getaffinity(0))[:2]):
+            assert time.monotonic() < deadline, server.log
+            time.sleep(0.05)  # polling a condition with a deadline, not a synchronisation
+        with httpx.Client(base_url=server.url) as http:  # both have started their prediction threads
+            assert all(http.post("/predict", json={"inputs": X[:5].tolist()}).json()["predictions"] == expected
+                       for _ in range(20))
+        placements = {}
+        for worker in workers():
+            cpus = {frozenset(os.sched_getaffinity(thread.id)) for thread in worker.threads()}
+            assert len(cpus) == 1 and len(next(iter(cpus))) == 1, f"worker {worker.pid}'s threads on {cpus}"
+            placements[worker.pid] = next(iter(cpus))
+    assert len(set(placements.values())) == 2, f"two workers on the same CPU: {placements}"
 
 
 def untrusted_dump(root, name="m"):

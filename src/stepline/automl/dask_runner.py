@@ -1,25 +1,30 @@
 """Trials on a Dask cluster (``AutoML(client=...)``): one task a trial, pruned live.
 
 - **The pipeline travels once.** The driver packs the dump it saved (no second save) into a
-  tar and pushes it, with the data, to every worker once a search (``client.run``); a
-  worker that joins later (a dead one's replacement) fetches it from a task's result that
-  the driver holds, which Dask computes again if the workers holding it die. The trials do
-  not depend on it (a dependency would make the scheduler run them where it lives). A
-  worker loads the pipeline on its first trial and keeps it under the dump's root digest
-  until the search ends. (Keeping it longer would not help a later search: each search saves its own dump,
-  and a manifest records when it was written, so the digest differs.)
+  tar and registers it, with the data, as a worker plugin (:class:`SearchPayload`): the
+  scheduler installs it on every worker, and on a worker that joins later (a dead one's
+  replacement) before that worker runs any task. The trials do not depend on it (a
+  dependency would make the scheduler run them where it lives). A worker loads the
+  pipeline on its first trial and keeps it under the dump's root digest until the search
+  ends and the plugin is unregistered. (Keeping it longer would not help a later search:
+  each search saves its own dump, and a manifest records when it was written, so the
+  digest differs.)
 - **Small tasks, no idle worker.** A trial is a task of a few small arguments
-  (``pure=False``); :attr:`DaskRunner.ahead` tells the loop to keep one trial more than the
-  cluster has threads in flight, so that a worker finishing a trial starts the next one at
-  once instead of waiting for the round trip result → driver → tell → ask → submit.
-  Completions and epochs reach the driver through callbacks into one local queue, so the
-  driver sleeps until something happens (no polling).
+  (``pure=False``; its result a plain tuple); :attr:`DaskRunner.ahead` tells the loop to
+  keep one trial queued on each worker beyond the cluster's threads, so that a worker
+  finishing a trial starts its next one at once instead of waiting for the round trip
+  result → driver → tell → ask → submit. Completions and epochs reach the driver through
+  callbacks into one local queue, so the driver sleeps until something happens (no
+  polling); the cluster's threads are recounted in the client's event loop, not between a
+  result and the next submit.
 - **Live pruning.** An epoch's score goes to the driver as a Dask event (``log_event``,
   fire-and-forget: the training never waits for the driver); the driver alone reports it
   to the study and asks the pruner. To stop a trial it marks ``(search, trial)`` on the
   worker running it (``client.run`` on that worker), which the trial reads at its next
   epoch — one local set lookup an epoch, no round trip. Epochs that had not reached the
-  driver when the trial ended come with its result and are recorded then.
+  driver when the trial ended come with its result and are recorded then. A study whose
+  pruner is Optuna's ``NopPruner`` gets its epochs with the results only (no events), and a
+  trial that reports no epoch never looks its worker up.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ import uuid
 from pathlib import Path
 
 import cloudpickle
+from distributed.diagnostics.plugin import WorkerPlugin  # (this module is imported for a Dask search only)
 
 from stepline.automl.trials import FAIL, PRUNED, TrialData, TrialResult, run_trial
 
@@ -56,25 +62,30 @@ _LOCK = threading.Lock()
 
 def _dask_trial(search: tuple, number: int, params: dict) -> tuple:
     """On a Dask worker: run trial ``number`` of ``search``, the tuple of :attr:`DaskRunner.search`
-    (key, root digest, name, payload key, signer, live). The dump is verified against ``signer``,
+    (key, root digest, name, signer, live). The dump is verified against ``signer``,
     the client's public key (DESIGN §5a). Returns :meth:`TrialResult.as_tuple`."""
-    key, digest, name, payload_key, signer, live = search
-    template, data = _prepared(key, digest, name, payload_key, signer)
+    key, digest, name, signer, live = search
+    template, data = _prepared(key, digest, name, signer)
     return run_trial(template, number, params, data, _LiveReporter(key, number) if live else None).as_tuple()
 
 
-def _prepared(key: str, digest: str, name: str, payload_key: str, signer):
+def _prepared(key: str, digest: str, name: str, signer):
     """The loaded pipeline and the data of search ``key`` on this worker (loaded on its first trial)."""
     entry, data = _TEMPLATES.get(digest), _DATA.get(key)
     if entry is not None and data is not None:  # every trial but a worker's first: no lock
         return entry[0], data
     with _LOCK:
         if digest not in _TEMPLATES or key not in _DATA:
-            dump, data_blob = cloudpickle.loads(_PAYLOADS.pop(key, None) or _fetch(payload_key))
+            blob = _PAYLOADS.get(key)
+            if blob is None:  # never seen: the plugin is installed before a worker runs any task
+                raise RuntimeError(f"stepline.automl: the pipeline and data of search {key} never reached "
+                                   f"this worker (its plugin {key!r} was not installed)")
+            dump, data_blob = cloudpickle.loads(blob)
             if digest not in _TEMPLATES:
                 _TEMPLATES[digest] = _load(dump, name, signer)
             if key not in _DATA:
                 _DATA[key] = cloudpickle.loads(data_blob)
+            _PAYLOADS.pop(key, None)
         return _TEMPLATES[digest][0], _DATA[key]
 
 
@@ -110,23 +121,19 @@ class _LiveReporter:
         return (self.key, self.number) in _PRUNE
 
 
-def _hold(blob: bytes) -> bytes:
-    return blob
+class SearchPayload(WorkerPlugin):
+    """A Dask worker plugin holding a search's packed dump and data: the scheduler installs it
+    on every worker, and on every worker that joins later (a dead one's replacement) before
+    that worker runs a task; unregistering it makes every worker forget the search."""
 
+    def __init__(self, key: str, digest: str, blob: bytes):
+        self.key, self.digest, self.blob = key, digest, blob
 
-def _receive(key: str, blob: bytes, dask_worker=None) -> int:
-    """Pushed by the driver to every worker when the search starts (``client.run``, which
-    passes the worker); returns its threads, so that the push's round trip also counts them."""
-    _PAYLOADS[key] = blob
-    return dask_worker.state.nthreads
+    def setup(self, worker) -> None:
+        _PAYLOADS[self.key], self.blob = self.blob, None  # (the scheduler keeps it for later workers)
 
-
-def _fetch(payload_key: str) -> bytes:
-    """A worker that joined after the search started (a dead one's replacement) fetches the
-    payload from the cluster, where the driver keeps it as a task's result."""
-    from distributed import Future, worker_client
-    with worker_client() as client:  # leaves the thread pool while it waits (Dask may need a
-        return Future(payload_key, client=client).result()  # thread to compute it again)
+    def teardown(self, worker) -> None:
+        _forget_on_worker(self.key, self.digest)
 
 
 def _prune_on_worker(key: str, number: int) -> None:
@@ -170,15 +177,15 @@ class DaskRunner:
         self.client, self.name, self.key = client, name, f"stepline-automl-{uuid.uuid4().hex}"
         self.digest = root_digest(Path(folder) / name)
         blob = cloudpickle.dumps((pack_dump(folder, name), cloudpickle.dumps(data)))
-        # pushed to every worker, not a dependency of the trials: a dependency makes the
-        # scheduler run the trials where it lives (one worker, once the memory manager has
-        # dropped the other copies); also kept as a task's result, which Dask computes again
-        # if its workers die, for the workers that join later
-        self.payload = client.submit(_hold, blob, key=f"{self.key}-payload", pure=False)
-        self._set_capacity(client.run(_receive, self.key, blob))  # the push's round trip counts the threads
+        # a worker plugin, not a task's result or scattered data: the trials do not depend on
+        # it (a dependency makes the scheduler run them where it lives), and a worker that
+        # joins later gets it when it registers (a task's result lost with its worker had to
+        # be computed again, and a replacement worker waiting for it hung the search)
+        client.register_plugin(SearchPayload(self.key, self.digest, blob), name=self.key)
+        self._set_capacity(client.nthreads())
         signer = local_public_key_hex()  # the dump was signed with this key when saved
         # what every trial task takes besides its number and values: a few short strings
-        self.search = (self.key, self.digest, name, self.payload.key, signer, live)
+        self.search = (self.key, self.digest, name, signer, live)
         self.futures: dict = {}  # future -> trial number
         self.numbers: dict = {}  # trial number -> future
         self.live_steps: dict = {}  # trial number -> the last step reported live
@@ -277,8 +284,7 @@ class DaskRunner:
         try:
             if self.live:
                 self.client.unsubscribe_topic(_topic(self.key))
-            self.client.run(_forget_on_worker, self.key, self.digest)
-            self.client.cancel([self.payload])
+            self.client.unregister_worker_plugin(self.key)  # each worker forgets the search
         except Exception as error:  # noqa: BLE001 - a cluster going away must not hide the search's result
             log.warning("stepline.automl: could not clean the Dask workers: %s", error)
         self.futures, self.numbers = {}, {}

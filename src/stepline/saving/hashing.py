@@ -5,8 +5,10 @@ is read once, in chunks of ``CHUNK_BYTES``, straight into the memory that will h
 (``readinto``, no intermediate copy), and each chunk is hashed by a second thread while the
 next chunk is read: ``readinto`` and BLAKE3 both release the GIL, so on two cores the load
 costs about the longer of the read and the hash instead of their sum. The hashing thread is
-fed the chunks in file order (one worker, first in first out) and at most ``IN_FLIGHT``
-chunks ahead of it, so that each is hashed while it is still in the CPU's last-level cache.
+fed the chunks in file order and at most ``IN_FLIGHT`` chunks ahead of it, so that each
+is hashed while it is still in the CPU's last-level cache; when that many wait, the
+reading thread hashes the oldest itself (one lock keeps the order), so the two threads
+share the hash on an idle machine and the reader never waits for a descheduled thread.
 A file hashed without being kept (a record, ``stepline verify``) goes through a small ring
 of ``IN_FLIGHT`` reusable chunks the same way.
 
@@ -21,8 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 import blake3
 
@@ -115,22 +117,93 @@ def read_into(f, into, where="") -> None:
 
 
 def _read_pipelined(f, digest, size: int, view, where) -> None:
-    """Read chunk *k+1* while a second thread hashes chunk *k* (in order, ``IN_FLIGHT`` at most)."""
+    """Read chunk *k+1* while another thread hashes chunk *k* (in order, ``IN_FLIGHT`` at most
+    read and not yet hashed; when that many wait, this thread hashes the oldest itself)."""
     ring = None if view is not None else [memoryview(bytearray(CHUNK_BYTES)) for _ in range(IN_FLIGHT)]
-    pending: deque = deque()
-    hasher = ThreadPoolExecutor(1, thread_name_prefix=THREAD_PREFIX)
+    feed = _HashFeed(digest)
     try:
         for index, start in enumerate(range(0, size, CHUNK_BYTES)):
             length = min(CHUNK_BYTES, size - start)
-            while len(pending) >= IN_FLIGHT:  # (and the ring's next chunk is hashed: free to refill)
-                pending.popleft().result()
+            feed.wait_below(IN_FLIGHT)  # (and the ring's next chunk is hashed: free to refill)
             chunk = view[start:start + length] if ring is None else ring[index % IN_FLIGHT][:length]
             _fill(f, chunk, start, size, where)
-            pending.append(hasher.submit(digest.update, chunk))
-        while pending:
-            pending.popleft().result()
+            feed.put(chunk)
+        feed.wait_below(1)
     finally:
-        hasher.shutdown(wait=True, cancel_futures=True)
+        feed.close()
+
+
+class _HashFeed:
+    """Chunks read but not yet hashed, fed to one digest in the order they were read by
+    whichever thread is free: its own hashing thread, or the reader when it is ahead.
+
+    A chunk is taken from the queue and hashed under one lock (``_turn``), so that two
+    threads never hash at once and the digest sees the chunks in file order.
+    """
+
+    def __init__(self, digest):
+        self._digest = digest
+        self._ready: deque = deque()
+        self._unhashed = 0  # chunks put and not yet hashed (queued or being hashed)
+        self._turn = threading.Lock()
+        self._changed = threading.Condition()
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name=f"{THREAD_PREFIX}-{id(self):x}", daemon=True)
+        self._thread.start()
+
+    def put(self, chunk) -> None:
+        with self._changed:
+            self._ready.append(chunk)
+            self._unhashed += 1
+            self._changed.notify_all()
+
+    def wait_below(self, count: int) -> None:
+        """Return once fewer than ``count`` chunks are unhashed, hashing them here meanwhile."""
+        while True:
+            with self._changed:
+                if self._error is not None:
+                    raise self._error
+                if self._unhashed < count:
+                    return
+            self._hash_oldest()  # (waits for the chunk being hashed elsewhere, if any)
+
+    def close(self) -> None:
+        """Drop what is left and end the hashing thread (it finishes the chunk it hashes)."""
+        with self._changed:
+            self._closed = True
+            self._ready.clear()
+            self._changed.notify_all()
+        self._thread.join()
+
+    def _hash_oldest(self) -> None:
+        with self._turn:
+            with self._changed:
+                if not self._ready:
+                    return
+                chunk = self._ready.popleft()
+            try:
+                self._digest.update(chunk)
+            finally:
+                with self._changed:
+                    self._unhashed -= 1
+                    self._changed.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            with self._changed:
+                while not self._ready and not self._closed:
+                    self._changed.wait()
+                if self._closed:
+                    return
+            try:
+                self._hash_oldest()
+            except BaseException as error:  # noqa: BLE001 (handed to the reader)
+                with self._changed:
+                    self._error = error
+                    self._closed = True
+                    self._changed.notify_all()
+                return
 
 
 def _read_serially(f, digest, size: int, view, where) -> None:

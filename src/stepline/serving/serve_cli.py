@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--switch-interval-ms", type=float, default=DEFAULT_SWITCH_INTERVAL_MS,
                         help="how long a thread may hold the GIL while another waits for it (sys.setswitchinterval); "
                              "0 leaves Python's 5 ms (default: 0)")
+    parser.add_argument("--pin-cpus", action="store_true",
+                        help="pin each worker (its event loop and prediction threads) to a CPU of its own: cheaper "
+                             "hand-offs for a pipeline that holds the GIL; not for one that uses several CPUs itself")
     parser.add_argument("--poll-interval", type=float, default=1.0,
                         help="seconds between checks for a new dump at PATH; 0 turns hot reload off (default: 1)")
     parser.add_argument("--trust", action="store_true",
@@ -52,7 +55,7 @@ def _options(args) -> dict:
     return {"path": os.path.abspath(args.path), "model_name": args.model_name, "trusted": args.trust,
             "max_batch_size": args.max_batch_size, "max_latency_ms": args.max_latency_ms,
             "max_body_size": args.max_body_size, "threads": args.threads, "poll_interval": args.poll_interval,
-            "log_level": args.log_level, "switch_interval_ms": args.switch_interval_ms}
+            "log_level": args.log_level, "switch_interval_ms": args.switch_interval_ms, "pin_cpus": args.pin_cpus}
 
 
 def app_from_environment():
@@ -63,6 +66,9 @@ def app_from_environment():
     switch_interval_ms = options.pop("switch_interval_ms", None)
     if switch_interval_ms:  # this process is the server's own: not done for users mounting the app
         sys.setswitchinterval(switch_interval_ms / 1000.0)
+    if options.pop("pin_cpus", False):  # before the app starts its prediction threads, which inherit it
+        from stepline.serving.placement import claim_cpu
+        claim_cpu()
     return app(options.pop("path"), **options)
 
 
@@ -83,6 +89,8 @@ def _check(args) -> str | None:
         return "--max-latency-ms and --poll-interval must be 0 or more"
     if args.threads is not None and args.threads < 1:
         return f"--threads: must be at least 1, got {args.threads}"
+    if args.pin_cpus and not hasattr(os, "sched_setaffinity"):
+        return "--pin-cpus: this system cannot pin a process to a CPU (Linux only)"
     if args.switch_interval_ms < 0:
         return f"--switch-interval-ms: must be 0 (leave Python's) or more, got {args.switch_interval_ms}"
     return None
