@@ -29,12 +29,15 @@
    Peers in the same run: plain Optuna's ask/tell with the same loop as a plain function,
    2 trials in flight, sequentially, on a ``ProcessPoolExecutor(2)`` started inside the
    clock, and on the same LocalCluster — what 2 workers give on this machine with no
-   framework; printed with stepline's speedup over theirs. Printed with each row:
-   the speedup of the medians and of the best repeats, and where the workers' time went
-   (``AutoML.timeline_``: each trial's start and end on its worker): the share spent in
-   trials, and the idle ms a worker before its first trial, between its trials and after
-   its last one — what the framework costs beyond the trials, which the machine's load
-   does not hide the way it hides the speedup.
+   framework. In every repeat, stepline and its peer run back to back in each mode (their
+   order alternating between repeats), both warmed up on the cluster before the clock, so
+   that a change of the machine's load hits both. Printed with each row: the speedup of the
+   medians and of the best repeats, where the workers' time went (stepline's
+   ``AutoML.timeline_``, the peer's trials' own start and end): the share spent in trials,
+   and the idle ms a worker before its first trial, between its trials and after its last
+   one — what the framework costs beyond the trials, which the machine's load does not hide
+   the way it hides the speedup — and, for stepline's rows, the median over the repeats of
+   stepline's wall time over its peer's, run back to back.
 
 Medians over ``--repeats``. The machine's load is printed with the results: on a loaded
 machine, both parts are noisy and the speedup is bounded by the cores actually free.

@@ -1,25 +1,30 @@
 """Trials on a Dask cluster (``AutoML(client=...)``): one task a trial, pruned live.
 
 - **The pipeline travels once.** The driver packs the dump it saved (no second save) into a
-  tar and pushes it, with the data, to every worker once a search (``client.run``); a
-  worker that joins later (a dead one's replacement) fetches it from a task's result that
-  the driver holds, which Dask computes again if the workers holding it die. The trials do
-  not depend on it (a dependency would make the scheduler run them where it lives). A
-  worker loads the pipeline on its first trial and keeps it under the dump's root digest
-  until the search ends. (Keeping it longer would not help a later search: each search saves its own dump,
-  and a manifest records when it was written, so the digest differs.)
+  tar and registers it, with the data, as a worker plugin (:class:`SearchPayload`): the
+  scheduler installs it on every worker, and on a worker that joins later (a dead one's
+  replacement) before that worker runs any task. The trials do not depend on it (a
+  dependency would make the scheduler run them where it lives). A worker loads the
+  pipeline on its first trial and keeps it under the dump's root digest until the search
+  ends and the plugin is unregistered. (Keeping it longer would not help a later search:
+  each search saves its own dump, and a manifest records when it was written, so the
+  digest differs.)
 - **Small tasks, no idle worker.** A trial is a task of a few small arguments
-  (``pure=False``); :attr:`DaskRunner.ahead` tells the loop to keep one trial more than the
-  cluster has threads in flight, so that a worker finishing a trial starts the next one at
-  once instead of waiting for the round trip result → driver → tell → ask → submit.
-  Completions and epochs reach the driver through callbacks into one local queue, so the
-  driver sleeps until something happens (no polling).
+  (``pure=False``; its result a plain tuple); :attr:`DaskRunner.ahead` tells the loop to
+  keep one trial queued on each worker beyond the cluster's threads, so that a worker
+  finishing a trial starts its next one at once instead of waiting for the round trip
+  result → driver → tell → ask → submit. Completions and epochs reach the driver through
+  callbacks into one local queue, so the driver sleeps until something happens (no
+  polling); the cluster's threads are recounted in the client's event loop, not between a
+  result and the next submit.
 - **Live pruning.** An epoch's score goes to the driver as a Dask event (``log_event``,
   fire-and-forget: the training never waits for the driver); the driver alone reports it
   to the study and asks the pruner. To stop a trial it marks ``(search, trial)`` on the
   worker running it (``client.run`` on that worker), which the trial reads at its next
   epoch — one local set lookup an epoch, no round trip. Epochs that had not reached the
-  driver when the trial ended come with its result and are recorded then.
+  driver when the trial ended come with its result and are recorded then. A study whose
+  pruner is Optuna's ``NopPruner`` gets its epochs with the results only (no events), and a
+  trial that reports no epoch never looks its worker up.
 """
 from __future__ import annotations
 
