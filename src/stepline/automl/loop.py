@@ -70,15 +70,17 @@ class SearchLoop:
             log.warning("stepline.automl: stopping after %d failed trials in a row", self.failed_in_a_row)
 
     def _room(self) -> bool:
-        """Another trial may be submitted: fewer than the runner's capacity run, or fewer than
-        capacity + ahead while, after it, at least capacity - 1 trials remain to be submitted
-        (a trial queued behind a busy worker at the very end would leave another one idle)."""
+        """Another trial may be submitted: fewer than the runner's capacity run; or fewer than
+        capacity + ahead are in flight while, after this one, at least capacity - 1 trials
+        remain to be submitted (a trial queued behind a busy worker at the very end would leave
+        another one idle); or, at the end, exactly capacity are in flight (with a trial queued
+        on one worker, another one may be idle and waiting for it)."""
         n_trials, capacity = self.search.n_trials, self.runner.capacity
         in_flight = len(self.running)
         left_after = n_trials - self.finished - in_flight - 1
-        if left_after < 0:
+        if left_after < 0 or in_flight >= capacity + self.runner.ahead:
             return False
-        return in_flight < capacity or (in_flight < capacity + self.runner.ahead and left_after >= capacity - 1)
+        return in_flight < capacity or left_after >= capacity - 1 or in_flight == capacity
 
     def _report(self, number: int, step: int, value: float, live: bool = True) -> bool:
         trial = self.running[number]
