@@ -23,13 +23,14 @@ server process on CPU 0, the load generator on CPU 1, the same for every server 
 **unpinned** (the scheduler's choice). On a 2-core machine unpinned server and client steal
 each other's core, and a server whose prediction thread needs a core gets it only when
 the client is not using it; pinned, each has its own (other jobs on the machine still
-share both). ``--pin on``/``off`` measure one of the two.
+share both). ``--pin on``/``off`` measure one of the two; ``--pin split`` puts a server's event loop
+(its main thread) on one CPU and its other threads on the other: what a hop across CPUs costs.
 
 Targets (issue 16): stepline ≥ 0.9× bare throughput and p99 ≤ 1.2× without batching; with
 batching, 1-row throughput ≥ 1.5× bare.
 
     python benchmarks/bench_serving.py [--seconds 1.5] [--rounds 7] [--connections 8] [--servers bare,stepline,...]
-                                       [--pin both|on|off] [--before OLD_SRC]
+                                       [--pin both|on|off|split] [--before OLD_SRC]
                                        [--loop auto|asyncio|uvloop] [--http auto|h11|httptools]
     python benchmarks/bench_serving.py --asgi [--rounds 7] [--requests 4000]   # the apps' own CPU, no HTTP
 """
@@ -194,8 +195,11 @@ def cpus() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
-def pin(pid: int, cores) -> None:
-    """Set the CPU affinity of every thread of process ``pid`` (and of its children) to ``cores``."""
+def pin(pid: int, cores, other_threads=None) -> None:
+    """Set the CPU affinity of every thread of process ``pid`` (and of its children) to ``cores``.
+
+    With ``other_threads``, only the main threads go on ``cores``, the other threads on ``other_threads``.
+    """
     pids = [pid]
     try:
         import psutil
@@ -209,7 +213,7 @@ def pin(pid: int, cores) -> None:
             threads = [process]
         for thread in threads:
             try:
-                os.sched_setaffinity(thread, cores)
+                os.sched_setaffinity(thread, cores if other_threads is None or thread == process else other_threads)
             except OSError:  # a thread that just ended
                 pass
 
@@ -221,7 +225,9 @@ def placements(mode: str) -> list[tuple[str, set | None, set | None]]:
     unpinned = ("unpinned", set(available), set(available))
     if len(available) < 2:
         return [unpinned]
-    return {"on": [pinned], "off": [unpinned], "both": [pinned, unpinned]}[mode]
+    # split: the event loop (main thread) on one CPU, the server's other threads on the other
+    split = ("split", ({available[0]}, {available[-1]}), set(available))
+    return {"on": [pinned], "off": [unpinned], "both": [pinned, unpinned], "split": [split]}[mode]
 
 
 def uvicorn_stack(loop: str, http: str) -> tuple[str, str]:
@@ -275,7 +281,8 @@ async def main_async(args) -> None:
         stack = uvicorn_stack(args.loop, args.http)
         print(f"uvicorn {uvicorn.__version__}, loop={stack[0]}, http={stack[1]} for bare and stepline alike")
         if args.before:
-            labels += [f"{label} (before)" for label in labels if label.startswith("stepline")]
+            labels += [f"{label} (before)" for label in labels  # (--pin-cpus is new: not in the old code)
+                       if label.startswith("stepline") and "--pin-cpus" not in label]
         for label in labels:
             servers[label] = start(label, folder, workdir, stack, args.before)
         for process, port, ping in servers.values():
@@ -290,7 +297,7 @@ async def main_async(args) -> None:
                     for label in labels:
                         process, port, _ = servers[label]
                         if "--pin-cpus" not in label:  # that one pins itself, to a CPU of its own
-                            pin(process.pid, server_cores)
+                            pin(process.pid, *(server_cores if mode == "split" else (server_cores,)))
                         await load(port, "/predict", body, args.connections, 0.5)  # warm up
                         before = server_cpu(process.pid)
                         result = await load(port, "/predict", body, args.connections, args.seconds)
@@ -298,8 +305,10 @@ async def main_async(args) -> None:
                         results[mode][label].append(result)
             os.sched_setaffinity(0, set(cpus_all))
             for mode, server_cores, client_cores in modes:
-                where = (f"server on CPU {sorted(server_cores)}, client on CPU {sorted(client_cores)}"
-                         if mode == "pinned" else "server and client on every CPU")
+                where = {"pinned": f"server on CPU {sorted(server_cores)}, client on CPU {sorted(client_cores)}",
+                         "unpinned": "server and client on every CPU",
+                         "split": "the server's event loop on one CPU, its other threads on the other, client anywhere",
+                         }[mode]
                 report(rows, results[mode], args, mlflow="mlflow" in labels, title=f"{mode} ({where})")
     finally:
         for process, _, _ in servers.values():
@@ -436,8 +445,9 @@ def main(argv=None) -> None:
     parser.add_argument("--before", default=None, metavar="SRC",
                         help="also run each stepline server from this source tree (e.g. a `git archive` of the "
                              "previous commit's src/), labelled '(before)', in the same rounds")
-    parser.add_argument("--pin", default="both", choices=["both", "on", "off"],
-                        help="pinned: server on one CPU, load generator on another; both (default): each round twice")
+    parser.add_argument("--pin", default="both", choices=["both", "on", "off", "split"],
+                        help="on: server on one CPU, load generator on another; both (default): each round pinned "
+                             "and unpinned; split: the loop and the prediction threads on different CPUs")
     parser.add_argument("--asgi", action="store_true",
                         help="instead: CPU per request of the apps called in-process through ASGI (no HTTP)")
     parser.add_argument("--requests", type=int, default=4000, help="with --asgi: requests per round")
