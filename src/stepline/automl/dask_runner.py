@@ -198,8 +198,19 @@ class DaskRunner:
     def _set_capacity(self, threads: dict) -> None:
         """``threads``: the workers' addresses -> their threads. ``capacity`` trials run at once;
         one more is queued for each worker (``ahead``)."""
+        self.threads = dict(threads)
         self.capacity, self.ahead = max(1, sum(threads.values())), max(1, len(threads)) * _AHEAD_A_WORKER
         self.counted_at = time.monotonic()
+
+    def has_idle_thread(self) -> bool:
+        """Whether a worker runs fewer tasks than it has threads now (a round trip to the
+        scheduler: asked at the end of a search only, see ``SearchLoop._room``)."""
+        try:
+            processing = self.client.processing()
+        except Exception as error:  # noqa: BLE001 - then wait for the next result
+            log.debug("stepline.automl: could not ask the scheduler what runs: %s", error)
+            return False
+        return any(len(keys) < self.threads.get(address, 0) for address, keys in processing.items())
 
     def _on_epoch(self, event) -> None:  # in the client's event loop
         self.events.put(("epoch", event[1]))

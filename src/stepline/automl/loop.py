@@ -70,15 +70,18 @@ class SearchLoop:
             log.warning("stepline.automl: stopping after %d failed trials in a row", self.failed_in_a_row)
 
     def _room(self) -> bool:
-        """Another trial may be submitted: fewer than the runner's capacity run, or fewer than
-        capacity + ahead while, after it, at least capacity - 1 trials remain to be submitted
-        (a trial queued behind a busy worker at the very end would leave another one idle)."""
+        """Another trial may be submitted: fewer than the runner's capacity are in flight (a
+        thread is idle); or fewer than capacity + ahead while, after this one, at least capacity
+        trials remain to be submitted (so the other workers get later ones); or, at the end, a
+        thread is idle (a runner that queues trials says; with one queued on each Dask worker,
+        a worker can be idle while its neighbour holds two). A trial queued behind a busy
+        worker at the very end would leave another idle for up to a whole trial."""
         n_trials, capacity = self.search.n_trials, self.runner.capacity
         in_flight = len(self.running)
         left_after = n_trials - self.finished - in_flight - 1
-        if left_after < 0:
+        if left_after < 0 or in_flight >= capacity + self.runner.ahead:
             return False
-        return in_flight < capacity or (in_flight < capacity + self.runner.ahead and left_after >= capacity - 1)
+        return in_flight < capacity or left_after >= capacity or self.runner.has_idle_thread()
 
     def _report(self, number: int, step: int, value: float, live: bool = True) -> bool:
         trial = self.running[number]

@@ -75,6 +75,9 @@ class SequentialRunner:
     def submit(self, number: int, params: dict) -> None:
         self.pending.append((number, params))
 
+    def has_idle_thread(self) -> bool:  # nothing is queued: in flight < capacity says it
+        return False
+
     def wait(self, report) -> list:
         number, params = self.pending.pop(0)
         return [run_trial(self.template, number, params, self.data,
@@ -158,6 +161,9 @@ class ProcessRunner:
         if _START_METHOD == "forkserver":
             _start_fork_server(self._context)
         self.workers = [_Worker(self._context, *self._args) for _ in range(n_jobs)]
+
+    def has_idle_thread(self) -> bool:  # nothing is queued: in flight < capacity says it
+        return False
 
     def submit(self, number: int, params: dict) -> None:
         worker = next(w for w in self.workers if w.trial is None)
