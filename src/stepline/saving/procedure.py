@@ -204,7 +204,7 @@ def _save_node(step, parent_context: ExecutionContext, parent_folder: str) -> No
     children = [c.name for c in step.get_children()]
     if path != options.staged_path:  # (atomic_folder made the staged root)
         os.mkdir(path)
-    stripped = shallow_copy(step)
+    stripped = copy.copy(step)
     savers = [context.stripped_saver, *step.savers]
     for saver in reversed(savers[1:]):
         options.node = (context, path)  # (a children saver saves other steps meanwhile)
@@ -236,35 +236,6 @@ def _file_records(path: str, children: list, reported: dict, savers) -> dict:
         if name in files:
             files[name].update((k, v) for k, v in record.items() if k not in ("size", "blake3", "sha256"))
     return files
-
-
-def shallow_copy(step):
-    """``copy.copy(step)``, without ``copy``'s generic path for the classes whose copy is
-    ``__new__`` + ``__setstate__(__getstate__())`` (every step's: saving copies each step)."""
-    cls = type(step)
-    plain = _PLAIN_COPY.get(cls)
-    if plain is None:
-        plain = _PLAIN_COPY[cls] = _copies_through_state(cls)
-    if not plain:
-        return copy.copy(step)
-    new = cls.__new__(cls)
-    state = step.__getstate__()
-    if state:
-        new.__setstate__(state)
-    return new
-
-
-def _copies_through_state(cls) -> bool:
-    """Whether ``copy.copy`` of a ``cls`` is ``cls.__new__(cls)`` given ``__getstate__()``
-    through ``__setstate__`` (object's ``__reduce_ex__``, no ``__copy__``, no new-args, not a
-    container whose items ``copy`` would add)."""
-    return (cls.__reduce_ex__ is object.__reduce_ex__ and cls.__reduce__ is object.__reduce__
-            and not hasattr(cls, "__copy__") and not hasattr(cls, "__getnewargs_ex__")
-            and not hasattr(cls, "__getnewargs__") and "__setstate__" in dir(cls)
-            and not issubclass(cls, (list, dict, set, tuple)) and not hasattr(cls, "__slots__"))
-
-
-_PLAIN_COPY: dict = {}  # class -> whether shallow_copy may take the direct path
 
 
 _NOT_OWN = (mf.MANIFEST_NAME, mf.SIGNATURE_NAME)
@@ -316,18 +287,21 @@ def _node_manifest(step, savers, children, files, folder: str) -> dict:
 
 def _json_safe_dict(values) -> dict:
     """``_json_safe(dict(values))``, without the walk when every value is a plain scalar."""
-    if all(type(v) in _PLAIN for v in values.values()) and all(type(k) is str for k in values):
+    if set(map(type, values.values())) <= _PLAIN and set(map(type, values)) <= _STR:
         return dict(values)
     return _json_safe(dict(values))
 
 
 _PLAIN = {str, int, float, bool, type(None)}
+_STR = {str}
 
 
 def _manifest_info(step) -> dict:
     """What the step tells readers of its manifest (``manifest_info()``, e.g. the estimator an
     ``SKLearnWrapper`` holds), so that ``stepline inspect`` shows it without unpickling."""
-    describe = getattr(step, "manifest_info", None)
+    if not hasattr(type(step), "manifest_info") and "manifest_info" not in step.__dict__:
+        return {}  # (asked of the class first: a step's __getattr__ of a missing name costs µs)
+    describe = step.manifest_info
     return _json_safe(dict(describe())) if callable(describe) else {}
 
 
