@@ -16,6 +16,7 @@ from pathlib import Path
 
 from stepline.core.context import ExecutionContext
 from stepline.saving import manifest as mf
+from stepline.saving import writer
 from stepline.saving.atomic import atomic_folder, is_overlay_for, reading_lock, resolve_dump_folder
 from stepline.saving.destinations import never_saved_nor_changed, record_saved, record_written, unchanged_at
 from stepline.saving.inline import INLINE_FIELD, encode_record
@@ -51,6 +52,7 @@ class _Options:
     node: tuple = (None, None)  # saving: (context, folder) of the step whose stripped saver runs now
     saved: list = field(default_factory=list)  # saving: (step, staged folder) of each step written
     overlay: bool = False  # saving: the changes are committed onto the dump through a journal
+    writer: object = None  # saving: the writer thread's batch that creates the manifests, if any
 
     def live_folder(self, staged_folder) -> str:
         """Saving: where the step being written at ``staged_folder`` lives in the dump
@@ -86,12 +88,12 @@ def save_step(step, context: ExecutionContext | None = None, full_dump: bool = F
     throwaway dumps, such as the ones streaming workers load).
     """
     context = ExecutionContext.of(context)
-    check_tree_names(step, context.get_path() / str(step.name))
+    steps = check_tree_names(step, context.get_path() / str(step.name))
     final = context.push(step).get_path()
     if not full_dump and (unchanged_at(step, final) is not None or
                           (never_saved_nor_changed(step) and not os.path.lexists(final))):
         return step
-    options = _save_atomically(step, context, full_dump)
+    options = _save_atomically(step, context, full_dump, steps)
     if mark_saved:
         _record(step, options)
     return step
@@ -110,13 +112,15 @@ def _record(step, options: _Options) -> None:
     record_saved(step, options.destination, digests, stats)  # (a commit moves the manifests: stat'ed there)
 
 
-def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> _Options:
+def _save_atomically(step, context: ExecutionContext, full_dump: bool, steps: int) -> _Options:
     """Save into a temporary sibling folder that then replaces the step's folder at once.
 
     A changes-only save over a dump writes there only the steps that changed (an overlay,
     committed through a journal), so its cost follows the change, and the previous dump
     stays whole until the commit. Returns the save's options: what it wrote where (staged
-    folders; :meth:`_Options.live_folder` gives each one's place in the dump).
+    folders; :meth:`_Options.live_folder` gives each one's place in the dump). A save that
+    writes all of a tree of ``steps`` steps, many of them, hands its manifests to the
+    writer thread (:mod:`stepline.saving.writer`).
     """
     final = context.push(step).get_path()
     overlay = not full_dump and is_overlay_for(final)
@@ -127,10 +131,16 @@ def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> _Optio
         with atomic_folder(final, overlay=overlay, only_over_dumps=True, listed=options.listed) as staged:
             options.staged, options.staged_path = staged, os.fspath(staged)
             staging_context = ExecutionContext(staged.parent, context.execution_phase, context.stripped_saver)  # (one saver for all)
+            options.writer = writer.Batch() if not overlay and steps >= writer.MIN_STEPS else None
             try:
                 _save_node(step, staging_context, os.fspath(staged.parent))
+                if options.writer is not None:
+                    options.stats.update(options.writer.finish())
             except SaveError as e:  # name the destination, not the temporary folder
                 raise type(e)(str(e).replace(str(staged), str(final))).with_traceback(e.__traceback__) from e.__cause__
+            finally:
+                if options.writer is not None:
+                    options.writer.close()  # (before a failed save's staged folder is removed)
             _before_swap(staged, options.written[os.fspath(staged)])
     finally:
         _OPTIONS.reset(token)
@@ -203,7 +213,10 @@ def _save_node(step, parent_context: ExecutionContext, parent_folder: str) -> No
     path = os.path.join(parent_folder, step.name)
     children = [c.name for c in step.get_children()]
     if path != options.staged_path:  # (atomic_folder made the staged root)
-        os.mkdir(path)
+        try:
+            os.mkdir(path)
+        except OSError as e:
+            raise SaveError(f"{path}: cannot create the folder of step {step.name!r} ({e.strerror or e})") from e
     stripped = copy.copy(step)
     savers = [context.stripped_saver, *step.savers]
     for saver in reversed(savers[1:]):
@@ -224,7 +237,14 @@ def _save_node(step, parent_context: ExecutionContext, parent_folder: str) -> No
     data = _node_manifest(step, savers, children, files, path)
     if inline:
         data[INLINE_FIELD] = inline
-    options.written[path], options.stats[path] = mf.write_new_manifest(path, data)
+    raw, options.written[path] = mf.new_manifest_bytes(data)
+    if options.writer is not None:
+        options.writer.write(path, raw)
+    else:
+        try:
+            options.stats[path] = mf.create_manifest(path, raw)
+        except OSError as e:
+            raise writer.creation_error(path, e) from e
     options.saved.append((step, path))
 
 
