@@ -61,10 +61,56 @@ def _leftovers(parent: Path, name: str, kind: str) -> list[Path]:
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
+    """Delete ``path``: a file or link, or a folder and all it holds (what can be removed)."""
+    path = os.fspath(path)
+    try:
+        parent = os.open(os.path.dirname(path) or ".", _FOLDER_FLAGS)
+    except OSError:
         shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+        return
+    try:
+        _remove_in(parent, os.path.basename(path))
+    finally:
+        os.close(parent)
+
+
+def _remove_in(folder_fd: int, name: str) -> None:
+    """Delete ``name`` in the open folder ``folder_fd``, and, if it is a folder, all it holds.
+
+    As ``shutil.rmtree`` without following links: each folder is opened with ``O_NOFOLLOW |
+    O_DIRECTORY`` and its entries are removed relative to it, so a folder swapped for a link
+    meanwhile is never walked through; with fewer system calls per folder (deleting the
+    replaced dump of a save of tiny steps costs about what writing it does)."""
+    try:
+        fd = os.open(name, _FOLDER_FLAGS | _NOFOLLOW, dir_fd=folder_fd)
+    except OSError:  # a file or a link (or gone)
+        try:
+            os.unlink(name, dir_fd=folder_fd)
+        except OSError:
+            pass
+        return
+    try:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    _remove_in(fd, entry.name)
+                else:
+                    try:
+                        os.unlink(entry.name, dir_fd=fd)
+                    except OSError:
+                        pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=folder_fd)
+    except OSError:
+        pass
+
+
+_FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 @contextmanager
@@ -98,13 +144,19 @@ def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = Fal
         try:
             tmp.mkdir()
             yield tmp
-            previous = journal.commit(tmp, final, listed) if overlay else _swap_into_place(tmp, final)
+            if overlay:
+                exchanged, previous = False, journal.commit(tmp, final, listed)
+            else:
+                exchanged, previous = _swap_into_place(tmp, final)
         except BaseException:
             _remove(container)
             raise
+        if exchanged:  # the container holds the previous dump
+            remove_in_background(container)
+            return
         try:  # empty when nothing was replaced (a first save): gone before save returns
             os.rmdir(container)
-        except OSError:  # it holds the previous dump (after an exchange)
+        except OSError:
             remove_in_background(container)
         if previous:
             remove_in_background(previous)
@@ -117,6 +169,8 @@ def is_overlay_for(final_path) -> bool:
 
 def _make_parent(final: Path) -> None:
     """Create the folder ``final`` goes in, or raise :class:`SaveError` saying what is in the way."""
+    if os.path.isdir(final.parent):  # (there already, at every save but the first)
+        return
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as e:
@@ -249,11 +303,13 @@ def _flocked(lock, mode: int, waiting: str):
 
 def refuse_foreign(final: Path) -> None:
     """Raise :class:`SaveError` unless ``final`` is absent, an empty folder or a stepline dump."""
-    if not os.path.lexists(final):
+    try:
+        mode = os.lstat(final).st_mode
+    except FileNotFoundError:
         return
-    if os.path.islink(final):
+    if stat.S_ISLNK(mode):
         raise SaveError(f"{final}: is a symbolic link, not a stepline dump: refusing to replace it")
-    if not final.is_dir():
+    if not stat.S_ISDIR(mode):
         raise SaveError(f"{final}: is a file, not a stepline dump: refusing to replace it "
                         f"(move it away or save the step under another name)")
     if os.path.isfile(final / MANIFEST_NAME):
@@ -293,13 +349,15 @@ def exchange_paths(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), os.fspath(b))
 
 
-def _swap_into_place(tmp: Path, final: Path) -> Path | None:
-    """Give ``tmp`` the name ``final`` in one step; return where the previous ``final``
-    went, if outside ``tmp``'s container (which holds it after an exchange)."""
-    if os.path.lexists(final) and exchange_paths(tmp, final):
-        return None  # the previous dump is now at tmp
+def _swap_into_place(tmp: Path, final: Path) -> tuple[bool, Path | None]:
+    """Give ``tmp`` the name ``final`` in one step. Returns whether the two were exchanged
+    (then ``tmp``'s container holds the previous ``final``) and where the previous
+    ``final`` went otherwise, if there was one."""
+    there = os.path.lexists(final)
+    if there and exchange_paths(tmp, final):
+        return True, None  # the previous dump is now at tmp
     old = None
-    if os.path.lexists(final):
+    if there:
         old = _sibling(final, "old")
         os.rename(final, old)
     try:
@@ -308,7 +366,7 @@ def _swap_into_place(tmp: Path, final: Path) -> Path | None:
         if old is not None:
             os.rename(old, final)
         raise
-    return old
+    return False, old
 
 
 # The previous dump is deleted off the save's critical path, by one background thread
@@ -370,9 +428,13 @@ def clean_leftovers(parent, name: str) -> list[Path]:
     thread is deleting already (the previous dump of a save that just returned) are left
     to it rather than deleted twice over, on the save's path."""
     parent = Path(parent)
-    stale = _leftovers(parent, name, "tmp") + _leftovers(parent, name, "journal.tmp")
-    if os.path.lexists(parent / name):
-        stale += _leftovers(parent, name, "old")
+    try:
+        names = os.listdir(parent)  # (once, for every kind of leftover)
+    except OSError:
+        names = []
+    kinds = ("tmp", "journal.tmp", "old") if os.path.lexists(parent / name) else ("tmp", "journal.tmp")
+    prefixes = tuple(f".{name}.{kind}-" for kind in kinds)
+    stale = [parent / n for n in names if n.startswith(prefixes)]
     stale = [path for path in stale if not _being_removed(path)]
     for path in stale:
         _remove(path)

@@ -155,7 +155,7 @@ def _before_swap(staged: Path, root_digest: str) -> None:
     the one file that may still be added is ``staged / mf.SIGNATURE_NAME`` (not listed):
     the signature over that root (DESIGN §5a), so the dump and its signature appear together.
     """
-    sign_dump(staged, root_digest)
+    sign_dump(staged, root_digest, staged=True)
 
 
 def save_children(children, context: ExecutionContext) -> None:
