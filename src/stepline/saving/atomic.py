@@ -60,8 +60,10 @@ def _leftovers(parent: Path, name: str, kind: str) -> list[Path]:
         return []
 
 
-def _remove(path: Path) -> None:
-    """Delete ``path``: a file or link, or a folder and all it holds (what can be removed)."""
+def _remove(path: Path, expected=None) -> None:
+    """Delete ``path``: a file or link, or a folder and all it holds (what can be removed).
+    ``expected``: what the folder most likely holds (see :func:`expected_tree`), removed
+    without listing it; whatever else it holds is found by listing."""
     path = os.fspath(path)
     try:
         parent = os.open(os.path.dirname(path) or ".", _FOLDER_FLAGS)
@@ -69,38 +71,38 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
         return
     try:
-        _remove_in(parent, os.path.basename(path))
+        _remove_in(parent, os.path.basename(path), expected)
     finally:
         os.close(parent)
 
 
-def _remove_in(folder_fd: int, name: str) -> None:
+def _remove_in(folder_fd: int, name: str, expected=None) -> None:
     """Delete ``name`` in the open folder ``folder_fd``, and, if it is a folder, all it holds.
 
     As ``shutil.rmtree`` without following links: each folder is opened with ``O_NOFOLLOW |
     O_DIRECTORY`` and its entries are removed relative to it, so a folder swapped for a link
     meanwhile is never walked through; with fewer system calls per folder (deleting the
-    replaced dump of a save of tiny steps costs about what writing it does)."""
+    replaced dump of a save of tiny steps costs about what writing it does). ``expected``:
+    ``(file names, {child folder: expected})`` it most likely holds, removed without listing
+    it first; it is listed only if something else is left."""
     try:
         fd = os.open(name, _FOLDER_FLAGS | _NOFOLLOW, dir_fd=folder_fd)
     except OSError:  # a file or a link (or gone)
-        try:
-            os.unlink(name, dir_fd=folder_fd)
-        except OSError:
-            pass
+        _unlink(name, folder_fd)
         return
     try:
-        with os.scandir(fd) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    _remove_in(fd, entry.name)
-                else:
-                    try:
-                        os.unlink(entry.name, dir_fd=fd)
-                    except OSError:
-                        pass
-    except OSError:
-        pass
+        if expected is not None:
+            files, children = expected
+            for file in files:
+                _unlink(file, fd)
+            for child, below in children.items():
+                _remove_in(fd, child, below)
+            try:
+                os.rmdir(name, dir_fd=folder_fd)
+                return
+            except OSError:  # it holds more than expected
+                pass
+        _remove_listed(fd)
     finally:
         os.close(fd)
     try:
@@ -109,12 +111,48 @@ def _remove_in(folder_fd: int, name: str) -> None:
         pass
 
 
+def _remove_listed(fd: int) -> None:
+    """Delete every entry of the open folder ``fd``, listing it."""
+    try:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    _remove_in(fd, entry.name)
+                else:
+                    _unlink(entry.name, fd)
+    except OSError:
+        pass
+
+
+def _unlink(name: str, folder_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=folder_fd)
+    except OSError:
+        pass
+
+
+def expected_tree(layout: dict, top: str):
+    """What a folder holding the dump ``top`` most likely holds, for :func:`_remove`, from
+    ``layout``: ``{folder relative to the dump ("" for its root): file names}`` (a save's
+    own, the best guess for the dump it replaced: the same pipeline saved again)."""
+    nodes: dict = {}
+    for relative, names in layout.items():
+        node = nodes.setdefault(relative, [(), {}])
+        node[0] = names
+        if relative:
+            parent, _, child = relative.rpartition(os.sep)
+            nodes.setdefault(parent, [(), {}])[1][child] = node
+    root = nodes.get("")
+    return None if root is None else ((), {top: root})
+
+
 _FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 @contextmanager
-def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = False, listed: dict | None = None):
+def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = False, listed: dict | None = None,
+                  layout: dict | None = None):
     """Yield a fresh temporary folder; on success it replaces ``final_path`` at once.
 
     With ``overlay`` (and a dump at ``final_path``), the folder is an overlay holding only
@@ -126,6 +164,8 @@ def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = Fal
     is not a stepline dump is refused (:func:`refuse_foreign`) rather than replaced.
     ``listed`` (filled while the folder is written): what the manifests written there list,
     ``{folder: (file names, child names)}``, so that a commit need not read them back.
+    ``layout`` (filled likewise): the files of each folder written, ``{folder relative to
+    the yielded one: names}``: the previous dump is deleted expecting the same.
     """
     final = Path(final_path)
     _make_parent(final)
@@ -152,7 +192,7 @@ def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = Fal
             _remove(container)
             raise
         if exchanged:  # the container holds the previous dump
-            remove_in_background(container)
+            remove_in_background(container, expected=expected_tree(layout, final.name) if layout else None)
             return
         try:  # empty when nothing was replaced (a first save): gone before save returns
             os.rmdir(container)
@@ -378,20 +418,21 @@ _cleaner_lock = threading.Lock()
 _removing: set[Path] = set()  # handed to the background thread, not deleted yet
 
 
-def remove_in_background(*paths: Path) -> None:
-    """Delete ``paths`` (our own leftovers) in the background thread."""
+def remove_in_background(*paths: Path, expected=None) -> None:
+    """Delete ``paths`` (our own leftovers) in the background thread; ``expected``: what the
+    one path given most likely holds (:func:`_remove`)."""
     global _cleaner
     with _cleaner_lock:
         if _cleaner is None:
             _cleaner = ThreadPoolExecutor(1, thread_name_prefix="stepline-cleanup")
         _pending[:] = [f for f in _pending if not f.done()]
         _removing.update(paths)
-        _pending.extend(_cleaner.submit(_remove_handed_over, path) for path in paths)
+        _pending.extend(_cleaner.submit(_remove_handed_over, path, expected) for path in paths)
 
 
-def _remove_handed_over(path: Path) -> None:
+def _remove_handed_over(path: Path, expected=None) -> None:
     try:
-        _remove(path)
+        _remove(path, expected)
     finally:
         with _cleaner_lock:
             _removing.discard(path)

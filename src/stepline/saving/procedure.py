@@ -53,6 +53,7 @@ class _Options:
     saved: list = field(default_factory=list)  # saving: (step, staged folder) of each step written
     overlay: bool = False  # saving: the changes are committed onto the dump through a journal
     writer: object = None  # saving: the writer thread's batch that creates the manifests, if any
+    layout: dict = field(default_factory=dict)  # saving: folder relative to the staged one -> its file names
 
     def live_folder(self, staged_folder) -> str:
         """Saving: where the step being written at ``staged_folder`` lives in the dump
@@ -128,7 +129,8 @@ def _save_atomically(step, context: ExecutionContext, full_dump: bool, steps: in
                        overlay=overlay)
     token = _OPTIONS.set(options)
     try:
-        with atomic_folder(final, overlay=overlay, only_over_dumps=True, listed=options.listed) as staged:
+        with atomic_folder(final, overlay=overlay, only_over_dumps=True, listed=options.listed,
+                           layout=options.layout) as staged:
             options.staged, options.staged_path = staged, os.fspath(staged)
             staging_context = ExecutionContext(staged.parent, context.execution_phase, context.stripped_saver)  # (one saver for all)
             options.writer = writer.Batch() if not overlay and steps >= writer.MIN_STEPS else None
@@ -156,6 +158,8 @@ def _before_swap(staged: Path, root_digest: str) -> None:
     the signature over that root (DESIGN §5a), so the dump and its signature appear together.
     """
     sign_dump(staged, root_digest, staged=True)
+    options = current_options()
+    options.layout[""] += (mf.SIGNATURE_NAME,)
 
 
 def save_children(children, context: ExecutionContext) -> None:
@@ -246,6 +250,7 @@ def _save_node(step, parent_context: ExecutionContext, parent_folder: str) -> No
         except OSError as e:
             raise writer.creation_error(path, e) from e
     options.saved.append((step, path))
+    options.layout[path[len(options.staged_path) + 1:]] = (mf.MANIFEST_NAME, *files)
 
 
 def _file_records(path: str, children: list, reported: dict, savers) -> dict:
