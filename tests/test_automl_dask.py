@@ -151,6 +151,8 @@ def test_each_dask_worker_holds_its_next_trial_so_it_never_waits_for_the_driver(
     # one waited for the round trip result -> driver -> tell -> ask -> submit after each trial)
     assert most_in_flight(search.timeline_) == 4
     assert len({entry["worker"] for entry in search.timeline_}) == 2
+    # each trial's own CPU (the thread that ran it): at least Spin's 50 ms, at most its wall time
+    assert all(0.05 <= entry["cpu"] <= entry["ended"] - entry["started"] + 0.01 for entry in search.timeline_)
 
 
 def _paused_on_this_worker(estimator, X, y) -> float:

@@ -273,7 +273,7 @@ class DaskRunner:
         if number in self.pruned:
             if result.state != FAIL:  # it ended before it read the driver's decision
                 result = TrialResult(number, PRUNED, seconds=result.seconds, started_at=result.started_at,
-                                     worker=result.worker)
+                                     worker=result.worker, cpu_seconds=result.cpu_seconds)
         else:  # epochs still on their way when the trial ended
             last = self.live_steps.get(number, 0)
             for step, value in result.reports:

@@ -58,7 +58,7 @@ class AutoML:
     After ``fit``: ``study_``, ``best_params_`` (flat ``"step__param"`` keys),
     ``best_score_``, ``best_trial_``, ``best_pipeline_``; ``timeline_`` (where and when each
     trial of this run ran: ``number``, ``state``, ``worker``, ``submitted``, ``started``,
-    ``ended``, ``received``); ``trials_dataframe()``, ``report()``, ``plot_history(path)``,
+    ``ended``, ``received``, and ``cpu``, the CPU seconds of the thread that ran it); ``trials_dataframe()``, ``report()``, ``plot_history(path)``,
     and ``predict``/``transform``/``score`` through the best pipeline.
     """
 
