@@ -38,6 +38,13 @@
    one — what the framework costs beyond the trials, which the machine's load does not hide
    the way it hides the speedup — and, for stepline's rows, the median over the repeats of
    stepline's wall time over its peer's, run back to back.
+   On the cluster, stepline runs also with ``quiet_dask_workers=False`` (the workers'
+   profiler and tick monitor left running, as Dask starts them), and the peer also on
+   workers paused as a stepline search pauses them; each is paired with the other. "beyond":
+   the CPU this process and all its descendants used beyond the trials' own threads (their
+   thread CPU: ``timeline_``'s ``cpu``, the peer's trials'), in ms a second of the search's
+   wall time — what the framework and the cluster take from the trials' cores, which the
+   machine's load moves much less than it moves wall times.
 
 Medians over ``--repeats``. The machine's load is printed with the results: on a loaded
 machine, both parts are noisy and the speedup is bounded by the cores actually free.
