@@ -107,7 +107,7 @@ def big_rows(base: Path, size_mb: int, steps: int, r: int):
     pipeline = build(size_mb, steps)
     arrays = [s.weights_ for s in pipeline.values()]
     ours, raw, jl, pk, copied = base / "ours", base / "raw", base / "joblib", base / "pickle", base / "copied"
-    copied_raw, atomic = base / "copied-raw", base / "atomic"
+    copied_raw, atomic, copied_mapped = base / "copied-raw", base / "atomic", base / "copied-mapped"
 
     def save_raw():
         fresh(raw)
@@ -138,10 +138,10 @@ def big_rows(base: Path, size_mb: int, steps: int, r: int):
     def load_raw():
         return [np.load(raw / f"{i}.npy") for i in range(len(arrays))]
 
-    def copy_dump():
-        shutil.rmtree(copied, ignore_errors=True)
-        shutil.copytree(ours, copied)  # new inodes: the stat cache vouches for nothing
-        os.sync()  # the copy's write-back is not the load's to pay for (np.load's file was written long ago)
+    def copy_dump():  # two copies: a load of one writes the stat cache that vouches for it
+        for folder in (copied, copied_mapped):
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(ours, folder)  # new inodes: the stat cache vouches for nothing
 
     def first_load_of_copy():
         return CX(copied).load("bench")
@@ -149,7 +149,6 @@ def big_rows(base: Path, size_mb: int, steps: int, r: int):
     def copy_raw():  # the peer gets the same pause and fresh page cache before each load
         shutil.rmtree(copied_raw, ignore_errors=True)
         shutil.copytree(raw, copied_raw)
-        os.sync()
 
     def load_copied_raw():
         return [np.load(copied_raw / f"{i}.npy") for i in range(len(arrays))]
@@ -160,14 +159,16 @@ def big_rows(base: Path, size_mb: int, steps: int, r: int):
     def read_and_hash_serially():
         return [_read_hashing(raw / f"{i}.npy") for i in range(len(arrays))]
 
+    after_copy = _paired_after_copy(
+        lambda: (copy_dump(), copy_raw()),
+        [("stepline first load of a copied dump", first_load_of_copy),
+         (COPY_MAPPED, lambda: CX(copied_mapped).load("bench", mmap_mode="c")),
+         (COPY_PEER, load_copied_raw), (MEMORY_PEER, fill_fresh_arrays)], max(r, 4))
     loads = [("stepline load, stat cache warm", median_time(lambda: CX(ours).load("bench"), r)),
              (FULL_VERIFY, median_time(lambda: CX(ours).load("bench", verify="full"), r)),
              (SERIAL_HASH_PEER, median_time(read_and_hash_serially, r)),
-             ("stepline first load of a copied dump", _timed_after(copy_dump, first_load_of_copy, r)),
-             (COPY_MAPPED, _timed_after(copy_dump, lambda: CX(copied).load("bench", mmap_mode="c"), r)),
+             *after_copy,
              ("np.load (floor)", median_time(load_raw, r)),
-             (COPY_PEER, _timed_after(copy_raw, load_copied_raw, r)),
-             (MEMORY_PEER, _timed_after(copy_raw, fill_fresh_arrays, r)),
              ("joblib.load", median_time(lambda: joblib.load(jl / "p.joblib"), r)),
              ("stepline load, mmap_mode='r'", median_time(lambda: CX(ours).load("bench", mmap_mode="r"), r))]
     loaded = CX(ours).load("bench")
@@ -187,17 +188,37 @@ def _read_hashing(path: Path, chunk: int = 1 << 20):
     return out, digest.hexdigest()
 
 
-def _timed_after(prepare, fn, repeats: int) -> float:
-    """Median time of ``fn`` with ``prepare`` run (untimed) before each call."""
+#: Per-repeat ratios of the copied-dump load to its peer after the same copy (filled in by
+#: ``_paired_after_copy``): the pairs' median says more than a ratio of two medians here.
+PAIRED_RATIOS: dict = {}
+
+
+def _paired_after_copy(prepare, candidates, repeats: int) -> list[tuple[str, float]]:
+    """Median seconds of each candidate, all run after the same ``prepare`` (the copies) and
+    one ``os.sync`` in every repeat, in an order rotated from one repeat to the next.
+
+    Every candidate's result stays alive until the repeat ends, so none of them gets the
+    memory another has just freed (which this VM backs already) and all pay for fresh memory
+    alike; the copies' write-back is flushed first (it is not the load's to pay for).
+    """
     import statistics
     import time
-    times = []
-    for _ in range(repeats + 1):
+    times = {label: [] for label, _ in candidates}
+    for rep in range(repeats + 1):
         prepare()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+        os.sync()
+        kept = []
+        shift = rep % len(candidates)
+        for label, fn in candidates[shift:] + candidates[:shift]:
+            start = time.perf_counter()
+            kept.append(fn())
+            times[label].append(time.perf_counter() - start)
+        del kept
+    times = {label: values[1:] for label, values in times.items()}  # the first repeat warms up
+    ours, peer = times["stepline first load of a copied dump"], times[COPY_PEER]
+    PAIRED_RATIOS["copied/peer"] = [a / b for a, b in zip(ours, peer)]
+    PAIRED_RATIOS["mapped/peer"] = [a / b for a, b in zip(times[COPY_MAPPED], peer)]
+    return [(label, statistics.median(values)) for label, values in times.items()]
 
 
 def tiny_rows(base: Path, n_big: int, r: int):
@@ -321,6 +342,12 @@ def _print_big_targets(t: dict) -> None:
           f"{t['stepline first load of a copied dump'] / t['np.load (floor)']:.2f} (≤ 2); "
           f"/ {COPY_PEER} = {t['stepline first load of a copied dump'] / t[COPY_PEER]:.2f}; "
           f"/ {MEMORY_PEER} = {t['stepline first load of a copied dump'] / t[MEMORY_PEER]:.2f}")
+    pairs = PAIRED_RATIOS.get("copied/peer", [])
+    if pairs:
+        import statistics
+        print(f"  copied-dump load / {COPY_PEER}, paired in each repeat = {statistics.median(pairs):.2f} "
+              f"(median; per repeat {', '.join(f'{x:.2f}' for x in pairs)}); mmap_mode='c' "
+              f"{statistics.median(PAIRED_RATIOS['mapped/peer']):.2f}")
     print(f"  copied-dump load, mmap_mode='c' / np.load = {t[COPY_MAPPED] / t['np.load (floor)']:.2f} "
           f"(every byte hashed; arrays copy-on-write maps of the page cache: no fresh memory)")
     print(f"  verify='full' load / np.load  = {t[FULL_VERIFY] / t['np.load (floor)']:.2f} "

@@ -18,7 +18,7 @@ import pytest
 
 from stepline import CX
 from stepline.base import BaseStep
-from stepline.saving import CorruptFileError, integrity
+from stepline.saving import CorruptFileError, hashing, integrity
 from stepline.saving.hashing import CHUNK_BYTES, SERIAL_CHUNK_BYTES, THREAD_PREFIX, read_hashed
 from stepline.saving.manifest import read_manifest
 
@@ -64,6 +64,15 @@ sys.addaudithook(_hook)
 def _disarmed():
     yield
     _ON_OPEN.clear()
+
+
+@pytest.fixture(autouse=True, params=["pipelined read", "parallel read"])
+def read_mode(request, monkeypatch):
+    """Every test runs with a file loaded alone read by one thread while another hashes it,
+    and read by one thread per core, then hashed in memory (the default from 16 MiB on)."""
+    threshold = 1 << 62 if request.param == "pipelined read" else C + 1
+    monkeypatch.setattr(hashing, "PARALLEL_READ_MIN_BYTES", threshold)
+    return request.param
 
 
 def _hash_threads() -> list[threading.Thread]:
@@ -254,6 +263,28 @@ def test_a_file_shorter_than_its_size_when_read_raises(tmp_path):
         read_hashed(f, blake3.blake3(), 2 * C, np.empty(2 * C, np.uint8), where=str(path))
     with open(path, "rb", buffering=0) as f, pytest.raises(CorruptFileError, match="grew while reading"):
         read_hashed(f, blake3.blake3(), C, np.empty(C, np.uint8), where=str(path))
+    assert not _hash_threads()
+
+
+@pytest.mark.parametrize("size", [1, C, C + 1, 3 * C, 3 * C + 1, 10 * C + 7])
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+def test_the_parts_of_a_parallel_read_cover_the_file_once_in_order_at_huge_page_boundaries(size, count):
+    parts = hashing._parts(size, count)
+    assert parts[0][0] == 0 and parts[-1][1] == size and 1 <= len(parts) <= count
+    assert all(end == start for (_, end), (start, _) in zip(parts, parts[1:]))
+    assert all(start % (2 << 20) == 0 and start < end for start, end in parts)
+
+
+def test_a_parallel_read_of_a_file_truncated_while_it_is_read_raises_and_leaves_no_thread(tmp_path, read_mode):
+    if read_mode != "parallel read":
+        pytest.skip("the parallel read only")
+    size = 6 * C + 11
+    path = tmp_path / "f.bin"
+    np.random.default_rng(1).integers(0, 256, size, np.uint8).tofile(path)
+    with open(path, "rb", buffering=0) as f:
+        os.truncate(path, 3 * C)  # the second part (from 4 MiB on) finds the end early
+        with pytest.raises(CorruptFileError, match=rf"truncated while reading \({3 * C} of {size} bytes\)"):
+            hashing.read_parallel(f, memoryview(np.empty(size, np.uint8)), where=str(path))
     assert not _hash_threads()
 
 
