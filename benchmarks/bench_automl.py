@@ -38,6 +38,13 @@
    one — what the framework costs beyond the trials, which the machine's load does not hide
    the way it hides the speedup — and, for stepline's rows, the median over the repeats of
    stepline's wall time over its peer's, run back to back.
+   On the cluster, stepline runs also with ``quiet_dask_workers=False`` (the workers'
+   profiler and tick monitor left running, as Dask starts them), and the peer also on
+   workers paused as a stepline search pauses them; each is paired with the other. "beyond":
+   the CPU this process and all its descendants used beyond the trials' own threads (their
+   thread CPU: ``timeline_``'s ``cpu``, the peer's trials'), in ms a second of the search's
+   wall time — what the framework and the cluster take from the trials' cores, which the
+   machine's load moves much less than it moves wall times.
 
 Medians over ``--repeats``. The machine's load is printed with the results: on a loaded
 machine, both parts are noisy and the speedup is bounded by the cores actually free.
@@ -189,6 +196,7 @@ def where_time_went(timeline: list, start: float, wall: float) -> dict:
     for entry in timeline:
         by_worker.setdefault(entry["worker"], []).append(entry)
     first = gaps = tail = busy = 0.0
+    cpu = sum(entry.get("cpu") or 0.0 for entry in timeline)  # the trials' own threads' CPU
     for entries in by_worker.values():
         entries.sort(key=lambda e: e["started"])
         first += entries[0]["started"] - start
@@ -196,17 +204,19 @@ def where_time_went(timeline: list, start: float, wall: float) -> dict:
         tail += start + wall - entries[-1]["ended"]
         busy += sum(e["ended"] - e["started"] for e in entries)
     n = len(by_worker)
-    return {"busy": busy / (n * wall), "first": first / n, "gaps": gaps / n, "tail": tail / n}
+    return {"busy": busy / (n * wall), "first": first / n, "gaps": gaps / n, "tail": tail / n, "cpu": cpu,
+            "wall": wall}
 
 
 def burn_trial(x: float, work: int) -> tuple:
     """The peers' trial: the same pure-Python loop as :class:`Burn`, then the same score; with
     where and when it ran (as ``AutoML.timeline_`` says it for stepline's trials)."""
-    started = time.time()
+    started, cpu = time.time(), time.thread_time()
     total = 0
     for i in range(work):
         total += i * i
-    return -abs(x), {"worker": f"{os.uname().nodename}:{os.getpid()}", "started": started, "ended": time.time()}
+    return -abs(x), {"worker": f"{os.uname().nodename}:{os.getpid()}", "started": started, "ended": time.time(),
+                     "cpu": time.thread_time() - cpu}
 
 
 def time_plain_parallel(optuna, trials: int, work: int, submit_to, where: list | None = None) -> float:
@@ -264,7 +274,44 @@ def time_plain_processes(optuna, trials: int, work: int, where: list) -> float:
     return time.time() - start  # (its idle ms: from the pool's creation to the last tell)
 
 
+def tree_cpu() -> float:
+    """CPU seconds used so far by this process and all its descendants (the LocalCluster's
+    workers, the fork server and its worker processes), those already reaped included."""
+    import psutil
+    me = psutil.Process()
+    total = 0.0
+    for process in [me] + me.children(recursive=True):
+        try:
+            t = process.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:  # exited between the listing and the reading
+            pass
+    return total
+
+
 MODES = ("sequential", "2 processes", "LocalCluster")
+UNPAUSED = "LocalCluster, unpaused"  # stepline with quiet_dask_workers=False: Dask's workers as they are
+PAUSED = "LocalCluster, paused"  # the peer on workers paused as stepline pauses them
+# (who, mode) -> the (who, mode) it is paired with: the same workers, paused or not alike
+PAIRS = {("stepline", "sequential"): ("plain", "sequential"), ("stepline", "2 processes"): ("plain", "2 processes"),
+         ("stepline", "LocalCluster"): ("plain", PAUSED), ("stepline", UNPAUSED): ("plain", "LocalCluster")}
+
+
+def _pause_workers(client, pause: bool) -> None:
+    """Pause (or resume) the workers' profiler and tick monitor, as a stepline search does."""
+    from stepline.automl import dask_quiet
+
+    def toggle(dask_worker):
+        (dask_quiet.quiet if pause else dask_quiet.resume)(dask_worker, "bench-automl-peer")
+    client.run(toggle)
+
+
+def _plain_on_paused_workers(optuna, trials: int, work: int, client, where: list) -> float:
+    _pause_workers(client, True)
+    try:
+        return time_plain_parallel(optuna, trials, work, client, where)
+    finally:
+        _pause_workers(client, False)
 
 
 def speedup(trials: int, work: int, repeats: int) -> None:
@@ -277,8 +324,10 @@ def speedup(trials: int, work: int, repeats: int) -> None:
     one = time_search(work, 1, X, y)
     print(f"\n2. speedup of 2 workers: {trials} trials of one CPU-bound fit each "
           f"(~{one * 1e3:.0f} ms sequential; median of {repeats}; stepline and plain Optuna alternate)")
-    times = {(who, mode): [] for who in ("stepline", "plain") for mode in MODES}
-    where = {key: [] for key in times}
+    rows = [pair[i] for pair in PAIRS.items() for i in (0, 1)]
+    times = {key: [] for key in rows}
+    where = {key: [] for key in rows}
+    beyond = {key: [] for key in rows}  # CPU s a wall s beyond the trials' own threads, all processes
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
             distributed.Client(cluster) as client:
@@ -291,32 +340,51 @@ def speedup(trials: int, work: int, repeats: int) -> None:
         runs = {("stepline", "sequential"): lambda w: time_search(work, trials, X, y, w),
                 ("stepline", "2 processes"): lambda w: time_search(work, trials, X, y, w, n_jobs=2),
                 ("stepline", "LocalCluster"): lambda w: time_search(work, trials, X, y, w, client=client),
+                ("stepline", UNPAUSED): lambda w: time_search(work, trials, X, y, w, client=client,
+                                                              quiet_dask_workers=False),
                 ("plain", "sequential"): lambda w: time_plain_parallel(optuna, trials, work, None, w),
                 ("plain", "2 processes"): lambda w: time_plain_processes(optuna, trials, work, w),
-                ("plain", "LocalCluster"): lambda w: time_plain_parallel(optuna, trials, work, client, w)}
+                ("plain", "LocalCluster"): lambda w: time_plain_parallel(optuna, trials, work, client, w),
+                ("plain", PAUSED): lambda w: _plain_on_paused_workers(optuna, trials, work, client, w)}
         for repeat in range(repeats):
-            for mode in MODES:
-                for who in (("stepline", "plain") if repeat % 2 == 0 else ("plain", "stepline")):
-                    times[who, mode].append(runs[who, mode](where[who, mode]))
-    print(f"  {'':<24} {'median':>8}  {'speedup':>7}  {'best':>5}  {'busy':>5}  idle ms a worker: first  gaps  tail"
-          f"   stepline/plain")
+            for pair in PAIRS.items():
+                for key in (pair if repeat % 2 == 0 else pair[::-1]):
+                    before = tree_cpu()
+                    times[key].append(runs[key](where[key]))
+                    spent = where[key][-1]
+                    beyond[key].append((tree_cpu() - before - spent["cpu"]) / spent["wall"])
+    print(f"  {'':<32} {'median':>8}  {'speedup':>7}  {'best':>5}  {'busy':>5}  idle ms a worker: first  gaps  tail"
+          f"  beyond ms/s   stepline/plain")
     for who in ("stepline", "plain"):
         reference, best = statistics.median(times[who, "sequential"]), min(times[who, "sequential"])
-        for mode in MODES:
-            t = times[who, mode]
-            share = {key: statistics.median(w[key] for w in where[who, mode]) for key in ("busy", "first", "gaps", "tail")}
-            paired = statistics.median(a / b for a, b in zip(times["stepline", mode], times["plain", mode]))
-            print(f"  {who + ', ' + mode:<24} {statistics.median(t):7.2f} s  {reference / statistics.median(t):6.2f}×"
+        for key in [k for k in rows if k[0] == who]:
+            t = times[key]
+            share = {k: statistics.median(w[k] for w in where[key]) for k in ("busy", "first", "gaps", "tail")}
+            paired = ""
+            if key in PAIRS:
+                paired = f"{statistics.median(a / b for a, b in zip(t, times[PAIRS[key]])):.3f} (wall, paired)"
+            print(f"  {who + ', ' + key[1]:<32} {statistics.median(t):7.2f} s  {reference / statistics.median(t):6.2f}×"
                   f"  {best / min(t):4.2f}×  {share['busy']:5.1%}  {share['first'] * 1e3:21.0f} {share['gaps'] * 1e3:5.0f}"
-                  f" {share['tail'] * 1e3:5.0f}   " + (f"{paired:.3f} (wall, paired)" if who == "stepline" else ""))
-    for mode in MODES[1:]:
+                  f" {share['tail'] * 1e3:5.0f}  {statistics.median(beyond[key]) * 1e3:11.0f}   {paired}")
+    for (_, mode), peer in list(PAIRS.items())[1:]:
         ours = statistics.median(times["stepline", "sequential"]) / statistics.median(times["stepline", mode])
-        theirs = statistics.median(times["plain", "sequential"]) / statistics.median(times["plain", mode])
-        print(f"  stepline's speedup over plain Optuna's, {mode:<13} = {ours / theirs:.2f}")
+        theirs = statistics.median(times["plain", "sequential"]) / statistics.median(times[peer])
+        print(f"  stepline's speedup over plain Optuna's, {mode:<22} = {ours / theirs:.2f} (peer: {peer[1]})")
+    for who, paused, unpaused in (("stepline", "LocalCluster", UNPAUSED), ("plain", PAUSED, "LocalCluster")):
+        ratio = statistics.median(a / b for a, b in zip(times[who, paused], times[who, unpaused]))
+        print(f"  {who} on the LocalCluster, the workers' profiler and tick paused over running: {ratio:.3f} "
+              f"(wall, same repeat); beyond the trials {statistics.median(beyond[who, paused]) * 1e3:.0f} vs "
+              f"{statistics.median(beyond[who, unpaused]) * 1e3:.0f} ms/s")
     print("  (plain: Optuna's ask/tell, 2 trials in flight, the same trials as a plain function. best: the best\n"
           "   repeat over the best sequential one. busy: the workers' time in trials over 2 × the wall time; the\n"
           "   idle ms are what the framework costs beyond the trials: see where_time_went. stepline/plain: the\n"
-          "   median over the repeats of stepline's wall time over the peer's, run back to back)")
+          "   median over the repeats of stepline's wall time over its peer's, run back to back. unpaused:\n"
+          "   quiet_dask_workers=False, the workers' profiler and tick monitor left running (Dask as it is);\n"
+          "   paused: the peer with them paused as a stepline search pauses them (stepline's default).\n"
+          "   beyond ms/s: the CPU this process and its descendants (the cluster's scheduler, nannies and\n"
+          "   workers; the worker processes) used during the search beyond the trials' own threads, in ms a\n"
+          "   second of its wall time: what the framework and the cluster take from the trials' 2 cores; the\n"
+          "   machine's load moves it much less than the wall times)")
     print("  (the speedup is bounded by the cores this process's session gets: with the kernel's\n"
           "   autogroup scheduling, a session's processes share one CPU share, so on a machine\n"
           "   saturated by other sessions 2 workers get the CPU time of 1.)")

@@ -276,6 +276,8 @@ def test_bad_arguments_are_named():
         AutoML(h.digits_pipeline(), scoring="acuracy", n_trials=1).fit(np.zeros((10, 2)), np.arange(10) % 2)
     with pytest.raises(ValueError, match="validation fraction"):
         AutoML(h.digits_pipeline(), cv=1.5, n_trials=1).fit(np.zeros((10, 2)), np.arange(10) % 2)
+    with pytest.raises(ValueError, match="quiet_dask_workers must be True or False, got 'no'"):
+        AutoML(h.digits_pipeline(), quiet_dask_workers="no")
 
 
 # ------------------------------------------------------------------ parallel

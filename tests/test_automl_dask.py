@@ -62,14 +62,18 @@ def test_the_replacement_of_a_dead_worker_that_held_the_pipeline_runs_the_next_t
     X, y = np.zeros((20, 1)), np.zeros(20)
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
             local_cluster(n_workers=1, silence_logs=logging.CRITICAL) as cluster, distributed.Client(cluster) as client:
-        search = AutoML(Pipeline([h.Exiter()]), scoring=lambda est, X, y: 0.0, cv=0.5, n_trials=6, sampler="random",
-                        seed=2, client=client, refit=False, show_progress=False).fit(X, y)
+        search = AutoML(Pipeline([h.Exiter()]), scoring=_paused_on_this_worker, cv=0.5, n_trials=6,
+                        sampler="random", seed=2, client=client, refit=False, show_progress=False).fit(X, y)
         kept = client.run(_what_a_dask_worker_keeps)
+        monitors = client.run(_running_monitors)
     failed = [t for t in search.study_.trials if t.state.name == "FAIL"]
     assert len(search.study_.trials) - len(failed) == 6 and failed  # die=True draws, and the trials queued with them
     assert all("KilledWorker" in t.user_attrs["error"] for t in failed)
     assert len({entry["worker"] for entry in search.timeline_ if entry["state"] == "complete"}) >= 2  # replacements
     assert kept == {address: ([], [], []) for address in kept}
+    # the replacements were quietened too (their plugin is installed when they join), and resumed
+    assert all(t.value == 1.0 for t in search.study_.trials if t.state.name == "COMPLETE")
+    assert all(all(running.values()) for running in monitors.values()), monitors
 
 
 def test_a_two_worker_local_cluster_finishes_the_same_number_of_trials(digits, tmp_path):
@@ -147,3 +151,53 @@ def test_each_dask_worker_holds_its_next_trial_so_it_never_waits_for_the_driver(
     # one waited for the round trip result -> driver -> tell -> ask -> submit after each trial)
     assert most_in_flight(search.timeline_) == 4
     assert len({entry["worker"] for entry in search.timeline_}) == 2
+    # each trial's own CPU (the thread that ran it): at least Spin's 50 ms, at most its wall time
+    assert all(0.05 <= entry["cpu"] <= entry["ended"] - entry["started"] + 0.01 for entry in search.timeline_)
+
+
+def _paused_on_this_worker(estimator, X, y) -> float:
+    """A scorer: 1.0 when the worker running the trial has its profiler and tick monitor paused."""
+    from distributed import get_worker
+    callbacks = get_worker().periodic_callbacks
+    return float(not any(callbacks[name].is_running() for name in ("profile", "tick")))
+
+
+def _running_monitors(dask_worker) -> dict:
+    return {name: dask_worker.periodic_callbacks[name].is_running() for name in ("profile", "profile-cycle", "tick", "ticks")}
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_a_search_pauses_the_workers_profiler_and_tick_while_its_trials_run(quiet):
+    X, y = np.zeros((20, 1)), np.zeros(20)
+    with local_cluster() as cluster, distributed.Client(cluster) as client:
+        search = AutoML(Pipeline([Spin()]), scoring=_paused_on_this_worker, cv=0.5, n_trials=4, sampler="random",
+                        seed=0, client=client, refit=False, show_progress=False, quiet_dask_workers=quiet).fit(X, y)
+        after = client.run(_running_monitors)
+    assert [t.value for t in search.study_.trials] == [1.0 if quiet else 0.0] * 4
+    assert len({entry["worker"] for entry in search.timeline_}) == 2
+    # resumed when the search ended: the dashboard's profile and the loop-latency warnings are back
+    assert all(all(running.values()) for running in after.values()), after
+
+
+def _quiet_twice_then_resume(dask_worker) -> list:
+    from stepline.automl import dask_quiet
+    dask_worker.periodic_callbacks["ticks"].stop()  # one the user stopped: it stays stopped
+    seen = []
+    dask_quiet.quiet(dask_worker, "a")
+    dask_quiet.quiet(dask_worker, "b")
+    seen.append(_running_monitors(dask_worker))
+    dask_quiet.resume(dask_worker, "a")  # "b" still runs trials here
+    seen.append(_running_monitors(dask_worker))
+    dask_quiet.resume(dask_worker, "b")
+    dask_quiet.resume(dask_worker, "b")  # twice: nothing more
+    seen.append(_running_monitors(dask_worker))
+    dask_worker.periodic_callbacks["ticks"].start()
+    return seen
+
+
+def test_the_last_search_to_end_on_a_worker_resumes_only_what_was_running():
+    with local_cluster(n_workers=1) as cluster, distributed.Client(cluster) as client:
+        (seen,) = client.run(_quiet_twice_then_resume).values()
+    paused = dict.fromkeys(("profile", "profile-cycle", "tick", "ticks"), False)
+    assert seen[0] == paused and seen[1] == paused
+    assert seen[2] == {"profile": True, "profile-cycle": True, "tick": True, "ticks": False}

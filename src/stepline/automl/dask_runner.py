@@ -25,6 +25,9 @@
   driver when the trial ended come with its result and are recorded then. A study whose
   pruner is Optuna's ``NopPruner`` gets its epochs with the results only (no events), and a
   trial that reports no epoch never looks its worker up.
+- **Quiet workers.** While the search runs, each worker's statistical profiler and
+  event-loop tick monitor are paused (:mod:`.dask_quiet`: their ~150 wake-ups a second took
+  CPU from the trials on a small machine).
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ from pathlib import Path
 import cloudpickle
 from distributed.diagnostics.plugin import WorkerPlugin  # (this module is imported for a Dask search only)
 
+from stepline.automl import dask_quiet
 from stepline.automl.trials import FAIL, PRUNED, TrialData, TrialResult, run_trial
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,7 @@ _TEMPLATES: dict = {}  # root digest -> (template, folder)
 _PAYLOADS: dict = {}  # search key -> the packed dump and data, as the driver pushed them
 _DATA: dict = {}  # search key -> TrialData
 _PRUNE: set = set()  # (search key, trial number) the driver pruned
+_TO_QUIET: set = set()  # search keys whose first trial on this worker pauses its monitors
 _LOCK = threading.Lock()
 
 
@@ -80,6 +85,10 @@ def _prepared(key: str, digest: str, name: str, signer):
             if blob is None:  # never seen: the plugin is installed before a worker runs any task
                 raise RuntimeError(f"stepline.automl: the pipeline and data of search {key} never reached "
                                    f"this worker (its plugin {key!r} was not installed)")
+            if key in _TO_QUIET:  # the worker's first trial of the search
+                _TO_QUIET.discard(key)
+                from distributed import get_worker
+                dask_quiet.quiet_from_a_task(get_worker(), key)
             dump, data_blob = cloudpickle.loads(blob)
             if digest not in _TEMPLATES:
                 _TEMPLATES[digest] = _load(dump, name, signer)
@@ -124,15 +133,20 @@ class _LiveReporter:
 class SearchPayload(WorkerPlugin):
     """A Dask worker plugin holding a search's packed dump and data: the scheduler installs it
     on every worker, and on every worker that joins later (a dead one's replacement) before
-    that worker runs a task; unregistering it makes every worker forget the search."""
+    that worker runs a task; unregistering it makes every worker forget the search. ``quiet``:
+    pause the worker's profiler and tick monitor meanwhile (:mod:`.dask_quiet`)."""
 
-    def __init__(self, key: str, digest: str, blob: bytes):
-        self.key, self.digest, self.blob = key, digest, blob
+    def __init__(self, key: str, digest: str, blob: bytes, quiet: bool = True):
+        self.key, self.digest, self.blob, self.quiet = key, digest, blob, quiet
 
     def setup(self, worker) -> None:
         _PAYLOADS[self.key], self.blob = self.blob, None  # (the scheduler keeps it for later workers)
+        if self.quiet:  # at the first trial: a joining worker starts its callbacks after this
+            _TO_QUIET.add(self.key)
 
     def teardown(self, worker) -> None:
+        _TO_QUIET.discard(self.key)
+        dask_quiet.resume(worker, self.key)
         _forget_on_worker(self.key, self.digest)
 
 
@@ -169,9 +183,10 @@ def pack_dump(folder: Path, name: str) -> bytes:
 class DaskRunner:
     """Runs trials on the workers of a ``distributed.Client``: as many at once as the cluster
     has threads, and :attr:`ahead` more queued. ``live``: send epochs to the driver as they
-    come (False when the study's pruner never prunes: the epochs come with the result)."""
+    come (False when the study's pruner never prunes: the epochs come with the result).
+    ``quiet``: pause the workers' profiler and tick monitor while the search runs (:mod:`.dask_quiet`)."""
 
-    def __init__(self, folder: Path, name: str, data: TrialData, client, live: bool = True):
+    def __init__(self, folder: Path, name: str, data: TrialData, client, live: bool = True, quiet: bool = True):
         from stepline.saving.manifest import root_digest
         from stepline.trust.keys import local_public_key_hex
         self.client, self.name, self.key = client, name, f"stepline-automl-{uuid.uuid4().hex}"
@@ -181,7 +196,7 @@ class DaskRunner:
         # it (a dependency makes the scheduler run them where it lives), and a worker that
         # joins later gets it when it registers (a task's result lost with its worker had to
         # be computed again, and a replacement worker waiting for it hung the search)
-        client.register_plugin(SearchPayload(self.key, self.digest, blob), name=self.key)
+        client.register_plugin(SearchPayload(self.key, self.digest, blob, quiet), name=self.key)
         self._set_capacity(client.nthreads())
         signer = local_public_key_hex()  # the dump was signed with this key when saved
         # what every trial task takes besides its number and values: a few short strings
@@ -258,7 +273,7 @@ class DaskRunner:
         if number in self.pruned:
             if result.state != FAIL:  # it ended before it read the driver's decision
                 result = TrialResult(number, PRUNED, seconds=result.seconds, started_at=result.started_at,
-                                     worker=result.worker)
+                                     worker=result.worker, cpu_seconds=result.cpu_seconds)
         else:  # epochs still on their way when the trial ended
             last = self.live_steps.get(number, 0)
             for step, value in result.reports:

@@ -111,6 +111,7 @@ class SearchLoop:
                               "submitted": self.submitted.pop(result.number, None),
                               "started": result.started_at or None,
                               "ended": result.started_at + result.seconds if result.started_at else None,
+                              "cpu": result.cpu_seconds if result.started_at else None,
                               "received": time.time()})
 
     def _best(self) -> Any:

@@ -47,7 +47,9 @@ class AutoML:
       ``"postgresql://…"``) or a file path (an SQLite file); ``study_name`` defaults to
       ``"stepline-<pipeline name>"`` with a storage, so the same call resumes the same study.
     - ``n_jobs``: trials in that many local worker processes (``-1``: one per CPU);
-      ``client``: a ``distributed.Client`` to run them on its cluster instead.
+      ``client``: a ``distributed.Client`` to run them on its cluster instead;
+      ``quiet_dask_workers``: pause the workers' statistical profiler and event-loop tick
+      monitor while the search runs (resumed when it ends; :mod:`stepline.automl.dask_quiet`).
     - ``refit``: fit the best values on all of ``X, y`` (``best_pipeline_``); ``save_best_to``:
       a folder to save that pipeline into as a full dump (load it with
       ``ExecutionContext(folder).load(pipeline.name)``).
@@ -56,14 +58,14 @@ class AutoML:
     After ``fit``: ``study_``, ``best_params_`` (flat ``"step__param"`` keys),
     ``best_score_``, ``best_trial_``, ``best_pipeline_``; ``timeline_`` (where and when each
     trial of this run ran: ``number``, ``state``, ``worker``, ``submitted``, ``started``,
-    ``ended``, ``received``); ``trials_dataframe()``, ``report()``, ``plot_history(path)``,
+    ``ended``, ``received``, and ``cpu``, the CPU seconds of the thread that ran it); ``trials_dataframe()``, ``report()``, ``plot_history(path)``,
     and ``predict``/``transform``/``score`` through the best pipeline.
     """
 
     def __init__(self, pipeline, scoring=None, cv=5, n_trials: int = 20, timeout_s: float | None = None,
                  sampler="tpe", seed: int | None = None, storage=None, study_name: str | None = None,
                  n_jobs: int = 1, client=None, refit: bool = True, save_best_to=None,
-                 show_progress: bool = True, pruner=None):
+                 show_progress: bool = True, pruner=None, quiet_dask_workers: bool = True):
         self.pipeline = pipeline
         self.scoring = scoring
         self.cv = cv
@@ -79,10 +81,13 @@ class AutoML:
         self.save_best_to = save_best_to
         self.show_progress = show_progress
         self.pruner = pruner
+        self.quiet_dask_workers = quiet_dask_workers
         if client is not None and self.n_jobs > 1:
             raise ValueError("AutoML: give n_jobs (local worker processes) or client (a Dask cluster), not both")
         if save_best_to is not None and not refit:
             raise ValueError("AutoML: save_best_to needs refit=True (it saves the refit best pipeline)")
+        if not isinstance(quiet_dask_workers, bool):
+            raise ValueError(f"AutoML: quiet_dask_workers must be True or False, got {quiet_dask_workers!r}")
         if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
             raise ValueError(f"AutoML: timeout_s must be a number of seconds > 0 or None, got {timeout_s!r}")
 
@@ -144,7 +149,7 @@ class AutoML:
         if self.client is not None:
             from stepline.automl.dask_runner import DaskRunner
             live = not isinstance(self.study_.pruner, _optuna().pruners.NopPruner)  # else no epoch events
-            return DaskRunner(folder, name, data, self.client, live=live)
+            return DaskRunner(folder, name, data, self.client, live=live, quiet=self.quiet_dask_workers)
         if self.n_jobs > 1:
             return ProcessRunner(folder, name, data, self.n_jobs)
         return SequentialRunner(folder, name, data)

@@ -44,11 +44,12 @@ class TrialResult:
     reports: list = field(default_factory=list)  # (step, value) of each epoch of the first split
     started_at: float = 0.0  # time.time() on the worker when the trial started
     worker: str = ""  # "host:pid" of the process that ran it
+    cpu_seconds: float = 0.0  # CPU time of the thread that ran it (below ``seconds``: it waited)
 
     def as_tuple(self) -> tuple:
         """The fields as a plain tuple, to travel (a Dask task's result): :meth:`from_tuple` reverses it."""
         return (self.number, self.state, self.value, self.error, self.traceback, self.seconds, self.reports,
-                self.started_at, self.worker)
+                self.started_at, self.worker, self.cpu_seconds)
 
     @classmethod
     def from_tuple(cls, fields: tuple) -> "TrialResult":
@@ -66,7 +67,7 @@ Reporter = Callable[[int, float], bool]
 def run_trial(template, number: int, params: dict, data: TrialData,
               report: Optional[Reporter] = None) -> TrialResult:
     """Score ``params`` on ``template`` (a loaded, not set-up pipeline); never raises."""
-    started_at, started = time.time(), time.perf_counter()
+    started_at, started, cpu_started = time.time(), time.perf_counter(), time.thread_time()
     collected: list = []
     try:
         value = _cross_validate(template, params, data, report, collected)
@@ -77,6 +78,7 @@ def run_trial(template, number: int, params: dict, data: TrialData,
         result = TrialResult(number, FAIL, error=f"{type(error).__name__}: {error}",
                              traceback=traceback.format_exc())
     result.seconds = time.perf_counter() - started
+    result.cpu_seconds = time.thread_time() - cpu_started
     result.reports = collected
     result.started_at, result.worker = started_at, _this_process()
     return result
