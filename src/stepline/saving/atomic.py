@@ -60,10 +60,12 @@ def _leftovers(parent: Path, name: str, kind: str) -> list[Path]:
         return []
 
 
-def _remove(path: Path, expected=None) -> None:
+def _remove(path: Path) -> None:
     """Delete ``path``: a file or link, or a folder and all it holds (what can be removed).
-    ``expected``: what the folder most likely holds (see :func:`expected_tree`), removed
-    without listing it; whatever else it holds is found by listing."""
+    What the folder most likely holds, if :func:`remove_in_background` was told (see
+    :func:`expected_tree`), is removed without listing it; anything else is found by listing."""
+    expected = _expected.pop(path, None)
+    expected = expected_tree(*expected) if expected else None
     path = os.fspath(path)
     try:
         parent = os.open(os.path.dirname(path) or ".", _FOLDER_FLAGS)
@@ -416,6 +418,7 @@ _cleaner: ThreadPoolExecutor | None = None
 _pending: list = []
 _cleaner_lock = threading.Lock()
 _removing: set[Path] = set()  # handed to the background thread, not deleted yet
+_expected: dict = {}  # path handed over -> (layout, dump name) it most likely holds (see expected_tree)
 
 
 def remove_in_background(*paths: Path, expected=None) -> None:
@@ -427,12 +430,14 @@ def remove_in_background(*paths: Path, expected=None) -> None:
             _cleaner = ThreadPoolExecutor(1, thread_name_prefix="stepline-cleanup")
         _pending[:] = [f for f in _pending if not f.done()]
         _removing.update(paths)
-        _pending.extend(_cleaner.submit(_remove_handed_over, path, expected) for path in paths)
+        if expected:
+            _expected[paths[0]] = expected
+        _pending.extend(_cleaner.submit(_remove_handed_over, path) for path in paths)
 
 
-def _remove_handed_over(path: Path, expected=None) -> None:
+def _remove_handed_over(path: Path) -> None:
     try:
-        _remove(path, expected_tree(*expected) if expected else None)
+        _remove(path)
     finally:
         with _cleaner_lock:
             _removing.discard(path)
@@ -457,6 +462,7 @@ def _forget_cleaner_after_fork() -> None:
     _cleaner = None
     _pending.clear()
     _removing.clear()  # the child has no such thread: it deletes leftovers itself
+    _expected.clear()
 
 
 if hasattr(os, "register_at_fork"):
