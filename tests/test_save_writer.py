@@ -1,7 +1,7 @@
 """The writer thread of big saves (issue 14): manifests created off the saving thread.
 
-A full save of at least ``writer.MIN_STEPS`` steps hands each finished manifest to one
-writer thread while the saving thread builds the next. These tests show that such a save
+A full save of at least ``writer.MIN_STEPS`` steps (off by default: set here) hands each
+finished manifest to one writer thread while the saving thread builds the next. These tests show that such a save
 writes the same dump (each file once, folders in tree order on the saving thread), that
 the ``os.stat`` a later changes-only save relies on comes back from the writer, that a
 write failing on the writer thread surfaces from ``save`` as a ``SaveError`` naming the
@@ -24,6 +24,14 @@ from stepline.steps.numpy import MultiplyByN
 from test_save_io import _is_read, recorded
 
 
+BIG = 60  # steps of the saves handed to the writer here
+
+
+@pytest.fixture(autouse=True)
+def writer_from_big_saves(monkeypatch):
+    monkeypatch.setattr(writer, "MIN_STEPS", BIG)
+
+
 def tiny(n: int, value: int = 3) -> Pipeline:
     p = Pipeline([(f"m{i}", MultiplyByN(2)) for i in range(n)], name="tiny")
     for step in p.values():
@@ -39,7 +47,7 @@ def _manifest_writes(events, under):
 
 
 def test_a_big_full_save_hands_its_manifests_to_the_writer_thread_and_writes_the_same_dump(tmp_path):
-    n = writer.MIN_STEPS
+    n = BIG
     p = tiny(n)
     with recorded() as events:
         p.save(CX(tmp_path), full_dump=True)
@@ -55,7 +63,7 @@ def test_a_big_full_save_hands_its_manifests_to_the_writer_thread_and_writes_the
 
 
 def test_the_stats_from_the_writer_let_an_unchanged_save_write_and_read_nothing(tmp_path):
-    p = tiny(writer.MIN_STEPS)
+    p = tiny(BIG)
     p.save(CX(tmp_path), full_dump=True)
     with recorded() as events:
         p.save(CX(tmp_path))  # nothing changed: each manifest's os.stat is what the writer saw
@@ -79,9 +87,11 @@ class Noted(BaseStep):
     def transform(self, data_inputs):
         return data_inputs
 
+writer.MIN_STEPS = 60
+
 def build(value, note):
-    steps = [(f"m{i}", MultiplyByN(value)) for i in range(writer.MIN_STEPS)]
-    steps.insert(writer.MIN_STEPS // 2, ("noted", Noted(note)))
+    steps = [(f"m{i}", MultiplyByN(value)) for i in range(60)]
+    steps.insert(30, ("noted", Noted(note)))
     return Pipeline(steps, name="p")
 
 root = sys.argv[1]
@@ -122,7 +132,9 @@ def test_small_saves_start_no_thread(tmp_path):
     body = """
         import sys, threading
         from stepline import CX, Pipeline
+        from stepline.saving import writer
         from stepline.steps.numpy import MultiplyByN
+        writer.MIN_STEPS = int(sys.argv[2])
         p = Pipeline([(f"m{i}", MultiplyByN(2)) for i in range(10)], name="p")
         before = {t.ident for t in threading.enumerate()}
         for value in range(3, 8):
@@ -132,7 +144,7 @@ def test_small_saves_start_no_thread(tmp_path):
         print("started:", [n for n in started if n != "stepline-cleanup_0"])
     """
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(body), str(tmp_path)], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(body), str(tmp_path), str(BIG)], capture_output=True,
                           text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     assert "started: []" in done.stdout, done.stdout  # (the one deletion thread aside, reused by every save)

@@ -192,7 +192,7 @@ def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = Fal
             _remove(container)
             raise
         if exchanged:  # the container holds the previous dump
-            remove_in_background(container, expected=expected_tree(layout, final.name) if layout else None)
+            remove_in_background(container, expected=(layout, final.name) if layout else None)
             return
         try:  # empty when nothing was replaced (a first save): gone before save returns
             os.rmdir(container)
@@ -420,7 +420,7 @@ _removing: set[Path] = set()  # handed to the background thread, not deleted yet
 
 def remove_in_background(*paths: Path, expected=None) -> None:
     """Delete ``paths`` (our own leftovers) in the background thread; ``expected``: what the
-    one path given most likely holds (:func:`_remove`)."""
+    one path given most likely holds, ``(layout, name of the dump in it)`` (:func:`expected_tree`)."""
     global _cleaner
     with _cleaner_lock:
         if _cleaner is None:
@@ -432,7 +432,7 @@ def remove_in_background(*paths: Path, expected=None) -> None:
 
 def _remove_handed_over(path: Path, expected=None) -> None:
     try:
-        _remove(path, expected)
+        _remove(path, expected_tree(*expected) if expected else None)
     finally:
         with _cleaner_lock:
             _removing.discard(path)

@@ -133,7 +133,8 @@ def _save_atomically(step, context: ExecutionContext, full_dump: bool, steps: in
                            layout=options.layout) as staged:
             options.staged, options.staged_path = staged, os.fspath(staged)
             staging_context = ExecutionContext(staged.parent, context.execution_phase, context.stripped_saver)  # (one saver for all)
-            options.writer = writer.Batch() if not overlay and steps >= writer.MIN_STEPS else None
+            handing_over = not overlay and writer.MIN_STEPS is not None and steps >= writer.MIN_STEPS
+            options.writer = writer.Batch() if handing_over else None
             try:
                 _save_node(step, staging_context, os.fspath(staged.parent))
                 if options.writer is not None:
