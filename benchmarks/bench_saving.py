@@ -16,7 +16,8 @@ Rows (issue 14; medians over repeats, each peer measured in the same run):
     the same first load with ``mmap_mode="c"`` (every byte still hashed, the arrays
     copy-on-write maps of the page cache, so no fresh memory);
   - full save of 10 and of 1000 tiny fitted steps (``MultiplyByN``) vs ``joblib.dump`` of
-    the same pipeline; load of the 1000 vs ``joblib.load``;
+    the same pipeline (the 1000 also with the manifests handed to the writer thread, which
+    is off by default); load of the 1000 vs ``joblib.load``;
   - changes-only save of 1 changed step in a 100-step and a 1000-step pipeline;
   - the layout floor: a folder and one small file per step (format 3: a tiny step's pickle
     is inline in its manifest), written with no pickling, hashing or JSON (what any save of
@@ -228,6 +229,7 @@ def tiny_rows(base: Path, n_big: int, r: int):
         folder, jl = base / f"tiny{n}", base / f"tiny{n}.joblib"
         rows.append((f"full save, {n} tiny steps", median_time(lambda: p.save(CX(folder), full_dump=True), r),
                      median_time(lambda: joblib.dump(p, jl), r), "joblib.dump"))
+    rows.append(_with_writer_thread(base, n_big, r))
     floors = {n: median_time(lambda: _layout_floor(base / "floor", n + 1), r) for n in (10, n_big)}
     old_floors = {n: median_time(lambda: _layout_floor(base / "floor", n + 1, OLD_LAYOUT), r) for n in (10, n_big)}
     folder, jl = base / f"tiny{n_big}", base / f"tiny{n_big}.joblib"
@@ -251,6 +253,19 @@ def tiny_rows(base: Path, n_big: int, r: int):
         changes.append((f"changes-only save, 1 of {n} steps changed", median_time(change_one_and_save, max(r, 5))))
         assert CX(folder).load("tiny")[f"m{n // 2}"].hyperparams["multiply_by"] == next(values) - 1
     return rows, changes, floors, old_floors
+
+
+def _with_writer_thread(base: Path, n: int, r: int):
+    """The ``n``-step full save with its manifests handed to the writer thread (off by
+    default: ``stepline.saving.writer.MIN_STEPS``), against ``joblib.dump`` again."""
+    from stepline.saving import writer
+    p, folder, jl = tiny(n), base / f"tiny{n}-writer", base / f"tiny{n}-writer.joblib"
+    default, writer.MIN_STEPS = writer.MIN_STEPS, 1
+    try:
+        ours = median_time(lambda: p.save(CX(folder), full_dump=True), r)
+    finally:
+        writer.MIN_STEPS = default
+    return f"full save, {n} tiny steps, writer thread", ours, median_time(lambda: joblib.dump(p, jl), r), "joblib.dump"
 
 
 _floor_runs = iter(range(10 ** 9))
@@ -316,7 +331,7 @@ def main() -> None:
     t = dict(saves + loads)
     print("\ntiny steps")
     for label, ours, peer, peer_name in tiny_table:
-        print(f"  {label:<28} {fmt_seconds(ours)}  {fmt_seconds(peer)} {peer_name:<12} {ours / peer:6.1f}×")
+        print(f"  {label:<42} {fmt_seconds(ours)}  {fmt_seconds(peer)} {peer_name:<12} {ours / peer:6.1f}×")
     for n, seconds in floors.items():
         old = old_floors[n]
         if isinstance(n, str):
@@ -361,7 +376,7 @@ def _print_tiny_targets(tiny_table, changes, floors, old_floors, merkle) -> None
         key = n if label.startswith("full") else f"load {n}"
         floor = (f"; {ours / floors[key]:.1f}× the layout floor, {ours / old_floors[key]:.1f}× the previous "
                  f"layout's; the floor alone {floors[key] / peer:.1f}× {peer_name}") if key in floors else ""
-        print(f"  {label + ' / ' + peer_name:<29} = {ours / peer:.1f} (≤ 5){floor}")
+        print(f"  {label + ' / ' + peer_name:<55} = {ours / peer:.1f} (≤ 5){floor}")
     for (label, seconds), target in zip(changes, ("10 ms", "20 ms")):
         print(f"  {label:<29} = {seconds * 1e3:.1f} ms (≤ {target})")
     print(f"  Merkle root, 10 steps         = {merkle * 1e3:.3f} ms (< 1 ms)")

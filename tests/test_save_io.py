@@ -26,7 +26,9 @@ _RECORDING: list = []  # the list events go to while a ``recorded`` block runs (
 def _hook(event, args):
     if _RECORDING and event in ("open", "os.mkdir", "os.scandir", "os.listdir"):
         path = args[0]
-        if isinstance(path, (str, bytes, os.PathLike)):
+        if isinstance(path, int) and event in ("os.scandir", "os.listdir"):
+            _RECORDING[-1].append((event, f"<fd {path}>", None, 0, threading.get_ident()))  # a folder opened first
+        elif isinstance(path, (str, bytes, os.PathLike)):
             mode = args[1] if event == "open" and len(args) > 1 else None
             flags = args[2] if event == "open" and len(args) > 2 else 0
             _RECORDING[-1].append((event, os.fsdecode(path), mode, flags, threading.get_ident()))
@@ -180,3 +182,31 @@ def test_a_file_a_custom_saver_writes_unreported_is_listed_and_verified(tmp_path
     (tmp_path / "p" / "custom" / "weights.bin").write_bytes(b"v" * 100)
     with pytest.raises(CorruptFileError, match=r"weights\.bin"):
         CX(tmp_path).load("p")
+
+
+def test_the_replaced_dump_is_deleted_without_listing_what_the_new_save_expects_it_holds(tmp_path):
+    from stepline.saving import atomic
+    p = tiny(30)
+    p.save(CX(tmp_path), full_dump=True)
+    atomic.wait_for_cleanup()
+    with recorded() as events:
+        p.save(CX(tmp_path), full_dump=True)  # the same pipeline again: the replaced dump has its layout
+        atomic.wait_for_cleanup()
+    listed = [path for event, path, *_ in events if event in ("os.scandir", "os.listdir")
+              and path != os.fspath(tmp_path)]  # (the destination's folder: for leftovers)
+    assert not listed, f"the replaced dump's folders were listed: {listed[:3]}"
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".")) == [".tiny.lock", ".tiny.turn"]
+
+
+def test_a_replaced_dump_holding_more_than_expected_is_deleted_whole(tmp_path):
+    from stepline.saving import atomic
+    tiny(30).save(CX(tmp_path), full_dump=True)
+    (tmp_path / "tiny" / "m3" / "notes.txt").write_text("a file the dump's manifests do not list")
+    os.symlink(tmp_path / "outside", tmp_path / "tiny" / "m4" / "link")  # never followed
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "keep.txt").write_text("outside the dump")
+    tiny(5).save(CX(tmp_path), full_dump=True)  # other steps: m5…m29 and the extra files are not expected
+    atomic.wait_for_cleanup()
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".")) == [".tiny.lock", ".tiny.turn"]
+    assert (tmp_path / "outside" / "keep.txt").read_text() == "outside the dump"
+    assert sorted(os.listdir(tmp_path / "tiny")) == sorted([MANIFEST_NAME, "stepline.sig"] + [f"m{i}" for i in range(5)])

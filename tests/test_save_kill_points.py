@@ -56,8 +56,8 @@ def expected(m, a, offset):
 class _Killer:
     """Counts file-system operations; ``os._exit`` at operation ``kill_at``."""
 
-    def __init__(self, kill_at: int, count_file: str):
-        self.kill_at, self.count_file, self.count = kill_at, count_file, 0
+    def __init__(self, kill_at: int, count_file: str, raw: bool = False):
+        self.kill_at, self.count_file, self.count, self.raw = kill_at, count_file, 0, raw
 
     def tick(self, cut=None):
         self.count += 1
@@ -79,6 +79,21 @@ class _Killer:
             return _CountedFile(real_open(file, mode, *args, **kwargs), self)
 
         builtins.open = io.open = counted_open
+        if self.raw:  # also files written through descriptors (manifests, by the writer thread too)
+            self._count_raw_writes()
+
+    def _count_raw_writes(self):
+        real_open, real_write = os.open, os.write
+
+        def counted_os_open(path, flags, *args, **kwargs):
+            if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+                self.tick()
+            return real_open(path, flags, *args, **kwargs)
+
+        def counted_os_write(fd, data):
+            self.tick(cut=lambda: real_write(fd, bytes(data)[: len(data) // 2]))
+            return real_write(fd, data)
+        os.open, os.write = counted_os_open, counted_os_write
 
     def _counted(self, function):
         def counted(*args, **kwargs):
@@ -109,12 +124,12 @@ class _CountedFile:
         return getattr(self._f, name)
 
 
-def _run_killed(save, kill_at: int, count_file) -> int:
+def _run_killed(save, kill_at: int, count_file, raw: bool = False) -> int:
     """Fork; in the child run ``save()`` with the killer installed; return the exit status."""
     pid = os.fork()
     if pid == 0:
         try:
-            killer = _Killer(kill_at, str(count_file))
+            killer = _Killer(kill_at, str(count_file), raw)
             killer.install()
             save()
             atomic.wait_for_cleanup()  # the replaced dump's deletion (a background thread) counts too, always
@@ -129,8 +144,9 @@ def _run_killed(save, kill_at: int, count_file) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def _enumerate_kill_points(tmp_path, old, new_save):
-    """Kill ``new_save`` at every operation; after each, the dump is ``old`` or the new one."""
+def _enumerate_kill_points(tmp_path, old, new_save, raw: bool = False):
+    """Kill ``new_save`` at every operation; after each, the dump is ``old`` or the new one.
+    ``raw``: also at each ``os.open`` for writing and each ``os.write``."""
     count_file, root, pristine = tmp_path / "count", tmp_path / "root", tmp_path / "pristine"
     old_pipeline = build(*old)
     old_pipeline.save(CX(root), full_dump=True)
@@ -142,13 +158,13 @@ def _enumerate_kill_points(tmp_path, old, new_save):
                 shutil.rmtree(root / name) if (root / name).is_dir() else os.unlink(root / name)
         shutil.copytree(pristine, root / "p")
 
-    assert _run_killed(lambda: new_save(old_pipeline), 0, count_file) == 0
+    assert _run_killed(lambda: new_save(old_pipeline), 0, count_file, raw) == 0
     total = int(count_file.read_text())
     assert total > 20  # the enumeration covers a real save, not a no-op
     outcomes, recovered = [], []
     for kill_at in range(1, total + 1):
         reset()
-        status = _run_killed(lambda: new_save(old_pipeline), kill_at, count_file)
+        status = _run_killed(lambda: new_save(old_pipeline), kill_at, count_file, raw)
         assert status in (17, 0), f"operation {kill_at}: the save failed instead of being killed ({status})"
         recovered.append((root / ".p.journal").exists())  # killed after the commit: the load finishes it
         out = CX(root).load("p", verify="full").transform(X)
@@ -179,6 +195,18 @@ def test_a_changes_only_save_killed_at_every_operation_leaves_a_whole_dump(tmp_p
     new_save.expected = expected(2, 9, 4.0)
     _, recovered = _enumerate_kill_points(tmp_path, (2, 1, 1.0), new_save)
     assert recovered  # some kill points fall between the journal's commit and its end
+
+
+def test_a_full_save_through_the_writer_thread_killed_at_every_operation_leaves_a_whole_dump(tmp_path, monkeypatch):
+    """The same with the manifests created by the writer thread (a big save's; here every
+    save's), counting each manifest's creation and write too: a kill on either thread."""
+    from stepline.saving import writer
+    monkeypatch.setattr(writer, "MIN_STEPS", 1)  # (the forked saves inherit it)
+
+    def new_save(_old):
+        build(5, 7, 3.0).save(CX(tmp_path / "root"), full_dump=True)
+    new_save.expected = expected(5, 7, 3.0)
+    _enumerate_kill_points(tmp_path, (2, 1, 1.0), new_save, raw=True)
 
 
 def test_a_fallback_save_killed_between_its_two_renames_still_loads(tmp_path, monkeypatch):

@@ -60,15 +60,99 @@ def _leftovers(parent: Path, name: str, kind: str) -> list[Path]:
         return []
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
+def _remove(path: Path, expected=None) -> None:
+    """Delete ``path``: a file or link, or a folder and all it holds (what can be removed).
+    ``expected``: what the folder most likely holds (see :func:`expected_tree`), removed
+    without listing it; whatever else it holds is found by listing."""
+    path = os.fspath(path)
+    try:
+        parent = os.open(os.path.dirname(path) or ".", _FOLDER_FLAGS)
+    except OSError:
         shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+        return
+    try:
+        _remove_in(parent, os.path.basename(path), expected)
+    finally:
+        os.close(parent)
+
+
+def _remove_in(folder_fd: int, name: str, expected=None) -> None:
+    """Delete ``name`` in the open folder ``folder_fd``, and, if it is a folder, all it holds.
+
+    As ``shutil.rmtree`` without following links: each folder is opened with ``O_NOFOLLOW |
+    O_DIRECTORY`` and its entries are removed relative to it, so a folder swapped for a link
+    meanwhile is never walked through; with fewer system calls per folder (deleting the
+    replaced dump of a save of tiny steps costs about what writing it does). ``expected``:
+    ``(file names, {child folder: expected})`` it most likely holds, removed without listing
+    it first; it is listed only if something else is left."""
+    try:
+        fd = os.open(name, _FOLDER_FLAGS | _NOFOLLOW, dir_fd=folder_fd)
+    except OSError:  # a file or a link (or gone)
+        _unlink(name, folder_fd)
+        return
+    try:
+        if expected is not None:
+            files, children = expected
+            for file in files:
+                _unlink(file, fd)
+            for child, below in children.items():
+                _remove_in(fd, child, below)
+            try:
+                os.rmdir(name, dir_fd=folder_fd)
+                return
+            except OSError:  # it holds more than expected
+                pass
+        _remove_listed(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.rmdir(name, dir_fd=folder_fd)
+    except OSError:
+        pass
+
+
+def _remove_listed(fd: int) -> None:
+    """Delete every entry of the open folder ``fd``, listing it."""
+    try:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    _remove_in(fd, entry.name)
+                else:
+                    _unlink(entry.name, fd)
+    except OSError:
+        pass
+
+
+def _unlink(name: str, folder_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=folder_fd)
+    except OSError:
+        pass
+
+
+def expected_tree(layout: dict, top: str):
+    """What a folder holding the dump ``top`` most likely holds, for :func:`_remove`, from
+    ``layout``: ``{folder relative to the dump ("" for its root): file names}`` (a save's
+    own, the best guess for the dump it replaced: the same pipeline saved again)."""
+    nodes: dict = {}
+    for relative, names in layout.items():
+        node = nodes.setdefault(relative, [(), {}])
+        node[0] = names
+        if relative:
+            parent, _, child = relative.rpartition(os.sep)
+            nodes.setdefault(parent, [(), {}])[1][child] = node
+    root = nodes.get("")
+    return None if root is None else ((), {top: root})
+
+
+_FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 @contextmanager
-def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = False, listed: dict | None = None):
+def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = False, listed: dict | None = None,
+                  layout: dict | None = None):
     """Yield a fresh temporary folder; on success it replaces ``final_path`` at once.
 
     With ``overlay`` (and a dump at ``final_path``), the folder is an overlay holding only
@@ -80,6 +164,8 @@ def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = Fal
     is not a stepline dump is refused (:func:`refuse_foreign`) rather than replaced.
     ``listed`` (filled while the folder is written): what the manifests written there list,
     ``{folder: (file names, child names)}``, so that a commit need not read them back.
+    ``layout`` (filled likewise): the files of each folder written, ``{folder relative to
+    the yielded one: names}``: the previous dump is deleted expecting the same.
     """
     final = Path(final_path)
     _make_parent(final)
@@ -98,13 +184,19 @@ def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = Fal
         try:
             tmp.mkdir()
             yield tmp
-            previous = journal.commit(tmp, final, listed) if overlay else _swap_into_place(tmp, final)
+            if overlay:
+                exchanged, previous = False, journal.commit(tmp, final, listed)
+            else:
+                exchanged, previous = _swap_into_place(tmp, final)
         except BaseException:
             _remove(container)
             raise
+        if exchanged:  # the container holds the previous dump
+            remove_in_background(container, expected=(layout, final.name) if layout else None)
+            return
         try:  # empty when nothing was replaced (a first save): gone before save returns
             os.rmdir(container)
-        except OSError:  # it holds the previous dump (after an exchange)
+        except OSError:
             remove_in_background(container)
         if previous:
             remove_in_background(previous)
@@ -117,6 +209,8 @@ def is_overlay_for(final_path) -> bool:
 
 def _make_parent(final: Path) -> None:
     """Create the folder ``final`` goes in, or raise :class:`SaveError` saying what is in the way."""
+    if os.path.isdir(final.parent):  # (there already, at every save but the first)
+        return
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as e:
@@ -249,11 +343,13 @@ def _flocked(lock, mode: int, waiting: str):
 
 def refuse_foreign(final: Path) -> None:
     """Raise :class:`SaveError` unless ``final`` is absent, an empty folder or a stepline dump."""
-    if not os.path.lexists(final):
+    try:
+        mode = os.lstat(final).st_mode
+    except FileNotFoundError:
         return
-    if os.path.islink(final):
+    if stat.S_ISLNK(mode):
         raise SaveError(f"{final}: is a symbolic link, not a stepline dump: refusing to replace it")
-    if not final.is_dir():
+    if not stat.S_ISDIR(mode):
         raise SaveError(f"{final}: is a file, not a stepline dump: refusing to replace it "
                         f"(move it away or save the step under another name)")
     if os.path.isfile(final / MANIFEST_NAME):
@@ -293,13 +389,15 @@ def exchange_paths(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), os.fspath(b))
 
 
-def _swap_into_place(tmp: Path, final: Path) -> Path | None:
-    """Give ``tmp`` the name ``final`` in one step; return where the previous ``final``
-    went, if outside ``tmp``'s container (which holds it after an exchange)."""
-    if os.path.lexists(final) and exchange_paths(tmp, final):
-        return None  # the previous dump is now at tmp
+def _swap_into_place(tmp: Path, final: Path) -> tuple[bool, Path | None]:
+    """Give ``tmp`` the name ``final`` in one step. Returns whether the two were exchanged
+    (then ``tmp``'s container holds the previous ``final``) and where the previous
+    ``final`` went otherwise, if there was one."""
+    there = os.path.lexists(final)
+    if there and exchange_paths(tmp, final):
+        return True, None  # the previous dump is now at tmp
     old = None
-    if os.path.lexists(final):
+    if there:
         old = _sibling(final, "old")
         os.rename(final, old)
     try:
@@ -308,7 +406,7 @@ def _swap_into_place(tmp: Path, final: Path) -> Path | None:
         if old is not None:
             os.rename(old, final)
         raise
-    return old
+    return False, old
 
 
 # The previous dump is deleted off the save's critical path, by one background thread
@@ -320,20 +418,21 @@ _cleaner_lock = threading.Lock()
 _removing: set[Path] = set()  # handed to the background thread, not deleted yet
 
 
-def remove_in_background(*paths: Path) -> None:
-    """Delete ``paths`` (our own leftovers) in the background thread."""
+def remove_in_background(*paths: Path, expected=None) -> None:
+    """Delete ``paths`` (our own leftovers) in the background thread; ``expected``: what the
+    one path given most likely holds, ``(layout, name of the dump in it)`` (:func:`expected_tree`)."""
     global _cleaner
     with _cleaner_lock:
         if _cleaner is None:
             _cleaner = ThreadPoolExecutor(1, thread_name_prefix="stepline-cleanup")
         _pending[:] = [f for f in _pending if not f.done()]
         _removing.update(paths)
-        _pending.extend(_cleaner.submit(_remove_handed_over, path) for path in paths)
+        _pending.extend(_cleaner.submit(_remove_handed_over, path, expected) for path in paths)
 
 
-def _remove_handed_over(path: Path) -> None:
+def _remove_handed_over(path: Path, expected=None) -> None:
     try:
-        _remove(path)
+        _remove(path, expected_tree(*expected) if expected else None)
     finally:
         with _cleaner_lock:
             _removing.discard(path)
@@ -370,9 +469,13 @@ def clean_leftovers(parent, name: str) -> list[Path]:
     thread is deleting already (the previous dump of a save that just returned) are left
     to it rather than deleted twice over, on the save's path."""
     parent = Path(parent)
-    stale = _leftovers(parent, name, "tmp") + _leftovers(parent, name, "journal.tmp")
-    if os.path.lexists(parent / name):
-        stale += _leftovers(parent, name, "old")
+    try:
+        names = os.listdir(parent)  # (once, for every kind of leftover)
+    except OSError:
+        names = []
+    kinds = ("tmp", "journal.tmp", "old") if os.path.lexists(parent / name) else ("tmp", "journal.tmp")
+    prefixes = tuple(f".{name}.{kind}-" for kind in kinds)
+    stale = [parent / n for n in names if n.startswith(prefixes)]
     stale = [path for path in stale if not _being_removed(path)]
     for path in stale:
         _remove(path)

@@ -101,6 +101,14 @@ def record_saved(step, destination: Path, digests: dict, stats: dict | None = No
         node._invalidated = False
 
 
+def record_written(written) -> None:
+    """:func:`record_saved` for a save that wrote every step: ``written`` gives, for each,
+    ``(step, its folder as walk spells it, its manifest digest, its manifest's os.stat)``."""
+    for node, folder, digest, st in written:
+        node.__dict__.setdefault(_SAVED_TO, {})[folder] = (node._stepline_revision, digest, _signature(st))
+        node._invalidated = False
+
+
 def _absolute_keys(given: str, top: str):
     """A function giving a ``{folder: value}`` dict with its folders made absolute as
     :func:`walk` spells them: folders under ``given`` (the destination as the caller spelled

@@ -117,16 +117,28 @@ def write_new_manifest(folder, data: dict) -> tuple[str, os.stat_result]:
     """Write the manifest of a folder being staged (where no manifest is yet) in place,
     without a temporary file: the staged folder only becomes the dump as a whole.
     Returns its digest (of the bytes in memory) and the file's ``os.stat`` once written."""
+    raw, digest = new_manifest_bytes(data)
+    return digest, create_manifest(folder, raw)
+
+
+def new_manifest_bytes(data: dict) -> tuple[bytes, str]:
+    """The bytes of the manifest holding ``data`` (see :func:`write_new_manifest`) and their
+    digest, the one its parent lists."""
     raw = _manifest_bytes(data)
+    return raw, manifest_digest(raw)
+
+
+def create_manifest(folder: str, raw: bytes) -> os.stat_result:
+    """Create ``folder/stepline.json`` (it must not exist) holding ``raw``; its ``os.stat``
+    once written. One open, the writes, one fstat, one close: no file object."""
     fd = os.open(os.path.join(folder, MANIFEST_NAME), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
         view = memoryview(raw)
         while view:
             view = view[os.write(fd, view):]
-        written = os.fstat(fd)
+        return os.fstat(fd)
     finally:
         os.close(fd)
-    return manifest_digest(raw), written
 
 
 def _manifest_bytes(data: dict) -> bytes:

@@ -24,14 +24,16 @@ _RESERVED = {MANIFEST_NAME, SIGNATURE_NAME, "step.pkl"}
 _BUFFER = re.compile(r"buffer-\d{3,}\.bin")
 
 
-def check_tree_names(step, folder) -> None:
-    """Raise :class:`SaveError` unless every step name in the tree of ``step`` is valid."""
+def check_tree_names(step, folder) -> int:
+    """Raise :class:`SaveError` unless every step name in the tree of ``step`` is valid;
+    return how many steps the tree holds."""
     check_name(step, folder)
-    _check_children(step, os.fspath(folder))
+    return 1 + _check_children(step, os.fspath(folder))
 
 
-def _check_children(step, folder: str) -> None:
+def _check_children(step, folder: str) -> int:
     seen = {}
+    below = 0
     for child in step.get_children():
         name = child.name
         if name not in _CHECKED:
@@ -41,7 +43,8 @@ def _check_children(step, folder: str) -> None:
                             f"(steps {seen[name]} and {len(seen) + 1}): one would overwrite the "
                             f"other; give one another name with set_name()")
         seen[name] = len(seen) + 1
-        _check_children(child, os.path.join(folder, name))
+        below += 1 + _check_children(child, os.path.join(folder, name))
+    return below
 
 
 def check_name(step, folder) -> None:

@@ -151,11 +151,23 @@ class _ByReferencePickler(pickle.Pickler):
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
 
     def reducer_override(self, obj):
-        if type(obj) in (np.ndarray, np.memmap) and (reduced := _array_reduce(obj)):
-            return reduced
-        if isinstance(obj, (type, types.FunctionType)) and _pickled_by_value(obj):
+        cls = type(obj)
+        if cls in _PLAIN_TYPES:  # (called for every object but the builtin scalars and containers)
+            return NotImplemented
+        if cls is np.ndarray or cls is np.memmap:
+            return _array_reduce(obj) or NotImplemented
+        if isinstance(obj, _CODE_TYPES):
+            if _BY_VALUE.get(obj) is False or not _pickled_by_value(obj):
+                return NotImplemented
             raise _ByValue(obj)
+        if len(_PLAIN_TYPES) < 4096:
+            _PLAIN_TYPES.add(cls)
         return NotImplemented
+
+
+#: Types of objects that are neither arrays nor classes nor functions (met while pickling).
+_PLAIN_TYPES: set = set()
+_CODE_TYPES = (type, types.FunctionType)
 
 
 class _ByValue(Exception):

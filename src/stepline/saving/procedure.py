@@ -16,8 +16,9 @@ from pathlib import Path
 
 from stepline.core.context import ExecutionContext
 from stepline.saving import manifest as mf
+from stepline.saving import writer
 from stepline.saving.atomic import atomic_folder, is_overlay_for, reading_lock, resolve_dump_folder
-from stepline.saving.destinations import never_saved_nor_changed, record_saved, unchanged_at
+from stepline.saving.destinations import never_saved_nor_changed, record_saved, record_written, unchanged_at
 from stepline.saving.inline import INLINE_FIELD, encode_record
 from stepline.saving.errors import NotADumpError, SaveError, StepLoadError, VersionMismatchWarning
 from stepline.saving.integrity import cached_records, verify_files
@@ -48,6 +49,11 @@ class _Options:
     versions: dict | None = None  # saving: the runtime versions every manifest records (once per save)
     created: str | None = None  # saving: when the save started, the time every manifest records
     preread: dict = field(default_factory=dict)  # loading: folder -> {buffer file: array read as verified}
+    node: tuple = (None, None)  # saving: (context, folder) of the step whose stripped saver runs now
+    saved: list = field(default_factory=list)  # saving: (step, staged folder) of each step written
+    overlay: bool = False  # saving: the changes are committed onto the dump through a journal
+    writer: object = None  # saving: the writer thread's batch that creates the manifests, if any
+    layout: dict = field(default_factory=dict)  # saving: folder relative to the staged one -> its file names
 
     def live_folder(self, staged_folder) -> str:
         """Saving: where the step being written at ``staged_folder`` lives in the dump
@@ -67,9 +73,11 @@ def current_options() -> _Options:
     return _OPTIONS.get()
 
 
-def report_records(context: ExecutionContext, records: dict) -> None:
-    """Let a saver add fields to the manifest records of files it wrote (e.g. by-value code)."""
-    current_options().reported.setdefault(os.fspath(context.get_path()), {}).update(records)
+def report_records(context: ExecutionContext, records: dict, folder: str | None = None) -> None:
+    """Let a saver add fields to the manifest records of files it wrote (e.g. by-value code);
+    ``folder``: ``os.fspath(context.get_path())``, when the saver has it."""
+    folder = folder if folder is not None else _folder_of(context)
+    current_options().reported.setdefault(folder, {}).update(records)
 
 
 # ------------------------------------------------------------------ saving
@@ -81,44 +89,65 @@ def save_step(step, context: ExecutionContext | None = None, full_dump: bool = F
     throwaway dumps, such as the ones streaming workers load).
     """
     context = ExecutionContext.of(context)
-    check_tree_names(step, context.get_path() / str(step.name))
+    steps = check_tree_names(step, context.get_path() / str(step.name))
     final = context.push(step).get_path()
     if not full_dump and (unchanged_at(step, final) is not None or
                           (never_saved_nor_changed(step) and not os.path.lexists(final))):
         return step
-    digests, stats = _save_atomically(step, context, full_dump)
+    options = _save_atomically(step, context, full_dump, steps)
     if mark_saved:
-        record_saved(step, os.path.abspath(final), digests, stats)  # (the folders it names are absolute)
+        _record(step, options)
     return step
 
 
-def _save_atomically(step, context: ExecutionContext, full_dump: bool) -> tuple[dict, dict]:
+def _record(step, options: _Options) -> None:
+    """Note in each step written where it now is and what its manifest there is, for the
+    next changes-only save (:mod:`stepline.saving.destinations`)."""
+    live, written = options.live_folder, options.written
+    if options.full_dump:  # every step was written: the save has each one's folder, digest and stat
+        stats = options.stats
+        record_written((node, live(folder), written[folder], stats[folder]) for node, folder in options.saved)
+        return
+    digests = {live(folder): digest for folder, digest in written.items()}
+    stats = None if options.overlay else {live(folder): st for folder, st in options.stats.items()}
+    record_saved(step, options.destination, digests, stats)  # (a commit moves the manifests: stat'ed there)
+
+
+def _save_atomically(step, context: ExecutionContext, full_dump: bool, steps: int) -> _Options:
     """Save into a temporary sibling folder that then replaces the step's folder at once.
 
     A changes-only save over a dump writes there only the steps that changed (an overlay,
     committed through a journal), so its cost follows the change, and the previous dump
-    stays whole until the commit. Returns ``{final folder: manifest digest}`` of the steps
-    written, and ``{final folder: os.stat of its manifest}`` where the swap leaves the
-    manifest's inode as it was written (not after a journal's commit, which moves files).
+    stays whole until the commit. Returns the save's options: what it wrote where (staged
+    folders; :meth:`_Options.live_folder` gives each one's place in the dump). A save that
+    writes all of a tree of ``steps`` steps, many of them, hands its manifests to the
+    writer thread (:mod:`stepline.saving.writer`).
     """
     final = context.push(step).get_path()
     overlay = not full_dump and is_overlay_for(final)
-    options = _Options(full_dump=full_dump, destination=Path(os.path.abspath(final)))  # (live folders: absolute)
+    options = _Options(full_dump=full_dump, destination=Path(os.path.abspath(final)),  # (live folders: absolute)
+                       overlay=overlay)
     token = _OPTIONS.set(options)
     try:
-        with atomic_folder(final, overlay=overlay, only_over_dumps=True, listed=options.listed) as staged:
+        with atomic_folder(final, overlay=overlay, only_over_dumps=True, listed=options.listed,
+                           layout=options.layout) as staged:
             options.staged, options.staged_path = staged, os.fspath(staged)
             staging_context = ExecutionContext(staged.parent, context.execution_phase, context.stripped_saver)  # (one saver for all)
+            handing_over = not overlay and writer.MIN_STEPS is not None and steps >= writer.MIN_STEPS
+            options.writer = writer.Batch() if handing_over else None
             try:
-                _save_node(step, staging_context)
+                _save_node(step, staging_context, os.fspath(staged.parent))
+                if options.writer is not None:
+                    options.stats.update(options.writer.finish())
             except SaveError as e:  # name the destination, not the temporary folder
                 raise type(e)(str(e).replace(str(staged), str(final))).with_traceback(e.__traceback__) from e.__cause__
+            finally:
+                if options.writer is not None:
+                    options.writer.close()  # (before a failed save's staged folder is removed)
             _before_swap(staged, options.written[os.fspath(staged)])
     finally:
         _OPTIONS.reset(token)
-    digests = {options.live_folder(folder): digest for folder, digest in options.written.items()}
-    stats = {} if overlay else {options.live_folder(folder): st for folder, st in options.stats.items()}
-    return digests, stats
+    return options
 
 
 def _before_swap(staged: Path, root_digest: str) -> None:
@@ -129,7 +158,9 @@ def _before_swap(staged: Path, root_digest: str) -> None:
     the one file that may still be added is ``staged / mf.SIGNATURE_NAME`` (not listed):
     the signature over that root (DESIGN §5a), so the dump and its signature appear together.
     """
-    sign_dump(staged, root_digest)
+    sign_dump(staged, root_digest, staged=True)
+    options = current_options()
+    options.layout[""] += (mf.SIGNATURE_NAME,)
 
 
 def save_children(children, context: ExecutionContext) -> None:
@@ -139,16 +170,31 @@ def save_children(children, context: ExecutionContext) -> None:
     the step's whole save (GIL hand-overs on every system call); a big buffer is already
     written while a second thread hashes it (:func:`~stepline.saving.objectfile.write_hashed`).
     """
-    parent = os.fspath(context.get_path())
+    parent = _folder_of(context)
     for child in children:
         if not _kept(child, parent):
-            _save_node(child, context)
+            _save_node(child, context, parent)
 
 
 def save_child(child, context: ExecutionContext) -> None:
     """Save a child of the step whose folder is ``context.get_path()`` (used by ChildrenSaver)."""
-    if not _kept(child, os.fspath(context.get_path())):
-        _save_node(child, context)
+    parent = _folder_of(context)
+    if not _kept(child, parent):
+        _save_node(child, context, parent)
+
+
+def _folder_of(context: ExecutionContext) -> str:
+    """``os.fspath(context.get_path())``: the string the save has for it when it is the folder
+    of the step being saved (a ``Path`` costs more to build than a tiny step's manifest)."""
+    options = _OPTIONS.get(None)
+    if options is not None and options.node[0] is context:
+        return options.node[1]
+    return os.fspath(context.get_path())
+
+
+def stripped_saver_folder(context: ExecutionContext) -> str:
+    """The folder the stripped saver given ``context`` writes into, as a string."""
+    return _folder_of(context)
 
 
 def _kept(child, parent: str) -> bool:
@@ -165,32 +211,57 @@ def _kept(child, parent: str) -> bool:
     return True
 
 
-def _save_node(step, parent_context: ExecutionContext) -> None:
+def _save_node(step, parent_context: ExecutionContext, parent_folder: str) -> None:
+    """Save ``step`` into ``parent_folder/<its name>`` through its savers, then its manifest."""
+    options = _OPTIONS.get()
     context = parent_context.push(step)
-    folder = context.get_path()
-    path = os.fspath(folder)
+    path = os.path.join(parent_folder, step.name)
     children = [c.name for c in step.get_children()]
-    options = current_options()
     if path != options.staged_path:  # (atomic_folder made the staged root)
-        os.mkdir(path)
+        try:
+            os.mkdir(path)
+        except OSError as e:
+            raise SaveError(f"{path}: cannot create the folder of step {step.name!r} ({e.strerror or e})") from e
     stripped = copy.copy(step)
-    savers = [context.stripped_saver] + list(step.savers)
-    for saver in reversed(savers):
+    savers = [context.stripped_saver, *step.savers]
+    for saver in reversed(savers[1:]):
+        options.node = (context, path)  # (a children saver saves other steps meanwhile)
         stripped = saver.save_step(stripped, context)
-    reported = options.reported.pop(path, {})
+    options.node = (context, path)
+    savers[0].save_step(stripped, context)
+    reported = options.reported.pop(path, None) or {}
     inline = {n: encode_record(r["inline"], r) for n, r in reported.items() if "inline" in r}
     for name in inline:
         del reported[name]
-    names = sorted(reported) if _report_all_they_write(savers) else _own_files(path, children, reported)
-    files = cached_records(folder, names, known=reported)
-    for name, record in reported.items():
-        if name in files:
-            files[name].update((k, v) for k, v in record.items() if k not in ("size", "blake3", "sha256"))
-    options.listed[path] = (set(files), set(children))
+    if reported or not _report_all_they_write(savers):
+        files = _file_records(path, children, reported, savers)
+    else:
+        files = {}
+    if not options.full_dump:  # (what a commit onto the dump needs, without reading it back)
+        options.listed[path] = (set(files), set(children))
     data = _node_manifest(step, savers, children, files, path)
     if inline:
         data[INLINE_FIELD] = inline
-    options.written[path], options.stats[path] = mf.write_new_manifest(path, data)
+    raw, options.written[path] = mf.new_manifest_bytes(data)
+    if options.writer is not None:
+        options.writer.write(path, raw)
+    else:
+        try:
+            options.stats[path] = mf.create_manifest(path, raw)
+        except OSError as e:
+            raise writer.creation_error(path, e) from e
+    options.saved.append((step, path))
+    options.layout[path[len(options.staged_path) + 1:]] = (mf.MANIFEST_NAME, *files)
+
+
+def _file_records(path: str, children: list, reported: dict, savers) -> dict:
+    """The manifest records of the files in the step folder ``path`` (its savers' files)."""
+    names = sorted(reported) if _report_all_they_write(savers) else _own_files(path, children, reported)
+    files = cached_records(Path(path), names, known=reported)
+    for name, record in reported.items():
+        if name in files:
+            files[name].update((k, v) for k, v in record.items() if k not in ("size", "blake3", "sha256"))
+    return files
 
 
 _NOT_OWN = (mf.MANIFEST_NAME, mf.SIGNATURE_NAME)
@@ -242,18 +313,21 @@ def _node_manifest(step, savers, children, files, folder: str) -> dict:
 
 def _json_safe_dict(values) -> dict:
     """``_json_safe(dict(values))``, without the walk when every value is a plain scalar."""
-    if all(type(v) in _PLAIN for v in values.values()) and all(type(k) is str for k in values):
+    if set(map(type, values.values())) <= _PLAIN and set(map(type, values)) <= _STR:
         return dict(values)
     return _json_safe(dict(values))
 
 
 _PLAIN = {str, int, float, bool, type(None)}
+_STR = {str}
 
 
 def _manifest_info(step) -> dict:
     """What the step tells readers of its manifest (``manifest_info()``, e.g. the estimator an
     ``SKLearnWrapper`` holds), so that ``stepline inspect`` shows it without unpickling."""
-    describe = getattr(step, "manifest_info", None)
+    if not hasattr(type(step), "manifest_info") and "manifest_info" not in step.__dict__:
+        return {}  # (asked of the class first: a step's __getattr__ of a missing name costs µs)
+    describe = step.manifest_info
     return _json_safe(dict(describe())) if callable(describe) else {}
 
 

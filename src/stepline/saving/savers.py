@@ -52,16 +52,17 @@ class JoblibStepSaver(BaseSaver):
     """
 
     def save_step(self, step, context):
-        inline, write_object, report_records = _save_helpers()
+        inline, write_object, procedure = _save_helpers()
+        folder = procedure.stripped_saver_folder(context)
         try:
-            records = write_object(step, context.get_path(), inline_below=inline.INLINE_MAX_BYTES)
+            records = write_object(step, folder, inline_below=inline.INLINE_MAX_BYTES)
         except OSError as error:  # disk full, file too large, permissions: not a pickling problem
             from stepline.saving.errors import SaveError
-            raise SaveError(f"{error.filename or context.get_path()}: cannot write step {step.name!r} "
+            raise SaveError(f"{error.filename or folder}: cannot write step {step.name!r} "
                             f"({type(step).__name__}): {error.strerror or error}") from error
         except Exception as error:
             raise _save_error(step, context, error) from error
-        report_records(context, records)
+        procedure.report_records(context, records, folder)
         return step
 
     def can_load(self, step, context) -> bool:
@@ -104,10 +105,9 @@ _NONE: dict = {}
 @functools.lru_cache(maxsize=1)
 def _save_helpers():
     """What saving needs from modules that import this one (imported once, on first use)."""
-    from stepline.saving import inline
+    from stepline.saving import inline, procedure
     from stepline.saving.objectfile import write_object
-    from stepline.saving.procedure import report_records
-    return inline, write_object, report_records
+    return inline, write_object, procedure
 
 
 @functools.lru_cache(maxsize=1)

@@ -19,11 +19,25 @@ _cache: dict[Path, object] = {}
 
 def config_home() -> Path:
     """The folder that holds the keys and the trust store (see the module doc)."""
+    global _home
+    environ = os.environ
+    spelled = (environ.get("STEPLINE_HOME"), environ.get("XDG_CONFIG_HOME"), environ.get("HOME"))
+    known, home = _home
+    if known != spelled:  # (every save signs its dump: the path is built again only if these change)
+        home = _config_home()
+        _home = (spelled, home)
+    return home
+
+
+def _config_home() -> Path:
     if os.environ.get("STEPLINE_HOME"):
         return Path(os.environ["STEPLINE_HOME"]).expanduser()
     if os.environ.get("XDG_CONFIG_HOME"):
         return Path(os.environ["XDG_CONFIG_HOME"]).expanduser() / "stepline"
     return Path.home() / ".config" / "stepline"
+
+
+_home: tuple = (None, None)  # ((STEPLINE_HOME, XDG_CONFIG_HOME, HOME) as last seen, the folder they gave)
 
 
 def signing_key():

@@ -66,23 +66,64 @@ def _v1_tree_digest(folder: Path, depth: int) -> str:
     return digest.hexdigest()
 
 
-def sign_dump(step_folder, digest: str | None = None) -> dict:
+def sign_dump(step_folder, digest: str | None = None, staged: bool = False) -> dict:
     """Sign the dump in ``step_folder`` with this user's key; write and return the signature.
 
-    ``digest``: its root digest, when the caller has it (a save: of the manifest it wrote)."""
-    from stepline.trust.keys import public_key_bytes, signing_key
+    ``digest``: its root digest, when the caller has it (a save: of the manifest it wrote).
+    ``staged``: the folder is a save's staged dump, which holds no signature yet and becomes
+    the dump only as a whole: the file is created in place (no temporary file to rename)."""
+    from stepline.trust.keys import signing_key
     digest = digest or root_digest(step_folder)
     key = signing_key()
     record = {"format": _FORMAT, "format_version": 1, "algorithm": "ed25519", "root_digest": digest,
-              "public_key": public_key_bytes(key).hex(), "signature": key.sign(_message(digest)).hex()}
-    folder = Path(step_folder)
-    tmp = folder / f".{SIGNATURE_NAME}.tmp-{secrets.token_hex(4)}"
+              "public_key": _public_hex(key), "signature": key.sign(_message(digest)).hex()}
+    text = _signature_text(record).encode("utf-8")
+    folder = os.fspath(step_folder)
+    if staged:
+        _create(os.path.join(folder, SIGNATURE_NAME), text)
+        return record
+    tmp = os.path.join(folder, f".{SIGNATURE_NAME}.tmp-{secrets.token_hex(4)}")
     try:
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, folder / SIGNATURE_NAME)
-    finally:
-        tmp.unlink(missing_ok=True)
+        _create(tmp, text)
+        os.replace(tmp, os.path.join(folder, SIGNATURE_NAME))
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     return record
+
+
+def _public_hex(key) -> str:
+    """The public key of ``key`` as hex (derived once per key: a save signs every dump)."""
+    known = _PUBLIC_HEX.get(id(key))
+    if known is None or known[0] is not key:
+        from stepline.trust.keys import public_key_bytes
+        known = _PUBLIC_HEX[id(key)] = (key, public_key_bytes(key).hex())
+    return known[1]
+
+
+_PUBLIC_HEX: dict = {}  # id(private key) -> (the key, its public key as hex)
+
+
+def _signature_text(record: dict) -> str:
+    """``json.dumps(record, indent=2) + "\\n"``; its values are plain ASCII (hex digests and names),
+    so the C encoder writes each of them (``indent`` alone would switch json to Python)."""
+    encode = json.encoder.encode_basestring_ascii
+    fields = ",\n".join(f"  {encode(k)}: {encode(v) if isinstance(v, str) else json.dumps(v)}" for k, v in record.items())
+    return "{\n" + fields + "\n}\n"
+
+
+def _create(path: str, data: bytes) -> None:
+    """Create the file ``path`` (it must not exist) holding ``data``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def verify_dump(step_folder, digest: str | None = None) -> Verdict:
