@@ -44,11 +44,11 @@ def test_a_save_leaves_the_previous_dump_to_the_background_thread_deleting_it(tm
     deleted_on = []
     real_remove = atomic._remove
 
-    def remove(path):
+    def remove(path, *expected):
         deleted_on.append((threading.current_thread().name, path.name))
         if threading.current_thread().name.startswith("stepline-cleanup"):
             release.wait(30)  # the background deletion of the first dump is still under way
-        real_remove(path)
+        real_remove(path, *expected)
 
     monkeypatch.setattr(atomic, "_remove", remove)
     p = _pipeline()
