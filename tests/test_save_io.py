@@ -7,6 +7,7 @@ Counted with ``sys.addaudithook`` (real ``open``/``os.mkdir``/``os.scandir`` eve
 """
 import json
 import os
+import re
 import sys
 import threading
 from collections import Counter
@@ -16,7 +17,7 @@ import pytest
 
 from stepline import CX, Pipeline
 from stepline.base import BaseSaver
-from stepline.saving import CorruptFileError
+from stepline.saving import CorruptFileError, SaveError
 from stepline.saving.manifest import MANIFEST_NAME
 from stepline.steps.numpy import MultiplyByN
 
@@ -210,3 +211,29 @@ def test_a_replaced_dump_holding_more_than_expected_is_deleted_whole(tmp_path):
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".")) == [".tiny.lock", ".tiny.turn"]
     assert (tmp_path / "outside" / "keep.txt").read_text() == "outside the dump"
     assert sorted(os.listdir(tmp_path / "tiny")) == sorted([MANIFEST_NAME, "stepline.sig"] + [f"m{i}" for i in range(5)])
+
+
+class _SignatureNameSaver(BaseSaver):
+    """A custom saver that writes a file with the name of the dump's signature."""
+
+    def save_step(self, step, context):
+        (context.get_path() / "stepline.sig").write_text("not a signature")
+        return step
+
+    def can_load(self, step, context):
+        return True
+
+    def load_step(self, step, context):
+        return step
+
+
+def test_a_saver_file_in_the_place_of_the_signature_is_a_save_error_and_the_previous_dump_stays(tmp_path):
+    p = tiny(3)
+    p.save(CX(tmp_path), full_dump=True)
+    p.set_savers([*p.savers, _SignatureNameSaver()])
+    p["m1"].set_hyperparams({"multiply_by": 7})
+    where = re.escape(f"{tmp_path / 'tiny' / 'stepline.sig'}: cannot write the dump's signature")
+    with pytest.raises(SaveError, match=where):
+        p.save(CX(tmp_path), full_dump=True)
+    assert CX(tmp_path).load("tiny")["m1"].hyperparams["multiply_by"] == 3
+    assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n]

@@ -139,12 +139,12 @@ def _save_atomically(step, context: ExecutionContext, full_dump: bool, steps: in
                 _save_node(step, staging_context, os.fspath(staged.parent))
                 if options.writer is not None:
                     options.stats.update(options.writer.finish())
+                _before_swap(staged, options.written[os.fspath(staged)])
             except SaveError as e:  # name the destination, not the temporary folder
                 raise type(e)(str(e).replace(str(staged), str(final))).with_traceback(e.__traceback__) from e.__cause__
             finally:
                 if options.writer is not None:
                     options.writer.close()  # (before a failed save's staged folder is removed)
-            _before_swap(staged, options.written[os.fspath(staged)])
     finally:
         _OPTIONS.reset(token)
     return options
@@ -158,7 +158,11 @@ def _before_swap(staged: Path, root_digest: str) -> None:
     the one file that may still be added is ``staged / mf.SIGNATURE_NAME`` (not listed):
     the signature over that root (DESIGN §5a), so the dump and its signature appear together.
     """
-    sign_dump(staged, root_digest, staged=True)
+    try:
+        sign_dump(staged, root_digest, staged=True)
+    except OSError as e:  # (a saver wrote a file of that name, the disk is full, …)
+        raise SaveError(f"{staged / mf.SIGNATURE_NAME}: cannot write the dump's signature "
+                        f"({e.strerror or e})") from e
     options = current_options()
     options.layout[""] += (mf.SIGNATURE_NAME,)
 
