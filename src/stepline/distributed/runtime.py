@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.05               # how long the parent waits for a result before it looks around
 _LIVENESS_S = 0.1            # the parent checks its workers at least this often
 _GRACEFUL_STOP_S = 10.0      # teardown waits this long for workers to finish their own teardown
-_ABORT_JOIN_S = 1.0          # after SIGTERM, wait this long before SIGKILL
+_ABORT_JOIN_S = 2.0          # after SIGTERM, wait this long before SIGKILL (teardown runs in it: 1 s was
+#                              short for a worker to be scheduled on 2 busy cores)
 
 
 # ---------------------------------------------------------------------- runtime
