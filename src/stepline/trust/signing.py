@@ -76,7 +76,7 @@ def sign_dump(step_folder, digest: str | None = None, staged: bool = False) -> d
     digest = digest or root_digest(step_folder)
     key = signing_key()
     record = {"format": _FORMAT, "format_version": 1, "algorithm": "ed25519", "root_digest": digest,
-              "public_key": _public_hex(key), "signature": key.sign(_message(digest)).hex()}
+              "public_key": _public_hex(key), "signature": _signature(key, digest)}
     text = _signature_text(record).encode("utf-8")
     folder = os.fspath(step_folder)
     if staged:
@@ -93,6 +93,23 @@ def sign_dump(step_folder, digest: str | None = None, staged: bool = False) -> d
             pass
         raise
     return record
+
+
+def _signature(key, digest: str) -> str:
+    """``key``'s Ed25519 signature of the root ``digest``, as hex. Ed25519 signatures are
+    deterministic, so the last ones made are remembered: a pipeline saved again unchanged
+    (the same manifests, within the second its ``created`` time records) is not signed again."""
+    known = _SIGNED.get(digest)
+    if known is not None and known[0] is key:
+        return known[1]
+    signature = key.sign(_message(digest)).hex()
+    if len(_SIGNED) >= 64:
+        _SIGNED.clear()
+    _SIGNED[digest] = (key, signature)
+    return signature
+
+
+_SIGNED: dict = {}  # root digest -> (the key that signed it, the signature as hex)
 
 
 def _public_hex(key) -> str:
