@@ -239,7 +239,18 @@ def uvicorn_stack(loop: str, http: str) -> tuple[str, str]:
     return loop, http
 
 
-def make_dump(workdir: Path) -> Path:
+def wide_mlp(in_features: int, hidden: int):
+    """An MLP big enough that a 100-row predict runs PyTorch's intra-op threads (saved by value)."""
+    from torch import nn
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, 1))
+
+
+def make_dump(workdir: Path, model: str = "sklearn") -> Path:
+    """The served dump: ``sklearn`` (StandardScaler → LogisticRegression) or ``torch``
+    (StandardScaler → a 30→512→512→1 TorchStep MLP), on breast cancer."""
+    if model == "torch":
+        return make_torch_dump(workdir)
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -249,6 +260,22 @@ def make_dump(workdir: Path) -> Path:
     X, y = load_breast_cancer(return_X_y=True)
     pipeline = Pipeline([SKLearnWrapper(StandardScaler()), SKLearnWrapper(LogisticRegression(max_iter=2000))])
     pipeline.set_name("bc").fit(X, y).save(CX(workdir), full_dump=True)
+    return workdir / "bc"
+
+
+def make_torch_dump(workdir: Path) -> Path:
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.preprocessing import StandardScaler
+
+    from stepline import CX, Pipeline
+    from stepline.steps.sklearn import SKLearnWrapper
+    from stepline.torch import TorchStep
+    X, y = load_breast_cancer(return_X_y=True)
+    mlp = TorchStep(wide_mlp, module_kwargs={"in_features": X.shape[1], "hidden": 512},
+                    hyperparams={"epochs": 1, "batch_size": 128, "seed": 0, "device": "cpu"}, name="mlp")
+    pipeline = Pipeline([SKLearnWrapper(StandardScaler()), mlp]).set_name("bc")
+    pipeline.fit(X.astype(np.float32), y.astype(np.float32)[:, None]).save(CX(workdir), full_dump=True)
     return workdir / "bc"
 
 
@@ -271,8 +298,10 @@ async def main_async(args) -> None:
     servers = {}
     cpus_all = cpus()
     try:
-        folder = make_dump(workdir)
-        if importlib.util.find_spec("mlflow") is None:
+        folder = make_dump(workdir, args.model)
+        if args.model != "sklearn":
+            print(f"model: {args.model} (MLflow's server is measured with the scikit-learn model only)")
+        elif importlib.util.find_spec("mlflow") is None:
             print("MLflow is not installed: its scoring server is not measured (pip install mlflow to add it)")
         else:  # not installed on the project's machines: this branch is untested there
             save_mlflow_model(workdir / "mlflow_model")
@@ -448,6 +477,9 @@ def main(argv=None) -> None:
     parser.add_argument("--pin", default="both", choices=["both", "on", "off", "split"],
                         help="on: server on one CPU, load generator on another; both (default): each round pinned "
                              "and unpinned; split: the loop and the prediction threads on different CPUs")
+    parser.add_argument("--model", default="sklearn", choices=["sklearn", "torch"],
+                        help="the served pipeline: sklearn (StandardScaler → LogisticRegression, default) or torch "
+                             "(StandardScaler → a 30→512→512→1 MLP whose 100-row predict runs intra-op threads)")
     parser.add_argument("--asgi", action="store_true",
                         help="instead: CPU per request of the apps called in-process through ASGI (no HTTP)")
     parser.add_argument("--requests", type=int, default=4000, help="with --asgi: requests per round")
