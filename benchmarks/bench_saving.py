@@ -256,16 +256,20 @@ def tiny_rows(base: Path, n_big: int, r: int):
 
 
 def _with_writer_thread(base: Path, n: int, r: int):
-    """The ``n``-step full save with its manifests handed to the writer thread (off by
-    default: ``stepline.saving.writer.MIN_STEPS``), against ``joblib.dump`` again."""
+    """The ``n``-step full save with the writer thread's setting the default does not use
+    (``stepline.saving.writer.MIN_STEPS``: a save of ``n`` steps from 200 on hands its
+    manifests to the writer thread), against ``joblib.dump`` again."""
     from stepline.saving import writer
     p, folder, jl = tiny(n), base / f"tiny{n}-writer", base / f"tiny{n}-writer.joblib"
-    default, writer.MIN_STEPS = writer.MIN_STEPS, 1
+    default = writer.MIN_STEPS
+    uses_it = default is not None and n >= default
+    writer.MIN_STEPS = None if uses_it else 1
     try:
         ours = median_time(lambda: p.save(CX(folder), full_dump=True), r)
     finally:
         writer.MIN_STEPS = default
-    return f"full save, {n} tiny steps, writer thread", ours, median_time(lambda: joblib.dump(p, jl), r), "joblib.dump"
+    how = "no writer thread" if uses_it else "writer thread"
+    return f"full save, {n} tiny steps, {how}", ours, median_time(lambda: joblib.dump(p, jl), r), "joblib.dump"
 
 
 _floor_runs = iter(range(10 ** 9))

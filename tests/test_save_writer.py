@@ -1,6 +1,6 @@
 """The writer thread of big saves (issue 14): manifests created off the saving thread.
 
-A full save of at least ``writer.MIN_STEPS`` steps (off by default: set here) hands each
+A full save of at least ``writer.MIN_STEPS`` steps (200 by default; set here) hands each
 finished manifest to one writer thread while the saving thread builds the next. These tests show that such a save
 writes the same dump (each file once, folders in tree order on the saving thread), that
 the ``os.stat`` a later changes-only save relies on comes back from the writer, that a

@@ -12,8 +12,7 @@ compares is collected from the writer at the end.
 The saving thread's own ``mkdir`` of the next folder is the moment it lets go of the GIL;
 that is when the writer, back from its last system call, takes it: a saving thread that
 never made a system call would leave the writer waiting for the interpreter's switch
-interval (5 ms) at each of its own. Below :data:`MIN_STEPS` steps (by default: always, see
-there) the save writes its manifests itself.
+interval (5 ms) at each of its own. Below :data:`MIN_STEPS` steps the save writes its manifests itself.
 
 One daemon thread serves every save of the process (started on first use, never per
 save); a save's manifests are a :class:`Batch` of its jobs, in order. A failed write stops
@@ -33,11 +32,12 @@ from .errors import SaveError
 from .manifest import MANIFEST_NAME, create_manifest
 
 #: From how many steps a full save hands its manifests to the writer thread; ``None``: never.
-#: Measured on this project's 2-core VM (docs/saving.md, "Speed"), the hand-over cost more
-#: than it overlapped at every size (the cores were never free; on ext4 the two threads'
-#: file-system calls also contend in the kernel), so it is off; ``benchmarks/bench_saving.py``
-#: prints the 1000-step save with it on beside the default, for a machine where it may pay.
-MIN_STEPS: int | None = None
+#: Measured on this project's 2-core VM on a quiet machine (docs/saving.md, "Speed"): on
+#: tmpfs a wash for 1000 steps (91 / 92 ms without, 94 / 88 with); on ext4 in its slow
+#: phases, where each ``mkdir``/``open`` waits in the kernel, 1.3–2.7× faster (425 → 179,
+#: 729 → 551, 1490 → 427, 1980 → 731 ms): the saving thread goes on while the writer waits.
+#: Small saves never start it (a 10-step save would pay the hand-over and gain nothing).
+MIN_STEPS: int | None = 200
 
 _jobs: queue.SimpleQueue | None = None
 _thread: threading.Thread | None = None
