@@ -180,6 +180,18 @@ def pack_dump(folder: Path, name: str) -> bytes:
     return buffer.getvalue()
 
 
+def idle_threads(processing: dict, threads: dict, in_flight: set) -> int:
+    """Threads of the cluster left idle once the scheduler has placed every trial of
+    ``in_flight`` (their keys) that it has not placed yet. ``processing``: the scheduler's
+    ``{worker: keys it runs or holds}``; ``threads``: ``{worker: threads}``. A trial just
+    submitted may be on no worker yet when the scheduler is asked: it takes a free thread
+    first, so counting that thread as idle queued one more trial behind a busy worker while
+    another worker went idle for a whole trial at the end of the search."""
+    placed = sum(1 for keys in processing.values() for key in keys if key in in_flight)
+    free = sum(max(0, threads.get(worker, 0) - len(keys)) for worker, keys in processing.items())
+    return free - (len(in_flight) - placed)
+
+
 class DaskRunner:
     """Runs trials on the workers of a ``distributed.Client``: as many at once as the cluster
     has threads, and :attr:`ahead` more queued. ``live``: send epochs to the driver as they
@@ -218,14 +230,15 @@ class DaskRunner:
         self.counted_at = time.monotonic()
 
     def has_idle_thread(self) -> bool:
-        """Whether a worker runs fewer tasks than it has threads now (a round trip to the
-        scheduler: asked at the end of a search only, see ``SearchLoop._room``)."""
+        """Whether a thread stays idle once the scheduler has placed this search's trials
+        (a round trip to the scheduler: asked at the end of a search only, see
+        ``SearchLoop._room``)."""
         try:
             processing = self.client.processing()
         except Exception as error:  # noqa: BLE001 - then wait for the next result
             log.debug("stepline.automl: could not ask the scheduler what runs: %s", error)
             return False
-        return any(len(keys) < self.threads.get(address, 0) for address, keys in processing.items())
+        return idle_threads(processing, self.threads, {future.key for future in self.futures}) > 0
 
     def _on_epoch(self, event) -> None:  # in the client's event loop
         self.events.put(("epoch", event[1]))
