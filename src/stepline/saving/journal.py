@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 
 from .errors import StepLoadError
 from .integrity import STAT_CACHE_NAME, trusted_entries, vouch_for
 from .manifest import MANIFEST_NAME, SIGNATURE_NAME, is_safe_component
-from .safe_open import read_regular
+from .safe_open import read_regular, replace_with
 
 JOURNAL_FORMAT = "stepline-journal"
 
@@ -42,18 +41,7 @@ def commit(overlay: Path, final: Path, listed: dict | None = None) -> None:
     wrote there (else they are read)."""
     deletions = _deletions(overlay, final, root=True, listed=listed or {})
     entry = {"format": JOURNAL_FORMAT, "overlay": os.path.relpath(overlay, final.parent), "delete": deletions}
-    path = journal_path(final)
-    tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(json.dumps(entry))
-        os.replace(tmp, path)  # the commit point
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    replace_with(journal_path(final), json.dumps(entry).encode("utf-8"))  # the commit point
     vouched = _trusted_in(overlay)
     _apply(final, entry)
     for relative, entries in vouched.items():

@@ -5,11 +5,15 @@ writer (or a reader); a folder or a symbolic link there is no file stepline wrot
 are therefore opened with ``O_NONBLOCK | O_NOFOLLOW`` and checked with ``fstat`` on the
 open descriptor (no race between the check and the use), and anything but a regular file
 is refused with an error naming the path and what is there instead.
+
+Small files written whole (a journal, a signature) are created with ``O_EXCL``
+(:func:`create_new`) or written beside their place and renamed over it (:func:`replace_with`).
 """
 from __future__ import annotations
 
 import errno
 import os
+import secrets
 import stat
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISLNK, "a symbolic link"),
@@ -56,6 +60,36 @@ def read_regular(path, error=OSError, what: str = "file", limit: int | None = No
             raise error(f"{path}: {size} bytes, more than any {what} stepline writes ({limit}): "
                         f"this is not the {what} stepline wrote")
         return f.read()
+
+
+def create_new(path, data: bytes) -> None:
+    """Create the file ``path``, which must not exist yet, holding ``data``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def replace_with(path, data: bytes) -> None:
+    """Put ``data`` at ``path`` atomically: written to a new hidden file beside it
+    (``.<name>.tmp-<random>``), renamed over it (a reader sees the old file or the new one,
+    whole); the new file is removed on any failure."""
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    hidden = name if name.startswith(".") else f".{name}"  # (what a listing of the dump skips)
+    tmp = os.path.join(folder, f"{hidden}.tmp-{secrets.token_hex(4)}")
+    try:
+        create_new(tmp, data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _lstat_kind(path: str) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 from stepline.saving.errors import StepLoadError
 
 from stepline.saving.manifest import SIGNATURE_NAME
+from stepline.saving.safe_open import create_new, replace_with
 
 _FORMAT = "stepline-signature"
 _MESSAGE_PREFIX = b"stepline-dump-root-digest-v1\0"
@@ -79,19 +79,7 @@ def sign_dump(step_folder, digest: str | None = None, staged: bool = False) -> d
               "public_key": _public_hex(key), "signature": _signature(key, digest)}
     text = _signature_text(record).encode("utf-8")
     folder = os.fspath(step_folder)
-    if staged:
-        _create(os.path.join(folder, SIGNATURE_NAME), text)
-        return record
-    tmp = os.path.join(folder, f".{SIGNATURE_NAME}.tmp-{secrets.token_hex(4)}")
-    try:
-        _create(tmp, text)
-        os.replace(tmp, os.path.join(folder, SIGNATURE_NAME))
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    (create_new if staged else replace_with)(os.path.join(folder, SIGNATURE_NAME), text)
     return record
 
 
@@ -130,17 +118,6 @@ def _signature_text(record: dict) -> str:
     encode = json.encoder.encode_basestring_ascii
     fields = ",\n".join(f"  {encode(k)}: {encode(v) if isinstance(v, str) else json.dumps(v)}" for k, v in record.items())
     return "{\n" + fields + "\n}\n"
-
-
-def _create(path: str, data: bytes) -> None:
-    """Create the file ``path`` (it must not exist) holding ``data``."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
 
 
 def verify_dump(step_folder, digest: str | None = None) -> Verdict:
