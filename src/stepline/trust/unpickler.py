@@ -3,7 +3,8 @@
 Like ``torch.load(weights_only=True)``: ``find_class`` hands out only globals on the
 allow-list (:mod:`stepline.trust.allowlist`) and refuses the rest with
 :class:`~stepline.trust.errors.UntrustedDumpError`; persistent ids are refused too.
-Since a pickle can call nothing but the globals it names, nothing else runs.
+Since a pickle can call nothing but the globals it names, nothing else runs. What it built
+is then checked where an allowed class's compiled code trusts its state (:mod:`stepline.trust.checks`).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import io
 import pickle
 
 from stepline.trust import allowlist
+from stepline.trust.checks import check_loaded
 from stepline.trust.errors import UntrustedDumpError
 
 
@@ -34,5 +36,8 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def restricted_loads(data, buffers=None, where="pickle"):
-    """Unpickle ``data`` with :class:`RestrictedUnpickler`."""
-    return RestrictedUnpickler(io.BytesIO(data), buffers=buffers, where=where).load()
+    """Unpickle ``data`` with :class:`RestrictedUnpickler`; what it built is then checked
+    where compiled code trusts an object's state (:func:`~stepline.trust.checks.check_loaded`)."""
+    loaded = RestrictedUnpickler(io.BytesIO(data), buffers=buffers, where=where).load()
+    check_loaded(loaded, where)
+    return loaded

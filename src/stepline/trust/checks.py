@@ -1,0 +1,148 @@
+"""Checks of what an untrusted pickle built, for allowed classes whose native code trusts their state.
+
+The allow-list admits classes that run no code of the attacker's choosing, but some of them
+hand their state to compiled code that trusts it: a scikit-learn ``Tree`` walks its nodes by
+the child indices it holds and reads ``X[i, feature]`` with no bounds check, so a dump whose
+tree points past its node array crashes (or reads other memory) at ``predict``, and one whose
+nodes form a cycle loops for ever. After a restricted unpickling, :func:`check_loaded` walks
+the objects built and refuses such state with :class:`~stepline.trust.errors.UnsafeStateError`
+before the object is returned.
+
+Checked: every ``sklearn.tree._tree.Tree`` is a tree (each node but the root has exactly one
+parent, children come after their parent, leaves have no children), its split features are
+in ``[0, n_features)``, its recorded depth covers its real depth; a decision tree estimator's
+tree has as many features as the estimator checks ``X`` for, and so do the trees of a forest
+or a gradient boosting (they are called without checking their input).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from stepline.trust.errors import UnsafeStateError
+
+_LEAF = -1
+_MAX_OBJECTS = 10_000_000
+
+
+def check_loaded(obj, where) -> None:
+    """Raise :class:`UnsafeStateError` naming ``where`` if anything built from an untrusted
+    pickle has state its native code would read out of bounds or loop on (see the module doc)."""
+    tree_class, estimator_checks = _sklearn_classes()
+    if tree_class is None:
+        return  # (scikit-learn is not imported: no pickle built one of its objects)
+    for item in _objects(obj):
+        if type(item) is tree_class:
+            check_tree(item, where)
+        else:
+            for cls, check in estimator_checks:
+                if isinstance(item, cls):
+                    check(item, where)
+
+
+def check_tree(tree, where) -> None:
+    """Raise :class:`UnsafeStateError` unless ``tree`` (a scikit-learn ``Tree``) is a tree
+    whose indices all stay inside its arrays."""
+    state = tree.__getstate__()
+    nodes, count = state["nodes"], int(state["node_count"])
+    left, right, feature = (np.asarray(nodes[f], dtype=np.int64) for f in ("left_child", "right_child", "feature"))
+    problem = _tree_problem(left, right, feature, count, int(tree.n_features), int(state["max_depth"]))
+    if problem:
+        raise UnsafeStateError(f"{where}: untrusted pickle holds a scikit-learn decision tree that {problem}: "
+                               f"its predictions would read outside its arrays or never end, so it is "
+                               f"refused (not a tree scikit-learn built)", {str(where): ["sklearn.tree._tree.Tree"]})
+
+
+def _tree_problem(left, right, feature, count: int, n_features: int, max_depth: int) -> str | None:
+    if count < 1 or len(left) != count:
+        return f"lists {len(left)} nodes but says it has {count}"
+    leaf = left == _LEAF
+    if not np.array_equal(leaf, right == _LEAF):
+        return "has a node with one child"
+    index = np.arange(count)
+    inner = ~leaf
+    for side, children in (("left", left), ("right", right)):
+        if np.any(inner & ((children <= index) | (children >= count))):
+            bad = int(np.flatnonzero(inner & ((children <= index) | (children >= count)))[0])
+            return f"has node {bad} whose {side} child {int(children[bad])} is not a later node of its {count}"
+    parents = np.bincount(np.concatenate([left[inner], right[inner]]), minlength=count)
+    if parents[0] != 0 or np.any(parents[1:] != 1):
+        return "has nodes with no parent or with several (not a tree)"
+    if np.any(inner & ((feature < 0) | (feature >= n_features))):
+        bad = int(np.flatnonzero(inner & ((feature < 0) | (feature >= n_features)))[0])
+        return f"splits node {bad} on feature {int(feature[bad])} of {n_features}"
+    if _depth(left, right, inner) > max_depth:
+        return f"is deeper than the depth it records ({max_depth})"
+    return None
+
+
+def _depth(left, right, inner) -> int:
+    depth, level = 0, np.array([0])
+    while True:
+        level = level[inner[level]]
+        if not level.size:
+            return depth
+        level = np.concatenate([left[level], right[level]])
+        depth += 1
+
+
+def _check_tree_estimator(estimator, where) -> None:
+    """A decision tree estimator checks ``X`` for ``n_features_in_`` columns, then its tree reads them."""
+    tree, expected = estimator.__dict__.get("tree_"), estimator.__dict__.get("n_features_in_")
+    if tree is not None and expected is not None and getattr(tree, "n_features", None) != expected:
+        _refuse_features(estimator, where, f"its tree has {getattr(tree, 'n_features', None)} features")
+
+
+def _check_ensemble(ensemble, where) -> None:
+    """A forest or a gradient boosting checks ``X`` once, then calls its trees without checking."""
+    expected = ensemble.__dict__.get("n_features_in_")
+    estimators = ensemble.__dict__.get("estimators_")
+    if expected is None or estimators is None:
+        return
+    for member in np.asarray(estimators, dtype=object).ravel():
+        found = getattr(member, "__dict__", {}).get("n_features_in_")
+        if found != expected:
+            _refuse_features(ensemble, where, f"one of its trees checks for {found}")
+
+
+def _refuse_features(estimator, where, found: str) -> None:
+    name = type(estimator).__name__
+    raise UnsafeStateError(f"{where}: untrusted pickle holds a {name} that checks X for "
+                           f"{estimator.__dict__.get('n_features_in_')} features but {found}: its "
+                           f"predictions would read outside X, so it is refused",
+                           {str(where): [f"{type(estimator).__module__}.{name}"]})
+
+
+def _sklearn_classes():
+    import sys
+    if "sklearn" not in sys.modules:
+        return None, ()
+    from sklearn.ensemble._forest import BaseForest
+    from sklearn.ensemble._gb import BaseGradientBoosting
+    from sklearn.tree import BaseDecisionTree
+    from sklearn.tree._tree import Tree
+    return Tree, ((BaseDecisionTree, _check_tree_estimator), (BaseForest, _check_ensemble),
+                  (BaseGradientBoosting, _check_ensemble))
+
+
+def _objects(root):
+    """Every object reachable from ``root`` through containers, object arrays and ``__dict__``s, once."""
+    seen, pending = set(), [root]
+    while pending:
+        item = pending.pop()
+        if id(item) in seen or isinstance(item, (str, bytes, int, float, bool, type(None))):
+            continue
+        seen.add(id(item))
+        if len(seen) > _MAX_OBJECTS:
+            return
+        yield item
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            pending.extend(item)
+        elif isinstance(item, np.ndarray):
+            if item.dtype.hasobject:
+                pending.extend(item.ravel().tolist())
+        else:
+            attributes = getattr(item, "__dict__", None)
+            if isinstance(attributes, dict):
+                pending.extend(attributes.values())
