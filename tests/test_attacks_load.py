@@ -108,3 +108,155 @@ def test_untouched_untrusted_trees_still_load_and_predict(tmp_path, estimator):
     X = np.random.default_rng(1).random((5, 3))
     assert loaded.predict(X).shape == (5,)
     assert root.exists()
+
+
+# ------------------------------------------------ what is verified is what is loaded (TOCTOU)
+SWAP = r"""
+import json, os, sys
+import numpy as np
+from stepline import CX
+from stepline.saving import StepLoadError
+
+root, target, swap_at, kwargs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+opens = []
+
+def swap(event, args):  # a writer racing the loader, at the very moment the loader opens the file
+    if event == "open" and isinstance(args[0], str) and os.path.basename(args[0]) == target \
+            and os.path.dirname(args[0]).startswith(root):
+        opens.append(args[0])
+        if len(opens) in swap_at:
+            replacement = args[0] + ".attacker"
+            with open(replacement, "wb") as f:
+                f.write(bytes(os.path.getsize(args[0])))  # same size, other bytes (zeros)
+            os.replace(replacement, args[0])
+
+sys.addaudithook(swap)
+try:
+    step = CX(root).load("p", **kwargs)
+except StepLoadError as error:
+    print(json.dumps({"error": type(error).__name__, "message": str(error), "opens": len(opens)}))
+else:
+    print(json.dumps({"error": None, "sum": float(np.asarray(step.array).sum()), "opens": len(opens)}))
+"""
+
+
+def _array_dump(tmp_path, trusted=True):
+    """A dump of one step holding a 2 MiB array of ones (a buffer file, stat-cached)."""
+    from stepline.base import Identity
+    step = Identity(name="p")
+    step.array = np.ones(1 << 18)
+    step.save(CX(tmp_path / "dump"), full_dump=True)
+    root = tmp_path / "dump" / "p"
+    if not trusted:  # a dump from someone else: every digest recomputed, unsigned
+        (root / "stepline.sig").unlink()
+    return root, float(step.array.sum())
+
+
+def _swap_load(tmp_path, target, swap_at, **kwargs):
+    import json
+    import subprocess
+    result = subprocess.run([sys.executable, "-c", SWAP, str(tmp_path / "dump"), target, json.dumps(swap_at),
+                             json.dumps(kwargs)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    return json.loads(result.stdout)
+
+
+LOADS = {"untrusted": ({"trusted": False}, False), "untrusted mmap": ({"trusted": False, "mmap_mode": "r"}, False),
+         "trusted, stat cache warm": ({}, True), "trusted, mmap": ({"mmap_mode": "c"}, True),
+         "verify=full": ({"verify": "full"}, True), "verify=False": ({"verify": False}, True)}
+
+
+@pytest.mark.parametrize("load", sorted(LOADS))
+@pytest.mark.parametrize("swap_at", [1, 2, 3])
+def test_a_buffer_swapped_when_the_loader_opens_it_is_never_loaded(tmp_path, load, swap_at):
+    """A writer replaces the buffer file (same size, other bytes) at the loader's 1st, 2nd or 3rd
+    open of it: the load returns the array the manifest lists, or a CorruptFileError naming the
+    file. On main an untrusted load hashed the file in the trust gate and read it again (the
+    swapped bytes loaded silently), a load the stat cache vouched for read whatever file was
+    there by then, and a mapped load mapped it."""
+    kwargs, trusted = LOADS[load]
+    root, expected = _array_dump(tmp_path, trusted)
+    if trusted:
+        CX(tmp_path / "dump").load("p")  # warms the stat cache: the next load hashes nothing
+    result = _swap_load(tmp_path, "buffer-000.bin", [swap_at], **kwargs)
+    if result["error"] is None:
+        assert result["sum"] == expected, result
+    else:
+        assert result["error"] == "CorruptFileError" and "buffer-000.bin" in result["message"], result
+        if load == "verify=False":
+            return
+        assert ("after it was verified" in result["message"] or "mismatch" in result["message"]), result
+
+
+@pytest.mark.parametrize("load", ["untrusted", "untrusted mmap"])
+def test_an_untrusted_load_opens_its_pickle_and_each_buffer_once(tmp_path, load):
+    """Read once, hashed as read, audited and unpickled from those bytes (main opened the
+    pickle three times: to hash it, to audit it, to unpickle it)."""
+    kwargs, _ = LOADS[load]
+    _array_dump(tmp_path, trusted=False)
+    from trust_tamper import pickle_to_file
+    pickle_to_file(tmp_path / "dump" / "p", tmp_path / "dump" / "p")
+    assert _swap_load(tmp_path, "step.pkl", [], **kwargs)["opens"] == 1
+    assert _swap_load(tmp_path, "buffer-000.bin", [], **kwargs)["opens"] == 1
+
+
+# ------------------------------------------------ the stat cache lives in the dump
+def _forge_cache(folder, name, digest):
+    """What an attacker who can write the dump does: rewrite the stat cache so that it vouches
+    for the file as it is now, with the digest the manifest lists (the format is plain JSON)."""
+    import json
+    import os
+    path = folder / ".stepline-verified.json"
+    cache = json.loads(path.read_text())
+    st = os.stat(folder / name)
+    cache["files"][name] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, digest]
+    cache.pop("mac", None)
+    path.write_text(json.dumps(cache))
+    os.utime(path, ns=(st.st_ctime_ns + 10 ** 9, st.st_ctime_ns + 10 ** 9))  # newer than the file: not racy
+
+
+def _listed_digest(folder, name):
+    import json
+    return json.loads((folder / "stepline.json").read_text())["files"][name]["blake3"]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"mmap_mode": "r"}, {"trusted": False}])
+def test_a_forged_stat_cache_cannot_vouch_for_a_buffer_changed_in_a_signed_dump(tmp_path, kwargs):
+    """On main a signed dump loaded the attacker's bytes as the model (no error, the
+    signature still valid): the cache, forged beside the changed file, vouched for it."""
+    from stepline.saving import CorruptFileError
+    root, _ = _array_dump(tmp_path)
+    CX(tmp_path / "dump").load("p")  # the cache written by a real load
+    with open(root / "buffer-000.bin", "r+b") as f:  # same size, other bytes
+        f.write(bytes(4096))
+    _forge_cache(root, "buffer-000.bin", _listed_digest(root, "buffer-000.bin"))
+    with pytest.raises(CorruptFileError, match="buffer-000.bin.*mismatch"):
+        CX(tmp_path / "dump").load("p", **kwargs)
+
+
+def test_a_stat_cache_written_under_another_key_vouches_for_nothing(tmp_path, monkeypatch):
+    """A cache copied in from another user's (or machine's) dump, with its own valid MAC."""
+    from stepline.saving import CorruptFileError
+    root, _ = _array_dump(tmp_path)
+    with open(root / "buffer-000.bin", "r+b") as f:
+        f.write(bytes(4096))
+    from stepline.saving.integrity import stat_entry, update_stat_cache
+    import os
+    with monkeypatch.context() as m:
+        m.setenv("STEPLINE_HOME", str(tmp_path / "other-user"))
+        from stepline.base import Identity
+        Identity(name="x").save(CX(tmp_path / "other"), full_dump=True)
+        update_stat_cache(root, {"buffer-000.bin": stat_entry(os.stat(root / "buffer-000.bin"),
+                                                               _listed_digest(root, "buffer-000.bin"))}, settle=True)
+    with pytest.raises(CorruptFileError, match="buffer-000.bin.*mismatch"):
+        CX(tmp_path / "dump").load("p")
+
+
+def test_the_stat_cache_still_spares_hashing_a_dump_the_user_loaded(tmp_path):
+    import os
+    from stepline.saving.integrity import trusted_entries
+    root, expected = _array_dump(tmp_path)
+    assert "buffer-000.bin" in trusted_entries(root)  # written by the save, under this user's key
+    assert float(CX(tmp_path / "dump").load("p").array.sum()) == expected
+    assert "buffer-000.bin" in trusted_entries(root)
+    assert os.path.exists(root / ".stepline-verified.json")

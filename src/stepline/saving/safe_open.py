@@ -51,6 +51,35 @@ def open_regular(path, flags: int = os.O_RDONLY, error=OSError, what: str = "fil
     return os.fdopen(fd, ("ab" if flags & os.O_APPEND else "r+b") if writable else "rb", buffering=0)
 
 
+def open_checked(path, checked: os.stat_result, flags: int = os.O_RDONLY, error=OSError,
+                 what: str = "file"):
+    """:func:`open_regular`, then ``error`` unless the file opened is the one ``checked``
+    (an ``os.stat`` taken when it was verified) describes: same inode, size, mtime and ctime.
+    A file replaced, or written to, since it was verified is refused: what is verified is
+    what is used."""
+    f = open_regular(path, flags, error, what)
+    try:
+        check_unchanged(f, checked, path, error)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def check_unchanged(f, checked: os.stat_result, path, error=OSError) -> None:
+    """``error`` unless the open file ``f`` is still the file ``checked`` describes (see
+    :func:`open_checked`); also after reading it, to catch a write while it was read."""
+    now = os.fstat(f.fileno())
+    if _identity(now) != _identity(checked):
+        how = "replaced" if (now.st_dev, now.st_ino) != (checked.st_dev, checked.st_ino) else "written to"
+        raise error(f"{path}: {how} after it was verified (inode, size, mtime or ctime changed): what "
+                    f"was verified is not what would be loaded; load again")
+
+
+def _identity(st: os.stat_result) -> tuple:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def read_regular(path, error=OSError, what: str = "file", limit: int | None = None) -> bytes:
     """The bytes of the regular file ``path`` (see :func:`open_regular`), at most ``limit``
     (``error`` if it is bigger)."""

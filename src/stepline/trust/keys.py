@@ -50,6 +50,32 @@ def signing_key():
         return key
 
 
+def stat_cache_key() -> bytes | None:
+    """32 secret bytes that authenticate the stat caches this user writes (derived from the
+    signing key, BLAKE3 ``derive_key``), or ``None`` where there is no key yet (never creates
+    one). A stat cache lives in the dump; without this key whoever writes there could make
+    it vouch for bytes nobody hashed (see :mod:`stepline.saving.integrity`)."""
+    home = config_home()
+    with _lock:
+        key = _cache.get(home)
+    if key is None:
+        if not (home / PRIVATE_NAME).exists():
+            return None
+        key = signing_key()
+    derived = _derived.get(home)
+    if derived is None or derived[0] is not key:
+        from cryptography.hazmat.primitives import serialization
+        import blake3
+        seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                 serialization.NoEncryption())
+        derived = _derived[home] = (key, blake3.blake3(seed, derive_key_context=_CACHE_KEY_CONTEXT).digest())
+    return derived[1]
+
+
+_CACHE_KEY_CONTEXT = "stepline 2026-12-01 stat cache authentication v1"
+_derived: dict[Path, tuple] = {}
+
+
 def public_key_bytes(key=None) -> bytes:
     """The 32 raw bytes of a public key (by default this user's)."""
     from cryptography.hazmat.primitives import serialization
