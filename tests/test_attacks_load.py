@@ -260,3 +260,116 @@ def test_the_stat_cache_still_spares_hashing_a_dump_the_user_loaded(tmp_path):
     assert float(CX(tmp_path / "dump").load("p").array.sum()) == expected
     assert "buffer-000.bin" in trusted_entries(root)
     assert os.path.exists(root / ".stepline-verified.json")
+
+
+# ------------------------------------------------ the config folder: keys, trust store, allowed globals
+CONFIG_RUN = r"""
+import json, sys, warnings
+from stepline import CX
+from stepline.base import Identity
+warnings.simplefilter("always")
+what, dump = sys.argv[1], sys.argv[2]
+try:
+    with warnings.catch_warnings(record=True) as caught:
+        if what == "save":
+            Identity(name="p").save(CX(dump), full_dump=True)
+        else:
+            CX(dump).load("p", trusted=False if what == "untrusted load" else None)
+except Exception as error:
+    print(json.dumps({"error": type(error).__name__, "bases": [c.__name__ for c in type(error).__mro__],
+                      "message": str(error)}))
+else:
+    print(json.dumps({"error": None, "warnings": [str(w.message) for w in caught]}))
+"""
+
+
+def _config_run(home, what, dump):
+    import json
+    import os
+    import subprocess
+    env = dict(os.environ, STEPLINE_HOME=str(home))
+    result = subprocess.run([sys.executable, "-c", CONFIG_RUN, what, str(dump)], env=env, capture_output=True,
+                            text=True, timeout=60)  # a FIFO read would block: a failed test, not a stuck suite
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    return json.loads(result.stdout)
+
+
+def _fifo(path):
+    import os
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+
+
+def _garbage(path):
+    path.unlink(missing_ok=True)
+    path.write_bytes(b"[" * 200_000)
+
+
+def _world_writable(path):
+    path.chmod(0o666)
+
+
+def _someone_elses(path):
+    import os
+    os.chown(path, 4242, 4242)
+
+
+CONFIG_ATTACKS = {  # (file, change, message)
+    "trust store a FIFO": ("trust.json", _fifo, "trust.json: is a FIFO"),
+    "signing key a FIFO": ("signing_key.pem", _fifo, "signing_key.pem: is a FIFO"),
+    "allowed globals a FIFO": ("allowed_globals.txt", _fifo, "allowed_globals.txt: is a FIFO"),
+    "trust store nested 200 000 deep": ("trust.json", _garbage, "trust.json: cannot read"),
+    "trust store writable by everyone": ("trust.json", _world_writable, "trust.json: .*writable by every user"),
+    "allowed globals writable by everyone": ("allowed_globals.txt", _world_writable, "writable by every user"),
+    "trust store of another user": ("trust.json", _someone_elses, "trust.json: .*owned by user id 4242"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(CONFIG_ATTACKS))
+def test_a_config_file_that_would_hang_or_let_others_decide_trust_is_a_clear_error(tmp_path, attack):
+    """On main a FIFO as the trust store or the key hung every load (and every save), a trust
+    store nested 200 000 deep was a RecursionError, and one any user could write (or owned by
+    another) was used: whoever can write it makes you trust their dumps, as ssh refuses such
+    an authorized_keys."""
+    import os
+    import re
+    name, change, message = CONFIG_ATTACKS[attack]
+    home, dump = tmp_path / "home", tmp_path / "dump"
+    assert _config_run(home, "save", dump)["error"] is None
+    from stepline.trust.store import _FORMAT
+    (home / "trust.json").write_text('{"format": "%s", "keys": {}, "digests": {}}' % _FORMAT)
+    (home / "allowed_globals.txt").write_text("# nothing\n")
+    change(home / name)
+    if os.getuid() != 0 and change is _someone_elses:
+        pytest.skip("chown needs root")
+    result = _config_run(home, "untrusted load" if name == "allowed_globals.txt" else "load", dump)
+    assert result["error"] == "TrustConfigError" and "RuntimeError" in result["bases"], result
+    assert re.search(message, result["message"]), result
+
+
+def test_a_private_key_readable_by_others_warns_and_a_new_key_never_is(tmp_path):
+    home, dump = tmp_path / "home", tmp_path / "dump"
+    assert _config_run(home, "save", dump) == {"error": None, "warnings": []}
+    assert (home / "signing_key.pem").stat().st_mode & 0o777 == 0o600
+    (home / "signing_key.pem").chmod(0o644)
+    result = _config_run(home, "save", dump)
+    assert result["error"] is None and any("readable by other users" in w for w in result["warnings"]), result
+
+
+def test_config_files_are_written_whole_with_their_mode_from_the_start(tmp_path):
+    """safe_open's small whole-file writes, as the keys, the trust store and the stat cache use
+    them: created with their final mode (under umask 0 too), nothing left beside them."""
+    import os
+    from stepline.saving.safe_open import publish_new, replace_with
+    old = os.umask(0)
+    try:
+        replace_with(tmp_path / "a", b"one", mode=0o600)
+        assert (tmp_path / "a").stat().st_mode & 0o777 == 0o600
+        replace_with(tmp_path / "a", b"two", mode=0o600)
+        assert (tmp_path / "a").read_bytes() == b"two"
+        assert publish_new(tmp_path / "key", b"first", mode=0o600) is True
+        assert publish_new(tmp_path / "key", b"second", mode=0o600) is False  # the first writer's is kept
+        assert (tmp_path / "key").read_bytes() == b"first" and (tmp_path / "key").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "key"]

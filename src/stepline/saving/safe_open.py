@@ -6,8 +6,10 @@ are therefore opened with ``O_NONBLOCK | O_NOFOLLOW`` and checked with ``fstat``
 open descriptor (no race between the check and the use), and anything but a regular file
 is refused with an error naming the path and what is there instead.
 
-Small files written whole (a journal, a signature) are created with ``O_EXCL``
-(:func:`create_new`) or written beside their place and renamed over it (:func:`replace_with`).
+Small files written whole (a journal, a signature, a stat cache, the keys and the trust
+store) are created with ``O_EXCL`` (:func:`create_new`), or written beside their place and
+renamed over it (:func:`replace_with`) or linked to it if it is still free (:func:`publish_new`),
+each with the permissions it must have from its first moment (``mode``).
 """
 from __future__ import annotations
 
@@ -91,9 +93,10 @@ def read_regular(path, error=OSError, what: str = "file", limit: int | None = No
         return f.read()
 
 
-def create_new(path, data: bytes) -> None:
-    """Create the file ``path``, which must not exist yet, holding ``data``."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+def create_new(path, data: bytes, mode: int = 0o666) -> None:
+    """Create the file ``path``, which must not exist yet, holding ``data``; ``mode`` (less the
+    umask) is its permissions from the moment it exists."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
         while view:
@@ -102,23 +105,45 @@ def create_new(path, data: bytes) -> None:
         os.close(fd)
 
 
-def replace_with(path, data: bytes) -> None:
+def replace_with(path, data: bytes, mode: int = 0o666) -> None:
     """Put ``data`` at ``path`` atomically: written to a new hidden file beside it
-    (``.<name>.tmp-<random>``), renamed over it (a reader sees the old file or the new one,
-    whole); the new file is removed on any failure."""
-    path = os.fspath(path)
-    folder, name = os.path.split(path)
-    hidden = name if name.startswith(".") else f".{name}"  # (what a listing of the dump skips)
-    tmp = os.path.join(folder, f"{hidden}.tmp-{secrets.token_hex(4)}")
+    (``.<name>.tmp-<random>``, created with ``mode``), renamed over it (a reader sees the old
+    file or the new one, whole); the new file is removed on any failure."""
+    tmp = _temporary_beside(path)
     try:
-        create_new(tmp, data)
+        create_new(tmp, data, mode)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _remove(tmp)
         raise
+
+
+def publish_new(path, data: bytes, mode: int = 0o666) -> bool:
+    """Put ``data`` at ``path`` whole, only if nothing is there yet: written to a hidden file
+    beside it (created with ``mode``), then hard-linked to ``path``. Returns ``False``, leaving
+    what is there, when another writer got there first."""
+    tmp = _temporary_beside(path)
+    try:
+        create_new(tmp, data, mode)
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        _remove(tmp)
+
+
+def _temporary_beside(path) -> str:
+    folder, name = os.path.split(os.fspath(path))
+    hidden = name if name.startswith(".") else f".{name}"  # (what a listing of the dump skips)
+    return os.path.join(folder, f"{hidden}.tmp-{secrets.token_hex(4)}")
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _lstat_kind(path: str) -> str:
