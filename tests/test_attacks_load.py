@@ -110,6 +110,71 @@ def test_untouched_untrusted_trees_still_load_and_predict(tmp_path, estimator):
     assert root.exists()
 
 
+# ------------------------------------------------ allowed callables whose arguments alone hang or exhaust
+LOAD = r"""
+import json, sys
+from stepline import CX
+from stepline.saving import StepLoadError
+try:
+    CX(sys.argv[1]).load("p")
+except StepLoadError as error:
+    print(json.dumps({"error": type(error).__name__, "message": str(error)}))
+else:
+    print(json.dumps({"error": None}))
+"""
+
+
+def _gadget_dump(tmp_path, value):
+    """An unsigned dump of an Identity step holding ``value`` (a trust_payloads.Call) as an attribute."""
+    from stepline.base import Identity
+    Identity(name="p").save(CX(tmp_path / "dump"), full_dump=True)
+    step = Identity(name="p")
+    step.gadget = value
+    root = tmp_path / "dump" / "p"
+    write_files(root, {"step.pkl": pickle.dumps(step, protocol=5)}, root)
+    return root
+
+
+def _gadgets():
+    import collections
+    import decimal
+    import fractions
+    from trust_payloads import Call
+    return {"Fraction('1e100000000')": Call(fractions.Fraction, "1e100000000"),  # 10**100000000
+            "Fraction(Decimal('1e100000000'))": Call(fractions.Fraction, Call(decimal.Decimal, "1e100000000")),
+            "deque(range(10**18), maxlen=1)": Call(collections.deque, Call(range, 10 ** 18), 1),
+            "set(range(10**18))": Call(set, Call(range, 10 ** 18)),
+            "bytearray(2**62)": Call(bytearray, 2 ** 62)}
+
+
+@pytest.mark.parametrize("gadget", sorted(_gadgets()))
+def test_an_allowed_callable_whose_arguments_alone_would_hang_the_load_is_refused(tmp_path, gadget):
+    """A few bytes of pickle, every global on the allow-list: on main these ran for ever (or
+    were a MemoryError) inside the restricted unpickler."""
+    import json
+    import subprocess
+    root = _gadget_dump(tmp_path, _gadgets()[gadget])
+    result = subprocess.run([sys.executable, "-c", LOAD, str(tmp_path / "dump")], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["error"] == "UnsafeStateError" and str(root / "step.pkl") in outcome["message"], outcome
+
+
+def test_the_guarded_callables_still_build_what_their_pickles_hold(tmp_path):
+    import collections
+    import fractions
+    value = {"f": fractions.Fraction(-7, 3), "r": range(0, 100, 7), "b": bytearray(b"ab"),
+             "d": collections.deque(range(5), maxlen=3), "s": {1, 2}}
+    from stepline.base import Identity
+    step = Identity(name="p")
+    step.value = value
+    root = tmp_path / "dump" / "p"
+    step.save(CX(tmp_path / "dump"), full_dump=True)
+    (root / "stepline.sig").unlink()
+    assert CX(tmp_path / "dump").load("p").value == value
+
+
 # ------------------------------------------------ what is verified is what is loaded (TOCTOU)
 SWAP = r"""
 import json, os, sys

@@ -16,12 +16,73 @@ or a gradient boosting (they are called without checking their input).
 """
 from __future__ import annotations
 
+import fractions
+import re
+
 import numpy as np
 
 from stepline.trust.errors import UnsafeStateError
 
 _LEAF = -1
 _MAX_OBJECTS = 10_000_000
+#: The longest ``range`` an untrusted pickle may build: a range is lazy, so a few bytes of
+#: pickle, ``set(range(10**18))`` or ``deque(range(10**18), maxlen=1)``, would never end.
+MAX_RANGE = 1 << 24
+_PLAIN_RATIONAL = re.compile(r"\s*[+-]?\d{1,4000}(/\d{1,4000})?\s*")
+
+
+def guarded(qualified: str):
+    """The checked stand-in an untrusted pickle gets for the allowed callable ``qualified``
+    whose arguments alone could hang or exhaust the loader, or ``None`` (most need none).
+
+    ``fractions.Fraction("1e1000000000")`` computes ``10**1000000000`` (so does a Fraction of
+    a Decimal with such an exponent); ``range`` is lazy (see :data:`MAX_RANGE`); ``bytearray(n)``
+    of an int allocates ``n`` bytes (pickles of bytearrays carry their bytes, never a length).
+    """
+    return _GUARDS.get(qualified)
+
+
+def _fraction(*args):
+    for value in args:
+        if not (type(value) in (int, float, fractions.Fraction)
+                or type(value) is str and _PLAIN_RATIONAL.fullmatch(value)):
+            _refuse_call("fractions.Fraction", value, "only integers, floats, fractions or 'n/d' strings")
+    return fractions.Fraction(*args)
+
+
+def _range(*args):
+    made = range(*args)
+    if len(made) > MAX_RANGE:
+        _refuse_call("builtins.range", args, f"a range of {len(made)} numbers (at most {MAX_RANGE})")
+    return made
+
+
+def _bytearray(*args):
+    if args and not isinstance(args[0], (bytes, bytearray, memoryview, str)):
+        _refuse_call("builtins.bytearray", args[0], "only from bytes (a pickled bytearray carries its bytes)")
+    return bytearray(*args)
+
+
+class RefusedCall(ValueError):
+    """A guarded call refused (see :func:`guarded`); the unpickler words it as an
+    :class:`UnsafeStateError` naming the pickle."""
+
+    def __init__(self, message: str, qualified: str):
+        super().__init__(message)
+        self.qualified = qualified
+
+
+def _refuse_call(qualified: str, value, allowed: str) -> None:
+    raise RefusedCall(f"untrusted pickle calls {qualified} with {_short(value)}: {allowed}, so that a few "
+                      f"bytes of pickle cannot hang or exhaust the load", qualified)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+_GUARDS = {"fractions.Fraction": _fraction, "builtins.range": _range, "builtins.bytearray": _bytearray}
 
 
 def check_loaded(obj, where) -> None:
