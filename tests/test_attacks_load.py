@@ -438,3 +438,47 @@ def test_config_files_are_written_whole_with_their_mode_from_the_start(tmp_path)
     finally:
         os.umask(old)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "key"]
+
+
+# ------------------------------------------------ the shape of the tree
+def test_a_payload_nested_deeper_than_the_audit_once_went_is_refused_before_anything_is_unpickled(tmp_path):
+    """On main the trust gate audited 64 levels and skipped what lay deeper: the payload at
+    level 70 was found only by the restricted unpickler, after 70 steps had been unpickled."""
+    from trust_payloads import build
+    from stepline import Pipeline
+    from stepline.base import Identity
+    from stepline.trust import UntrustedDumpError
+    step = Identity(name="leaf")
+    for _ in range(70):
+        step = Pipeline([step], name="p")
+    step.save(CX(tmp_path / "dump"), full_dump=True)
+    leaf = tmp_path / "dump" / Path(*["p"] * 70) / "leaf"
+    marker = tmp_path / "marker"
+    write_files(leaf, {"step.pkl": build("os_system", marker, leaf)[0]}, tmp_path / "dump" / "p")
+    with pytest.raises(UntrustedDumpError, match="nothing of it was unpickled") as caught:
+        CX(tmp_path / "dump").load("p")
+    assert str(leaf / "step.pkl") in caught.value.needed
+    assert not marker.exists()
+
+
+def test_a_tree_deeper_than_any_stepline_saves_is_a_clear_error_untrusted(tmp_path):
+    import json
+    from stepline.saving import ManifestError
+    from trust_tamper import edit_manifest
+    from stepline.base import Identity
+    Identity(name="p").save(CX(tmp_path / "dump"), full_dump=True)
+    root = tmp_path / "dump" / "p"
+    folder = root
+    for _ in range(300):  # each level's manifest a copy of the root's, listing one child
+        folder = folder / "c"
+        folder.mkdir()
+        (folder / "stepline.json").write_bytes((root / "stepline.json").read_bytes())
+    while folder != root:
+        parent = folder.parent
+        edit_manifest(parent, lambda m: m.update(children=[{"name": "c", "manifest": "0" * 64}]), parent)
+        folder = parent
+    from trust_tamper import rehash
+    rehash(root / Path(*["c"] * 299), root)
+    assert json.loads((root / "stepline.json").read_text())["children"][0]["name"] == "c"
+    with pytest.raises(ManifestError, match="nested more than 256 deep"):
+        CX(tmp_path / "dump").load("p")

@@ -18,7 +18,8 @@ from stepline.trust.signing import Verdict, verify_dump
 
 log = logging.getLogger(__name__)
 STREAM_NAME = "step.pkl"
-_MAX_DEPTH = 64
+#: Deeper than stepline saves (its save recurses once per level) or loads.
+_MAX_DEPTH = 256
 
 
 def decide(dump_root, trusted=None, root_digest: str | None = None) -> Verdict:
@@ -50,6 +51,7 @@ def refused_globals(folder, verify=True, verified: set | None = None, read_into=
     as it is hashed and ``preread[folder]`` keeps what was read (or how each file was found):
     the pickle audited is then the pickle hashed, and the one the load unpickles.
     """
+    from stepline.saving.errors import ManifestError
     from stepline.saving.inline import step_pickle, stream_record
     from stepline.saving.integrity import verify_files
     from stepline.saving.manifest import child_entries, read_manifest
@@ -77,8 +79,11 @@ def refused_globals(folder, verify=True, verified: set | None = None, read_into=
                 bad.insert(0, f"code pickled by value: {', '.join(map(str, by_value))}")
             if bad:
                 refused[where] = bad
-        if depth < _MAX_DEPTH:
-            pending.extend((current / c, d, depth + 1) for c, d in reversed(child_entries(manifest, current)))
+        children = child_entries(manifest, current)
+        if children and depth >= _MAX_DEPTH:  # (refused, never skipped: what is not audited is not loaded)
+            raise ManifestError(f"{current}: steps nested more than {_MAX_DEPTH} deep: not a dump stepline "
+                                f"loads untrusted")
+        pending.extend((current / c, d, depth + 1) for c, d in reversed(children))
     return refused
 
 
