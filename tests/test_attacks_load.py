@@ -458,6 +458,11 @@ def test_a_payload_nested_deeper_than_the_audit_once_went_is_refused_before_anyt
     with pytest.raises(UntrustedDumpError, match="nothing of it was unpickled") as caught:
         CX(tmp_path / "dump").load("p")
     assert str(leaf / "step.pkl") in caught.value.needed
+    import subprocess
+    for command in (["verify"], ["inspect", "--audit"]):  # they walked 64 levels too
+        shown = subprocess.run([sys.executable, "-m", "stepline", *command, str(tmp_path / "dump" / "p")],
+                               capture_output=True, text=True, timeout=60)
+        assert f"{leaf / 'step.pkl'}" in shown.stdout and "posix.system" in shown.stdout, (command, shown.stdout)
     assert not marker.exists()
 
 

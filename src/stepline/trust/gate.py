@@ -19,7 +19,7 @@ from stepline.trust.signing import Verdict, verify_dump
 log = logging.getLogger(__name__)
 STREAM_NAME = "step.pkl"
 #: Deeper than stepline saves (its save recurses once per level) or loads.
-_MAX_DEPTH = 256
+MAX_DEPTH = 256
 
 
 def decide(dump_root, trusted=None, root_digest: str | None = None) -> Verdict:
@@ -80,8 +80,8 @@ def refused_globals(folder, verify=True, verified: set | None = None, read_into=
             if bad:
                 refused[where] = bad
         children = child_entries(manifest, current)
-        if children and depth >= _MAX_DEPTH:  # (refused, never skipped: what is not audited is not loaded)
-            raise ManifestError(f"{current}: steps nested more than {_MAX_DEPTH} deep: not a dump stepline "
+        if children and depth >= MAX_DEPTH:  # (refused, never skipped: what is not audited is not loaded)
+            raise ManifestError(f"{current}: steps nested more than {MAX_DEPTH} deep: not a dump stepline "
                                 f"loads untrusted")
         pending.extend((current / c, d, depth + 1) for c, d in reversed(children))
     return refused
