@@ -487,3 +487,62 @@ def test_a_tree_deeper_than_any_stepline_saves_is_a_clear_error_untrusted(tmp_pa
     assert json.loads((root / "stepline.json").read_text())["children"][0]["name"] == "c"
     with pytest.raises(ManifestError, match="nested more than 256 deep"):
         CX(tmp_path / "dump").load("p")
+
+
+# ------------------------------------------------ file names and sizes in a manifest
+def _one_buffer_dump(tmp_path):
+    from stepline.base import Identity
+    step = Identity(name="p")
+    step.a = np.ones(1 << 17)  # 1 MiB: a buffer file
+    step.save(CX(tmp_path / "dump"), full_dump=True)
+    return tmp_path / "dump" / "p"
+
+
+def test_a_file_listed_through_a_linked_folder_out_of_the_dump_is_refused(tmp_path):
+    """On main a manifest could list ``lnk/secret`` with ``lnk`` a link to any folder: the file
+    outside the dump was stat'ed, read and hashed as the dump's (only the last part of a
+    name was opened without following links)."""
+    import os
+    from stepline.saving import CorruptFileError
+    from trust_tamper import edit_manifest
+    root = _one_buffer_dump(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"s" * 10)
+    os.symlink(outside, root / "lnk")
+    edit_manifest(root, lambda m: m["files"].update({"lnk/secret": {"size": 10, "blake3": "0" * 64}}), root)
+    for kwargs in ({}, {"trusted": False}, {"verify": False}):
+        with pytest.raises(CorruptFileError, match=f"{root / 'lnk'}: is a symbolic link"):
+            CX(tmp_path / "dump").load("p", **kwargs)
+
+
+@pytest.mark.parametrize("name", ["./buffer-000.bin", "a//b", "sub/./x"])
+def test_a_file_name_with_an_empty_or_dot_part_is_refused(tmp_path, name):
+    """One file, one spelling: ``./buffer-000.bin`` listed beside ``buffer-000.bin`` loaded on main."""
+    import json
+    from stepline.saving import ManifestError
+    from stepline.saving.manifest import encode_manifest
+    root = _one_buffer_dump(tmp_path)
+    data = json.loads((root / "stepline.json").read_text())
+    data["files"][name] = dict(data["files"]["buffer-000.bin"])
+    (root / "stepline.json").write_bytes(encode_manifest(data))
+    with pytest.raises(ManifestError, match="invalid file name"):
+        CX(tmp_path / "dump").load("p")
+
+
+def test_a_sparse_buffer_claiming_a_terabyte_is_a_clear_error_not_a_memory_error(tmp_path):
+    """A 1 TiB file that occupies no disk, listed with its size: on main a raw MemoryError."""
+    import json
+    if Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1":
+        pytest.skip("this kernel hands out 1 TiB of memory on request (vm.overcommit_memory=1)")
+    from stepline.saving.manifest import encode_manifest
+    root = _one_buffer_dump(tmp_path)
+    (root / "buffer-000.bin").unlink()
+    with open(root / "buffer-000.bin", "wb") as f:
+        f.truncate(1 << 40)
+    data = json.loads((root / "stepline.json").read_text())
+    data["files"]["buffer-000.bin"] = {"size": 1 << 40, "blake3": "0" * 64}
+    (root / "stepline.json").write_bytes(encode_manifest(data))
+    for kwargs in ({"verify": False}, {"trusted": False}):
+        with pytest.raises(StepLoadError, match=f"{root / 'buffer-000.bin'}: {1 << 40} bytes, more than"):
+            CX(tmp_path / "dump").load("p", **kwargs)

@@ -44,7 +44,7 @@ import blake3
 from .errors import CorruptFileError, ManifestError, MissingFileError, StepLoadError
 from .hashing import DIGEST, digest_bytes, file_digest, new_hasher, sha256_file  # noqa: F401 (re-exported)
 from .manifest import MANIFEST_NAME
-from .safe_open import open_regular, replace_with
+from .safe_open import kind_of, open_regular, replace_with
 
 STAT_CACHE_NAME = ".stepline-verified.json"
 _CACHE_FORMAT = "stepline-stat-cache"
@@ -55,6 +55,8 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 #: The digests format-v2 (BLAKE3) and v1 (SHA-256) records hold.
 _ALGORITHMS = ("blake3", "sha256")
 _MAX_CACHE_BYTES = 64 << 20
+#: Path components a file name in a manifest never has ("a//b", "./a", "../a": one file, one spelling).
+_NOT_NAMES = ("", ".", "..")
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 
@@ -116,7 +118,8 @@ def check_records(files, folder) -> None:
         parts = name.split("/") if isinstance(name, str) else ()  # (JSON keys are strings)
         if "\x00" in name:
             raise ManifestError(f"{where}: invalid file name {name!r} in 'files': a NUL byte in a name")
-        if not name or name.startswith("/") or "\\" in name or ".." in parts or name == STAT_CACHE_NAME:
+        if not name or name.startswith("/") or "\\" in name or name == STAT_CACHE_NAME \
+                or any(part in _NOT_NAMES for part in parts):
             raise ManifestError(f"{where}: invalid file name {name!r} in 'files'")
         if not (isinstance(record, dict) and type(record.get("size")) is int and record["size"] >= 0
                 and _has_digest(record)):
@@ -192,6 +195,9 @@ def verify_files(folder, files: dict, verify=True, read_into=None) -> dict:
     check_records(files, folder)
     folder = os.fspath(folder)  # (strings: this runs for every step of a load)
     names = sorted(files)
+    for name in names:
+        if "/" in name:
+            _check_inside(folder, name)
     stats = {n: _checked_stat(os.path.join(folder, n), files[n]["size"]) for n in names}
     if not verify:
         return dict(stats)
@@ -201,7 +207,7 @@ def verify_files(folder, files: dict, verify=True, read_into=None) -> dict:
     todo = [n for n in names if not _trusted(cache.get(n), stats[n], expected[n][1])]
     if not todo:
         return dict(stats)
-    buffers = [read_into(n, stats[n].st_size) if read_into else None for n in todo]
+    buffers = [_allocated(read_into, folder, n, stats[n].st_size) for n in todo]
     try:
         digests = _hash_files([Path(folder, n) for n in todo], sum(stats[n].st_size for n in todo),
                               [expected[n][0] for n in todo], buffers, [stats[n] for n in todo])
@@ -216,6 +222,33 @@ def verify_files(folder, files: dict, verify=True, read_into=None) -> dict:
     checked = dict(stats)
     checked.update((n, b) for n, b in zip(todo, buffers) if b is not None)
     return checked
+
+
+def _allocated(read_into, folder: str, name: str, size: int):
+    """``read_into(name, size)`` (or ``None``), a clear error when memory cannot hold the file."""
+    if read_into is None:
+        return None
+    try:
+        return read_into(name, size)
+    except MemoryError:
+        raise StepLoadError(f"{os.path.join(folder, name)}: {size} bytes, more than this process can "
+                            f"allocate to load it (a file that big, or one that claims to be: sparse)") from None
+
+
+def _check_inside(folder: str, name: str) -> None:
+    """A file name with folders (``sub/file``) must reach its file through real folders of the
+    dump: a symbolic link on the way could point anywhere (only the last part is opened with
+    ``O_NOFOLLOW``)."""
+    parts = name.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        path = os.path.join(folder, *parts[:depth])
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            return  # (the file is then missing: named as such by the stat that follows)
+        if not stat.S_ISDIR(mode):
+            raise CorruptFileError(f"{path}: is {kind_of(mode)}, not a folder of the dump, on the way to "
+                                   f"{name!r}: links inside a dump are refused")
 
 
 def _any_cached(stats) -> bool:

@@ -397,7 +397,10 @@ def read_checked(path: Path, checked: os.stat_result | None) -> bytes:
 def _read_into(path: Path, size: int, checked: os.stat_result | None = None) -> np.ndarray:
     """The whole file in a preallocated, page-aligned array (it must still be ``size`` bytes,
     and the very file ``checked`` describes, when given)."""
-    buf = _page_aligned_empty(size)
+    try:
+        buf = _page_aligned_empty(size)
+    except MemoryError:
+        raise StepLoadError(f"{path}: {size} bytes, more than this process can allocate to load it") from None
     with _open_listed(path, size, os.O_RDONLY, checked) as f:
         read_into(f, buf, where=path)
         if checked is not None:
@@ -427,7 +430,8 @@ def _page_aligned_empty(size: int) -> np.ndarray:
     """An uninitialised byte array starting on a page boundary.
 
     Large allocations otherwise start 16 bytes into a page, and on some CPUs (AMD Zen) the
-    kernel's copy from the page cache into such a buffer runs about 3x slower.
+    kernel's copy from the page cache into such a buffer runs about 3x slower. (A
+    ``MemoryError`` is worded by the caller, who knows the file.)
     """
     raw = np.empty(size + _PAGE, dtype=np.uint8)
     start = -raw.ctypes.data % _PAGE
