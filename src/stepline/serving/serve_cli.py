@@ -78,9 +78,14 @@ def _configure_logging(level: str) -> None:
 
 def _check(args) -> str | None:
     """A one-line reason not to start, or None."""
-    from stepline.serving.model import MANIFEST
-    if not os.path.isfile(os.path.join(args.path, MANIFEST)):
-        return f"{args.path}: not a stepline dump (no {MANIFEST}); give the folder a save wrote"
+    from stepline.saving.errors import StepLoadError
+    from stepline.saving.manifest import read_manifest
+    try:  # the root manifest, as a load reads it: a broken dump is refused before a server starts
+        read_manifest(args.path)
+    except StepLoadError as error:
+        return f"{error}; give the folder a save wrote"
+    if not 0 <= args.port <= 65535:
+        return f"--port: must be 0 (any free port) to 65535, got {args.port}"
     if args.workers < 1:
         return f"--workers: must be at least 1, got {args.workers}"
     if args.max_batch_size is not None and args.max_batch_size < 1:
