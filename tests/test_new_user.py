@@ -1,6 +1,7 @@
 """The ``stepline`` command as a new user meets it: typos, missing paths, files, folders that are
 not dumps. Each mistake gets one line on stderr naming what was wrong, a non-zero exit and no
 Python traceback; every command that takes a dump says the same thing about the same path."""
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +117,32 @@ def test_serve_a_port_outside_the_range_is_refused(workdir, port):
     pytest.importorskip("uvicorn")
     assert_one_clear_line(stepline("serve", "dumps/model", "--port", port, cwd=workdir, timeout=30),
                           "stepline serve: ", "--port", port)
+
+
+def _public_methods(cls):
+    for klass in cls.__mro__:
+        if not klass.__module__.startswith("stepline"):
+            continue
+        for name, value in vars(klass).items():
+            if not name.startswith("_") and inspect.isfunction(value):
+                yield f"{cls.__name__}.{name}", getattr(cls, name)
+
+
+def test_every_top_level_name_and_its_public_methods_have_a_docstring():
+    import stepline
+    missing = []
+    for name in stepline.__all__:
+        value = getattr(stepline, name)
+        if inspect.isclass(value):
+            missing += [name] if not inspect.getdoc(value) else []
+            missing += [where for where, method in _public_methods(value) if not inspect.getdoc(method)]
+    assert not missing, missing
+
+
+def test_dir_of_the_package_shows_its_names_and_public_modules_only():
+    import stepline
+    names = dir(stepline)
+    assert set(stepline.__all__) <= set(names) and {"base", "pipeline", "hyperparams"} <= set(names)
+    assert not {"core", "estimator_api"} & set(names), names
+    assert not [n for n in names if n.startswith("_") and n != "__version__"], names
+    assert inspect.getdoc(stepline).splitlines()[0].startswith("ML pipelines")
