@@ -2,6 +2,8 @@
 not dumps. Each mistake gets one line on stderr naming what was wrong, a non-zero exit and no
 Python traceback; every command that takes a dump says the same thing about the same path."""
 import inspect
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +24,6 @@ DUMP_COMMANDS = {  # command -> its arguments around the dump path
 
 def stepline(*args, cwd, timeout=60):
     """Run ``python -m stepline ARGS`` in ``cwd``; the CompletedProcess."""
-    import os
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
     return subprocess.run([sys.executable, "-m", "stepline", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -146,3 +147,22 @@ def test_dir_of_the_package_shows_its_names_and_public_modules_only():
     assert not {"core", "estimator_api"} & set(names), names
     assert not [n for n in names if n.startswith("_") and n != "__version__"], names
     assert inspect.getdoc(stepline).splitlines()[0].startswith("ML pipelines")
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+OTHERS_DOCS = {"trust.md", "serving.md"}  # their snippets show a session, not a script (owned elsewhere)
+NEEDS = {"deep_learning.md": ["torch"], "automl.md": ["optuna", "torch"], "dask.md": ["distributed"],
+         "sklearn.md": ["sklearn"], "saving.md": ["sklearn"], "parallel.md": ["sklearn"]}
+
+
+@pytest.mark.parametrize("doc", sorted(p.name for p in DOCS.glob("*.md") if p.name not in OTHERS_DOCS))
+def test_the_python_blocks_of_a_doc_run_in_order_as_a_new_user_pastes_them(doc, tmp_path):
+    for module in NEEDS.get(doc, []):
+        pytest.importorskip(module)
+    blocks = re.findall(r"```python\n(.*?)```", (DOCS / doc).read_text(), re.S)
+    if not blocks:
+        pytest.skip(f"{doc} has no python block")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", "\n".join(blocks)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, f"{doc}:\n{result.stderr[-3000:]}"
