@@ -1,7 +1,7 @@
 """Tune the demo's pipeline with Optuna: a resumable search, its report, its plot, the best dump.
 
-The pipeline of ``stepline demo`` and of Neuraxle's "Step Saving & Lifecycle" page (``TrainOnlyWrapper(DataShuffler())``,
-``OutputTransformerWrapper(NumpyRavel())``, ``SKLearnWrapper(LogisticRegression(), space)``)
+The pipeline of ``stepline demo`` and of Neuraxle's "Step Saving & Lifecycle" page
+(``TrainOnlyWrapper(DataShuffler())``, ``OutputTransformerWrapper(NumpyRavel())``, ``SKLearnWrapper(LogisticRegression(), space)``)
 declares its space once; ``AutoML`` searches it on scikit-learn's breast cancer data with
 3-fold cross-validation, records every trial in an SQLite file (run the same call again and
 it resumes), writes the optimisation history as a PNG and saves the refit best pipeline
