@@ -3,11 +3,17 @@
 The pipeline of ``stepline demo`` and of Neuraxle's "Step Saving & Lifecycle" page
 (``TrainOnlyWrapper(DataShuffler())``, ``OutputTransformerWrapper(NumpyRavel())``,
 ``SKLearnWrapper(LogisticRegression(), space)``) declares its space once; ``AutoML``
-searches it on scikit-learn's breast cancer data with 3-fold cross-validation, records every
-trial in an SQLite file (run the same call again and it resumes), writes the optimisation
-history as a PNG and saves the refit best pipeline as a stepline dump, loaded back here to
-check its predictions. Run: ``python examples/automl_search.py``. """ import logging import
-shutil import tempfile import warnings from pathlib import Path
+searches it on scikit-learn's breast cancer data with 3-fold cross-validation, records
+every trial in an SQLite file (run the same call again and it resumes), writes the
+optimisation history as a PNG and saves the refit best pipeline
+as a stepline dump, loaded back here to check its predictions.
+Run: ``python examples/automl_search.py``.
+"""
+import logging
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_breast_cancer
