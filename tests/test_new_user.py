@@ -166,3 +166,18 @@ def test_the_python_blocks_of_a_doc_run_in_order_as_a_new_user_pastes_them(doc, 
     result = subprocess.run([sys.executable, "-c", "\n".join(blocks)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, f"{doc}:\n{result.stderr[-3000:]}"
+
+
+class Doubler(Identity):
+    """A class of this test module: not on the allow-list of an untrusted load."""
+
+
+def test_serve_refuses_an_untrusted_dump_in_one_message_before_a_server_starts(tmp_path):
+    pytest.importorskip("uvicorn")
+    Pipeline([Doubler()]).set_name("m").save(CX(tmp_path), full_dump=True)
+    (tmp_path / "m" / "stepline.sig").unlink()  # signed by no one: untrusted
+    result = stepline("serve", "m", "--port", "0", cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr and "Uvicorn running" not in result.stderr, result.stderr
+    assert result.stderr.startswith("stepline serve: UntrustedDumpError: m: untrusted dump")
+    assert "Doubler" in result.stderr and "--trust" in result.stderr

@@ -84,6 +84,10 @@ def _check(args) -> str | None:
         read_manifest(args.path)
     except StepLoadError as error:
         return f"{error}; give the folder a save wrote"
+    if not args.trust:
+        problem = _untrusted(args.path)
+        if problem:
+            return problem
     if not 0 <= args.port <= 65535:
         return f"--port: must be 0 (any free port) to 65535, got {args.port}"
     if args.workers < 1:
@@ -98,6 +102,19 @@ def _check(args) -> str | None:
         return "--pin-cpus: this system cannot pin a process to a CPU (Linux only)"
     if args.switch_interval_ms < 0:
         return f"--switch-interval-ms: must be 0 (leave Python's) or more, got {args.switch_interval_ms}"
+    return None
+
+
+def _untrusted(path) -> str | None:
+    """Why the dump would be refused untrusted, decided as a load does (nothing unpickled), or None."""
+    from stepline.saving.errors import StepLoadError
+    from stepline.trust.gate import check_untrusted, decide
+    try:
+        verdict = decide(path)
+        if not verdict.trusted:
+            check_untrusted(path, verdict)
+    except StepLoadError as error:  # UntrustedDumpError, or a file that fails its digest
+        return f"{type(error).__name__}: {error}\n(or serve it anyway with --trust)"
     return None
 
 
