@@ -218,6 +218,9 @@ def predict_file(path: str, input_path: str, output_path: str, batch_size: int =
     if batch_size < 1:
         raise PredictFileError(f"--batch-size: must be at least 1, got {batch_size}")
     file_format(input_path, "input")
+    if not os.path.exists(input_path):
+        raise PredictFileError(f"{input_path}: no such file")
+    _check_dump(path)
     writer = _Writer(output_path)
     try:
         version = LoadedVersion(Path(path), dump_digest(path), trusted)
@@ -243,6 +246,16 @@ def predict_file(path: str, input_path: str, output_path: str, batch_size: int =
         bar.close()
         version.teardown()
     return writer._rows
+
+
+def _check_dump(path) -> None:
+    """Read the root manifest as a load would: a broken dump is one :class:`PredictFileError`."""
+    from stepline.saving.errors import StepLoadError
+    from stepline.saving.manifest import read_manifest
+    try:
+        read_manifest(path)
+    except StepLoadError as error:
+        raise PredictFileError(str(error)) from error
 
 
 def run(args) -> int:
