@@ -84,6 +84,61 @@ def test_an_untrusted_sklearn_tree_whose_nodes_point_outside_is_refused_before_p
     assert isinstance(caught.value, StepLoadError)
 
 
+def _sklearn_dump(tmp_path, make, change):
+    pytest.importorskip("sklearn")
+    from stepline.steps.sklearn import SKLearnWrapper
+    X = np.random.default_rng(0).random((40, 3))
+    step = SKLearnWrapper(make(), name="model").fit(X, (X[:, 0] > .5).astype(int))
+    step.save(CX(tmp_path / "dump"), full_dump=True)
+    change(step.wrapped_sklearn_predictor)
+    root = tmp_path / "dump" / "model"
+    write_files(root, {"step.pkl": pickle.dumps(step, protocol=5)}, root)
+    return root
+
+
+def _kmeans():
+    from sklearn.cluster import KMeans
+    return KMeans(3, n_init=1, random_state=0)
+
+
+def _svc():
+    from sklearn.svm import SVC
+    return SVC()
+
+
+def _narrow_centres(e):
+    e.cluster_centers_ = np.ascontiguousarray(e.cluster_centers_[:, :1])
+
+
+def _fewer_dual_coefficients(e):
+    e._dual_coef_ = np.ascontiguousarray(e._dual_coef_[:, :1])
+
+
+def _narrow_support_vectors(e):
+    e.support_vectors_ = np.ascontiguousarray(e.support_vectors_[:, :1])
+
+
+SHAPE_ATTACKS = {"k-means centres of 1 column for 3 features": (_kmeans, _narrow_centres),
+                 "SVC with one dual coefficient for 20 support vectors": (_svc, _fewer_dual_coefficients),
+                 "SVC support vectors of 1 column for 3 features": (_svc, _narrow_support_vectors)}
+
+
+@pytest.mark.parametrize("attack", sorted(SHAPE_ATTACKS))
+def test_an_untrusted_estimator_whose_arrays_its_compiled_code_overreads_is_refused(tmp_path, attack):
+    """On main these loaded and predicted from memory past their arrays (silently: no error,
+    scikit-learn checks neither)."""
+    from stepline.trust import UnsafeStateError
+    root = _sklearn_dump(tmp_path, *SHAPE_ATTACKS[attack])
+    with pytest.raises(UnsafeStateError, match=f"{root / 'step.pkl'}.*(shape)"):
+        CX(tmp_path / "dump").load("model")
+
+
+@pytest.mark.parametrize("make", [_kmeans, _svc])
+def test_untouched_untrusted_kmeans_and_svc_still_load_and_predict(tmp_path, make):
+    _sklearn_dump(tmp_path, make, lambda e: None)
+    assert CX(tmp_path / "dump").load("model").predict(np.random.default_rng(2).random((4, 3))).shape == (4,)
+
+
 @pytest.mark.parametrize("estimator", ["forest", "boosting"])
 def test_an_untrusted_ensemble_whose_trees_read_more_features_than_it_checks_is_refused(tmp_path, estimator):
     """A forest or a gradient boosting checks X once, then runs its trees without checking."""

@@ -12,7 +12,10 @@ Checked: every ``sklearn.tree._tree.Tree`` is a tree (each node but the root has
 parent, children come after their parent, leaves have no children), its split features are
 in ``[0, n_features)``, its recorded depth covers its real depth; a decision tree estimator's
 tree has as many features as the estimator checks ``X`` for, and so do the trees of a forest
-or a gradient boosting (they are called without checking their input).
+or a gradient boosting (they are called without checking their input); k-means centres and
+libsvm's support vectors, dual coefficients and intercepts have the shapes their compiled
+code reads. Other estimators' compiled code may trust its state too: this is the list of
+what was found and fixed, not a proof (see docs/trust.md, "Attacks tested").
 """
 from __future__ import annotations
 
@@ -165,6 +168,45 @@ def _check_ensemble(ensemble, where) -> None:
             _refuse_features(ensemble, where, f"one of its trees checks for {found}")
 
 
+def _check_kmeans(estimator, where) -> None:
+    """k-means' compiled code reads ``n_features_in_`` columns of each centre (X is checked for that many)."""
+    centers, expected = estimator.__dict__.get("cluster_centers_"), estimator.__dict__.get("n_features_in_")
+    if centers is None or expected is None:
+        return
+    if not (isinstance(centers, np.ndarray) and centers.ndim == 2 and centers.shape[1] == expected
+            and centers.dtype in (np.float32, np.float64)):
+        _refuse_shape(estimator, where, f"cluster_centers_ {_shape(centers)} for {expected} features")
+
+
+def _check_libsvm(estimator, where) -> None:
+    """libsvm reads as many coefficients per class as there are support vectors, and each of
+    those over the columns of X (sklearn checks only the support counts, and only dense)."""
+    state = estimator.__dict__
+    vectors, dual, intercept, counts = (state.get(k) for k in ("support_vectors_", "_dual_coef_", "_intercept_",
+                                                                 "_n_support"))
+    if vectors is None or dual is None or state.get("_sparse"):
+        return
+    classes = len(counts) if "classes_" in state and counts is not None else 2
+    if not (isinstance(vectors, np.ndarray) and vectors.ndim == 2 and vectors.shape[1] == state.get("n_features_in_")):
+        _refuse_shape(estimator, where, f"support vectors {_shape(vectors)} for {state.get('n_features_in_')} features")
+    if not (isinstance(dual, np.ndarray) and dual.shape == (classes - 1, vectors.shape[0])):
+        _refuse_shape(estimator, where, f"dual coefficients {_shape(dual)} for {vectors.shape[0]} support vectors "
+                                        f"and {classes} classes")
+    if not (isinstance(intercept, np.ndarray) and intercept.shape == (classes * (classes - 1) // 2,)):
+        _refuse_shape(estimator, where, f"intercepts {_shape(intercept)} for {classes} classes")
+
+
+def _shape(value) -> str:
+    return f"of shape {value.shape}" if isinstance(value, np.ndarray) else f"of type {type(value).__name__}"
+
+
+def _refuse_shape(estimator, where, found: str) -> None:
+    name = type(estimator).__name__
+    raise UnsafeStateError(f"{where}: untrusted pickle holds a {name} with {found}: its compiled code would "
+                           f"read outside its arrays, so it is refused (not state scikit-learn fitted)",
+                           {str(where): [f"{type(estimator).__module__}.{name}"]})
+
+
 def _refuse_features(estimator, where, found: str) -> None:
     name = type(estimator).__name__
     raise UnsafeStateError(f"{where}: untrusted pickle holds a {name} that checks X for "
@@ -177,12 +219,14 @@ def _sklearn_classes():
     import sys
     if "sklearn" not in sys.modules:
         return None, ()
+    from sklearn.cluster._kmeans import _BaseKMeans
     from sklearn.ensemble._forest import BaseForest
     from sklearn.ensemble._gb import BaseGradientBoosting
+    from sklearn.svm._base import BaseLibSVM
     from sklearn.tree import BaseDecisionTree
     from sklearn.tree._tree import Tree
     return Tree, ((BaseDecisionTree, _check_tree_estimator), (BaseForest, _check_ensemble),
-                  (BaseGradientBoosting, _check_ensemble))
+                  (BaseGradientBoosting, _check_ensemble), (_BaseKMeans, _check_kmeans), (BaseLibSVM, _check_libsvm))
 
 
 def _objects(root):
