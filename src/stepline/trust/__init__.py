@@ -9,9 +9,9 @@
 - :mod:`~stepline.trust.unpickler`: the restricted unpickler untrusted dumps go through;
 - :mod:`~stepline.trust.checks`: what it built, checked where compiled code trusts an object's state.
 """
-from stepline.trust.errors import UnsafeStateError, UntrustedDumpError
+from stepline.trust.errors import TrustConfigError, UnsafeStateError, UntrustedDumpError
 
-__all__ = ["UnsafeStateError", "UntrustedDumpError", "allow", "trusting_keys", "verify_dump"]
+__all__ = ["TrustConfigError", "UnsafeStateError", "UntrustedDumpError", "allow", "trusting_keys", "verify_dump"]
 
 
 def __getattr__(name):  # keep ``import stepline.trust`` cheap: cryptography loads on demand
