@@ -1,0 +1,328 @@
+"""Hostile clients and careless operators against ``stepline serve`` and ``stepline predict``.
+
+Slow and broken clients on raw sockets against a real server, protocol edge cases and
+misbehaving pipelines on the app in-process, and files that ``stepline predict`` must
+refuse without a traceback or a half-written output.
+"""
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+pytest.importorskip("sklearn")
+pd = pytest.importorskip("pandas")
+httpx = pytest.importorskip("httpx")
+
+import attack_steps as bad  # noqa: E402
+import serving_helpers as h  # noqa: E402
+from stepline import Pipeline  # noqa: E402
+from stepline.serving import app as serving_app  # noqa: E402
+
+TIMEOUT_S = 1.5  # the servers' --timeout-s here
+
+
+def two_feature_pipeline(*steps, name="m"):
+    """``steps`` -> StandardScaler -> LogisticRegression, fitted on two features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from stepline.steps.sklearn import SKLearnWrapper
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2))
+    y = (X[:, 0] > X[:, 1]).astype(int)
+    return Pipeline([*steps, SKLearnWrapper(StandardScaler()), SKLearnWrapper(LogisticRegression())]).set_name(
+        name).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def sentinel_server(tmp_path_factory):
+    """A real server on a pipeline that hangs or runs slowly when asked (see attack_steps.Sentinel)."""
+    root = tmp_path_factory.mktemp("sentinel")
+    started = root / "started"
+    folder = h.save(two_feature_pipeline(bad.Sentinel(str(started), name="sentinel")), root)
+    server = h.Server(folder, "--poll-interval", "0", "--timeout-s", str(TIMEOUT_S))
+    try:
+        server.wait_ready()
+        server.started = started
+        yield server
+    finally:
+        server.stop()
+
+
+def connect(server) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    return s
+
+
+def read_until_closed(s: socket.socket, deadline_s: float = 10.0) -> bytes:
+    """Everything the server sends until it closes the connection (or ``deadline_s`` passes: then b"...<open>")."""
+    s.settimeout(deadline_s)
+    out = b""
+    try:
+        while chunk := s.recv(65536):
+            out += chunk
+    except socket.timeout:
+        return out + b"<still open>"
+    return out
+
+
+def read_response(reader) -> tuple[bytes, bytes]:
+    """One response's head and body (by its Content-Length), from ``socket.makefile("rb")``."""
+    lines = []
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        lines.append(line)
+    head = b"".join(lines)
+    length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length"))
+    return head, reader.read(length)
+
+
+def request(path: str, body: bytes, extra: bytes = b"", length: int | None = None) -> bytes:
+    length = len(body) if length is None else length
+    return (b"POST %s HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s"
+            % (path.encode(), length, extra, body))
+
+
+def json_error(response: bytes) -> tuple[int, str]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)["error"]
+
+
+ROW = json.dumps({"inputs": [[0.5, -0.5]]}).encode()
+
+
+# ------------------------------------------------------------------ slow and broken clients
+def test_a_body_shorter_than_its_content_length_gets_a_408_within_the_timeout(sentinel_server):
+    with connect(sentinel_server) as s:
+        s.sendall(request("/predict", ROW, length=len(ROW) + 100))  # then the client hangs
+        started = time.monotonic()
+        response = read_until_closed(s)
+    status, error = json_error(response)
+    assert status == 408 and "body" in error and "--timeout-s" in error, response
+    assert time.monotonic() - started < TIMEOUT_S + 5
+
+
+def test_headers_sent_a_byte_at_a_time_get_a_408_and_the_connection_closed(sentinel_server):
+    head = b"POST /predict HTTP/1.1\r\nHost: test\r\nX-Padding: " + b"a" * 10_000
+    with connect(sentinel_server) as s:
+        s.setblocking(False)
+        started, answer = time.monotonic(), b""
+        for byte in head:  # slowloris: never finishes its headers
+            assert time.monotonic() - started < TIMEOUT_S + 5, "the server kept the connection open"
+            try:
+                s.send(bytes([byte]))
+            except OSError:  # the server closed it
+                break
+            try:
+                chunk = s.recv(65536)
+            except BlockingIOError:
+                time.sleep(0.05)  # the attack's pace, not a synchronisation
+                continue
+            answer += chunk
+            if not chunk or b"\r\n\r\n" in answer:
+                break
+        s.setblocking(True)
+        answer += read_until_closed(s, 5)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert "request headers" in json_error(answer)[1]
+
+
+def test_connections_opened_and_never_used_are_closed_while_others_are_served(sentinel_server):
+    idle = [connect(sentinel_server) for _ in range(30)]
+    try:
+        response = httpx.post(sentinel_server.url + "/predict", content=ROW, timeout=10)
+        assert response.status_code == 200, response.text
+        for s in idle:  # closed by uvicorn's keep-alive timeout (5 s) or the header deadline (408)
+            answer = read_until_closed(s, 15)
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_a_client_gone_while_its_prediction_runs_leaves_no_error_and_the_server_serves(sentinel_server):
+    sentinel_server.started.unlink(missing_ok=True)
+    log_before = sentinel_server.log
+    with connect(sentinel_server) as s:
+        s.sendall(request("/predict", json.dumps({"inputs": [[-2, 0]]}).encode()))
+        deadline = time.monotonic() + 10
+        while not sentinel_server.started.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)  # polling a condition with a deadline
+    response = httpx.post(sentinel_server.url + "/predict", content=ROW, timeout=10)  # after the slow one
+    assert response.status_code == 200, response.text
+    new_lines = sentinel_server.log[len(log_before):]
+    assert "ERROR" not in new_lines and "Traceback" not in new_lines, new_lines
+
+
+def test_pipelined_requests_are_answered_in_order_and_expect_100_continue_is_honoured(sentinel_server):
+    rows = [[[0.5, -0.5]], [[-3.0, 3.0]], [[0.1, 0.0]]]
+    expected = [two_feature_pipeline().predict(np.asarray(r)).tolist() for r in rows]
+    with connect(sentinel_server) as s:
+        s.sendall(b"".join(request("/predict", json.dumps({"inputs": r}).encode()) for r in rows))
+        reader = s.makefile("rb")
+        answers = [read_response(reader) for _ in rows]
+    assert [json.loads(body)["predictions"] for _, body in answers] == expected
+    with connect(sentinel_server) as s:
+        s.sendall(request("/predict", b"", extra=b"Expect: 100-continue\r\n", length=len(ROW)))
+        s.settimeout(10)
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        s.sendall(ROW)
+        head, body = read_response(s.makefile("rb"))
+        assert head.startswith(b"HTTP/1.1 200") and "predictions" in json.loads(body), (head, body)
+
+
+# ------------------------------------------------------------------ a predict that hangs
+def test_a_predict_that_hangs_gets_a_504_the_worker_keeps_serving_and_sigterm_still_exits(tmp_path):
+    started = tmp_path / "started"
+    folder = h.save(two_feature_pipeline(bad.Sentinel(str(started), name="sentinel")), tmp_path)
+    server = h.Server(folder, "--poll-interval", "0", "--timeout-s", str(TIMEOUT_S))
+    try:
+        server.wait_ready()
+        hung = httpx.post(server.url + "/predict", json={"inputs": [[-1, 0]]}, timeout=30)
+        assert hung.status_code == 504, hung.text
+        assert "--timeout-s" in hung.json()["error"] and "replaced" in hung.json()["error"]
+        for _ in range(3):  # the stuck thread was replaced: the worker answers at once
+            response = httpx.post(server.url + "/predict", content=ROW, timeout=TIMEOUT_S)
+            assert response.status_code == 200, response.text
+        assert httpx.get(server.url + "/v2/health/ready").status_code == 200
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(TIMEOUT_S + 20)  # a call that never returns does not keep the server up
+        assert "not tearing it down" in server.log
+    finally:
+        server.stop()
+
+
+# ------------------------------------------------------------------ the pipeline's own faults
+@pytest.mark.parametrize("step", [bad.FewerRows, bad.DictRows, bad.RaggedRows])
+@pytest.mark.parametrize("batching", [None, 8])
+def test_outputs_of_the_wrong_length_or_kind_get_a_500_naming_the_last_step(tmp_path, step, batching, caplog):
+    folder = h.save(Pipeline([step(name="broken")]).set_name("m"), tmp_path)
+    infer = {"inputs": [{"name": "input", "shape": [3, 2], "datatype": "FP64", "data": [1.0] * 6}]}
+    with h.InProcess(serving_app(folder, poll_interval=0, max_batch_size=batching)) as client:
+        for path, body in (("/predict", {"inputs": [[1.0, 2.0]] * 3}), ("/v2/models/m/infer", infer)):
+            response = client.post(path, json=body)
+            assert response.status_code == 500, response.text
+            error = response.json()["error"]
+            assert "step 'broken'" in error and "not of the request" in error, error
+    assert any("step 'broken'" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+
+
+def test_the_same_output_asked_for_twice_is_refused(tmp_path):
+    folder = h.save(two_feature_pipeline(), tmp_path)
+    body = {"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP64", "data": [0.5, -0.5]}],
+            "outputs": [{"name": "predictions"}, {"name": "probabilities"}, {"name": "predictions"}]}
+    with h.InProcess(serving_app(folder, poll_interval=0)) as client:
+        response = client.post("/v2/models/m/infer", json=body)
+    assert response.status_code == 400 and "outputs[2].name" in response.json()["error"], response.text
+
+
+def test_dataframe_split_without_columns_or_with_missing_ones_gets_a_400_naming_them(tmp_path):
+    folder = h.save(h.dataframe_pipeline(), tmp_path)
+    frame, _ = h.people_frame(n=4, seed=3)
+    expected = h.dataframe_pipeline().predict(frame).tolist()
+    with h.InProcess(serving_app(folder, poll_interval=0)) as client:
+        no_columns = client.post("/predict", json={"dataframe_split": {"data": frame.values.tolist()}})
+        assert no_columns.status_code == 400 and "missing columns ['city', 'age', 'income']" in no_columns.json()["error"]
+        split = {"columns": ["city", "age"], "data": frame[["city", "age"]].values.tolist()}
+        missing = client.post("/predict", json={"dataframe_split": split})
+        assert missing.status_code == 400 and "missing columns ['income']" in missing.json()["error"], missing.text
+        shuffled = frame[["income", "city", "age"]].assign(note="extra")  # other order, one column more
+        body = {"dataframe_split": {"columns": list(shuffled.columns), "data": shuffled.values.tolist()}}
+        response = client.post("/predict", json=body)
+        assert response.status_code == 200 and response.json()["predictions"] == expected, response.text
+
+
+# ------------------------------------------------------------------ the operator
+def test_a_reload_to_another_input_width_updates_the_metadata_and_old_rows_get_a_4xx(tmp_path):
+    folder = h.save(h.sklearn_pipeline(name="m"), tmp_path)
+    application = serving_app(folder, poll_interval=0)
+    with h.InProcess(application) as client:
+        h.save(two_feature_pipeline(name="m"), tmp_path)
+        assert application.state.server.model.check_for_new_dump()
+        assert client.get("/v2/models/m").json()["inputs"][0]["shape"] == [-1, 2]
+        old_rows = [[0.0] * 30]
+        for response in (client.post("/predict", json={"inputs": old_rows}),
+                         client.post("/v2/models/m/infer", json={"inputs": [
+                             {"name": "input", "shape": [1, 30], "datatype": "FP64", "data": old_rows[0]}]})):
+            assert response.status_code == 422 and "StandardScaler" in response.json()["error"], response.text
+        assert client.post("/predict", content=ROW).status_code == 200
+
+
+def test_a_served_dump_deleted_or_replaced_by_a_folder_that_is_no_dump_keeps_serving(tmp_path):
+    folder = h.save(two_feature_pipeline(name="m"), tmp_path)
+    application = serving_app(folder, poll_interval=0)
+    with h.InProcess(application) as client:
+        model = application.state.server.model
+        digest = model.live.digest
+        shutil.rmtree(folder)
+        assert not model.check_for_new_dump() and client.post("/predict", content=ROW).status_code == 200
+        folder.mkdir()
+        (folder / "notes.txt").write_text("not a dump")
+        assert not model.check_for_new_dump() and client.post("/predict", content=ROW).status_code == 200
+        assert client.get("/v2/models/m").json()["versions"] == [digest]
+        assert client.get("/v2/health/ready").status_code == 200
+
+
+# ------------------------------------------------------------------ stepline predict
+def stepline_predict(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "stepline", "predict", *map(str, args)], capture_output=True,
+                          text=True, timeout=120, env=h.server_env(), cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def two_feature_dump(tmp_path_factory):
+    return h.save(two_feature_pipeline(), tmp_path_factory.mktemp("two"))
+
+
+def test_predict_to_a_missing_folder_or_under_a_file_fails_in_one_line(two_feature_dump, tmp_path):
+    pd.DataFrame({"a": [0.5, 1.0], "b": [0.0, 2.0]}).to_csv(tmp_path / "rows.csv", index=False)
+    (tmp_path / "a_file").write_text("")
+    for output in (tmp_path / "missing" / "out.csv", tmp_path / "a_file" / "out.csv"):
+        result = stepline_predict(two_feature_dump, tmp_path / "rows.csv", "-o", output)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert str(output) in result.stderr and "stepline predict:" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "rows.csv"]
+
+
+def test_predict_refuses_to_write_over_its_input(two_feature_dump, tmp_path):
+    source = tmp_path / "rows.csv"
+    pd.DataFrame({"a": [0.5, 1.0], "b": [0.0, 2.0]}).to_csv(source, index=False)
+    before = source.read_bytes()
+    (tmp_path / "sub").mkdir()
+    for output in (source, tmp_path / "sub" / ".." / "rows.csv"):
+        result = stepline_predict(two_feature_dump, source, "-o", output)
+        assert result.returncode == 1 and "is the input" in result.stderr, result.stderr
+    assert source.read_bytes() == before
+
+
+def test_predict_on_a_header_only_csv_says_it_holds_no_rows(two_feature_dump, tmp_path):
+    (tmp_path / "rows.csv").write_text("a,b\n")
+    result = stepline_predict(two_feature_dump, tmp_path / "rows.csv", "-o", tmp_path / "out.csv")
+    assert result.returncode == 1 and "holds no rows" in result.stderr, result.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_predict_on_json_lines_with_a_truncated_last_line_names_the_line(two_feature_dump, tmp_path):
+    lines = [json.dumps({"a": float(i), "b": 0.5}) for i in range(25)]
+    (tmp_path / "rows.jsonl").write_text("\n".join(lines)[:-7])
+    result = stepline_predict(two_feature_dump, tmp_path / "rows.jsonl", "-o", tmp_path / "out.csv",
+                              "--batch-size", 10)
+    assert result.returncode == 1 and "line 25" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]
+
+
+def test_predict_on_a_csv_missing_a_column_names_it(tmp_path):
+    folder = h.save(h.dataframe_pipeline(), tmp_path)
+    frame, _ = h.people_frame(n=5)
+    frame.drop(columns="income").to_csv(tmp_path / "rows.csv", index=False)
+    result = stepline_predict(folder, tmp_path / "rows.csv", "-o", tmp_path / "out.csv")
+    assert result.returncode == 1 and "missing columns ['income']" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
