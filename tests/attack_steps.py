@@ -48,3 +48,29 @@ class RaggedRows(BaseStep):
 
     def transform(self, data_inputs):
         return [[1.0] * (i + 1) for i in range(len(data_inputs))]
+
+
+class SlowSetup(BaseStep):
+    """Passes data through; ``setup`` appends ``setup <pid>`` to the file ``log`` and then takes
+    ``delay`` seconds, ``teardown`` appends ``teardown <pid>``."""
+
+    def __init__(self, log="", delay=0.0, name=None):
+        super().__init__(hyperparams={"log": log, "delay": delay}, name=name)
+
+    def _note(self, event):
+        if self.hyperparams["log"]:  # (empty while the test fits the pipeline)
+            with open(self.hyperparams["log"], "a") as f:
+                f.write(f"{event}\n")
+
+    def setup(self, context=None):
+        self._note("setup")
+        if self.hyperparams["log"]:
+            time.sleep(self.hyperparams["delay"])  # a model that is slow to load, not a synchronisation
+        return self
+
+    def transform(self, data_inputs):
+        return data_inputs
+
+    def teardown(self):
+        self._note("teardown")
+        return self

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -326,3 +327,63 @@ def test_predict_on_a_csv_missing_a_column_names_it(tmp_path):
     result = stepline_predict(folder, tmp_path / "rows.csv", "-o", tmp_path / "out.csv")
     assert result.returncode == 1 and "missing columns ['income']" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_during_a_burst_answers_every_request_it_took_tears_down_and_exits_0(tmp_path):
+    marker, started = tmp_path / "teardown.txt", tmp_path / "started"
+    pipeline = two_feature_pipeline(h.TeardownMarker(str(marker), name="marker"),
+                                    h.SlowStep(str(started), 0.05, name="slow"))
+    server = h.Server(h.save(pipeline, tmp_path), "--poll-interval", "0")
+    statuses, stop = [], threading.Event()
+
+    def client():
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            while not stop.is_set():
+                try:
+                    statuses.append(http.post("/predict", content=ROW).status_code)
+                except httpx.TransportError:  # the server has closed its socket: the burst is over
+                    return
+
+    try:
+        server.wait_ready()
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while len(statuses) < 40:
+            assert time.monotonic() < deadline, server.log
+            time.sleep(0.01)  # polling a condition with a deadline
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(30) == 0, server.log
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        stop.set()
+        server.stop()
+    assert statuses and set(statuses) == {200}, statuses
+    assert marker.read_text().count("teardown") == 1
+
+
+def test_sigterm_while_a_new_dump_is_being_set_up_tears_both_versions_down_once_and_exits_0(tmp_path):
+    log = tmp_path / "lifecycle.txt"
+
+    def version(setup_s):  # fitted here without a log, then told where the server's setups write
+        pipeline = two_feature_pipeline(bad.SlowSetup(name="setup"))
+        pipeline["setup"].set_hyperparams({"log": str(log), "delay": setup_s})
+        return pipeline
+
+    folder = h.save(version(0.0), tmp_path)
+    server = h.Server(folder, "--poll-interval", "0.05")
+    try:
+        server.wait_ready()
+        h.save(version(2.0), tmp_path)  # a new version, slow to set up
+        deadline = time.monotonic() + 30
+        while log.read_text().count("setup") < 2:  # the new version's setup has begun
+            assert time.monotonic() < deadline, server.log
+            time.sleep(0.01)  # polling a condition with a deadline
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(30) == 0, server.log
+    finally:
+        server.stop()
+    assert log.read_text().split() == ["setup", "setup", "teardown", "teardown"], (log.read_text(), server.log_path.read_text())

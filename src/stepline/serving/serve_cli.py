@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 
 OPTIONS_VARIABLE = "STEPLINE_SERVE_OPTIONS"
@@ -101,6 +102,12 @@ def _check(args) -> str | None:
     return None
 
 
+def _exit_cleanly(signum, frame):
+    """SIGTERM outside uvicorn's own handler: before it serves, or re-raised by it once it has shut
+    down gracefully (requests answered, teardown run): exit with status 0, as a process manager expects."""
+    raise SystemExit(0)
+
+
 def run(args) -> int:
     problem = _check(args)
     if problem:
@@ -113,6 +120,7 @@ def run(args) -> int:
         return 2
     from stepline.serving.connections import protocol_class
     _configure_logging(args.log_level)
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     os.environ[OPTIONS_VARIABLE] = json.dumps(_options(args))
     uvicorn.run("stepline.serving.serve_cli:app_from_environment", factory=True, host=args.host,
                 port=args.port, workers=args.workers, loop=args.loop, http=protocol_class(args.http),
