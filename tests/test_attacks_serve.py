@@ -387,3 +387,67 @@ def test_sigterm_while_a_new_dump_is_being_set_up_tears_both_versions_down_once_
     finally:
         server.stop()
     assert log.read_text().split() == ["setup", "setup", "teardown", "teardown"], (log.read_text(), server.log_path.read_text())
+
+
+def test_a_chunked_body_over_the_limit_gets_a_413_and_the_connection_closed_before_it_is_all_sent(tmp_path):
+    folder = h.save(two_feature_pipeline(), tmp_path)
+    server = h.Server(folder, "--poll-interval", "0", "--max-body-size", "100000")
+    try:
+        server.wait_ready()
+        chunk = b"[0.5, 0.5]," * 10_000
+        with connect(server) as s:
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b'%x\r\n{"inputs": [\r\n' % len(b'{"inputs": ['))
+            sent = 0
+            try:
+                while sent < 1 << 30:  # a client that would send a GiB
+                    s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    sent += len(chunk)
+            except OSError:  # the server closed the connection
+                pass
+            assert sent < 1 << 30
+            answer = read_until_closed(s, 10)
+        if answer:  # (a reset can drop the answer the server wrote before it closed)
+            assert answer.startswith(b"HTTP/1.1 413") and "over the limit" in json_error(answer)[1], answer
+        assert httpx.post(server.url + "/predict", content=ROW, timeout=10).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_two_workers_each_reload_a_new_dump_and_tear_both_versions_down(tmp_path):
+    log = tmp_path / "lifecycle.txt"
+
+    def version(C):
+        pipeline = with_counter(two_feature_pipeline(), log)
+        pipeline["LogisticRegression"].wrapped_sklearn_predictor.C = C  # another digest, same behaviour
+        return pipeline
+
+    folder = h.save(version(1.0), tmp_path)
+    log.write_text("")
+    server = h.Server(folder, "--poll-interval", "0.05", "--workers", "2")
+    try:
+        server.wait_ready()
+        deadline = time.monotonic() + 60
+        while len(set(log.read_text().split()[1::2])) < 2:  # both workers have set up
+            assert time.monotonic() < deadline, server.log
+            time.sleep(0.05)  # polling a condition with a deadline
+        h.save(version(2.0), tmp_path)
+        while log.read_text().split()[::2].count("setup") < 4:  # each worker has set the new one up
+            assert time.monotonic() < deadline, server.log
+            time.sleep(0.05)  # polling a condition with a deadline
+        for _ in range(10):
+            assert httpx.post(server.url + "/predict", content=ROW, timeout=10).status_code == 200
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(30) == 0, server.log
+    finally:
+        server.stop()
+    events = log.read_text().split()
+    for pid in set(events[1::2]):
+        assert [e for e, p in zip(events[::2], events[1::2]) if p == pid] == ["setup", "setup", "teardown", "teardown"]
+
+
+def with_counter(pipeline, log):
+    """``pipeline`` with a SetupCounter first, told where to write only after the fit (the server's events alone)."""
+    counted = h.with_steps(pipeline, ("counter", h.SetupCounter("")))
+    counted["counter"].set_hyperparams({"log": str(log)})
+    return counted
