@@ -5,6 +5,7 @@ misbehaving pipelines on the app in-process, and files that ``stepline predict``
 refuse without a traceback or a half-written output.
 """
 import json
+import os
 import shutil
 import signal
 import socket
@@ -201,6 +202,65 @@ def test_a_predict_that_hangs_gets_a_504_the_worker_keeps_serving_and_sigterm_st
         server.stop()
 
 
+# ------------------------------------------------------------------ the binary tensor extension
+def binary_request(tensors, extra_binary=b"", header_length=None):
+    """A v2 body whose inputs ``[(tensor fields, raw bytes)]`` are sent in binary, and its headers."""
+    header = json.dumps({"inputs": [{**fields, "parameters": {"binary_data_size": len(raw)}}
+                                    for fields, raw in tensors]}).encode()
+    body = header + b"".join(raw for _, raw in tensors) + extra_binary
+    return body, {"Inference-Header-Content-Length": str(len(header) if header_length is None else header_length)}
+
+
+def fp64(shape, values):
+    return {"name": "input", "shape": shape, "datatype": "FP64"}, np.asarray(values, "<f8").tobytes()
+
+
+def strings(name, raw):
+    return {"name": name, "shape": [1], "datatype": "BYTES"}, raw
+
+
+BINARY_CASES = [
+    ("header length negative", *binary_request([fp64([1, 2], [0.5, 0.5])], header_length=-4),
+     "Inference-Header-Content-Length"),
+    ("header length not a number", *binary_request([fp64([1, 2], [0.5, 0.5])], header_length="12a"),
+     "not an integer"),
+    ("header length cuts the JSON", *binary_request([fp64([1, 2], [0.5, 0.5])], header_length=20), "malformed JSON"),
+    ("header length past the JSON", *binary_request([fp64([1, 2], [0.5, 0.5])], header_length=90), "body"),
+    ("sizes summing past the body", json.dumps({"inputs": [
+        {"name": "a", "shape": [1], "datatype": "FP64", "parameters": {"binary_data_size": 8}},
+        {"name": "b", "shape": [1], "datatype": "FP64", "parameters": {"binary_data_size": 8}}]}).encode() + b"\0" * 12,
+     None, "binary_data_size"),
+    ("bytes after the last tensor", *binary_request([fp64([1, 2], [0.5, 0.5])], extra_binary=b"\0" * 8),
+     "after the last input tensor"),
+    ("size not matching the shape", *binary_request([fp64([1, 3], [0.5, 0.5])]), "binary_data_size"),
+    ("shape whose product overflows", *binary_request([({"name": "input", "shape": [2 ** 39, 2 ** 39],
+                                                          "datatype": "FP64"}, b"\0" * 16)]), "binary_data_size"),
+    ("BYTES length past the data", *binary_request([strings("input", (1000).to_bytes(4, "little") + b"ab")]),
+     "past the end"),
+    ("BYTES length of 4 GiB", *binary_request([strings("input", b"\xff\xff\xff\xff")]), "past the end"),
+    ("BYTES prefix cut short", *binary_request([strings("input", b"\x01\x00")]), "cannot hold"),
+    ("BYTES bytes after the element", *binary_request([strings("input", (1).to_bytes(4, "little") + b"abc")]),
+     "after the last BYTES element"),
+]
+
+
+@pytest.mark.parametrize("case", BINARY_CASES, ids=[c[0] for c in BINARY_CASES])
+def test_binary_tensor_data_that_does_not_add_up_gets_a_400_naming_it(two_feature_app, case):
+    _, body, headers, message = case
+    if headers is None:
+        header = body[:body.index(b"}]}") + 3]
+        headers = {"Inference-Header-Content-Length": str(len(header))}
+    response = two_feature_app.post("/v2/models/m/infer", content=body, headers=headers)
+    assert response.status_code == 400 and message in response.json()["error"], response.text
+
+
+@pytest.fixture(scope="module")
+def two_feature_app(tmp_path_factory):
+    folder = h.save(two_feature_pipeline(), tmp_path_factory.mktemp("app"))
+    with h.InProcess(serving_app(folder, poll_interval=0)) as client:
+        yield client
+
+
 # ------------------------------------------------------------------ the pipeline's own faults
 @pytest.mark.parametrize("step", [bad.FewerRows, bad.DictRows, bad.RaggedRows])
 @pytest.mark.parametrize("batching", [None, 8])
@@ -267,6 +327,11 @@ def test_a_served_dump_deleted_or_replaced_by_a_folder_that_is_no_dump_keeps_ser
         assert not model.check_for_new_dump() and client.post("/predict", content=ROW).status_code == 200
         folder.mkdir()
         (folder / "notes.txt").write_text("not a dump")
+        assert not model.check_for_new_dump() and client.post("/predict", content=ROW).status_code == 200
+        shutil.rmtree(folder)
+        shutil.copytree(h.save(two_feature_pipeline(name="m"), tmp_path / "other"), folder)
+        (folder / "stepline.json").unlink()
+        os.mkfifo(folder / "stepline.json")  # a FIFO where the manifest belongs: must not block the watch
         assert not model.check_for_new_dump() and client.post("/predict", content=ROW).status_code == 200
         assert client.get("/v2/models/m").json()["versions"] == [digest]
         assert client.get("/v2/health/ready").status_code == 200
