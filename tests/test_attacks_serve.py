@@ -516,3 +516,21 @@ def with_counter(pipeline, log):
     counted = h.with_steps(pipeline, ("counter", h.SetupCounter("")))
     counted["counter"].set_hyperparams({"log": str(log)})
     return counted
+
+
+def test_predict_when_the_disk_fills_mid_output_fails_in_one_line_and_leaves_no_file(two_feature_dump, tmp_path):
+    import resource
+    rows = np.random.default_rng(0).normal(size=(50_000, 2))
+    np.save(tmp_path / "rows.npy", rows)
+    out = tmp_path / "out" / "predictions.csv"
+    out.parent.mkdir()
+
+    def small_files():  # in the child: files of at most 64 KiB (writes past it fail with EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+
+    result = subprocess.run([sys.executable, "-m", "stepline", "predict", str(two_feature_dump),
+                             str(tmp_path / "rows.npy"), "-o", str(out), "--batch-size", "5000"],
+                            capture_output=True, text=True, timeout=120, env=h.server_env(), preexec_fn=small_files)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot write the output" in result.stderr and str(out) in result.stderr
+    assert list(out.parent.iterdir()) == []

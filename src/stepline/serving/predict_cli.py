@@ -72,6 +72,9 @@ def _jsonl(path, batch_size):
     with open(path, encoding="utf-8") as source:
         first_line = 1
         while lines := list(itertools.islice(source, batch_size)):
+            if not any(line.strip() for line in lines):
+                first_line += len(lines)
+                continue
             try:
                 yield pandas.read_json(io.StringIO("".join(lines)), lines=True, precise_float=True)
             except ValueError as error:
@@ -294,6 +297,9 @@ def predict_file(path: str, input_path: str, output_path: str, batch_size: int =
         if not writer._rows:
             raise PredictFileError(f"{input_path}: holds no rows; nothing was written")
         writer.close()
+    except OSError as error:  # writing the output (reading and scoring raise PredictFileError)
+        writer.abort()
+        raise PredictFileError(f"{output_path}: cannot write the output: {error.strerror or error}") from error
     except BaseException:
         writer.abort()
         raise

@@ -122,11 +122,6 @@ class PredictionThreads:
                          "return?); %s takes its place", thread.name, now - started, self._threads[i].name)
         return replaced
 
-    @property
-    def stuck(self) -> int:
-        """Threads retired while stuck in a call that has not returned yet."""
-        return len(self._retired)
-
     def shutdown(self, wait: bool = True) -> None:
         """Let the threads finish the calls queued, then stop them."""
         for _ in self._threads:
