@@ -182,10 +182,11 @@ def test_pipelined_requests_are_answered_in_order_and_expect_100_continue_is_hon
 
 
 # ------------------------------------------------------------------ a predict that hangs
-def test_a_predict_that_hangs_gets_a_504_the_worker_keeps_serving_and_sigterm_still_exits(tmp_path):
+@pytest.mark.parametrize("options", [[], ["--max-batch-size", "8"]], ids=["unbatched", "batched"])
+def test_a_predict_that_hangs_gets_a_504_the_worker_keeps_serving_and_sigterm_still_exits(tmp_path, options):
     started = tmp_path / "started"
     folder = h.save(two_feature_pipeline(bad.Sentinel(str(started), name="sentinel")), tmp_path)
-    server = h.Server(folder, "--poll-interval", "0", "--timeout-s", str(TIMEOUT_S))
+    server = h.Server(folder, "--poll-interval", "0", "--timeout-s", str(TIMEOUT_S), *options)
     try:
         server.wait_ready()
         hung = httpx.post(server.url + "/predict", json={"inputs": [[-1, 0]]}, timeout=30)
@@ -534,3 +535,43 @@ def test_predict_when_the_disk_fills_mid_output_fails_in_one_line_and_leaves_no_
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "cannot write the output" in result.stderr and str(out) in result.stderr
     assert list(out.parent.iterdir()) == []
+
+
+def test_a_pool_replaces_threads_stuck_in_a_call_up_to_its_limit_and_they_end_when_released():
+    import asyncio
+
+    from stepline.serving.threads import MAX_STUCK, PredictionThreads
+    pool, release = PredictionThreads(1), threading.Event()
+
+    async def replaced_once_busy() -> int:
+        """replace_stuck(0) once the current thread has taken its call (0 if it never does)."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if replaced := pool.replace_stuck(0.0):
+                return replaced
+            await asyncio.sleep(0.01)  # polling a condition with a deadline
+        return 0
+
+    async def scenario():
+        calls = [pool.submit(release.wait)]
+        for _ in range(MAX_STUCK):  # each fresh thread takes the next call and is stuck in it too
+            assert await replaced_once_busy() == 1
+            calls.append(pool.submit(release.wait))
+        deadline = time.monotonic() + 10
+        while pool._threads[0] not in pool._busy_since:  # the last fresh thread is stuck as well
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)  # polling a condition with a deadline
+        assert pool.replace_stuck(0.0) == 0  # the limit: no more threads
+        release.set()
+        assert await asyncio.wait_for(asyncio.gather(*calls), 10) == [True] * (MAX_STUCK + 1)
+        assert await asyncio.wait_for(pool.submit(lambda: 42), 10) == 42
+
+    try:
+        asyncio.run(scenario())
+        deadline = time.monotonic() + 10
+        while pool._retired:  # every retired thread ends once its call has returned
+            assert time.monotonic() < deadline, pool._retired
+            time.sleep(0.01)  # polling a condition with a deadline
+    finally:
+        release.set()
+        pool.shutdown()
