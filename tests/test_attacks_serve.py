@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
@@ -262,6 +264,27 @@ def two_feature_app(tmp_path_factory):
         yield client
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tensors=st.lists(st.tuples(
+    st.sampled_from(["input", "a", "b"]), st.lists(st.integers(0, 4), max_size=3),
+    st.sampled_from(["BOOL", "UINT8", "INT32", "INT64", "UINT64", "FP16", "FP32", "FP64", "BYTES"]),
+    st.binary(max_size=64), st.one_of(st.none(), st.integers(-2, 80))), min_size=1, max_size=3),
+    tail=st.binary(max_size=8), outputs=st.lists(st.sampled_from(["predictions", "probabilities", "x"]), max_size=3))
+def test_binary_requests_of_any_shape_datatype_and_bytes_never_get_a_5xx(two_feature_app, tensors, tail, outputs):
+    """Well-framed headers, arbitrary binary parts: always a 200 or a 4xx naming the field."""
+    entries, raw = [], b""
+    for name, shape, datatype, data, size in tensors:
+        size = len(data) if size is None else size
+        entries.append({"name": name, "shape": shape, "datatype": datatype, "parameters": {"binary_data_size": size}})
+        raw += data
+    header = json.dumps({"inputs": entries, "outputs": [{"name": n} for n in outputs]}).encode()
+    response = two_feature_app.post("/v2/models/m/infer", content=header + raw + tail,
+                                    headers={"Inference-Header-Content-Length": str(len(header))})
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert response.json()["error"]
+
+
 # ------------------------------------------------------------------ the pipeline's own faults
 @pytest.mark.parametrize("step", [bad.FewerRows, bad.DictRows, bad.RaggedRows])
 @pytest.mark.parametrize("batching", [None, 8])
@@ -398,7 +421,7 @@ def test_predict_on_a_csv_missing_a_column_names_it(tmp_path):
 def test_sigterm_during_a_burst_answers_every_request_it_took_tears_down_and_exits_0(tmp_path):
     marker, started = tmp_path / "teardown.txt", tmp_path / "started"
     pipeline = two_feature_pipeline(h.TeardownMarker(str(marker), name="marker"),
-                                    h.SlowStep(str(started), 0.05, name="slow"))
+                                    h.SlowStep(str(started), 0.02, name="slow"))
     server = h.Server(h.save(pipeline, tmp_path), "--poll-interval", "0")
     statuses, stop = [], threading.Event()
 
@@ -416,7 +439,7 @@ def test_sigterm_during_a_burst_answers_every_request_it_took_tears_down_and_exi
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 30
-        while len(statuses) < 40:
+        while len(statuses) < 16:
             assert time.monotonic() < deadline, server.log
             time.sleep(0.01)  # polling a condition with a deadline
         server.process.send_signal(signal.SIGTERM)
@@ -575,3 +598,20 @@ def test_a_pool_replaces_threads_stuck_in_a_call_up_to_its_limit_and_they_end_wh
     finally:
         release.set()
         pool.shutdown()
+
+
+def test_sigterm_while_the_first_setup_still_runs_stops_the_server_at_once(tmp_path):
+    log = tmp_path / "lifecycle.txt"
+    pipeline = two_feature_pipeline(bad.SlowSetup(name="setup"))
+    pipeline["setup"].set_hyperparams({"log": str(log), "delay": 60.0})  # a model that takes a minute to load
+    server = h.Server(h.save(pipeline, tmp_path), "--poll-interval", "0")
+    try:
+        deadline = time.monotonic() + 30
+        while not (log.exists() and "setup" in log.read_text()):
+            assert time.monotonic() < deadline and server.process.poll() is None, server.log
+            time.sleep(0.01)  # polling a condition with a deadline
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(10)  # not the minute the setup would take
+        assert "before the pipeline was set up" in server.log
+    finally:
+        server.stop()

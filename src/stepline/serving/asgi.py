@@ -25,6 +25,7 @@ from stepline.serving.batching import Batcher
 from stepline.serving.metrics import Metrics
 from stepline.serving.model import ModelLoadError, OutputError, PredictionError, ServedModel
 from stepline.serving.protocol import RequestError
+from stepline.serving.startup import start_or_stop
 from stepline.serving.threads import PredictionThreads
 
 logger = logging.getLogger("stepline.serving")
@@ -248,7 +249,7 @@ class _Server:
     @contextlib.asynccontextmanager
     async def lifespan(self, _app):
         try:
-            await self.threads.submit(self.model.start)
+            await start_or_stop(self.threads.submit(self.model.start))
         except ModelLoadError as error:
             logger.error("cannot serve: %s", error)
             raise
