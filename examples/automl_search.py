@@ -1,10 +1,11 @@
-"""Tune the seed's pipeline with Optuna: a resumable search, its report, its plot, the best dump.
+"""Tune the demo's pipeline with Optuna: a resumable search, its report, its plot, the best dump.
 
-The pipeline of the seed page (``TrainOnlyWrapper(DataShuffler())``,
-``OutputTransformerWrapper(NumpyRavel())``, ``SKLearnWrapper(LogisticRegression(), space)``)
-declares its space once; ``AutoML`` searches it on scikit-learn's breast cancer data with
-3-fold cross-validation, records every trial in an SQLite file (run the same call again and
-it resumes), writes the optimisation history as a PNG and saves the refit best pipeline
+The pipeline of ``stepline demo`` and of Neuraxle's "Step Saving & Lifecycle" page
+(``TrainOnlyWrapper(DataShuffler())``, ``OutputTransformerWrapper(NumpyRavel())``,
+``SKLearnWrapper(LogisticRegression(), space)``) declares its space once; ``AutoML``
+searches it on scikit-learn's breast cancer data with 3-fold cross-validation, records
+every trial in an SQLite file (run the same call again and it resumes), writes the
+optimisation history as a PNG and saves the refit best pipeline
 as a stepline dump, loaded back here to check its predictions.
 Run: ``python examples/automl_search.py``.
 """

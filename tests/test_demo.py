@@ -76,5 +76,6 @@ def test_demo_reports_failure_in_one_line(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     args = type("Args", (), {"out": str(blocker / "sub"), "seed": 0, "verbose": False, "load": None})()
-    assert demo.run(args) == 1
-    assert "stepline demo failed" in capsys.readouterr().err
+    assert demo.run(args) == 2  # refused before anything runs (tests/test_new_user.py)
+    err = capsys.readouterr().err
+    assert err.startswith("stepline demo: --out") and len(err.strip().splitlines()) == 1

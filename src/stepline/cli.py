@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 
@@ -20,18 +21,59 @@ _COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stepline import __version__
+    """Run ``stepline ARGV``; returns the exit status (2 for a mistake in the command line or its paths)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser, commands = _parser(chosen)
+    if not argv:
+        parser.print_help(sys.stderr)
+        return 2
+    if chosen is not None and chosen not in _COMMANDS and not any(a in ("-h", "--help", "--version") for a in argv):
+        return _unknown_command(parser, chosen)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the command's own parser, with its usage line
+        commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return _run(args)
+
+
+def _parser(chosen: str | None) -> tuple[argparse.ArgumentParser, dict]:
+    """The top-level parser, with the arguments of the command ``chosen`` only (its module imported)."""
+    from stepline import __version__
     parser = argparse.ArgumentParser(prog="stepline", description=__doc__)
     parser.add_argument("--version", action="version", version=f"stepline {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(_COMMANDS) + "}")
-    chosen = next((a for a in argv if not a.startswith("-")), None)
+    commands = {}
     for name, (module_name, help_text) in _COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
+        commands[name] = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
-            importlib.import_module(module_name).add_arguments(command)
-    args = parser.parse_args(argv)
-    return importlib.import_module(_COMMANDS[args.command][0]).run(args)
+            importlib.import_module(module_name).add_arguments(commands[name])
+    return parser, commands
+
+
+def _unknown_command(parser: argparse.ArgumentParser, name: str) -> int:
+    close = difflib.get_close_matches(name, _COMMANDS, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; the commands are {', '.join(_COMMANDS)}"
+    parser.print_usage(sys.stderr)
+    print(f"stepline: error: unknown command {name!r}{hint}", file=sys.stderr)
+    return 2
+
+
+def _run(args) -> int:
+    """The command's own status; a dump, save or file error it let through is one line and status 2."""
+    from stepline.saving.errors import SaveError, StepLoadError
+    try:
+        return importlib.import_module(_COMMANDS[args.command][0]).run(args)
+    except (StepLoadError, SaveError) as error:
+        print(f"stepline {args.command}: {error}", file=sys.stderr)
+    except OSError as error:
+        print(f"stepline {args.command}: {describe_os_error(error)}", file=sys.stderr)
+    return 2
+
+
+def describe_os_error(error: OSError) -> str:
+    """``PATH: reason`` in plain words for an ``OSError`` (no ``[Errno N]``)."""
+    reason = (error.strerror or str(error)).lower()
+    return f"{error.filename}: {reason}" if error.filename is not None else reason
 
 
 if __name__ == "__main__":

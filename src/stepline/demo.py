@@ -219,7 +219,6 @@ def run_demo(out: Path, seed: int) -> int:
     print(f"   expected:                              {json.dumps(_as_list(y_test))}")
     print(f"   accuracy: {accuracy:.2f}")
 
-    out.mkdir(parents=True, exist_ok=True)
     pipeline.save(ExecutionContext(out), full_dump=True)
     dump = out / PIPELINE_NAME
     files = [p for p in dump.rglob("*") if p.is_file()]
@@ -238,11 +237,21 @@ def run_demo(out: Path, seed: int) -> int:
     return 0 if same else 1
 
 
+def _check_out(out: Path) -> str | None:
+    """Why the dump cannot be saved under ``out`` (checked before anything runs), or None."""
+    blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    return f"{blocking}: a file, not a folder: the demo saves its dump into a folder" if blocking else None
+
+
 def run(args) -> int:
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(name)s: %(message)s")
     if getattr(args, "load", None):
         return run_loader(args.load)
+    problem = _check_out(Path(args.out))
+    if problem:
+        print(f"stepline demo: --out {problem}", file=sys.stderr)
+        return 2
     try:
         return run_demo(Path(args.out), args.seed)
     except Exception as error:  # a demo reports failures in one readable line, -v for the traceback

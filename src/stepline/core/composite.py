@@ -69,6 +69,7 @@ class MetaStep(CompositeStep, Generic[StepT]):
         return self.wrapped if self.wrapped.name == name else None
 
     def get_step(self):
+        """The wrapped step (also ``wrapped``)."""
         return self.wrapped
 
     def handle_fit(self, data_container, context):
@@ -160,15 +161,19 @@ class TruncableSteps(CompositeStep, Generic[StepT]):
         return isinstance(name, str) and self._child_by_name(name) is not None
 
     def keys(self) -> list[str]:
+        """The step names, in order."""
         return [s.name for s in self.steps_as_tuple]
 
     def values(self) -> list:
+        """The steps, in order."""
         return list(self.steps_as_tuple)
 
     def items(self) -> list[tuple]:
+        """``(name, step)`` pairs, in order."""
         return [(s.name, s) for s in self.steps_as_tuple]
 
     def get_step_by_name(self, name: str):
+        """The step called ``name`` (same as ``self[name]``)."""
         return self[name]
 
     def append(self, step) -> "TruncableSteps":

@@ -134,9 +134,11 @@ class ExecutionContext:
         return self
 
     def get_services(self) -> dict:
+        """The services registered on this context, by abstraction."""
         return self.services
 
     def has_service(self, service_abstraction) -> bool:
+        """Whether a service is registered under ``service_abstraction``."""
         return service_abstraction in self.services
 
     def get_service(self, service_abstraction):
@@ -155,6 +157,7 @@ class ExecutionContext:
         return type(self).__name__
 
     def get_name(self) -> str:
+        """``"ExecutionContext"`` (see :attr:`name`)."""
         return self.name
 
     def get_children(self) -> list:

@@ -18,10 +18,12 @@ class NonFittableMixin:
 
     @trivial_fit
     def fit(self, data_inputs, expected_outputs=None):
+        """Nothing to learn: returns the step unchanged."""
         return self
 
     @trivial_fit
     def fit_transform(self, data_inputs, expected_outputs=None):
+        """Nothing to learn: ``(self, self.transform(data_inputs))``."""
         return self, self.transform(data_inputs)
 
 
@@ -29,9 +31,11 @@ class NonTransformableMixin:
     """The step passes its inputs through unchanged."""
 
     def transform(self, data_inputs):
+        """The inputs, unchanged."""
         return data_inputs
 
     def inverse_transform(self, processed_outputs):
+        """The outputs, unchanged."""
         return processed_outputs
 
 
@@ -45,12 +49,15 @@ class HandlerMixin:
     """
 
     def fit(self, data_inputs, expected_outputs=None):
+        """``handle_fit`` on the inputs wrapped in a :class:`DataContainer`; returns the fitted step."""
         return self.handle_fit(DataContainer(data_inputs, expected_outputs), self._plain_call_context())
 
     def transform(self, data_inputs):
+        """``handle_transform`` on the inputs wrapped in a :class:`DataContainer`; returns the outputs."""
         return self.handle_transform(DataContainer(data_inputs), self._plain_call_context()).data_inputs
 
     def fit_transform(self, data_inputs, expected_outputs=None):
+        """``handle_fit_transform`` on the wrapped inputs; returns ``(fitted step, outputs)``."""
         step, dc = self.handle_fit_transform(DataContainer(data_inputs, expected_outputs),
                                              self._plain_call_context())
         return step, dc.data_inputs

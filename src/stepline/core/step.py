@@ -170,6 +170,7 @@ class BaseTransformer(HyperparamsMixin, NeuraxleStepAPI):
         return self
 
     def get_name(self) -> str:
+        """The step's name (also ``name``)."""
         return self.name
 
     def set_train(self, is_train: bool = True) -> "BaseTransformer":
@@ -201,14 +202,17 @@ class BaseTransformer(HyperparamsMixin, NeuraxleStepAPI):
 
     # ------------------------------------------------------------------ savers
     def get_savers(self) -> list:
+        """The step's own savers, applied in reverse order on save (the list itself)."""
         return self.savers
 
     def set_savers(self, savers) -> "BaseTransformer":
+        """Replace the step's savers; returns the step."""
         self.savers = list(savers)
         self._invalidated = True
         return self
 
     def add_saver(self, saver) -> "BaseTransformer":
+        """Append a saver (it runs before the ones already there on save); returns the step."""
         self.savers.append(saver)
         self._invalidated = True
         return self

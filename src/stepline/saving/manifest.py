@@ -17,7 +17,6 @@ import functools
 import json
 import os
 import platform
-import secrets
 import stat
 import sys
 import warnings
@@ -28,7 +27,7 @@ from pathlib import Path
 import blake3
 
 from .errors import ManifestError, MixedDumpError, NotADumpError, VersionMismatchWarning
-from .safe_open import kind_of, open_regular, read_regular
+from .safe_open import kind_of, open_regular, read_regular, replace_with
 
 MANIFEST_NAME = "stepline.json"
 FORMAT = "stepline-dump"
@@ -99,17 +98,12 @@ def root_digest(step_folder) -> str:
 def write_manifest(folder, data: dict) -> dict:
     """Write ``data`` plus format, format_version and created time to ``folder/stepline.json``.
 
-    The write is atomic (temp file + ``os.replace``). Returns the dict written.
+    The write is atomic (:func:`~stepline.saving.safe_open.replace_with`). Returns the dict written.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     encoded = _manifest_bytes(data)
-    tmp = folder / f".{MANIFEST_NAME}.tmp-{secrets.token_hex(4)}"
-    try:
-        tmp.write_bytes(encoded)
-        os.replace(tmp, folder / MANIFEST_NAME)
-    finally:
-        tmp.unlink(missing_ok=True)
+    replace_with(folder / MANIFEST_NAME, encoded)
     return json.loads(encoded)
 
 

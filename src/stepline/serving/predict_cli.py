@@ -267,8 +267,11 @@ def predict_file(path: str, input_path: str, output_path: str, batch_size: int =
     if batch_size < 1:
         raise PredictFileError(f"--batch-size: must be at least 1, got {batch_size}")
     file_format(input_path, "input")
+    if not os.path.exists(input_path):
+        raise PredictFileError(f"{input_path}: no such file")
+    _check_dump(path)
     file_format(output_path, "output")
-    if os.path.exists(output_path) and os.path.exists(input_path) and os.path.samefile(input_path, output_path):
+    if os.path.exists(output_path) and os.path.samefile(input_path, output_path):
         raise PredictFileError(f"{output_path}: is the input file; write the outputs to another file")
     writer = _Writer(output_path)
     try:
@@ -307,6 +310,16 @@ def predict_file(path: str, input_path: str, output_path: str, batch_size: int =
         bar.close()
         version.teardown()
     return writer._rows
+
+
+def _check_dump(path) -> None:
+    """Read the root manifest as a load would: a broken dump is one :class:`PredictFileError`."""
+    from stepline.saving.errors import StepLoadError
+    from stepline.saving.manifest import read_manifest
+    try:
+        read_manifest(path)
+    except StepLoadError as error:
+        raise PredictFileError(str(error)) from error
 
 
 def run(args) -> int:

@@ -84,9 +84,18 @@ def _configure_logging(level: str) -> None:
 
 def _check(args) -> str | None:
     """A one-line reason not to start, or None."""
-    from stepline.serving.model import MANIFEST
-    if not os.path.isfile(os.path.join(args.path, MANIFEST)):
-        return f"{args.path}: not a stepline dump (no {MANIFEST}); give the folder a save wrote"
+    from stepline.saving.errors import StepLoadError
+    from stepline.saving.manifest import read_manifest
+    try:  # the root manifest, as a load reads it: a broken dump is refused before a server starts
+        read_manifest(args.path)
+    except StepLoadError as error:
+        return f"{error}; give the folder a save wrote"
+    if not args.trust:
+        problem = _untrusted(args.path)
+        if problem:
+            return problem
+    if not 0 <= args.port <= 65535:
+        return f"--port: must be 0 (any free port) to 65535, got {args.port}"
     if args.workers < 1:
         return f"--workers: must be at least 1, got {args.workers}"
     if args.max_batch_size is not None and args.max_batch_size < 1:
@@ -106,6 +115,19 @@ def _exit_cleanly(signum, frame):
     """SIGTERM outside uvicorn's own handler: before it serves, or re-raised by it once it has shut
     down gracefully (requests answered, teardown run): exit with status 0, as a process manager expects."""
     raise SystemExit(0)
+
+
+def _untrusted(path) -> str | None:
+    """Why the dump would be refused untrusted, decided as a load does (nothing unpickled), or None."""
+    from stepline.saving.errors import StepLoadError
+    from stepline.trust.gate import check_untrusted, decide
+    try:
+        verdict = decide(path)
+        if not verdict.trusted:
+            check_untrusted(path, verdict)
+    except StepLoadError as error:  # UntrustedDumpError, or a file that fails its digest
+        return f"{type(error).__name__}: {error}\n(or serve it anyway with --trust)"
+    return None
 
 
 def run(args) -> int:

@@ -29,6 +29,7 @@ import torch
 
 from stepline.saving.integrity import digest_bytes, new_hasher
 from stepline.saving.preallocation import preallocate_big
+from stepline.saving.safe_open import replace_with
 
 FORMAT = "stepline-torch-state"
 FORMAT_VERSION = 1
@@ -296,13 +297,7 @@ def write_json(path, data) -> tuple[str, int]:
     """Write ``data`` as JSON (atomically); return ``(blake3, size)``."""
     path = Path(path)
     raw = (json.dumps(data, indent=1, ensure_ascii=False, allow_nan=True) + "\n").encode("utf-8")
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        tmp.write_bytes(raw)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    replace_with(path, raw)
     return digest_bytes(raw), len(raw)
 
 

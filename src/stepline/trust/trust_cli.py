@@ -21,7 +21,11 @@ def run(args) -> int:
         from stepline.trust.keys import read_public_key_file
         try:
             key = store.add_key(read_public_key_file(args.key), args.label or args.key)
-        except (OSError, ValueError) as error:
+        except OSError as error:
+            from stepline.cli import describe_os_error
+            print(f"stepline trust: --key {describe_os_error(error)}", file=sys.stderr)
+            return 2
+        except ValueError as error:
             print(f"stepline trust: {error}", file=sys.stderr)
             return 2
         print(f"trusted key {key} (in {store.store_path()})")
