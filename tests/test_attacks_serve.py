@@ -154,7 +154,9 @@ def test_connections_opened_and_never_used_are_closed_while_others_are_served(se
 def test_a_client_gone_while_its_prediction_runs_leaves_no_error_and_the_server_serves(sentinel_server):
     sentinel_server.started.unlink(missing_ok=True)
     log_before = sentinel_server.log
-    with connect(sentinel_server) as s:
+    with connect(sentinel_server) as s:  # gone in the middle of its body
+        s.sendall(request("/predict", ROW[:10], length=len(ROW)))
+    with connect(sentinel_server) as s:  # gone while its prediction runs
         s.sendall(request("/predict", json.dumps({"inputs": [[-2, 0]]}).encode()))
         deadline = time.monotonic() + 10
         while not sentinel_server.started.exists():
@@ -181,6 +183,10 @@ def test_pipelined_requests_are_answered_in_order_and_expect_100_continue_is_hon
         s.sendall(ROW)
         head, body = read_response(s.makefile("rb"))
         assert head.startswith(b"HTTP/1.1 200") and "predictions" in json.loads(body), (head, body)
+    with connect(sentinel_server) as s:  # a body over the limit is refused before the client is told to send it
+        s.sendall(request("/predict", b"", extra=b"Expect: 100-continue\r\n", length=1 << 40))
+        head, body = read_response(s.makefile("rb"))
+        assert head.startswith(b"HTTP/1.1 413") and "over the limit" in json.loads(body)["error"], (head, body)
 
 
 # ------------------------------------------------------------------ a predict that hangs
