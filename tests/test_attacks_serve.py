@@ -114,8 +114,13 @@ def test_a_body_shorter_than_its_content_length_gets_a_408_within_the_timeout(se
 
 
 def test_headers_sent_a_byte_at_a_time_get_a_408_and_the_connection_closed(sentinel_server):
+    assert_slowloris_cut_off(sentinel_server)
+
+
+def assert_slowloris_cut_off(server):
+    """A client sending its headers a byte at a time is answered 408 and disconnected within the timeout."""
     head = b"POST /predict HTTP/1.1\r\nHost: test\r\nX-Padding: " + b"a" * 10_000
-    with connect(sentinel_server) as s:
+    with connect(server) as s:
         s.setblocking(False)
         started, answer = time.monotonic(), b""
         for byte in head:  # slowloris: never finishes its headers
@@ -136,6 +141,17 @@ def test_headers_sent_a_byte_at_a_time_get_a_408_and_the_connection_closed(senti
         answer += read_until_closed(s, 5)
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert "request headers" in json_error(answer)[1]
+
+
+def test_the_header_deadline_holds_on_h11_and_asyncio_too(tmp_path):
+    folder = h.save(two_feature_pipeline(), tmp_path)
+    server = h.Server(folder, "--poll-interval", "0", "--timeout-s", str(TIMEOUT_S), "--http", "h11", "--loop", "asyncio")
+    try:
+        server.wait_ready()
+        assert_slowloris_cut_off(server)
+        assert httpx.post(server.url + "/predict", content=ROW, timeout=10).status_code == 200
+    finally:
+        server.stop()
 
 
 def test_connections_opened_and_never_used_are_closed_while_others_are_served(sentinel_server):

@@ -214,8 +214,8 @@ class _Deadline:
     def __init__(self, timeout_s: float | None):
         self.expired = self.body_read = False
         self.timer = None
-        if timeout_s:
-            self.task = asyncio.current_task()
+        self.task = asyncio.current_task()
+        if timeout_s and self.task is not None:
             self.timer = asyncio.get_running_loop().call_later(timeout_s, self._expire)
 
     def _expire(self) -> None:
