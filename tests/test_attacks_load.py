@@ -601,3 +601,15 @@ def test_a_sparse_buffer_claiming_a_terabyte_is_a_clear_error_not_a_memory_error
     for kwargs in ({"verify": False}, {"trusted": False}):
         with pytest.raises(StepLoadError, match=f"{root / 'buffer-000.bin'}: {1 << 40} bytes, more than"):
             CX(tmp_path / "dump").load("p", **kwargs)
+
+
+def test_stepline_trust_key_given_a_fifo_is_a_clear_error_not_a_hang(tmp_path):
+    """On main ``stepline trust --key FIFO`` waited for ever for a writer."""
+    import os
+    import subprocess
+    os.mkfifo(tmp_path / "key.pub")
+    env = dict(os.environ, STEPLINE_HOME=str(tmp_path / "home"))
+    result = subprocess.run([sys.executable, "-m", "stepline", "trust", "--key", str(tmp_path / "key.pub")],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode != 0 and "key.pub: is a FIFO" in result.stderr and "Traceback" not in result.stderr, \
+        result.stderr

@@ -148,7 +148,12 @@ def read_public_key_file(path) -> bytes:
     """
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    data = Path(path).read_bytes()[:1 << 16]
+    from stepline.saving.safe_open import open_regular
+    try:
+        with open_regular(path, os.O_RDONLY, ValueError, "public key file") as f:  # (a FIFO never blocks)
+            data = f.read(1 << 16)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the public key ({e.strerror or e})") from e
     text = data.decode("ascii", "replace").strip()
     if len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text):
         return bytes.fromhex(text)
