@@ -719,3 +719,54 @@ def test_changing_the_device_moves_the_model_and_its_optimizer_state():
     step.set_hyperparams({"device": "cuda"})
     assert next(step.model.parameters()).is_cuda
     step.teardown()
+
+
+# ------------------------------------------------------------------ what is verified is what is loaded
+SWAP_WEIGHTS = r"""
+import os, sys
+import numpy as np
+from stepline import CX
+from stepline.saving import StepLoadError
+
+root, attacker, kwargs = sys.argv[1], sys.argv[2], eval(sys.argv[3])
+opens, swapped = [], []
+
+def swap(event, args):  # a writer racing the loader: once the weights are verified (the load hashed
+    # model.json: its first open), when the torch saver reads them (its second)
+    if event == "open" and isinstance(args[0], str) and args[0].endswith("model.json"):
+        opens.append(args[0])
+        if len(opens) == 2:
+            swapped.append(args[0])
+            os.replace(attacker, os.path.join(os.path.dirname(args[0]), "model.safetensors"))
+
+sys.addaudithook(swap)
+try:
+    step = CX(root).load("lin", **kwargs)
+except StepLoadError as error:
+    print("REFUSED", type(error).__name__, error)
+else:
+    step.setup()
+    print("LOADED", float(np.asarray(step.predict(np.ones((1, 4), np.float32))).ravel()[0]), opens, swapped)
+"""
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"verify": "full"}, {"trusted": True}])
+def test_weights_swapped_after_they_were_verified_are_never_loaded(tmp_path, kwargs):
+    """A TorchStep's safetensors file replaced between the load's check and the torch saver's
+    read (same size, other weights) is refused, not loaded as the model."""
+    X, y = regression(64)
+
+    def linear(seed):
+        return TorchStep(nn.Linear, module_kwargs={"in_features": 4, "out_features": 1}, name="lin",
+                         hyperparams={"epochs": 1, "seed": seed, "device": "cpu"}).fit(X, y)
+
+    linear(0).save(CX(tmp_path / "dump"), full_dump=True)
+    linear(1).save(CX(tmp_path / "other"), full_dump=True)
+    attacker = tmp_path / "attacker.safetensors"
+    attacker.write_bytes((tmp_path / "other" / "lin" / "model.safetensors").read_bytes())
+    assert attacker.stat().st_size == (tmp_path / "dump" / "lin" / "model.safetensors").stat().st_size
+    result = subprocess.run([sys.executable, "-c", SWAP_WEIGHTS, str(tmp_path / "dump"), str(attacker), repr(kwargs)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("REFUSED CorruptFileError"), result.stdout  # was: LOADED, the other weights
+    assert "model.safetensors" in result.stdout and "after it was verified" in result.stdout

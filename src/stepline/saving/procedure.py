@@ -6,6 +6,7 @@ by its ``ChildrenSaver``); ``load_step`` reads it back. A step lives in
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import copy
 import os
@@ -20,9 +21,11 @@ from stepline.saving import writer
 from stepline.saving.atomic import atomic_folder, is_overlay_for, reading_lock, resolve_dump_folder
 from stepline.saving.destinations import never_saved_nor_changed, record_saved, record_written, unchanged_at
 from stepline.saving.inline import INLINE_FIELD, encode_record
-from stepline.saving.errors import NotADumpError, SaveError, StepLoadError, VersionMismatchWarning
+from stepline.saving.errors import (CorruptFileError, MissingFileError, NotADumpError, SaveError, StepLoadError,
+                                    VersionMismatchWarning)
 from stepline.saving.integrity import cached_records, verify_files
 from stepline.saving.names import check_tree_names
+from stepline.saving.safe_open import check_unchanged, open_checked, open_regular
 from stepline.saving.savers import ChildPlaceholder, ChildrenSaver, JoblibStepSaver
 from stepline.trust import gate
 from stepline.trust.signing import sign_dump
@@ -49,6 +52,7 @@ class _Options:
     versions: dict | None = None  # saving: the runtime versions every manifest records (once per save)
     created: str | None = None  # saving: when the save started, the time every manifest records
     preread: dict = field(default_factory=dict)  # loading: folder -> {buffer file: array read as verified}
+    checked: dict = field(default_factory=dict)  # loading: folder -> {file: its os.stat when verified}
     node: tuple = (None, None)  # saving: (context, folder) of the step whose stripped saver runs now
     saved: list = field(default_factory=list)  # saving: (step, staged folder) of each step written
     overlay: bool = False  # saving: the changes are committed onto the dump through a journal
@@ -479,6 +483,8 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict, cont
     files = manifest["files"]
     if files and folder not in options.verified:  # each file hashed as it is read, for the saver to use
         options.preread[folder] = verify_files(folder, files, options.verify, _buffer_for)
+    options.checked[folder] = {n: v for n, v in options.preread.get(folder, {}).items()
+                               if isinstance(v, os.stat_result)}  # for the custom savers (open_verified)
     options.manifests[folder] = manifest
     step = context.stripped_saver.load_step(placeholder, context)
     if step.savers:
@@ -489,6 +495,27 @@ def _load_node(name: str, parent_context: ExecutionContext, manifest: dict, cont
     if step.name != name:
         raise StepLoadError(f"{folder}: holds step {step.name!r}, expected {name!r}")
     return step
+
+
+@contextlib.contextmanager
+def open_verified(context: ExecutionContext, name: str):
+    """For a custom saver's ``load_step``: the file ``name`` of the step's folder, open for
+    reading, and the very file the load verified (same inode, size and times: a file replaced
+    or written to since is a :class:`CorruptFileError`, also when written to while read).
+
+    A file its manifest does not list is opened as it is (nothing vouches for it)."""
+    folder = context.get_path()
+    path = os.path.join(folder, name)
+    checked = current_options().checked.get(folder, {}).get(name)
+    try:
+        f = open_checked(path, checked, os.O_RDONLY, CorruptFileError, "file its manifest lists") \
+            if checked is not None else open_regular(path, os.O_RDONLY, CorruptFileError, "file")
+    except FileNotFoundError as e:
+        raise MissingFileError(f"{path}: missing") from e
+    with f:
+        yield f
+        if checked is not None:
+            check_unchanged(f, checked, path, CorruptFileError)
 
 
 def _buffer_for(name: str, size: int):

@@ -23,13 +23,15 @@ GPU loads on a CPU-only machine.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import OrderedDict
 from pathlib import Path
 
-from stepline.saving.errors import CorruptFileError, ManifestError
+from stepline.saving.errors import CorruptFileError, ManifestError, MissingFileError, StepLoadError
 from stepline.saving.integrity import stat_entry, update_stat_cache
+from stepline.saving.procedure import open_verified
 from stepline.saving.savers import BaseSaver
 from stepline.torch import tensorfile
 
@@ -64,7 +66,7 @@ class TorchModuleSaver(BaseSaver):
 
     def load_step(self, step, context):
         folder = Path(context.get_path())
-        states = [_read_part(folder, part) for part in PARTS]
+        states = [_read_part(context, folder, part) for part in PARTS]
         return step.restore_torch_state(*states)
 
 
@@ -86,6 +88,12 @@ def _write_part(folder: Path, part: str, state) -> dict:
     return entries
 
 
+def _reopenable(f, path: Path) -> str:
+    """A path that opens the very file ``f`` has open (Linux: ``/proc/self/fd``), else ``path``."""
+    by_descriptor = f"/proc/self/fd/{f.fileno()}"
+    return by_descriptor if os.path.exists(by_descriptor) else os.fspath(path)
+
+
 def _part_files(folder: Path, part: str) -> list[Path]:
     return [p for p in folder.iterdir() if p.is_file() and (
         p.name in (f"{part}.json", f"{part}.safetensors") or _SHARD.fullmatch(p.name) and p.name.startswith(part + "-"))]
@@ -98,12 +106,14 @@ def _remove_part(folder: Path, part: str, keep=frozenset()) -> None:
             path.unlink(missing_ok=True)
 
 
-def _read_part(folder: Path, part: str):
+def _read_part(context, folder: Path, part: str):
+    """The state of ``part`` from its files, each the very file the load verified (``open_verified``)."""
     json_path = folder / f"{part}.json"
     if not json_path.is_file():
         return None
     try:
-        header = tensorfile.read_json(json_path)
+        with open_verified(context, json_path.name) as f:
+            header = json.loads(f.read().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise ManifestError(f"{json_path}: invalid JSON ({e})") from e
     if not isinstance(header, dict) or header.get("format") != tensorfile.FORMAT:
@@ -120,9 +130,12 @@ def _read_part(folder: Path, part: str):
     for name in names:
         tensors_path = folder / name
         try:
-            tensors.update(tensorfile.read_safetensors(tensors_path))
-        except FileNotFoundError as e:
+            with open_verified(context, name) as f:  # read through this descriptor: the file verified
+                tensors.update(tensorfile.read_safetensors(_reopenable(f, tensors_path)))
+        except MissingFileError as e:
             raise CorruptFileError(f"{tensors_path}: missing: {json_path.name} refers to it") from e
+        except StepLoadError:
+            raise
         except Exception as e:  # safetensors raises its own error types for bad headers / sizes
             raise CorruptFileError(f"{tensors_path}: cannot read the tensors ({type(e).__name__}: {e})") from e
     try:
