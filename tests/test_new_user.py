@@ -181,3 +181,14 @@ def test_serve_refuses_an_untrusted_dump_in_one_message_before_a_server_starts(t
     assert "Traceback" not in result.stderr and "Uvicorn running" not in result.stderr, result.stderr
     assert result.stderr.startswith("stepline serve: UntrustedDumpError: m: untrusted dump")
     assert "Doubler" in result.stderr and "--trust" in result.stderr
+
+
+def test_serve_a_dump_changed_by_hand_fails_startup_in_one_logged_line(tmp_path):
+    pytest.importorskip("uvicorn")
+    Pipeline([Identity(), Pipeline([Identity()], name="inner")]).set_name("m").save(CX(tmp_path), full_dump=True)
+    child = tmp_path / "m" / "inner" / "stepline.json"
+    child.write_text(child.read_text().replace('"name": "inner"', '"name": "inner" '))
+    result = stepline("serve", "m", "--port", "0", cwd=tmp_path)
+    assert result.returncode != 0, result
+    assert "Traceback" not in result.stderr and "Uvicorn running" not in result.stderr, result.stderr
+    assert "cannot serve: " in result.stderr and "m/inner" in result.stderr, result.stderr

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import sys
 import time
 
 from stepline.serving import json_codec, protocol, tensors
@@ -91,6 +92,8 @@ def _app_class():
                 if endpoint is not None:
                     scope["app"] = self
                     return await endpoint(scope, receive, send)
+            if scope["type"] == "lifespan":
+                send = _startup_failure_logged_once(send)
             await super().__call__(scope, receive, send)
 
         def _fast_endpoint(self, scope):
@@ -109,6 +112,16 @@ def _app_class():
             return self.infer_endpoint
 
     return ServingApp
+
+
+def _startup_failure_logged_once(send):
+    """``send`` for the lifespan: a startup that failed with :class:`ModelLoadError` (the lifespan
+    logged its one line) reaches the server without Starlette's traceback of it."""
+    async def send_lifespan(message):
+        if message["type"] == "lifespan.startup.failed" and isinstance(sys.exc_info()[1], ModelLoadError):
+            message = {**message, "message": ""}  # sent from inside Starlette's ``except`` block
+        await send(message)
+    return send_lifespan
 
 
 def infer_path_params(path: str) -> dict | None:
