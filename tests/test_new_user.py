@@ -192,3 +192,16 @@ def test_serve_a_dump_changed_by_hand_fails_startup_in_one_logged_line(tmp_path)
     assert result.returncode != 0, result
     assert "Traceback" not in result.stderr and "Uvicorn running" not in result.stderr, result.stderr
     assert "cannot serve: " in result.stderr and "m/inner" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("seed", ["-1", "x"])
+def test_demo_a_seed_numpy_cannot_take_is_refused_naming_the_option(workdir, seed):
+    result = stepline("demo", "--seed", seed, cwd=workdir)
+    assert result.returncode == 2 and result.stdout == "", result
+    assert f"argument --seed: must be an integer, 0 or more, got '{seed}'" in result.stderr, result.stderr
+
+
+def test_predict_into_a_folder_that_does_not_exist_names_the_output(workdir):
+    pytest.importorskip("pandas")
+    result = stepline("predict", "dumps/model", "rows.csv", "-o", "nodir/out.csv", cwd=workdir)
+    assert_one_clear_line(result, "stepline predict: nodir/out.csv: the folder nodir does not exist")
