@@ -163,7 +163,9 @@ def test_the_python_blocks_of_a_doc_run_in_order_as_a_new_user_pastes_them(doc, 
     if not blocks:
         pytest.skip(f"{doc} has no python block")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
-    result = subprocess.run([sys.executable, "-c", "\n".join(blocks)], cwd=tmp_path, env=env,
+    script = tmp_path / "pasted.py"  # a file, as a user pastes them: worker processes import it
+    script.write_text("\n".join(blocks))
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, f"{doc}:\n{result.stderr[-3000:]}"
 
