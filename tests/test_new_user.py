@@ -207,3 +207,19 @@ def test_predict_into_a_folder_that_does_not_exist_names_the_output(workdir):
     pytest.importorskip("pandas")
     result = stepline("predict", "dumps/model", "rows.csv", "-o", "nodir/out.csv", cwd=workdir)
     assert_one_clear_line(result, "stepline predict: nodir/out.csv: the folder nodir does not exist")
+
+
+def test_a_warning_while_a_command_runs_is_one_line_naming_the_command(tmp_path):
+    pytest.importorskip("pandas")
+    save = ("import stepline.saving.manifest as m; real = m.runtime_versions; "
+            "m.runtime_versions = lambda: {**real(), 'numpy': '1.0.0'}; "
+            "from stepline import CX, Pipeline; from stepline.steps.numpy import MultiplyByN; "
+            "Pipeline([MultiplyByN(2)]).set_name('m').save(CX('.'), full_dump=True)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-c", save], cwd=tmp_path, env=env, check=True, timeout=60)
+    (tmp_path / "rows.csv").write_text("a\n1\n")
+    result = stepline("predict", "m", "rows.csv", "-o", "out.csv", cwd=tmp_path)
+    assert result.returncode == 0, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stepline predict: VersionMismatchWarning: "), result.stderr
+    assert "numpy: saved with 1.0.0" in lines[0]
