@@ -14,6 +14,7 @@ straight to them, past Starlette's middleware stack, router, Request and Respons
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -23,8 +24,9 @@ import time
 from stepline.serving import json_codec, protocol, tensors
 from stepline.serving.batching import Batcher
 from stepline.serving.metrics import Metrics
-from stepline.serving.model import ModelLoadError, PredictionError, ServedModel
+from stepline.serving.model import ModelLoadError, OutputError, PredictionError, ServedModel
 from stepline.serving.protocol import RequestError
+from stepline.serving.startup import start_or_stop
 from stepline.serving.threads import PredictionThreads
 
 logger = logging.getLogger("stepline.serving")
@@ -35,26 +37,31 @@ DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 #: second thread only adds GIL hand-offs. Pipelines whose ``predict`` releases the GIL (a
 #: large torch model) can overlap requests with ``threads=N``.
 DEFAULT_THREADS = 1
+#: How long a request may take, by default, to send its body and to get its prediction (408 and
+#: 504 beyond); ``stepline serve`` also gives a connection this long to send a request's headers.
+DEFAULT_TIMEOUT_S = 60.0
 _JSON = [(b"content-type", b"application/json")]
 _INFER_PREFIX, _INFER_SUFFIX = "/v2/models/", "/infer"
 
 
 def app(path, model_name: str | None = None, trusted: bool = False, max_batch_size: int | None = None,
         max_latency_ms: float = 5.0, max_body_size: int = DEFAULT_MAX_BODY_SIZE, threads: int | None = None,
-        poll_interval: float = 1.0):
+        poll_interval: float = 1.0, timeout_s: float | None = DEFAULT_TIMEOUT_S):
     """The Starlette app serving the dump at ``path``.
 
     ``model_name`` defaults to the dump folder's name; ``trusted=True`` loads a dump that is
     not signed by a trusted key; ``max_batch_size`` turns on dynamic batching (requests
     within ``max_latency_ms`` share one predict); ``max_body_size`` (bytes) is the largest
     request body (413 beyond); ``threads`` sizes the prediction pool (default 1); the
-    dump's root digest is checked every ``poll_interval`` seconds for a new dump (0: never).
+    dump's root digest is checked every ``poll_interval`` seconds for a new dump (0: never);
+    ``timeout_s`` bounds how long a request may take to send its body (408 beyond) and to get its
+    prediction (504 beyond: the prediction thread, if stuck, is replaced); None or 0: no bound.
     """
     from starlette.exceptions import HTTPException
     from starlette.routing import Route
 
     server = _Server(ServedModel(path, model_name, trusted, poll_interval), max_batch_size,
-                     max_latency_ms / 1000.0, max_body_size, threads)
+                     max_latency_ms / 1000.0, max_body_size, threads, timeout_s or None)
     infer = _Endpoint(server, "infer", server.infer)
     predict = _Endpoint(server, "predict", server.plain_predict)
     routes = [
@@ -171,24 +178,68 @@ class _Endpoint:
     async def __call__(self, scope, receive, send):
         started = time.perf_counter()
         headers = dict(reversed(scope["headers"]))  # the first of repeated headers wins, as in Starlette
+        deadline = _Deadline(self.server.timeout_s)
         try:
             body = await self.server.read_body(headers, receive)
+            deadline.body_read = True
             status, content, reply_headers = await self.handler(scope.get("path_params") or {}, headers, body)
         except _ClientGone:
             return
+        except asyncio.CancelledError:
+            if not deadline.expired:
+                raise
+            status, content, reply_headers = self._timed_out(deadline)
         except RequestError as error:
             status, content, reply_headers = _error(error.status, str(error))
         except PredictionError as error:
             status, content, reply_headers = _error(422, str(error))
+        except OutputError as error:  # the served pipeline's fault: logged, one line, no traceback
+            logger.error("POST %s: %s", scope["path"], error)
+            status, content, reply_headers = _error(500, f"{error} (a fault of the served pipeline, not of the request)")
         except ModelLoadError as error:
             status, content, reply_headers = _error(503, str(error))
         except Exception as error:  # a bug of the server, never the client's input
             logger.error("internal error on POST %s", scope["path"], exc_info=error)
             status, content, reply_headers = _error(500, f"internal server error: {type(error).__name__}")
+        finally:
+            deadline.cancel()
         self.server.metrics.observe(self.name, status, time.perf_counter() - started)
+        if status in (408, 413):  # the body was not read to its end: what follows on the connection is not a request
+            reply_headers = [*reply_headers, (b"connection", b"close")]
         await send({"type": "http.response.start", "status": status,
                     "headers": [*reply_headers, (b"content-length", b"%d" % len(content))]})
         await send({"type": "http.response.body", "body": content})
+
+    def _timed_out(self, deadline: "_Deadline"):
+        limit = self.server.timeout_s
+        if not deadline.body_read:
+            return _error(408, f"body: not received within {limit:g} s (the server's --timeout-s)")
+        replaced = self.server.threads.replace_stuck(limit / 2)  # its call began after the request
+        why = " (its prediction thread was stuck and has been replaced)" if replaced else ""
+        return _error(504, f"the prediction was not ready within {limit:g} s (the server's --timeout-s){why}")
+
+
+class _Deadline:
+    """Cancels the running request task ``timeout_s`` after it started (``expired`` then says why)."""
+
+    __slots__ = ("task", "timer", "expired", "body_read")
+
+    def __init__(self, timeout_s: float | None):
+        self.expired = self.body_read = False
+        self.timer = None
+        self.task = asyncio.current_task()
+        if timeout_s and self.task is not None:
+            self.timer = asyncio.get_running_loop().call_later(timeout_s, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        self.task.cancel()
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            if self.expired:
+                self.task.uncancel()
 
 
 def _error(status: int, message: str):
@@ -198,9 +249,10 @@ def _error(status: int, message: str):
 class _Server:
     """The endpoints, around one :class:`ServedModel`."""
 
-    def __init__(self, model: ServedModel, max_batch_size, max_latency_s, max_body_size, threads):
+    def __init__(self, model: ServedModel, max_batch_size, max_latency_s, max_body_size, threads, timeout_s):
         self.model = model
         self.max_body_size = max_body_size
+        self.timeout_s = timeout_s
         self.metrics = Metrics()
         self.threads = PredictionThreads(threads or DEFAULT_THREADS)
         self.batcher = (Batcher(self._run, self.threads, max_batch_size, max_latency_s, self.metrics)
@@ -210,14 +262,15 @@ class _Server:
     @contextlib.asynccontextmanager
     async def lifespan(self, _app):
         try:
-            await self.threads.submit(self.model.start)
+            await start_or_stop(self.threads.submit(self.model.start))
         except ModelLoadError as error:
             logger.error("cannot serve: %s", error)
             raise
         try:
             yield
         finally:  # uvicorn runs this after the requests in flight have been answered
-            await self.threads.submit(self.model.stop)
+            # on a thread of its own: the prediction threads may be stuck in a call that never returns
+            await asyncio.to_thread(self.model.stop, self.timeout_s)
             self.threads.shutdown(wait=False)
 
     # ------------------------------------------------------------ health and metadata (Starlette endpoints)
@@ -287,6 +340,8 @@ class _Server:
         for i, (name, _) in enumerate(wanted):
             if name not in available:
                 raise RequestError(f"outputs[{i}].name: unknown output {name!r}; this model has {available}")
+            if any(name == earlier for earlier, _ in wanted[:i]):
+                raise RequestError(f"outputs[{i}].name: output {name!r} asked for twice")
         data = tensors.data_from_tensors(decoded.inputs, live)
         kinds = tuple(name == tensors.PROBABILITIES for name, _ in wanted)
         version, results = await self._predict(data, kinds)  # every output from one version, in one call
@@ -302,7 +357,7 @@ class _Server:
             raise RequestError("body.params.proba: the model's last step has no predict_proba")
         data = decoded.data
         if hasattr(data, "columns"):
-            data = tensors.from_frame(data, live)
+            data = tensors.from_frame(data, live, "body")
         else:
             data = tensors.data_from_array(data, live, "body.inputs")
         _, (result,) = await self._predict(data, (decoded.proba,))

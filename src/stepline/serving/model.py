@@ -10,6 +10,7 @@ untrusted) is logged and refused; the old one keeps serving.
 """
 from __future__ import annotations
 
+import datetime
 import inspect
 import logging
 import threading
@@ -29,6 +30,16 @@ logger = logging.getLogger("stepline.serving")
 
 class ModelLoadError(RuntimeError):
     """The dump at the served path could not be loaded or set up."""
+
+
+class OutputError(RuntimeError):
+    """The pipeline returned outputs the server cannot send (wrong row count, values that are not
+    numbers or text): a fault of the served pipeline, not of the request; ``step`` is its last step."""
+
+    def __init__(self, step: str | None, problem: str):
+        where = f"step {step!r}" if step else "the pipeline"
+        super().__init__(f"{where} (the pipeline's last) {problem}")
+        self.step = step
 
 
 class PredictionError(ValueError):
@@ -77,6 +88,7 @@ class LoadedVersion:
             _teardown_quietly(step)  # release what the part of setup that ran created
             raise ModelLoadError(f"{self.folder}: setup failed: {type(error).__name__}: {error}") from error
         self.step = step
+        self.last_step = _last_step_name(step)
         self.final = _final_estimator(step)
         self.classes = _classes(self.final)
         self.has_proba = self.final is not None and hasattr(self.final, "predict_proba")
@@ -99,11 +111,13 @@ class LoadedVersion:
                 self._idle.notify_all()
 
     def predict(self, data):
-        """The pipeline's predictions for ``data``; :class:`PredictionError` names the step that raised."""
+        """The pipeline's predictions for ``data``; :class:`PredictionError` names the step that raised,
+        :class:`OutputError` says what is wrong with what it returned."""
         try:
-            return np.asarray(self.step.predict(data))
+            outputs = self.step.predict(data)
         except Exception as error:
             raise PredictionError(failing_step(error), error) from error
+        return self.checked_outputs(outputs, len(data), "predictions")
 
     def predict_proba(self, data):
         """Class probabilities: every step but the last transforms, the last one's ``predict_proba``."""
@@ -111,21 +125,61 @@ class LoadedVersion:
             raise PredictionError(None, TypeError("the last step has no predict_proba"))
         try:
             with inference():
-                return np.asarray(_predict_proba(self.step, data))
+                outputs = _predict_proba(self.step, data)
         except Exception as error:
             raise PredictionError(failing_step(error), error) from error
+        return self.checked_outputs(outputs, len(data), "probabilities")
 
-    def teardown(self) -> None:
-        """Wait for the calls inside to return, then tear the pipeline down (once)."""
+    def checked_outputs(self, outputs, rows: int, what: str) -> np.ndarray:
+        """``outputs`` as an array of one entry per input row holding numbers, booleans, text or dates."""
+        try:
+            array = np.asarray(outputs)
+        except (ValueError, TypeError) as error:
+            raise OutputError(self.last_step, f"returned {what} that are not one array ({error})") from None
+        if array.ndim == 0 or len(array) != rows:
+            got = "a single value" if array.ndim == 0 else f"{len(array)} rows"
+            raise OutputError(self.last_step, f"returned {got} of {what} for {rows} rows of input")
+        if array.dtype == object:
+            odd = next((v for v in array.ravel() if not isinstance(v, _SENDABLE)), _NOTHING)
+            if odd is not _NOTHING:
+                raise OutputError(self.last_step, f"returned {what} holding {type(odd).__name__} values "
+                                                  f"({_short(odd)}); expected numbers, booleans or text")
+        return array
+
+    def teardown(self, wait_s: float | None = None) -> bool:
+        """Wait for the calls inside to return (at most ``wait_s`` seconds), then tear the pipeline
+        down (once); False, and no teardown, when calls are still inside after ``wait_s``."""
         with self._idle:
-            self._idle.wait_for(lambda: self._calls == 0)
+            if not self._idle.wait_for(lambda: self._calls == 0, wait_s):
+                logger.error("%s: %d call(s) still running in version %s after %s s (a predict that does "
+                             "not return?); not tearing it down, since teardown never runs while a call is "
+                             "inside", self.folder, self._calls, self.digest[:12], wait_s)
+                return False
             if self._torn_down:
-                return
+                return True
             self._torn_down = True
         try:
             self.step.teardown()
         except Exception:
             logger.exception("%s: teardown of version %s failed", self.folder, self.digest[:12])
+        return True
+
+
+_SENDABLE = (str, bytes, bool, int, float, np.generic, datetime.date, datetime.timedelta)
+_NOTHING = object()
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _last_step_name(step) -> str | None:
+    """The name of the step that produces the outputs: the last leaf of (nested) pipelines."""
+    from stepline.core.composite import TruncableSteps
+    while isinstance(step, TruncableSteps) and len(step):
+        step = step.values()[-1]
+    return getattr(step, "name", None)
 
 
 def _teardown_quietly(step) -> None:
@@ -303,12 +357,13 @@ class ServedModel:
             except Exception:  # the watch must outlive any surprise; the live version keeps serving
                 logger.exception("%s: reload check failed", self.path)
 
-    def stop(self) -> None:
-        """Stop watching and tear the live version down once its calls have returned."""
+    def stop(self, wait_s: float | None = None) -> None:
+        """Stop watching and tear the live version down once its calls have returned (waiting at most
+        ``wait_s`` seconds for them: a call that never returns must not keep the server from exiting)."""
         self._stopped.set()
         if self._watch is not None:
             self._watch.join(timeout=60)
         for retiring in self._retiring:
-            retiring.join(timeout=60)
+            retiring.join(timeout=60 if wait_s is None else wait_s)
         if self.live is not None:
-            self.live.teardown()
+            self.live.teardown(wait_s)

@@ -9,6 +9,8 @@ that raised). A progress bar is shown on a terminal.
 from __future__ import annotations
 
 import argparse
+import io
+import itertools
 import json
 import os
 import secrets
@@ -65,9 +67,33 @@ def _csv(path, batch_size):
 
 
 def _jsonl(path, batch_size):
+    """Batches of ``batch_size`` lines read by pandas; a line that is not JSON is named by its number."""
     import pandas
-    with pandas.read_json(path, lines=True, chunksize=batch_size, precise_float=True) as reader:
-        yield from reader
+    with open(path, encoding="utf-8") as source:
+        first_line = 1
+        while lines := list(itertools.islice(source, batch_size)):
+            if not any(line.strip() for line in lines):
+                first_line += len(lines)
+                continue
+            try:
+                yield pandas.read_json(io.StringIO("".join(lines)), lines=True, precise_float=True)
+            except ValueError as error:
+                raise PredictFileError(f"{path}: {_bad_line(lines, first_line) or error}") from error
+            first_line += len(lines)
+
+
+def _bad_line(lines: list, first_line: int) -> str | None:
+    """``line N (counting from 1): <why>`` for the first of ``lines`` that is not a JSON object."""
+    for number, line in enumerate(lines, first_line):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as error:
+            return f"line {number} (counting from 1) is not JSON: {error}"
+        if not isinstance(value, dict):
+            return f"line {number} (counting from 1): expected an object of columns, got {type(value).__name__}"
+    return None
 
 
 def _parquet(path, batch_size):
@@ -115,6 +141,17 @@ class _Writer:
         self._rows = 0
         self._row_shape = None
         self._dtype = None
+        self._file = self._create(self.tmp.with_suffix(".raw") if self.kind == "npy" else self.tmp)
+
+    def _create(self, path: Path):
+        """A new regular file at ``path`` (O_EXCL: never written through whatever might be there), opened
+        before any row is scored so that an output that cannot be written is said at once."""
+        from stepline.saving.safe_open import open_regular
+        try:
+            return open_regular(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PredictFileError, "output")
+        except OSError as error:
+            raise PredictFileError(f"{self.path}: cannot write the output here: "
+                                   f"{error.strerror or error}") from error
 
     def write(self, outputs: np.ndarray, columns: list[str]) -> None:
         getattr(self, "_write_" + self.kind)(outputs, columns)
@@ -125,15 +162,18 @@ class _Writer:
         values = outputs.reshape(len(outputs), -1) if outputs.ndim > 1 else outputs[:, None]
         return pandas.DataFrame(values, columns=columns)
 
+    def _text(self):
+        return io.TextIOWrapper(io.BufferedWriter(self._file), encoding="utf-8", newline="")
+
     def _write_csv(self, outputs, columns):
         header = self._handle is None
         if header:
-            self._handle = open(self.tmp, "w", newline="", encoding="utf-8")
+            self._handle = self._text()
         self._frame(outputs, columns).to_csv(self._handle, header=header, index=False)
 
     def _write_jsonl(self, outputs, columns):
         if self._handle is None:
-            self._handle = open(self.tmp, "w", encoding="utf-8")
+            self._handle = self._text()
         from stepline.serving.tensors import to_jsonable
         rows = to_jsonable(outputs.reshape(len(outputs), -1) if outputs.ndim > 1 else outputs[:, None])
         self._handle.write("".join(json.dumps(dict(zip(columns, row))) + "\n" for row in rows))
@@ -143,14 +183,14 @@ class _Writer:
         import pyarrow.parquet as pq
         table = pyarrow.Table.from_pandas(self._frame(outputs, columns), preserve_index=False)
         if self._handle is None:
-            self._handle = pq.ParquetWriter(self.tmp, table.schema)
+            self._handle = pq.ParquetWriter(self._file, table.schema)
         self._handle.write_table(table)
 
     def _write_npy(self, outputs, columns):
         if outputs.dtype == object:
             raise PredictFileError(f"{self.path}: .npy holds numbers; these outputs are {outputs.dtype} (use .csv)")
         if self._handle is None:
-            self._handle = open(self.tmp.with_suffix(".raw"), "wb")
+            self._handle = io.BufferedWriter(self._file)
             self._row_shape, self._dtype = outputs.shape[1:], outputs.dtype
         self._handle.write(np.ascontiguousarray(outputs, dtype=self._dtype).tobytes())
 
@@ -159,6 +199,7 @@ class _Writer:
         if self._handle is None:
             raise PredictFileError("the input holds no rows: nothing was written")
         self._handle.close()
+        self._file.close()
         if self.kind == "npy":
             self._finish_npy()
         os.replace(self.tmp, self.path)
@@ -167,7 +208,7 @@ class _Writer:
         """Prepend the .npy header, now that the row count is known, and copy the raw rows after it."""
         raw = self.tmp.with_suffix(".raw")
         try:
-            with open(self.tmp, "wb") as out, open(raw, "rb") as source:
+            with io.BufferedWriter(self._create(self.tmp)) as out, open(raw, "rb") as source:
                 header = {"descr": np.lib.format.dtype_to_descr(self._dtype), "fortran_order": False,
                           "shape": (self._rows, *self._row_shape)}
                 np.lib.format.write_array_header_1_0(out, header)
@@ -177,8 +218,12 @@ class _Writer:
             raw.unlink(missing_ok=True)
 
     def abort(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
+        for handle in (self._handle, self._file):
+            if handle is not None:
+                try:
+                    handle.close()
+                except (OSError, ValueError):  # a write that failed half-way fails again on flush
+                    pass
         self.tmp.unlink(missing_ok=True)
         self.tmp.with_suffix(".raw").unlink(missing_ok=True)
 
@@ -192,9 +237,13 @@ def output_columns(outputs: np.ndarray, version, proba: bool) -> list[str]:
     return [prefix] if width == 1 else [f"{prefix}_{i}" for i in range(width)]
 
 
-def _prepare(batch, version):
+def _prepare(batch, version, source: str):
+    from stepline.serving.protocol import RequestError
     from stepline.serving.tensors import from_frame
-    return from_frame(batch, version) if hasattr(batch, "columns") else batch
+    try:
+        return from_frame(batch, version, source) if hasattr(batch, "columns") else batch
+    except RequestError as error:
+        raise PredictFileError(str(error)) from None
 
 
 def score(version, batch, first_row: int, proba: bool, source: str):
@@ -223,24 +272,39 @@ def predict_file(path: str, input_path: str, output_path: str, batch_size: int =
     if not os.path.exists(input_path):
         raise PredictFileError(f"{input_path}: no such file")
     _check_dump(path)
+    file_format(output_path, "output")
+    if os.path.exists(output_path) and os.path.samefile(input_path, output_path):
+        raise PredictFileError(f"{output_path}: is the input file; write the outputs to another file")
     writer = _Writer(output_path)
     try:
         version = LoadedVersion(Path(path), dump_digest(path), trusted)
-    except OSError as error:
-        raise PredictFileError(f"{path}: not a stepline dump ({error.strerror or error})") from error
+    except BaseException as error:
+        writer.abort()
+        if isinstance(error, OSError):
+            raise PredictFileError(f"{path}: not a stepline dump ({error.strerror or error})") from error
+        raise
     if proba and not version.has_proba:
+        writer.abort()
+        version.teardown()
         raise PredictFileError(f"{path}: --proba: the last step has no predict_proba")
     from tqdm import tqdm
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=count_rows(input_path), unit="rows", disable=not show, file=sys.stderr)
     try:
         for first_row, batch in read_batches(input_path, batch_size):
-            outputs = np.asarray(score(version, _prepare(batch, version), first_row, proba, input_path))
+            if not len(batch):  # a CSV of a header only
+                continue
+            outputs = np.asarray(score(version, _prepare(batch, version, input_path), first_row, proba, input_path))
             if outputs.dtype.kind == "U":
                 outputs = outputs.astype(object)
             writer.write(outputs, output_columns(outputs, version, proba))
             bar.update(len(batch))
+        if not writer._rows:
+            raise PredictFileError(f"{input_path}: holds no rows; nothing was written")
         writer.close()
+    except OSError as error:  # writing the output (reading and scoring raise PredictFileError)
+        writer.abort()
+        raise PredictFileError(f"{output_path}: cannot write the output: {error.strerror or error}") from error
     except BaseException:
         writer.abort()
         raise
@@ -261,11 +325,11 @@ def _check_dump(path) -> None:
 
 
 def run(args) -> int:
-    from stepline.serving.model import ModelLoadError
+    from stepline.serving.model import ModelLoadError, OutputError
     try:
         rows = predict_file(args.path, args.input, args.output, args.batch_size, args.proba, args.trust,
                             True if args.progress else None)
-    except (PredictFileError, ModelLoadError) as error:
+    except (PredictFileError, ModelLoadError, OutputError) as error:
         print(f"stepline predict: {error}", file=sys.stderr)
         return 1
     print(f"wrote {rows} rows of {'probabilities' if args.proba else 'predictions'} to {args.output}")

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 
 OPTIONS_VARIABLE = "STEPLINE_SERVE_OPTIONS"
@@ -42,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "hand-offs for a pipeline that holds the GIL; not for one that uses several CPUs itself")
     parser.add_argument("--poll-interval", type=float, default=1.0,
                         help="seconds between checks for a new dump at PATH; 0 turns hot reload off (default: 1)")
+    parser.add_argument("--timeout-s", type=float, default=60.0,
+                        help="seconds a client has to send a request's headers, then its body (408 beyond), and a "
+                             "prediction has to finish (504 beyond; a stuck prediction thread is replaced); "
+                             "0: no bound (default: 60)")
     parser.add_argument("--trust", action="store_true",
                         help="load the dump even if no trusted key signed it (its code will run)")
     parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
@@ -55,6 +60,7 @@ def _options(args) -> dict:
     return {"path": os.path.abspath(args.path), "model_name": args.model_name, "trusted": args.trust,
             "max_batch_size": args.max_batch_size, "max_latency_ms": args.max_latency_ms,
             "max_body_size": args.max_body_size, "threads": args.threads, "poll_interval": args.poll_interval,
+            "timeout_s": args.timeout_s,
             "log_level": args.log_level, "switch_interval_ms": args.switch_interval_ms, "pin_cpus": args.pin_cpus}
 
 
@@ -94,8 +100,8 @@ def _check(args) -> str | None:
         return f"--workers: must be at least 1, got {args.workers}"
     if args.max_batch_size is not None and args.max_batch_size < 1:
         return f"--max-batch-size: must be at least 1, got {args.max_batch_size}"
-    if args.max_latency_ms < 0 or args.poll_interval < 0:
-        return "--max-latency-ms and --poll-interval must be 0 or more"
+    if args.max_latency_ms < 0 or args.poll_interval < 0 or args.timeout_s < 0:
+        return "--max-latency-ms, --poll-interval and --timeout-s must be 0 or more"
     if args.threads is not None and args.threads < 1:
         return f"--threads: must be at least 1, got {args.threads}"
     if args.pin_cpus and not hasattr(os, "sched_setaffinity"):
@@ -103,6 +109,12 @@ def _check(args) -> str | None:
     if args.switch_interval_ms < 0:
         return f"--switch-interval-ms: must be 0 (leave Python's) or more, got {args.switch_interval_ms}"
     return None
+
+
+def _exit_cleanly(signum, frame):
+    """SIGTERM outside uvicorn's own handler: before it serves, or re-raised by it once it has shut
+    down gracefully (requests answered, teardown run): exit with status 0, as a process manager expects."""
+    raise SystemExit(0)
 
 
 def _untrusted(path) -> str | None:
@@ -128,10 +140,12 @@ def run(args) -> int:
     except ImportError:
         print("stepline serve needs Starlette and uvicorn: pip install 'stepline[serve]'", file=sys.stderr)
         return 2
+    from stepline.serving.connections import protocol_class
     _configure_logging(args.log_level)
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     os.environ[OPTIONS_VARIABLE] = json.dumps(_options(args))
     uvicorn.run("stepline.serving.serve_cli:app_from_environment", factory=True, host=args.host,
-                port=args.port, workers=args.workers, loop=args.loop, http=args.http,
+                port=args.port, workers=args.workers, loop=args.loop, http=protocol_class(args.http),
                 log_level=args.log_level, access_log=False,
                 timeout_graceful_shutdown=30)
     return 0

@@ -65,11 +65,18 @@ def data_from_array(array: np.ndarray, version, where: str):
     return array
 
 
-def from_frame(frame, version):
-    """A DataFrame as the pipeline takes it: as is when it was fitted on named columns, else its
+def from_frame(frame, version, where: str = "body"):
+    """A DataFrame as the pipeline takes it: its columns the model was fitted on, in that order, when
+    it has named columns (a RequestError names those missing; others are left out), else its
     values (row-major, like arrays read any other way: memory order changes a float result's last bits)."""
-    if version.feature_names:
-        return frame
+    names = version.feature_names
+    if names:
+        if list(frame.columns) == names:
+            return frame
+        missing = [n for n in names if n not in frame.columns]
+        if missing:
+            raise RequestError(f"{where}: missing columns {missing}; the model's input columns are {names}")
+        return frame[names]
     return np.ascontiguousarray(frame.to_numpy())
 
 

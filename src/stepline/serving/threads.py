@@ -19,14 +19,25 @@ thread, three thread switches and GIL hand-offs a request. Here:
 
 With ``threads`` > 1 the calls of a turn are split across the threads (each wakes for its
 share), for pipelines whose ``predict`` releases the GIL and can overlap.
+
+A Python thread cannot be stopped from outside, so a call that never returns (a predict
+that hangs) would hold its thread for ever: :meth:`PredictionThreads.replace_stuck` (the
+server calls it when a request times out) retires every thread busy for longer than the
+timeout and starts a fresh one in its place; a retired thread ends when its call returns,
+if it ever does. At most ``MAX_STUCK`` threads are left stuck that way per pool.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
+import time
 
 _STOP = object()
+#: Stuck threads a pool leaves behind at most before it stops starting replacements.
+MAX_STUCK = 8
+logger = logging.getLogger("stepline.serving")
 
 
 class PredictionThreads:
@@ -38,9 +49,17 @@ class PredictionThreads:
         self._calls: queue.SimpleQueue = queue.SimpleQueue()  # items: (mailbox, [(future, fn, args), ...])
         self._mailbox: _Mailbox | None = None  # of the loop that submitted last
         self._drain = threads == 1  # one thread takes all; several share the calls of a turn
-        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(threads)]
-        for thread in self._threads:
-            thread.start()
+        self._name = name
+        self._started = 0
+        self._busy_since: dict = {}  # thread -> time.monotonic() when its current wake-up began
+        self._retired: set = set()  # threads replaced while stuck in a call
+        self._threads = [self._start_thread() for _ in range(threads)]
+
+    def _start_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self._work, name=f"{self._name}-{self._started}", daemon=True)
+        self._started += 1
+        thread.start()
+        return thread
 
     def __len__(self) -> int:
         return len(self._threads)
@@ -68,16 +87,40 @@ class PredictionThreads:
             self._calls.put((mailbox, calls[i::shares]))
 
     def _work(self) -> None:
-        calls = self._calls
+        calls, busy_since, me = self._calls, self._busy_since, threading.current_thread()
         while True:
             items = [calls.get()]
             if self._drain:
                 while not calls.empty():  # everything queued while this thread was busy: same wake-up
                     items.append(calls.get())
+            busy_since[me] = time.monotonic()
             for mailbox, batch in items:
                 if mailbox is _STOP:
                     return
                 mailbox.post([_outcome(future, fn, args) for future, fn, args in batch])
+            del busy_since[me]
+            if me in self._retired:  # replaced while stuck: its replacement serves from now on
+                self._retired.discard(me)
+                return
+
+    def replace_stuck(self, busy_for_s: float) -> int:
+        """From the loop: retire the threads busy in one wake-up for ``busy_for_s`` seconds or more and
+        start one fresh thread for each (at most ``MAX_STUCK`` stuck threads per pool); the number replaced."""
+        now, replaced = time.monotonic(), 0
+        for i, thread in enumerate(self._threads):
+            started = self._busy_since.get(thread)
+            if started is None or now - started < busy_for_s:
+                continue
+            if len(self._retired) >= MAX_STUCK:
+                logger.error("%d prediction threads are stuck in calls that do not return; starting no more",
+                             len(self._retired))
+                break
+            self._retired.add(thread)
+            self._threads[i] = self._start_thread()
+            replaced += 1
+            logger.error("prediction thread %s has been inside one call for %.1f s (a predict that does not "
+                         "return?); %s takes its place", thread.name, now - started, self._threads[i].name)
+        return replaced
 
     def shutdown(self, wait: bool = True) -> None:
         """Let the threads finish the calls queued, then stop them."""
