@@ -7,7 +7,7 @@ searches it on scikit-learn's breast cancer data with 3-fold cross-validation, r
 every trial in an SQLite file (run the same call again and it resumes), writes the
 optimisation history as a PNG and saves the refit best pipeline
 as a stepline dump, loaded back here to check its predictions.
-Run: ``python examples/automl_search.py``.
+Run: ``python examples/automl_search.py`` (needs ``pip install 'stepline[sklearn,automl]'``).
 """
 import logging
 import shutil

@@ -3,7 +3,7 @@
 Starts a private two-worker LocalCluster on 127.0.0.1 (pass a scheduler address to use a
 real cluster: ``DaskPipeline(steps, batch_size, address="tcp://host:8786")``).
 
-    python examples/dask_pipeline.py
+    python examples/dask_pipeline.py      # needs pip install 'stepline[sklearn,dask]'
 """
 import logging
 

@@ -5,7 +5,7 @@ Fits StandardScaler -> LogisticRegression on breast cancer, saves the dump, star
 127.0.0.1, sends 64 one-row ``/predict`` requests from 16 threads at once, checks every
 answer against the pipeline's own ``predict``, and reads from ``/metrics`` how many
 batches the server ran and how many rows they held. Run:
-``python examples/serve_batching.py`` (needs ``pip install 'stepline[serve]'`` and httpx).
+``python examples/serve_batching.py`` (needs ``pip install 'stepline[sklearn,serve]'`` and httpx).
 """
 import os
 import shutil

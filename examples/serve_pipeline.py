@@ -6,7 +6,7 @@ JSON client would (``/predict``), as MLflow clients do (``/invocations`` with
 ``dataframe_split``) and as KServe/Triton clients do (``/v2/models/NAME/infer``). Then it
 saves a new dump at the same path and waits for the server to report the new version,
 and stops the server with SIGTERM (the pipeline's teardown runs). Run:
-``python examples/serve_pipeline.py`` (needs ``pip install 'stepline[serve]'`` and httpx).
+``python examples/serve_pipeline.py`` (needs ``pip install 'stepline[sklearn,serve]'`` and httpx).
 """
 import os
 import shutil

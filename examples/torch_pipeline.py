@@ -2,7 +2,7 @@
 
 The MLP class is defined here, in ``__main__``: the dump stores it by value, so the fresh
 process that loads the pipeline below never sees this file. The weights travel as
-safetensors + JSON (no pickled module). Run: ``python examples/torch_pipeline.py``.
+safetensors + JSON (no pickled module). Run: ``python examples/torch_pipeline.py`` (needs ``pip install 'stepline[sklearn,torch]'``).
 """
 import json
 import logging

@@ -5,11 +5,11 @@ import os
 import time
 
 import numpy as np
-import dask
 import pytest
 
 optuna = pytest.importorskip("optuna")
 distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
 
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 

@@ -10,8 +10,31 @@ EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.
 TIMEOUT = 120
 
 
+# What each extra brings, and the optional modules an example may import itself.
+EXTRAS = {"sklearn": ["sklearn"], "torch": ["torch", "safetensors"], "dask": ["distributed"],
+          "automl": ["optuna", "matplotlib"], "serve": ["starlette", "uvicorn"]}
+OPTIONAL = {"sklearn", "torch", "dask", "distributed", "optuna", "matplotlib", "starlette", "uvicorn",
+            "httpx", "pandas", "pyarrow", "tritonclient"}
+
+
+def needed_modules(script: Path) -> list[str]:
+    """The optional modules ``script`` needs: the extras its docstring names
+    (``stepline[serve,...]``) and the optional packages it imports."""
+    import ast
+    tree = ast.parse(script.read_text())
+    needed = [m for extras in re.findall(r"stepline\[([a-z,]+)\]", ast.get_docstring(tree) or "")
+              for extra in extras.split(",") for m in EXTRAS[extra]]
+    for node in ast.walk(tree):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+        needed += [n.split(".")[0] for n in names if n.split(".")[0] in OPTIONAL]
+    return sorted(set(needed))
+
+
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_runs(script, tmp_path):
+    for module in needed_modules(script):  # an example of an extra not installed is skipped, named
+        pytest.importorskip(module)
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path,
                             capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, f"{script.name} failed:\n{result.stdout}\n{result.stderr}"

@@ -163,7 +163,9 @@ def test_the_python_blocks_of_a_doc_run_in_order_as_a_new_user_pastes_them(doc, 
     if not blocks:
         pytest.skip(f"{doc} has no python block")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
-    result = subprocess.run([sys.executable, "-c", "\n".join(blocks)], cwd=tmp_path, env=env,
+    script = tmp_path / "pasted.py"  # a file, as a user pastes them: worker processes import it
+    script.write_text("\n".join(blocks))
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, f"{doc}:\n{result.stderr[-3000:]}"
 
@@ -181,3 +183,43 @@ def test_serve_refuses_an_untrusted_dump_in_one_message_before_a_server_starts(t
     assert "Traceback" not in result.stderr and "Uvicorn running" not in result.stderr, result.stderr
     assert result.stderr.startswith("stepline serve: UntrustedDumpError: m: untrusted dump")
     assert "Doubler" in result.stderr and "--trust" in result.stderr
+
+
+def test_serve_a_dump_changed_by_hand_fails_startup_in_one_logged_line(tmp_path):
+    pytest.importorskip("uvicorn")
+    Pipeline([Identity(), Pipeline([Identity()], name="inner")]).set_name("m").save(CX(tmp_path), full_dump=True)
+    child = tmp_path / "m" / "inner" / "stepline.json"
+    child.write_text(child.read_text().replace('"name": "inner"', '"name": "inner" '))
+    result = stepline("serve", "m", "--port", "0", cwd=tmp_path)
+    assert result.returncode != 0, result
+    assert "Traceback" not in result.stderr and "Uvicorn running" not in result.stderr, result.stderr
+    assert "cannot serve: " in result.stderr and "m/inner" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("seed", ["-1", "x"])
+def test_demo_a_seed_numpy_cannot_take_is_refused_naming_the_option(workdir, seed):
+    result = stepline("demo", "--seed", seed, cwd=workdir)
+    assert result.returncode == 2 and result.stdout == "", result
+    assert f"argument --seed: must be an integer, 0 or more, got '{seed}'" in result.stderr, result.stderr
+
+
+def test_predict_into_a_folder_that_does_not_exist_names_the_output(workdir):
+    pytest.importorskip("pandas")
+    result = stepline("predict", "dumps/model", "rows.csv", "-o", "nodir/out.csv", cwd=workdir)
+    assert_one_clear_line(result, "stepline predict: nodir/out.csv: the folder nodir does not exist")
+
+
+def test_a_warning_while_a_command_runs_is_one_line_naming_the_command(tmp_path):
+    pytest.importorskip("pandas")
+    save = ("import stepline.saving.manifest as m; real = m.runtime_versions; "
+            "m.runtime_versions = lambda: {**real(), 'numpy': '1.0.0'}; "
+            "from stepline import CX, Pipeline; from stepline.steps.numpy import MultiplyByN; "
+            "Pipeline([MultiplyByN(2)]).set_name('m').save(CX('.'), full_dump=True)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    subprocess.run([sys.executable, "-c", save], cwd=tmp_path, env=env, check=True, timeout=60)
+    (tmp_path / "rows.csv").write_text("a\n1\n")
+    result = stepline("predict", "m", "rows.csv", "-o", "out.csv", cwd=tmp_path)
+    assert result.returncode == 0, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stepline predict: VersionMismatchWarning: "), result.stderr
+    assert "numpy: saved with 1.0.0" in lines[0]

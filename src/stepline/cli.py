@@ -59,10 +59,19 @@ def _unknown_command(parser: argparse.ArgumentParser, name: str) -> int:
 
 
 def _run(args) -> int:
-    """The command's own status; a dump, save or file error it let through is one line and status 2."""
+    """The command's own status; a dump, save or file error it let through is one line and status 2.
+    Warnings are one line each too (``stepline CMD: warning: …``, not the source line that warned)."""
+    import warnings
+
     from stepline.saving.errors import SaveError, StepLoadError
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"stepline {args.command}: {category.__name__}: {message}", file=sys.stderr)
+
     try:
-        return importlib.import_module(_COMMANDS[args.command][0]).run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return importlib.import_module(_COMMANDS[args.command][0]).run(args)
     except (StepLoadError, SaveError) as error:
         print(f"stepline {args.command}: {error}", file=sys.stderr)
     except OSError as error:

@@ -39,12 +39,23 @@ AFTER_LABEL = "outputs after loading (fresh process)"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="stepline_demo",
                         help="folder to save the dump into (default: ./stepline_demo)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=_seed, default=0,
                         help="seed of the shuffling, the data split and the hyperparameter sampling")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens in more detail")
     parser.add_argument("--load", metavar="PATH", default=None,
                         help="(loader mode) load the step saved at PATH, transform the JSON rows read "
                              "from stdin in inference mode, print the outputs as JSON")
+
+
+def _seed(text: str) -> int:
+    """A seed for NumPy: an integer, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer, 0 or more, got {text!r}")
+    return value
 
 
 # ----------------------------------------------------------------------------- pieces

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sys
 import time
 
 from stepline.serving import json_codec, protocol, tensors
@@ -98,6 +99,8 @@ def _app_class():
                 if endpoint is not None:
                     scope["app"] = self
                     return await endpoint(scope, receive, send)
+            if scope["type"] == "lifespan":
+                send = _startup_failure_logged_once(send)
             await super().__call__(scope, receive, send)
 
         def _fast_endpoint(self, scope):
@@ -116,6 +119,16 @@ def _app_class():
             return self.infer_endpoint
 
     return ServingApp
+
+
+def _startup_failure_logged_once(send):
+    """``send`` for the lifespan: a startup that failed with :class:`ModelLoadError` (the lifespan
+    logged its one line) reaches the server without Starlette's traceback of it."""
+    async def send_lifespan(message):
+        if message["type"] == "lifespan.startup.failed" and isinstance(sys.exc_info()[1], ModelLoadError):
+            message = {**message, "message": ""}  # sent from inside Starlette's ``except`` block
+        await send(message)
+    return send_lifespan
 
 
 def infer_path_params(path: str) -> dict | None:

@@ -134,6 +134,8 @@ class _Writer:
     def __init__(self, path: str):
         self.path = Path(path)
         self.kind = file_format(path, "output")
+        if not self.path.parent.is_dir():
+            raise PredictFileError(f"{path}: the folder {self.path.parent} does not exist (or is not a folder)")
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{secrets.token_hex(4)}")
         self._handle = None
         self._rows = 0
