@@ -29,7 +29,7 @@ from collections import deque
 import blake3
 
 from .errors import CorruptFileError
-from .safe_open import open_regular
+from .safe_open import check_unchanged, open_regular
 
 #: Bytes read (and handed to the hashing thread) at a time: 1–2 MiB measured cheapest for
 #: the hashing thread (the chunk is still in the shared cache), 4–8 MiB 5–10 % dearer.
@@ -69,13 +69,20 @@ def file_digest(path, algorithm: str = DIGEST, into=None, size: int | None = Non
 
     With ``into`` (a writable buffer of the file's size) the file is read into it as it is
     hashed: the bytes that are verified are the bytes that are loaded. ``size`` (or the
-    size of ``into``) is the size the caller checked; the file must still have it.
+    size of ``into``) is the size the caller checked; the file must still have it. ``size``
+    may be the caller's ``os.stat`` of the file: then the file hashed must be that very file
+    (:func:`~stepline.saving.safe_open.check_unchanged`).
     ``alone``: no other file is hashed meanwhile, so the file is read on this thread while a
     second thread hashes it; otherwise each chunk is hashed on this thread right after it is read,
     while it is in this core's cache (the other cores are busy with the other files).
     """
     view = memoryview(into).cast("B") if into is not None else None
+    checked = size if isinstance(size, os.stat_result) else None
+    if checked is not None:
+        size = checked.st_size
     with open_regular(path, os.O_RDONLY, CorruptFileError, "file its manifest lists") as f:
+        if checked is not None:  # the file checked is the one hashed (and the one later opens must find)
+            check_unchanged(f, checked, path, CorruptFileError)
         actual = os.fstat(f.fileno()).st_size
         expected = view.nbytes if view is not None else actual if size is None else size
         if actual != expected:

@@ -18,6 +18,11 @@ file may keep its size, inode and times while blocks that were never written bac
 zeros, so the first load after a reboot hashes every file again and reports such a file as
 corrupt instead of loading it.
 
+The cache lives in the dump, where whoever can write could forge it, so it carries a MAC
+(keyed BLAKE3 under a key derived from this user's signing key, :func:`~stepline.trust.keys.stat_cache_key`):
+a cache forged, copied from another user's or machine's dump, or written where there is no
+key vouches for nothing, and its files are hashed.
+
 Only files of at least ``CACHE_MIN_BYTES`` (1 MiB) are cached: hashing a smaller one
 (BLAKE3, from the page cache) costs less than writing and reading a cache entry for it,
 so a dump of small steps holds no cache files at all.
@@ -25,19 +30,21 @@ so a dump of small steps holds no cache files at all.
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import re
-import secrets
 import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import blake3
+
 from .errors import CorruptFileError, ManifestError, MissingFileError, StepLoadError
 from .hashing import DIGEST, digest_bytes, file_digest, new_hasher, sha256_file  # noqa: F401 (re-exported)
 from .manifest import MANIFEST_NAME
-from .safe_open import open_regular
+from .safe_open import kind_of, open_regular, replace_with
 
 STAT_CACHE_NAME = ".stepline-verified.json"
 _CACHE_FORMAT = "stepline-stat-cache"
@@ -48,6 +55,8 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 #: The digests format-v2 (BLAKE3) and v1 (SHA-256) records hold.
 _ALGORITHMS = ("blake3", "sha256")
 _MAX_CACHE_BYTES = 64 << 20
+#: Path components a file name in a manifest never has ("a//b", "./a", "../a": one file, one spelling).
+_NOT_NAMES = ("", ".", "..")
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 
@@ -81,8 +90,8 @@ def workers_for(count: int) -> int:
 
 def _hash_files(paths: list[Path], total_bytes: int, algorithms=None, into=None, sizes=None) -> list[str]:
     """Hash files (BLAKE3 unless ``algorithms`` says otherwise per file). ``into`` gives per
-    file a buffer to read it into as it is hashed, or ``None``; ``sizes`` the size each must
-    still have (see :func:`~stepline.saving.hashing.file_digest`).
+    file a buffer to read it into as it is hashed, or ``None``; ``sizes`` the size (or the
+    ``os.stat``) each must still have (see :func:`~stepline.saving.hashing.file_digest`).
 
     One big file at a time is read on one thread while the others hash it; several big
     files are hashed in parallel threads, each file read and hashed chunk by chunk by one.
@@ -90,7 +99,7 @@ def _hash_files(paths: list[Path], total_bytes: int, algorithms=None, into=None,
     algorithms = algorithms or [DIGEST] * len(paths)
     into = into or [None] * len(paths)
     sizes = sizes or [None] * len(paths)
-    big = sum(s is None or s >= _PARALLEL_MIN_BYTES for s in sizes)
+    big = sum(s is None or getattr(s, "st_size", s) >= _PARALLEL_MIN_BYTES for s in sizes)
     if len(paths) < 2 or total_bytes < _PARALLEL_MIN_BYTES or big < 2:
         return [file_digest(p, a, b, s) for p, a, b, s in zip(paths, algorithms, into, sizes)]
     alone = [False] * len(paths)
@@ -109,7 +118,8 @@ def check_records(files, folder) -> None:
         parts = name.split("/") if isinstance(name, str) else ()  # (JSON keys are strings)
         if "\x00" in name:
             raise ManifestError(f"{where}: invalid file name {name!r} in 'files': a NUL byte in a name")
-        if not name or name.startswith("/") or "\\" in name or ".." in parts or name == STAT_CACHE_NAME:
+        if not name or name.startswith("/") or "\\" in name or name == STAT_CACHE_NAME \
+                or any(part in _NOT_NAMES for part in parts):
             raise ManifestError(f"{where}: invalid file name {name!r} in 'files'")
         if not (isinstance(record, dict) and type(record.get("size")) is int and record["size"] >= 0
                 and _has_digest(record)):
@@ -175,26 +185,32 @@ def verify_files(folder, files: dict, verify=True, read_into=None) -> dict:
 
     ``read_into(name, size)`` may give a writable buffer of ``size`` bytes for a file about
     to be hashed (or ``None``): the file is then read into it as it is hashed, so a loader
-    need not read it again. Returns ``{name: buffer}`` of the files so read and verified.
+    need not read it again. Returns ``{name: buffer}`` of the files so read and verified,
+    and ``{name: os.stat_result}`` of the others, as checked: whoever opens one of them
+    later must find that very file (:func:`~stepline.saving.safe_open.open_checked`), so
+    that what is verified is what is loaded. A file hashed here is the file so stat'ed.
     """
     if verify not in (True, False, "full"):
         raise ValueError(f"verify must be True, False or 'full', not {verify!r}")
     check_records(files, folder)
     folder = os.fspath(folder)  # (strings: this runs for every step of a load)
     names = sorted(files)
+    for name in names:
+        if "/" in name:
+            _check_inside(folder, name)
     stats = {n: _checked_stat(os.path.join(folder, n), files[n]["size"]) for n in names}
     if not verify:
-        return {}
+        return dict(stats)
     cache = {} if verify == "full" else load_stat_cache(folder, strict=True) \
         if _any_cached(stats.values()) or os.path.lexists(os.path.join(folder, STAT_CACHE_NAME)) else {}
     expected = {n: record_digest(files[n]) for n in names}
     todo = [n for n in names if not _trusted(cache.get(n), stats[n], expected[n][1])]
     if not todo:
-        return {}
-    buffers = [read_into(n, stats[n].st_size) if read_into else None for n in todo]
+        return dict(stats)
+    buffers = [_allocated(read_into, folder, n, stats[n].st_size) for n in todo]
     try:
         digests = _hash_files([Path(folder, n) for n in todo], sum(stats[n].st_size for n in todo),
-                              [expected[n][0] for n in todo], buffers, [stats[n].st_size for n in todo])
+                              [expected[n][0] for n in todo], buffers, [stats[n] for n in todo])
     except OSError as e:
         raise StepLoadError(f"{e.filename}: cannot read ({e.strerror or e})") from e
     for name, digest in zip(todo, digests):
@@ -203,7 +219,36 @@ def verify_files(folder, files: dict, verify=True, read_into=None) -> dict:
             raise CorruptFileError(f"{os.path.join(folder, name)}: {algorithm.upper()} mismatch (manifest {wanted[:12]}…, "
                                    f"file {digest[:12]}…): the file was modified or corrupted")
     update_stat_cache(folder, {n: stat_entry(stats[n], d) for n, d in zip(todo, digests)})
-    return {n: b for n, b in zip(todo, buffers) if b is not None}
+    checked = dict(stats)
+    checked.update((n, b) for n, b in zip(todo, buffers) if b is not None)
+    return checked
+
+
+def _allocated(read_into, folder: str, name: str, size: int):
+    """``read_into(name, size)`` (or ``None``), a clear error when memory cannot hold the file."""
+    if read_into is None:
+        return None
+    try:
+        return read_into(name, size)
+    except MemoryError:
+        raise StepLoadError(f"{os.path.join(folder, name)}: {size} bytes, more than this process can "
+                            f"allocate to load it (a file that big, or one that claims to be: sparse)") from None
+
+
+def _check_inside(folder: str, name: str) -> None:
+    """A file name with folders (``sub/file``) must reach its file through real folders of the
+    dump: a symbolic link on the way could point anywhere (only the last part is opened with
+    ``O_NOFOLLOW``)."""
+    parts = name.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        path = os.path.join(folder, *parts[:depth])
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            return  # (the file is then missing: named as such by the stat that follows)
+        if not stat.S_ISDIR(mode):
+            raise CorruptFileError(f"{path}: is {kind_of(mode)}, not a folder of the dump, on the way to "
+                                   f"{name!r}: links inside a dump are refused")
 
 
 def _any_cached(stats) -> bool:
@@ -314,7 +359,7 @@ def _read_cache(folder: Path, strict: bool) -> tuple[dict[str, list], dict[str, 
         return {}, {}
     entries, marks = data.get("files"), data.get("mapped_writable", {})
     entries = {n: e for n, e in entries.items() if _valid_entry(e) and e[2] < written_ns} \
-        if isinstance(entries, dict) and data.get("boot") == BOOT_ID else {}
+        if isinstance(entries, dict) and data.get("boot") == BOOT_ID and _authentic(data) else {}
     marks = {n: i for n, i in marks.items() if type(i) is int} if isinstance(marks, dict) else {}
     return entries, marks
 
@@ -368,18 +413,41 @@ def _write_cache(folder: Path, entries: dict, marks: dict, settle: bool) -> None
     old_entries, old_marks = _read_cache(folder, strict=False)
     all_marks = {**old_marks, **marks}
     merged = {n: e for n, e in {**old_entries, **entries}.items() if all_marks.get(n) != e[3]}
-    tmp = folder / f"{STAT_CACHE_NAME}.tmp-{secrets.token_hex(4)}"
+    body = {"format": _CACHE_FORMAT, "boot": BOOT_ID, "files": merged, "mapped_writable": all_marks}
+    key = _mac_key()
+    if key is not None:
+        body[_MAC] = _mac(key, body)
+    replace_with(path, json.dumps(body).encode("utf-8"))
+    if settle and entries:
+        _settle(path, max(e[2] for e in entries.values()))
+
+
+#: The field holding the cache's MAC: keyed BLAKE3, under a key derived from this user's
+#: signing key, of the rest of the cache (canonical JSON). The cache lives in the dump, where
+#: whoever can write could otherwise forge entries that vouch for bytes nobody hashed; a
+#: cache without a valid MAC (forged, another user's or machine's, or older) vouches for nothing.
+_MAC = "mac"
+_MAC_FIELDS = ("format", "boot", "files", "mapped_writable")
+
+
+def _mac_key() -> bytes | None:
+    from stepline.trust.keys import stat_cache_key
     try:
-        tmp.write_text(json.dumps({"format": _CACHE_FORMAT, "boot": BOOT_ID, "files": merged,
-                                   "mapped_writable": all_marks}), encoding="utf-8")
-        os.replace(tmp, path)
-        if settle and entries:
-            _settle(path, max(e[2] for e in entries.values()))
-    finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:  # on a read-only mount even this fails (EROFS, not ENOENT)
-            pass
+        return stat_cache_key()
+    except (OSError, RuntimeError):  # an unreadable key: no cache vouches for anything
+        return None
+
+
+def _mac(key: bytes, data: dict) -> str:
+    body = {k: data[k] for k in _MAC_FIELDS if k in data}
+    return blake3.blake3(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8"),
+                         key=key).hexdigest()
+
+
+def _authentic(data: dict) -> bool:
+    """Whether the cache ``data`` carries the MAC this user's key gives it (see :data:`_MAC`)."""
+    mac, key = data.get(_MAC), _mac_key()
+    return key is not None and isinstance(mac, str) and hmac.compare_digest(mac, _mac(key, data))
 
 
 def _settle(path: Path, newest_ctime_ns: int, max_wait_s: float = 0.2) -> None:

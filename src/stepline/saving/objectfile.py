@@ -26,7 +26,7 @@ import numpy as np
 from .errors import (CorruptFileError, IncompatibleDumpError, ManifestError, NotADumpError,
                      StepLoadError, UnpicklingError)
 from .preallocation import preallocate, preallocate_big  # noqa: F401 (preallocate: re-exported)
-from .safe_open import open_regular
+from .safe_open import check_unchanged, open_checked, open_regular
 from . import integrity
 from .hashing import read_into
 from .integrity import (DIGEST, check_records, mark_mapped_writable, new_hasher, stat_entry, update_stat_cache,
@@ -272,7 +272,9 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
     cache say (the cache lives in the dump, and a file can change after it was verified).
     ``preread``: ``{name: bytes or array}`` of files already read and verified (hashed as
     read) by :func:`~stepline.saving.integrity.verify_files`, the pickle's bytes included
-    (an inline pickle's, :mod:`stepline.saving.inline`, too). ``stream_label``: how messages
+    (an inline pickle's, :mod:`stepline.saving.inline`, too), and ``{name: os.stat_result}``
+    of files it checked without reading them: each is opened only if it is still that very
+    file (not replaced, not written to since), so what is verified is what is loaded. ``stream_label``: how messages
     name the pickle (by default its path).
     """
     if mmap_mode not in _MMAP_MODES:
@@ -297,18 +299,18 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
         mark_mapped_writable(folder, names)  # writes through the map may leave mtime and ctime as they were
     paths = [folder / n for n in names]
     try:
-        if stream is None:
-            stream = stream_path.read_bytes()
+        if stream is None or isinstance(stream, os.stat_result):  # (checked, not read: read it now)
+            stream = read_checked(folder / STREAM_NAME, stream)
             if check_stream:
-                _check_stream(stream_path, stream, files[STREAM_NAME])
-        buffers = _map_buffers(paths, mmap_mode, [files[n]["size"] for n in names]) if mmap_mode \
+                check_stream_digest(stream_path, stream, files[STREAM_NAME])
+        buffers = _map_buffers(paths, mmap_mode, [files[n]["size"] for n in names], preread) if mmap_mode \
             else _read_buffers(paths, preread, [files[n]["size"] for n in names])
     except OSError as e:
         raise StepLoadError(f"{e.filename}: cannot read ({e.strerror or e})") from e
     return _loads(stream_path, stream, buffers, restricted)
 
 
-def _check_stream(path: Path, stream: bytes, record: dict) -> None:
+def check_stream_digest(path: Path, stream: bytes, record: dict) -> None:
     """Raise :class:`CorruptFileError` unless ``stream`` has the digest its record lists."""
     from .integrity import digest_bytes
     algorithm = DIGEST if DIGEST in record else "sha256"
@@ -339,13 +341,16 @@ def _buffer_names(folder: Path, files: dict) -> list[str]:
     return [n for _, n in indexed]
 
 
-def _map_buffers(paths: list[Path], mode: str, sizes: list[int]) -> list[np.memmap]:
+def _map_buffers(paths: list[Path], mode: str, sizes: list[int], checked: dict) -> list[np.memmap]:
+    """Map each buffer file; one ``checked`` (``{name: os.stat_result}``) lists must still be
+    that file when opened. (Once mapped, a later write to the file shows through the map: a
+    map is the file, see docs/saving.md.)"""
     maps = []
     for path, size in zip(paths, sizes):
         if size == 0:  # (an empty file cannot be mapped)
             maps.append(np.empty(0, np.uint8))
             continue
-        with _open_listed(path, size, os.O_RDWR if mode == "r+" else os.O_RDONLY) as f:
+        with _open_listed(path, size, os.O_RDWR if mode == "r+" else os.O_RDONLY, checked.get(path.name)) as f:
             maps.append(np.memmap(f, dtype=np.uint8, mode=mode, shape=(size,)))
     return maps
 
@@ -360,30 +365,58 @@ def _read_buffers(paths: list[Path], preread: dict, sizes: list[int]) -> list[np
     read at once when they are big."""
     if not paths:
         return []
-    todo = [(p, s) for p, s in zip(paths, sizes) if p.name not in preread]
+    todo = [(p, s) for p, s in zip(paths, sizes) if _unread(preread.get(p.name))]
     sizes = [s for _, s in todo]
+    checked = [preread.get(p.name) for p, _ in todo]
     todo = [p for p, _ in todo]
     if len(todo) < 2 or sum(sizes) < _THREAD_MIN_BYTES:
-        read = [_read_into(p, s) for p, s in zip(todo, sizes)]
+        read = [_read_into(p, s, c) for p, s, c in zip(todo, sizes, checked)]
     else:
         with ThreadPoolExecutor(workers_for(len(todo))) as pool:
-            read = list(pool.map(_read_into, todo, sizes))
+            read = list(pool.map(_read_into, todo, sizes, checked))
     fresh = {p.name: buf for p, buf in zip(todo, read)}
-    return [preread[p.name] if p.name in preread else fresh[p.name] for p in paths]
+    return [fresh[p.name] if p.name in fresh else preread[p.name] for p in paths]
 
 
-def _read_into(path: Path, size: int) -> np.ndarray:
-    """The whole file in a preallocated, page-aligned array (it must still be ``size`` bytes)."""
-    buf = _page_aligned_empty(size)
-    with _open_listed(path, size, os.O_RDONLY) as f:
+def _unread(entry) -> bool:
+    return entry is None or isinstance(entry, os.stat_result)
+
+
+def read_checked(path: Path, checked: os.stat_result | None) -> bytes:
+    """The bytes of a file its manifest lists, which must still be the file ``checked``
+    describes (when given) and not change while it is read."""
+    size = checked.st_size if checked is not None else None
+    with _open_listed(path, size, os.O_RDONLY, checked) as f:
+        data = f.read() if size is None else bytearray(size)
+        if size is not None:
+            read_into(f, data, where=path)
+            check_unchanged(f, checked, path, CorruptFileError)
+    return data
+
+
+def _read_into(path: Path, size: int, checked: os.stat_result | None = None) -> np.ndarray:
+    """The whole file in a preallocated, page-aligned array (it must still be ``size`` bytes,
+    and the very file ``checked`` describes, when given)."""
+    try:
+        buf = _page_aligned_empty(size)
+    except MemoryError:
+        raise StepLoadError(f"{path}: {size} bytes, more than this process can allocate to load it") from None
+    with _open_listed(path, size, os.O_RDONLY, checked) as f:
         read_into(f, buf, where=path)
+        if checked is not None:
+            check_unchanged(f, checked, path, CorruptFileError)
     return buf
 
 
-def _open_listed(path: Path, size: int, flags: int):
+def _open_listed(path: Path, size: int | None, flags: int, checked: os.stat_result | None = None):
     """Open a buffer file without blocking or following a link (a FIFO or a link put there
-    after it was checked is refused), checking it still has the ``size`` it was checked with."""
+    after it was checked is refused), checking it still has the ``size`` it was checked with,
+    and is the very file ``checked`` (its ``os.stat`` when verified) describes, when given."""
+    if checked is not None:
+        return open_checked(path, checked, flags, CorruptFileError, "file its manifest lists")
     f = open_regular(path, flags, CorruptFileError, "buffer file its manifest lists")
+    if size is None:
+        return f
     actual = os.fstat(f.fileno()).st_size
     if actual != size:
         f.close()
@@ -397,7 +430,8 @@ def _page_aligned_empty(size: int) -> np.ndarray:
     """An uninitialised byte array starting on a page boundary.
 
     Large allocations otherwise start 16 bytes into a page, and on some CPUs (AMD Zen) the
-    kernel's copy from the page cache into such a buffer runs about 3x slower.
+    kernel's copy from the page cache into such a buffer runs about 3x slower. (A
+    ``MemoryError`` is worded by the caller, who knows the file.)
     """
     raw = np.empty(size + _PAGE, dtype=np.uint8)
     start = -raw.ctypes.data % _PAGE

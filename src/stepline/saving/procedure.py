@@ -391,14 +391,14 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
         folder, manifest, top_manifest = _manifest_along(top, parts[1:], options)
         merkle_root = options.written[os.fspath(top)] if top_manifest["format_version"] >= 2 else None
         verdict = gate.decide(top, trusted, merkle_root)  # before anything is unpickled (DESIGN §5a)
-        if not verdict.trusted:
-            gate.check_untrusted(folder, verdict, verify, options.verified)
-            options.trusted = False
-        _warn_versions(folder, manifest)
-        parents = tuple(ChildPlaceholder(name) for name in parts[:-1])
-        base = ExecutionContext(context.root, context.execution_phase, context.stripped_saver, parents)  # (one for all)
         token = _OPTIONS.set(options)
         try:
+            if not verdict.trusted:  # (each file read as it is hashed, audited, and then loaded: once)
+                gate.check_untrusted(folder, verdict, verify, options.verified, _buffer_for, options.preread)
+                options.trusted = False
+            _warn_versions(folder, manifest)
+            parents = tuple(ChildPlaceholder(name) for name in parts[:-1])
+            base = ExecutionContext(context.root, context.execution_phase, context.stripped_saver, parents)
             step = _load_node(parts[-1], base, manifest)
         finally:
             _OPTIONS.reset(token)

@@ -6,11 +6,12 @@
 - :mod:`~stepline.trust.decision`: trusted or not, decided before anything is unpickled;
 - :mod:`~stepline.trust.allowlist`: the globals an untrusted dump may use, and how to extend it;
 - :mod:`~stepline.trust.audit`: the globals a pickle needs, read from its opcodes;
-- :mod:`~stepline.trust.unpickler`: the restricted unpickler untrusted dumps go through.
+- :mod:`~stepline.trust.unpickler`: the restricted unpickler untrusted dumps go through;
+- :mod:`~stepline.trust.checks`: what it built, checked where compiled code trusts an object's state.
 """
-from stepline.trust.errors import UntrustedDumpError
+from stepline.trust.errors import UnsafeStateError, UntrustedDumpError
 
-__all__ = ["UntrustedDumpError", "allow", "trusting_keys", "verify_dump"]
+__all__ = ["UnsafeStateError", "UntrustedDumpError", "allow", "trusting_keys", "verify_dump"]
 
 
 def __getattr__(name):  # keep ``import stepline.trust`` cheap: cryptography loads on demand

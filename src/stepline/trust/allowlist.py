@@ -147,14 +147,15 @@ def _class_name(target) -> str:
 
 def _user_file_entries() -> frozenset:
     """The ``module.Class`` lines of ``allowed_globals.txt`` in the config folder."""
-    from stepline.trust.keys import config_home
+    from stepline.trust.errors import TrustConfigError
+    from stepline.trust.keys import config_home, read_config_file
     path = Path(config_home()) / USER_FILE
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_config_file(path, "allowed globals file").decode("utf-8").splitlines()
     except FileNotFoundError:
         return frozenset()
-    except (OSError, UnicodeDecodeError) as e:
-        raise RuntimeError(f"{path}: cannot read the allowed globals ({e})") from e
+    except UnicodeDecodeError as e:
+        raise TrustConfigError(f"{path}: cannot read the allowed globals ({e})") from e
     entries = set()
     for number, line in enumerate(lines, 1):
         line = line.split("#", 1)[0].strip()
@@ -162,5 +163,5 @@ def _user_file_entries() -> frozenset:
             try:
                 entries.add(_class_name(line))
             except TypeError as e:
-                raise RuntimeError(f"{path}:{number}: {e}") from None
+                raise TrustConfigError(f"{path}:{number}: {e}") from None
     return frozenset(entries)

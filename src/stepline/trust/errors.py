@@ -14,3 +14,14 @@ class UntrustedDumpError(StepLoadError):
     def __init__(self, message: str, needed: dict[str, list[str]] | None = None):
         super().__init__(message)
         self.needed = needed or {}
+
+
+class UnsafeStateError(UntrustedDumpError):
+    """An untrusted dump's pickle built an allowed object whose state its compiled code would
+    read out of bounds or loop on (a scikit-learn tree whose nodes point past their array);
+    it is refused before the load returns it (:mod:`stepline.trust.checks`)."""
+
+
+class TrustConfigError(RuntimeError):
+    """A file of the config folder (the signing key, the trust store, the allowed globals) is
+    unreadable, not a regular file, garbage, or writable by other users; it names the file."""

@@ -10,6 +10,7 @@ the restricted unpickler as well (see :mod:`stepline.trust.unpickler`).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from stepline.trust.errors import UntrustedDumpError
@@ -17,7 +18,8 @@ from stepline.trust.signing import Verdict, verify_dump
 
 log = logging.getLogger(__name__)
 STREAM_NAME = "step.pkl"
-_MAX_DEPTH = 64
+#: Deeper than stepline saves (its save recurses once per level) or loads.
+MAX_DEPTH = 256
 
 
 def decide(dump_root, trusted=None, root_digest: str | None = None) -> Verdict:
@@ -40,26 +42,33 @@ def decide(dump_root, trusted=None, root_digest: str | None = None) -> Verdict:
     return verdict
 
 
-def refused_globals(folder, verify=True, verified: set | None = None) -> dict[str, list[str]]:
+def refused_globals(folder, verify=True, verified: set | None = None, read_into=None,
+                    preread: dict | None = None) -> dict[str, list[str]]:
     """``{file: [refused globals]}`` for the step tree at ``folder``, its files verified first.
 
-    Folders verified here are added to ``verified`` so that the load does not hash them again.
+    Folders verified here are added to ``verified`` so that the load does not hash them again;
+    with ``read_into`` (see :func:`~stepline.saving.integrity.verify_files`) each file is read
+    as it is hashed and ``preread[folder]`` keeps what was read (or how each file was found):
+    the pickle audited is then the pickle hashed, and the one the load unpickles.
     """
+    from stepline.saving.errors import ManifestError
     from stepline.saving.inline import step_pickle, stream_record
     from stepline.saving.integrity import verify_files
     from stepline.saving.manifest import child_entries, read_manifest
     from stepline.trust import allowlist
-    from stepline.trust.audit import pickle_globals, read_regular_file
+    from stepline.trust.audit import pickle_globals
     refused: dict[str, list[str]] = {}
     pending = [(Path(folder), None, 0)]
     while pending:
         current, expected, depth = pending.pop()
         manifest = read_manifest(current, expected)
         files = manifest.get("files", {})
-        verify_files(current, files, verify or True)  # an untrusted pickle is always hashed
+        checked = verify_files(current, files, verify or True, read_into)
         if verified is not None:
             verified.add(current)
-        stream = step_pickle(current, manifest, read_regular_file)
+        if preread is not None:
+            preread[current] = checked
+        stream = step_pickle(current, manifest, lambda path: _stream_of(path, checked, files))
         if stream is not None:
             where, data = stream
             audit = pickle_globals(data)
@@ -70,14 +79,31 @@ def refused_globals(folder, verify=True, verified: set | None = None) -> dict[st
                 bad.insert(0, f"code pickled by value: {', '.join(map(str, by_value))}")
             if bad:
                 refused[where] = bad
-        if depth < _MAX_DEPTH:
-            pending.extend((current / c, d, depth + 1) for c, d in reversed(child_entries(manifest, current)))
+        children = child_entries(manifest, current)
+        if children and depth >= MAX_DEPTH:  # (refused, never skipped: what is not audited is not loaded)
+            raise ManifestError(f"{current}: steps nested more than {MAX_DEPTH} deep: not a dump stepline "
+                                f"loads untrusted")
+        pending.extend((current / c, d, depth + 1) for c, d in reversed(children))
     return refused
 
 
-def check_untrusted(folder, verdict: Verdict, verify=True, verified: set | None = None) -> None:
-    """Raise :class:`UntrustedDumpError` unless everything under ``folder`` is on the allow-list."""
-    refused = refused_globals(folder, verify, verified)
+def _stream_of(path: str, checked: dict, files: dict):
+    """The bytes of the pickle file at ``path`` as verified: read as it was hashed, or else read
+    now from the very file that was checked, and hashed (it may have been vouched for by the
+    stat cache, which lives in the dump); kept in ``checked`` for the load to unpickle."""
+    from stepline.saving.objectfile import STREAM_NAME as NAME, check_stream_digest, read_checked
+    found = checked.get(NAME)
+    if found is None or isinstance(found, os.stat_result):
+        found = checked[NAME] = read_checked(Path(path), found)
+        check_stream_digest(Path(path), found, files[NAME])
+    return found
+
+
+def check_untrusted(folder, verdict: Verdict, verify=True, verified: set | None = None, read_into=None,
+                    preread: dict | None = None) -> None:
+    """Raise :class:`UntrustedDumpError` unless everything under ``folder`` is on the allow-list
+    (``verified``, ``read_into``, ``preread``: see :func:`refused_globals`)."""
+    refused = refused_globals(folder, verify, verified, read_into, preread)
     if refused:
         raise UntrustedDumpError(untrusted_message(folder, verdict, refused), refused)
 

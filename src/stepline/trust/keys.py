@@ -7,9 +7,10 @@ and ``signing_key.pub`` (the public key, PEM, to share with a team).
 from __future__ import annotations
 
 import os
-import secrets
 import threading
 from pathlib import Path
+
+from stepline.saving.safe_open import publish_new, replace_with
 
 PRIVATE_NAME = "signing_key.pem"
 PUBLIC_NAME = "signing_key.pub"
@@ -40,6 +41,48 @@ def _config_home() -> Path:
 _home: tuple = (None, None)  # ((STEPLINE_HOME, XDG_CONFIG_HOME, HOME) as last seen, the folder they gave)
 
 
+#: No key, trust store or allow-list stepline writes comes near this.
+MAX_CONFIG_BYTES = 16 << 20
+
+
+def read_config_file(path, what: str, secret: bool = False) -> bytes:
+    """The bytes of the config file ``path`` (``FileNotFoundError`` if absent).
+
+    Read without blocking or following a link (a FIFO there would hang every load), and
+    refused with :class:`~stepline.trust.errors.TrustConfigError` when it is not a regular
+    file, too big, or owned or writable by another user (who could then make this user
+    trust their dumps, as ssh refuses such an ``authorized_keys``); a ``secret`` (the private
+    key) readable by others gets a warning: they can sign dumps as this user.
+    """
+    from stepline.saving.safe_open import open_regular
+    from stepline.trust.errors import TrustConfigError
+    try:
+        with open_regular(path, os.O_RDONLY, TrustConfigError, what) as f:
+            st = os.fstat(f.fileno())
+            _check_owner_and_mode(path, st, what, secret)
+            if st.st_size > MAX_CONFIG_BYTES:
+                raise TrustConfigError(f"{path}: {st.st_size} bytes, more than any {what} stepline writes")
+            return f.read(MAX_CONFIG_BYTES + 1)
+    except (FileNotFoundError, TrustConfigError):
+        raise
+    except OSError as e:
+        raise TrustConfigError(f"{path}: cannot read the {what} ({e.strerror or e})") from e
+
+
+def _check_owner_and_mode(path, st, what: str, secret: bool) -> None:
+    from stepline.trust.errors import TrustConfigError
+    if st.st_uid not in (os.getuid(), 0):
+        raise TrustConfigError(f"{path}: the {what} is owned by user id {st.st_uid}, not by you (or root): "
+                               f"whoever owns it decides which dumps you trust; chown it or remove it")
+    if st.st_mode & 0o002:
+        raise TrustConfigError(f"{path}: the {what} is writable by every user (mode {st.st_mode & 0o777:o}): "
+                               f"anyone could make you trust their dumps; chmod o-w {path}")
+    if secret and st.st_mode & 0o077:
+        import warnings
+        warnings.warn(f"{path}: your private signing key is readable by other users (mode "
+                      f"{st.st_mode & 0o777:o}): they can sign dumps as you; chmod 600 {path}", stacklevel=4)
+
+
 def signing_key():
     """This user's private key (an ``Ed25519PrivateKey``), created on first use."""
     home = config_home()
@@ -48,6 +91,32 @@ def signing_key():
         if key is None:
             key = _cache[home] = _load_or_create(home)
         return key
+
+
+def stat_cache_key() -> bytes | None:
+    """32 secret bytes that authenticate the stat caches this user writes (derived from the
+    signing key, BLAKE3 ``derive_key``), or ``None`` where there is no key yet (never creates
+    one). A stat cache lives in the dump; without this key whoever writes there could make
+    it vouch for bytes nobody hashed (see :mod:`stepline.saving.integrity`)."""
+    home = config_home()
+    with _lock:
+        key = _cache.get(home)
+    if key is None:
+        if not (home / PRIVATE_NAME).exists():
+            return None
+        key = signing_key()
+    derived = _derived.get(home)
+    if derived is None or derived[0] is not key:
+        from cryptography.hazmat.primitives import serialization
+        import blake3
+        seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                 serialization.NoEncryption())
+        derived = _derived[home] = (key, blake3.blake3(seed, derive_key_context=_CACHE_KEY_CONTEXT).digest())
+    return derived[1]
+
+
+_CACHE_KEY_CONTEXT = "stepline 2026-12-01 stat cache authentication v1"
+_derived: dict[Path, tuple] = {}
 
 
 def public_key_bytes(key=None) -> bytes:
@@ -107,13 +176,15 @@ def _load_or_create(home: Path):
 def _load(path: Path):
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from stepline.trust.errors import TrustConfigError
+    data = read_config_file(path, "stepline signing key", secret=True)
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as e:
-        raise RuntimeError(f"{path}: cannot read the stepline signing key ({e}); move it away to "
-                           f"create a new one") from e
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as e:
+        raise TrustConfigError(f"{path}: cannot read the stepline signing key ({e}); move it away to "
+                               f"create a new one") from e
     if not isinstance(key, Ed25519PrivateKey):
-        raise RuntimeError(f"{path}: not an Ed25519 private key")
+        raise TrustConfigError(f"{path}: not an Ed25519 private key")
     return key
 
 
@@ -127,17 +198,6 @@ def _create(home: Path) -> None:
                                 serialization.NoEncryption())
     public = key.public_key().public_bytes(serialization.Encoding.PEM,
                                            serialization.PublicFormat.SubjectPublicKeyInfo)
-    tmp = home / f".{PRIVATE_NAME}.tmp-{secrets.token_hex(4)}"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(private)
-        try:
-            os.link(tmp, home / PRIVATE_NAME)  # fails if another process created one meanwhile
-        except FileExistsError:
-            return
-    finally:
-        tmp.unlink(missing_ok=True)
-    pub_tmp = home / f".{PUBLIC_NAME}.tmp-{secrets.token_hex(4)}"
-    pub_tmp.write_bytes(public)
-    os.replace(pub_tmp, home / PUBLIC_NAME)
+    if not publish_new(home / PRIVATE_NAME, private, mode=0o600):  # never readable by others, even briefly
+        return  # another process created one meanwhile: its key is kept
+    replace_with(home / PUBLIC_NAME, public)

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stepline.saving.errors import StepLoadError
+from stepline.saving.errors import ManifestError, StepLoadError
 from stepline.saving.inline import step_pickle
 from stepline.saving.manifest import child_entries, read_manifest
 from stepline.trust.audit import pickle_globals, read_regular_file
+from stepline.trust.gate import MAX_DEPTH
 
 STREAM_NAME = "step.pkl"
 
@@ -38,8 +39,11 @@ def _step_folders(root: Path, depth: int = 0):
         folder, expected, depth = pending.pop()
         manifest = read_manifest(folder, expected)
         yield folder, manifest
-        if depth < 64:
-            pending.extend((folder / n, d, depth + 1) for n, d in reversed(child_entries(manifest, folder)))
+        children = child_entries(manifest, folder)
+        if children and depth >= MAX_DEPTH:  # (refused as the load refuses it, never skipped)
+            raise ManifestError(f"{folder}: steps nested more than {MAX_DEPTH} deep: not a dump stepline "
+                                f"loads untrusted")
+        pending.extend((folder / n, d, depth + 1) for n, d in reversed(children))
 
 
 def verify_lines(path) -> tuple[list[str], bool]:

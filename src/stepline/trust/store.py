@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
-import os
 import re
-import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 
-from stepline.trust.keys import config_home, existing_public_key_hex
+from stepline.saving.safe_open import replace_with
+from stepline.trust.errors import TrustConfigError
+from stepline.trust.keys import config_home, existing_public_key_hex, read_config_file
 
 STORE_NAME = "trust.json"
 _FORMAT = "stepline-trust-store"
@@ -34,19 +34,21 @@ def store_path() -> Path:
 def read_store() -> dict:
     """The trust store as a dict (empty when there is none yet).
 
-    Raises ``RuntimeError`` naming the file when it is unreadable: a broken store must not
-    silently trust nothing (or everything).
+    Raises :class:`~stepline.trust.errors.TrustConfigError` (a ``RuntimeError``) naming the
+    file when it is unreadable, garbage, not a regular file, or writable by other users: a
+    broken store must not silently trust nothing (or everything), nor hang.
     """
     path = store_path()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_config_file(path, "stepline trust store").decode("utf-8"))
     except FileNotFoundError:
         return {"format": _FORMAT, "keys": {}, "digests": {}}
-    except (OSError, ValueError) as e:
-        raise RuntimeError(f"{path}: cannot read the stepline trust store ({e})") from e
+    except (ValueError, RecursionError) as e:  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
+        raise TrustConfigError(f"{path}: cannot read the stepline trust store ({type(e).__name__}: "
+                               f"{str(e)[:200]})") from e
     if not (isinstance(data, dict) and data.get("format") == _FORMAT and isinstance(data.get("keys"), dict)
             and isinstance(data.get("digests"), dict)):
-        raise RuntimeError(f"{path}: not a stepline trust store")
+        raise TrustConfigError(f"{path}: not a stepline trust store")
     return data
 
 
@@ -101,12 +103,7 @@ def _update(change) -> None:
     with _locked(path.parent / f".{STORE_NAME}.lock"):
         store = read_store()
         change(store)
-        tmp = path.parent / f".{STORE_NAME}.tmp-{secrets.token_hex(4)}"
-        try:
-            tmp.write_text(json.dumps(store, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        replace_with(path, (json.dumps(store, indent=2, sort_keys=True) + "\n").encode("utf-8"), mode=0o644)
 
 
 @contextlib.contextmanager
