@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stepline import BaseStep
+from stepline import BaseStep, Pipeline
 
 
 class Sentinel(BaseStep):
@@ -74,3 +74,16 @@ class SlowSetup(BaseStep):
     def teardown(self):
         self._note("teardown")
         return self
+
+
+def two_feature_pipeline(*steps, name="m"):
+    """``steps`` -> StandardScaler -> LogisticRegression, fitted on two features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from stepline.steps.sklearn import SKLearnWrapper
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2))
+    y = (X[:, 0] > X[:, 1]).astype(int)
+    return Pipeline([*steps, SKLearnWrapper(StandardScaler()), SKLearnWrapper(LogisticRegression())]).set_name(
+        name).fit(X, y)
