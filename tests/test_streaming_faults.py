@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from stepline.base import BaseStep, NonFittableMixin
+from stepline.distributed.channels import _ResultPipe
 from stepline.distributed.streaming import (ParallelQueuedFeatureUnion, SequentialQueuedPipeline,
                                             StreamingTimeoutError, StreamingWorkerError)
 
@@ -95,12 +96,10 @@ def no_worker_survives():
 
 
 def _kill_after_reading(pid: int, nbytes: int, killed: dict, reader_pid: int | None = None) -> None:
-    """SIGKILL ``pid`` once ``reader_pid`` (this process by default) has read ``nbytes`` more
-    (its ``/proc/PID/io``).
+    """SIGKILL ``pid`` once ``reader_pid`` has read ``nbytes`` more (its ``/proc/PID/io``).
 
-    The parent reads the pipe as the worker writes it, 64 KiB at a time, so this kills
-    the worker in the middle of its message (its own counter only moves when its one
-    large ``write`` returns).
+    For a reader in another process (a worker of the next stage); a thread of this
+    process polls, so the kill lands after at least ``nbytes`` were read.
     """
     reader = psutil.Process(reader_pid)
     start = reader.io_counters().read_chars
@@ -113,25 +112,48 @@ def _kill_after_reading(pid: int, nbytes: int, killed: dict, reader_pid: int | N
         time.sleep(0.0005)
 
 
+def _kill_from_the_reader(monkeypatch, pid: int, nbytes: int, killed: dict) -> None:
+    """The parent's own reads of the result pipe SIGKILL ``pid`` once they have read ``nbytes``.
+
+    The kill is made by the reading thread itself, between two of its reads, so the
+    reader cannot have read on in the meantime: with ``nbytes < BIG`` the worker dies
+    in the middle of its message by construction, whatever the machine's load (a
+    polling thread could be descheduled while the parent read the whole message).
+    """
+    read = _ResultPipe._read_some
+    me = psutil.Process()
+    start = me.io_counters().read_chars
+
+    def read_then_maybe_kill(self):
+        read(self)
+        if "read" not in killed:
+            done = me.io_counters().read_chars - start
+            if done >= nbytes:
+                os.kill(pid, signal.SIGKILL)
+                killed["read"] = done
+
+    monkeypatch.setattr(_ResultPipe, "_read_some", read_then_maybe_kill)
+
+
 # ------------------------------------------------- a worker killed while it sends
 @pytest.mark.timeout(40)
 @pytest.mark.parametrize("fraction", [0.125, 0.5, 1.0], ids=["at-32MiB", "at-128MiB", "after-sending"])
-def test_worker_killed_while_sending_a_large_output_raises_within_seconds(fraction):
+def test_worker_killed_while_sending_a_large_output_raises_within_seconds(fraction, monkeypatch):
     p = SequentialQueuedPipeline([BigOutput("hang")], batch_size=1)
     with p.setup():
         victim = p.consumers[0].pid
         killed = {}
-        killer = threading.Thread(target=_kill_after_reading, args=(victim, int(BIG * fraction), killed))
-        killer.start()
+        _kill_from_the_reader(monkeypatch, victim, int(BIG * fraction), killed)
         start = time.monotonic()
         with pytest.raises(StreamingWorkerError, match=f"pid {victim}.*killed by signal SIGKILL") as info:
             p.transform([0, 1])
         elapsed = time.monotonic() - start
-        killer.join()
         assert elapsed < 10.0
         assert info.value.pid == victim and info.value.exitcode == -signal.SIGKILL
         if fraction < 1:  # it really died in the middle of the message
             assert killed["read"] < BIG
+        else:
+            assert killed["read"] >= BIG
         assert p.consumers == []
 
 
@@ -161,15 +183,15 @@ def test_worker_killed_before_sending_raises_and_names_the_minibatch():
 
 
 @pytest.mark.timeout(30)
-def test_a_pipeline_keeps_working_after_a_worker_died_in_a_send():
+def test_a_pipeline_keeps_working_after_a_worker_died_in_a_send(monkeypatch):
     p = SequentialQueuedPipeline([BigOutput("hang")], batch_size=1)
     with p.setup():
         killed = {}
-        killer = threading.Thread(target=_kill_after_reading, args=(p.consumers[0].pid, BIG // 4, killed))
-        killer.start()
+        _kill_from_the_reader(monkeypatch, p.consumers[0].pid, BIG // 4, killed)
         with pytest.raises(StreamingWorkerError):
             p.transform([0, 1])
-        killer.join()
+        assert killed["read"] < BIG
+        monkeypatch.undo()
         out = p.transform([0])
         assert out[0].nbytes == BIG
 
