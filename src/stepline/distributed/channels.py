@@ -112,15 +112,18 @@ class _ResultPipe:
         self._reader, self._writer, self._wlock = state
         self._reset_reader()
 
-    def put(self, blob: bytes, timeout=None) -> None:
-        header = _LENGTH.pack(len(blob))
+    def put(self, blob, timeout=None) -> None:
+        """Send one message: ``bytes``, or a tuple of ``bytes`` parts sent as one (not joined)."""
+        parts = blob if isinstance(blob, tuple) else (blob,)
+        header = _LENGTH.pack(sum(len(part) for part in parts))
         with self._wlock:
             fd = self._writer.fileno()
-            if len(blob) < self._CHUNK:
-                _write_all(fd, header + blob)
-            else:  # no copy of a large blob to prepend 8 bytes
+            if all(len(part) < self._CHUNK for part in parts):
+                _write_all(fd, b"".join((header, *parts)))
+            else:  # no copy of a large part to prepend 8 bytes
                 _write_all(fd, header)
-                _write_all(fd, blob)
+                for part in parts:
+                    _write_all(fd, part)
 
     def get(self, timeout: float) -> bytes:
         """The next whole message; ``queue.Empty`` when none is complete by ``timeout``."""

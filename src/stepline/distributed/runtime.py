@@ -36,7 +36,7 @@ import weakref
 from stepline.core.context import ExecutionContext
 from stepline.distributed.channels import BusyBoard, _ProcessQueue, _ResultPipe, close_process_queues
 from stepline.distributed.workers import (_ERROR, _LOG, _STOP, StreamingTimeoutError, StreamingWorkerError,
-                                          _RemoteTraceback, make_payload, worker_main)
+                                          _RemoteTraceback, make_payload, read_result, worker_main)
 from stepline.logging import history as log_history
 
 log = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ class WorkerRuntime:
                 msg = None
             if msg is not None:
                 if self.use_processes:
-                    msg = pickle.loads(msg)
+                    msg = self._unpickle(msg)
                 if msg[0] == _ERROR:
                     raise self._error(msg)
                 if msg[0] == _LOG:  # a line a worker process logged: into this process's history
@@ -337,11 +337,28 @@ class WorkerRuntime:
             except (queue.Empty, OSError, EOFError, ValueError):
                 return
             if self.use_processes:
-                msg = pickle.loads(msg)
+                msg = self._unpickle(msg)
             if msg[0] == _ERROR:
                 raise self._error(msg)
             if msg[0] == _LOG:
                 log_history.record(msg[1])
+
+    def _unpickle(self, message) -> tuple:
+        """A worker's message as a tuple; an output this process cannot unpickle is a worker error."""
+        head, body = read_result(message)
+        if body is None:
+            return head
+        try:
+            return (*head, *pickle.loads(body))
+        except Exception as exc:
+            _, index, stage_idx = head
+            name = self.stages[stage_idx].name
+            raise StreamingWorkerError(
+                f"the output of step {name!r} in {self.owner_name!r} for minibatch {index} cannot be unpickled "
+                f"in the parent process: {type(exc).__name__}: {exc} (does it hold an object of a class only "
+                f"the worker defines or imports?); every worker was stopped", step_name=name,
+                exc_type=type(exc).__name__, exc_message=str(exc), batch_index=index,
+                phase="receiving the output of") from exc
 
     def _died(self, stage, w, worker) -> StreamingWorkerError:
         if self.use_processes:

@@ -9,7 +9,10 @@ pickled exception when it pickles) and keeps serving; the parent aborts the call
 
 Messages between processes are pickled by the sender before they are queued, so
 that a minibatch or an output that cannot be pickled raises where it is made instead
-of vanishing in a queue's feeder thread (which would leave the reader waiting).
+of vanishing in a queue's feeder thread (which would leave the reader waiting). On the
+result pipe a message is a small head (kind, minibatch, stage) and a body (the
+output) pickled apart (:func:`result_parts`, :func:`read_result`), so an output the
+parent cannot unpickle (a class only the worker has) still names its step and minibatch.
 Worker processes ignore SIGINT (the parent stops them), turn SIGTERM into a clean exit
 that still runs the step's teardown, and exit by themselves when their parent dies.
 The parent side lives in :mod:`stepline.distributed.runtime`, the queues, the result pipe
@@ -21,6 +24,7 @@ import os
 import pickle
 import queue
 import signal
+import struct
 import threading
 import time
 import traceback
@@ -185,7 +189,7 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
             return not _parent_alive(parent_pid, first_ppid)
 
         def forward_log_line(line):  # the parent keeps the history (stepline.logging.history)
-            _put(result_q, pickle.dumps((_LOG, line), protocol=pickle.HIGHEST_PROTOCOL), stopped)
+            _put(result_q, result_parts((_LOG, line)), stopped)
         log_history.forward_to(forward_log_line)
     else:
         stopped = stop_event.is_set
@@ -238,7 +242,10 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
                 board.handing_on(slot)
                 if is_process:
                     phase = "sending the output of"
-                    msg = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+                    if last:
+                        msg = result_parts(msg[:3], (msg[3], msg[4]))
+                    else:
+                        msg = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
             except BaseException as exc:
                 if _TERMINATING:
                     raise
@@ -255,6 +262,24 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
             except BaseException as exc:
                 if not _TERMINATING:
                     report(exc, None, "teardown")
+
+
+_HEAD_LENGTH = struct.Struct("!I")
+
+
+def result_parts(head: tuple, body=None) -> tuple:
+    """One result-pipe message as ``(head length + pickled head, pickled body)``: sent as one."""
+    head = pickle.dumps(head, protocol=pickle.HIGHEST_PROTOCOL)
+    body = b"" if body is None else pickle.dumps(body, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEAD_LENGTH.pack(len(head)) + head, body
+
+
+def read_result(message):
+    """``(head, body bytes or None)`` of a message made by :func:`result_parts` (the body not unpickled)."""
+    view = memoryview(message)
+    (n,) = _HEAD_LENGTH.unpack_from(view)
+    end = _HEAD_LENGTH.size + n
+    return pickle.loads(view[_HEAD_LENGTH.size:end]), (view[end:] if len(view) > end else None)
 
 
 def _handle(step, dc, context, fit_mode):
@@ -328,9 +353,10 @@ def _report(result_q, is_process, stage_idx, worker_no, step_name, exc, index, p
     record = (_ERROR, index, stage_idx, worker_no, os.getpid() if is_process else None, step_name,
               type(exc).__qualname__, message, tb, cause, phase)
     try:
-        result_q.put(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL) if is_process else record)
+        result_q.put(result_parts(record) if is_process else record)
     except Exception:  # the parent is gone or aborting: nobody is left to tell
         pass
 
 
-__all__ = ["StreamingWorkerError", "StreamingTimeoutError", "StreamingSetupError", "make_payload", "worker_main"]
+__all__ = ["StreamingWorkerError", "StreamingTimeoutError", "StreamingSetupError", "make_payload", "read_result",
+           "result_parts", "worker_main"]
