@@ -4,9 +4,11 @@ Real worker processes, real signals; every test has a timeout (a hang fails inst
 blocking CI) and the autouse fixture checks that no worker process survives it.
 """
 import gc
+import logging
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -127,3 +129,78 @@ def test_a_worker_flooding_stdout_and_stderr_neither_hangs_nor_loses_rows(capfd)
         np.testing.assert_array_equal(p.transform(np.arange(20)), np.arange(20) + 1)
     out, err = capfd.readouterr()
     assert len(out) >= 16 << 20 and len(err) >= 16 << 20
+
+
+# ------------------------------------------------------------------------- Dask
+class SlowAdd(NonFittableMixin, BaseStep):
+    """Adds 1, taking a while per minibatch (so a call is still running after its first result)."""
+
+    def transform(self, data_inputs):
+        time.sleep(0.2)
+        return np.asarray(data_inputs) + 1
+
+
+def _dask_cli(*args):
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.timeout(90)
+def test_dask_scheduler_killed_mid_transform_is_a_clear_error_within_seconds_and_teardown_is_prompt(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from stepline.distributed.dask import DaskPipeline, DaskStepError
+    address_file = str(tmp_path / "scheduler.json")
+    scheduler = _dask_cli("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+                          "--no-dashboard", "--scheduler-file", address_file)
+    worker = _dask_cli("distributed.cli.dask_worker", "--scheduler-file", address_file, "--nthreads", "1",
+                       "--no-nanny", "--no-dashboard")
+    client = None
+    try:
+        client = distributed.Client(scheduler_file=address_file, timeout=30)
+        client.wait_for_workers(1, timeout=30)
+
+        def kill_the_scheduler_after_the_first_minibatch(done, total):
+            if done == 1:
+                scheduler.kill()
+
+        p = DaskPipeline(SlowAdd(), batch_size=1, client=client, timeout_s=2,
+                         show_progress=kill_the_scheduler_after_the_first_minibatch)
+        p.setup()
+        start = time.monotonic()
+        with pytest.raises(DaskStepError, match=r"'DaskPipeline'.*lost its Dask scheduler.*'SlowAdd'"):
+            p.transform(np.arange(20))
+        assert time.monotonic() - start < 10  # not the client's 30 s reconnection attempt
+        start = time.monotonic()
+        p.teardown()
+        assert time.monotonic() - start < 5
+    finally:
+        for process in (scheduler, worker):
+            process.kill()
+            process.wait(10)
+        if client is not None:
+            client.close(timeout=5)
+
+
+@pytest.mark.timeout(60)
+def test_dask_client_closed_during_a_call_is_a_clear_error_not_a_cancel_keys_failure():
+    distributed = pytest.importorskip("distributed")
+    from stepline.distributed.dask import DaskPipeline, DaskStepError
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
+        client = distributed.Client(cluster)
+        closer = []
+
+        def close_the_client_after_the_first_minibatch(done, total):
+            if done == 1:
+                closer.append(threading.Thread(target=client.close))
+                closer[0].start()
+
+        p = DaskPipeline(SlowAdd(), batch_size=1, client=client, show_progress=close_the_client_after_the_first_minibatch)
+        try:
+            p.setup()
+            with pytest.raises(DaskStepError, match=r"'DaskPipeline'.*Dask client was closed.*'SlowAdd'"):
+                p.transform(np.arange(20))
+            p.teardown()
+        finally:
+            for thread in closer:
+                thread.join(10)
+            client.close()

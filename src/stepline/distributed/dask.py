@@ -155,7 +155,14 @@ class DaskPipeline(MetaStep):
             except DaskTimeoutError as e:
                 self._restart_stuck_worker(e)
                 raise
-            except (KilledWorker, CancelledError) as e:
+            except (KilledWorker, CancelledError, OSError) as e:  # OSError: CommClosedError is one
+                lost = self._connection_lost()
+                if lost is not None:
+                    self._forget_shipped()  # no retry: the workers cannot be reached from here
+                    raise DaskStepError(f"{self.name!r}: {lost} while running step {self.wrapped.name!r} "
+                                        f"({type(e).__name__}: {e})") from e
+                if isinstance(e, OSError):
+                    raise
                 self._forget_shipped()  # its copies may be gone with the workers: send it again
                 if isinstance(e, KilledWorker) or attempt == 2:
                     raise self._died(e) from e
@@ -169,6 +176,17 @@ class DaskPipeline(MetaStep):
         return DaskStepError(f"{self.name!r}: a Dask worker died while running step {self.wrapped.name!r}{on}"
                              f"{f' ({worker})' if worker else ''}, or lost the step's dump "
                              f"({type(e).__name__}: {e})", batch_index=index, worker=worker)
+
+    def _connection_lost(self) -> str | None:
+        """What happened to the client, when it can no longer reach the cluster; else ``None``."""
+        client = self.__dict__.get("_client")
+        status = getattr(client, "status", "running")
+        if status == "running":
+            return None
+        if status in ("closing", "closed"):
+            return "the Dask client was closed during the call"
+        address = getattr(getattr(client, "scheduler", None), "address", None)
+        return f"the client lost its Dask scheduler{f' at {address}' if address else ''} (it is {status})"
 
     def _restart_stuck_worker(self, e: DaskTimeoutError) -> None:
         """A thread stuck in the step can only be stopped with its process: restart that worker
@@ -199,12 +217,14 @@ class DaskPipeline(MetaStep):
         except CancelledError:
             # A dead worker takes the results it held with it, and gather may meet one of
             # those cancelled futures before the task that killed the worker: report that one.
-            killed = _killed_worker_of(futures, settle_s=_SETTLE_S)
-            if killed is not None:
-                raise killed from None
+            if self._connection_lost() is None:
+                killed = _killed_worker_of(futures, settle_s=_SETTLE_S)
+                if killed is not None:
+                    raise killed from None
             raise
         finally:
-            client.cancel(futures)
+            if self._connection_lost() is None:  # a closed or disconnected client cannot cancel (it raises)
+                client.cancel(futures)
 
     # ------------------------------------------------------------- shipping
     def _ship(self, context) -> tuple[str, object]:
@@ -238,10 +258,14 @@ class DaskPipeline(MetaStep):
         client = self.__dict__.get("_client")
         if shipped is None or client is None:
             return
-        try:
-            client.run(_forget_on_worker, shipped[1])
-        except Exception as e:  # a worker that is gone has forgotten it already
-            log.warning("%r: could not tell every worker to drop step %r: %s", self.name, shipped[1], e)
+        lost = self._connection_lost()
+        if lost is not None:  # client.run would wait for the client's reconnection timeout
+            log.warning("%r: could not tell the workers to drop step %r: %s", self.name, shipped[1], lost)
+        else:
+            try:
+                client.run(_forget_on_worker, shipped[1])
+            except Exception as e:  # a worker that is gone has forgotten it already
+                log.warning("%r: could not tell every worker to drop step %r: %s", self.name, shipped[1], e)
         if isinstance(payload, str):
             shutil.rmtree(payload, ignore_errors=True)
 
