@@ -48,6 +48,11 @@ def no_worker_survives():
 
 
 # --------------------------------------------------------------------- steps
+class Add(NonFittableMixin, BaseStep):
+    def transform(self, data_inputs):
+        return np.asarray(data_inputs) + 1
+
+
 class ChildOnlyOutput(NonFittableMixin, BaseStep):
     """Returns, for the row ``bad``, an object of a class that exists only in the worker process."""
 
@@ -204,3 +209,32 @@ def test_dask_client_closed_during_a_call_is_a_clear_error_not_a_cancel_keys_fai
             for thread in closer:
                 thread.join(10)
             client.close()
+
+
+# ------------------------------------------------------------- a setup that hangs
+class SetupHangs(NonFittableMixin, BaseStep):
+    """Its setup never returns (a model server that never answers, a lock never released)."""
+
+    def setup(self, context=None):
+        threading.Event().wait()
+
+    def transform(self, data_inputs):
+        return data_inputs
+
+
+@pytest.mark.timeout(30)
+def test_a_worker_setup_that_hangs_is_caught_by_setup_timeout_s_naming_the_step():
+    p = SequentialQueuedPipeline([Add(), ("stuck", SetupHangs())], batch_size=2, timeout_s=0.5, setup_timeout_s=1)
+    with p.setup():
+        start = time.monotonic()
+        with pytest.raises(StreamingTimeoutError, match=r"'stuck'.*setup.*setup_timeout_s=1 s") as info:
+            p.transform(np.arange(6))
+        assert 1 <= time.monotonic() - start < 8
+        assert info.value.step_name == "stuck" and info.value.phase == "setup" and info.value.batch_index is None
+        assert p.consumers == []
+
+
+def test_setup_timeout_s_refuses_bad_values_naming_itself():
+    for bad in (0, -1, "1", True):
+        with pytest.raises(ValueError, match="setup_timeout_s"):
+            SequentialQueuedPipeline([Add()], batch_size=1, setup_timeout_s=bad)

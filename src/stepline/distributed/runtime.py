@@ -75,7 +75,7 @@ class WorkerRuntime:
 
     def __init__(self, owner_name: str, steps, n_workers, sequential: bool, use_processes: bool,
                  use_savers: bool, start_method: str | None, max_queued, context: ExecutionContext,
-                 timeout_s: float | None = None):
+                 timeout_s: float | None = None, setup_timeout_s: float | None = None):
         self.owner_name = owner_name
         self.sequential = sequential
         self.use_processes = use_processes
@@ -85,6 +85,7 @@ class WorkerRuntime:
         self.stages = [_Stage(s.name, n, s, first) for s, n, first in zip(steps, n_workers, firsts)]
         self.board = BusyBoard(sum(n_workers), self.mp)
         self.timeout_s = timeout_s
+        self.setup_timeout_s = setup_timeout_s
         self.max_queued = max_queued
         # Workers get the context as (root, phase, parent names): holding the parent steps
         # themselves would keep the owner alive from its own finalizer.
@@ -302,19 +303,26 @@ class WorkerRuntime:
         return out
 
     def _check_workers(self) -> None:
-        """Raise when a worker died, or (with ``timeout_s``) spent too long on one minibatch."""
-        timeout_s = self.timeout_s
+        """Raise when a worker died, or spent too long on one minibatch (``timeout_s``) or on
+        its setup (``setup_timeout_s``)."""
+        timeout_s, setup_timeout_s = self.timeout_s, self.setup_timeout_s
         for stage in self.stages:
             for w, worker in enumerate(stage.workers):
                 if not _alive(worker):
                     self._raise_reported_error()
                     raise self._died(stage, w, worker)
-                if timeout_s is not None:
-                    index, busy_s = self.board.read(stage.first_slot + w)
-                    if index is not None and busy_s is not None and busy_s > timeout_s:  # setups are not timed
-                        raise self._timed_out(stage, w, worker, index, busy_s)
+                if timeout_s is None and setup_timeout_s is None:
+                    continue
+                index, busy_s = self.board.read(stage.first_slot + w)
+                if busy_s is None:  # idle, or handing an output on
+                    continue
+                limit = setup_timeout_s if index is None else timeout_s  # busy with no minibatch: in setup
+                if limit is not None and busy_s > limit:
+                    raise self._timed_out(stage, w, worker, index, busy_s)
 
     def _timed_out(self, stage, w, worker, index, busy_s) -> StreamingTimeoutError:
+        if index is None:
+            return self._setup_timed_out(stage, w, worker, busy_s)
         what = f"minibatch {index}"
         if self.use_processes:
             who, after = f"worker {w} (pid {worker.pid})", "every worker was stopped"
@@ -327,6 +335,15 @@ class WorkerRuntime:
             f"over timeout_s={self.timeout_s:g} s; {after}", timeout_s=self.timeout_s,
             step_name=stage.name, pid=getattr(worker, "pid", None), batch_index=index,
             phase="timeout")
+
+    def _setup_timed_out(self, stage, w, worker, busy_s) -> StreamingTimeoutError:
+        who = f"worker {w} (pid {worker.pid})" if self.use_processes else f"worker thread {w}"
+        after = ("every worker was stopped" if self.use_processes else
+                 "the other workers were stopped; this thread cannot be stopped and was abandoned")
+        return StreamingTimeoutError(
+            f"step {stage.name!r} in {self.owner_name!r} spent {busy_s:.1f} s in its setup in {who}, "
+            f"over setup_timeout_s={self.setup_timeout_s:g} s; {after}", timeout_s=self.setup_timeout_s,
+            step_name=stage.name, pid=getattr(worker, "pid", None), batch_index=None, phase="setup")
 
     def _raise_reported_error(self) -> None:
         """A dying worker may have reported why: prefer its error record."""

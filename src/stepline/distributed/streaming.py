@@ -93,7 +93,7 @@ class _QueuedSteps(_ProducerConsumerMixin, TruncableSteps):
 
     def __init__(self, steps, batch_size, n_workers_per_step=1, max_queued_minibatches=None,
                  use_processes=True, use_savers=False, *, start_method=None, show_progress=False,
-                 timeout_s=None, keep_incomplete_batch=True, default_value_data_inputs=None,
+                 timeout_s=None, setup_timeout_s=None, keep_incomplete_batch=True, default_value_data_inputs=None,
                  default_value_expected_outputs=None, hyperparams=None, hyperparams_space=None, name=None, savers=None):
         self.n_workers_per_step = _positive_int(n_workers_per_step, "n_workers_per_step")
         items, counts = _parse_stages(steps, self.n_workers_per_step, type(self).__name__)
@@ -114,6 +114,7 @@ class _QueuedSteps(_ProducerConsumerMixin, TruncableSteps):
         self.start_method = start_method
         self.show_progress = show_progress
         self.timeout_s = _timeout(timeout_s)
+        self.setup_timeout_s = _timeout(setup_timeout_s, "setup_timeout_s")
         self.keep_incomplete_batch = bool(keep_incomplete_batch)
         _no_padding(default_value_data_inputs, "default_value_data_inputs", type(self).__name__)
         _no_padding(default_value_expected_outputs, "default_value_expected_outputs", type(self).__name__)
@@ -182,7 +183,8 @@ class _QueuedSteps(_ProducerConsumerMixin, TruncableSteps):
         runtime = WorkerRuntime(self.name, steps, [counts[s.name] for s in steps], self._sequential,
                                 self.use_processes, self.use_savers, self.start_method,
                                 self.max_queued_minibatches, ExecutionContext.of(context).push(self),
-                                timeout_s=self.__dict__.get("timeout_s"))
+                                timeout_s=self.__dict__.get("timeout_s"),  # dumps from before them have none
+                                setup_timeout_s=self.__dict__.get("setup_timeout_s"))
         runtime.start()
         finalize_with(self, runtime)
         for stage in runtime.stages:
@@ -291,9 +293,12 @@ class SequentialQueuedPipeline(_QueuedSteps):
     - ``start_method``: ``"spawn"`` (default), ``"forkserver"`` or ``"fork"``.
     - ``show_progress``: ``True`` for a progress bar on stderr, or ``callable(done, total)``.
     - ``timeout_s``: off (``None``) by default; the most seconds a step may spend on one
-      minibatch (a worker's setup is not timed: imports and models can take long). Past it the call raises
-      :class:`StreamingTimeoutError` naming the step and the minibatch, and every worker
+      minibatch (a worker's setup is not timed by it: imports and models can take long). Past it the call
+      raises :class:`StreamingTimeoutError` naming the step and the minibatch, and every worker
       process is stopped (a thread worker cannot be: it is abandoned, see docs/parallel.md).
+    - ``setup_timeout_s``: off (``None``) by default; the most seconds a worker may spend loading
+      and setting up its step, checked while a call waits on it. Past it the call raises
+      :class:`StreamingTimeoutError` (``phase="setup"``) naming the step, and the workers are stopped.
 
     ``transform`` streams every stage. ``fit``/``fit_transform`` stream the stages
     that learn nothing and fit each learning stage here, on all its inputs at once;
@@ -404,11 +409,11 @@ def _no_padding(value, what: str, owner: str) -> None:
                          f"or StripAbsentValues()")
 
 
-def _timeout(value):
+def _timeout(value, what="timeout_s"):
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(f"timeout_s must be a positive number of seconds or None, got {value!r}")
+        raise ValueError(f"{what} must be a positive number of seconds or None, got {value!r}")
     return float(value)
 
 
