@@ -7,6 +7,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -238,3 +239,27 @@ def test_setup_timeout_s_refuses_bad_values_naming_itself():
     for bad in (0, -1, "1", True):
         with pytest.raises(ValueError, match="setup_timeout_s"):
             SequentialQueuedPipeline([Add()], batch_size=1, setup_timeout_s=bad)
+
+
+class Twice(NonFittableMixin, BaseStep):
+    def transform(self, data_inputs):
+        return np.asarray(data_inputs) * 2
+
+
+@pytest.mark.timeout(90)
+def test_dask_workers_that_cannot_read_the_shared_dump_raise_a_dask_step_error_naming_the_path(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    from stepline.distributed.dask import DaskPipeline, DaskStepError
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=":0", silence_logs=logging.CRITICAL) as cluster, \
+            distributed.Client(cluster) as client:
+        p = DaskPipeline(Twice(), batch_size=2, client=client, shared_folder=str(tmp_path))
+        with p.setup():
+            np.testing.assert_array_equal(p.transform(np.arange(4)), np.arange(4) * 2)
+            (shipped,) = list(tmp_path.iterdir())
+            shutil.rmtree(shipped)  # what a worker on a machine without this folder sees
+            client.restart()  # fresh workers: they must load the dump again
+            with pytest.raises(DaskStepError, match=rf"'DaskPipeline'.*could not load step 'Twice'.*"
+                                                    rf"{shipped.name}.*NotADumpError") as info:
+                p.transform(np.arange(4))
+            assert info.value.batch_index in (0, 1) and info.value.worker

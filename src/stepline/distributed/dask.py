@@ -392,7 +392,16 @@ def _transform_on_worker(index: int, batch, *, step_key: str, step_name: str, pa
 
 def _run_minibatch(index, batch, step_key, step_name, payload, owner, loaded=None, signer=None):
     data_inputs, expected_outputs = batch
-    step, _, context = _step_on_worker(step_key, step_name, payload, signer)
+    try:
+        step, _, context = _step_on_worker(step_key, step_name, payload, signer)
+    except CancelledError:
+        raise
+    except Exception as e:
+        source = f"the shared folder {payload}" if isinstance(payload, str) else "the dump its client sent"
+        raise DaskStepError(f"{owner!r}: the Dask worker {_worker_address()} could not load step {step_name!r} "
+                            f"(for minibatch {index}) from {source}, or set it up: {type(e).__name__}: {e}\n"
+                            f"worker traceback:\n{traceback.format_exc()}",
+                            batch_index=index, worker=_worker_address()) from None
     if loaded is not None:
         loaded.set()
     try:
