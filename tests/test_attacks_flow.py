@@ -263,3 +263,14 @@ def test_dask_workers_that_cannot_read_the_shared_dump_raise_a_dask_step_error_n
                                                     rf"{shipped.name}.*NotADumpError") as info:
                 p.transform(np.arange(4))
             assert info.value.batch_index in (0, 1) and info.value.worker
+
+
+@pytest.mark.timeout(30)
+def test_an_output_the_next_stage_cannot_unpickle_names_the_receiving_step_and_what_it_was_reading():
+    p = SequentialQueuedPipeline([("odd", ChildOnlyOutput(bad=2)), ("next", Add())], batch_size=2)
+    with p.setup():
+        with pytest.raises(StreamingWorkerError, match=r"'next'.*unpickling its input \(the output of the stage "
+                                                       r"before\).*stepline_only_in_the_worker") as info:
+            p.transform(np.arange(6))
+        assert info.value.step_name == "next" and info.value.exc_type == "ModuleNotFoundError"
+        assert p.consumers == []

@@ -221,7 +221,9 @@ def worker_main(stage_idx, worker_no, step_name, payload, in_q, out_q, result_q,
             index, phase = None, "transform"
             try:
                 if is_process:
+                    phase = f"unpickling its input (the output of {'the stage before' if stage_idx else 'the caller'})"
                     item = pickle.loads(item)
+                    phase = "transform"
                 index, stop_after, fit_mode, mode, data_inputs, expected_outputs = item
                 board.begin(slot, index)
                 item = None
