@@ -274,3 +274,57 @@ def test_an_output_the_next_stage_cannot_unpickle_names_the_receiving_step_and_w
             p.transform(np.arange(6))
         assert info.value.step_name == "next" and info.value.exc_type == "ModuleNotFoundError"
         assert p.consumers == []
+
+
+# ------------------------------------------------- concurrent calls, one failing
+class FailsOnNegativeWhenReleased(NonFittableMixin, BaseStep):
+    """On a negative row: says so (``entered``), waits for ``release``, then raises."""
+
+    entered, release = threading.Event(), threading.Event()
+
+    def transform(self, data_inputs):
+        data_inputs = np.asarray(data_inputs)
+        if (data_inputs < 0).any():
+            type(self).entered.set()
+            type(self).release.wait(20)
+            raise ValueError("a negative row")
+        return data_inputs + 1
+
+
+def _waiting_in_the_streaming_call(thread) -> bool:
+    frame = sys._current_frames().get(thread.ident)
+    return frame is not None and frame.f_code.co_name in ("run", "_stream") \
+        and "stepline" in frame.f_code.co_filename and "distributed" in frame.f_code.co_filename
+
+
+@pytest.mark.timeout(60)
+def test_calls_waiting_while_another_call_fails_get_their_own_outputs_not_its_abort():
+    FailsOnNegativeWhenReleased.entered.clear()
+    FailsOnNegativeWhenReleased.release.clear()
+    p = SequentialQueuedPipeline([("s", FailsOnNegativeWhenReleased())], batch_size=2, use_processes=False)
+    outcomes = {}
+
+    def call(i, x):
+        try:
+            out = p.transform(x)
+            outcomes[i] = "right" if np.array_equal(out, x + 1) else "wrong"
+        except Exception as e:
+            outcomes[i] = e
+
+    with p.setup():
+        bad = np.array([0, 1, -1, 3])
+        failing = threading.Thread(target=call, args=(0, bad))
+        failing.start()
+        assert FailsOnNegativeWhenReleased.entered.wait(20)
+        others = [threading.Thread(target=call, args=(i, np.arange(6) + 10 * i)) for i in range(1, 16)]
+        for t in others:
+            t.start()
+        deadline = time.monotonic() + 20
+        while not all(_waiting_in_the_streaming_call(t) for t in others) and time.monotonic() < deadline:
+            time.sleep(0.01)  # until every other call waits behind the failing one
+        FailsOnNegativeWhenReleased.release.set()
+        for t in [failing, *others]:
+            t.join(30)
+        assert isinstance(outcomes[0], StreamingWorkerError) and "a negative row" in str(outcomes[0])
+        assert {i: outcomes[i] for i in range(1, 16)} == {i: "right" for i in range(1, 16)}
+        np.testing.assert_array_equal(p.transform(np.arange(4)), np.arange(4) + 1)

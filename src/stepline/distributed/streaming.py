@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import numbers
+import threading
 import warnings
 
 import numpy as np
@@ -32,7 +33,18 @@ from stepline.saving.savers import BaseSaver
 
 log = logging.getLogger(__name__)
 
-_RUNTIME_ATTRS = ("_runtime", "_stale", "_abandoned")
+_RUNTIME_ATTRS = ("_runtime", "_stale", "_abandoned", "_calls_lock")
+_CALLS_LOCK_GUARD = threading.Lock()
+
+
+def _calls_lock(step) -> threading.RLock:
+    """The lock that runs ``step``'s streaming calls one at a time, from choosing the workers to
+    handling their failure (made on first use: never pickled, copied or saved)."""
+    lock = step.__dict__.get("_calls_lock")
+    if lock is None:
+        with _CALLS_LOCK_GUARD:
+            lock = step.__dict__.setdefault("_calls_lock", threading.RLock())
+    return lock
 
 
 class _ProducerConsumerMixin:
@@ -71,6 +83,7 @@ class _ProducerConsumerStepSaver(BaseSaver):
         step.consumers = []
         step._runtime = None
         step.__dict__.pop("_abandoned", None)
+        step.__dict__.pop("_calls_lock", None)
         return step
 
     def can_load(self, step, context) -> bool:
@@ -248,7 +261,14 @@ class _QueuedSteps(_ProducerConsumerMixin, TruncableSteps):
         return data_container
 
     def _stream(self, data_container, context, targets, stop_after, fit_mode, used) -> list:
+        """Stream the minibatches through the workers, one call at a time: a call that waited
+        while another failed gets fresh workers (not that call's aborted ones), and no call
+        stops the workers another call has just started."""
         batches = _cut(data_container, self.batch_size, self.name)
+        with _calls_lock(self):
+            return self._stream_batches(batches, context, targets, stop_after, fit_mode, used)
+
+    def _stream_batches(self, batches, context, targets, stop_after, fit_mode, used) -> list:
         runtime = self._runtime_for(context, used)
         progress = Progress(self.show_progress, len(batches), self.name) if self.show_progress else None
         try:
