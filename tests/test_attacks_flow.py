@@ -147,7 +147,10 @@ class SlowAdd(NonFittableMixin, BaseStep):
 
 
 def _dask_cli(*args):
-    return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """A ``dask scheduler``/``dask worker`` process that can import this module (its steps)."""
+    path = os.pathsep.join([os.path.dirname(os.path.abspath(__file__)), *sys.path])
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": path})
 
 
 @pytest.mark.timeout(90)
@@ -328,3 +331,41 @@ def test_calls_waiting_while_another_call_fails_get_their_own_outputs_not_its_ab
         assert isinstance(outcomes[0], StreamingWorkerError) and "a negative row" in str(outcomes[0])
         assert {i: outcomes[i] for i in range(1, 16)} == {i: "right" for i in range(1, 16)}
         np.testing.assert_array_equal(p.transform(np.arange(4)), np.arange(4) + 1)
+
+
+class StopsItsDaskWorker(NonFittableMixin, BaseStep):
+    """SIGSTOPs the Dask worker process it runs in on the row ``bad``: the worker's own timer
+    freezes with it."""
+
+    def __init__(self, bad=3):
+        super().__init__()
+        self.bad = bad
+
+    def transform(self, data_inputs):
+        if self.bad in np.asarray(data_inputs):
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return np.asarray(data_inputs) + 1
+
+
+@pytest.mark.timeout(90)
+def test_a_sigstopped_dask_worker_is_caught_by_timeout_s_and_replaced():
+    distributed = pytest.importorskip("distributed")
+    from stepline.distributed.dask import DaskPipeline, DaskTimeoutError
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=":0", silence_logs=logging.CRITICAL) as cluster, \
+            distributed.Client(cluster) as client:
+        (frozen_pid,) = client.run(os.getpid).values()
+        p = DaskPipeline(StopsItsDaskWorker(bad=3), batch_size=1, client=client, timeout_s=1)
+        try:
+            with p.setup():
+                start = time.monotonic()
+                with pytest.raises(DaskTimeoutError, match=r"not been heard from.*'StopsItsDaskWorker' on minibatch 3"
+                                                           r".*timeout_s=1 s") as info:
+                    p.transform(np.arange(6))
+                assert time.monotonic() - start < 30  # not the scheduler's 5-minute worker-ttl
+                assert info.value.batch_index == 3
+                assert not psutil.pid_exists(frozen_pid) or psutil.Process(frozen_pid).status() == psutil.STATUS_ZOMBIE
+                np.testing.assert_array_equal(p.transform(np.array([0, 1])), [1, 2])  # on the fresh worker
+        finally:
+            if psutil.pid_exists(frozen_pid):
+                os.kill(frozen_pid, signal.SIGKILL)

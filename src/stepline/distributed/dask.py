@@ -27,7 +27,7 @@ import uuid
 from concurrent.futures import CancelledError
 from pathlib import Path
 
-from distributed import Client, KilledWorker, LocalCluster, as_completed, get_worker, wait
+from distributed import Client, KilledWorker, LocalCluster, get_worker, wait
 
 from stepline.core.composite import MetaStep
 from stepline.core.context import ExecutionContext
@@ -41,6 +41,9 @@ from stepline.saving.procedure import save_step
 log = logging.getLogger(__name__)
 
 _SETTLE_S = 5.0  # after a cancelled future, how long to wait for the news of a dead worker
+_WATCH_S = 0.5   # with timeout_s, how often the client looks for workers gone silent
+_ASK_S = 2.0     # the most the client waits for the scheduler's answer while it watches
+_SILENT_S = 5.0  # beyond timeout_s, how long a worker running our task may go unheard (heartbeats: <= 1 s)
 
 _HANDLES = ("_client", "_cluster", "_payload", "_shipped", "_owns_client", "_fit_count", "_keys")
 
@@ -209,10 +212,8 @@ class DaskPipeline(MetaStep):
                              mode=current_call_mode(), signer=_signer(), pure=False)
         self._keys = {f.key: i for i, f in enumerate(futures)}
         try:
-            if self.show_progress:
-                progress = Progress(self.show_progress, len(futures), self.name)
-                for done, _ in enumerate(as_completed(futures), start=1):
-                    progress.update(done)
+            progress = Progress(self.show_progress, len(futures), self.name) if self.show_progress else None
+            self._wait_watching_workers(futures, progress)
             return client.gather(futures)
         except CancelledError:
             # A dead worker takes the results it held with it, and gather may meet one of
@@ -225,6 +226,59 @@ class DaskPipeline(MetaStep):
         finally:
             if self._connection_lost() is None:  # a closed or disconnected client cannot cancel (it raises)
                 client.cancel(futures)
+
+    def _wait_watching_workers(self, futures, progress) -> None:
+        """Wait for ``futures`` (until one fails), looking every ``_WATCH_S`` at the cluster.
+
+        A client that lost its scheduler raises :class:`DaskStepError` at once (gather would
+        wait for the client's 30 s reconnection attempt). With ``timeout_s``, a worker running
+        one of them that the scheduler has not heard from for ``timeout_s`` plus ``_SILENT_S``
+        raises :class:`DaskTimeoutError`: the worker's own timer cannot fire in a frozen
+        process (SIGSTOP, a paused VM), and the scheduler would wait ``worker-ttl`` (5 minutes)
+        to drop it."""
+        timeout_s = self.__dict__.get("timeout_s")
+        limit = None if timeout_s is None else timeout_s + _SILENT_S
+        pending, total = list(futures), len(futures)
+        while pending:
+            try:
+                wait(pending, timeout=_WATCH_S,  # a progress display hears of each minibatch
+                     return_when="FIRST_COMPLETED" if progress is not None else "ALL_COMPLETED")
+            except TimeoutError:
+                pass
+            still = [f for f in pending if not f.done()]
+            if progress is not None:
+                for done in range(total - len(pending) + 1, total - len(still) + 1):
+                    progress.update(done)
+            if any(f.status != "finished" for f in pending if f.done()):
+                return  # gather raises its error
+            pending = still
+            lost = self._connection_lost()
+            if lost is not None:
+                raise DaskStepError(f"{self.name!r}: {lost} while running step {self.wrapped.name!r} "
+                                    f"({total - len(pending)} of {total} minibatches done)")
+            if pending and limit is not None:
+                self._raise_for_silent_worker(pending, limit)
+
+    def _raise_for_silent_worker(self, pending, limit: float) -> None:
+        keys = {f.key for f in pending}
+        client = self._client
+        try:  # bounded: a scheduler that just died would hold each call for the 30 s reconnection
+            identity = client.sync(client.scheduler.identity, n_workers=-1, callback_timeout=_ASK_S)
+            processing = client.sync(client.scheduler.processing, workers=None, callback_timeout=_ASK_S)
+        except (TimeoutError, OSError):
+            return  # no answer this time: the next look checks the connection again
+        workers = identity.get("workers", {})
+        now = time.time()
+        for address, running in processing.items():
+            mine = keys.intersection(running)
+            last_seen = workers.get(address, {}).get("last_seen")
+            if mine and last_seen is not None and now - last_seen > limit:
+                index = min(self._keys[k] for k in mine)
+                raise DaskTimeoutError(
+                    f"{self.name!r}: Dask worker {address} has not been heard from for {now - last_seen:.1f} s "
+                    f"while running step {self.wrapped.name!r} on minibatch {index}, over timeout_s="
+                    f"{self.timeout_s:g} s + {_SILENT_S:g} s (frozen or unreachable); the worker is restarted",
+                    batch_index=index, worker=address)
 
     # ------------------------------------------------------------- shipping
     def _ship(self, context) -> tuple[str, object]:
