@@ -18,6 +18,7 @@ from stepline.automl.scoring import resolve_scorer, resolve_splits
 from stepline.automl.space import SearchSpace
 from stepline.automl.loop import SearchLoop
 from stepline.automl.resume import fail_abandoned_trials
+from stepline.automl.storage import open_study
 from stepline.automl.trials import TrialData
 from stepline.automl.workers import ProcessRunner, SequentialRunner, load_template, save_template
 
@@ -133,9 +134,7 @@ class AutoML:
         name = self.study_name
         if name is None and storage is not None:
             name = f"stepline-{self.pipeline.name}"
-        return optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
-                                   direction="maximize", sampler=self._make_sampler(optuna),
-                                   pruner=self.pruner)
+        return open_study(optuna, storage, name, self._make_sampler(optuna), self.pruner)
 
     def _make_sampler(self, optuna):
         if isinstance(self.sampler, optuna.samplers.BaseSampler):

@@ -1,0 +1,183 @@
+"""The tuning attacked as a careless or hostile user would: bad spaces, bad storages, bad
+scorers, bad arguments, hanging trials. Each error must name what was wrong and where."""
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from automl_helpers import digits_pipeline, small_digits  # noqa: E402
+from stepline.automl import AutoML  # noqa: E402
+from stepline.base import BaseStep  # noqa: E402
+from stepline.hyperparams.distributions import Boolean, Choice, Uniform  # noqa: E402
+from stepline.pipeline import Pipeline  # noqa: E402
+from stepline.steps.sklearn import SKLearnWrapper  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return small_digits()
+
+
+def _search(**kwargs):
+    kwargs.setdefault("cv", 2)
+    kwargs.setdefault("n_trials", 2)
+    kwargs.setdefault("show_progress", False)
+    return AutoML(kwargs.pop("pipeline", None) or digits_pipeline(), **kwargs)
+
+
+def _counting_scorer(log: Path):
+    def scorer(estimator, X, y):
+        with open(log, "a") as out:
+            out.write(f"{os.getpid()}\n")
+        return float(np.mean(estimator.predict(X) == y))
+    return scorer
+
+
+# ------------------------------------------------------------------ storages
+
+def test_a_storage_file_that_is_not_sqlite_is_a_clear_error_naming_it_and_left_as_it_was(digits, tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"my notes, not a database\n" * 100)
+    with pytest.raises(ValueError, match=r"storage .*notes\.db.*not .*SQLite"):
+        _search(storage=path).fit(*digits)
+    assert path.read_bytes() == b"my notes, not a database\n" * 100
+
+
+def test_a_storage_path_under_a_file_or_a_missing_folder_is_a_clear_error_naming_it(digits, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    for path in (tmp_path / "a_file" / "s.db", tmp_path / "missing" / "s.db"):
+        with pytest.raises(ValueError, match=rf"storage .*{path.parent.name}/s\.db"):
+            _search(storage=path).fit(*digits)
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
+def test_a_storage_locked_by_another_process_waits_then_names_it(digits, tmp_path):
+    """A writer holding the SQLite file's lock: SQLite's busy wait (5 s), then an error naming
+    the storage, never a raw SQLAlchemy traceback; once released, the same call resumes."""
+    path = tmp_path / "s.db"
+    _search(storage=path, refit=False, n_trials=1).fit(*digits)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(ValueError, match=r"storage .*s\.db.*locked"):
+            _search(storage=path, refit=False, n_trials=2).fit(*digits)
+    finally:
+        holder.close()
+    done = _search(storage=path, refit=False, n_trials=2).fit(*digits)
+    assert len(done.study_.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2
+
+
+def test_a_space_changed_between_a_run_and_its_resume_names_the_hyperparameter_and_the_study(digits, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    path = tmp_path / "s.db"
+    _search(storage=path, refit=False).fit(*digits)
+    changed = Pipeline([SKLearnWrapper(LogisticRegression(max_iter=300), {"C": Choice([0.1, 1.0])})]).set_name("digits")
+    with pytest.raises(ValueError, match=r"LogisticRegression__C.*'stepline-digits'.*study_name"):
+        _search(pipeline=changed, storage=path, refit=False, n_trials=4).fit(*digits)
+    trials = optuna.load_study(study_name="stepline-digits", storage=f"sqlite:///{path}").get_trials()
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+# ------------------------------------------------------------------ scorers
+
+@pytest.mark.parametrize("returned", ["0.5", None, True, np.array([0.5, 0.7])],
+                         ids=["str", "None", "bool", "array"])
+def test_a_scorer_returning_something_else_than_a_number_fails_the_trial_naming_the_scorer(digits, returned):
+    def odd_scorer(estimator, X, y):
+        return returned
+    with pytest.raises(RuntimeError, match=r"no trial completed.*scorer 'odd_scorer' returned"):
+        _search(scoring=odd_scorer).fit(*digits)
+
+
+# ------------------------------------------------------------------ arguments
+
+def test_cv_with_more_folds_than_rows_is_a_clear_error_naming_cv(digits):
+    X, y = digits
+    with pytest.raises(ValueError, match=r"AutoML: cv=1000.*300"):
+        _search(cv=1000).fit(X, y)
+
+
+def test_timeout_s_true_is_refused():
+    with pytest.raises(ValueError, match="timeout_s"):
+        AutoML(digits_pipeline(), timeout_s=True)
+
+
+def test_more_workers_than_trials_starts_no_more_worker_processes_than_trials(digits, tmp_path):
+    log = tmp_path / "scored"
+    search = _search(n_jobs=6, n_trials=2, scoring=_counting_scorer(log), refit=False).fit(*digits)
+    assert search.n_workers_ == 2
+
+
+def test_save_best_to_a_folder_that_is_not_a_dump_is_refused_before_the_search(digits, tmp_path):
+    log = tmp_path / "scored"
+    (tmp_path / "out" / "digits").mkdir(parents=True)
+    (tmp_path / "out" / "digits" / "keep.txt").write_text("precious")
+    with pytest.raises(ValueError, match=r"save_best_to.*digits.*not a stepline dump"):
+        _search(save_best_to=tmp_path / "out", scoring=_counting_scorer(log)).fit(*digits)
+    assert not log.exists()
+    assert os.listdir(tmp_path / "out" / "digits") == ["keep.txt"]
+
+
+def test_save_best_to_under_a_file_is_refused_before_the_search(digits, tmp_path):
+    log = tmp_path / "scored"
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match=r"save_best_to.*a_file.*a file"):
+        _search(save_best_to=tmp_path / "a_file" / "out", scoring=_counting_scorer(log)).fit(*digits)
+    assert not log.exists()
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
+# ------------------------------------------------------------------ hanging trials
+
+class Sleeper(BaseStep):
+    """Hangs in ``fit`` when ``hang`` is true (a trial that never ends)."""
+
+    def __init__(self):
+        super().__init__(hyperparams={"hang": False}, hyperparams_space={"hang": Boolean()})
+
+    def fit(self, data_inputs, expected_outputs=None):
+        if self.hyperparams["hang"]:
+            time.sleep(3600)
+        return self
+
+    def transform(self, data_inputs):
+        return data_inputs
+
+
+def _hanging_search(n_jobs):
+    from sklearn.linear_model import LogisticRegression
+    pipeline = Pipeline([Sleeper(), SKLearnWrapper(LogisticRegression(max_iter=100))]).set_name("hangs")
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name="hangs", direction="maximize")
+    for hang in (True, False, False):
+        study.enqueue_trial({"Sleeper__hang": hang})
+    return AutoML(pipeline, cv=2, n_trials=2, storage=storage, study_name="hangs", n_jobs=n_jobs,
+                  trial_timeout_s=1.0, refit=False, show_progress=False)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_trial_that_hangs_is_stopped_after_trial_timeout_s_and_the_search_goes_on(digits, n_jobs):
+    psutil = pytest.importorskip("psutil")
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    started = time.monotonic()
+    search = _hanging_search(n_jobs).fit(*digits)
+    assert time.monotonic() - started < 30
+    trials = search.study_.get_trials()
+    assert trials[0].state == optuna.trial.TrialState.FAIL
+    assert "trial_timeout_s" in trials[0].user_attrs["error"]
+    assert [t.state for t in trials[1:]] == [optuna.trial.TrialState.COMPLETE] * 2
+    after = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and p.is_running()
+             and p.status() != psutil.STATUS_ZOMBIE and "forkserver" not in " ".join(p.cmdline())]
+    assert not after
+
+
+def test_trial_timeout_s_is_checked():
+    for bad in (0, -1, float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="trial_timeout_s"):
+            AutoML(digits_pipeline(), trial_timeout_s=bad)
