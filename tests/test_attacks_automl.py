@@ -78,7 +78,7 @@ def test_a_space_changed_between_a_run_and_its_resume_names_the_hyperparameter_a
     path = tmp_path / "s.db"
     _search(storage=path, refit=False).fit(*digits)
     changed = Pipeline([SKLearnWrapper(LogisticRegression(max_iter=300), {"C": Choice([0.1, 1.0])})]).set_name("digits")
-    with pytest.raises(ValueError, match=r"LogisticRegression__C.*'stepline-digits'.*study_name"):
+    with pytest.raises(ValueError, match=r"'stepline-digits'.*LogisticRegression__C.*study_name"):
         _search(pipeline=changed, storage=path, refit=False, n_trials=4).fit(*digits)
     trials = optuna.load_study(study_name="stepline-digits", storage=f"sqlite:///{path}").get_trials()
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]

@@ -89,8 +89,7 @@ class AutoML:
             raise ValueError("AutoML: save_best_to needs refit=True (it saves the refit best pipeline)")
         if not isinstance(quiet_dask_workers, bool):
             raise ValueError(f"AutoML: quiet_dask_workers must be True or False, got {quiet_dask_workers!r}")
-        if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
-            raise ValueError(f"AutoML: timeout_s must be a number of seconds > 0 or None, got {timeout_s!r}")
+        _seconds("timeout_s", timeout_s)
 
     # ------------------------------------------------------------------ search
     def fit(self, X, y=None) -> "AutoML":
@@ -245,6 +244,14 @@ def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"AutoML: {name} must be an int >= 1, got {value!r}")
     return value
+
+
+def _seconds(name: str, value: Any) -> None:
+    """ValueError naming ``name`` unless ``value`` is None or a number of seconds > 0 (not a bool)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"AutoML: {name} must be a number of seconds > 0 or None, got {value!r}")
 
 
 def _n_jobs(value: Any) -> int:
