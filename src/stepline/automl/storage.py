@@ -1,4 +1,4 @@
-"""Opening the search's Optuna storage, with errors that name it.
+"""Where a search writes, checked before it runs: the Optuna storage and ``save_best_to``.
 
 A path (or ``sqlite:///`` URL) is checked before Optuna opens it: its folder must exist and
 be a folder, and a file already there must be an SQLite database (Optuna would otherwise
@@ -54,3 +54,20 @@ def open_study(optuna, storage, name, sampler, pruner):
 
 def _shown(storage) -> str:
     return repr(os.fspath(storage)) if isinstance(storage, (str, os.PathLike)) else type(storage).__name__
+
+
+def check_destination(folder, name: str) -> None:
+    """ValueError naming ``save_best_to`` if the best pipeline could not be saved there, checked
+    before the search runs: a file on the way, or ``folder/name`` something else than a dump."""
+    from stepline.saving.atomic import refuse_foreign
+    from stepline.saving.errors import SaveError
+    path = Path(folder).absolute()
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"AutoML: save_best_to={os.fspath(folder)!r}: {parent} is a file, not a folder")
+            break
+    try:
+        refuse_foreign(path / name)
+    except SaveError as error:
+        raise ValueError(f"AutoML: save_best_to={os.fspath(folder)!r}: {error}") from error

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
 import traceback
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
@@ -108,7 +109,9 @@ def _process_worker(connection, folder: str, name: str, data_blob: bytes) -> Non
             return
         if message is None:
             return
-        number, params = message
+        number, params, timed = message
+        if timed:  # the trial's time starts now, not while this process was loading the dump
+            connection.send(("started", number))
 
         def report(step, value, number=number):
             connection.send(("report", number, step, value))
@@ -126,6 +129,7 @@ class _Worker:
         self.process.start()
         child.close()
         self.trial: int | None = None
+        self.deadline: float | None = None  # time.monotonic() by which its trial must end
 
 
 def _start_fork_server(context) -> None:
@@ -154,8 +158,10 @@ class ProcessRunner:
 
     ahead = 0
 
-    def __init__(self, folder: Path, name: str, data: TrialData, n_jobs: int):
+    def __init__(self, folder: Path, name: str, data: TrialData, n_jobs: int,
+                 trial_timeout_s: float | None = None):
         self.capacity = n_jobs
+        self.trial_timeout_s = trial_timeout_s
         self._args = (folder, name, cloudpickle.dumps(data))
         self._context = multiprocessing.get_context(_START_METHOD)
         if _START_METHOD == "forkserver":
@@ -167,19 +173,39 @@ class ProcessRunner:
 
     def submit(self, number: int, params: dict) -> None:
         worker = next(w for w in self.workers if w.trial is None)
-        worker.connection.send((number, params))
+        worker.connection.send((number, params, self.trial_timeout_s is not None))
         worker.trial = number
+        worker.deadline = None
 
     def wait(self, report) -> list:
         busy = [w for w in self.workers if w.trial is not None]
-        ready = wait_for([w.connection for w in busy] + [w.process.sentinel for w in busy])
+        ready = wait_for([w.connection for w in busy] + [w.process.sentinel for w in busy],
+                         timeout=self._time_to_next_deadline(busy))
         results = []
         for worker in busy:
             if worker.connection in ready or worker.process.sentinel in ready:
                 result = self._receive(worker, report)
                 if result is not None:
                     results.append(result)
+            elif worker.deadline is not None and time.monotonic() >= worker.deadline:
+                results.append(self._stop_overdue(worker))
         return results
+
+    def _time_to_next_deadline(self, busy: list) -> float | None:
+        deadlines = [w.deadline for w in busy if w.deadline is not None]
+        return None if not deadlines else max(0.0, min(deadlines) - time.monotonic())
+
+    def _stop_overdue(self, worker: _Worker) -> TrialResult:
+        """The worker's trial ran over ``trial_timeout_s``: kill the worker, fail its trial, replace it."""
+        number = worker.trial
+        log.warning("stepline.automl: trial %s ran over trial_timeout_s=%s s; killing its worker process %s",
+                    number, self.trial_timeout_s, worker.process.pid)
+        worker.process.kill()
+        worker.process.join()
+        worker.connection.close()
+        self.workers[self.workers.index(worker)] = _Worker(self._context, *self._args)
+        return TrialResult(number, FAIL, error=f"TrialTimeout: the trial ran over trial_timeout_s="
+                                               f"{self.trial_timeout_s} s; its worker process was killed")
 
     def _receive(self, worker: _Worker, report) -> TrialResult | None:
         try:
@@ -191,6 +217,9 @@ class ProcessRunner:
         if message[0] == "broken":
             raise WorkerStartError(f"stepline.automl: a worker process could not load the pipeline "
                                    f"{self._args[1]!r} from its dump: {message[1]}")
+        if message[0] == "started":
+            worker.deadline = time.monotonic() + self.trial_timeout_s
+            return None
         if message[0] == "report":
             _, number, step, value = message
             worker.connection.send(bool(report(number, step, value)))
