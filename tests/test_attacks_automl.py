@@ -194,3 +194,103 @@ def test_trial_timeout_s_is_checked():
     for bad in (0, -1, float("nan"), True, "1"):
         with pytest.raises(ValueError, match="trial_timeout_s"):
             AutoML(digits_pipeline(), trial_timeout_s=bad)
+
+
+# ------------------------------------------------------------------ the search process stopped
+
+class Holder(BaseStep):
+    """Writes its process id into ``$HOLD_PIDS`` when fitted, then holds while ``$HOLD_MARKER`` exists."""
+
+    def __init__(self):
+        super().__init__(hyperparams={"flag": False}, hyperparams_space={"flag": Boolean()})
+
+    def fit(self, data_inputs, expected_outputs=None):
+        marker = os.environ.get("HOLD_MARKER")
+        if marker:
+            with open(os.environ["HOLD_PIDS"], "a") as out:
+                out.write(f"{os.getpid()}\n")
+            while os.path.exists(marker):
+                time.sleep(0.05)
+        return self
+
+    def transform(self, data_inputs):
+        return data_inputs
+
+
+HELD_SEARCH = """
+import sys
+from sklearn.linear_model import LogisticRegression
+from automl_helpers import small_digits
+from stepline.automl import AutoML
+from stepline.pipeline import Pipeline
+from stepline.steps.sklearn import SKLearnWrapper
+from test_attacks_automl import Holder
+
+if __name__ == "__main__":
+    X, y = small_digits()
+    pipeline = Pipeline([Holder(), SKLearnWrapper(LogisticRegression(max_iter=100))]).set_name("held")
+    search = AutoML(pipeline, cv=2, n_trials=3, n_jobs=2, storage=sys.argv[1], refit=False,
+                    show_progress=False).fit(X, y)
+    print("done", len(search.study_.trials), flush=True)
+"""
+
+
+def _held_search(tmp_path, marker: Path):
+    script = tmp_path / "held.py"
+    script.write_text(HELD_SEARCH)
+    tests = str(Path(__file__).parent)
+    src = str(Path(__file__).parent.parent / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, tests, os.environ.get("PYTHONPATH", "")]),
+           "HOLD_MARKER": str(marker), "HOLD_PIDS": str(tmp_path / "pids")}
+    return script, env
+
+
+def _wait_for_holders(tmp_path, child, count: int) -> list:
+    """The pids of ``count`` trials holding in their fit (a deadline, not a sleep, bounds it)."""
+    pids_file = tmp_path / "pids"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and child.poll() is None:
+        pids = pids_file.read_text().split() if pids_file.exists() else []
+        if len(pids) >= count:
+            return [int(p) for p in pids]
+        time.sleep(0.05)
+    raise AssertionError(f"the search never had {count} trials running (exit code {child.poll()})")
+
+
+def _states(db: Path) -> dict:
+    with sqlite3.connect(db) as connection:
+        return dict(connection.execute("select state, count(*) from trials group by state").fetchall())
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGKILL"])
+def test_a_search_interrupted_or_killed_leaves_no_worker_and_resumes(tmp_path, signal_name):
+    import signal
+    import subprocess
+    psutil = pytest.importorskip("psutil")
+    marker = tmp_path / "hold"
+    marker.write_text("")
+    db = tmp_path / "held.db"
+    script, env = _held_search(tmp_path, marker)
+    child = subprocess.Popen([sys.executable, str(script), str(db)], env=env, cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        workers = [psutil.Process(pid) for pid in _wait_for_holders(tmp_path, child, 2)]
+        child.send_signal(getattr(signal, signal_name))
+        sent = time.monotonic()
+        child.wait(30)
+        assert time.monotonic() - sent < 4, "the search took its time to stop"
+        _, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"worker processes left running after {signal_name} of the search: {alive}"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    if signal_name == "SIGINT":
+        assert "KeyboardInterrupt" in child.stderr.read()
+        assert "RUNNING" not in _states(db)  # the interrupted trials failed, none left running
+    marker.unlink()
+    resumed = subprocess.run([sys.executable, str(script), str(db)], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    states = _states(db)
+    assert states.get("COMPLETE") == 3 and "RUNNING" not in states

@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import select
+import threading
 import time
 import traceback
 from multiprocessing.connection import wait as wait_for
@@ -94,8 +96,39 @@ class WorkerStartError(RuntimeError):
     """A worker process could not load the pipeline's dump or the trials' data."""
 
 
-def _process_worker(connection, folder: str, name: str, data_blob: bytes) -> None:
+def _exit_with_driver(driver_pid: int) -> None:
+    """A daemon thread ends this worker the moment the driver process ends, however it ended
+    (SIGKILL too), even while a trial holds the main thread: the worker's parent is the fork
+    server, which outlives the driver while its workers live (each holds the server's
+    liveness pipe), so neither ``daemon=True`` nor a parent-death signal would reach it.
+    Linux: waits on a pidfd (no polling); elsewhere checks the driver once a second."""
+    def watch():
+        try:
+            descriptor = os.pidfd_open(driver_pid)
+        except ProcessLookupError:
+            os._exit(1)
+        except (AttributeError, OSError):  # no pidfd here: poll
+            while _alive(driver_pid):
+                time.sleep(1.0)
+            os._exit(1)
+        select.select([descriptor], [], [])
+        os._exit(1)
+    threading.Thread(target=watch, name="stepline-automl-driver-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _process_worker(connection, folder: str, name: str, data_blob: bytes, driver_pid: int) -> None:
     """A worker process: load the dump once, then run the trials the driver sends."""
+    _exit_with_driver(driver_pid)
     try:
         template = load_template(folder, name)
         data = cloudpickle.loads(data_blob)
@@ -124,7 +157,8 @@ class _Worker:
 
     def __init__(self, context, folder: Path, name: str, data_blob: bytes):
         self.connection, child = context.Pipe(duplex=True)
-        self.process = context.Process(target=_process_worker, args=(child, str(folder), name, data_blob),
+        self.process = context.Process(target=_process_worker, args=(child, str(folder), name, data_blob,
+                                                                            os.getpid()),
                                        daemon=True, name="stepline-automl-worker")
         self.process.start()
         child.close()
@@ -240,7 +274,12 @@ class ProcessRunner:
                                                f"died (exit code {code})")
 
     def close(self) -> None:
+        """Idle workers are asked to stop; a worker still running a trial (the search was
+        interrupted, or raised) is killed: its trial was already failed by the driver."""
         for worker in self.workers:
+            if worker.trial is not None:
+                worker.process.kill()
+                continue
             try:
                 worker.connection.send(None)
             except (OSError, ValueError):
