@@ -144,16 +144,14 @@ def existing_public_key_hex() -> str | None:
 def read_public_key_file(path) -> bytes:
     """The raw public key in ``path``: a PEM public key, or 64 hex digits.
 
-    Raises ``ValueError`` naming the file when it holds neither.
+    Raises ``ValueError`` naming the file when it holds neither (or is no regular file), and
+    the ``OSError`` it is when it cannot be opened.
     """
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from stepline.saving.safe_open import open_regular
-    try:
-        with open_regular(path, os.O_RDONLY, ValueError, "public key file") as f:  # (a FIFO never blocks)
-            data = f.read(1 << 16)
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read the public key ({e.strerror or e})") from e
+    with open_regular(path, os.O_RDONLY, ValueError, "public key file") as f:  # (a FIFO never blocks; a
+        data = f.read(1 << 16)  # missing or unreadable file is the OSError it is, for the caller to word)
     text = data.decode("ascii", "replace").strip()
     if len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text):
         return bytes.fromhex(text)
