@@ -108,6 +108,14 @@ def test_timeout_s_true_is_refused():
         AutoML(digits_pipeline(), timeout_s=True)
 
 
+def test_one_fold_and_negative_or_zero_n_jobs_are_refused_by_name(digits):
+    with pytest.raises(ValueError, match=r"an int cv is the number of folds, at least 2; got 1"):
+        _search(cv=1).fit(*digits)
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match=rf"n_jobs must be an int >= 1, got {bad!r}"):
+            AutoML(digits_pipeline(), n_jobs=bad)
+
+
 def test_more_workers_than_trials_starts_no_more_worker_processes_than_trials(digits, tmp_path):
     log = tmp_path / "scored"
     search = _search(n_jobs=6, n_trials=2, scoring=_counting_scorer(log), refit=False).fit(*digits)
@@ -194,6 +202,8 @@ def test_trial_timeout_s_is_checked():
     for bad in (0, -1, float("nan"), True, "1"):
         with pytest.raises(ValueError, match="trial_timeout_s"):
             AutoML(digits_pipeline(), trial_timeout_s=bad)
+    with pytest.raises(ValueError, match="trial_timeout_s .*not available with client"):
+        AutoML(digits_pipeline(), trial_timeout_s=5, client=object())
 
 
 # ------------------------------------------------------------------ the search process stopped
@@ -294,3 +304,30 @@ def test_a_search_interrupted_or_killed_leaves_no_worker_and_resumes(tmp_path, s
     assert resumed.returncode == 0, resumed.stderr
     states = _states(db)
     assert states.get("COMPLETE") == 3 and "RUNNING" not in states
+
+
+# ------------------------------------------------------------------ spaces (handled before a search)
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: Uniform(float("nan"), 1.0), r"Uniform: low must be a finite number, got nan"),
+    (lambda: Uniform(0.0, float("nan")), r"Uniform: high must be a finite number, got nan"),
+])
+def test_nan_bounds_are_refused_by_name(make, match):
+    from stepline.hyperparams.distributions import LogUniform, Normal
+    with pytest.raises(ValueError, match=match):
+        make()
+    with pytest.raises(ValueError, match=r"LogUniform: max_included must be a finite number, got nan"):
+        LogUniform(1.0, float("nan"))
+    with pytest.raises(ValueError, match=r"Normal: mean must be a finite number, got nan"):
+        Normal(float("nan"), 1.0)
+
+
+def test_a_searched_name_no_step_has_or_that_routes_nowhere_is_refused_naming_it():
+    pipeline = digits_pipeline()
+    with pytest.raises(Exception, match=r"'LogisticRegression'.*no hyperparameter 'nope'"):
+        pipeline.set_hyperparams_space({"LogisticRegression__nope": Uniform(0.0, 1.0)})
+    with pytest.raises(Exception, match=r"Nowhere"):
+        pipeline.set_hyperparams_space({"Nowhere__C": Uniform(0.0, 1.0)})
+    with pytest.raises(Exception, match=r"no hyperparameter 'C__deeper'|'C__deeper'|deeper"):
+        pipeline.set_hyperparams_space({"LogisticRegression__C__deeper": Uniform(0.0, 1.0)})
+    assert list(pipeline.get_hyperparams_space().to_flat_dict()) == ["LogisticRegression__C"]
