@@ -331,3 +331,21 @@ def test_a_searched_name_no_step_has_or_that_routes_nowhere_is_refused_naming_it
     with pytest.raises(Exception, match=r"no hyperparameter 'C__deeper'|'C__deeper'|deeper"):
         pipeline.set_hyperparams_space({"LogisticRegression__C__deeper": Uniform(0.0, 1.0)})
     assert list(pipeline.get_hyperparams_space().to_flat_dict()) == ["LogisticRegression__C"]
+
+
+def test_ctrl_c_in_a_trial_run_by_the_driver_leaves_the_storage_consistent_and_resumable(digits, tmp_path):
+    path = tmp_path / "s.db"
+    calls = []
+
+    def interrupting_scorer(estimator, X, y):
+        calls.append(1)
+        if len(calls) == 3:  # the first fold of the second trial
+            raise KeyboardInterrupt
+        return float(np.mean(estimator.predict(X) == y))
+    with pytest.raises(KeyboardInterrupt):
+        _search(storage=path, n_trials=3, scoring=interrupting_scorer, refit=False).fit(*digits)
+    states = _states(path)
+    assert states == {"COMPLETE": 1, "FAIL": 1}
+    done = _search(storage=path, n_trials=3, refit=False).fit(*digits)
+    assert [t.state.name for t in done.study_.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert "Interrupted" in done.study_.trials[1].user_attrs["error"]
