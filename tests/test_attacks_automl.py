@@ -349,3 +349,24 @@ def test_ctrl_c_in_a_trial_run_by_the_driver_leaves_the_storage_consistent_and_r
     done = _search(storage=path, n_trials=3, refit=False).fit(*digits)
     assert [t.state.name for t in done.study_.trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     assert "Interrupted" in done.study_.trials[1].user_attrs["error"]
+
+
+def test_a_storage_locked_while_the_search_runs_stops_it_naming_the_storage_and_it_resumes(digits, tmp_path):
+    path = tmp_path / "s.db"
+    holders = []
+
+    def locking_scorer(estimator, X, y):  # another writer takes the file's lock during trial 0
+        if not holders:
+            holders.append(sqlite3.connect(path, isolation_level=None))
+            holders[0].execute("BEGIN EXCLUSIVE")
+        return float(np.mean(estimator.predict(X) == y))
+    try:
+        with pytest.raises(RuntimeError, match=r"storage .*s\.db.*locked.*run the same call again"):
+            _search(storage=path, n_trials=2, scoring=locking_scorer, refit=False).fit(*digits)
+    finally:
+        for holder in holders:
+            holder.close()
+    done = _search(storage=path, n_trials=2, refit=False).fit(*digits)
+    states = _states(path)
+    assert states.get("COMPLETE") == 2 and "RUNNING" not in states
+    assert len(done.study_.trials) <= 3

@@ -18,7 +18,7 @@ from stepline.automl.scoring import resolve_scorer, resolve_splits
 from stepline.automl.space import SearchSpace
 from stepline.automl.loop import SearchLoop
 from stepline.automl.resume import fail_abandoned_trials
-from stepline.automl.storage import check_destination, open_study
+from stepline.automl.storage import check_destination, open_study, storage_failure
 from stepline.automl.trials import TrialData
 from stepline.automl.workers import ProcessRunner, SequentialRunner, load_template, save_template
 
@@ -121,6 +121,11 @@ class AutoML:
             self.timeline_ = loop.timeline
             try:
                 loop.run()
+            except Exception as error:
+                failure = storage_failure(error, self.storage) if self.storage is not None else None
+                if failure is None:
+                    raise
+                raise failure from error
             finally:
                 runner.close()
             self._set_best(optuna)

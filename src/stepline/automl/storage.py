@@ -71,3 +71,25 @@ def check_destination(folder, name: str) -> None:
         refuse_foreign(path / name)
     except SaveError as error:
         raise ValueError(f"AutoML: save_best_to={os.fspath(folder)!r}: {error}") from error
+
+
+def storage_failure(error: BaseException, storage) -> Exception | None:
+    """A ``RuntimeError`` naming ``storage`` if ``error`` (raised while the search ran) is the
+    storage failing (SQLAlchemy's error, or Optuna's wrapping of it), else None."""
+    import optuna
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+    except ImportError:  # pragma: no cover - Optuna's RDB storage needs SQLAlchemy
+        SQLAlchemyError = ()  # noqa: N806
+    failures = (optuna.exceptions.StorageInternalError, SQLAlchemyError)
+    chain, cause = [], error
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if not any(isinstance(e, failures) for e in chain):
+        return None
+    reason = str(chain[-1]).split("\n")[0]
+    hint = " (locked by another process)" if "locked" in reason and "locked by" not in reason else ""
+    return RuntimeError(f"AutoML: the storage {_shown(storage)} failed while the search ran{hint}: "
+                        f"{type(chain[-1]).__name__}: {reason}; the trials told so far are kept: "
+                        f"run the same call again to resume")
