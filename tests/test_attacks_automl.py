@@ -370,3 +370,19 @@ def test_a_storage_locked_while_the_search_runs_stops_it_naming_the_storage_and_
     states = _states(path)
     assert states.get("COMPLETE") == 2 and "RUNNING" not in states
     assert len(done.study_.trials) <= 3
+
+
+def test_a_study_name_holding_another_search_is_refused_naming_what_differs(digits, tmp_path):
+    """A study to minimize, or whose trials searched other hyperparameters, is not this search's:
+    reusing it would minimize the score, or count (and pick as best) another objective's trials."""
+    path = tmp_path / "s.db"
+    url = f"sqlite:///{path}"
+    other = optuna.create_study(storage=url, study_name="stepline-digits", direction="minimize")
+    other.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    with pytest.raises(ValueError, match=r"'stepline-digits'.*minimize.*study_name"):
+        _search(storage=path, n_trials=4, refit=False).fit(*digits)
+    optuna.create_study(storage=url, study_name="maximized", direction="maximize").optimize(
+        lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    with pytest.raises(ValueError, match=r"'maximized'.*hyperparameters \['x'\].*study_name"):
+        _search(storage=path, study_name="maximized", n_trials=4, refit=False).fit(*digits)
+    assert len(optuna.load_study(study_name="maximized", storage=url).trials) == 2

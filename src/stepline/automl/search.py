@@ -17,7 +17,7 @@ from typing import Any
 from stepline.automl.scoring import resolve_scorer, resolve_splits
 from stepline.automl.space import SearchSpace
 from stepline.automl.loop import SearchLoop
-from stepline.automl.resume import fail_abandoned_trials
+from stepline.automl.resume import check_same_search, fail_abandoned_trials
 from stepline.automl.storage import check_destination, open_study, storage_failure
 from stepline.automl.trials import TrialData
 from stepline.automl.workers import ProcessRunner, SequentialRunner, load_template, save_template
@@ -111,6 +111,7 @@ class AutoML:
             check_destination(self.save_best_to, self.pipeline.name)
         study = self._create_study(optuna)
         self.study_ = study
+        check_same_search(study, self.space_)
         fail_abandoned_trials(study, self._storage_url() is not None)
         with tempfile.TemporaryDirectory(prefix="stepline-automl-") as folder:
             name = save_template(self.pipeline, Path(folder))
