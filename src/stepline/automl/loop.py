@@ -60,8 +60,13 @@ class SearchLoop:
             trial = self.study.ask()
             try:
                 params = self.search.space_.suggest(trial)
-            except Exception:
+            except Exception as error:
                 self.study.tell(trial, state=self.states.FAIL)
+                if isinstance(error, ValueError) and trial.number > 0:
+                    raise ValueError(f"AutoML: study {self.study.study_name!r}: {str(error).rstrip('.')}; the study's earlier "
+                                     f"trials searched this hyperparameter with another distribution (did "
+                                     f"the space change since?): give another study_name to search the "
+                                     f"new space afresh") from error
                 raise
             self.running[trial.number] = trial
             self.submitted[trial.number] = time.time()

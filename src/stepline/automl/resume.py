@@ -46,3 +46,21 @@ def _is_dead_here(driver: Any) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def check_same_search(study, space) -> None:
+    """ValueError naming the study if it is not this search's (resumed by name from a storage):
+    it minimizes, or its trials hold hyperparameters this space does not declare. Reusing it
+    would minimize the score, or count another objective's trials (and pick one as best)."""
+    import optuna
+    where = f"study {study.study_name!r}"
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise ValueError(f"AutoML: {where} was created to {study.direction.name.lower()}; the search "
+                         f"maximizes its scores (greater is better): give another study_name")
+    foreign = set()
+    for trial in study.get_trials(deepcopy=False):
+        foreign.update(key for key in trial.params if key not in space.distributions)
+    if foreign:
+        raise ValueError(f"AutoML: {where} holds trials of hyperparameters {sorted(foreign)} that this "
+                         f"pipeline's space does not declare (another search, or the space changed): "
+                         f"give another study_name")

@@ -61,7 +61,10 @@ def resolve_splits(cv: Any, X, y, classifier: bool) -> list:
         except (TypeError, ValueError) as error:
             raise ValueError(f"AutoML: cv={cv!r} is not a number of folds, a validation fraction "
                              f"or a splitter: {error}") from error
-    splits = [(np.asarray(train), np.asarray(test)) for train, test in splitter.split(X, y)]
+    try:
+        splits = [(np.asarray(train), np.asarray(test)) for train, test in splitter.split(X, y)]
+    except ValueError as error:  # e.g. more folds than rows
+        raise ValueError(f"AutoML: cv={cv!r} cannot split the data: {error}") from error
     if not splits:
         raise ValueError(f"AutoML: cv={cv!r} produced no split")
     return splits

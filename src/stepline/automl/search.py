@@ -17,7 +17,8 @@ from typing import Any
 from stepline.automl.scoring import resolve_scorer, resolve_splits
 from stepline.automl.space import SearchSpace
 from stepline.automl.loop import SearchLoop
-from stepline.automl.resume import fail_abandoned_trials
+from stepline.automl.resume import check_same_search, fail_abandoned_trials
+from stepline.automl.storage import check_destination, open_study, storage_failure
 from stepline.automl.trials import TrialData
 from stepline.automl.workers import ProcessRunner, SequentialRunner, load_template, save_template
 
@@ -41,12 +42,16 @@ class AutoML:
     - ``n_trials``: the search runs until the study holds that many finished (complete or
       pruned) trials — a resumed search counts the trials already there; failed trials do
       not count. ``timeout_s``: no new trial starts after that many seconds.
+      ``trial_timeout_s``: a trial still running after that many seconds fails (its error
+      says so) and its worker process is killed and replaced; trials then run in worker
+      processes even with ``n_jobs=1`` (a thread of the driver cannot be stopped).
     - ``sampler``: ``"tpe"``, ``"random"`` (both seeded with ``seed``) or any Optuna sampler;
       ``pruner``: any Optuna pruner (default: Optuna's ``MedianPruner``).
     - ``storage``: ``None`` (in memory), an SQL URL (``"sqlite:///search.db"``,
       ``"postgresql://…"``) or a file path (an SQLite file); ``study_name`` defaults to
       ``"stepline-<pipeline name>"`` with a storage, so the same call resumes the same study.
-    - ``n_jobs``: trials in that many local worker processes (``-1``: one per CPU);
+    - ``n_jobs``: trials in that many local worker processes (``-1``: one per CPU; never more
+      processes than trials left to run: ``n_workers_``);
       ``client``: a ``distributed.Client`` to run them on its cluster instead;
       ``quiet_dask_workers``: pause the workers' statistical profiler and event-loop tick
       monitor while the search runs (resumed when it ends; :mod:`stepline.automl.dask_quiet`).
@@ -65,7 +70,8 @@ class AutoML:
     def __init__(self, pipeline, scoring=None, cv=5, n_trials: int = 20, timeout_s: float | None = None,
                  sampler="tpe", seed: int | None = None, storage=None, study_name: str | None = None,
                  n_jobs: int = 1, client=None, refit: bool = True, save_best_to=None,
-                 show_progress: bool = True, pruner=None, quiet_dask_workers: bool = True):
+                 show_progress: bool = True, pruner=None, quiet_dask_workers: bool = True,
+                 trial_timeout_s: float | None = None):
         self.pipeline = pipeline
         self.scoring = scoring
         self.cv = cv
@@ -88,8 +94,12 @@ class AutoML:
             raise ValueError("AutoML: save_best_to needs refit=True (it saves the refit best pipeline)")
         if not isinstance(quiet_dask_workers, bool):
             raise ValueError(f"AutoML: quiet_dask_workers must be True or False, got {quiet_dask_workers!r}")
-        if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
-            raise ValueError(f"AutoML: timeout_s must be a number of seconds > 0 or None, got {timeout_s!r}")
+        _seconds("timeout_s", timeout_s)
+        _seconds("trial_timeout_s", trial_timeout_s)
+        self.trial_timeout_s = trial_timeout_s
+        if client is not None and trial_timeout_s is not None:
+            raise ValueError("AutoML: trial_timeout_s stops local worker processes; it is not available "
+                             "with client (a Dask worker's thread cannot be stopped)")
 
     # ------------------------------------------------------------------ search
     def fit(self, X, y=None) -> "AutoML":
@@ -97,17 +107,26 @@ class AutoML:
         optuna = _optuna()
         data = self._trial_data(X, y)
         self.space_ = SearchSpace.of(self.pipeline)
+        if self.save_best_to is not None:
+            check_destination(self.save_best_to, self.pipeline.name)
         study = self._create_study(optuna)
         self.study_ = study
+        check_same_search(study, self.space_)
         fail_abandoned_trials(study, self._storage_url() is not None)
         with tempfile.TemporaryDirectory(prefix="stepline-automl-") as folder:
             name = save_template(self.pipeline, Path(folder))
             self.timeline_ = []
-            runner = self._runner(Path(folder), name, data)
+            runner = self._runner(Path(folder), name, data, self._trials_left(optuna))
+            self.n_workers_ = runner.capacity
             loop = SearchLoop(self, study, runner, optuna)
             self.timeline_ = loop.timeline
             try:
                 loop.run()
+            except Exception as error:
+                failure = storage_failure(error, self.storage) if self.storage is not None else None
+                if failure is None:
+                    raise
+                raise failure from error
             finally:
                 runner.close()
             self._set_best(optuna)
@@ -133,9 +152,7 @@ class AutoML:
         name = self.study_name
         if name is None and storage is not None:
             name = f"stepline-{self.pipeline.name}"
-        return optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
-                                   direction="maximize", sampler=self._make_sampler(optuna),
-                                   pruner=self.pruner)
+        return open_study(optuna, storage, name, self._make_sampler(optuna), self.pruner)
 
     def _make_sampler(self, optuna):
         if isinstance(self.sampler, optuna.samplers.BaseSampler):
@@ -145,13 +162,20 @@ class AutoML:
             raise ValueError(f"AutoML: sampler must be 'tpe', 'random' or an Optuna sampler, got {self.sampler!r}")
         return kinds[self.sampler](seed=self.seed)
 
-    def _runner(self, folder: Path, name: str, data: TrialData):
+    def _trials_left(self, optuna) -> int:
+        finished = self.study_.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                                  optuna.trial.TrialState.PRUNED))
+        return max(1, self.n_trials - len(finished))
+
+    def _runner(self, folder: Path, name: str, data: TrialData, trials_left: int):
+        """Where the trials run; never more local worker processes than trials left to run."""
         if self.client is not None:
             from stepline.automl.dask_runner import DaskRunner
             live = not isinstance(self.study_.pruner, _optuna().pruners.NopPruner)  # else no epoch events
             return DaskRunner(folder, name, data, self.client, live=live, quiet=self.quiet_dask_workers)
-        if self.n_jobs > 1:
-            return ProcessRunner(folder, name, data, self.n_jobs)
+        n_workers = min(self.n_jobs, trials_left)
+        if n_workers > 1 or self.trial_timeout_s is not None:  # only a process can be stopped
+            return ProcessRunner(folder, name, data, n_workers, trial_timeout_s=self.trial_timeout_s)
         return SequentialRunner(folder, name, data)
 
     def _set_best(self, optuna) -> None:
@@ -246,6 +270,14 @@ def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"AutoML: {name} must be an int >= 1, got {value!r}")
     return value
+
+
+def _seconds(name: str, value: Any) -> None:
+    """ValueError naming ``name`` unless ``value`` is None or a number of seconds > 0 (not a bool)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"AutoML: {name} must be a number of seconds > 0 or None, got {value!r}")
 
 
 def _n_jobs(value: Any) -> int:

@@ -88,7 +88,10 @@ class SearchSpace:
             if condition.key not in values or values[condition.key] != condition.value:
                 inactive.add(key)
                 return
-        values[key] = suggest(trial, key, self.distributions[key])
+        try:
+            values[key] = suggest(trial, key, self.distributions[key])
+        except ValueError as error:  # Optuna refuses a distribution unlike the study's earlier one
+            raise ValueError(f"hyperparameter {key!r} ({self.distributions[key]!r}): {error}") from error
 
 
 def _conditions_of(pipeline) -> list:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import os
 import socket
 import time
@@ -105,13 +106,29 @@ def _cross_validate(template, params: dict, data: TrialData, report, collected: 
         try:
             with listening_to_epochs(listener):
                 estimator.fit(take_rows(data.X, train), take_rows(data.y, train))
-            scores.append(float(data.scorer(estimator, take_rows(data.X, test), take_rows(data.y, test))))
+            scores.append(_number(data.scorer, data.scorer(estimator, take_rows(data.X, test),
+                                                            take_rows(data.y, test))))
         finally:
             estimator.step.teardown()
     value = float(np.mean(scores))
     if not math.isfinite(value):
-        raise ValueError(f"the scorer returned {value} (fold scores {scores})")
+        raise ValueError(f"the scorer {_name_of(data.scorer)} returned {value} (fold scores {scores})")
     return value
+
+
+def _number(scorer, value) -> float:
+    """``value`` as a float if it is a real number (a NumPy scalar or 0-d array too), not a
+    bool or a string; TypeError naming the scorer otherwise."""
+    plain = value.item() if isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0 else value
+    if isinstance(plain, bool) or not isinstance(plain, numbers.Real):
+        raise TypeError(f"the scorer {_name_of(scorer)} returned {value!r} ({type(value).__name__}), "
+                        f"not a number")
+    return float(plain)
+
+
+def _name_of(scorer) -> str:
+    name = getattr(scorer, "__name__", None)
+    return repr(name) if name else repr(scorer)
 
 
 def _ignore(record: dict) -> None:

@@ -21,6 +21,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import select
+import threading
+import time
 import traceback
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
@@ -93,8 +96,39 @@ class WorkerStartError(RuntimeError):
     """A worker process could not load the pipeline's dump or the trials' data."""
 
 
-def _process_worker(connection, folder: str, name: str, data_blob: bytes) -> None:
+def _exit_with_driver(driver_pid: int) -> None:
+    """A daemon thread ends this worker the moment the driver process ends, however it ended
+    (SIGKILL too), even while a trial holds the main thread: the worker's parent is the fork
+    server, which outlives the driver while its workers live (each holds the server's
+    liveness pipe), so neither ``daemon=True`` nor a parent-death signal would reach it.
+    Linux: waits on a pidfd (no polling); elsewhere checks the driver once a second."""
+    def watch():
+        try:
+            descriptor = os.pidfd_open(driver_pid)
+        except ProcessLookupError:
+            os._exit(1)
+        except (AttributeError, OSError):  # no pidfd here: poll
+            while _alive(driver_pid):
+                time.sleep(1.0)
+            os._exit(1)
+        select.select([descriptor], [], [])
+        os._exit(1)
+    threading.Thread(target=watch, name="stepline-automl-driver-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _process_worker(connection, folder: str, name: str, data_blob: bytes, driver_pid: int) -> None:
     """A worker process: load the dump once, then run the trials the driver sends."""
+    _exit_with_driver(driver_pid)
     try:
         template = load_template(folder, name)
         data = cloudpickle.loads(data_blob)
@@ -108,7 +142,9 @@ def _process_worker(connection, folder: str, name: str, data_blob: bytes) -> Non
             return
         if message is None:
             return
-        number, params = message
+        number, params, timed = message
+        if timed:  # the trial's time starts now, not while this process was loading the dump
+            connection.send(("started", number))
 
         def report(step, value, number=number):
             connection.send(("report", number, step, value))
@@ -121,11 +157,13 @@ class _Worker:
 
     def __init__(self, context, folder: Path, name: str, data_blob: bytes):
         self.connection, child = context.Pipe(duplex=True)
-        self.process = context.Process(target=_process_worker, args=(child, str(folder), name, data_blob),
+        self.process = context.Process(target=_process_worker, args=(child, str(folder), name, data_blob,
+                                                                            os.getpid()),
                                        daemon=True, name="stepline-automl-worker")
         self.process.start()
         child.close()
         self.trial: int | None = None
+        self.deadline: float | None = None  # time.monotonic() by which its trial must end
 
 
 def _start_fork_server(context) -> None:
@@ -154,8 +192,10 @@ class ProcessRunner:
 
     ahead = 0
 
-    def __init__(self, folder: Path, name: str, data: TrialData, n_jobs: int):
+    def __init__(self, folder: Path, name: str, data: TrialData, n_jobs: int,
+                 trial_timeout_s: float | None = None):
         self.capacity = n_jobs
+        self.trial_timeout_s = trial_timeout_s
         self._args = (folder, name, cloudpickle.dumps(data))
         self._context = multiprocessing.get_context(_START_METHOD)
         if _START_METHOD == "forkserver":
@@ -167,19 +207,39 @@ class ProcessRunner:
 
     def submit(self, number: int, params: dict) -> None:
         worker = next(w for w in self.workers if w.trial is None)
-        worker.connection.send((number, params))
+        worker.connection.send((number, params, self.trial_timeout_s is not None))
         worker.trial = number
+        worker.deadline = None
 
     def wait(self, report) -> list:
         busy = [w for w in self.workers if w.trial is not None]
-        ready = wait_for([w.connection for w in busy] + [w.process.sentinel for w in busy])
+        ready = wait_for([w.connection for w in busy] + [w.process.sentinel for w in busy],
+                         timeout=self._time_to_next_deadline(busy))
         results = []
         for worker in busy:
             if worker.connection in ready or worker.process.sentinel in ready:
                 result = self._receive(worker, report)
                 if result is not None:
                     results.append(result)
+            elif worker.deadline is not None and time.monotonic() >= worker.deadline:
+                results.append(self._stop_overdue(worker))
         return results
+
+    def _time_to_next_deadline(self, busy: list) -> float | None:
+        deadlines = [w.deadline for w in busy if w.deadline is not None]
+        return None if not deadlines else max(0.0, min(deadlines) - time.monotonic())
+
+    def _stop_overdue(self, worker: _Worker) -> TrialResult:
+        """The worker's trial ran over ``trial_timeout_s``: kill the worker, fail its trial, replace it."""
+        number = worker.trial
+        log.warning("stepline.automl: trial %s ran over trial_timeout_s=%s s; killing its worker process %s",
+                    number, self.trial_timeout_s, worker.process.pid)
+        worker.process.kill()
+        worker.process.join()
+        worker.connection.close()
+        self.workers[self.workers.index(worker)] = _Worker(self._context, *self._args)
+        return TrialResult(number, FAIL, error=f"TrialTimeout: the trial ran over trial_timeout_s="
+                                               f"{self.trial_timeout_s} s; its worker process was killed")
 
     def _receive(self, worker: _Worker, report) -> TrialResult | None:
         try:
@@ -191,6 +251,9 @@ class ProcessRunner:
         if message[0] == "broken":
             raise WorkerStartError(f"stepline.automl: a worker process could not load the pipeline "
                                    f"{self._args[1]!r} from its dump: {message[1]}")
+        if message[0] == "started":
+            worker.deadline = time.monotonic() + self.trial_timeout_s
+            return None
         if message[0] == "report":
             _, number, step, value = message
             worker.connection.send(bool(report(number, step, value)))
@@ -211,7 +274,12 @@ class ProcessRunner:
                                                f"died (exit code {code})")
 
     def close(self) -> None:
+        """Idle workers are asked to stop; a worker still running a trial (the search was
+        interrupted, or raised) is killed: its trial was already failed by the driver."""
         for worker in self.workers:
+            if worker.trial is not None:
+                worker.process.kill()
+                continue
             try:
                 worker.connection.send(None)
             except (OSError, ValueError):
