@@ -18,6 +18,7 @@ import types
 import numpy as np
 import psutil
 import pytest
+from process_helpers import leftover_children
 
 from stepline.base import BaseStep, NonFittableMixin
 from stepline.distributed.streaming import (SequentialQueuedPipeline, StreamingTimeoutError,
@@ -26,16 +27,6 @@ from stepline.distributed.streaming import (SequentialQueuedPipeline, StreamingT
 pytestmark = pytest.mark.timeout(60)
 
 
-def _children():
-    out = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            cmd = " ".join(child.cmdline())
-        except psutil.Error:
-            continue
-        if "resource_tracker" not in cmd and "forkserver" not in cmd:
-            out.append(child)
-    return out
 
 
 @pytest.fixture(autouse=True)
@@ -43,9 +34,9 @@ def no_worker_survives():
     yield
     gc.collect()
     deadline = time.monotonic() + 3
-    while (multiprocessing.active_children() or _children()) and time.monotonic() < deadline:
+    while (multiprocessing.active_children() or leftover_children()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert multiprocessing.active_children() == [] and _children() == []
+    assert multiprocessing.active_children() == [] and leftover_children() == []
 
 
 # --------------------------------------------------------------------- steps

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import psutil
 import pytest
+from process_helpers import leftover_children
 
 from stepline.base import BaseStep, NonFittableMixin
 from stepline.distributed.channels import _ResultPipe
@@ -66,17 +67,6 @@ class Add(NonFittableMixin, BaseStep):
 
 
 # -------------------------------------------------------------- leak checks
-def _children():
-    me = psutil.Process()
-    out = []
-    for child in me.children(recursive=True):
-        try:
-            cmd = " ".join(child.cmdline())
-        except psutil.Error:
-            continue
-        if "resource_tracker" not in cmd and "forkserver" not in cmd:
-            out.append(child)
-    return out
 
 
 @pytest.fixture(autouse=True)
@@ -85,9 +75,9 @@ def no_worker_survives():
     Hangs.release.set()  # a hung thread worker finishes and exits
     gc.collect()
     deadline = time.monotonic() + 3
-    while (multiprocessing.active_children() or _children()) and time.monotonic() < deadline:
+    while (multiprocessing.active_children() or leftover_children()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert multiprocessing.active_children() == [] and _children() == []
+    assert multiprocessing.active_children() == [] and leftover_children() == []
     threads = [t for t in threading.enumerate() if t.name.startswith("stepline:")]
     for t in threads:
         t.join(3)
