@@ -185,40 +185,40 @@ def copied_rows(ours: Path, raw: Path, arrays, base: Path, each: int) -> list[tu
 
     Every run copies the dump and the peer's ``.npy`` files afresh (new inodes: no stat cache
     vouches for them), flushes the copies (``os.sync``: their write-back is not the load's to
-    pay for), frees what the previous run held, sets the state of memory, then runs **one**
-    candidate; the candidates take turns, ``each`` runs apiece after one warm-up turn.
-    (Several candidates after one copy measure their order as much as themselves.)
+    pay for), with what the previous run held freed, sets the state of memory, then runs
+    **one** candidate; the candidates take turns, ``each`` runs apiece in each state, after
+    one warm-up run each. (Several candidates after one copy measure their order as much as
+    themselves.)
 
-    The state of memory is set, not left to chance: this VM reports memory freed for 2 s to
-    its host (free page reporting), which takes it back, and a GiB faulted in again from the
-    host costs 1-2 s against ~0.1 s for memory the guest still holds. ``memory held``: a
-    scratch array of the dump's size is filled and freed right before the run (what any
-    machine without a balloon gives a loader); ``memory returned``: the run starts
-    ``RETURN_PAUSE_S`` after the copy, when everything freed is back with the host.
+    The state of memory is set, not left to chance (see :func:`first_after_copy`): this VM
+    hands memory that has been free for 2 s back to its host (free page reporting), and a
+    GiB faulted in again from the host costs 1-2 s against ~0.1 s for memory the guest holds.
     """
     copied, copied_raw = base / "copied", base / "copied-raw"
     nbytes = sum(a.nbytes for a in arrays)
 
+    def remove_copies() -> None:
+        for folder in (copied, copied_raw):
+            shutil.rmtree(folder, ignore_errors=True)
+
     def copy_both() -> None:
         for source, folder in ((ours, copied), (raw, copied_raw)):
-            shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(source, folder)
 
-    states = {HELD: lambda: np.ones(nbytes, np.uint8), RETURNED: lambda: time.sleep(RETURN_PAUSE_S)}
     candidates = [
         (COPY_LOAD, lambda: CX(copied).load("bench")),
         (COPY_MAPPED, lambda: CX(copied).load("bench", mmap_mode="c")),
         (COPY_PEER, lambda: [np.load(copied_raw / f"{i}.npy") for i in range(len(arrays))]),
         (MEMORY_PEER, lambda: [np.ones(a.shape, a.dtype) for a in arrays]),  # no file read at all
     ]
+    for _, load in candidates:  # warm-up (imports, the first calls' caches)
+        first_after_copy(remove_copies, copy_both, HELD, nbytes, load)
     FIRST_AFTER_COPY.clear()
-    for turn in range(len(candidates) * (each + 1)):
+    for turn in range(len(candidates) * each):
         label, load = candidates[turn % len(candidates)]
-        for state, set_state in states.items():
-            seconds = _first_after(copy_both, set_state, load)
+        for state in (HELD, RETURNED):
+            seconds = first_after_copy(remove_copies, copy_both, state, nbytes, load)
             FIRST_AFTER_COPY.setdefault((label, state), []).append(seconds)
-    for key, values in FIRST_AFTER_COPY.items():
-        del values[0]  # (the first turn warms up)
     return [(copied_label(label, state), statistics.median(values))
             for (label, state), values in sorted(FIRST_AFTER_COPY.items(), key=lambda kv: kv[0][1])]
 
@@ -227,14 +227,27 @@ def copied_label(label: str, state: str) -> str:
     return f"{label}, {state}"
 
 
-def _first_after(prepare, set_state, load) -> float:
-    """Seconds of ``load()`` right after ``prepare()``, ``os.sync`` and ``set_state()``; what
-    it returned is freed before this returns."""
+def first_after_copy(remove, copy, state: str, nbytes: int, load) -> float:
+    """Seconds of ``load()`` right after ``copy()`` and ``os.sync``, in a set state of memory;
+    what it returned is freed before this returns.
+
+    ``memory held`` (what a machine without a balloon gives any loader): ``RETURN_PAUSE_S``
+    after everything earlier was freed (``remove()``: the old copies' page cache; the
+    previous run's arrays), so that no report of it falls in the run, the copy is made, and
+    a scratch array of ``nbytes`` is filled and freed right before the load, which then gets
+    memory the guest holds. ``memory returned``: the load starts ``RETURN_PAUSE_S`` after
+    the copy, when everything freed is back with the host.
+    """
     gc.collect()
-    prepare()
+    remove()
+    if state == HELD:
+        time.sleep(RETURN_PAUSE_S)
+    copy()
     os.sync()
-    set_state()  # (its result, if any, is freed at once: the memory stays with the guest)
-    gc.collect()
+    if state == HELD:
+        np.ones(nbytes, np.uint8)  # (freed at once: the memory stays with the guest for 2 s)
+    else:
+        time.sleep(RETURN_PAUSE_S)
     start = time.perf_counter()
     result = load()
     seconds = time.perf_counter() - start
