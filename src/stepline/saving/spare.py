@@ -44,7 +44,11 @@ def take(final: Path, container: Path) -> bool:
     """Move the spare tree of ``final`` to ``container`` (a fresh name), so that
     ``container / final.name`` is the staged tree. ``False`` (nothing moved) if there is no
     spare, or what has its name is not one (that is left alone: a save did not write it)."""
-    if not is_spare(spare_path(final) / final.name):
+    try:
+        kept = stat.S_ISDIR(os.lstat(spare_path(final)).st_mode)  # (a link named so is not ours)
+    except OSError:
+        return False
+    if not kept or not is_spare(spare_path(final) / final.name):
         return False
     try:
         os.rename(spare_path(final), container)
