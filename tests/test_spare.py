@@ -127,6 +127,24 @@ def test_a_changes_only_save_after_another_pipeline_reused_its_inodes_still_writ
     assert {s.hyperparams["multiply_by"] for s in CX(tmp_path).load("p", verify="full").values()} == {2}
 
 
+def test_a_copy_made_with_hard_links_is_never_written_through(tmp_path):
+    """``cp -al`` / ``rsync --link-dest`` / a DVC cache: the copy's manifests are the dump's
+    inodes; rebuilding the spare in place must not write what the copy holds."""
+    root, backup = tmp_path / "root", tmp_path / "backup"
+    p = tiny(4)
+    save(p, root)
+    for here, _, files in os.walk(root / "p"):
+        os.makedirs(backup / os.path.relpath(here, root), exist_ok=True)
+        for name in files:
+            os.link(os.path.join(here, name), backup / os.path.relpath(here, root) / name)
+    before = {f: (backup / f).read_bytes() for f in tree(backup) if not f.endswith("/")}
+    for factor in (5, 6):
+        save(tiny(4, factor=factor), root)  # the linked dump becomes the spare, then is rebuilt
+    assert {f: (backup / f).read_bytes() for f in before} == before
+    assert {s.hyperparams["multiply_by"] for s in CX(root).load("p", verify="full").values()} == {6}
+    assert {s.hyperparams["multiply_by"] for s in CX(backup).load("p", verify="full").values()} == {2}
+
+
 def test_a_link_planted_in_the_spare_is_never_followed(tmp_path):
     root, outside = tmp_path / "root", tmp_path / "outside"
     p = tiny(3)

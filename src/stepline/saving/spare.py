@@ -29,7 +29,7 @@ import stat
 from pathlib import Path
 
 from .integrity import STAT_CACHE_NAME
-from .manifest import MANIFEST_NAME
+from .manifest import MANIFEST_NAME, create_manifest
 from .removal import FOLDER_FLAGS, NOFOLLOW, remove_in, remove_now
 
 _KIND = "spare"
@@ -191,12 +191,20 @@ _OVERWRITE = os.O_WRONLY | os.O_CREAT | NOFOLLOW | getattr(os, "O_CLOEXEC", 0) |
 def overwrite_manifest(folder: str, raw: bytes) -> os.stat_result:
     """Write ``raw`` as ``folder/stepline.json`` in place (the inode reused, or created);
     its ``os.stat`` once written. The mtime ends strictly after the previous one, even
-    within one tick of a coarse clock or after the clock stepped back."""
-    fd = os.open(os.path.join(folder, MANIFEST_NAME), _OVERWRITE, 0o666)
+    within one tick of a coarse clock or after the clock stepped back. A manifest with
+    other hard links (a dump copied with ``cp -al``, ``rsync --link-dest``, a DVC cache) is
+    replaced by a new file instead: what the other names hold is never written."""
+    path = os.path.join(folder, MANIFEST_NAME)
+    fd = os.open(path, _OVERWRITE, 0o666)
     try:
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", os.path.join(folder, MANIFEST_NAME))
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        if before.st_nlink > 1:
+            os.close(fd)
+            fd = -1
+            os.unlink(path)
+            return create_manifest(folder, raw)
         view = memoryview(raw)
         while view:
             view = view[os.write(fd, view):]
@@ -208,4 +216,5 @@ def overwrite_manifest(folder: str, raw: bytes) -> os.stat_result:
             after = os.fstat(fd)
         return after
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
