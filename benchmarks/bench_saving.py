@@ -15,15 +15,17 @@ Rows (issue 14; medians over repeats, each peer measured in the same run):
     the same sizes after that pause (no file at all: what this VM charges for memory);
     the same first load with ``mmap_mode="c"`` (every byte still hashed, the arrays
     copy-on-write maps of the page cache, so no fresh memory);
-  - full save of 10 and of 1000 tiny fitted steps (``MultiplyByN``) vs ``joblib.dump`` of
-    the same pipeline (the 1000 also with the manifests handed to the writer thread, which
-    is off by default); load of the 1000 vs ``joblib.load``;
+  - full save of 10 and of 1000 tiny fitted steps (``MultiplyByN``) over the destination's
+    previous dump (a loop of saves: each rebuilds the spare tree, the folders and manifests
+    of the dump before, in place) vs ``joblib.dump`` over its file; the same saved to a new
+    destination each time (a first save: every folder and file new; the 1000 also with the
+    writer thread's other setting) vs ``joblib.dump`` to a new file; load of the 1000 vs
+    ``joblib.load``;
   - changes-only save of 1 changed step in a 100-step and a 1000-step pipeline;
-  - the layout floor: a folder and one small file per step (format 3: a tiny step's pickle
-    is inline in its manifest), written with no pickling, hashing or JSON (what any save of
-    this layout costs the file system), and for the load that file of each step read back,
-    with no parsing or unpickling; the floor of the previous layout (a folder and two files
-    per step: manifest and ``step.pkl``) is printed beside it;
+  - the floors, the file-system work alone with no pickling, hashing or JSON: a folder and
+    one small file per step (format 3: a tiny step's pickle is inline in its manifest)
+    written new; the same folders listed and their file overwritten in place (a rebuild of
+    the spare tree); for the load, that file of each step read back;
   - the cost of the Merkle root (issue 11) on a 10-step pipeline: reading and hashing the
     manifests whose digests the parents list (what a save and a load add for it).
 
@@ -257,22 +259,30 @@ def first_after_copy(remove, copy, state: str, nbytes: int, load) -> float:
 
 
 def tiny_rows(base: Path, n_big: int, r: int):
+    """The tiny-step rows: ``(rows, changes, floors)``. A full save over the destination's
+    previous dump (what a loop of saves does: after the second, each rebuilds the spare tree
+    in place, :mod:`stepline.saving.spare`), and a first save to a new destination each
+    time, against ``joblib.dump`` over its file and to a new file; the layout's floors."""
+    r = max(r, 7)  # (each takes milliseconds)
     rows = []
     for n in (10, n_big):
         p = tiny(n)
         folder, jl = base / f"tiny{n}", base / f"tiny{n}.joblib"
+        p.save(CX(folder), full_dump=True)  # (the warm-up's save then has a dump to replace: a spare after it)
         rows.append((f"full save, {n} tiny steps", median_time(lambda: p.save(CX(folder), full_dump=True), r),
                      median_time(lambda: joblib.dump(p, jl), r), "joblib.dump"))
+    for n in (10, n_big):
+        rows.append(_to_new_destinations(base, tiny(n), f"full save, {n} tiny steps, new destination", r))
     rows.append(_with_writer_thread(base, n_big, r))
-    floors = {n: median_time(lambda: _layout_floor(base / "floor", n + 1), r) for n in (10, n_big)}
-    old_floors = {n: median_time(lambda: _layout_floor(base / "floor", n + 1, OLD_LAYOUT), r) for n in (10, n_big)}
+    floors = {f"new {n}": median_time(lambda: _layout_floor(base / "floor", n + 1), r) for n in (10, n_big)}
+    for n in (10, n_big):
+        rebuilt = _layout_floor(base / "floor-rebuilt", n + 1)
+        floors[f"again {n}"] = median_time(lambda: _rebuild_floor(rebuilt), r)
     folder, jl = base / f"tiny{n_big}", base / f"tiny{n_big}.joblib"
     rows.append((f"load, {n_big} tiny steps", median_time(lambda: CX(folder).load("tiny"), r),
                  median_time(lambda: joblib.load(jl), r), "joblib.load"))
     written = _layout_floor(base / "floor-read", n_big + 1)
     floors[f"load {n_big}"] = median_time(lambda: _read_floor(written), r)
-    written = _layout_floor(base / "floor-read-old", n_big + 1, OLD_LAYOUT)
-    old_floors[f"load {n_big}"] = median_time(lambda: _read_floor(written, OLD_LAYOUT), r)
     changes = []
     for n in (100, n_big):
         p = tiny(n)
@@ -286,37 +296,42 @@ def tiny_rows(base: Path, n_big: int, r: int):
 
         changes.append((f"changes-only save, 1 of {n} steps changed", median_time(change_one_and_save, max(r, 5))))
         assert CX(folder).load("tiny")[f"m{n // 2}"].hyperparams["multiply_by"] == next(values) - 1
-    return rows, changes, floors, old_floors
+    return rows, changes, floors
+
+
+def _to_new_destinations(base: Path, p: Pipeline, label: str, r: int):
+    """``p`` saved to a new folder each time (a first save: nothing to replace, no spare)
+    against ``joblib.dump`` to a new file each time."""
+    runs = iter(range(10 ** 9))
+    ours = median_time(lambda: p.save(CX(base / f"new-{next(runs)}"), full_dump=True), r)
+    peer = median_time(lambda: joblib.dump(p, base / f"new-{next(runs)}.joblib"), r)
+    return label, ours, peer, "joblib.dump, new file"
 
 
 def _with_writer_thread(base: Path, n: int, r: int):
-    """The ``n``-step full save with the writer thread's setting the default does not use
-    (``stepline.saving.writer.MIN_STEPS``: a save of ``n`` steps from 200 on hands its
-    manifests to the writer thread), against ``joblib.dump`` again."""
+    """The ``n``-step first save to new destinations with the writer thread's setting the
+    default does not use (``stepline.saving.writer.MIN_STEPS``: a save into a new tree of
+    ``n`` steps from 200 on hands its manifests to the writer thread)."""
     from stepline.saving import writer
-    p, folder, jl = tiny(n), base / f"tiny{n}-writer", base / f"tiny{n}-writer.joblib"
     default = writer.MIN_STEPS
     uses_it = default is not None and n >= default
     writer.MIN_STEPS = None if uses_it else 1
     try:
-        ours = median_time(lambda: p.save(CX(folder), full_dump=True), r)
+        how = "no writer thread" if uses_it else "writer thread"
+        return _to_new_destinations(base, tiny(n), f"full save, {n} tiny steps, new destination, {how}", r)
     finally:
         writer.MIN_STEPS = default
-    how = "no writer thread" if uses_it else "writer thread"
-    return f"full save, {n} tiny steps, {how}", ours, median_time(lambda: joblib.dump(p, jl), r), "joblib.dump"
 
 
 _floor_runs = iter(range(10 ** 9))
-#: The files of a tiny step's folder, and their sizes: format 3 (the pickle inline in the
-#: manifest), and the layout before it (format 2: a manifest and a ``step.pkl``).
+#: The files of a tiny step's folder, and their sizes (format 3: the pickle inline in the manifest).
 LAYOUT = {"stepline.json": 1080}
-OLD_LAYOUT = {"stepline.json": 670, "step.pkl": 285}
 
 
-def _layout_floor(folder: Path, n: int, layout: dict = LAYOUT) -> None:
+def _layout_floor(folder: Path, n: int, layout: dict = LAYOUT) -> Path:
     """mkdir + the small files of ``layout`` per step into a fresh folder: the file-system
-    operations any save of this layout needs, with no pickling, hashing, JSON or deletion of
-    the previous copy (a save hands that to a background thread)."""
+    operations a save of this layout into a new tree needs, with no pickling, hashing, JSON
+    or deletion of the previous copy (a save hands that to a background thread)."""
     tmp = folder.with_name(f"{folder.name}-{next(_floor_runs)}")
     tmp.mkdir(parents=True)
     for i in range(n):
@@ -325,6 +340,19 @@ def _layout_floor(folder: Path, n: int, layout: dict = LAYOUT) -> None:
         for name, size in layout.items():
             (step / name).write_bytes(b"x" * size)
     return tmp
+
+
+def _rebuild_floor(folder: Path, layout: dict = LAYOUT) -> None:
+    """Per step folder that :func:`_layout_floor` wrote: list it and overwrite its small files
+    in place — the file-system operations a save that rebuilds the spare tree needs."""
+    for i in range(sum(1 for _ in os.scandir(folder))):
+        step = os.path.join(folder, f"m{i}")
+        with os.scandir(step) as entries:
+            list(entries)
+        for name, size in layout.items():
+            fd = os.open(os.path.join(step, name), os.O_WRONLY)
+            os.write(fd, b"y" * size)
+            os.close(fd)
 
 
 def _read_floor(folder: Path, layout: dict = LAYOUT) -> None:
@@ -361,7 +389,7 @@ def main() -> None:
         return _main_copied(base, args)
     try:
         saves, loads = ([], []) if args.only_tiny else big_rows(base, args.size_mb, args.steps, r)
-        tiny_table, changes, floors, old_floors = tiny_rows(base, args.tiny, r)
+        tiny_table, changes, floors = tiny_rows(base, args.tiny, r)
         merkle = merkle_row(base, r)
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -373,22 +401,17 @@ def main() -> None:
     t = dict(saves + loads)
     print("\ntiny steps")
     for label, ours, peer, peer_name in tiny_table:
-        print(f"  {label:<42} {fmt_seconds(ours)}  {fmt_seconds(peer)} {peer_name:<12} {ours / peer:6.1f}×")
-    for n, seconds in floors.items():
-        old = old_floors[n]
-        if isinstance(n, str):
-            print(f"  layout floor, {n.split()[1]} steps' load: 1 small file read each, no parsing "
-                  f"{fmt_seconds(seconds)}  (previous layout, 2 files each: {fmt_seconds(old)})")
-        else:
-            print(f"  layout floor, {n} steps: a folder + 1 small file each, no pickling {fmt_seconds(seconds)}"
-                  f"  (previous layout, a folder + 2 files each: {fmt_seconds(old)})")
+        print(f"  {label:<58} {fmt_seconds(ours)}  {fmt_seconds(peer)} {peer_name:<22} {ours / peer:6.1f}×")
+    for key, seconds in floors.items():
+        kind, n = key.split()
+        print(f"  {_FLOOR_LABELS[kind].format(n=n):<58} {fmt_seconds(seconds)}")
     for label, seconds in changes:
         print(f"  {label:<40} {fmt_seconds(seconds)}")
     print(f"  Merkle root of a 10-step pipeline (11 manifests read + BLAKE3) {fmt_seconds(merkle)}")
     print("\ntargets (issue 14, issue 11):")
     if saves:
         _print_big_targets(t)
-    _print_tiny_targets(tiny_table, changes, floors, old_floors, merkle)
+    _print_tiny_targets(tiny_table, changes, floors, merkle)
 
 
 def _print_big_targets(t: dict) -> None:
@@ -430,13 +453,25 @@ def copied_only(base: Path, size_mb: int, steps: int, r: int) -> list[tuple[str,
     return rows + [("np.load (floor)", median_time(lambda: [np.load(raw / f"{i}.npy") for i in range(len(arrays))], r))]
 
 
-def _print_tiny_targets(tiny_table, changes, floors, old_floors, merkle) -> None:
+_FLOOR_LABELS = {"new": "layout floor, {n} steps: a folder + 1 small file each",
+                 "again": "rebuild floor, {n} steps: list + overwrite 1 small file each",
+                 "load": "read floor, {n} steps' load: 1 small file read each"}
+
+
+def _floor_of(label: str):
+    """The floor a tiny row compares with: its key in ``floors``."""
+    n = label.split(", ")[1].split(" ")[0]
+    if label.startswith("load"):
+        return f"load {n}"
+    return f"new {n}" if "new destination" in label else f"again {n}"
+
+
+def _print_tiny_targets(tiny_table, changes, floors, merkle) -> None:
     for label, ours, peer, peer_name in tiny_table:
-        n = int(label.split(", ")[1].split(" ")[0])
-        key = n if label.startswith("full") else f"load {n}"
-        floor = (f"; {ours / floors[key]:.1f}× the layout floor, {ours / old_floors[key]:.1f}× the previous "
-                 f"layout's; the floor alone {floors[key] / peer:.1f}× {peer_name}") if key in floors else ""
-        print(f"  {label + ' / ' + peer_name:<55} = {ours / peer:.1f} (≤ 5){floor}")
+        key = _floor_of(label)
+        floor = (f"; {ours / floors[key]:.1f}× its floor, the floor alone {floors[key] / peer:.1f}× {peer_name}"
+                 if key in floors else "")
+        print(f"  {label + ' / ' + peer_name:<80} = {ours / peer:.1f} (≤ 5){floor}")
     for (label, seconds), target in zip(changes, ("10 ms", "20 ms")):
         print(f"  {label:<29} = {seconds * 1e3:.1f} ms (≤ {target})")
     print(f"  Merkle root, 10 steps         = {merkle * 1e3:.3f} ms (< 1 ms)")

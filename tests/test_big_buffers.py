@@ -14,7 +14,7 @@ import pytest
 
 from stepline import CX, Pipeline
 from stepline.base import BaseStep
-from stepline.saving import atomic, integrity
+from stepline.saving import atomic, integrity, removal, spare
 from stepline.saving.atomic import wait_for_cleanup
 from stepline.saving.objectfile import preallocate
 
@@ -38,19 +38,23 @@ def _pipeline(n=300_000):
 
 
 def test_a_save_leaves_the_previous_dump_to_the_background_thread_deleting_it(tmp_path, monkeypatch):
-    """A full save hands the dump it replaced to a background thread; the next save must
-    not delete that same folder again on its own path (it did: both ran rmtree on it)."""
+    """A full save hands the dump it replaced to a background thread (which prunes it into
+    the spare tree, or deletes it); the next save must not delete that same folder again on
+    its own path (it did: both ran rmtree on it)."""
     release = threading.Event()
     deleted_on = []
-    real_remove = atomic._remove
+    real_remove, real_keep = removal.remove_now, spare.keep
 
-    def remove(path, *expected):
-        deleted_on.append((threading.current_thread().name, path.name))
-        if threading.current_thread().name.startswith("stepline-cleanup"):
-            release.wait(30)  # the background deletion of the first dump is still under way
-        real_remove(path, *expected)
+    def watched(real):
+        def run(path, *args):
+            deleted_on.append((threading.current_thread().name, path.name))
+            if threading.current_thread().name.startswith("stepline-cleanup"):
+                release.wait(30)  # the background work on the first dump is still under way
+            real(path, *args)
+        return run
 
-    monkeypatch.setattr(atomic, "_remove", remove)
+    monkeypatch.setattr(removal, "remove_now", watched(real_remove))
+    monkeypatch.setattr(spare, "keep", watched(real_keep))
     p = _pipeline()
     try:
         for _ in range(3):
@@ -60,7 +64,9 @@ def test_a_save_leaves_the_previous_dump_to_the_background_thread_deleting_it(tm
         release.set()
         wait_for_cleanup()
     assert on_the_save_path == []
-    assert sorted(e.name for e in tmp_path.iterdir() if not e.name.endswith((".lock", ".turn"))) == ["p"]
+    assert sorted(e.name for e in tmp_path.iterdir() if not e.name.endswith((".lock", ".turn"))) == [".p.spare", "p"]
+    kept = sorted(str(f.relative_to(tmp_path)) for f in (tmp_path / ".p.spare").rglob("*") if f.is_file())
+    assert kept == [".p.spare/p/a/stepline.json", ".p.spare/p/b/stepline.json", ".p.spare/p/stepline.json"]
     np.testing.assert_array_equal(CX(tmp_path).load("p")["b"].w_, p["b"].w_)
 
 

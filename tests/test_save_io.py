@@ -185,7 +185,7 @@ def test_a_file_a_custom_saver_writes_unreported_is_listed_and_verified(tmp_path
         CX(tmp_path).load("p")
 
 
-def test_the_replaced_dump_is_deleted_without_listing_what_the_new_save_expects_it_holds(tmp_path):
+def test_the_replaced_dump_is_kept_as_the_spare_without_listing_what_the_new_save_expects_it_holds(tmp_path):
     from stepline.saving import atomic
     p = tiny(30)
     p.save(CX(tmp_path), full_dump=True)
@@ -194,12 +194,15 @@ def test_the_replaced_dump_is_deleted_without_listing_what_the_new_save_expects_
         p.save(CX(tmp_path), full_dump=True)  # the same pipeline again: the replaced dump has its layout
         atomic.wait_for_cleanup()
     listed = [path for event, path, *_ in events if event in ("os.scandir", "os.listdir")
-              and path != os.fspath(tmp_path)]  # (the destination's folder: for leftovers)
+              and path not in (os.fspath(tmp_path), os.fspath(tmp_path / ".tiny.spare" / "tiny"))]
     assert not listed, f"the replaced dump's folders were listed: {listed[:3]}"
-    assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".")) == [".tiny.lock", ".tiny.turn"]
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".")) == [".tiny.lock", ".tiny.spare", ".tiny.turn"]
+    kept = sorted(str(f.relative_to(tmp_path / ".tiny.spare")) for f in (tmp_path / ".tiny.spare").rglob("*")
+                  if not f.is_dir())
+    assert kept == sorted([f"tiny/{MANIFEST_NAME}"] + [f"tiny/m{i}/{MANIFEST_NAME}" for i in range(30)])
 
 
-def test_a_replaced_dump_holding_more_than_expected_is_deleted_whole(tmp_path):
+def test_a_spare_holding_more_than_the_next_save_needs_is_cleared_without_following_links(tmp_path):
     from stepline.saving import atomic
     tiny(30).save(CX(tmp_path), full_dump=True)
     (tmp_path / "tiny" / "m3" / "notes.txt").write_text("a file the dump's manifests do not list")
@@ -208,9 +211,15 @@ def test_a_replaced_dump_holding_more_than_expected_is_deleted_whole(tmp_path):
     (tmp_path / "outside" / "keep.txt").write_text("outside the dump")
     tiny(5).save(CX(tmp_path), full_dump=True)  # other steps: m5…m29 and the extra files are not expected
     atomic.wait_for_cleanup()
-    assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".")) == [".tiny.lock", ".tiny.turn"]
+    assert (tmp_path / ".tiny.spare" / "tiny" / "m3" / "notes.txt").exists()  # (kept until a save reuses m3)
+    small = tiny(5)
+    small["m3"].set_hyperparams({"multiply_by": 7})
+    small.save(CX(tmp_path), full_dump=True)  # rebuilt in the spare: m5…m29, notes.txt and the link removed
+    atomic.wait_for_cleanup()
     assert (tmp_path / "outside" / "keep.txt").read_text() == "outside the dump"
     assert sorted(os.listdir(tmp_path / "tiny")) == sorted([MANIFEST_NAME, "stepline.sig"] + [f"m{i}" for i in range(5)])
+    assert all(os.listdir(tmp_path / "tiny" / f"m{i}") == [MANIFEST_NAME] for i in range(5))
+    assert CX(tmp_path).load("tiny", verify="full")["m3"].hyperparams["multiply_by"] == 7
 
 
 class _SignatureNameSaver(BaseSaver):

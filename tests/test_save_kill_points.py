@@ -67,7 +67,7 @@ class _Killer:
             os._exit(17)
 
     def install(self):
-        for name in ("rename", "replace", "link", "unlink", "remove", "rmdir", "mkdir", "utime", "symlink"):
+        for name in ("rename", "replace", "link", "unlink", "remove", "rmdir", "mkdir", "utime", "symlink", "ftruncate"):
             setattr(os, name, self._counted(getattr(os, name)))
         atomic.exchange_paths = self._counted(atomic.exchange_paths)
         real_open = io.open
@@ -144,23 +144,36 @@ def _run_killed(save, kill_at: int, count_file, raw: bool = False) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def _enumerate_kill_points(tmp_path, old, new_save, raw: bool = False):
+def _enumerate_kill_points(tmp_path, old, new_save, raw: bool = False, with_spare: bool = False):
     """Kill ``new_save`` at every operation; after each, the dump is ``old`` or the new one.
-    ``raw``: also at each ``os.open`` for writing and each ``os.write``."""
+    ``raw``: also at each ``os.open`` for writing and each ``os.write``. ``with_spare``: the
+    destination also holds the spare tree of an earlier dump (other steps, other values),
+    which a full save rebuilds in place."""
     count_file, root, pristine = tmp_path / "count", tmp_path / "root", tmp_path / "pristine"
+    if with_spare:
+        _earlier().save(CX(root), full_dump=True)
     old_pipeline = build(*old)
     old_pipeline.save(CX(root), full_dump=True)
-    shutil.copytree(root / "p", pristine)  # same bytes, same digests: old_pipeline's records hold
+    atomic.wait_for_cleanup()
+    kept = [n for n in (".p.spare", "p") if (root / n).exists()]
+    assert (".p.spare" in kept) == with_spare
+    for name in kept:  # same bytes, same digests: old_pipeline's records hold
+        shutil.copytree(root / name, pristine / name)
 
     def reset():
         for name in os.listdir(root):
             if name not in (".p.lock", ".p.turn"):
                 shutil.rmtree(root / name) if (root / name).is_dir() else os.unlink(root / name)
-        shutil.copytree(pristine, root / "p")
+        for name in kept:
+            shutil.copytree(pristine / name, root / name)
 
+    spare_inode = os.stat(root / ".p.spare" / "p" / "inner").st_ino if with_spare else None
     assert _run_killed(lambda: new_save(old_pipeline), 0, count_file, raw) == 0
     total = int(count_file.read_text())
-    assert total > 20  # the enumeration covers a real save, not a no-op
+    if with_spare:  # the save rebuilt the spare's folders in place
+        assert os.stat(root / "p" / "inner").st_ino == spare_inode
+        assert sorted(os.listdir(root / "p")) == ["inner", "m", "stepline.json", "stepline.sig"]
+    assert total > 12  # the enumeration covers a real save, not a no-op
     outcomes, recovered = [], []
     for kill_at in range(1, total + 1):
         reset()
@@ -170,13 +183,22 @@ def _enumerate_kill_points(tmp_path, old, new_save, raw: bool = False):
         out = CX(root).load("p", verify="full").transform(X)
         outcomes.append("old" if np.array_equal(out, expected(*old)) else "new")
         assert outcomes[-1] == "old" or np.array_equal(out, new_save.expected), f"operation {kill_at}: mixed dump"
-        leftovers = [n for n in os.listdir(root) if n.startswith(".p.") and n not in (".p.lock", ".p.turn")]
+        leftovers = [n for n in os.listdir(root) if n.startswith(".p.") and n not in (".p.lock", ".p.turn", ".p.spare")]
         assert all(n.startswith((".p.tmp-", ".p.journal.tmp-")) for n in leftovers), leftovers
     assert "old" in outcomes and "new" in outcomes  # kill points on both sides of the commit
     build(*old).save(CX(root), full_dump=True)  # the next save cleans what the last kill left
     atomic.wait_for_cleanup()
-    assert sorted(n for n in os.listdir(root) if n.startswith(".p")) == [".p.lock", ".p.turn"]
+    assert sorted(n for n in os.listdir(root) if n.startswith(".p")) in ([".p.lock", ".p.turn"],
+                                                                          [".p.lock", ".p.spare", ".p.turn"])
     return total, any(recovered)
+
+
+def _earlier():
+    """An earlier dump of ``p`` with other steps and files: its spare has folders the next
+    save must remove (``old``, ``inner/gone``) and lacks one it must create (``inner/a``)."""
+    p = Pipeline([("m", MultiplyByN(3)), ("old", AddN(1)),
+                  ("inner", Pipeline([("o", Offset(9.0)), ("gone", Offset(8.0))]))], name="p")
+    return p.fit(X)
 
 
 def test_a_full_save_killed_at_every_operation_leaves_a_whole_dump(tmp_path):
@@ -184,6 +206,13 @@ def test_a_full_save_killed_at_every_operation_leaves_a_whole_dump(tmp_path):
         build(5, 7, 3.0).save(CX(tmp_path / "root"), full_dump=True)
     new_save.expected = expected(5, 7, 3.0)
     _enumerate_kill_points(tmp_path, (2, 1, 1.0), new_save)
+
+
+def test_a_full_save_rebuilding_the_spare_tree_killed_at_every_operation_leaves_a_whole_dump(tmp_path):
+    def new_save(_old):
+        build(5, 7, 3.0).save(CX(tmp_path / "root"), full_dump=True)
+    new_save.expected = expected(5, 7, 3.0)
+    _enumerate_kill_points(tmp_path, (2, 1, 1.0), new_save, with_spare=True)
 
 
 def test_a_changes_only_save_killed_at_every_operation_leaves_a_whole_dump(tmp_path):
@@ -199,14 +228,16 @@ def test_a_changes_only_save_killed_at_every_operation_leaves_a_whole_dump(tmp_p
 
 def test_a_full_save_through_the_writer_thread_killed_at_every_operation_leaves_a_whole_dump(tmp_path, monkeypatch):
     """The same with the manifests created by the writer thread (a big save's; here every
-    save's), counting each manifest's creation and write too: a kill on either thread."""
+    save's), counting each manifest's creation and write too: a kill on either thread;
+    into a fresh staged tree and into the spare tree rebuilt in place."""
     from stepline.saving import writer
     monkeypatch.setattr(writer, "MIN_STEPS", 1)  # (the forked saves inherit it)
 
-    def new_save(_old):
-        build(5, 7, 3.0).save(CX(tmp_path / "root"), full_dump=True)
-    new_save.expected = expected(5, 7, 3.0)
-    _enumerate_kill_points(tmp_path, (2, 1, 1.0), new_save, raw=True)
+    for base, with_spare in ((tmp_path / "fresh", False), (tmp_path / "spare", True)):
+        def new_save(_old, root=base / "root"):
+            build(5, 7, 3.0).save(CX(root), full_dump=True)
+        new_save.expected = expected(5, 7, 3.0)
+        _enumerate_kill_points(base, (2, 1, 1.0), new_save, raw=True, with_spare=with_spare)
 
 
 def test_a_fallback_save_killed_between_its_two_renames_still_loads(tmp_path, monkeypatch):

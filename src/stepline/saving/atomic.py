@@ -3,7 +3,8 @@
 A save writes into a fresh hidden sibling ``.<name>.tmp-<random>/<name>``; only when it
 is complete does it take the place of the old folder, in one ``renameat2(RENAME_EXCHANGE)``
 (Linux): the new dump and the old one trade names atomically, and the old one, now in
-the temporary folder, is deleted. There is no moment without a complete dump under
+the temporary folder, is deleted (or, for a step's save, kept pruned as the next save's
+staged tree: :mod:`stepline.saving.spare`). There is no moment without a complete dump under
 ``final_path``: a process killed before the exchange leaves the old dump and a ``.tmp-``
 leftover, one killed after it the new dump and a ``.tmp-`` leftover; the next save cleans
 either. Where the exchange is not available, the old folder steps aside first
@@ -27,17 +28,15 @@ import errno
 import logging
 import os
 import secrets
-import shutil
 import stat
-import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from . import journal
+from . import journal, spare
 from .errors import CorruptFileError, InterruptedSaveWarning, NotADumpError, SaveError, StepLoadError
 from .manifest import MANIFEST_NAME
+from .removal import being_removed, remove_in_background, remove_now, run_in_background, wait_for_cleanup, wait_for_work_in  # noqa: F401 (re-exported)
 from .safe_open import kind_of, open_regular
 
 try:
@@ -60,101 +59,9 @@ def _leftovers(parent: Path, name: str, kind: str) -> list[Path]:
         return []
 
 
-def _remove(path: Path) -> None:
-    """Delete ``path``: a file or link, or a folder and all it holds (what can be removed).
-    What the folder most likely holds, if :func:`remove_in_background` was told (see
-    :func:`expected_tree`), is removed without listing it; anything else is found by listing."""
-    expected = _expected.pop(path, None)
-    expected = expected_tree(*expected) if expected else None
-    path = os.fspath(path)
-    try:
-        parent = os.open(os.path.dirname(path) or ".", _FOLDER_FLAGS)
-    except OSError:
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    try:
-        _remove_in(parent, os.path.basename(path), expected)
-    finally:
-        os.close(parent)
-
-
-def _remove_in(folder_fd: int, name: str, expected=None) -> None:
-    """Delete ``name`` in the open folder ``folder_fd``, and, if it is a folder, all it holds.
-
-    As ``shutil.rmtree`` without following links: each folder is opened with ``O_NOFOLLOW |
-    O_DIRECTORY`` and its entries are removed relative to it, so a folder swapped for a link
-    meanwhile is never walked through; with fewer system calls per folder (deleting the
-    replaced dump of a save of tiny steps costs about what writing it does). ``expected``:
-    ``(file names, {child folder: expected})`` it most likely holds, removed without listing
-    it first; it is listed only if something else is left."""
-    try:
-        fd = os.open(name, _FOLDER_FLAGS | _NOFOLLOW, dir_fd=folder_fd)
-    except OSError:  # a file or a link (or gone)
-        _unlink(name, folder_fd)
-        return
-    try:
-        if expected is not None:
-            files, children = expected
-            for file in files:
-                _unlink(file, fd)
-            for child, below in children.items():
-                _remove_in(fd, child, below)
-            try:
-                os.rmdir(name, dir_fd=folder_fd)
-                return
-            except OSError:  # it holds more than expected
-                pass
-        _remove_listed(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.rmdir(name, dir_fd=folder_fd)
-    except OSError:
-        pass
-
-
-def _remove_listed(fd: int) -> None:
-    """Delete every entry of the open folder ``fd``, listing it."""
-    try:
-        with os.scandir(fd) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    _remove_in(fd, entry.name)
-                else:
-                    _unlink(entry.name, fd)
-    except OSError:
-        pass
-
-
-def _unlink(name: str, folder_fd: int) -> None:
-    try:
-        os.unlink(name, dir_fd=folder_fd)
-    except OSError:
-        pass
-
-
-def expected_tree(layout: dict, top: str):
-    """What a folder holding the dump ``top`` most likely holds, for :func:`_remove`, from
-    ``layout``: ``{folder relative to the dump ("" for its root): file names}`` (a save's
-    own, the best guess for the dump it replaced: the same pipeline saved again)."""
-    nodes: dict = {}
-    for relative, names in layout.items():
-        node = nodes.setdefault(relative, [(), {}])
-        node[0] = names
-        if relative:
-            parent, _, child = relative.rpartition(os.sep)
-            nodes.setdefault(parent, [(), {}])[1][child] = node
-    root = nodes.get("")
-    return None if root is None else ((), {top: root})
-
-
-_FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-
-
 @contextmanager
 def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = False, listed: dict | None = None,
-                  layout: dict | None = None):
+                  layout: dict | None = None, reuse: bool = False):
     """Yield a fresh temporary folder; on success it replaces ``final_path`` at once.
 
     With ``overlay`` (and a dump at ``final_path``), the folder is an overlay holding only
@@ -168,6 +75,9 @@ def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = Fal
     ``{folder: (file names, child names)}``, so that a commit need not read them back.
     ``layout`` (filled likewise): the files of each folder written, ``{folder relative to
     the yielded one: names}``: the previous dump is deleted expecting the same.
+    ``reuse`` (a whole new dump only): the folder yielded may be the spare tree of this
+    destination, folders and manifests of an earlier dump (:mod:`stepline.saving.spare`),
+    which the caller rebuilds in place; the dump replaced becomes the next spare.
     """
     final = Path(final_path)
     _make_parent(final)
@@ -181,19 +91,28 @@ def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = Fal
             refuse_foreign(final)
         overlay = overlay and final.is_dir()
         container = _sibling(final, "tmp")
-        container.mkdir()
+        reuse = reuse and not overlay
+        if reuse:  # (this process's background thread may be making the spare right now)
+            wait_for_work_in(final.parent, f".{final.name}.tmp-")
+        taken = reuse and spare.take(final, container)
+        if not taken:
+            container.mkdir()
         tmp = container / final.name
         try:
-            tmp.mkdir()
+            if not taken:
+                tmp.mkdir()
             yield tmp
             if overlay:
                 exchanged, previous = False, journal.commit(tmp, final, listed)
             else:
                 exchanged, previous = _swap_into_place(tmp, final)
         except BaseException:
-            _remove(container)
+            remove_now(container)
             raise
-        if exchanged:  # the container holds the previous dump
+        if exchanged and reuse:  # the container holds the previous dump: the next spare
+            run_in_background(container, lambda path: spare.keep(path, final, layout or None))
+            return
+        if exchanged:
             remove_in_background(container, expected=(layout, final.name) if layout else None)
             return
         try:  # empty when nothing was replaced (a first save): gone before save returns
@@ -411,64 +330,6 @@ def _swap_into_place(tmp: Path, final: Path) -> tuple[bool, Path | None]:
     return False, old
 
 
-# The previous dump is deleted off the save's critical path, by one background thread
-# (deleting a tree of small folders costs as much as writing it). A process that exits
-# first leaves it as a leftover that the next save to that destination removes.
-_cleaner: ThreadPoolExecutor | None = None
-_pending: list = []
-_cleaner_lock = threading.Lock()
-_removing: set[Path] = set()  # handed to the background thread, not deleted yet
-_expected: dict = {}  # path handed over -> (layout, dump name) it most likely holds (see expected_tree)
-
-
-def remove_in_background(*paths: Path, expected=None) -> None:
-    """Delete ``paths`` (our own leftovers) in the background thread; ``expected``: what the
-    one path given most likely holds, ``(layout, name of the dump in it)`` (:func:`expected_tree`)."""
-    global _cleaner
-    with _cleaner_lock:
-        if _cleaner is None:
-            _cleaner = ThreadPoolExecutor(1, thread_name_prefix="stepline-cleanup")
-        _pending[:] = [f for f in _pending if not f.done()]
-        _removing.update(paths)
-        if expected:
-            _expected[paths[0]] = expected
-        _pending.extend(_cleaner.submit(_remove_handed_over, path) for path in paths)
-
-
-def _remove_handed_over(path: Path) -> None:
-    try:
-        _remove(path)
-    finally:
-        with _cleaner_lock:
-            _removing.discard(path)
-
-
-def _being_removed(path: Path) -> bool:
-    """Whether the background thread of this process is deleting ``path`` already."""
-    with _cleaner_lock:
-        return path in _removing
-
-
-def wait_for_cleanup() -> None:
-    """Return once every deletion handed to the background thread is done."""
-    with _cleaner_lock:
-        pending = list(_pending)
-    for future in pending:
-        future.result()
-
-
-def _forget_cleaner_after_fork() -> None:
-    global _cleaner
-    _cleaner = None
-    _pending.clear()
-    _removing.clear()  # the child has no such thread: it deletes leftovers itself
-    _expected.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_cleaner_after_fork)
-
-
 def clean_leftovers(parent, name: str) -> list[Path]:
     """Remove ``.<name>.tmp-*`` folders and journal temporaries, and ``.<name>.old-*``
     folders when ``name`` exists (call :func:`journal.recover` first). Those the background
@@ -482,9 +343,9 @@ def clean_leftovers(parent, name: str) -> list[Path]:
     kinds = ("tmp", "journal.tmp", "old") if os.path.lexists(parent / name) else ("tmp", "journal.tmp")
     prefixes = tuple(f".{name}.{kind}-" for kind in kinds)
     stale = [parent / n for n in names if n.startswith(prefixes)]
-    stale = [path for path in stale if not _being_removed(path)]
+    stale = [path for path in stale if not being_removed(path)]
     for path in stale:
-        _remove(path)
+        remove_now(path)
     return stale
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from stepline.core.context import ExecutionContext
 from stepline.saving import manifest as mf
-from stepline.saving import writer
+from stepline.saving import spare, writer
 from stepline.saving.atomic import atomic_folder, is_overlay_for, reading_lock, resolve_dump_folder
 from stepline.saving.destinations import never_saved_nor_changed, record_saved, record_written, unchanged_at
 from stepline.saving.inline import INLINE_FIELD, encode_record
@@ -58,6 +58,7 @@ class _Options:
     overlay: bool = False  # saving: the changes are committed onto the dump through a journal
     writer: object = None  # saving: the writer thread's batch that creates the manifests, if any
     layout: dict = field(default_factory=dict)  # saving: folder relative to the staged one -> its file names
+    reusing: bool = False  # saving: the staged tree is a spare's, its folders and manifests reused (spare.py)
 
     def live_folder(self, staged_folder) -> str:
         """Saving: where the step being written at ``staged_folder`` lives in the dump
@@ -134,10 +135,12 @@ def _save_atomically(step, context: ExecutionContext, full_dump: bool, steps: in
     token = _OPTIONS.set(options)
     try:
         with atomic_folder(final, overlay=overlay, only_over_dumps=True, listed=options.listed,
-                           layout=options.layout) as staged:
+                           layout=options.layout, reuse=True) as staged:
             options.staged, options.staged_path = staged, os.fspath(staged)
+            options.reusing = not overlay and spare.is_spare(staged)
             staging_context = ExecutionContext(staged.parent, context.execution_phase, context.stripped_saver)  # (one saver for all)
-            handing_over = not overlay and writer.MIN_STEPS is not None and steps >= writer.MIN_STEPS
+            handing_over = (not overlay and not options.reusing  # (overwriting a manifest never waits long)
+                            and writer.MIN_STEPS is not None and steps >= writer.MIN_STEPS)
             options.writer = writer.Batch() if handing_over else None
             try:
                 _save_node(step, staging_context, os.fspath(staged.parent))
@@ -225,11 +228,16 @@ def _save_node(step, parent_context: ExecutionContext, parent_folder: str) -> No
     context = parent_context.push(step)
     path = os.path.join(parent_folder, step.name)
     children = [c.name for c in step.get_children()]
-    if path != options.staged_path:  # (atomic_folder made the staged root)
-        try:
-            os.mkdir(path)
-        except OSError as e:
-            raise SaveError(f"{path}: cannot create the folder of step {step.name!r} ({e.strerror or e})") from e
+    try:
+        if not options.reusing:
+            if path != options.staged_path:  # (atomic_folder made the staged root)
+                os.mkdir(path)
+        elif path == options.staged_path:
+            spare.clear_folder(path, children)
+        else:
+            spare.reuse_folder(path, children)
+    except OSError as e:
+        raise SaveError(f"{path}: cannot create the folder of step {step.name!r} ({e.strerror or e})") from e
     stripped = copy.copy(step)
     savers = [context.stripped_saver, *step.savers]
     for saver in reversed(savers[1:]):
@@ -255,7 +263,8 @@ def _save_node(step, parent_context: ExecutionContext, parent_folder: str) -> No
         options.writer.write(path, raw)
     else:
         try:
-            options.stats[path] = mf.create_manifest(path, raw)
+            write = spare.overwrite_manifest if options.reusing else mf.create_manifest
+            options.stats[path] = write(path, raw)
         except OSError as e:
             raise writer.creation_error(path, e) from e
     options.saved.append((step, path))

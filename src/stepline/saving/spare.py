@@ -1,0 +1,220 @@
+"""The spare tree: a full save rebuilds the dump inside the folders of the one it replaced last time.
+
+A full save writes a complete new tree and exchanges it with the dump; the dump it
+replaced used to be deleted. On file systems that avoid reusing recently freed inodes
+(ext4 without a journal skips every inode freed in the last minute, one by one, on each
+allocation: ``recently_deleted`` in ``fs/ext4/ialloc.c``), deleting a tree of a thousand
+small folders and creating the next one costs far more than writing either. So the
+replaced dump is kept as ``.<name>.spare`` beside the dump, pruned to its folders and
+manifests — every other file (arrays, pickles, weights, the stat cache, the signature) is
+deleted, so nothing a loaded step may still map is ever written again — and the next full
+save to that destination takes it as its staged tree: a step folder that is there already
+is reused (:func:`reuse_folder` removes what the new step does not have), a manifest that
+is there is overwritten in place (:func:`overwrite_manifest`). The same pipeline saved again
+allocates no inode at all, as ``joblib.dump`` over its own file does not.
+
+Nothing of the dump's guarantees changes: the spare is only ever the staged tree, the live
+dump is replaced by the same atomic exchange, a save killed meanwhile leaves a ``.tmp-``
+leftover that the next save removes. A spare is only what stepline wrote (a dump this
+destination held), so removing what a reused folder has too many deletes nothing a save did
+not write. A reused manifest's mtime always moves forward (:func:`overwrite_manifest`), so
+its ``os.stat`` never matches one recorded for an earlier content of the same inode
+(:mod:`stepline.saving.destinations` compares inode, size, mtime and ctime).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from .integrity import STAT_CACHE_NAME
+from .manifest import MANIFEST_NAME, create_manifest
+from .removal import FOLDER_FLAGS, NOFOLLOW, remove_in, remove_now
+
+_KIND = "spare"
+
+
+def spare_path(final: Path) -> Path:
+    """Where the spare tree of the dump ``final`` is kept: ``.<name>.spare`` beside it."""
+    return final.parent / f".{final.name}.{_KIND}"
+
+
+def take(final: Path, container: Path) -> bool:
+    """Move the spare tree of ``final`` to ``container`` (a fresh name), so that
+    ``container / final.name`` is the staged tree. ``False`` (nothing moved) if there is no
+    spare, or what has its name is not one (that is left alone: a save did not write it)."""
+    try:
+        kept = stat.S_ISDIR(os.lstat(spare_path(final)).st_mode)  # (a link named so is not ours)
+    except OSError:
+        return False
+    if not kept or not is_spare(spare_path(final) / final.name):
+        return False
+    try:
+        os.rename(spare_path(final), container)
+    except OSError:
+        return False
+    return True
+
+
+def is_spare(staged: Path) -> bool:
+    """Whether the staged tree ``staged`` is a spare's (a folder holding a dump's root manifest),
+    not a fresh empty folder."""
+    try:
+        return stat.S_ISDIR(os.lstat(staged).st_mode) and stat.S_ISREG(os.lstat(staged / MANIFEST_NAME).st_mode)
+    except OSError:
+        return False
+
+
+def keep(container: Path, final: Path, layout: dict | None = None) -> None:
+    """Prune ``container`` (holding the dump ``final`` replaced) to folders and manifests and
+    make it the spare; if a spare is there already, delete ``container`` instead. ``layout``:
+    the files of each folder of the save that replaced it (:func:`removal.expected_tree`), the
+    best guess of what the replaced dump holds (the same pipeline saved again): those are
+    deleted without listing any folder; what else a folder holds, the save that reuses it
+    removes (:func:`clear_folder` lists it). Runs on the background thread."""
+    try:
+        fd = os.open(container, FOLDER_FLAGS | NOFOLLOW)
+    except OSError:
+        return
+    try:
+        if layout is None:
+            _prune(fd)
+        else:
+            _prune_expected(fd, final.name, layout)
+    finally:
+        os.close(fd)
+    try:
+        os.rename(container, spare_path(final))
+    except OSError:  # a spare is there (another process's), or the container went meanwhile
+        remove_now(container)
+
+
+def _prune_expected(container_fd: int, top: str, layout: dict) -> None:
+    """Unlink, in the tree ``top`` under the open folder ``container_fd``, the files other
+    than manifests that ``layout`` (``{folder relative to the dump: file names}``) names;
+    only folders that have such files are opened (a tiny step's folder has none)."""
+    for relative, names in layout.items():
+        doomed = [n for n in names if n != MANIFEST_NAME]
+        if not doomed:
+            continue
+        doomed.append(STAT_CACHE_NAME)  # (written after the save, beside big files)
+        fd = _open_below(container_fd, [top, *(relative.split(os.sep) if relative else ())])
+        if fd is None:
+            continue
+        try:
+            for name in doomed:
+                try:
+                    os.unlink(name, dir_fd=fd)
+                except OSError:  # gone, or a folder (then the reusing save removes it)
+                    pass
+        finally:
+            os.close(fd)
+
+
+def _open_below(fd: int, parts: list):
+    """The folder ``fd/parts…`` opened without following a link at any step, or None."""
+    current = fd
+    try:
+        for part in parts:
+            opened = os.open(part, FOLDER_FLAGS | NOFOLLOW, dir_fd=current)
+            if current != fd:
+                os.close(current)
+            current = opened
+    except OSError:
+        if current != fd:
+            os.close(current)
+        return None
+    return current
+
+
+def _prune(fd: int) -> None:
+    """Delete every entry of the open folder ``fd`` that is neither a folder nor a manifest,
+    in it and in every folder below, without following links."""
+    with os.scandir(fd) as entries:
+        found = list(entries)
+    for entry in found:
+        if entry.is_dir(follow_symlinks=False):
+            try:
+                child = os.open(entry.name, FOLDER_FLAGS | NOFOLLOW, dir_fd=fd)
+            except OSError:
+                continue
+            try:
+                _prune(child)
+            finally:
+                os.close(child)
+        elif entry.name != MANIFEST_NAME or not entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.name, dir_fd=fd)
+            except OSError:
+                pass
+
+
+def reuse_folder(path: str, keep_names) -> bool:
+    """Make ``path`` the folder of a step in a staged tree: created, or, where the spare
+    has it already, emptied of everything but its manifest and the folders named in
+    ``keep_names`` (the step's children, reused in turn). Returns whether it was there.
+    Raises ``OSError`` as ``os.mkdir`` does."""
+    try:
+        os.mkdir(path)
+        return False
+    except FileExistsError:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):  # (a file or link: not what a spare holds)
+            os.unlink(path)
+            os.mkdir(path)
+            return False
+    clear_folder(path, keep_names)
+    return True
+
+
+def clear_folder(path: str, keep_names) -> None:
+    """Remove from the reused folder ``path`` every entry but a regular manifest and the
+    folders named in ``keep_names``."""
+    keep_names = set(keep_names)
+    fd = os.open(path, FOLDER_FLAGS | NOFOLLOW)
+    try:
+        with os.scandir(fd) as entries:
+            found = list(entries)
+        for entry in found:
+            if entry.name == MANIFEST_NAME and entry.is_file(follow_symlinks=False):
+                continue
+            if entry.name in keep_names and entry.is_dir(follow_symlinks=False):
+                continue
+            remove_in(fd, entry.name)
+    finally:
+        os.close(fd)
+
+
+_OVERWRITE = os.O_WRONLY | os.O_CREAT | NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def overwrite_manifest(folder: str, raw: bytes) -> os.stat_result:
+    """Write ``raw`` as ``folder/stepline.json`` in place (the inode reused, or created);
+    its ``os.stat`` once written. The mtime ends strictly after the previous one, even
+    within one tick of a coarse clock or after the clock stepped back. A manifest with
+    other hard links (a dump copied with ``cp -al``, ``rsync --link-dest``, a DVC cache) is
+    replaced by a new file instead: what the other names hold is never written."""
+    path = os.path.join(folder, MANIFEST_NAME)
+    fd = os.open(path, _OVERWRITE, 0o666)
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        if before.st_nlink > 1:
+            os.close(fd)
+            fd = -1
+            os.unlink(path)
+            return create_manifest(folder, raw)
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(fd, view):]
+        if before.st_size > len(raw):
+            os.ftruncate(fd, len(raw))
+        after = os.fstat(fd)
+        if before.st_size and after.st_mtime_ns <= before.st_mtime_ns:
+            os.utime(fd, ns=(after.st_atime_ns, before.st_mtime_ns + 1))
+            after = os.fstat(fd)
+        return after
+    finally:
+        if fd >= 0:
+            os.close(fd)

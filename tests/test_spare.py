@@ -1,0 +1,203 @@
+"""A full save rebuilds the dump inside the spare tree of the one it replaced last time.
+
+The spare (``.<name>.spare``, beside the dump) holds an earlier dump's folders and
+manifests only; the next full save reuses them in place instead of allocating new inodes.
+These tests show it reuses them, leaves exactly what a fresh save leaves, never writes a
+file a loaded step may map, never follows a link planted in the spare, leaves alone what a
+save did not write, and keeps changes-only saves right across inode reuse.
+"""
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from stepline import CX, Pipeline
+from stepline.base import BaseStep
+from stepline.saving.atomic import wait_for_cleanup
+from stepline.saving.manifest import MANIFEST_NAME
+from stepline.steps.numpy import AddN, MultiplyByN
+
+X = np.arange(4.0)
+
+
+class Weights(BaseStep):
+    """Adds a fitted 1 MiB array (stored as its own buffer file)."""
+
+    def __init__(self, value=0.0, name=None):
+        super().__init__(name=name)
+        self.value = value
+
+    def fit(self, data_inputs, expected_outputs=None):
+        self.w_ = np.full(1 << 17, self.value)
+        return self
+
+    def transform(self, data_inputs):
+        return np.asarray(data_inputs) + self.w_[: len(data_inputs)]
+
+
+def tiny(n=5, factor=2, name="p"):
+    return Pipeline([(f"m{i}", MultiplyByN(factor)) for i in range(n)], name=name)
+
+
+def save(p, root):
+    p.save(CX(root), full_dump=True)
+    wait_for_cleanup()  # (the replaced dump becomes the spare on a background thread)
+
+
+def inodes(folder):
+    """``{path relative to folder: inode}`` of every folder and manifest under ``folder``."""
+    found = {}
+    for here, dirs, files in os.walk(folder):
+        for name in dirs + [f for f in files if f == MANIFEST_NAME]:
+            path = os.path.join(here, name)
+            found[os.path.relpath(path, folder)] = os.lstat(path).st_ino
+    return found
+
+
+def tree(folder):
+    """Every path under ``folder``, relative, with a trailing slash on folders."""
+    out = []
+    for here, dirs, files in os.walk(folder):
+        rel = os.path.relpath(here, folder)
+        out += [os.path.normpath(os.path.join(rel, d)) + "/" for d in dirs]
+        out += [os.path.normpath(os.path.join(rel, f)) for f in files]
+    return sorted(out)
+
+
+def test_the_same_pipeline_saved_again_reuses_every_folder_and_manifest(tmp_path):
+    p = tiny(20)
+    save(p, tmp_path)
+    first = inodes(tmp_path / "p")
+    save(p, tmp_path)  # the first dump becomes the spare
+    assert (tmp_path / ".p.spare" / "p" / MANIFEST_NAME).is_file()
+    p["m3"].set_hyperparams({"multiply_by": 9})
+    save(p, tmp_path)  # rebuilt in the first dump's folders
+    assert inodes(tmp_path / "p") == first
+    loaded = CX(tmp_path).load("p", verify="full")
+    assert loaded["m3"].hyperparams["multiply_by"] == 9
+    np.testing.assert_array_equal(loaded.transform(X), X * 2 ** 19 * 9)
+
+
+def test_another_pipeline_saved_over_the_spare_leaves_exactly_what_a_fresh_save_leaves(tmp_path):
+    root, fresh = tmp_path / "root", tmp_path / "fresh"
+    save(Pipeline([("a", Weights(1.0)), ("inner", Pipeline([("b", Weights(2.0)), ("c", AddN(1))])),
+                   ("gone", MultiplyByN(3))], name="p").fit(X), root)
+    save(tiny(3), root)  # the weights' dump becomes the spare
+    last = Pipeline([("inner", Pipeline([("c", AddN(5)), ("d", Weights(4.0))])), ("a", MultiplyByN(7))],
+                    name="p").fit(X)
+    save(last, root)  # folders inner, inner/c and a reused, the rest removed or made
+    save(last, fresh)
+    assert tree(root / "p") == tree(fresh / "p")
+    np.testing.assert_array_equal(CX(root).load("p", verify="full").transform(X), last.transform(X))
+
+
+def test_no_file_a_loaded_step_maps_is_ever_written_again(tmp_path):
+    save(Pipeline([("w", Weights(1.0))], name="p").fit(X), tmp_path)
+    mapped = CX(tmp_path).load("p", mmap_mode="r")["w"].w_
+    for value in (2.0, 3.0, 4.0):  # the mapped dump becomes the spare, then is rebuilt
+        save(Pipeline([("w", Weights(value))], name="p").fit(X), tmp_path)
+        assert [f for f in tree(tmp_path / ".p.spare") if not f.endswith(("/", MANIFEST_NAME))] == []
+    assert float(mapped.min()) == float(mapped.max()) == 1.0
+    assert float(CX(tmp_path).load("p")["w"].w_[0]) == 4.0
+
+
+def test_a_rebuilt_manifest_moves_its_mtime_forward_even_past_a_clock_set_back(tmp_path):
+    p = tiny(3)
+    save(p, tmp_path)
+    save(p, tmp_path)
+    future = time.time_ns() + 86_400 * 10**9  # as if the clock had stepped back by a day since
+    spared = tmp_path / ".p.spare" / "p"
+    for folder in (spared, *(spared / f"m{i}" for i in range(3))):
+        os.utime(folder / MANIFEST_NAME, ns=(future, future))
+    save(p, tmp_path)
+    for folder in (tmp_path / "p", *(tmp_path / "p" / f"m{i}" for i in range(3))):
+        assert os.stat(folder / MANIFEST_NAME).st_mtime_ns > future
+
+
+def test_a_changes_only_save_after_another_pipeline_reused_its_inodes_still_writes_its_steps(tmp_path):
+    mine = tiny(5, factor=2)
+    save(mine, tmp_path)  # mine's records: the inodes of this dump
+    other = tiny(5, factor=3)
+    save(other, tmp_path)
+    save(other, tmp_path)  # rebuilt in mine's inodes, same sizes
+    mine.save(CX(tmp_path))  # changes only: nothing of mine changed, but the folders hold other's
+    assert {s.hyperparams["multiply_by"] for s in CX(tmp_path).load("p", verify="full").values()} == {2}
+
+
+def test_a_copy_made_with_hard_links_is_never_written_through(tmp_path):
+    """``cp -al`` / ``rsync --link-dest`` / a DVC cache: the copy's manifests are the dump's
+    inodes; rebuilding the spare in place must not write what the copy holds."""
+    root, backup = tmp_path / "root", tmp_path / "backup"
+    p = tiny(4)
+    save(p, root)
+    for here, _, files in os.walk(root / "p"):
+        os.makedirs(backup / os.path.relpath(here, root), exist_ok=True)
+        for name in files:
+            os.link(os.path.join(here, name), backup / os.path.relpath(here, root) / name)
+    before = {f: (backup / f).read_bytes() for f in tree(backup) if not f.endswith("/")}
+    for factor in (5, 6):
+        save(tiny(4, factor=factor), root)  # the linked dump becomes the spare, then is rebuilt
+    assert {f: (backup / f).read_bytes() for f in before} == before
+    assert {s.hyperparams["multiply_by"] for s in CX(root).load("p", verify="full").values()} == {6}
+    assert {s.hyperparams["multiply_by"] for s in CX(backup).load("p", verify="full").values()} == {2}
+
+
+def test_a_link_planted_in_the_spare_is_never_followed(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    p = tiny(3)
+    save(p, root)
+    save(p, root)
+    (outside / "m1").mkdir(parents=True)
+    (outside / "m1" / MANIFEST_NAME).write_text("outside the dump")
+    (outside / "m1" / "keep.txt").write_text("outside the dump")
+    victim = root / ".p.spare" / "p" / "m1"
+    for entry in victim.iterdir():
+        entry.unlink()
+    victim.rmdir()
+    victim.symlink_to(outside / "m1")
+    save(p, root)
+    assert (outside / "m1" / MANIFEST_NAME).read_text() == "outside the dump"
+    assert (outside / "m1" / "keep.txt").read_text() == "outside the dump"
+    assert not (root / "p" / "m1").is_symlink() and (root / "p" / "m1" / MANIFEST_NAME).is_file()
+    assert len(CX(root).load("p", verify="full")) == 3
+
+
+@pytest.mark.parametrize("what", ["file", "folder", "link"])
+def test_something_else_named_like_the_spare_is_left_alone(tmp_path, what):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    p = tiny(3)
+    save(p, root)
+    (outside / "p").mkdir(parents=True)
+    (outside / "p" / MANIFEST_NAME).write_text("not stepline's")
+    spare = root / ".p.spare"
+    if what == "file":
+        spare.write_text("a user's notes")
+    elif what == "folder":
+        (spare / "p").mkdir(parents=True)
+        (spare / "p" / "notes.txt").write_text("a user's notes")
+    else:
+        spare.symlink_to(outside)
+    save(p, root)
+    save(p, root)
+    if what == "file":
+        assert spare.read_text() == "a user's notes"
+    elif what == "folder":
+        assert (spare / "p" / "notes.txt").read_text() == "a user's notes"
+    else:
+        assert spare.is_symlink() and (outside / "p" / MANIFEST_NAME).read_text() == "not stepline's"
+    assert len(CX(root).load("p", verify="full")) == 3
+
+
+def test_a_spare_made_by_another_process_is_reused(tmp_path):
+    code = ("import sys; from stepline import CX, Pipeline; from stepline.steps.numpy import MultiplyByN\n"
+            "from stepline.saving.atomic import wait_for_cleanup\n"
+            "p = Pipeline([(f'm{i}', MultiplyByN(2)) for i in range(5)], name='p')\n"
+            "for _ in range(2):\n    p.save(CX(sys.argv[1]), full_dump=True); wait_for_cleanup()\n")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=120)
+    spared = inodes(tmp_path / ".p.spare" / "p")
+    save(tiny(5, factor=4), tmp_path)
+    assert inodes(tmp_path / "p") == spared
+    assert {s.hyperparams["multiply_by"] for s in CX(tmp_path).load("p").values()} == {4}
