@@ -1,7 +1,8 @@
-"""The parallel read of a big file loaded alone (issue 14): the file's 2 MiB slabs are read by one
-thread per core straight into the array the load returns, and each slab is hashed, in file order,
-by whichever of those threads is free, right after it was read (while it is in the CPU's cache);
-a file that ends early is an error naming the first missing byte, and no thread outlives the read.
+"""The parallel read of a big file loaded alone (issue 14): the file's 2 MiB slabs (cut where the
+array's huge pages start) are read by one thread per core straight into the array the load
+returns, and each slab is hashed, in file order, by the thread that read it, right after it was
+read (while it is in that core's cache); a file that ends early is an error naming the first
+missing byte, and no thread outlives the read.
 (Every test of tests/test_copied_load.py also runs through this read.)"""
 from __future__ import annotations
 
@@ -26,11 +27,12 @@ class _Recording:
     """A digest that remembers the bytes it was given, in order, and which thread gave them."""
 
     def __init__(self):
-        self.inner, self.threads, self.lengths = blake3.blake3(), set(), []
+        self.inner, self.threads, self.lengths, self.addresses = blake3.blake3(), set(), [], []
 
     def update(self, data):
         self.threads.add(threading.current_thread().name)
         self.lengths.append(memoryview(data).nbytes)
+        self.addresses.append(np.frombuffer(data, np.uint8).ctypes.data)
         self.inner.update(data)
         return self
 
@@ -48,8 +50,27 @@ def test_a_parallel_read_fills_the_array_and_hashes_every_byte_once_in_order(tmp
         assert f.tell() == size  # (left at the end, where the caller checks that nothing follows)
     np.testing.assert_array_equal(into, data)
     assert digest.inner.hexdigest() == blake3.blake3(data).hexdigest()
-    assert sum(digest.lengths) == size and all(n == C for n in digest.lengths[:-1])
+    assert sum(digest.lengths) == size and all(0 < n <= C for n in digest.lengths)
+    assert all(n == C for n in digest.lengths[1:-1])
+    assert all(address % C == 0 for address in digest.addresses[1:])  # (each slab a huge page of the array)
+    assert digest.addresses[0] == into.ctypes.data
     assert not _threads()
+
+
+@pytest.mark.parametrize("offset", [0, 4096, C - 4096])
+def test_the_slabs_are_cut_where_the_huge_pages_of_the_array_start(tmp_path, offset):
+    size = 5 * C
+    raw = np.empty(size + 2 * C, np.uint8)
+    into = raw[-raw.ctypes.data % C + offset:][:size]  # starts ``offset`` bytes into a huge page
+    path = tmp_path / "f.bin"
+    data = np.random.default_rng(offset).integers(0, 256, size, np.uint8)
+    data.tofile(path)
+    digest = _Recording()
+    with open(path, "rb", buffering=0) as f:
+        hashing.read_parallel(f, memoryview(into), digest, where=str(path))
+    np.testing.assert_array_equal(into, data)
+    assert digest.lengths[0] == C - offset  # (offset 0: a whole huge page)
+    assert all(address % C == 0 for address in digest.addresses[1:])
 
 
 def test_the_slabs_are_hashed_by_the_reading_threads_themselves(tmp_path, monkeypatch):

@@ -4,8 +4,7 @@ A file that must be verified as it is loaded (a copied dump: no stat cache; ``ve
 is read once, in chunks of ``CHUNK_BYTES``, straight into the memory that will hold it
 (no intermediate copy), and each chunk is hashed right after it was read, while it is
 still in the CPU's cache. A big file loaded alone (``PARALLEL_READ_MIN_BYTES``) is read by
-one thread per core, whichever of them is free hashing the chunks in order
-(:func:`read_parallel`). A smaller one is read on one thread while a second hashes it:
+one thread per core, each hashing the chunks it read, in file order (:func:`read_parallel`). A smaller one is read on one thread while a second hashes it:
 ``readinto`` and BLAKE3 both release the GIL, so on two cores the load costs about the longer of the read and the hash instead of their sum. The hashing thread is
 fed the chunks in file order and at most ``IN_FLIGHT`` chunks ahead of it, so that each
 is hashed while it is still in the CPU's last-level cache; when that many wait, the
@@ -23,6 +22,7 @@ rather than waited on. The reading and hashing threads have ended before any of 
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import threading
@@ -47,13 +47,10 @@ DIGEST = "blake3"
 #: From this size on, bytes in memory are hashed by BLAKE3 on several threads.
 MULTITHREAD_MIN_BYTES = 4 << 20
 #: From this size on, a file loaded alone is read by one thread per core, each slab hashed
-#: right after it is read by whichever of them is free (:func:`read_parallel`).
+#: right after it is read by the thread that read it (:func:`read_parallel`).
 PARALLEL_READ_MIN_BYTES = 16 << 20
 #: Threads that read (and hash) one file at most.
 PARALLEL_READ_THREADS = 4
-#: Slabs a thread of a parallel read may read ahead of the hash, at most: 8 of 2 MiB, so
-#: that the slabs still to hash stay in the last-level cache (32 MiB here).
-SLAB_LEAD = 8
 
 
 def new_hasher(size_hint: int = 0):
@@ -141,19 +138,20 @@ def read_parallel(f, view: memoryview, digest, where="") -> None:
     """Fill ``view`` from the open regular file ``f`` (from its start), feeding every byte to
     ``digest.update`` in file order; leave ``f`` at the end.
 
-    The file's ``CHUNK_BYTES`` slabs are read (``preadv``) by one thread per core, up to
-    ``PARALLEL_READ_THREADS``, each taking the next slab not yet taken; whichever of them is
-    free hashes the slabs read so far, in order, one at a time (see :class:`_Slabs`). So the
-    page faults of the fresh memory being filled are taken on every core at once (on a VM
-    that hands freed memory back to its host they cost more than the copy itself), and each
-    slab is hashed right after it was read, while it is still in the CPU's cache: the bytes
-    cross memory once, as for a plain read, and no thread waits for another's wake-up.
-    The threads have ended before this returns or raises; a file that ends early is a
-    :class:`CorruptFileError` naming the first byte missing.
+    The file is cut into slabs of ``CHUNK_BYTES`` (2 MiB: a huge page each, cut where the
+    destination's huge pages start) read (``preadv``) by one thread per core, up to
+    ``PARALLEL_READ_THREADS``, each taking the next slab not yet taken and hashing it itself
+    once the slabs before it are hashed (see :class:`_Slabs`). So the page faults of the fresh
+    memory being filled are taken on every core at once (on a VM that hands freed memory back
+    to its host they cost more than the copy itself), no two threads fault in one huge page,
+    and each slab is hashed right after it was read, in the cache of the core that read it:
+    the bytes cross memory once, as in a plain read, and no thread waits for another's
+    wake-up. The threads have ended before this returns or raises; a file that ends early is
+    a :class:`CorruptFileError` naming the first byte missing.
     """
     slabs = _Slabs(f.fileno(), view, digest, where)
     threads = [threading.Thread(target=slabs.work, name=f"{THREAD_PREFIX}-read-{i}", daemon=True)
-               for i in range(1, min(os.cpu_count() or 1, PARALLEL_READ_THREADS, slabs.count))]
+               for i in range(1, min(os.cpu_count() or 1, PARALLEL_READ_THREADS, len(slabs.starts)))]
     for thread in threads:
         thread.start()
     slabs.work()
@@ -164,77 +162,64 @@ def read_parallel(f, view: memoryview, digest, where="") -> None:
 
 
 class _Slabs:
-    """The slabs of one file being read into ``view`` by several threads, each hashed in
-    file order by whichever thread holds the turn to hash.
+    """The slabs of one file being read into ``view`` by several threads, each slab hashed by
+    the thread that read it, in file order.
 
-    A thread takes the next slab to read, reads it, then hashes every slab read so far that
-    follows the last one hashed, unless another thread is hashing (that one goes on to the
-    slab just read when it is done with its own). A thread more than ``SLAB_LEAD`` slabs
-    ahead of the hash waits while the hash goes on, so that what is hashed is still cached.
-    The first error (a slab that ends early, the digest failing) stops every thread after
-    the slab it is on.
+    A thread takes the next slab, reads it, waits until every slab before it is hashed, hashes
+    it, and takes the next: at most one slab per thread is read and not yet hashed. The first
+    error (a slab that ends early, the digest failing) stops every thread after its slab.
     """
 
     def __init__(self, fd: int, view: memoryview, digest, where):
         self._fd, self._view, self._digest, self._where = fd, view, digest, where
-        self.count = -(-view.nbytes // CHUNK_BYTES)
-        self._read = bytearray(self.count)  # 1: slab read
-        self._next_to_read = self._next_to_hash = 0
-        self._hashing = False
+        size = view.nbytes
+        first = min(size, -_address(view) % CHUNK_BYTES or CHUNK_BYTES)  # (to the first huge page boundary)
+        self.starts = [0] + list(range(first, size, CHUNK_BYTES))
+        self._ends = self.starts[1:] + [size]
+        self._next_to_take = self._next_to_hash = 0
         self._errors: dict[int, BaseException] = {}  # by the offset of the slab that raised it
         self._changed = threading.Condition()
 
     def work(self) -> None:
         while (index := self._take()) is not None:
+            start, end = self.starts[index], self._ends[index]
             try:
-                _pfill(self._fd, self._view, *self._bounds(index), self._view.nbytes, self._where)
+                _pfill(self._fd, self._view, start, end, self._view.nbytes, self._where)
+                if self._wait_for_turn(index):
+                    self._digest.update(self._view[start:end])
             except BaseException as error:  # noqa: BLE001 (raised by the caller once all have ended)
-                return self._fail(index, error)
+                with self._changed:
+                    self._errors.setdefault(start, error)
+                    self._changed.notify_all()
+                return
             with self._changed:
-                self._read[index] = 1
-            self._hash_what_is_read()
-        self._hash_what_is_read()
+                self._next_to_hash += 1
+                self._changed.notify_all()
 
     def raise_first_error(self) -> None:
         if self._errors:
             raise self._errors[min(self._errors)]  # (the first bytes missing, whichever thread saw its end first)
-        if self._next_to_hash != self.count:  # (every slab is read and hashed when no thread failed)
-            raise RuntimeError(f"{self._where}: {self._next_to_hash} of {self.count} slabs hashed")
+        if self._next_to_hash != len(self.starts):  # (every slab is read and hashed when no thread failed)
+            raise RuntimeError(f"{self._where}: {self._next_to_hash} of {len(self.starts)} slabs hashed")
 
     def _take(self) -> int | None:
         with self._changed:
-            while (self._hashing and not self._errors and self._next_to_read < self.count
-                   and self._next_to_read - self._next_to_hash >= SLAB_LEAD):
-                self._changed.wait()
-            if self._errors or self._next_to_read >= self.count:
+            if self._errors or self._next_to_take >= len(self.starts):
                 return None
-            self._next_to_read += 1
-            return self._next_to_read - 1
+            self._next_to_take += 1
+            return self._next_to_take - 1
 
-    def _hash_what_is_read(self) -> None:
-        while True:
-            with self._changed:
-                index = self._next_to_hash
-                if self._hashing or self._errors or index >= self.count or not self._read[index]:
-                    return
-                self._hashing = True
-            try:
-                self._digest.update(self._view[slice(*self._bounds(index))])
-            except BaseException as error:  # noqa: BLE001
-                return self._fail(index, error, hashing=True)
-            with self._changed:
-                self._hashing = False
-                self._next_to_hash += 1
-                self._changed.notify_all()
-
-    def _bounds(self, index: int) -> tuple[int, int]:
-        return index * CHUNK_BYTES, min((index + 1) * CHUNK_BYTES, self._view.nbytes)
-
-    def _fail(self, index: int, error: BaseException, hashing: bool = False) -> None:
+    def _wait_for_turn(self, index: int) -> bool:
+        """Wait until the slabs before ``index`` are hashed; ``False`` if a thread failed meanwhile."""
         with self._changed:
-            self._errors.setdefault(index * CHUNK_BYTES, error)
-            self._hashing = self._hashing and not hashing
-            self._changed.notify_all()
+            while self._next_to_hash != index and not self._errors:
+                self._changed.wait()
+            return not self._errors
+
+
+def _address(view: memoryview) -> int:
+    """Where the writable buffer ``view`` starts in memory."""
+    return ctypes.addressof(ctypes.c_char.from_buffer(view)) if view.nbytes else 0
 
 
 def _pfill(fd: int, view: memoryview, start: int, end: int, size: int, where) -> None:
