@@ -32,16 +32,19 @@ Rows (issue 14; medians over repeats, each peer measured in the same run):
 Each candidate runs its repeats back to back after a warm-up: on VMs that hand freed
 memory back to the host, interleaving them makes each pay for the others' page faults.
 
-    python benchmarks/bench_saving.py [--size-mb 1024] [--steps 4] [--repeats 3] [--tiny 1000] [--only-tiny]
+    python benchmarks/bench_saving.py [--size-mb 1024] [--steps 4] [--repeats 3] [--tiny 1000] [--only-tiny | --only-copied]
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import pickle
 import shutil
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import joblib
@@ -109,8 +112,7 @@ SERIAL_HASH_PEER = "read + BLAKE3 on one thread, no stepline"
 def big_rows(base: Path, size_mb: int, steps: int, r: int):
     pipeline = build(size_mb, steps)
     arrays = [s.weights_ for s in pipeline.values()]
-    ours, raw, jl, pk, copied = base / "ours", base / "raw", base / "joblib", base / "pickle", base / "copied"
-    copied_raw, atomic, copied_mapped = base / "copied-raw", base / "atomic", base / "copied-mapped"
+    ours, raw, jl, pk, atomic = base / "ours", base / "raw", base / "joblib", base / "pickle", base / "atomic"
 
     def save_raw():
         fresh(raw)
@@ -141,32 +143,10 @@ def big_rows(base: Path, size_mb: int, steps: int, r: int):
     def load_raw():
         return [np.load(raw / f"{i}.npy") for i in range(len(arrays))]
 
-    def copy_dump():  # two copies: a load of one writes the stat cache that vouches for it
-        for folder in (copied, copied_mapped):
-            shutil.rmtree(folder, ignore_errors=True)
-            shutil.copytree(ours, folder)  # new inodes: the stat cache vouches for nothing
-
-    def first_load_of_copy():
-        return CX(copied).load("bench")
-
-    def copy_raw():  # the peer gets the same pause and fresh page cache before each load
-        shutil.rmtree(copied_raw, ignore_errors=True)
-        shutil.copytree(raw, copied_raw)
-
-    def load_copied_raw():
-        return [np.load(copied_raw / f"{i}.npy") for i in range(len(arrays))]
-
-    def fill_fresh_arrays():  # after the same copy and pause: no file read at all
-        return [np.ones(a.shape, a.dtype) for a in arrays]
-
     def read_and_hash_serially():
         return [_read_hashing(raw / f"{i}.npy") for i in range(len(arrays))]
 
-    after_copy = _paired_after_copy(
-        lambda: (copy_dump(), copy_raw()),
-        [("stepline first load of a copied dump", first_load_of_copy),
-         (COPY_MAPPED, lambda: CX(copied_mapped).load("bench", mmap_mode="c")),
-         (COPY_PEER, load_copied_raw), (MEMORY_PEER, fill_fresh_arrays)], max(r, 4))
+    after_copy = copied_rows(ours, raw, arrays, base, max(r, 5))
     loads = [("stepline load, stat cache warm", median_time(lambda: CX(ours).load("bench"), r)),
              (FULL_VERIFY, median_time(lambda: CX(ours).load("bench", verify="full"), r)),
              (SERIAL_HASH_PEER, median_time(read_and_hash_serially, r)),
@@ -191,37 +171,91 @@ def _read_hashing(path: Path, chunk: int = 1 << 20):
     return out, digest.hexdigest()
 
 
-#: Per-repeat ratios of the copied-dump load to its peer after the same copy (filled in by
-#: ``_paired_after_copy``): the pairs' median says more than a ratio of two medians here.
-PAIRED_RATIOS: dict = {}
+#: The first load of a copied dump (new inodes: no stat cache, every byte read and hashed).
+COPY_LOAD = "stepline first load of a copied dump"
+#: How long freed memory stays with this VM's guest before the kernel reports it to the host
+#: (free page reporting, virtio-balloon: 2 s after it is freed), with a margin.
+RETURN_PAUSE_S = 3.0
+#: The two states of memory a first-after-copy run starts in (see ``copied_rows``).
+HELD, RETURNED = "memory held", "memory returned"
+#: Seconds of each first-after-copy run, per (candidate, state), in the order run.
+FIRST_AFTER_COPY: dict = {}
 
 
-def _paired_after_copy(prepare, candidates, repeats: int) -> list[tuple[str, float]]:
-    """Median seconds of each candidate, all run after the same ``prepare`` (the copies) and
-    one ``os.sync`` in every repeat, in an order rotated from one repeat to the next.
+def copied_rows(ours: Path, raw: Path, arrays, base: Path, each: int) -> list[tuple[str, float]]:
+    """Median seconds of the copied-dump load and its peers, each measured in the same position.
 
-    Every candidate's result stays alive until the repeat ends, so none of them gets the
-    memory another has just freed (which this VM backs already) and all pay for fresh memory
-    alike; the copies' write-back is flushed first (it is not the load's to pay for).
+    Every run copies the dump and the peer's ``.npy`` files afresh (new inodes: no stat cache
+    vouches for them), flushes the copies (``os.sync``: their write-back is not the load's to
+    pay for), with what the previous run held freed, sets the state of memory, then runs
+    **one** candidate; the candidates take turns, ``each`` runs apiece in each state, after
+    one warm-up run each. (Several candidates after one copy measure their order as much as
+    themselves.)
+
+    The state of memory is set, not left to chance (see :func:`first_after_copy`): this VM
+    hands memory that has been free for 2 s back to its host (free page reporting), and a
+    GiB faulted in again from the host costs 1-2 s against ~0.1 s for memory the guest holds.
     """
-    import statistics
-    import time
-    times = {label: [] for label, _ in candidates}
-    for rep in range(repeats + 1):
-        prepare()
-        os.sync()
-        kept = []
-        shift = rep % len(candidates)
-        for label, fn in candidates[shift:] + candidates[:shift]:
-            start = time.perf_counter()
-            kept.append(fn())
-            times[label].append(time.perf_counter() - start)
-        del kept
-    times = {label: values[1:] for label, values in times.items()}  # the first repeat warms up
-    ours, peer = times["stepline first load of a copied dump"], times[COPY_PEER]
-    PAIRED_RATIOS["copied/peer"] = [a / b for a, b in zip(ours, peer)]
-    PAIRED_RATIOS["mapped/peer"] = [a / b for a, b in zip(times[COPY_MAPPED], peer)]
-    return [(label, statistics.median(values)) for label, values in times.items()]
+    copied, copied_raw = base / "copied", base / "copied-raw"
+    nbytes = sum(a.nbytes for a in arrays)
+
+    def remove_copies() -> None:
+        for folder in (copied, copied_raw):
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def copy_both() -> None:
+        for source, folder in ((ours, copied), (raw, copied_raw)):
+            shutil.copytree(source, folder)
+
+    candidates = [
+        (COPY_LOAD, lambda: CX(copied).load("bench")),
+        (COPY_MAPPED, lambda: CX(copied).load("bench", mmap_mode="c")),
+        (COPY_PEER, lambda: [np.load(copied_raw / f"{i}.npy") for i in range(len(arrays))]),
+        (MEMORY_PEER, lambda: [np.ones(a.shape, a.dtype) for a in arrays]),  # no file read at all
+    ]
+    for _, load in candidates:  # warm-up (imports, the first calls' caches)
+        first_after_copy(remove_copies, copy_both, HELD, nbytes, load)
+    FIRST_AFTER_COPY.clear()
+    for turn in range(len(candidates) * each):
+        label, load = candidates[turn % len(candidates)]
+        for state in (HELD, RETURNED):
+            seconds = first_after_copy(remove_copies, copy_both, state, nbytes, load)
+            FIRST_AFTER_COPY.setdefault((label, state), []).append(seconds)
+    return [(copied_label(label, state), statistics.median(values))
+            for (label, state), values in sorted(FIRST_AFTER_COPY.items(), key=lambda kv: kv[0][1])]
+
+
+def copied_label(label: str, state: str) -> str:
+    return f"{label}, {state}"
+
+
+def first_after_copy(remove, copy, state: str, nbytes: int, load) -> float:
+    """Seconds of ``load()`` right after ``copy()`` and ``os.sync``, in a set state of memory;
+    what it returned is freed before this returns.
+
+    ``memory held`` (what a machine without a balloon gives any loader): ``RETURN_PAUSE_S``
+    after everything earlier was freed (``remove()``: the old copies' page cache; the
+    previous run's arrays), so that no report of it falls in the run, the copy is made, and
+    a scratch array of ``nbytes`` is filled and freed right before the load, which then gets
+    memory the guest holds. ``memory returned``: the load starts ``RETURN_PAUSE_S`` after
+    the copy, when everything freed is back with the host.
+    """
+    gc.collect()
+    remove()
+    if state == HELD:
+        time.sleep(RETURN_PAUSE_S)
+    copy()
+    os.sync()
+    if state == HELD:
+        np.ones(nbytes, np.uint8)  # (freed at once: the memory stays with the guest for 2 s)
+    else:
+        time.sleep(RETURN_PAUSE_S)
+    start = time.perf_counter()
+    result = load()
+    seconds = time.perf_counter() - start
+    del result
+    gc.collect()
+    return seconds
 
 
 def tiny_rows(base: Path, n_big: int, r: int):
@@ -346,9 +380,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tiny", type=int, default=1000, help="steps of the big tiny-step pipeline")
     parser.add_argument("--only-tiny", action="store_true", help="only the tiny-step, changes-only and Merkle rows")
+    parser.add_argument("--only-copied", action="store_true",
+                        help="only the copied-dump rows (5 runs each right after a copy), with np.load")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="stepline-bench-saving-"))
     r = args.repeats
+    if args.only_copied:
+        return _main_copied(base, args)
     try:
         saves, loads = ([], []) if args.only_tiny else big_rows(base, args.size_mb, args.steps, r)
         tiny_table, changes, floors = tiny_rows(base, args.tiny, r)
@@ -380,21 +418,39 @@ def _print_big_targets(t: dict) -> None:
     print(f"  full dump / np.save           = {t['stepline full dump'] / t['np.save (floor)']:.2f} (≤ 1.3); "
           f"/ {ATOMIC_PEER} = {t['stepline full dump'] / t[ATOMIC_PEER]:.2f}")
     print(f"  warm load / np.load           = {t['stepline load, stat cache warm'] / t['np.load (floor)']:.2f} (≤ 1.2)")
-    print(f"  copied-dump load / np.load    = "
-          f"{t['stepline first load of a copied dump'] / t['np.load (floor)']:.2f} (≤ 2); "
-          f"/ {COPY_PEER} = {t['stepline first load of a copied dump'] / t[COPY_PEER]:.2f}; "
-          f"/ {MEMORY_PEER} = {t['stepline first load of a copied dump'] / t[MEMORY_PEER]:.2f}")
-    pairs = PAIRED_RATIOS.get("copied/peer", [])
-    if pairs:
-        import statistics
-        print(f"  copied-dump load / {COPY_PEER}, paired in each repeat = {statistics.median(pairs):.2f} "
-              f"(median; per repeat {', '.join(f'{x:.2f}' for x in pairs)}); mmap_mode='c' "
-              f"{statistics.median(PAIRED_RATIOS['mapped/peer']):.2f}")
-    print(f"  copied-dump load, mmap_mode='c' / np.load = {t[COPY_MAPPED] / t['np.load (floor)']:.2f} "
-          f"(every byte hashed; arrays copy-on-write maps of the page cache: no fresh memory)")
+    _print_copied_targets(t)
     print(f"  verify='full' load / np.load  = {t[FULL_VERIFY] / t['np.load (floor)']:.2f} "
           f"(what the copied-dump load costs without the pause); / {SERIAL_HASH_PEER} = "
           f"{t[FULL_VERIFY] / t[SERIAL_HASH_PEER]:.2f} (the hash overlapping the read)")
+
+
+def _print_copied_targets(t: dict) -> None:
+    """The copied-dump row's ratios: each candidate's median run right after a copy, per
+    state of memory, against the issue's peer (a warm ``np.load``) and the same-position one."""
+    warm = t["np.load (floor)"]
+    for state in (HELD, RETURNED):
+        ours, mapped, same, memory = (t[copied_label(c, state)] for c in (COPY_LOAD, COPY_MAPPED, COPY_PEER, MEMORY_PEER))
+        print(f"  {state}:")
+        print(f"    copied-dump load / np.load (warm: the issue's peer) = {ours / warm:.2f} (≤ 2); "
+              f"/ {COPY_PEER} (same position) = {ours / same:.2f}; / {MEMORY_PEER} = {ours / memory:.2f}")
+        print(f"    copied-dump load, mmap_mode='c' / np.load = {mapped / warm:.2f}; / {COPY_PEER} = "
+              f"{mapped / same:.2f} (every byte hashed; arrays copy-on-write maps of the page cache)")
+        print(f"    {COPY_PEER} / np.load = {same / warm:.2f} (what a fresh copy costs np.load itself)")
+    for (label, state), values in FIRST_AFTER_COPY.items():
+        print(f"    each run, {state}: {label:<52} {', '.join(fmt_seconds(v).strip() for v in values)}")
+
+
+def copied_only(base: Path, size_mb: int, steps: int, r: int) -> list[tuple[str, float]]:
+    """The copied-dump rows alone (``--only-copied``), with the warm ``np.load`` they are read against."""
+    pipeline = build(size_mb, steps)
+    arrays = [s.weights_ for s in pipeline.values()]
+    ours, raw = base / "ours", fresh(base / "raw")
+    pipeline.save(CX(ours), full_dump=True)
+    for i, a in enumerate(arrays):
+        np.save(raw / f"{i}.npy", a)
+    del pipeline
+    rows = copied_rows(ours, raw, arrays, base, max(r, 5))
+    return rows + [("np.load (floor)", median_time(lambda: [np.load(raw / f"{i}.npy") for i in range(len(arrays))], r))]
 
 
 _FLOOR_LABELS = {"new": "layout floor, {n} steps: a folder + 1 small file each",
@@ -419,6 +475,20 @@ def _print_tiny_targets(tiny_table, changes, floors, merkle) -> None:
     for (label, seconds), target in zip(changes, ("10 ms", "20 ms")):
         print(f"  {label:<29} = {seconds * 1e3:.1f} ms (≤ {target})")
     print(f"  Merkle root, 10 steps         = {merkle * 1e3:.3f} ms (< 1 ms)")
+
+
+def _main_copied(base: Path, args) -> None:
+    try:
+        rows = copied_only(base, args.size_mb, args.steps, args.repeats)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    each = len(next(iter(FIRST_AFTER_COPY.values())))
+    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; {args.steps} fitted steps holding "
+          f"{args.size_mb} MiB of float32 (+1 small step); medians of {each} runs right after a copy each, "
+          f"np.load of {args.repeats}")
+    print_table("load", rows, "np.load (floor)")
+    print("\ntargets (issue 14):")
+    _print_copied_targets(dict(rows))
 
 
 if __name__ == "__main__":

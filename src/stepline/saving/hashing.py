@@ -2,9 +2,11 @@
 
 A file that must be verified as it is loaded (a copied dump: no stat cache; ``verify="full"``)
 is read once, in chunks of ``CHUNK_BYTES``, straight into the memory that will hold it
-(``readinto``, no intermediate copy), and each chunk is hashed by a second thread while the
-next chunk is read: ``readinto`` and BLAKE3 both release the GIL, so on two cores the load
-costs about the longer of the read and the hash instead of their sum. The hashing thread is
+(no intermediate copy), and each chunk is hashed right after it was read, while it is
+still in the CPU's cache. A big file loaded alone (``PARALLEL_READ_MIN_BYTES``) is read by
+one thread per core, whichever of them is free hashing the chunks in order
+(:func:`read_parallel`). A smaller one is read on one thread while a second hashes it:
+``readinto`` and BLAKE3 both release the GIL, so on two cores the load costs about the longer of the read and the hash instead of their sum. The hashing thread is
 fed the chunks in file order and at most ``IN_FLIGHT`` chunks ahead of it, so that each
 is hashed while it is still in the CPU's last-level cache; when that many wait, the
 reading thread hashes the oldest itself (one lock keeps the order), so the two threads
@@ -16,7 +18,7 @@ What is read is exactly the size the caller checked: a file that ends early (tru
 pipe) or goes on past it (appended to) while it is read is a :class:`CorruptFileError`
 naming it, and files are opened without blocking or following links (see
 :mod:`~stepline.saving.safe_open`), so a FIFO swapped in after the ``stat`` is refused
-rather than waited on. The hashing thread has ended before any of these return or raise.
+rather than waited on. The reading and hashing threads have ended before any of these return or raise.
 """
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ THREAD_PREFIX = "stepline-verify"
 DIGEST = "blake3"
 #: From this size on, bytes in memory are hashed by BLAKE3 on several threads.
 MULTITHREAD_MIN_BYTES = 4 << 20
-#: From this size on, a file loaded alone is read by one thread per core, then hashed in
-#: memory by BLAKE3 on every core (:func:`read_parallel`).
+#: From this size on, a file loaded alone is read by one thread per core, each slab hashed
+#: right after it is read by whichever of them is free (:func:`read_parallel`).
 PARALLEL_READ_MIN_BYTES = 16 << 20
-#: Threads that read one file at most.
+#: Threads that read (and hash) one file at most.
 PARALLEL_READ_THREADS = 4
-_PART_ALIGN = 2 << 20
+#: Slabs a thread of a parallel read may read ahead of the hash, at most: 8 of 2 MiB, so
+#: that the slabs still to hash stay in the last-level cache (32 MiB here).
+SLAB_LEAD = 8
 
 
 def new_hasher(size_hint: int = 0):
@@ -89,12 +93,12 @@ def file_digest(path, algorithm: str = DIGEST, into=None, size: int | None = Non
             how = "truncated" if actual < expected else "appended to"
             raise CorruptFileError(f"{path}: size {actual} bytes when opened, {expected} when checked: "
                                    f"the file was {how} while loading")
-        if view is not None and alone and algorithm == DIGEST and expected >= PARALLEL_READ_MIN_BYTES:
-            read_parallel(f, view, where=path)
-            _check_end(f, expected, path)
-            return new_hasher(expected).update(view).hexdigest()
         digest = _stream_hasher(algorithm)
-        read_hashed(f, digest, expected, view, where=path, pipelined=alone)
+        if view is not None and alone and expected >= PARALLEL_READ_MIN_BYTES:
+            read_parallel(f, view, digest, where=path)
+            _check_end(f, expected, path)
+        else:
+            read_hashed(f, digest, expected, view, where=path, pipelined=alone)
     return digest.hexdigest()
 
 
@@ -133,48 +137,111 @@ def read_into(f, into, where="") -> None:
     _check_end(f, view.nbytes, where)
 
 
-def read_parallel(f, view: memoryview, where="") -> None:
-    """Fill ``view`` from the open regular file ``f`` (from its start) with one thread per
-    core, each reading its own contiguous part with ``preadv``; leave ``f`` at the end.
+def read_parallel(f, view: memoryview, digest, where="") -> None:
+    """Fill ``view`` from the open regular file ``f`` (from its start), feeding every byte to
+    ``digest.update`` in file order; leave ``f`` at the end.
 
-    The page faults of the fresh memory being filled are taken on every core at once: on a
-    VM that hands freed memory back to its host they cost more than the copy itself.
+    The file's ``CHUNK_BYTES`` slabs are read (``preadv``) by one thread per core, up to
+    ``PARALLEL_READ_THREADS``, each taking the next slab not yet taken; whichever of them is
+    free hashes the slabs read so far, in order, one at a time (see :class:`_Slabs`). So the
+    page faults of the fresh memory being filled are taken on every core at once (on a VM
+    that hands freed memory back to its host they cost more than the copy itself), and each
+    slab is hashed right after it was read, while it is still in the CPU's cache: the bytes
+    cross memory once, as for a plain read, and no thread waits for another's wake-up.
+    The threads have ended before this returns or raises; a file that ends early is a
+    :class:`CorruptFileError` naming the first byte missing.
     """
-    fd, size = f.fileno(), view.nbytes
-    parts = _parts(size, min(os.cpu_count() or 1, PARALLEL_READ_THREADS))
-    errors: dict[int, BaseException] = {}
-
-    def read_part(index: int) -> None:
-        try:
-            _pfill(fd, view, *parts[index], size, where)
-        except BaseException as error:  # noqa: BLE001 (raised by the caller once all have ended)
-            errors[index] = error
-
-    threads = [threading.Thread(target=read_part, args=(i,), name=f"{THREAD_PREFIX}-read-{i}", daemon=True)
-               for i in range(1, len(parts))]
+    slabs = _Slabs(f.fileno(), view, digest, where)
+    threads = [threading.Thread(target=slabs.work, name=f"{THREAD_PREFIX}-read-{i}", daemon=True)
+               for i in range(1, min(os.cpu_count() or 1, PARALLEL_READ_THREADS, slabs.count))]
     for thread in threads:
         thread.start()
-    read_part(0)
+    slabs.work()
     for thread in threads:
         thread.join()
-    if errors:
-        raise errors[min(errors)]  # (the first bytes missing, whichever thread saw its end first)
-    f.seek(size)
+    slabs.raise_first_error()
+    f.seek(view.nbytes)
 
 
-def _parts(size: int, count: int) -> list[tuple[int, int]]:
-    """``count`` contiguous ``(start, end)`` parts of ``size`` bytes, cut at 2 MiB boundaries
-    (a huge page each), the last one taking the rest."""
-    step = -(-size // count // _PART_ALIGN) * _PART_ALIGN if count > 1 else size
-    starts = list(range(0, size, max(step, _PART_ALIGN)))[:count] or [0]
-    return [(start, end) for start, end in zip(starts, starts[1:] + [size])]
+class _Slabs:
+    """The slabs of one file being read into ``view`` by several threads, each hashed in
+    file order by whichever thread holds the turn to hash.
+
+    A thread takes the next slab to read, reads it, then hashes every slab read so far that
+    follows the last one hashed, unless another thread is hashing (that one goes on to the
+    slab just read when it is done with its own). A thread more than ``SLAB_LEAD`` slabs
+    ahead of the hash waits while the hash goes on, so that what is hashed is still cached.
+    The first error (a slab that ends early, the digest failing) stops every thread after
+    the slab it is on.
+    """
+
+    def __init__(self, fd: int, view: memoryview, digest, where):
+        self._fd, self._view, self._digest, self._where = fd, view, digest, where
+        self.count = -(-view.nbytes // CHUNK_BYTES)
+        self._read = bytearray(self.count)  # 1: slab read
+        self._next_to_read = self._next_to_hash = 0
+        self._hashing = False
+        self._errors: dict[int, BaseException] = {}  # by the offset of the slab that raised it
+        self._changed = threading.Condition()
+
+    def work(self) -> None:
+        while (index := self._take()) is not None:
+            try:
+                _pfill(self._fd, self._view, *self._bounds(index), self._view.nbytes, self._where)
+            except BaseException as error:  # noqa: BLE001 (raised by the caller once all have ended)
+                return self._fail(index, error)
+            with self._changed:
+                self._read[index] = 1
+            self._hash_what_is_read()
+        self._hash_what_is_read()
+
+    def raise_first_error(self) -> None:
+        if self._errors:
+            raise self._errors[min(self._errors)]  # (the first bytes missing, whichever thread saw its end first)
+        if self._next_to_hash != self.count:  # (every slab is read and hashed when no thread failed)
+            raise RuntimeError(f"{self._where}: {self._next_to_hash} of {self.count} slabs hashed")
+
+    def _take(self) -> int | None:
+        with self._changed:
+            while (self._hashing and not self._errors and self._next_to_read < self.count
+                   and self._next_to_read - self._next_to_hash >= SLAB_LEAD):
+                self._changed.wait()
+            if self._errors or self._next_to_read >= self.count:
+                return None
+            self._next_to_read += 1
+            return self._next_to_read - 1
+
+    def _hash_what_is_read(self) -> None:
+        while True:
+            with self._changed:
+                index = self._next_to_hash
+                if self._hashing or self._errors or index >= self.count or not self._read[index]:
+                    return
+                self._hashing = True
+            try:
+                self._digest.update(self._view[slice(*self._bounds(index))])
+            except BaseException as error:  # noqa: BLE001
+                return self._fail(index, error, hashing=True)
+            with self._changed:
+                self._hashing = False
+                self._next_to_hash += 1
+                self._changed.notify_all()
+
+    def _bounds(self, index: int) -> tuple[int, int]:
+        return index * CHUNK_BYTES, min((index + 1) * CHUNK_BYTES, self._view.nbytes)
+
+    def _fail(self, index: int, error: BaseException, hashing: bool = False) -> None:
+        with self._changed:
+            self._errors.setdefault(index * CHUNK_BYTES, error)
+            self._hashing = self._hashing and not hashing
+            self._changed.notify_all()
 
 
 def _pfill(fd: int, view: memoryview, start: int, end: int, size: int, where) -> None:
     """Fill ``view[start:end]`` with the file's bytes at the same offsets."""
     offset = start
     while offset < end:
-        n = os.preadv(fd, [view[offset:min(offset + CHUNK_BYTES, end)]], offset)
+        n = os.preadv(fd, [view[offset:end]], offset)
         if not n:
             raise CorruptFileError(f"{where}: truncated while reading ({offset} of {size} bytes)")
         offset += n
