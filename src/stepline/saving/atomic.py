@@ -36,7 +36,8 @@ from pathlib import Path
 from . import journal, spare
 from .errors import CorruptFileError, InterruptedSaveWarning, NotADumpError, SaveError, StepLoadError
 from .manifest import MANIFEST_NAME
-from .removal import being_removed, remove_in_background, remove_now, run_in_background, wait_for_cleanup, wait_for_work_in  # noqa: F401 (re-exported)
+from .removal import (being_removed, remove_in_background, remove_now, run_in_background,  # noqa: F401
+                      wait_for_cleanup, wait_for_work_in)  # (wait_for_cleanup: re-exported)
 from .safe_open import kind_of, open_regular
 
 try:
