@@ -9,12 +9,15 @@ Rows (issue 14; medians over repeats, each peer measured in the same run):
   - its load with the stat cache warm vs ``np.load``; the same load with every byte read
     and hashed (``verify="full"``, back to back), also vs reading the same bytes and hashing
     them on one thread with no stepline (what a verify costs whose hash does not overlap
-    its read); the first load of a *copied* dump (new
-    inodes: no stat cache, every byte verified) vs ``np.load``, vs ``np.load`` of a copy
-    made the same way right before (same pause), and vs merely filling fresh arrays of
-    the same sizes after that pause (no file at all: what this VM charges for memory);
-    the same first load with ``mmap_mode="c"`` (every byte still hashed, the arrays
-    copy-on-write maps of the page cache, so no fresh memory);
+    its read); the first load of a *copied* dump (new inodes: no stat cache, every byte
+    verified) vs ``np.load`` (warm: the issue's peer) and, in the same position (right
+    after a copy of its own, one candidate per copy, in a set state of memory: held by the
+    guest, or returned to the host; see ``copied_rows``), vs ``np.load`` of a fresh copy and
+    vs merely filling fresh arrays of the same sizes (no file at all: what this VM charges
+    for memory); the same first load with ``mmap_mode="c"`` (every byte still hashed, the
+    arrays copy-on-write maps of the page cache, so no fresh memory). ``--only-copied``
+    runs these rows alone (5 runs of each candidate in each state: ~2 min at 256 MiB,
+    ~7 min at 1024, most of it copies and the 3 s pauses);
   - full save of 10 and of 1000 tiny fitted steps (``MultiplyByN``) over the destination's
     previous dump (a loop of saves: each rebuilds the spare tree, the folders and manifests
     of the dump before, in place) vs ``joblib.dump`` over its file; the same saved to a new
@@ -29,8 +32,9 @@ Rows (issue 14; medians over repeats, each peer measured in the same run):
   - the cost of the Merkle root (issue 11) on a 10-step pipeline: reading and hashing the
     manifests whose digests the parents list (what a save and a load add for it).
 
-Each candidate runs its repeats back to back after a warm-up: on VMs that hand freed
-memory back to the host, interleaving them makes each pay for the others' page faults.
+Each candidate of the other rows runs its repeats back to back after a warm-up: on VMs that
+hand freed memory back to the host, interleaving them makes each pay for the others' page
+faults.
 
     python benchmarks/bench_saving.py [--size-mb 1024] [--steps 4] [--repeats 3] [--tiny 1000] [--only-tiny | --only-copied]
 """
