@@ -38,23 +38,24 @@ def _pipeline(n=300_000):
 
 
 def test_a_save_leaves_the_previous_dump_to_the_background_thread_deleting_it(tmp_path, monkeypatch):
-    """A full save hands the dump it replaced to a background thread (which prunes it into
-    the spare tree, or deletes it); the next save must not delete that same folder again on
-    its own path (it did: both ran rmtree on it)."""
+    """A full save keeps the dump it replaced as the spare tree, its big files moved out of
+    the tree and deleted by a background thread; no save deletes anything on its own path
+    (one did: both ran rmtree on the same folder), and none waits for that deletion."""
     release = threading.Event()
-    deleted_on = []
-    real_remove, real_keep = removal.remove_now, spare.keep
+    deleted_on, timed_out = [], []
+    real_remove, real_delete_moved = removal.remove_now, spare._delete_moved
 
-    def watched(real):
-        def run(path, *args):
-            deleted_on.append((threading.current_thread().name, path.name))
+    def watched(real, what):
+        def run(*args):
+            deleted_on.append((threading.current_thread().name, what(*args)))
             if threading.current_thread().name.startswith("stepline-cleanup"):
-                release.wait(30)  # the background work on the first dump is still under way
-            real(path, *args)
+                if not release.wait(30):  # the background deletion of the first dump's files is still under way
+                    timed_out.append(what(*args))  # (a save waited for it: only the timeout let it go on)
+            real(*args)
         return run
 
-    monkeypatch.setattr(removal, "remove_now", watched(real_remove))
-    monkeypatch.setattr(spare, "keep", watched(real_keep))
+    monkeypatch.setattr(removal, "remove_now", watched(real_remove, lambda path, *_: path.name))
+    monkeypatch.setattr(spare, "_delete_moved", watched(real_delete_moved, lambda fd, moved: moved))
     p = _pipeline()
     try:
         for _ in range(3):
@@ -63,7 +64,7 @@ def test_a_save_leaves_the_previous_dump_to_the_background_thread_deleting_it(tm
     finally:
         release.set()
         wait_for_cleanup()
-    assert on_the_save_path == []
+    assert on_the_save_path == [] and timed_out == []
     assert sorted(e.name for e in tmp_path.iterdir() if not e.name.endswith((".lock", ".turn"))) == [".p.spare", "p"]
     kept = sorted(str(f.relative_to(tmp_path)) for f in (tmp_path / ".p.spare").rglob("*") if f.is_file())
     assert kept == [".p.spare/p/a/stepline.json", ".p.spare/p/b/stepline.json", ".p.spare/p/stepline.json"]

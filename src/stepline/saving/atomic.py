@@ -36,7 +36,7 @@ from pathlib import Path
 from . import journal, spare
 from .errors import CorruptFileError, InterruptedSaveWarning, NotADumpError, SaveError, StepLoadError
 from .manifest import MANIFEST_NAME
-from .removal import (being_removed, remove_in_background, remove_now, run_in_background,  # noqa: F401
+from .removal import (being_removed, remove_in_background, remove_now,  # noqa: F401
                       wait_for_cleanup, wait_for_work_in)  # (wait_for_cleanup: re-exported)
 from .safe_open import kind_of, open_regular
 
@@ -111,7 +111,7 @@ def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = Fal
             remove_now(container)
             raise
         if exchanged and reuse:  # the container holds the previous dump: the next spare
-            run_in_background(container, lambda path: spare.keep(path, final, layout or None))
+            spare.keep(container, final, layout or None)
             return
         if exchanged:
             remove_in_background(container, expected=(layout, final.name) if layout else None)

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import stat
 from pathlib import Path
 
 from .integrity import STAT_CACHE_NAME
 from .manifest import MANIFEST_NAME, create_manifest
-from .removal import FOLDER_FLAGS, NOFOLLOW, remove_in, remove_now
+from .removal import FOLDER_FLAGS, NOFOLLOW, remove_in, remove_in_background, remove_now, run_in_background
 
 _KIND = "spare"
 
@@ -67,33 +68,72 @@ def is_spare(staged: Path) -> bool:
 
 
 def keep(container: Path, final: Path, layout: dict | None = None) -> None:
-    """Prune ``container`` (holding the dump ``final`` replaced) to folders and manifests and
-    make it the spare; if a spare is there already, delete ``container`` instead. ``layout``:
-    the files of each folder of the save that replaced it (:func:`removal.expected_tree`), the
-    best guess of what the replaced dump holds (the same pipeline saved again): those are
-    deleted without listing any folder; what else a folder holds, the save that reuses it
-    removes (:func:`clear_folder` lists it). Runs on the background thread."""
+    """Make ``container`` (holding the dump ``final`` replaced) the spare, pruned to folders
+    and manifests; if a spare is there already, delete ``container`` instead (background).
+
+    ``layout``: the files of each folder of the save that replaced it, the best guess of what
+    the replaced dump holds (the same pipeline saved again). On the saving thread, those files
+    (and what a save killed earlier left beside the tree) are moved out of the tree to the
+    container's top level, a rename each, and the container renamed to the spare; the
+    background thread then deletes the moved files through the container's descriptor, so
+    that no save waits for the disk to free big files. What else a folder holds, the save
+    that reuses it removes (:func:`clear_folder` lists it). Without ``layout``, the
+    background thread prunes by listing every folder, then renames."""
+    if layout is None:
+        run_in_background(container, lambda path: _prune_listing_and_keep(path, final))
+        return
     try:
         fd = os.open(container, FOLDER_FLAGS | NOFOLLOW)
     except OSError:
         return
     try:
-        if layout is None:
-            _prune(fd)
-        else:
-            _prune_expected(fd, final.name, layout)
+        moved = _move_out_expected(fd, final.name, layout, left=_moved_earlier(container))
+        os.rename(container, spare_path(final))
+    except OSError:  # a spare is there (another process's), or the container went meanwhile
+        os.close(fd)
+        remove_in_background(container)
+        return
+    if not moved:
+        os.close(fd)
+        return
+    key = final.parent / f".{final.name}{_MOVED}{secrets.token_hex(4)}"  # (no save waits for it)
+    run_in_background(key, lambda _: _delete_moved(fd, moved))
+
+
+def _prune_listing_and_keep(container: Path, final: Path) -> None:
+    try:
+        fd = os.open(container, FOLDER_FLAGS | NOFOLLOW)
+    except OSError:
+        return
+    try:
+        _prune(fd)
     finally:
         os.close(fd)
     try:
         os.rename(container, spare_path(final))
-    except OSError:  # a spare is there (another process's), or the container went meanwhile
+    except OSError:
         remove_now(container)
 
 
-def _prune_expected(container_fd: int, top: str, layout: dict) -> None:
-    """Unlink, in the tree ``top`` under the open folder ``container_fd``, the files other
-    than manifests that ``layout`` (``{folder relative to the dump: file names}``) names;
-    only folders that have such files are opened (a tiny step's folder has none)."""
+_MOVED = ".moved-"
+
+
+def _moved_earlier(container: Path) -> list[str]:
+    """What a save killed before deleting it left moved out at the top of ``container``
+    (listed by path: the container holds the tree and little else)."""
+    try:
+        with os.scandir(container) as entries:
+            return [e.name for e in entries if e.name.startswith(_MOVED)]
+    except OSError:
+        return []
+
+
+def _move_out_expected(container_fd: int, top: str, layout: dict, left: list[str]) -> list[str]:
+    """Move, from the tree ``top`` under the open folder ``container_fd`` to its top level,
+    the files other than manifests that ``layout`` (``{folder relative to the dump: file
+    names}``) names; only folders that have such files are opened (a tiny step's has none).
+    Returns the names moved to, after ``left`` (what an earlier move left there: to delete too)."""
+    moved = list(left)
     for relative, names in layout.items():
         doomed = [n for n in names if n != MANIFEST_NAME]
         if not doomed:
@@ -104,12 +144,25 @@ def _prune_expected(container_fd: int, top: str, layout: dict) -> None:
             continue
         try:
             for name in doomed:
+                target = f"{_MOVED}{secrets.token_hex(8)}"
                 try:
-                    os.unlink(name, dir_fd=fd)
-                except OSError:  # gone, or a folder (then the reusing save removes it)
-                    pass
+                    os.rename(name, target, src_dir_fd=fd, dst_dir_fd=container_fd)
+                except OSError:  # gone (the reusing save removes what else is there)
+                    continue
+                moved.append(target)
         finally:
             os.close(fd)
+    return moved
+
+
+def _delete_moved(container_fd: int, moved: list[str]) -> None:
+    """Delete the entries ``moved`` of the open folder ``container_fd`` (wherever it has been
+    renamed since), then close it."""
+    try:
+        for name in moved:
+            remove_in(container_fd, name)
+    finally:
+        os.close(container_fd)
 
 
 def _open_below(fd: int, parts: list):
