@@ -203,21 +203,20 @@ def _prune(fd: int) -> None:
                 pass
 
 
-def reuse_folder(path: str, keep_names) -> bool:
+def reuse_folder(path: str, keep_names) -> None:
     """Make ``path`` the folder of a step in a staged tree: created, or, where the spare
     has it already, emptied of everything but its manifest and the folders named in
-    ``keep_names`` (the step's children, reused in turn). Returns whether it was there.
-    Raises ``OSError`` as ``os.mkdir`` does."""
+    ``keep_names`` (the step's children, reused in turn). Raises ``OSError`` as
+    ``os.mkdir`` does."""
     try:
         os.mkdir(path)
-        return False
+        return
     except FileExistsError:
         if not stat.S_ISDIR(os.lstat(path).st_mode):  # (a file or link: not what a spare holds)
             os.unlink(path)
             os.mkdir(path)
-            return False
+            return
     clear_folder(path, keep_names)
-    return True
 
 
 def clear_folder(path: str, keep_names) -> None:
