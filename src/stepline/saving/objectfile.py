@@ -28,7 +28,7 @@ from .errors import (CorruptFileError, IncompatibleDumpError, ManifestError, Not
 from .preallocation import preallocate, preallocate_big  # noqa: F401 (preallocate: re-exported)
 from .safe_open import check_unchanged, open_checked, open_regular
 from . import integrity
-from .hashing import read_into
+from .hashing import hash_in_background, read_into
 from .integrity import (DIGEST, check_records, mark_mapped_writable, new_hasher, stat_entry, update_stat_cache,
                         verify_files, workers_for)
 
@@ -228,10 +228,12 @@ def write_hashed(path: Path, data) -> str:
     """
     view = memoryview(data).cast("B")
     if view.nbytes >= _CONCURRENT_HASH_MIN_BYTES:
-        with ThreadPoolExecutor(1, thread_name_prefix="stepline-hash") as pool:
-            hashed = pool.submit(lambda: blake3.blake3(view).hexdigest())
+        hashed = hash_in_background(view)
+        try:
             _write_file(path, view, view.nbytes)
-            return hashed.result()
+        finally:
+            digest = hashed.result()  # (the view is not let go while it is hashed)
+        return digest
     digest = new_hasher(view.nbytes)
     _write_file(path, view, _WRITE_CHUNK, digest)
     return digest.hexdigest()
