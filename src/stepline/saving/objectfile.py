@@ -41,6 +41,7 @@ _CONCURRENT_HASH_MIN_BYTES = 4 << 20  # from here on, hashed by a second thread 
 _PAGE = 4096
 _BUFFER_NAME = re.compile(r"buffer-(\d{3,})\.bin")
 _MMAP_MODES = (None, "r", "r+", "c")
+_BYTES = (bytes, bytearray)
 _HINT = ("the class must be importable when loading, or defined in __main__ when saving "
          "(then it is stored by value)")
 
@@ -279,6 +280,12 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
     """
     if mmap_mode not in _MMAP_MODES:
         raise ValueError(f"mmap_mode must be one of {_MMAP_MODES}, not {mmap_mode!r}")
+    if preread and type(files) is dict and len(files) == 1 and STREAM_NAME in files \
+            and type(preread.get(STREAM_NAME)) in _BYTES:
+        # the pickle alone, read and verified (a tiny step's, inline): nothing else to check or read
+        stream_path = stream_label or os.path.join(folder, STREAM_NAME)
+        _check_python(stream_path, files[STREAM_NAME])
+        return _loads(stream_path, preread[STREAM_NAME], [], restricted)
     folder = folder if isinstance(folder, Path) else Path(folder)
     preread = dict(preread or {})
     verified = bool(files) and all(name in preread for name in files)  # read as verify_files checked them

@@ -9,6 +9,7 @@ A saver receives the context of the step's own folder (``context.get_path()``).
 from __future__ import annotations
 
 import functools
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -70,23 +71,23 @@ class JoblibStepSaver(BaseSaver):
         from stepline.saving.manifest import read_manifest
         from stepline.saving.procedure import current_options
         try:
-            manifest = current_options().manifests.get(context.get_path())  # read by this load
+            manifest = current_options().manifests.get(context.get_folder())  # read by this load
         except LookupError:
             manifest = None
-        manifest = manifest or read_manifest(context.get_path())
+        manifest = manifest or read_manifest(context.get_folder())
         return stream_record(manifest, STREAM_NAME) is not None
 
     def load_step(self, step, context):
         inline, read_object, current_options = _load_helpers()
         options = current_options()
-        folder = context.get_path()
+        folder = context.get_folder()
         manifest = options.manifests[folder]
         files = manifest["files"]
         pickled = {k: v for k, v in files.items() if k == STREAM_NAME or k.startswith("buffer-")} if files else {}
         preread = options.preread.pop(folder, None)
         record = manifest.get(inline.INLINE_FIELD, _NONE).get(STREAM_NAME)
         if record is None:
-            where = folder / STREAM_NAME
+            where = os.path.join(folder, STREAM_NAME)
         else:  # decoded and checked against its digest before anything reads it
             where = inline.Label(folder, STREAM_NAME)
             pickled[STREAM_NAME] = record
