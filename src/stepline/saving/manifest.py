@@ -394,6 +394,13 @@ def child_entries(manifest: dict, folder) -> list[tuple[str, str | None]]:
     return entries
 
 
+def listed_children(manifest: dict) -> dict:
+    """``{child name: manifest digest or None for v1}`` of a manifest :func:`parse_manifest`
+    checked (its children's names and digests were checked there, by :func:`child_entries`:
+    not a second time for a pipeline of a thousand steps)."""
+    return dict((c["name"], c["manifest"]) if type(c) is dict else (c, None) for c in manifest.get("children", ()))
+
+
 def is_safe_component(name) -> bool:
     """Whether ``name`` is one path component a dump may hold: not empty, ``.``/``..``,
     hidden, a separator, a NUL or the manifest's own name."""

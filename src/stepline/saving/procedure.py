@@ -412,7 +412,7 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
             _warn_versions(folder, manifest)
             parents = tuple(ChildPlaceholder(name) for name in parts[:-1])
             base = ExecutionContext(context.root, context.execution_phase, context.stripped_saver, parents)
-            step = _load_node(parts[-1], base, manifest, folder)
+            step = _load_node(parts[-1], base, manifest, folder, options)
         finally:
             _OPTIONS.reset(token)
     record_saved(step, folder, options.written, options.stats)  # saving it back here writes nothing
@@ -484,7 +484,7 @@ def load_children(names, context: ExecutionContext) -> list:
     parent = options.manifests.get(parent_folder)
     listed = options.children.get(parent_folder)
     if listed is None and parent is not None:
-        listed = options.children[parent_folder] = dict(mf.child_entries(parent, parent_folder))
+        listed = options.children[parent_folder] = mf.listed_children(parent)
     listed = listed or {}
     loaded = []
     parent_fd = mf.open_folder(parent_folder) if names else None
@@ -495,18 +495,17 @@ def load_children(names, context: ExecutionContext) -> list:
                                     f"lists no child {name!r}")
             folder = os.path.join(parent_folder, name)
             manifest = _read_step_manifest(folder, listed.get(name), options, parent_fd, name)
-            loaded.append(_load_node(name, context, manifest, folder))
+            loaded.append(_load_node(name, context, manifest, folder, options))
     finally:
         if parent_fd is not None:
             os.close(parent_fd)
     return loaded
 
 
-def _load_node(name: str, parent_context: ExecutionContext, manifest: dict, folder: str):
+def _load_node(name: str, parent_context: ExecutionContext, manifest: dict, folder: str, options: _Options):
     """Load the step ``name`` whose checked ``manifest`` was read from ``folder`` (a string)."""
-    context = parent_context.push(ChildPlaceholder(name))
-    placeholder = context.parents[-1]
-    options = current_options()
+    placeholder = ChildPlaceholder(name)
+    context = parent_context.push(placeholder)
     files = manifest["files"]
     if files:
         if folder not in options.verified:  # each file hashed as it is read, for the saver to use
