@@ -13,6 +13,7 @@ import threading
 from collections import Counter
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 
 from stepline import CX, Pipeline
@@ -247,3 +248,58 @@ def test_a_saver_file_in_the_place_of_the_signature_is_a_save_error_and_the_prev
         p.save(CX(tmp_path), full_dump=True)
     assert CX(tmp_path).load("tiny")["m1"].hyperparams["multiply_by"] == 3
     assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n]
+
+
+_FREEING: list = []  # (thread name, what) of each file-system call that would drop a dump file's last link
+
+
+def _freeing_hook(event, args):
+    if not _FREEING or event not in ("os.rename", "os.remove", "os.rmdir", "shutil.rmtree"):
+        return
+    watched, found = _FREEING[-1]
+    path = os.fsdecode(args[1] if event == "os.rename" else args[0]) if not isinstance(args[0], int) else ""
+    if not path.startswith(watched):
+        return
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return  # (nothing there: a rename onto a new name frees nothing)
+    if event in ("os.rmdir", "shutil.rmtree") or st.st_nlink < 2:
+        found.append((threading.current_thread().name, event, path))
+
+
+sys.addaudithook(_freeing_hook)
+
+
+class _Weights(MultiplyByN):
+    """A tiny step that may hold an array big enough for a file of its own."""
+
+
+def test_a_changes_only_save_frees_no_file_of_the_dump_on_the_saving_thread(tmp_path):
+    """On a disk mounted with ``discard`` (this machine's), every block freed is a request to
+    the device, synchronous where the file system has no journal: 0.1-4 ms each. A
+    changes-only save replaces manifests and deletes the files a step no longer has; the last
+    link of each goes on the background thread, with the overlay's container."""
+    from stepline.saving.atomic import wait_for_cleanup
+    p = Pipeline([("a", _Weights(2)), ("b", MultiplyByN(2)), ("c", MultiplyByN(2))], name="p")
+    p["a"].big_ = np.arange(100_000, dtype=np.float64)  # its own buffer file
+    p.invalidate()
+    p.save(CX(tmp_path), full_dump=True)
+    wait_for_cleanup()
+    assert any(n.startswith("buffer-") for n in os.listdir(tmp_path / "p" / "a"))
+    p["a"].big_ = None  # the buffer file goes
+    p["a"].invalidate()
+    p["b"].set_hyperparams({"multiply_by": 7})  # its manifest is replaced
+    found = []
+    _FREEING.append((os.fspath(tmp_path / "p"), found))
+    try:
+        p.save(CX(tmp_path))
+    finally:
+        _FREEING.pop()
+        wait_for_cleanup()
+    on_the_save_path = [f for f in found if not f[0].startswith("stepline-cleanup")]
+    assert on_the_save_path == []
+    loaded = CX(tmp_path).load("p")
+    assert loaded["a"].big_ is None and loaded["b"].hyperparams["multiply_by"] == 7
+    assert not any(n.startswith("buffer-") for n in os.listdir(tmp_path / "p" / "a"))
+    assert sorted(n for n in os.listdir(tmp_path) if not n.endswith((".lock", ".turn"))) == ["p"]

@@ -53,9 +53,46 @@ def unchanged_at(step, destination: Path, absolute: bool = False) -> str | None:
     return checked[0][1][1]
 
 
-def _still_holds(folder: str, record: tuple) -> bool:
+def unchanged_children(children, live_parent: str) -> dict:
+    """``{name: manifest digest}`` of the ``children`` whose subtrees :func:`unchanged_at`
+    finds unchanged at ``live_parent/<name>`` (an absolute, normalised path string).
+
+    The same check, one loop for a parent's children: a leaf costs a dict lookup, a
+    revision compare and one ``os.stat`` relative to the parent's folder (a changes-only
+    save of 1 step in 1000 runs this over the 999 others)."""
+    kept = {}
     try:
-        st = os.stat(os.path.join(folder, MANIFEST_NAME), follow_symlinks=False)
+        parent_fd = os.open(live_parent, _FOLDER_FLAGS)
+    except OSError:
+        return kept  # (no folder there: every child is written)
+    try:
+        for child in children:
+            name = child.name
+            folder = f"{live_parent}{os.sep}{name}"
+            record = child.__dict__.get(_SAVED_TO, _NONE).get(folder)
+            if record is None or record[0] != child._stepline_revision:
+                continue
+            if child.get_children():
+                digest = unchanged_at(child, folder, absolute=True)
+                if digest is not None:
+                    kept[name] = digest
+            elif _still_holds(folder, record, f"{name}{os.sep}{MANIFEST_NAME}", parent_fd):
+                kept[name] = record[1]
+    finally:
+        os.close(parent_fd)
+    return kept
+
+
+_NONE: dict = {}
+_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _still_holds(folder: str, record: tuple, relative: str | None = None, parent_fd: int | None = None) -> bool:
+    try:
+        if parent_fd is None:
+            st = os.stat(os.path.join(folder, MANIFEST_NAME), follow_symlinks=False)
+        else:
+            st = os.stat(relative, dir_fd=parent_fd, follow_symlinks=False)
     except OSError:
         return False
     if _signature(st) == record[2]:

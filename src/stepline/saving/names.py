@@ -43,7 +43,9 @@ def _check_children(step, folder: str) -> int:
                             f"(steps {seen[name]} and {len(seen) + 1}): one would overwrite the "
                             f"other; give one another name with set_name()")
         seen[name] = len(seen) + 1
-        below += 1 + _check_children(child, os.path.join(folder, name))
+        below += 1
+        if child.get_children():  # (a leaf needs no folder string: most steps of a big pipeline are)
+            below += _check_children(child, os.path.join(folder, name))
     return below
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from stepline.core.context import ExecutionContext
 from stepline.saving import manifest as mf
-from stepline.saving import spare, writer
+from stepline.saving import journal, spare, writer
 from stepline.saving.atomic import atomic_folder, is_overlay_for, reading_lock, resolve_dump_folder
-from stepline.saving.destinations import never_saved_nor_changed, record_saved, record_written, unchanged_at
+from stepline.saving.destinations import (never_saved_nor_changed, record_saved, record_written, unchanged_at,
+                                          unchanged_children)
 from stepline.saving.inline import INLINE_FIELD, encode_record
 from stepline.saving.errors import (CorruptFileError, MissingFileError, NotADumpError, SaveError, StepLoadError,
                                     VersionMismatchWarning)
@@ -46,7 +47,7 @@ class _Options:
     reported: dict = field(default_factory=dict)  # saving: folder (str) -> records its savers reported
     written: dict = field(default_factory=dict)  # folder -> digest of the manifest written or read
     children: dict = field(default_factory=dict)  # loading: folder -> {child name: manifest digest}
-    kept: dict = field(default_factory=dict)  # saving: staged folder of a step kept -> its manifest digest
+    kept: dict = field(default_factory=dict)  # saving: staged folder -> {name of a child kept: its manifest digest}
     stats: dict = field(default_factory=dict)  # folder -> os.stat of the manifest written or read
     listed: dict = field(default_factory=dict)  # saving: staged folder -> (its file names, its children's)
     versions: dict | None = None  # saving: the runtime versions every manifest records (once per save)
@@ -114,9 +115,14 @@ def _record(step, options: _Options) -> None:
         stats = options.stats
         record_written((node, live(folder), written[folder], stats[folder]) for node, folder in options.saved)
         return
+    if options.overlay:  # the steps it kept keep their records; a commit moved the manifests: stat'ed there
+        record_written((node, live(folder), written[folder], os.stat(os.path.join(live(folder), mf.MANIFEST_NAME),
+                                                                      follow_symlinks=False))
+                       for node, folder in options.saved)
+        return
     digests = {live(folder): digest for folder, digest in written.items()}
-    stats = None if options.overlay else {live(folder): st for folder, st in options.stats.items()}
-    record_saved(step, options.destination, digests, stats)  # (a commit moves the manifests: stat'ed there)
+    stats = {live(folder): st for folder, st in options.stats.items()}
+    record_saved(step, options.destination, digests, stats)
 
 
 def _save_atomically(step, context: ExecutionContext, full_dump: bool, steps: int) -> _Options:
@@ -183,16 +189,18 @@ def save_children(children, context: ExecutionContext) -> None:
     written while a second thread hashes it (:func:`~stepline.saving.objectfile.write_hashed`).
     """
     parent = _folder_of(context)
+    options = current_options()
+    kept = {} if options.full_dump else unchanged_children(children, options.live_folder(parent))
+    if kept:
+        options.kept.setdefault(parent, {}).update(kept)
     for child in children:
-        if not _kept(child, parent):
+        if child.name not in kept:
             _save_node(child, context, parent)
 
 
 def save_child(child, context: ExecutionContext) -> None:
-    """Save a child of the step whose folder is ``context.get_path()`` (used by ChildrenSaver)."""
-    parent = _folder_of(context)
-    if not _kept(child, parent):
-        _save_node(child, context, parent)
+    """Save a child of the step whose folder is ``context.get_path()`` (for custom savers)."""
+    save_children([child], context)
 
 
 def _folder_of(context: ExecutionContext) -> str:
@@ -207,20 +215,6 @@ def _folder_of(context: ExecutionContext) -> str:
 def stripped_saver_folder(context: ExecutionContext) -> str:
     """The folder the stripped saver given ``context`` writes into, as a string."""
     return _folder_of(context)
-
-
-def _kept(child, parent: str) -> bool:
-    """Whether a changes-only save keeps ``child`` as it is in the dump (the overlay then has
-    no folder for it); decided before any thread is involved."""
-    options = current_options()
-    if options.full_dump:
-        return False
-    staged = os.path.join(parent, child.name)
-    kept = unchanged_at(child, options.live_folder(staged), absolute=True)
-    if kept is None:
-        return False
-    options.kept[staged] = kept
-    return True
 
 
 def _save_node(step, parent_context: ExecutionContext, parent_folder: str) -> None:
@@ -254,12 +248,13 @@ def _save_node(step, parent_context: ExecutionContext, parent_folder: str) -> No
         files = _file_records(path, children, reported, savers)
     else:
         files = {}
-    if not options.full_dump:  # (what a commit onto the dump needs, without reading it back)
-        options.listed[path] = (set(files), set(children))
     data = _node_manifest(step, savers, children, files, path)
     if inline:
         data[INLINE_FIELD] = inline
     raw, options.written[path] = mf.new_manifest_bytes(data)
+    if not options.full_dump:  # (what a commit onto the dump needs, without reading it back)
+        options.listed[path] = (set(files), set(children))
+        journal.remember(options.written[path], files, children)
     if options.writer is not None:
         options.writer.write(path, raw)
     else:
@@ -322,7 +317,7 @@ def _node_manifest(step, savers, children, files, folder: str) -> dict:
         "stripped_saver": _qualified(type(savers[0])),
         "hyperparams": _json_safe_dict(step._get_own_hyperparams()),
         "hyperparams_space": _json_safe({k: _space_json(v) for k, v in space.items()}) if space else {},
-        "children": [{"name": child, "manifest": _child_digest(os.path.join(folder, child))} for child in children],
+        "children": _child_entries(folder, children),
         "files": files,
         "info": _manifest_info(step),
         "versions": options.versions,
@@ -349,11 +344,18 @@ def _manifest_info(step) -> dict:
     return _json_safe(dict(describe())) if callable(describe) else {}
 
 
-def _child_digest(staged_child: str) -> str:
-    """The manifest digest of a child: the one this save wrote, or the kept one's."""
+def _child_entries(folder: str, children: list) -> list[dict]:
+    """The manifest's ``children``: each child's name and manifest digest (the one this save
+    wrote, or the kept one's)."""
     options = current_options()
-    digest = options.written.get(staged_child) or options.kept.get(staged_child)
-    return digest if digest is not None else mf.root_digest(options.live_folder(staged_child))
+    kept, written = options.kept.get(folder, {}), options.written
+    entries = []
+    for child in children:
+        digest = kept.get(child) or written.get(os.path.join(folder, child))
+        if digest is None:
+            digest = mf.root_digest(options.live_folder(os.path.join(folder, child)))
+        entries.append({"name": child, "manifest": digest})
+    return entries
 
 
 def _json_safe(value):
