@@ -154,3 +154,29 @@ def test_get_folder_is_get_path_as_a_string(root):
     cx = CX(root).push(ChildPlaceholder("a")).push(ChildPlaceholder("b"))
     assert cx.get_folder() == os.fspath(cx.get_path())
     assert CX(root).get_folder() == os.fspath(CX(root).get_path())
+
+
+@pytest.mark.parametrize("text", ['{"a": [1, 2.5, null, true, "é"]}', ' \n{"a": 1}', '{"a": 1}\n\t \r\n', '[]', '7',
+                                  '"s"', 'NaN', '{"a": 1} x', '{"a": 1}{}', '', ' ', '{"a": }', '{"a": 1', 'nul',
+                                  '[' * 100_000, '{"a": "\\ud800"}', '{"a": 1,}'])
+def test_a_manifest_parses_as_json_loads_parses_it_or_fails_as_it_fails(text):
+    from stepline.saving.manifest import parse_json
+    raw = text.encode("utf-8", "surrogatepass")
+    try:
+        expected = json.loads(text)
+    except RecursionError:
+        with pytest.raises(ManifestError, match="x.json: the manifest is nested too deeply"):
+            parse_json("x.json", raw, "the manifest", ManifestError)
+        return
+    except json.JSONDecodeError as e:
+        with pytest.raises(ManifestError, match=re.escape(f"x.json: the manifest is not valid JSON ({e})")):
+            parse_json("x.json", raw, "the manifest", ManifestError)
+        return
+    parsed = parse_json("x.json", raw, "the manifest", ManifestError)
+    assert parsed == expected or (parsed != parsed and expected != expected)  # (NaN)
+
+
+def test_a_manifest_that_is_not_utf8_is_refused():
+    from stepline.saving.manifest import parse_json
+    with pytest.raises(ManifestError, match=r"x.json: the manifest is not valid JSON \('utf-8' codec"):
+        parse_json("x.json", b'{"a": "\xff"}', "the manifest", ManifestError)

@@ -283,9 +283,8 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
     if preread and type(files) is dict and len(files) == 1 and STREAM_NAME in files \
             and type(preread.get(STREAM_NAME)) in _BYTES:
         # the pickle alone, read and verified (a tiny step's, inline): nothing else to check or read
-        stream_path = stream_label or os.path.join(folder, STREAM_NAME)
-        _check_python(stream_path, files[STREAM_NAME])
-        return _loads(stream_path, preread[STREAM_NAME], [], restricted)
+        return loads_verified(stream_label or os.path.join(folder, STREAM_NAME), preread[STREAM_NAME],
+                              files[STREAM_NAME], restricted)
     folder = folder if isinstance(folder, Path) else Path(folder)
     preread = dict(preread or {})
     verified = bool(files) and all(name in preread for name in files)  # read as verify_files checked them
@@ -315,6 +314,14 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
     except OSError as e:
         raise StepLoadError(f"{e.filename}: cannot read ({e.strerror or e})") from e
     return _loads(stream_path, stream, buffers, restricted)
+
+
+def loads_verified(label, stream: bytes, record: dict, restricted: bool = False):
+    """The object pickled in ``stream``, bytes already read and verified against ``record``
+    (an inline pickle, decoded and checked): a pickle with no buffer files. ``label``: how
+    messages name it."""
+    _check_python(label, record)
+    return _loads(label, stream, [], restricted)
 
 
 def check_stream_digest(path: Path, stream: bytes, record: dict) -> None:

@@ -78,23 +78,28 @@ class JoblibStepSaver(BaseSaver):
         return stream_record(manifest, STREAM_NAME) is not None
 
     def load_step(self, step, context):
-        inline, read_object, current_options = _load_helpers()
+        inline, objectfile, current_options = _load_helpers()
         options = current_options()
         folder = context.get_folder()
         manifest = options.manifests[folder]
         files = manifest["files"]
-        pickled = {k: v for k, v in files.items() if k == STREAM_NAME or k.startswith("buffer-")} if files else {}
         preread = options.preread.pop(folder, None)
         record = manifest.get(inline.INLINE_FIELD, _NONE).get(STREAM_NAME)
         if record is None:
             where = os.path.join(folder, STREAM_NAME)
         else:  # decoded and checked against its digest before anything reads it
             where = inline.Label(folder, STREAM_NAME)
-            pickled[STREAM_NAME] = record
-            preread = {**(preread or _NONE), STREAM_NAME: inline.decode(folder, STREAM_NAME, record)}
-        loaded = read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False,
-                             restricted=not options.trusted, check_stream=not options.trust_override,
-                             preread=preread, stream_label=where)
+            stream = inline.decode(folder, STREAM_NAME, record)
+        if record is not None and not files:  # a tiny step: its pickle alone, nothing else to read
+            loaded = objectfile.loads_verified(where, stream, record, restricted=not options.trusted)
+        else:
+            pickled = {k: v for k, v in files.items() if k == STREAM_NAME or k.startswith("buffer-")}
+            if record is not None:
+                pickled[STREAM_NAME] = record
+                preread = {**(preread or _NONE), STREAM_NAME: stream}
+            loaded = objectfile.read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False,
+                                            restricted=not options.trusted, check_stream=not options.trust_override,
+                                            preread=preread, stream_label=where)
         _check_is_step(loaded, where)
         return loaded
 
@@ -120,10 +125,9 @@ def _step_class():
 @functools.lru_cache(maxsize=1)
 def _load_helpers():
     """What loading needs from modules that import this one (imported once, on first use)."""
-    from stepline.saving import inline
-    from stepline.saving.objectfile import read_object
+    from stepline.saving import inline, objectfile
     from stepline.saving.procedure import current_options
-    return inline, read_object, current_options
+    return inline, objectfile, current_options
 
 
 def _check_is_step(loaded, path) -> None:
