@@ -180,3 +180,37 @@ def test_a_manifest_that_is_not_utf8_is_refused():
     from stepline.saving.manifest import parse_json
     with pytest.raises(ManifestError, match=r"x.json: the manifest is not valid JSON \('utf-8' codec"):
         parse_json("x.json", b'{"a": "\xff"}', "the manifest", ManifestError)
+
+
+SAVERS_RUN: list = []
+
+
+class NotesItsLoad(BaseSaver):
+    """A custom saver that notes each step it loads (it would read files by the step's name)."""
+
+    def save_step(self, step, context):
+        return step
+
+    def can_load(self, step, context) -> bool:
+        return True
+
+    def load_step(self, step, context):
+        SAVERS_RUN.append(step.name)
+        return step
+
+
+def test_a_folder_whose_pickle_holds_another_step_is_refused_before_that_steps_savers_run(tmp_path):
+    """A saver finds the step's folder by the step's name: a pickle naming another step (here
+    ``../x``) must be refused before any of its savers looks there."""
+    import pickle
+    sys.path.insert(0, str(Path(__file__).parent))
+    from trust_tamper import write_inline
+    root = saved(tmp_path / "dump")
+    impostor = MultiplyByN(2).set_name("other")
+    impostor.set_savers([NotesItsLoad()])
+    impostor.name = "../x"  # (bypasses set_name, as a hand-made pickle would)
+    write_inline(root / "m", {"step.pkl": pickle.dumps(impostor)}, root)
+    SAVERS_RUN.clear()
+    with pytest.raises(StepLoadError, match=r"p/m: holds step '../x', expected 'm'"):
+        CX(tmp_path / "dump").load("p", trusted=True)
+    assert SAVERS_RUN == []
