@@ -214,3 +214,27 @@ def test_a_folder_whose_pickle_holds_another_step_is_refused_before_that_steps_s
     with pytest.raises(StepLoadError, match=r"p/m: holds step '../x', expected 'm'"):
         CX(tmp_path / "dump").load("p", trusted=True)
     assert SAVERS_RUN == []
+
+
+class LoadsAChildByAPathOutOfItsFolder(BaseSaver):
+    """A custom saver that asks for ``../m`` under the folder of its next sibling, whose
+    manifest the load has not read yet (so no listing vouches for the name)."""
+
+    def save_step(self, step, context):
+        return step
+
+    def can_load(self, step, context) -> bool:
+        return True
+
+    def load_step(self, step, context):
+        from stepline.saving.procedure import load_child
+        sibling = CX(context.root, parents=(ChildPlaceholder("p"), ChildPlaceholder("a")))
+        load_child("../m", sibling)
+        return step
+
+
+def test_a_child_name_no_manifest_lists_is_still_one_folder_inside_the_dump(tmp_path):
+    p = Pipeline([("m", MultiplyByN(2).set_savers([LoadsAChildByAPathOutOfItsFolder()])), ("a", AddN(1))])
+    p.set_name("p").save(CX(tmp_path), full_dump=True)
+    with pytest.raises(StepLoadError, match=r"p/a: '../m' is not the name of a child folder inside the dump"):
+        CX(tmp_path).load("p")

@@ -495,7 +495,9 @@ def load_children(names, context: ExecutionContext) -> list:
             if parent is not None and name not in listed:
                 raise StepLoadError(f"{os.path.join(parent_folder, name)}: the manifest of {parent_folder} "
                                     f"lists no child {name!r}")
-            folder = os.path.join(parent_folder, name)
+            if parent is None and not mf.is_safe_component(name):  # (listed names were checked with their manifest)
+                raise StepLoadError(f"{parent_folder}: {name!r} is not the name of a child folder inside the dump")
+            folder = parent_folder + os.sep + name  # (a folder of a step: never ends with a separator)
             manifest = _read_step_manifest(folder, listed.get(name), options, parent_fd, name)
             loaded.append(_load_node(name, context, manifest, folder, options))
     finally:
