@@ -149,7 +149,7 @@ def test_a_nested_pipeline_loads_through_the_descriptors_of_each_level(tmp_path)
         inner["m"].hyperparams
 
 
-@pytest.mark.parametrize("root", ["/tmp/x", "/", "relative/dir", "/tmp/x/"])
+@pytest.mark.parametrize("root", ["/tmp/x", "/", "relative/dir", "/tmp/x/", ".", "", "./rel", "//net/x", "a/./b"])
 def test_get_folder_is_get_path_as_a_string(root):
     cx = CX(root).push(ChildPlaceholder("a")).push(ChildPlaceholder("b"))
     assert cx.get_folder() == os.fspath(cx.get_path())
@@ -238,3 +238,12 @@ def test_a_child_name_no_manifest_lists_is_still_one_folder_inside_the_dump(tmp_
     p.set_name("p").save(CX(tmp_path), full_dump=True)
     with pytest.raises(StepLoadError, match=r"p/a: '../m' is not the name of a child folder inside the dump"):
         CX(tmp_path).load("p")
+
+
+@pytest.mark.parametrize("root", [".", "", "rel", "./rel/"])
+def test_a_pipeline_loads_from_a_relative_root(tmp_path, monkeypatch, root):
+    monkeypatch.chdir(tmp_path)
+    saved(Path(root))
+    loaded = CX(root).load("p")
+    assert list(loaded.keys()) == ["m", "a"] and np.array_equal(loaded.transform(np.arange(3.0)), np.arange(3.0) * 2 + 1)
+    assert np.array_equal(CX(root).load("p/m").transform(np.ones(2)), np.full(2, 2.0))

@@ -208,7 +208,10 @@ class ExecutionContext:
         root = self._root.get_string()
         if not self.parents:
             return root
-        return (root[:-1] if root.endswith(os.sep) else root) + os.sep + os.sep.join([p.name for p in self.parents])
+        names = os.sep.join([p.name for p in self.parents])
+        if root == os.curdir:  # (spelled as Path joins it: ``Path(".") / "p"`` is ``p``)
+            return names
+        return (root[:-1] if root.endswith(os.sep) else root) + os.sep + names
 
     def mkdir(self) -> Path:
         """Create :meth:`get_path` (and its parents) and return it."""
