@@ -1,6 +1,7 @@
-"""Loading a pipeline's children: each child's folder and manifest opened through a descriptor
-of its parent's folder, never following a link; whatever is in their place gets its clear
-StepLoadError naming the path (never a hang: FIFOs are tried in a subprocess with a timeout)."""
+"""Loading a pipeline's children: each child's folder and manifest checked as they are read
+(never through a link, never a hang: FIFOs are tried in a subprocess with a timeout), whatever
+is in their place refused with its clear StepLoadError naming the path; child names inside the
+dump, and each child the step its folder is named for, before any of its savers runs."""
 import json
 import os
 import re
@@ -134,7 +135,7 @@ def test_a_child_folder_replaced_by_a_link_while_its_parent_loads_is_refused(tmp
         CX(tmp_path).load("p")
 
 
-def test_a_nested_pipeline_loads_through_the_descriptors_of_each_level(tmp_path):
+def test_a_nested_pipeline_loads_whole_and_by_its_inner_path(tmp_path):
     inner = Pipeline([("m", MultiplyByN(3)), ("a", AddN(1))]).set_name("inner")
     outer = Pipeline([("first", AddN(2)), inner, ("last", MultiplyByN(2))]).set_name("outer")
     data = np.arange(4.0)

@@ -165,7 +165,7 @@ def read_manifest(folder, expected_digest: str | None = None) -> dict:
 
 def read_checked_manifest(folder, expected_digest: str | None = None) -> tuple[dict, str, os.stat_result]:
     """:func:`read_manifest`, also returning the manifest's digest and its ``os.stat``, as read
-    (one ``lstat`` of the folder, one open that follows no link)."""
+    (one ``lstat`` of the folder, one open that follows no link: a load does this per step)."""
     where = os.fspath(folder)
     path = where + _SLASH_MANIFEST if where and not where.endswith(os.sep) else os.path.join(where, MANIFEST_NAME)
     try:
@@ -187,54 +187,11 @@ def read_checked_manifest(folder, expected_digest: str | None = None) -> tuple[d
     except OSError as e:
         raise ManifestError(f"{path}: cannot read the manifest ({e.strerror or e})") from e
     digest = manifest_digest(raw)
-    return _checked(folder, path, raw, digest, expected_digest), digest, st
-
-
-def read_child_manifest(parent_fd: int, folder: str, name: str,
-                        expected_digest: str | None = None) -> tuple[dict, str, os.stat_result]:
-    """:func:`read_checked_manifest` of ``folder``, the child folder ``name`` of the folder
-    open as ``parent_fd`` (:func:`open_folder`): the child opened without following a link
-    (a link, a file or a FIFO in its place fails to open as a folder), its manifest opened
-    through that descriptor, also without following a link — no ``lstat``, no walk of the
-    whole path, nothing swapped between a check and an open. Whatever fails is read again
-    by :func:`read_checked_manifest`, which words the error (a load does this per step)."""
-    try:
-        folder_fd = os.open(name, _FOLDER_FLAGS, dir_fd=parent_fd)
-    except OSError:
-        return read_checked_manifest(folder, expected_digest)
-    try:
-        fd = os.open(MANIFEST_NAME, _READ_FLAGS, dir_fd=folder_fd)
-    except OSError:
-        return read_checked_manifest(folder, expected_digest)
-    finally:
-        os.close(folder_fd)
-    path = folder + _SLASH_MANIFEST
-    raw, st = _read_open(fd, path)
-    digest = manifest_digest(raw)
-    return _checked(folder, path, raw, digest, expected_digest), digest, st
-
-
-def open_folder(folder: str) -> int | None:
-    """A descriptor of ``folder`` (not followed if a link) for :func:`read_child_manifest`,
-    to be closed by the caller; ``None`` where it cannot be opened so (that function's
-    caller then reads each child by its path, which words what is wrong)."""
-    if not _DIR_FD:
-        return None
-    try:
-        return os.open(folder, _FOLDER_FLAGS)
-    except (OSError, ValueError):
-        return None
-
-
-def _checked(folder, path: str, raw: bytes, digest: str, expected_digest: str | None) -> dict:
-    """The manifest ``raw`` (whose BLAKE3 is ``digest``) read from ``path``, checked against
-    the digest its parent lists (:class:`MixedDumpError` if it differs), or else against its own."""
-    if expected_digest is not None:
-        if digest != expected_digest:
-            raise MixedDumpError(f"{folder}: this step folder is not the one its parent's manifest lists "
-                                 f"(manifest digest {digest[:12]}…, parent expects "
-                                 f"{expected_digest[:12]}…): it comes from another save or was changed")
-    return parse_manifest(path, raw, own_digest=expected_digest is None)
+    if expected_digest is not None and digest != expected_digest:
+        raise MixedDumpError(f"{folder}: this step folder is not the one its parent's manifest lists "
+                             f"(manifest digest {digest[:12]}…, parent expects "
+                             f"{expected_digest[:12]}…): it comes from another save or was changed")
+    return parse_manifest(path, raw, own_digest=expected_digest is None), digest, st
 
 
 def _read_bytes(path: str) -> tuple[bytes, os.stat_result]:
@@ -251,12 +208,6 @@ def _read_bytes(path: str) -> tuple[bytes, os.stat_result]:
         with open_regular(path, os.O_RDONLY, ManifestError, "manifest"):  # raises, naming what is there
             pass
         raise
-    return _read_open(fd, path)
-
-
-def _read_open(fd: int, path: str) -> tuple[bytes, os.stat_result]:
-    """The bytes of the manifest open as ``fd`` (closed here) and its ``fstat``; ``path``
-    for the messages."""
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -279,10 +230,6 @@ def _read_open(fd: int, path: str) -> tuple[bytes, os.stat_result]:
 
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 _NOT_A_FILE = {errno.ENXIO, errno.EISDIR, errno.ELOOP, errno.ENODEV, errno.EOPNOTSUPP}
-#: A folder opened so fails on a link, a file or a FIFO (``O_PATH``: no read permission needed).
-_FOLDER_FLAGS = (os.O_CLOEXEC | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
-                 | getattr(os, "O_PATH", os.O_RDONLY))
-_DIR_FD = os.open in os.supports_dir_fd and hasattr(os, "O_DIRECTORY") and hasattr(os, "O_NOFOLLOW")
 
 
 def parse_manifest(path, raw: bytes, own_digest: bool = True) -> dict:

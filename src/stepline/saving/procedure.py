@@ -457,16 +457,10 @@ def _manifest_along(top: str, below: tuple, options: _Options) -> tuple[str, dic
     return folder, manifest, top_manifest
 
 
-def _read_step_manifest(folder: str, digest: str | None, options: _Options, parent_fd: int | None = None,
-                        name: str | None = None) -> dict:
+def _read_step_manifest(folder: str, digest: str | None, options: _Options) -> dict:
     """The manifest of a step folder, checked against ``digest`` (from the parent's
-    manifest) when given; its digest and ``os.stat`` (as read) are noted in ``options``.
-    ``parent_fd``: a descriptor of the parent folder, whose child ``name`` the folder is
-    (:func:`~stepline.saving.manifest.read_child_manifest`)."""
-    if parent_fd is None:
-        manifest, actual, st = mf.read_checked_manifest(folder, digest)
-    else:
-        manifest, actual, st = mf.read_child_manifest(parent_fd, folder, name, digest)
+    manifest) when given; its digest and ``os.stat`` (as read) are noted in ``options``."""
+    manifest, actual, st = mf.read_checked_manifest(folder, digest)
     options.written[folder], options.stats[folder] = actual, st
     return manifest
 
@@ -479,8 +473,7 @@ def load_child(name: str, context: ExecutionContext):
 def load_children(names, context: ExecutionContext) -> list:
     """Load the children ``names`` of the step whose folder is ``context.get_path()``, in
     order, each checked against the digest its parent's manifest lists (the parent's folder
-    and listing looked up once, not once per child; each child's folder and manifest opened
-    through a descriptor of the parent's folder)."""
+    and listing looked up once, not once per child)."""
     options = current_options()
     parent_folder = context.get_folder()
     parent = options.manifests.get(parent_folder)
@@ -489,20 +482,15 @@ def load_children(names, context: ExecutionContext) -> list:
         listed = options.children[parent_folder] = mf.listed_children(parent)
     listed = listed or {}
     loaded = []
-    parent_fd = mf.open_folder(parent_folder) if names else None
-    try:
-        for name in names:
-            if parent is not None and name not in listed:
-                raise StepLoadError(f"{os.path.join(parent_folder, name)}: the manifest of {parent_folder} "
-                                    f"lists no child {name!r}")
-            if parent is None and not mf.is_safe_component(name):  # (listed names were checked with their manifest)
-                raise StepLoadError(f"{parent_folder}: {name!r} is not the name of a child folder inside the dump")
-            folder = parent_folder + os.sep + name  # (a folder of a step: never ends with a separator)
-            manifest = _read_step_manifest(folder, listed.get(name), options, parent_fd, name)
-            loaded.append(_load_node(name, context, manifest, folder, options))
-    finally:
-        if parent_fd is not None:
-            os.close(parent_fd)
+    for name in names:
+        if parent is not None and name not in listed:
+            raise StepLoadError(f"{os.path.join(parent_folder, name)}: the manifest of {parent_folder} "
+                                f"lists no child {name!r}")
+        if parent is None and not mf.is_safe_component(name):  # (listed names were checked with their manifest)
+            raise StepLoadError(f"{parent_folder}: {name!r} is not the name of a child folder inside the dump")
+        folder = parent_folder + os.sep + name  # (a folder of a step: never ends with a separator)
+        manifest = _read_step_manifest(folder, listed.get(name), options)
+        loaded.append(_load_node(name, context, manifest, folder, options))
     return loaded
 
 
