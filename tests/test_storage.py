@@ -88,6 +88,15 @@ def memmap_backed(arr) -> bool:
     return False
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _a_signing_key():
+    """This user has a signing key, as anyone who saved a dump has: the stat cache's MAC is
+    derived from it, and no cache vouches without one. (These tests write objects without
+    saving a dump, which is what creates the key: run alone, without it, they failed.)"""
+    from stepline.trust.keys import signing_key
+    signing_key()
+
+
 @pytest.fixture
 def hash_calls(monkeypatch):
     """Spy on the file hash function: the list of paths hashed."""

@@ -140,9 +140,10 @@ def record_saved(step, destination: Path, digests: dict, stats: dict | None = No
 
 def record_written(written) -> None:
     """:func:`record_saved` for a save that wrote every step: ``written`` gives, for each,
-    ``(step, its folder as walk spells it, its manifest digest, its manifest's os.stat)``."""
+    ``(step, its folder as walk spells it, its manifest digest, its manifest's os.stat or None)``."""
     for node, folder, digest, st in written:
-        node.__dict__.setdefault(_SAVED_TO, {})[folder] = (node._stepline_revision, digest, _signature(st))
+        signature = None if st is None else _signature(st)
+        node.__dict__.setdefault(_SAVED_TO, {})[folder] = (node._stepline_revision, digest, signature)
         node._invalidated = False
 
 

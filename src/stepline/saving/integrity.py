@@ -451,8 +451,17 @@ def _authentic(data: dict) -> bool:
 
 
 def _settle(path: Path, newest_ctime_ns: int, max_wait_s: float = 0.2) -> None:
-    """Touch ``path`` until its mtime is strictly after ``newest_ctime_ns``."""
+    """Touch ``path`` until its mtime is strictly after ``newest_ctime_ns``.
+
+    A file and the cache written right after it often get the same coarse timestamp (the
+    clock's last tick). The first touch comes at once: where the kernel has multigrain
+    timestamps (Linux 6.13+), a file whose times were just read gets a fine-grained one
+    when next changed, so one touch after the ``stat`` settles it (a save of big steps
+    waited a tick, ~1.1 ms, per step folder); elsewhere each next touch waits for a tick."""
     deadline = time.monotonic() + max_wait_s
+    waited = False
     while os.stat(path).st_mtime_ns <= newest_ctime_ns and time.monotonic() < deadline:
-        time.sleep(0.001)
+        if waited:
+            time.sleep(0.001)
         os.utime(path)
+        waited = True

@@ -116,13 +116,19 @@ def _record(step, options: _Options) -> None:
         record_written((node, live(folder), written[folder], stats[folder]) for node, folder in options.saved)
         return
     if options.overlay:  # the steps it kept keep their records; a commit moved the manifests: stat'ed there
-        record_written((node, live(folder), written[folder], os.stat(os.path.join(live(folder), mf.MANIFEST_NAME),
-                                                                      follow_symlinks=False))
+        record_written((node, live(folder), written[folder], _manifest_stat(live(folder)))
                        for node, folder in options.saved)
         return
     digests = {live(folder): digest for folder, digest in written.items()}
     stats = {live(folder): st for folder, st in options.stats.items()}
     record_saved(step, options.destination, digests, stats)
+
+
+def _manifest_stat(folder: str) -> os.stat_result | None:
+    try:
+        return os.stat(os.path.join(folder, mf.MANIFEST_NAME), follow_symlinks=False)
+    except OSError:
+        return None  # (then the next changes-only save reads it to compare digests)
 
 
 def _save_atomically(step, context: ExecutionContext, full_dump: bool, steps: int) -> _Options:
