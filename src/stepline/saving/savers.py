@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import os
 from abc import ABC, abstractmethod
-from pathlib import Path
 
 
 class BaseSaver(ABC):
