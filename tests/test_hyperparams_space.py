@@ -49,6 +49,30 @@ def test_bad_keys_refused():
         HyperparameterSamples({1: 2})
 
 
+@pytest.mark.parametrize("key", [1, "", None, ("a",)])
+@pytest.mark.parametrize("value", [2, 0.5, "x", True, None, [1]])
+def test_bad_keys_refused_on_item_assignment_whatever_the_value(key, value):
+    samples = HyperparameterSamples({"a": 1})
+    with pytest.raises(TypeError, match="non-empty strings"):
+        samples[key] = value
+    assert dict(samples) == {"a": 1}
+
+
+def test_item_assignment_of_scalars_groups_and_leaf_mappings_and_a_pickle_round_trip():
+    import pickle
+    from stepline.hyperparams.distributions import FixedHyperparameter
+    samples = HyperparameterSamples()
+    samples["a"], samples["b"], samples["c"] = 1, None, {"d": 2, "e": {"f": 3}}
+    samples["weights"] = {0: 1, 1: 2}  # a non-string key: a value, not a group
+    assert dict(samples) == {"a": 1, "b": None, "c__d": 2, "c__e__f": 3, "weights": {0: 1, 1: 2}}
+    again = pickle.loads(pickle.dumps(samples))
+    assert type(again) is HyperparameterSamples and dict(again) == dict(samples)
+    space = HyperparameterSpace({"g": {"h": Uniform(0, 1)}})
+    space["n"] = 3
+    again = pickle.loads(pickle.dumps(space))
+    assert again["n"] == FixedHyperparameter(3) and isinstance(again["g__h"], Uniform)
+
+
 def test_space_wraps_plain_values_as_fixed():
     from stepline.hyperparams.distributions import FixedHyperparameter
     space = HyperparameterSpace({"a": 3, "b": Uniform(0, 1)})

@@ -36,15 +36,22 @@ class _Root:
     creating a context has no side effect.
     """
 
-    __slots__ = ("_path",)
+    __slots__ = ("_path", "_string")
 
     def __init__(self, path):
         self._path = None if path is None else Path(os.fspath(path))
+        self._string = None
 
     def get(self) -> Path:
         if self._path is None:
             self._path = Path(tempfile.mkdtemp(prefix="stepline-"))
         return self._path
+
+    def get_string(self) -> str:
+        """:meth:`get` as a string (made once)."""
+        if self._string is None:
+            self._string = os.fspath(self.get())
+        return self._string
 
 
 class ExecutionContext:
@@ -194,6 +201,17 @@ class ExecutionContext:
         path = root.joinpath(*names)
         self._path = (root, names, path)
         return path
+
+    def get_folder(self) -> str:
+        """:meth:`get_path` as a string, joined without building a ``Path`` (a load asks it
+        for every step: a ``Path`` costs more to build than a tiny step's manifest to read)."""
+        root = self._root.get_string()
+        if not self.parents:
+            return root
+        names = os.sep.join([p.name for p in self.parents])
+        if root == os.curdir:  # (spelled as Path joins it: ``Path(".") / "p"`` is ``p``)
+            return names
+        return (root[:-1] if root.endswith(os.sep) else root) + os.sep + names
 
     def mkdir(self) -> Path:
         """Create :meth:`get_path` (and its parents) and return it."""

@@ -107,11 +107,12 @@ class RecursiveDict(dict):
         super().update(self._new(dict(*args, **kwargs)))
 
     def __setitem__(self, key, value) -> None:
-        if isinstance(value, Mapping) and not _is_leaf_mapping(value):
+        if type(value) not in _SCALARS and isinstance(value, Mapping) and not _is_leaf_mapping(value):
             self.update({key: value})
+        elif type(key) is str and key:  # (a load sets every hyperparameter of every step: no dict per key)
+            dict.__setitem__(self, key, value)
         else:
             _check_keys({key: value})
-            super().__setitem__(key, value)
 
     def to_flat_dict(self) -> dict:
         """A plain dict with flat ``"a__b"`` keys."""
@@ -136,6 +137,10 @@ class RecursiveDict(dict):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({dict(self.items())!r})"
+
+
+#: Values that are never a group of hyperparameters (no ``isinstance`` of the ``Mapping`` ABC).
+_SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
 def _check_keys(mapping: Mapping) -> None:

@@ -41,6 +41,7 @@ _CONCURRENT_HASH_MIN_BYTES = 4 << 20  # from here on, hashed by a second thread 
 _PAGE = 4096
 _BUFFER_NAME = re.compile(r"buffer-(\d{3,})\.bin")
 _MMAP_MODES = (None, "r", "r+", "c")
+_BYTES = (bytes, bytearray)
 _HINT = ("the class must be importable when loading, or defined in __main__ when saving "
          "(then it is stored by value)")
 
@@ -281,6 +282,11 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
     """
     if mmap_mode not in _MMAP_MODES:
         raise ValueError(f"mmap_mode must be one of {_MMAP_MODES}, not {mmap_mode!r}")
+    if preread and type(files) is dict and len(files) == 1 and STREAM_NAME in files \
+            and type(preread.get(STREAM_NAME)) in _BYTES:
+        # the pickle alone, read and verified (a tiny step's, inline): nothing else to check or read
+        return loads_verified(stream_label or os.path.join(folder, STREAM_NAME), preread[STREAM_NAME],
+                              files[STREAM_NAME], restricted)
     folder = folder if isinstance(folder, Path) else Path(folder)
     preread = dict(preread or {})
     verified = bool(files) and all(name in preread for name in files)  # read as verify_files checked them
@@ -310,6 +316,14 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
     except OSError as e:
         raise StepLoadError(f"{e.filename}: cannot read ({e.strerror or e})") from e
     return _loads(stream_path, stream, buffers, restricted)
+
+
+def loads_verified(label, stream: bytes, record: dict, restricted: bool = False):
+    """The object pickled in ``stream``, bytes already read and verified against ``record``
+    (an inline pickle, decoded and checked): a pickle with no buffer files. ``label``: how
+    messages name it."""
+    _check_python(label, record)
+    return _loads(label, stream, [], restricted)
 
 
 def check_stream_digest(path: Path, stream: bytes, record: dict) -> None:

@@ -67,8 +67,9 @@ class _Options:
         staged_folder, staged = os.fspath(staged_folder), os.fspath(self.staged)
         return os.fspath(self.destination) + staged_folder[len(staged):]
 
-    def manifest_files(self, folder: Path) -> dict:
-        return self.manifests[folder if isinstance(folder, Path) else Path(folder)]["files"]
+    def manifest_files(self, folder) -> dict:
+        """Loading: the ``files`` of the manifest read from ``folder``."""
+        return self.manifests[os.fspath(folder)]["files"]
 
 
 _OPTIONS: contextvars.ContextVar[_Options] = contextvars.ContextVar("stepline_save_options")
@@ -409,22 +410,31 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
     with reading_lock(context.root / parts[0]):
         top = resolve_dump_folder(context.root / parts[0])
         options = _Options(mmap_mode=mmap_mode, verify=verify, trust_override=trusted is True)
-        folder, manifest, top_manifest = _manifest_along(top, parts[1:], options)
+        folder, manifest, top_manifest = _manifest_along(os.fspath(top), parts[1:], options)
         merkle_root = options.written[os.fspath(top)] if top_manifest["format_version"] >= 2 else None
         verdict = gate.decide(top, trusted, merkle_root)  # before anything is unpickled (DESIGN §5a)
         token = _OPTIONS.set(options)
         try:
             if not verdict.trusted:  # (each file read as it is hashed, audited, and then loaded: once)
-                gate.check_untrusted(folder, verdict, verify, options.verified, _buffer_for, options.preread)
-                options.trusted = False
+                _check_untrusted(folder, verdict, options)
             _warn_versions(folder, manifest)
             parents = tuple(ChildPlaceholder(name) for name in parts[:-1])
             base = ExecutionContext(context.root, context.execution_phase, context.stripped_saver, parents)
-            step = _load_node(parts[-1], base, manifest)
+            step = _load_node(parts[-1], base, manifest, folder, options)
         finally:
             _OPTIONS.reset(token)
     record_saved(step, folder, options.written, options.stats)  # saving it back here writes nothing
     return step
+
+
+def _check_untrusted(folder: str, verdict, options: _Options) -> None:
+    """The trust gate's audit of an untrusted dump (:func:`stepline.trust.gate.check_untrusted`);
+    what it verified and read is noted in ``options`` (folders as strings) for the load to use."""
+    verified, preread = set(), {}
+    gate.check_untrusted(folder, verdict, options.verify, verified, _buffer_for, preread)
+    options.verified.update(os.fspath(f) for f in verified)
+    options.preread.update((os.fspath(f), read) for f, read in preread.items())
+    options.trusted = False
 
 
 def _step_path(context: ExecutionContext, path) -> tuple:
@@ -438,7 +448,7 @@ def _step_path(context: ExecutionContext, path) -> tuple:
     return parts
 
 
-def _manifest_along(top: Path, below: tuple, options: _Options) -> tuple[Path, dict, dict]:
+def _manifest_along(top: str, below: tuple, options: _Options) -> tuple[str, dict, dict]:
     """The folder and manifest of ``top/below…``, each checked against its parent's digest,
     and the manifest of ``top``."""
     folder, manifest = top, _read_step_manifest(top, None, options)
@@ -446,19 +456,18 @@ def _manifest_along(top: Path, below: tuple, options: _Options) -> tuple[Path, d
     for name in below:
         listed = dict(mf.child_entries(manifest, folder))
         if name not in listed:
-            raise NotADumpError(f"{folder / name}: {folder} has no child step {name!r} "
+            raise NotADumpError(f"{os.path.join(folder, name)}: {folder} has no child step {name!r} "
                                 f"(it has: {', '.join(listed) or 'none'})")
-        folder = folder / name
+        folder = os.path.join(folder, name)
         manifest = _read_step_manifest(folder, listed[name], options)
     return folder, manifest, top_manifest
 
 
-def _read_step_manifest(folder: Path, digest: str | None, options: _Options) -> dict:
+def _read_step_manifest(folder: str, digest: str | None, options: _Options) -> dict:
     """The manifest of a step folder, checked against ``digest`` (from the parent's
     manifest) when given; its digest and ``os.stat`` (as read) are noted in ``options``."""
     manifest, actual, st = mf.read_checked_manifest(folder, digest)
-    key = os.fspath(folder)
-    options.written[key], options.stats[key] = actual, st
+    options.written[folder], options.stats[folder] = actual, st
     return manifest
 
 
@@ -472,46 +481,58 @@ def load_children(names, context: ExecutionContext) -> list:
     order, each checked against the digest its parent's manifest lists (the parent's folder
     and listing looked up once, not once per child)."""
     options = current_options()
-    parent_folder = context.get_path()
+    parent_folder = context.get_folder()
     parent = options.manifests.get(parent_folder)
     listed = options.children.get(parent_folder)
     if listed is None and parent is not None:
-        listed = options.children[parent_folder] = dict(mf.child_entries(parent, parent_folder))
+        listed = options.children[parent_folder] = mf.listed_children(parent)
     listed = listed or {}
     loaded = []
     for name in names:
         if parent is not None and name not in listed:
-            raise StepLoadError(f"{parent_folder / name}: the manifest of {parent_folder} lists no child {name!r}")
-        child_context = context.push(ChildPlaceholder(name))
-        folder = child_context.get_path()
-        loaded.append(_load_node(name, context, _read_step_manifest(folder, listed.get(name), options),
-                                 child_context, folder))
+            raise StepLoadError(f"{os.path.join(parent_folder, name)}: the manifest of {parent_folder} "
+                                f"lists no child {name!r}")
+        if parent is None and not mf.is_safe_component(name):  # (listed names were checked with their manifest)
+            raise StepLoadError(f"{parent_folder}: {name!r} is not the name of a child folder inside the dump")
+        folder = parent_folder + os.sep + name  # (a folder of a step: never ends with a separator)
+        manifest = _read_step_manifest(folder, listed.get(name), options)
+        loaded.append(_load_node(name, context, manifest, folder, options))
     return loaded
 
 
-def _load_node(name: str, parent_context: ExecutionContext, manifest: dict, context=None, folder=None):
-    """Load the step ``name`` whose checked ``manifest`` is read; ``context``: the one of its
-    folder (a placeholder's) and ``folder`` its path, when the caller made them."""
-    if context is None:
-        context = parent_context.push(ChildPlaceholder(name))
-    placeholder = context.parents[-1]
-    folder = folder or context.get_path()
-    options = current_options()
+def _load_node(name: str, parent_context: ExecutionContext, manifest: dict, folder: str, options: _Options):
+    """Load the step ``name`` whose checked ``manifest`` was read from ``folder`` (a string)."""
+    placeholder = ChildPlaceholder(name)
+    context = parent_context.push(placeholder)
     files = manifest["files"]
-    if files and folder not in options.verified:  # each file hashed as it is read, for the saver to use
-        options.preread[folder] = verify_files(folder, files, options.verify, _buffer_for)
-    options.checked[folder] = {n: v for n, v in options.preread.get(folder, {}).items()
-                               if isinstance(v, os.stat_result)}  # for the custom savers (open_verified)
+    if files:
+        if folder not in options.verified:  # each file hashed as it is read, for the saver to use
+            options.preread[folder] = verify_files(folder, files, options.verify, _buffer_for)
+        options.checked[folder] = {n: v for n, v in options.preread.get(folder, _NOTHING).items()
+                                   if isinstance(v, os.stat_result)}  # for the custom savers (open_verified)
     options.manifests[folder] = manifest
-    step = context.stripped_saver.load_step(placeholder, context)
-    if step.savers:
-        context = parent_context.push(step)
-        for saver in step.savers:
-            if saver.can_load(step, context):
-                step = saver.load_step(step, context)
+    try:
+        step = context.stripped_saver.load_step(placeholder, context)
+        _check_name(step, name, folder)  # (before its savers read anything: they find its folder by its name)
+        if step.savers:
+            context = parent_context.push(step)
+            for saver in step.savers:
+                if saver.can_load(step, context):
+                    step = saver.load_step(step, context)
+            _check_name(step, name, folder)
+    finally:  # what only this step's savers use, freed at once (not kept for the cyclic GC to walk)
+        options.manifests.pop(folder, None)
+        options.children.pop(folder, None)
+        options.checked.pop(folder, None)
+    return step
+
+
+_NOTHING: dict = {}
+
+
+def _check_name(step, name: str, folder: str) -> None:
     if step.name != name:
         raise StepLoadError(f"{folder}: holds step {step.name!r}, expected {name!r}")
-    return step
 
 
 @contextlib.contextmanager
@@ -521,9 +542,9 @@ def open_verified(context: ExecutionContext, name: str):
     or written to since is a :class:`CorruptFileError`, also when written to while read).
 
     A file its manifest does not list is opened as it is (nothing vouches for it)."""
-    folder = context.get_path()
+    folder = context.get_folder()
     path = os.path.join(folder, name)
-    checked = current_options().checked.get(folder, {}).get(name)
+    checked = current_options().checked.get(folder, _NOTHING).get(name)
     try:
         f = open_checked(path, checked, os.O_RDONLY, CorruptFileError, "file its manifest lists") \
             if checked is not None else open_regular(path, os.O_RDONLY, CorruptFileError, "file")

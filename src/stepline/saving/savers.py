@@ -9,8 +9,8 @@ A saver receives the context of the step's own folder (``context.get_path()``).
 from __future__ import annotations
 
 import functools
+import os
 from abc import ABC, abstractmethod
-from pathlib import Path
 
 
 class BaseSaver(ABC):
@@ -70,30 +70,35 @@ class JoblibStepSaver(BaseSaver):
         from stepline.saving.manifest import read_manifest
         from stepline.saving.procedure import current_options
         try:
-            manifest = current_options().manifests.get(context.get_path())  # read by this load
+            manifest = current_options().manifests.get(context.get_folder())  # read by this load
         except LookupError:
             manifest = None
-        manifest = manifest or read_manifest(context.get_path())
+        manifest = manifest or read_manifest(context.get_folder())
         return stream_record(manifest, STREAM_NAME) is not None
 
     def load_step(self, step, context):
-        inline, read_object, current_options = _load_helpers()
+        inline, objectfile, current_options = _load_helpers()
         options = current_options()
-        folder = context.get_path()
+        folder = context.get_folder()
         manifest = options.manifests[folder]
         files = manifest["files"]
-        pickled = {k: v for k, v in files.items() if k == STREAM_NAME or k.startswith("buffer-")} if files else {}
         preread = options.preread.pop(folder, None)
         record = manifest.get(inline.INLINE_FIELD, _NONE).get(STREAM_NAME)
         if record is None:
-            where = folder / STREAM_NAME
+            where = os.path.join(folder, STREAM_NAME)
         else:  # decoded and checked against its digest before anything reads it
             where = inline.Label(folder, STREAM_NAME)
-            pickled[STREAM_NAME] = record
-            preread = {**(preread or _NONE), STREAM_NAME: inline.decode(folder, STREAM_NAME, record)}
-        loaded = read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False,
-                             restricted=not options.trusted, check_stream=not options.trust_override,
-                             preread=preread, stream_label=where)
+            stream = inline.decode(folder, STREAM_NAME, record)
+        if record is not None and not files:  # a tiny step: its pickle alone, nothing else to read
+            loaded = objectfile.loads_verified(where, stream, record, restricted=not options.trusted)
+        else:
+            pickled = {k: v for k, v in files.items() if k == STREAM_NAME or k.startswith("buffer-")}
+            if record is not None:
+                pickled[STREAM_NAME] = record
+                preread = {**(preread or _NONE), STREAM_NAME: stream}
+            loaded = objectfile.read_object(folder, pickled, mmap_mode=options.mmap_mode, verify=False,
+                                            restricted=not options.trusted, check_stream=not options.trust_override,
+                                            preread=preread, stream_label=where)
         _check_is_step(loaded, where)
         return loaded
 
@@ -119,10 +124,9 @@ def _step_class():
 @functools.lru_cache(maxsize=1)
 def _load_helpers():
     """What loading needs from modules that import this one (imported once, on first use)."""
-    from stepline.saving import inline
-    from stepline.saving.objectfile import read_object
+    from stepline.saving import inline, objectfile
     from stepline.saving.procedure import current_options
-    return inline, read_object, current_options
+    return inline, objectfile, current_options
 
 
 def _check_is_step(loaded, path) -> None:
