@@ -144,11 +144,13 @@ def _run_killed(save, kill_at: int, count_file, raw: bool = False) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def _enumerate_kill_points(tmp_path, old, new_save, raw: bool = False, with_spare: bool = False):
+def _enumerate_kill_points(tmp_path, old, new_save, raw: bool = False, with_spare: bool = False,
+                           spare_holds_data: bool = False):
     """Kill ``new_save`` at every operation; after each, the dump is ``old`` or the new one.
     ``raw``: also at each ``os.open`` for writing and each ``os.write``. ``with_spare``: the
     destination also holds the spare tree of an earlier dump (other steps, other values),
-    which a full save rebuilds in place."""
+    which a full save rebuilds in place; ``spare_holds_data``: and, beside it, that dump's
+    data, which the save frees as it starts."""
     count_file, root, pristine = tmp_path / "count", tmp_path / "root", tmp_path / "pristine"
     if with_spare:
         _earlier().save(CX(root), full_dump=True)
@@ -157,6 +159,8 @@ def _enumerate_kill_points(tmp_path, old, new_save, raw: bool = False, with_spar
     atomic.wait_for_cleanup()
     kept = [n for n in (".p.spare", "p") if (root / n).exists()]
     assert (".p.spare" in kept) == with_spare
+    held = [n for n in os.listdir(root / ".p.spare") if n.startswith(".moved-")] if with_spare else []
+    assert bool(held) == spare_holds_data
     for name in kept:  # same bytes, same digests: old_pipeline's records hold
         shutil.copytree(root / name, pristine / name)
 
@@ -213,6 +217,19 @@ def test_a_full_save_rebuilding_the_spare_tree_killed_at_every_operation_leaves_
         build(5, 7, 3.0).save(CX(tmp_path / "root"), full_dump=True)
     new_save.expected = expected(5, 7, 3.0)
     _enumerate_kill_points(tmp_path, (2, 1, 1.0), new_save, with_spare=True)
+
+
+def test_a_full_save_over_a_spare_holding_the_data_it_kept_killed_at_every_operation_leaves_a_whole_dump(
+        tmp_path, monkeypatch):
+    """The same where the spare also holds the data of the dump it replaced (moved out of its
+    tree), which the save frees as it starts (``spare.release_data``): kept whatever its size here."""
+    from stepline.saving import spare
+    monkeypatch.setattr(spare, "KEEP_DATA_MIN_BYTES", 0)
+
+    def new_save(_old):
+        build(5, 7, 3.0).save(CX(tmp_path / "root"), full_dump=True)
+    new_save.expected = expected(5, 7, 3.0)
+    _enumerate_kill_points(tmp_path, (2, 1, 1.0), new_save, with_spare=True, spare_holds_data=True)
 
 
 def test_a_changes_only_save_killed_at_every_operation_leaves_a_whole_dump(tmp_path):

@@ -7,7 +7,9 @@ allocation: ``recently_deleted`` in ``fs/ext4/ialloc.c``), deleting a tree of a 
 small folders and creating the next one costs far more than writing either. So the
 replaced dump is kept as ``.<name>.spare`` beside the dump, pruned to its folders and
 manifests — every other file (arrays, pickles, weights, the stat cache, the signature) is
-deleted, so nothing a loaded step may still map is ever written again — and the next full
+moved out of its tree, so nothing a loaded step may still map is ever written again, and
+kept beside it until the next save to the destination frees it as that save starts writing
+(:func:`release_data`: the pages it frees are those the new files are written into) — and the next full
 save to that destination takes it as its staged tree: a step folder that is there already
 is reused (:func:`reuse_folder` removes what the new step does not have), a manifest that
 is there is overwritten in place (:func:`overwrite_manifest`). The same pipeline saved again
@@ -31,7 +33,8 @@ from pathlib import Path
 
 from .integrity import STAT_CACHE_NAME
 from .manifest import MANIFEST_NAME, create_manifest
-from .removal import FOLDER_FLAGS, NOFOLLOW, remove_in, remove_in_background, remove_now, run_in_background
+from .removal import (FOLDER_FLAGS, NOFOLLOW, remove_in, remove_in_background, remove_now, run_in_background,
+                      wait_for_work_in)
 
 _KIND = "spare"
 
@@ -73,12 +76,14 @@ def keep(container: Path, final: Path, layout: dict | None = None) -> None:
 
     ``layout``: the files of each folder of the save that replaced it, the best guess of what
     the replaced dump holds (the same pipeline saved again). On the saving thread, those files
-    (and what a save killed earlier left beside the tree) are moved out of the tree to the
-    container's top level, a rename each, and the container renamed to the spare; the
-    background thread then deletes the moved files through the container's descriptor, so
-    that no save waits for the disk to free big files. What else a folder holds, the save
-    that reuses it removes (:func:`clear_folder` lists it). Without ``layout``, the
-    background thread prunes by listing every folder, then renames."""
+    are moved out of the tree to the container's top level (``.moved-<hex>``), a rename each,
+    and the container renamed to the spare. The moved files stay there until the next save to
+    this destination frees them as it starts (:func:`release_data`), where the disk has
+    :data:`KEEP_DATA_IF_FREE` times their size free; elsewhere the background thread deletes
+    them now, through the container's descriptor. No save waits for the disk to free big
+    files. What else a folder holds, the save that reuses it removes (:func:`clear_folder`
+    lists it). Without ``layout``, the background thread prunes by listing every folder,
+    then renames."""
     if layout is None:
         run_in_background(container, lambda path: _prune_listing_and_keep(path, final))
         return
@@ -87,17 +92,71 @@ def keep(container: Path, final: Path, layout: dict | None = None) -> None:
     except OSError:
         return
     try:
-        moved = _move_out_expected(fd, final.name, layout, left=_moved_earlier(container))
+        moved = _move_out_expected(fd, final.name, layout)
         os.rename(container, spare_path(final))
     except OSError:  # a spare is there (another process's), or the container went meanwhile
         os.close(fd)
         remove_in_background(container)
         return
+    if not moved or _room_to_keep(fd, moved):
+        os.close(fd)  # (kept until the next save to this destination frees them: release_data)
+        return
+    _delete_in_background(final, fd, moved)
+
+
+#: The replaced dump's data is kept (in the spare, until the next save) only where the file
+#: system then still has this many times its size free, and only from this size on (less is
+#: not worth the disk it holds: the pages a save writes into matter by the hundred MiB).
+KEEP_DATA_IF_FREE = 2.0
+KEEP_DATA_MIN_BYTES = 16 << 20
+
+
+def release_data(final: Path) -> None:
+    """Free the data the spare of ``final`` holds (the big files of the dump the last save
+    replaced, see :func:`keep`) on the background thread, as this save starts writing.
+
+    Why keep it until now: freeing 1 GiB of files releases their page cache, and the pages
+    a save then writes into are those (np.save writes over its old file the same way). Freed
+    right after the save that replaced them, they went back to this VM's host 2 s later, and
+    a save after a pause took every page of its files from the host again: 2.2–3.3 s for
+    1 GiB against 0.25 s. Where the disk has less free space than that data, the save waits
+    for it to be freed before it writes."""
+    try:
+        fd = os.open(spare_path(final), FOLDER_FLAGS | NOFOLLOW)
+    except OSError:
+        return
+    try:
+        with os.scandir(fd) as entries:
+            moved = [e.name for e in entries if e.name.startswith(_MOVED)]
+    except OSError:
+        moved = []
     if not moved:
         os.close(fd)
         return
+    tight = not _room_to_keep(fd, moved, 1.0)
+    key = _delete_in_background(final, fd, moved)
+    if tight:
+        wait_for_work_in(key.parent, key.name)
+
+
+def _room_to_keep(folder_fd: int, moved: list[str], times: float | None = None) -> bool:
+    """Whether the entries ``moved`` of ``folder_fd`` are worth keeping (``times`` None: at
+    least :data:`KEEP_DATA_MIN_BYTES`) and its file system has ``times``
+    (:data:`KEEP_DATA_IF_FREE`) their size free."""
+    try:
+        size = sum(os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_size for name in moved)
+        fs = os.statvfs(folder_fd)
+    except OSError:
+        return False
+    if times is None and size < KEEP_DATA_MIN_BYTES:
+        return False
+    return fs.f_bavail * fs.f_frsize >= (KEEP_DATA_IF_FREE if times is None else times) * size
+
+
+def _delete_in_background(final: Path, fd: int, moved: list[str]) -> Path:
     key = final.parent / f".{final.name}{_MOVED}{secrets.token_hex(4)}"  # (no save waits for it)
     run_in_background(key, lambda _: _delete_moved(fd, moved))
+    return key
 
 
 def _prune_listing_and_keep(container: Path, final: Path) -> None:
@@ -118,22 +177,12 @@ def _prune_listing_and_keep(container: Path, final: Path) -> None:
 _MOVED = ".moved-"
 
 
-def _moved_earlier(container: Path) -> list[str]:
-    """What a save killed before deleting it left moved out at the top of ``container``
-    (listed by path: the container holds the tree and little else)."""
-    try:
-        with os.scandir(container) as entries:
-            return [e.name for e in entries if e.name.startswith(_MOVED)]
-    except OSError:
-        return []
-
-
-def _move_out_expected(container_fd: int, top: str, layout: dict, left: list[str]) -> list[str]:
+def _move_out_expected(container_fd: int, top: str, layout: dict) -> list[str]:
     """Move, from the tree ``top`` under the open folder ``container_fd`` to its top level,
     the files other than manifests that ``layout`` (``{folder relative to the dump: file
     names}``) names; only folders that have such files are opened (a tiny step's has none).
-    Returns the names moved to, after ``left`` (what an earlier move left there: to delete too)."""
-    moved = list(left)
+    Returns the names moved to."""
+    moved = []
     for relative, names in layout.items():
         doomed = [n for n in names if n != MANIFEST_NAME]
         if not doomed:
