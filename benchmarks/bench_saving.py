@@ -5,7 +5,10 @@ Rows (issue 14; medians over repeats, each peer measured in the same run):
     (the physical floor), ``np.save`` done atomically (into a new folder renamed into
     place, the old one deleted after: what any save that keeps the previous dump whole
     until it is replaced costs), ``joblib.dump`` and ``pickle`` protocol 5. None of them
-    fsyncs;
+    fsyncs. Medians of 7 runs at least (a 1 GiB save swings 0.25-1.5 s with write-back);
+    then stepline and ``np.save`` again, each run 3 s after the last (this VM has handed the
+    memory freed meanwhile back to its host: not a row, printed to show what a save after a
+    pause costs);
   - its load with the stat cache warm vs ``np.load``; the same load with every byte read
     and hashed (``verify="full"``, back to back), also vs reading the same bytes and hashing
     them on one thread with no stepline (what a verify costs whose hash does not overlap
@@ -106,6 +109,8 @@ MEMORY_PEER = "fresh arrays after the same pause"
 ATOMIC_PEER = "np.save, atomically"
 #: The first load of a copied dump, every byte hashed, arrays mapped copy-on-write (no fresh memory).
 COPY_MAPPED = "stepline first load of a copied dump, mmap_mode='c'"
+#: Repeats of the big save rows at least (each median over this many runs after a warm-up).
+SAVE_REPEATS = 7
 #: A full dump, then np.save, each ``RETURN_PAUSE_S`` after its previous run (memory returned to the host).
 PAUSED_SAVE, PAUSED_PEER = "stepline full dump, 3 s after the last", "np.save (floor), 3 s after the last"
 #: A load that reads and hashes every byte (no stat cache), back to back: no pause.
@@ -141,12 +146,13 @@ def big_rows(base: Path, size_mb: int, steps: int, r: int):
         with open(fresh(pk) / "p.pkl", "wb") as f:
             pickle.dump(pipeline, f, protocol=5)
 
-    saves = [(label, median_time(fn, r)) for label, fn in [
+    rs = max(r, SAVE_REPEATS)  # (a 1 GiB save swings 0.25-1.5 s with the VM's write-back: more repeats)
+    saves = [(label, median_time(fn, rs)) for label, fn in [
         ("stepline full dump", lambda: pipeline.save(CX(ours), full_dump=True)),
         ("np.save (floor)", save_raw), (ATOMIC_PEER, save_raw_atomically), ("joblib.dump", save_joblib),
         ("pickle protocol 5", save_pickle)]]
-    saves += [(PAUSED_SAVE, _median_after_pause(lambda: pipeline.save(CX(ours), full_dump=True), r)),
-              (PAUSED_PEER, _median_after_pause(save_raw, r))]
+    saves += [(PAUSED_SAVE, _median_after_pause(lambda: pipeline.save(CX(ours), full_dump=True), rs)),
+              (PAUSED_PEER, _median_after_pause(save_raw, rs))]
 
     def load_raw():
         return [np.load(raw / f"{i}.npy") for i in range(len(arrays))]
@@ -415,7 +421,8 @@ def main() -> None:
         merkle = merkle_row(base, r)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    print(f"machine: {os.cpu_count()} cores; medians of {r} repeats (changes-only: of {max(r, 5)})")
+    print(f"machine: {os.cpu_count()} cores; medians of {r} repeats (big saves: of {max(r, SAVE_REPEATS)}; "
+          f"changes-only: of {max(r, 5)})")
     if saves:
         print(f"\n{args.steps} fitted steps holding {args.size_mb} MiB of float32 (+1 small step)")
         print_table("save", saves, "np.save (floor)")
