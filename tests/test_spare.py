@@ -6,8 +6,8 @@ inodes. These tests show it reuses them, leaves exactly what a fresh save leaves
 writes a file a loaded step may map, never follows a link planted in the spare, leaves
 alone what a save did not write, and keeps changes-only saves right across inode reuse;
 and that the replaced dump's data, moved out of the tree, waits beside it for the next save
-to free it as that save starts (where the disk has room, and the save waits for it where
-it has not).
+or load to free it as that starts (where the disk has room; a save waits for it where it
+has not).
 """
 import os
 import subprocess
@@ -266,6 +266,20 @@ def test_the_replaced_dumps_data_is_kept_until_the_next_save_frees_it_as_it_star
     assert sorted(v for v in second.values() if v >= 1 << 20) == [10 << 20, 10 << 20]
     assert not set(second) & set(first)
     assert float(CX(tmp_path).load("p", verify="full")["b"].w_[0]) == 4.0
+
+
+def test_a_load_frees_it_too_if_it_comes_first(tmp_path):
+    """Whichever of the next save or load of the destination comes first frees the data
+    (its arrays then take the pages it frees); loading needs no disk, so it never waits."""
+    save(big(1.0), tmp_path)
+    save(big(2.0), tmp_path)
+    assert moved_beside(tmp_path)
+    loaded = CX(tmp_path).load("p")
+    wait_for_cleanup()
+    assert moved_beside(tmp_path) == {}
+    assert float(loaded["b"].w_[0]) == 3.0
+    save(big(3.0), tmp_path)  # nothing left to free: the save goes on as after a first save
+    assert float(CX(tmp_path).load("p", verify="full")["a"].w_[0]) == 3.0
 
 
 def test_no_data_is_kept_beside_the_spare_where_the_disk_lacks_room_for_it(tmp_path, monkeypatch):

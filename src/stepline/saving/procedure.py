@@ -409,6 +409,7 @@ def load_step(context: ExecutionContext, path, mmap_mode: str | None = None, ver
     parts = _step_path(context, path)
     with reading_lock(context.root / parts[0]):
         top = resolve_dump_folder(context.root / parts[0])
+        spare.release_data(top, for_a_save=False)  # (its pages freed as the arrays loaded need some)
         options = _Options(mmap_mode=mmap_mode, verify=verify, trust_override=trusted is True)
         folder, manifest, top_manifest = _manifest_along(os.fspath(top), parts[1:], options)
         merkle_root = options.written[os.fspath(top)] if top_manifest["format_version"] >= 2 else None

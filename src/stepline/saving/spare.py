@@ -111,15 +111,16 @@ KEEP_DATA_IF_FREE = 2.0
 KEEP_DATA_MIN_BYTES = 16 << 20
 
 
-def release_data(final: Path) -> None:
+def release_data(final: Path, for_a_save: bool = True) -> None:
     """Free the data the spare of ``final`` holds (the big files of the dump the last save
-    replaced, see :func:`keep`) on the background thread, as this save starts writing.
+    replaced, see :func:`keep`) on the background thread, as the next save or load of that
+    destination starts (whichever comes first: both then take the pages it frees).
 
     Why keep it until now: freeing 1 GiB of files releases their page cache, and the pages
     a save then writes into are those (np.save writes over its old file the same way). Freed
     right after the save that replaced them, they went back to this VM's host 2 s later, and
     a save after a pause took every page of its files from the host again: 2.2–3.3 s for
-    1 GiB against 0.25 s. Where the disk has less free space than that data, the save waits
+    1 GiB against 0.25 s. Where the disk has less free space than that data, a save waits
     for it to be freed before it writes."""
     try:
         fd = os.open(spare_path(final), FOLDER_FLAGS | NOFOLLOW)
@@ -133,7 +134,7 @@ def release_data(final: Path) -> None:
     if not moved:
         os.close(fd)
         return
-    tight = not _room_to_keep(fd, moved, 1.0)
+    tight = for_a_save and not _room_to_keep(fd, moved, 1.0)
     key = _delete_in_background(final, fd, moved)
     if tight:
         wait_for_work_in(key.parent, key.name)
