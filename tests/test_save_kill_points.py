@@ -165,6 +165,7 @@ def _enumerate_kill_points(tmp_path, old, new_save, raw: bool = False, with_spar
         shutil.copytree(root / name, pristine / name)
 
     def reset():
+        atomic.wait_for_cleanup()  # (the check's load hands a spare's data to this process's background thread)
         for name in os.listdir(root):
             if name not in (".p.lock", ".p.turn"):
                 shutil.rmtree(root / name) if (root / name).is_dir() else os.unlink(root / name)
