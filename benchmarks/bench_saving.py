@@ -230,9 +230,9 @@ def copied_rows(ours: Path, raw: Path, arrays, base: Path, each: int) -> list[tu
         for folder in (copied, copied_raw):
             shutil.rmtree(folder, ignore_errors=True)
 
-    def copy_both() -> None:
-        for source, folder in ((ours, copied), (raw, copied_raw)):
-            shutil.copytree(source, folder)
+    def copy_both() -> None:  # the dump as it travels (its folder, not the spare beside it), and the .npy files
+        shutil.copytree(ours / "bench", copied / "bench")
+        shutil.copytree(raw, copied_raw)
 
     candidates = [
         (COPY_LOAD, lambda: CX(copied).load("bench")),

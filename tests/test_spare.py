@@ -282,6 +282,17 @@ def test_a_load_frees_it_too_if_it_comes_first(tmp_path):
     assert float(CX(tmp_path).load("p", verify="full")["a"].w_[0]) == 3.0
 
 
+def test_what_is_beside_something_else_named_like_the_spare_is_never_freed(tmp_path):
+    theirs = tmp_path / ".p.spare"
+    theirs.mkdir()
+    (theirs / ".moved-0123456789abcdef").write_bytes(b"mine")  # not a spare: no dump's root manifest
+    save(big(1.0, mib=1), tmp_path)
+    save(big(2.0, mib=1), tmp_path)
+    CX(tmp_path).load("p")
+    wait_for_cleanup()
+    assert (theirs / ".moved-0123456789abcdef").read_bytes() == b"mine"
+
+
 def test_no_data_is_kept_beside_the_spare_where_the_disk_lacks_room_for_it(tmp_path, monkeypatch):
     from stepline.saving import spare
     monkeypatch.setattr(spare, "KEEP_DATA_IF_FREE", 1e12)  # (no disk has that much free)

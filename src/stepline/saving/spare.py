@@ -8,8 +8,8 @@ small folders and creating the next one costs far more than writing either. So t
 replaced dump is kept as ``.<name>.spare`` beside the dump, pruned to its folders and
 manifests — every other file (arrays, pickles, weights, the stat cache, the signature) is
 moved out of its tree, so nothing a loaded step may still map is ever written again, and
-kept beside it until the next save to the destination frees it as that save starts writing
-(:func:`release_data`: the pages it frees are those the new files are written into) — and the next full
+kept beside it until the next save or load of the destination frees it as that starts
+(:func:`release_data`: the pages it frees are those the new files or arrays take) — and the next full
 save to that destination takes it as its staged tree: a step folder that is there already
 is reused (:func:`reuse_folder` removes what the new step does not have), a manifest that
 is there is overwritten in place (:func:`overwrite_manifest`). The same pipeline saved again
@@ -77,8 +77,8 @@ def keep(container: Path, final: Path, layout: dict | None = None) -> None:
     ``layout``: the files of each folder of the save that replaced it, the best guess of what
     the replaced dump holds (the same pipeline saved again). On the saving thread, those files
     are moved out of the tree to the container's top level (``.moved-<hex>``), a rename each,
-    and the container renamed to the spare. The moved files stay there until the next save to
-    this destination frees them as it starts (:func:`release_data`), where the disk has
+    and the container renamed to the spare. The moved files stay there until the next save or
+    load of this destination frees them as it starts (:func:`release_data`), where the disk has
     :data:`KEEP_DATA_IF_FREE` times their size free; elsewhere the background thread deletes
     them now, through the container's descriptor. No save waits for the disk to free big
     files. What else a folder holds, the save that reuses it removes (:func:`clear_folder`
@@ -99,12 +99,12 @@ def keep(container: Path, final: Path, layout: dict | None = None) -> None:
         remove_in_background(container)
         return
     if not moved or _room_to_keep(fd, moved):
-        os.close(fd)  # (kept until the next save to this destination frees them: release_data)
+        os.close(fd)  # (kept until the next save or load frees them: release_data)
         return
     _delete_in_background(final, fd, moved)
 
 
-#: The replaced dump's data is kept (in the spare, until the next save) only where the file
+#: The replaced dump's data is kept (in the spare, until the next save or load) only where the file
 #: system then still has this many times its size free, and only from this size on (less is
 #: not worth the disk it holds: the pages a save writes into matter by the hundred MiB).
 KEEP_DATA_IF_FREE = 2.0
@@ -121,7 +121,9 @@ def release_data(final: Path, for_a_save: bool = True) -> None:
     right after the save that replaced them, they went back to this VM's host 2 s later, and
     a save after a pause took every page of its files from the host again: 2.2–3.3 s for
     1 GiB against 0.25 s. Where the disk has less free space than that data, a save waits
-    for it to be freed before it writes."""
+    for it to be freed before it writes. Something else named like the spare is left alone."""
+    if not is_spare(spare_path(final) / final.name):
+        return
     try:
         fd = os.open(spare_path(final), FOLDER_FLAGS | NOFOLLOW)
     except OSError:
