@@ -59,6 +59,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _timing import fmt_seconds, median_time, print_table  # noqa: E402
+from _writeback import DirtyPeak, describe, settle  # noqa: E402
 
 from stepline import CX, Pipeline  # noqa: E402
 from stepline.base import BaseStep  # noqa: E402
@@ -147,12 +148,14 @@ def big_rows(base: Path, size_mb: int, steps: int, r: int):
             pickle.dump(pipeline, f, protocol=5)
 
     rs = max(r, SAVE_REPEATS)  # (a 1 GiB save swings 0.25-1.5 s with the VM's write-back: more repeats)
-    saves = [(label, median_time(fn, rs)) for label, fn in [
+    saves = [(label, _settled(label, lambda: median_time(fn, rs))) for label, fn in [
         ("stepline full dump", lambda: pipeline.save(CX(ours), full_dump=True)),
         ("np.save (floor)", save_raw), (ATOMIC_PEER, save_raw_atomically), ("joblib.dump", save_joblib),
         ("pickle protocol 5", save_pickle)]]
-    saves += [(PAUSED_SAVE, _median_after_pause(lambda: pipeline.save(CX(ours), full_dump=True), rs)),
-              (PAUSED_PEER, _median_after_pause(save_raw, rs))]
+    saves += [(PAUSED_SAVE, _settled(PAUSED_SAVE, lambda: _median_after_pause(
+                  lambda: pipeline.save(CX(ours), full_dump=True), rs))),
+              (PAUSED_PEER, _settled(PAUSED_PEER, lambda: _median_after_pause(save_raw, rs)))]
+    settle()  # (the loads start with nothing the saves left dirty)
 
     def load_raw():
         return [np.load(raw / f"{i}.npy") for i in range(len(arrays))]
@@ -171,6 +174,20 @@ def big_rows(base: Path, size_mb: int, steps: int, r: int):
     loaded = CX(ours).load("bench")
     assert all(np.array_equal(a, b.weights_) for a, b in zip(arrays, loaded.values()))
     return saves, loads
+
+
+#: Per save candidate, the most bytes of dirty page cache seen during its runs (``_writeback``).
+DIRTY_PEAKS: dict = {}
+
+
+def _settled(label: str, measure):
+    """``measure()`` from a clean page cache (``settle``: no other candidate's dirty pages
+    left to be written back during its runs), noting the peak of dirty pages it reached."""
+    settle()
+    with DirtyPeak() as peak:
+        result = measure()
+    DIRTY_PEAKS[label] = peak.peak
+    return result
 
 
 def _median_after_pause(save, r: int) -> float:
@@ -427,6 +444,7 @@ def main() -> None:
         print(f"\n{args.steps} fitted steps holding {args.size_mb} MiB of float32 (+1 small step)")
         print_table("save", saves, "np.save (floor)")
         print_table("load", loads, "np.load (floor)")
+        print("", *describe(DIRTY_PEAKS), sep="\n")
     t = dict(saves + loads)
     print("\ntiny steps")
     for label, ours, peer, peer_name in tiny_table:

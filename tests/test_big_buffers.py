@@ -40,7 +40,8 @@ def _pipeline(n=300_000):
 
 def test_a_save_leaves_the_previous_dump_to_the_background_thread_deleting_it(tmp_path, monkeypatch):
     """A full save keeps the dump it replaced as the spare tree, its big files moved out of
-    the tree and deleted by a background thread; no save deletes anything on its own path
+    the tree and (too small to be kept for the next save: ``spare.KEEP_DATA_MIN_BYTES``)
+    deleted by a background thread; no save deletes anything handed to it on its own path
     (one did: both ran rmtree on the same folder), and none waits for that deletion."""
     release = threading.Event()
     deleted_on, timed_out = [], []

@@ -7,7 +7,7 @@ writes a file a loaded step may map, never follows a link planted in the spare, 
 alone what a save did not write, and keeps changes-only saves right across inode reuse;
 and that the replaced dump's data, moved out of the tree, waits beside it for the next save
 or load to free it as that starts (where the disk has room; a save waits for it where it
-has not).
+has not): a save on its own thread before it writes, unless the disk is writing it back.
 """
 import os
 import subprocess
@@ -233,39 +233,65 @@ def moved_beside(root):
     return {e.name: e.stat(follow_symlinks=False).st_size for e in os.scandir(spare) if e.name.startswith(".moved-")}
 
 
-def test_the_replaced_dumps_data_is_kept_until_the_next_save_frees_it_as_it_starts(tmp_path):
+def _frees_and_writes(tmp_path, p):
+    """Save ``p`` to ``tmp_path``; return, in order, ``(thread name, "free" or "write", name)``
+    for each kept entry deleted and each buffer file written (audit hooks: no patching)."""
+    seen, spare_fd_names = [], {}
+
+    def hook(event, args):
+        if event == "os.remove" and str(args[0]).startswith(".moved-"):
+            seen.append((threading.current_thread().name, "free", str(args[0])))
+        elif event == "open" and str(args[0]).endswith(".bin") and "w" in str(args[1]):
+            seen.append((threading.current_thread().name, "write", os.path.basename(str(args[0]))))
+
+    _HOOK[:] = [hook]
+    try:
+        save(p, tmp_path)
+        wait_for_cleanup()
+    finally:
+        _HOOK[:] = []
+    return seen
+
+
+_HOOK: list = []
+sys.addaudithook(lambda event, args: _HOOK and _HOOK[0](event, args))
+
+
+def test_the_replaced_dumps_data_is_kept_until_the_next_save_frees_it_before_it_writes(tmp_path):
     """Freed right after the save that replaced it, a GiB of page cache went back to this
     VM's host 2 s later, and a save after a pause faulted every page of its files in again
-    (2.2-3.3 s against 0.25 s): the data waits beside the spare for the next save."""
-    from stepline.saving import removal
+    (2.2-3.3 s against 0.25 s): the data waits beside the spare for the next save, which
+    frees it on its own thread before it writes (as np.save does: its writes then take the
+    very pages freed; freed on another core, they now and then came too late)."""
     save(big(1.0), tmp_path)
     save(big(2.0), tmp_path)
     first = moved_beside(tmp_path)
     assert sorted(v for v in first.values() if v >= 1 << 20) == [10 << 20, 10 << 20]  # the first dump's buffers
     # (and its small files: the signature, the stat caches)
-    deleted_on = []
-    real = removal.remove_in
-
-    def watched(fd, name, *rest):
-        if name.startswith(".moved-"):
-            deleted_on.append((threading.current_thread().name, name))
-        return real(fd, name, *rest)
-
-    removal.remove_in, spare_remove_in = watched, None
-    try:
-        from stepline.saving import spare
-        spare_remove_in, spare.remove_in = spare.remove_in, watched
-        save(big(3.0), tmp_path)
-    finally:
-        removal.remove_in = real
-        if spare_remove_in is not None:
-            spare.remove_in = spare_remove_in
-    assert sorted(name for _, name in deleted_on) == sorted(first)
-    assert all(thread.startswith("stepline-cleanup") for thread, _ in deleted_on)
+    seen = _frees_and_writes(tmp_path, big(3.0))
+    freed = [name for _, kind, name in seen if kind == "free"]
+    assert sorted(freed) == sorted(first)
+    assert {thread for thread, kind, _ in seen} == {threading.current_thread().name}
+    first_write = next(i for i, (_, kind, _) in enumerate(seen) if kind == "write")
+    assert all(kind == "free" for _, kind, _ in seen[:first_write]) and len(freed) == first_write
     second = moved_beside(tmp_path)
     assert sorted(v for v in second.values() if v >= 1 << 20) == [10 << 20, 10 << 20]
     assert not set(second) & set(first)
     assert float(CX(tmp_path).load("p", verify="full")["b"].w_[0]) == 4.0
+
+
+def test_data_the_disk_is_writing_back_is_freed_by_the_background_thread(tmp_path, monkeypatch):
+    """Deleting pages the disk is writing back waits for the disk: that data is left to the
+    background thread, and the save writes at once."""
+    from stepline.saving import pagecache
+    save(big(1.0), tmp_path)
+    save(big(2.0), tmp_path)
+    first = moved_beside(tmp_path)
+    monkeypatch.setattr(pagecache, "pages_being_written_back", lambda fd: 1)  # (as the kernel says of such files)
+    seen = _frees_and_writes(tmp_path, big(3.0))
+    assert sorted(name for _, kind, name in seen if kind == "free") == sorted(first)
+    assert all(thread.startswith("stepline-cleanup") for thread, kind, _ in seen if kind == "free")
+    assert float(CX(tmp_path).load("p", verify="full")["a"].w_[0]) == 3.0
 
 
 def test_a_load_frees_it_too_if_it_comes_first(tmp_path):

@@ -151,6 +151,12 @@ def being_removed(path: Path) -> bool:
         return path in _removing
 
 
+def work_pending_in(parent: Path, prefix: str) -> bool:
+    """Whether the background thread has yet to finish something handed to it as ``parent / <prefix>…``."""
+    with _cleaner_lock:
+        return any(path.parent == parent and path.name.startswith(prefix) for path in _removing)
+
+
 def wait_for_work_in(parent: Path, prefix: str) -> None:
     """Return once the background thread is done with every ``parent / <prefix>…`` handed to it."""
     with _cleaner_lock:
