@@ -28,9 +28,9 @@ def test_a_file_only_written_to_the_page_cache_is_freed_without_waiting(tmp_path
     (tmp_path / "data").write_bytes(os.urandom(1 << 20))
     fd = _folder(tmp_path)
     try:
-        assert pagecache.freed_without_waiting(fd, ["data"])
+        assert pagecache.freed_without_waiting(fd, "data")
         os.sync()  # written back and done: clean pages
-        assert pagecache.freed_without_waiting(fd, ["data"])
+        assert pagecache.freed_without_waiting(fd, "data")
     finally:
         os.close(fd)
 
@@ -47,7 +47,7 @@ def test_what_is_not_a_plain_file_counts_as_waiting(tmp_path, what):
         target.mkdir()
     fd = _folder(tmp_path)
     try:
-        assert pagecache.freed_without_waiting(fd, ["x"]) is False
+        assert pagecache.freed_without_waiting(fd, "x") is False
     finally:
         os.close(fd)
 
@@ -58,6 +58,6 @@ def test_where_the_kernel_cannot_tell_the_answer_is_waiting(tmp_path, monkeypatc
     fd = _folder(tmp_path)
     try:
         assert pagecache.pages_being_written_back(fd) is None
-        assert pagecache.freed_without_waiting(fd, ["data"]) is False
+        assert pagecache.freed_without_waiting(fd, "data") is False
     finally:
         os.close(fd)

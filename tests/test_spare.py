@@ -280,17 +280,45 @@ def test_the_replaced_dumps_data_is_kept_until_the_next_save_frees_it_before_it_
     assert float(CX(tmp_path).load("p", verify="full")["b"].w_[0]) == 4.0
 
 
-def test_data_the_disk_is_writing_back_is_freed_by_the_background_thread(tmp_path, monkeypatch):
-    """Deleting pages the disk is writing back waits for the disk: that data is left to the
-    background thread, and the save writes at once."""
+@pytest.mark.parametrize("written_back", ["all", "the biggest"])
+def test_data_the_disk_is_writing_back_is_freed_by_the_background_thread(tmp_path, monkeypatch, written_back):
+    """Deleting pages the disk is writing back waits for the disk: those files are left to
+    the background thread, the others freed by the save before it writes."""
     from stepline.saving import pagecache
     save(big(1.0), tmp_path)
     save(big(2.0), tmp_path)
     first = moved_beside(tmp_path)
-    monkeypatch.setattr(pagecache, "pages_being_written_back", lambda fd: 1)  # (as the kernel says of such files)
+    waiting = set(first) if written_back == "all" else {max(first, key=first.get)}
+    real = pagecache.freed_without_waiting
+    monkeypatch.setattr(pagecache, "freed_without_waiting",  # (what the kernel says of files it is writing back)
+                        lambda fd, name: name not in waiting and real(fd, name))
     seen = _frees_and_writes(tmp_path, big(3.0))
     assert sorted(name for _, kind, name in seen if kind == "free") == sorted(first)
-    assert all(thread.startswith("stepline-cleanup") for thread, kind, _ in seen if kind == "free")
+    assert {name for thread, kind, name in seen if kind == "free" and thread.startswith("stepline-cleanup")} == waiting
+    first_write = next(i for i, (_, kind, _) in enumerate(seen) if kind == "write")
+    here = [(i, name) for i, (thread, kind, name) in enumerate(seen) if kind == "free" and thread == "MainThread"]
+    assert {name for _, name in here} == set(first) - waiting and all(i < first_write for i, _ in here)
+    assert float(CX(tmp_path).load("p", verify="full")["a"].w_[0]) == 3.0
+
+
+def test_a_changes_only_save_leaves_it_to_the_background_thread(tmp_path):
+    """A changes-only save writes only what changed: it needs none of those pages, and
+    deleting them on its thread would cost it more than its own work."""
+    save(big(1.0), tmp_path)
+    p = big(2.0)
+    save(p, tmp_path)
+    first = moved_beside(tmp_path)
+    p["a"].value = 3.0
+    p["a"].fit(X)  # ("a" changed: refitted)
+    seen = []
+    _HOOK[:] = [lambda event, args: event == "os.remove" and str(args[0]).startswith(".moved-")
+                and seen.append(threading.current_thread().name)]
+    try:
+        p.save(CX(tmp_path))  # (changes only: "a" changed)
+        wait_for_cleanup()
+    finally:
+        _HOOK[:] = []
+    assert len(seen) == len(first) and all(thread.startswith("stepline-cleanup") for thread in seen)
     assert float(CX(tmp_path).load("p", verify="full")["a"].w_[0]) == 3.0
 
 

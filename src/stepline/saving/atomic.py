@@ -91,7 +91,7 @@ def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = Fal
         if only_over_dumps:
             refuse_foreign(final)
         overlay = overlay and final.is_dir()
-        spare.release_data(final)  # (its page cache freed as this save's writes need pages)
+        spare.release_data(final, before_writing=not overlay)  # (its page cache freed as this save's writes need pages)
         container = _sibling(final, "tmp")
         reuse = reuse and not overlay
         if reuse:  # (this process's background thread may be making the spare right now)

@@ -48,19 +48,15 @@ def pages_being_written_back(fd: int) -> int | None:
     return stat.nr_writeback
 
 
-def freed_without_waiting(folder_fd: int, names) -> bool:
-    """Whether the files ``names`` of the open folder ``folder_fd`` can be deleted without
-    waiting for the disk: each is a plain file none of whose pages is being written back
-    (False where unknown)."""
-    for name in names:
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0),
-                         dir_fd=folder_fd)
-        except OSError:
-            return False
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode) or pages_being_written_back(fd) != 0:
-                return False  # (a folder: what it holds is not known)
-        finally:
-            os.close(fd)
-    return True
+def freed_without_waiting(folder_fd: int, name: str) -> bool:
+    """Whether the file ``name`` of the open folder ``folder_fd`` can be deleted without
+    waiting for the disk: a plain file none of whose pages is being written back (False
+    where unknown)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), dir_fd=folder_fd)
+    except OSError:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and pages_being_written_back(fd) == 0  # (a folder: not known)
+    finally:
+        os.close(fd)

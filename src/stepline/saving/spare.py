@@ -112,10 +112,10 @@ KEEP_DATA_IF_FREE = 2.0
 KEEP_DATA_MIN_BYTES = 16 << 20
 
 
-def release_data(final: Path, for_a_save: bool = True) -> None:
+def release_data(final: Path, for_a_save: bool = True, before_writing: bool = False) -> None:
     """Free the data the spare of ``final`` holds (the big files of the dump the last save
-    replaced, see :func:`keep`) on the background thread, as the next save or load of that
-    destination starts (whichever comes first: both then take the pages it frees).
+    replaced, see :func:`keep`) as the next save or load of that destination starts
+    (whichever comes first: both then take the pages it frees).
 
     Why keep it until now: freeing 1 GiB of files releases their page cache, and the pages
     a save then writes into are those (np.save writes over its old file the same way). Freed
@@ -123,15 +123,17 @@ def release_data(final: Path, for_a_save: bool = True) -> None:
     a save after a pause took every page of its files from the host again: 2.2–3.3 s for
     1 GiB against 0.25 s.
 
-    A save frees it on its own thread, before it writes, as ``np.save`` does, unless the disk
-    is writing it back (:func:`~stepline.saving.pagecache.freed_without_waiting`; deleting
-    it would then wait for the disk) or it was handed to the background thread already. Freed on the background thread, on the other core, the
-    pages reached the free lists too late now and then, and the writes took memory this VM
-    had handed back instead: at 512 MiB one save in three wrote a 128 MiB file at 0.3–0.8 s
-    instead of 40 ms. A load leaves it to the background thread (deleting it would cost the
-    load as much as its reads). Where the disk has less free space than that data, a save
-    waits for it to be freed before it writes. Something else named like the spare is left
-    alone."""
+    ``before_writing`` (a full save, about to write as much again): each file is freed on
+    this thread, as ``np.save`` frees its old file, but those the disk is writing back
+    (:func:`~stepline.saving.pagecache.freed_without_waiting`: deleting them would wait for
+    the disk), which are left to the background thread, as is everything if some was
+    handed to it already. Freed by the background thread, on the other core, the pages
+    reached the free lists too late now and then, and the writes took memory this VM had
+    handed back instead: at 512 MiB one save in three wrote a 128 MiB file in 0.3–0.8 s
+    instead of 40 ms. Elsewhere (a changes-only save, a load: deleting it would cost them
+    as much as their own work) the background thread frees it all. ``for_a_save``: where
+    the disk has less free space than that data, the save waits for it to be freed before
+    it writes. Something else named like the spare is left alone."""
     if not is_spare(spare_path(final) / final.name):
         return
     try:
@@ -146,14 +148,27 @@ def release_data(final: Path, for_a_save: bool = True) -> None:
     if not moved:
         os.close(fd)
         return
-    if for_a_save and not work_pending_in(final.parent, f".{final.name}{_MOVED}") \
-            and pagecache.freed_without_waiting(fd, moved):
-        _delete_moved(fd, moved)  # (on the saving thread: its writes then take the very pages freed)
-        return
+    if before_writing and not work_pending_in(final.parent, f".{final.name}{_MOVED}"):
+        moved = _free_what_needs_no_disk(fd, moved)  # (on the saving thread: its writes take those pages)
+        if not moved:
+            os.close(fd)
+            return
     tight = for_a_save and not _room_to_keep(fd, moved, 1.0)
     key = _delete_in_background(final, fd, moved)
     if tight:
         wait_for_work_in(key.parent, key.name)
+
+
+def _free_what_needs_no_disk(folder_fd: int, moved: list[str]) -> list[str]:
+    """Delete, on this thread, the entries ``moved`` of ``folder_fd`` that need no wait for
+    the disk (:func:`~stepline.saving.pagecache.freed_without_waiting`); return the others."""
+    later = []
+    for name in moved:
+        if pagecache.freed_without_waiting(folder_fd, name):
+            remove_in(folder_fd, name)
+        else:
+            later.append(name)
+    return later
 
 
 def _room_to_keep(folder_fd: int, moved: list[str], times: float | None = None) -> bool:
