@@ -37,7 +37,13 @@ Rows (issue 14; medians over repeats, each peer measured in the same run):
 
 Each candidate of the other rows runs its repeats back to back after a warm-up: on VMs that
 hand freed memory back to the host, interleaving them makes each pay for the others' page
-faults.
+faults. Each save candidate starts from a clean page cache (``os.sync``: no dirty page
+another left behind is written back during its runs; before this, ``np.save`` ran while
+the disk wrote stepline's last dumps, and looked slower than it is), and the run prints how
+much each kept dirty against the kernel's background write-back threshold, and how much the
+disk wrote back meanwhile (``_writeback.py``): any save that keeps the previous dump whole
+until it is replaced holds two of them, 2 GiB at 1 GiB, which on a 24 GiB machine is the
+threshold itself.
 
     python benchmarks/bench_saving.py [--size-mb 1024] [--steps 4] [--repeats 3] [--tiny 1000] [--only-tiny | --only-copied]
 """
