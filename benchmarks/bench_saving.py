@@ -118,6 +118,10 @@ ATOMIC_PEER = "np.save, atomically"
 COPY_MAPPED = "stepline first load of a copied dump, mmap_mode='c'"
 #: Repeats of the big save rows at least (each median over this many runs after a warm-up).
 SAVE_REPEATS = 7
+#: Repeats of the big load rows (but the copied dump's) at least: a warm 1 GiB load takes
+#: 0.09 s, and one run in four or five took 0.25-0.65 s, np.load's as stepline's (the VM's
+#: memory); of 3, the median was now and then one of those.
+LOAD_REPEATS = 7
 #: A full dump, then np.save, each ``RETURN_PAUSE_S`` after its previous run (memory returned to the host).
 PAUSED_SAVE, PAUSED_PEER = "stepline full dump, 3 s after the last", "np.save (floor), 3 s after the last"
 #: A load that reads and hashes every byte (no stat cache), back to back: no pause.
@@ -170,13 +174,14 @@ def big_rows(base: Path, size_mb: int, steps: int, r: int):
         return [_read_hashing(raw / f"{i}.npy") for i in range(len(arrays))]
 
     after_copy = copied_rows(ours, raw, arrays, base, max(r, 5))
-    loads = [("stepline load, stat cache warm", median_time(lambda: CX(ours).load("bench"), r)),
-             (FULL_VERIFY, median_time(lambda: CX(ours).load("bench", verify="full"), r)),
-             (SERIAL_HASH_PEER, median_time(read_and_hash_serially, r)),
+    rl = max(r, LOAD_REPEATS)
+    loads = [("stepline load, stat cache warm", median_time(lambda: CX(ours).load("bench"), rl)),
+             (FULL_VERIFY, median_time(lambda: CX(ours).load("bench", verify="full"), rl)),
+             (SERIAL_HASH_PEER, median_time(read_and_hash_serially, rl)),
              *after_copy,
-             ("np.load (floor)", median_time(load_raw, r)),
-             ("joblib.load", median_time(lambda: joblib.load(jl / "p.joblib"), r)),
-             ("stepline load, mmap_mode='r'", median_time(lambda: CX(ours).load("bench", mmap_mode="r"), r))]
+             ("np.load (floor)", median_time(load_raw, rl)),
+             ("joblib.load", median_time(lambda: joblib.load(jl / "p.joblib"), rl)),
+             ("stepline load, mmap_mode='r'", median_time(lambda: CX(ours).load("bench", mmap_mode="r"), rl))]
     loaded = CX(ours).load("bench")
     assert all(np.array_equal(a, b.weights_) for a, b in zip(arrays, loaded.values()))
     return saves, loads
@@ -445,7 +450,7 @@ def main() -> None:
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print(f"machine: {os.cpu_count()} cores; medians of {r} repeats (big saves: of {max(r, SAVE_REPEATS)}; "
-          f"changes-only: of {max(r, 5)})")
+          f"big loads: of {max(r, LOAD_REPEATS)}; changes-only: of {max(r, 5)})")
     if saves:
         print(f"\n{args.steps} fitted steps holding {args.size_mb} MiB of float32 (+1 small step)")
         print_table("save", saves, "np.save (floor)")
