@@ -91,38 +91,43 @@ def atomic_folder(final_path, overlay: bool = False, only_over_dumps: bool = Fal
         if only_over_dumps:
             refuse_foreign(final)
         overlay = overlay and final.is_dir()
-        spare.release_data(final, before_writing=not overlay)  # (its page cache freed as this save's writes need pages)
-        container = _sibling(final, "tmp")
-        reuse = reuse and not overlay
-        if reuse:  # (this process's background thread may be making the spare right now)
-            wait_for_work_in(final.parent, f".{final.name}.tmp-")
-        taken = reuse and spare.take(final, container)
-        if not taken:
-            container.mkdir()
-        tmp = container / final.name
-        try:
+        freeing = ExitStack()  # (the replaced dump's data: its page cache freed as this save's writes need pages)
+        if overlay:
+            spare.release_data(final)
+        else:
+            freeing.enter_context(spare.data_freed_as_written(final))
+        with freeing:
+            container = _sibling(final, "tmp")
+            reuse = reuse and not overlay
+            if reuse:  # (this process's background thread may be making the spare right now)
+                wait_for_work_in(final.parent, f".{final.name}.tmp-")
+            taken = reuse and spare.take(final, container)
             if not taken:
-                tmp.mkdir()
-            yield tmp
-            if overlay:
-                exchanged, previous = False, journal.commit(tmp, final, listed)
-            else:
-                exchanged, previous = _swap_into_place(tmp, final)
-        except BaseException:
-            remove_now(container)
-            raise
-        if exchanged and reuse:  # the container holds the previous dump: the next spare
-            spare.keep(container, final, layout or None)
-            return
-        if exchanged:
-            remove_in_background(container, expected=(layout, final.name) if layout else None)
-            return
-        try:  # empty when nothing was replaced (a first save): gone before save returns
-            os.rmdir(container)
-        except OSError:
-            remove_in_background(container)
-        if previous:
-            remove_in_background(previous)
+                container.mkdir()
+            tmp = container / final.name
+            try:
+                if not taken:
+                    tmp.mkdir()
+                yield tmp
+                if overlay:
+                    exchanged, previous = False, journal.commit(tmp, final, listed)
+                else:
+                    exchanged, previous = _swap_into_place(tmp, final)
+            except BaseException:
+                remove_now(container)
+                raise
+            if exchanged and reuse:  # the container holds the previous dump: the next spare
+                spare.keep(container, final, layout or None)
+                return
+            if exchanged:
+                remove_in_background(container, expected=(layout, final.name) if layout else None)
+                return
+            try:  # empty when nothing was replaced (a first save): gone before save returns
+                os.rmdir(container)
+            except OSError:
+                remove_in_background(container)
+            if previous:
+                remove_in_background(previous)
 
 
 def is_overlay_for(final_path) -> bool:

@@ -27,7 +27,7 @@ from .errors import (CorruptFileError, IncompatibleDumpError, ManifestError, Not
                      StepLoadError, UnpicklingError)
 from .preallocation import preallocate, preallocate_big  # noqa: F401 (preallocate: re-exported)
 from .safe_open import check_unchanged, open_checked, open_regular
-from . import integrity
+from . import integrity, reclaim
 from .hashing import hash_in_background, read_into
 from .integrity import (DIGEST, check_records, mark_mapped_writable, new_hasher, stat_entry, update_stat_cache,
                         verify_files, workers_for)
@@ -217,7 +217,8 @@ def _write_and_hash(folder: Path, names: list[str], datas: list[memoryview]) -> 
     if big < 2:
         return [write_hashed(p, d) for p, d in jobs]
     with ThreadPoolExecutor(workers_for(big)) as pool:
-        return list(pool.map(lambda job: write_hashed(*job), jobs))
+        write = reclaim.in_this_context(write_hashed)  # (its writes make room as this thread's do)
+        return list(pool.map(lambda job: write(*job), jobs))
 
 
 def write_hashed(path: Path, data) -> str:
@@ -230,12 +231,14 @@ def write_hashed(path: Path, data) -> str:
     view = memoryview(data).cast("B")
     if view.nbytes >= _CONCURRENT_HASH_MIN_BYTES:
         hashed = hash_in_background(view)
+        reclaim.make_room(view.nbytes)  # (as it hashes: the pages this write takes freed just before)
         try:
             _write_file(path, view, view.nbytes)
         finally:
             digest = hashed.result()  # (the view is not let go while it is hashed)
         return digest
     digest = new_hasher(view.nbytes)
+    reclaim.make_room(view.nbytes)
     _write_file(path, view, _WRITE_CHUNK, digest)
     return digest.hexdigest()
 

@@ -29,9 +29,10 @@ import errno
 import os
 import secrets
 import stat
+from contextlib import contextmanager
 from pathlib import Path
 
-from . import pagecache
+from . import pagecache, reclaim
 from .integrity import STAT_CACHE_NAME
 from .manifest import MANIFEST_NAME, create_manifest
 from .removal import (FOLDER_FLAGS, NOFOLLOW, remove_in, remove_in_background, remove_now, run_in_background,
@@ -112,34 +113,72 @@ KEEP_DATA_IF_FREE = 2.0
 KEEP_DATA_MIN_BYTES = 16 << 20
 
 
-def release_data(final: Path, for_a_save: bool = True, before_writing: bool = False) -> None:
-    """Free the data the spare of ``final`` holds (the big files of the dump the last save
-    replaced, see :func:`keep`) as the next save or load of that destination starts
-    (whichever comes first: both then take the pages it frees).
+def release_data(final: Path, for_a_save: bool = True) -> None:
+    """Hand the data the spare of ``final`` holds (the big files of the dump the last save
+    replaced, see :func:`keep`) to the background thread, as a load or a changes-only save
+    of that destination starts (whichever comes first: both then take the pages it frees;
+    deleting it themselves would cost them as much as their own work). A full save frees
+    it as it writes instead: :func:`data_freed_as_written`.
 
     Why keep it until now: freeing 1 GiB of files releases their page cache, and the pages
     a save then writes into are those (np.save writes over its old file the same way). Freed
     right after the save that replaced them, they went back to this VM's host 2 s later, and
     a save after a pause took every page of its files from the host again: 2.2–3.3 s for
-    1 GiB against 0.25 s.
+    1 GiB against 0.25 s. ``for_a_save``: where the disk has less free space than that
+    data, the save waits for it to be freed before it writes. Something else named like the
+    spare is left alone."""
+    found = _kept_data(final)
+    if found is not None:
+        _hand_to_background(final, *found, wait_if_tight=for_a_save)
 
-    ``before_writing`` (a full save, about to write as much again): each file is freed on
-    this thread, as ``np.save`` frees its old file, but those the disk is writing back
-    (:func:`~stepline.saving.pagecache.freed_without_waiting`: deleting them would wait for
-    the disk), which are left to the background thread, as is everything if some was
-    handed to it already. Freed by the background thread, on the other core, the pages
-    reached the free lists too late now and then, and the writes took memory this VM had
-    handed back instead: at 512 MiB one save in three wrote a 128 MiB file in 0.3–0.8 s
-    instead of 40 ms. Elsewhere (a changes-only save, a load: deleting it would cost them
-    as much as their own work) the background thread frees it all. ``for_a_save``: where
-    the disk has less free space than that data, the save waits for it to be freed before
-    it writes. Something else named like the spare is left alone."""
-    if not is_spare(spare_path(final) / final.name):
+
+@contextmanager
+def data_freed_as_written(final: Path):
+    """While in the block (a full save writing), the data the spare of ``final`` holds is
+    freed on the saving thread file by file as the save's writes need room
+    (:mod:`~stepline.saving.reclaim`), as ``np.save`` frees its old file: the writes take the
+    very pages freed. Freed by the background thread, on the other core, the pages reached
+    the free lists too late now and then, and the writes took memory this VM had handed
+    back instead (at 512 MiB one save in three wrote a 128 MiB file in 0.3–0.8 s instead of
+    40 ms); freed all before the first write, the other core idled meanwhile. The files the
+    disk is writing back (:func:`~stepline.saving.pagecache.freed_without_waiting`: deleting
+    them would wait for the disk), what is left when the block ends, and everything if some
+    was handed to the background thread already, go to the background thread. Where the
+    disk has less free space than that data, it is all freed before the block."""
+    found = _kept_data(final)
+    if found is None or work_pending_in(final.parent, f".{final.name}{_MOVED}"):
+        if found is not None:
+            _hand_to_background(final, *found, wait_if_tight=True)
+        yield
         return
+    fd, moved = found
+    sized = [(name, _size(fd, name)) for name in moved if pagecache.freed_without_waiting(fd, name)]
+    later = sorted(set(moved) - {name for name, _ in sized})
+    if not _room_to_keep(fd, moved, 1.0):  # (no room to write first: freed now)
+        for name, _ in sized:
+            remove_in(fd, name)
+        sized = []
+    if later:
+        _hand_to_background(final, os.dup(fd), later, wait_if_tight=True)
+    left: list[str] = []
+    try:
+        with reclaim.freeing_as_it_writes(fd, sized) as left:
+            yield
+    finally:
+        if left:
+            _delete_in_background(final, fd, left)
+        else:
+            os.close(fd)
+
+
+def _kept_data(final: Path):
+    """``(open spare folder, names of the kept data in it)``, or None if it holds none."""
+    if not is_spare(spare_path(final) / final.name):
+        return None
     try:
         fd = os.open(spare_path(final), FOLDER_FLAGS | NOFOLLOW)
     except OSError:
-        return
+        return None
     try:
         with os.scandir(fd) as entries:
             moved = [e.name for e in entries if e.name.startswith(_MOVED)]
@@ -147,28 +186,24 @@ def release_data(final: Path, for_a_save: bool = True, before_writing: bool = Fa
         moved = []
     if not moved:
         os.close(fd)
-        return
-    if before_writing and not work_pending_in(final.parent, f".{final.name}{_MOVED}"):
-        moved = _free_what_needs_no_disk(fd, moved)  # (on the saving thread: its writes take those pages)
-        if not moved:
-            os.close(fd)
-            return
-    tight = for_a_save and not _room_to_keep(fd, moved, 1.0)
+        return None
+    return fd, moved
+
+
+def _hand_to_background(final: Path, fd: int, moved: list[str], wait_if_tight: bool) -> None:
+    """The entries ``moved`` of ``fd`` deleted by the background thread (which closes
+    ``fd``); with ``wait_if_tight``, waited for if the disk has less free space than they take."""
+    tight = wait_if_tight and not _room_to_keep(fd, moved, 1.0)
     key = _delete_in_background(final, fd, moved)
     if tight:
         wait_for_work_in(key.parent, key.name)
 
 
-def _free_what_needs_no_disk(folder_fd: int, moved: list[str]) -> list[str]:
-    """Delete, on this thread, the entries ``moved`` of ``folder_fd`` that need no wait for
-    the disk (:func:`~stepline.saving.pagecache.freed_without_waiting`); return the others."""
-    later = []
-    for name in moved:
-        if pagecache.freed_without_waiting(folder_fd, name):
-            remove_in(folder_fd, name)
-        else:
-            later.append(name)
-    return later
+def _size(folder_fd: int, name: str) -> int:
+    try:
+        return os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_size
+    except OSError:
+        return 0
 
 
 def _room_to_keep(folder_fd: int, moved: list[str], times: float | None = None) -> bool:

@@ -29,6 +29,7 @@ import torch
 
 from stepline.saving.integrity import digest_bytes, new_hasher
 from stepline.saving.preallocation import preallocate_big
+from stepline.saving.reclaim import make_room
 from stepline.saving.safe_open import replace_with
 
 FORMAT = "stepline-torch-state"
@@ -247,8 +248,10 @@ def _write_layouts(pool, paths: list, layouts: list) -> list[tuple[str, int]]:
             tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
             temps.append(tmp)
             size = 0
+            total = len(head) + sum(_nbytes(t) for _, t in prepared)
+            make_room(total)  # (the replaced dump's data freed just before: this write takes its pages)
             with open(tmp, "wb", buffering=0) as f:
-                preallocate_big(f.fileno(), len(head) + sum(_nbytes(t) for _, t in prepared))
+                preallocate_big(f.fileno(), total)
                 for view in _chunks(head, prepared):
                     _write_all(f, view)
                     size += view.nbytes
