@@ -7,7 +7,9 @@ free overlaps the hashing of the file being written on the other core. (Freed al
 first, 1 GiB took 60-80 ms with the other core idle; just in time, a 1 GiB full dump took
 1.00-1.03× ``np.save`` against 1.18-1.22×.) What is left when the save ends, or a file the
 disk started writing back meanwhile (deleting it would wait for the disk), is handed back
-to the caller (the background thread deletes it).
+to the caller (the background thread deletes it), but for what is left in small files,
+freed when the block ends: the next save, finding the background thread still at them,
+would leave all its own freeing to it.
 
 A writer calls :func:`make_room` before writing a big file; a save installs the data with
 :func:`freeing_as_it_writes`. The pending data belongs to the save's context (a
@@ -48,6 +50,10 @@ class _Reclaim:
                 with self.lock:
                     self.later.append(name)
 
+    def rest_bytes(self) -> int:
+        with self.lock:
+            return sum(size for _, size in self.todo)
+
     def left(self) -> list[str]:
         with self.lock:
             left, self.todo, self.later = self.later + [name for name, _ in self.todo], [], []
@@ -55,16 +61,19 @@ class _Reclaim:
 
 
 @contextmanager
-def freeing_as_it_writes(folder_fd: int, sized: list[tuple[str, int]]):
+def freeing_as_it_writes(folder_fd: int, sized: list[tuple[str, int]], free_rest_below: int = 0):
     """While in the block, writers of this context free ``sized`` (``(name, bytes)`` entries
     of the open folder ``folder_fd``) as they need room; yields a list that, once the block
-    is left, holds the names not freed (for the caller to delete elsewhere)."""
+    is left, holds the names not freed (for the caller to delete elsewhere). What is left
+    when the block ends is freed then if it takes less than ``free_rest_below`` bytes."""
     reclaim, left = _Reclaim(folder_fd, sized), []
     token = _PENDING.set(reclaim)
     try:
         yield left
     finally:
         _PENDING.reset(token)
+        if reclaim.rest_bytes() < free_rest_below:
+            reclaim.free(free_rest_below)
         left.extend(reclaim.left())
 
 

@@ -142,8 +142,10 @@ def data_freed_as_written(final: Path):
     back instead (at 512 MiB one save in three wrote a 128 MiB file in 0.3–0.8 s instead of
     40 ms); freed all before the first write, the other core idled meanwhile. The files the
     disk is writing back (:func:`~stepline.saving.pagecache.freed_without_waiting`: deleting
-    them would wait for the disk), what is left when the block ends, and everything if some
-    was handed to the background thread already, go to the background thread. Where the
+    them would wait for the disk), what is left when the block ends (but small files, freed
+    then: the next save, finding the background thread still at them, would hand it all its
+    own), and everything if some was handed to the background thread already, go to the
+    background thread. Where the
     disk has less free space than that data, it is all freed before the block."""
     found = _kept_data(final)
     if found is None or work_pending_in(final.parent, f".{final.name}{_MOVED}"):
@@ -162,7 +164,7 @@ def data_freed_as_written(final: Path):
         _hand_to_background(final, os.dup(fd), later, wait_if_tight=True)
     left: list[str] = []
     try:
-        with reclaim.freeing_as_it_writes(fd, sized) as left:
+        with reclaim.freeing_as_it_writes(fd, sized, free_rest_below=KEEP_DATA_MIN_BYTES) as left:
             yield
     finally:
         if left:
