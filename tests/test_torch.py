@@ -770,3 +770,35 @@ def test_weights_swapped_after_they_were_verified_are_never_loaded(tmp_path, kwa
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("REFUSED CorruptFileError"), result.stdout  # was: LOADED, the other weights
     assert "model.safetensors" in result.stdout and "after it was verified" in result.stdout
+
+
+def test_a_full_save_frees_the_replaced_weights_just_before_writing_its_own(tmp_path):
+    """The weights writer makes room as the buffer writer does (saving/reclaim.py): the big
+    weights kept from the dump before last are freed on the saving thread just before the
+    new weights file is written, whose pages are then those freed."""
+    import threading
+    X, y = regression(64)
+    p = Pipeline([mlp_step(epochs=1, hidden_sizes=(2048, 2048))], name="p").fit(X, y)  # (16 MiB of weights)
+    p.save(CX(tmp_path), full_dump=True)
+    p.save(CX(tmp_path), full_dump=True)
+    seen = []
+
+    def hook(event, args):
+        if event == "os.remove" and str(args[0]).startswith(".moved-"):
+            seen.append(("free", threading.current_thread().name, str(args[0])))
+        elif event == "open" and "safetensors" in str(args[0]) and "w" in str(args[1]):
+            seen.append(("write", threading.current_thread().name, str(args[0])))
+
+    _HOOK[:] = [hook]
+    try:
+        p.save(CX(tmp_path), full_dump=True)
+    finally:
+        _HOOK[:] = []
+    kinds = [kind for kind, _, _ in seen]
+    assert "write" in kinds and kinds[0] == "free"  # (the biggest kept file first, then the weights)
+    assert seen[0][1] == threading.current_thread().name
+    assert np.allclose(CX(tmp_path).load("p").transform(X), p.transform(X))
+
+
+_HOOK: list = []
+sys.addaudithook(lambda event, args: _HOOK and _HOOK[0](event, args))
