@@ -145,8 +145,8 @@ def data_freed_as_written(final: Path):
     them would wait for the disk), what is left when the block ends (but small files, freed
     then: the next save, finding the background thread still at them, would hand it all its
     own), and everything if some was handed to the background thread already, go to the
-    background thread. Where the
-    disk has less free space than that data, it is all freed before the block."""
+    background thread. Where the disk has less free space than that data, it is all freed
+    before the block."""
     found = _kept_data(final)
     if found is None or work_pending_in(final.parent, f".{final.name}{_MOVED}"):
         if found is not None:
