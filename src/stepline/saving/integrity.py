@@ -42,7 +42,7 @@ from pathlib import Path
 import blake3
 
 from .errors import CorruptFileError, ManifestError, MissingFileError, StepLoadError
-from .hashing import DIGEST, digest_bytes, file_digest, new_hasher, sha256_file  # noqa: F401 (re-exported)
+from .hashing import BY_MAP, DIGEST, digest_bytes, file_digest, new_hasher, sha256_file  # noqa: F401 (re-exported)
 from .manifest import MANIFEST_NAME
 from .safe_open import kind_of, open_regular, replace_with
 
@@ -185,7 +185,8 @@ def verify_files(folder, files: dict, verify=True, read_into=None) -> dict:
 
     ``read_into(name, size)`` may give a writable buffer of ``size`` bytes for a file about
     to be hashed (or ``None``): the file is then read into it as it is hashed, so a loader
-    need not read it again. Returns ``{name: buffer}`` of the files so read and verified,
+    need not read it again. Or :data:`~stepline.saving.hashing.BY_MAP`, for a file the
+    loader will map: it is then hashed through a map of it. Returns ``{name: buffer}`` of the files so read and verified,
     and ``{name: os.stat_result}`` of the others, as checked: whoever opens one of them
     later must find that very file (:func:`~stepline.saving.safe_open.open_checked`), so
     that what is verified is what is loaded. A file hashed here is the file so stat'ed.
@@ -220,7 +221,7 @@ def verify_files(folder, files: dict, verify=True, read_into=None) -> dict:
                                    f"file {digest[:12]}…): the file was modified or corrupted")
     update_stat_cache(folder, {n: stat_entry(stats[n], d) for n, d in zip(todo, digests)})
     checked = dict(stats)
-    checked.update((n, b) for n, b in zip(todo, buffers) if b is not None)
+    checked.update((n, b) for n, b in zip(todo, buffers) if b is not None and b is not BY_MAP)
     return checked
 
 

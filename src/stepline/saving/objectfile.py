@@ -28,7 +28,7 @@ from .errors import (CorruptFileError, IncompatibleDumpError, ManifestError, Not
 from .preallocation import preallocate, preallocate_big  # noqa: F401 (preallocate: re-exported)
 from .safe_open import check_unchanged, open_checked, open_regular
 from . import integrity, reclaim
-from .hashing import hash_in_background, read_into
+from .hashing import BY_MAP, hash_in_background, read_into
 from .integrity import (DIGEST, check_records, mark_mapped_writable, new_hasher, stat_entry, update_stat_cache,
                         verify_files, workers_for)
 
@@ -303,7 +303,7 @@ def read_object(folder, files: dict, mmap_mode=None, verify=True, restricted=Fal
     _check_python(stream_path, files[STREAM_NAME])
     if not verified:
         unread = {n: r for n, r in files.items() if n not in preread}
-        preread.update(verify_files(folder, unread, verify, None if mmap_mode else buffer_for))
+        preread.update(verify_files(folder, unread, verify, map_for if mmap_mode else buffer_for))
     stream = preread.pop(STREAM_NAME, None)  # hashed as it was read: these bytes are unpickled
     names = _buffer_names(folder, files)
     if mmap_mode == "r+" and names:
@@ -377,6 +377,11 @@ def _map_buffers(paths: list[Path], mode: str, sizes: list[int], checked: dict) 
 def buffer_for(name: str, size: int):
     """A fresh page-aligned array to read the buffer file ``name`` into; ``None`` for other files."""
     return _page_aligned_empty(size) if _BUFFER_NAME.fullmatch(name) else None
+
+
+def map_for(name: str, size: int):
+    """``BY_MAP`` for the buffer file ``name`` a mapped load will map (hash it through a map); ``None`` for other files."""
+    return BY_MAP if _BUFFER_NAME.fullmatch(name) else None
 
 
 def _read_buffers(paths: list[Path], preread: dict, sizes: list[int]) -> list[np.ndarray]:

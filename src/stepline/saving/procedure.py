@@ -560,11 +560,11 @@ def open_verified(context: ExecutionContext, name: str):
 def _buffer_for(name: str, size: int):
     """Where the stripped saver will want a file read as it is verified: the pickle's bytes
     (hashed as read, then unpickled: each file of a step read once), or a buffer file's
-    array (not when the buffers are to be mapped)."""
-    from stepline.saving.objectfile import STREAM_NAME, buffer_for
+    array (when the buffers are to be mapped: hashed through a map, ``BY_MAP``)."""
+    from stepline.saving.objectfile import STREAM_NAME, buffer_for, map_for
     if name == STREAM_NAME:
         return bytearray(size)
-    return None if current_options().mmap_mode else buffer_for(name, size)
+    return map_for(name, size) if current_options().mmap_mode else buffer_for(name, size)
 
 
 def _warn_versions(folder: Path, manifest: dict) -> None:
