@@ -88,10 +88,13 @@ def workers_for(count: int) -> int:
     return max(1, min(count, os.cpu_count() or 1, 8))
 
 
-def _hash_files(paths: list[Path], total_bytes: int, algorithms=None, into=None, sizes=None) -> list[str]:
+def _hash_files(paths: list[Path], total_bytes: int, algorithms=None, into=None, sizes=None,
+                alone: bool = True) -> list[str]:
     """Hash files (BLAKE3 unless ``algorithms`` says otherwise per file). ``into`` gives per
     file a buffer to read it into as it is hashed, or ``None``; ``sizes`` the size (or the
     ``os.stat``) each must still have (see :func:`~stepline.saving.hashing.file_digest`).
+    ``alone``: no other step's files are hashed meanwhile (else each file is read and hashed
+    on this thread, one after the other).
 
     One big file at a time is read on one thread while the others hash it; several big
     files are hashed in parallel threads, each file read and hashed chunk by chunk by one.
@@ -100,8 +103,8 @@ def _hash_files(paths: list[Path], total_bytes: int, algorithms=None, into=None,
     into = into or [None] * len(paths)
     sizes = sizes or [None] * len(paths)
     big = sum(s is None or getattr(s, "st_size", s) >= _PARALLEL_MIN_BYTES for s in sizes)
-    if len(paths) < 2 or total_bytes < _PARALLEL_MIN_BYTES or big < 2:
-        return [file_digest(p, a, b, s) for p, a, b, s in zip(paths, algorithms, into, sizes)]
+    if not alone or len(paths) < 2 or total_bytes < _PARALLEL_MIN_BYTES or big < 2:
+        return [file_digest(p, a, b, s, alone) for p, a, b, s in zip(paths, algorithms, into, sizes)]
     alone = [False] * len(paths)
     with ThreadPoolExecutor(workers_for(len(paths))) as pool:
         return list(pool.map(file_digest, paths, algorithms, into, sizes, alone))
@@ -176,7 +179,7 @@ def _small_and_known(record) -> bool:
             and isinstance(record.get(DIGEST), str))
 
 
-def verify_files(folder, files: dict, verify=True, read_into=None) -> dict:
+def verify_files(folder, files: dict, verify=True, read_into=None, alone: bool = True) -> dict:
     """Check every file of ``files`` in ``folder`` before anything is unpickled.
 
     ``verify=True`` hashes the files the stat cache does not vouch for, ``"full"`` hashes
@@ -186,7 +189,8 @@ def verify_files(folder, files: dict, verify=True, read_into=None) -> dict:
     ``read_into(name, size)`` may give a writable buffer of ``size`` bytes for a file about
     to be hashed (or ``None``): the file is then read into it as it is hashed, so a loader
     need not read it again. Or :data:`~stepline.saving.hashing.BY_MAP`, for a file the
-    loader will map: it is then hashed through a map of it. Returns ``{name: buffer}`` of the files so read and verified,
+    loader will map: it is then hashed through a map of it. ``alone=False``: other steps'
+    files are verified meanwhile, on the other cores (:mod:`~stepline.saving.side_by_side`). Returns ``{name: buffer}`` of the files so read and verified,
     and ``{name: os.stat_result}`` of the others, as checked: whoever opens one of them
     later must find that very file (:func:`~stepline.saving.safe_open.open_checked`), so
     that what is verified is what is loaded. A file hashed here is the file so stat'ed.
@@ -211,7 +215,7 @@ def verify_files(folder, files: dict, verify=True, read_into=None) -> dict:
     buffers = [_allocated(read_into, folder, n, stats[n].st_size) for n in todo]
     try:
         digests = _hash_files([Path(folder, n) for n in todo], sum(stats[n].st_size for n in todo),
-                              [expected[n][0] for n in todo], buffers, [stats[n] for n in todo])
+                              [expected[n][0] for n in todo], buffers, [stats[n] for n in todo], alone)
     except OSError as e:
         raise StepLoadError(f"{e.filename}: cannot read ({e.strerror or e})") from e
     for name, digest in zip(todo, digests):

@@ -28,6 +28,7 @@ from stepline.saving.integrity import cached_records, verify_files
 from stepline.saving.names import check_tree_names
 from stepline.saving.safe_open import check_unchanged, open_checked, open_regular
 from stepline.saving.savers import ChildPlaceholder, ChildrenSaver, JoblibStepSaver
+from stepline.saving.side_by_side import verify_side_by_side
 from stepline.trust import gate
 from stepline.trust.signing import sign_dump
 
@@ -488,7 +489,7 @@ def load_children(names, context: ExecutionContext) -> list:
     if listed is None and parent is not None:
         listed = options.children[parent_folder] = mf.listed_children(parent)
     listed = listed or {}
-    loaded = []
+    children = []
     for name in names:
         if parent is not None and name not in listed:
             raise StepLoadError(f"{os.path.join(parent_folder, name)}: the manifest of {parent_folder} "
@@ -496,9 +497,11 @@ def load_children(names, context: ExecutionContext) -> list:
         if parent is None and not mf.is_safe_component(name):  # (listed names were checked with their manifest)
             raise StepLoadError(f"{parent_folder}: {name!r} is not the name of a child folder inside the dump")
         folder = parent_folder + os.sep + name  # (a folder of a step: never ends with a separator)
-        manifest = _read_step_manifest(folder, listed.get(name), options)
-        loaded.append(_load_node(name, context, manifest, folder, options))
-    return loaded
+        children.append((name, folder, _read_step_manifest(folder, listed.get(name), options)))
+    if len(children) > 1:  # big files of several children: verified side by side, before any is loaded
+        verify_side_by_side([(folder, manifest["files"]) for _, folder, manifest in children], options.verify,
+                            _buffer_for, options.verified, options.preread)
+    return [_load_node(name, context, manifest, folder, options) for name, folder, manifest in children]
 
 
 def _load_node(name: str, parent_context: ExecutionContext, manifest: dict, folder: str, options: _Options):

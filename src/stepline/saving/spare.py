@@ -100,7 +100,7 @@ def keep(container: Path, final: Path, layout: dict | None = None) -> None:
         os.close(fd)
         remove_in_background(container)
         return
-    if not moved or _room_to_keep(fd, moved):
+    if not moved or _room_to_keep(fd, _total(_sizes(fd, moved))):
         os.close(fd)  # (kept until the next save or load frees them: release_data)
         return
     _delete_in_background(final, fd, moved)
@@ -154,14 +154,15 @@ def data_freed_as_written(final: Path):
         yield
         return
     fd, moved = found
-    sized = [(name, _size(fd, name)) for name in moved if pagecache.freed_without_waiting(fd, name)]
+    sizes = _sizes(fd, moved)  # (stat'ed once: the reclaim and the room to keep both need them)
+    sized = [(name, sizes[name] or 0) for name in moved if pagecache.freed_without_waiting(fd, name)]
     later = sorted(set(moved) - {name for name, _ in sized})
-    if not _room_to_keep(fd, moved, 1.0):  # (no room to write first: freed now)
+    if not _room_to_keep(fd, _total(sizes), 1.0):  # (no room to write first: freed now)
         for name, _ in sized:
             remove_in(fd, name)
         sized = []
     if later:
-        _hand_to_background(final, os.dup(fd), later, wait_if_tight=True)
+        _hand_to_background(final, os.dup(fd), later, wait_if_tight=True, size=_total(sizes, later))
     left: list[str] = []
     try:
         with reclaim.freeing_as_it_writes(fd, sized, free_rest_below=KEEP_DATA_MIN_BYTES) as left:
@@ -192,28 +193,40 @@ def _kept_data(final: Path):
     return fd, moved
 
 
-def _hand_to_background(final: Path, fd: int, moved: list[str], wait_if_tight: bool) -> None:
+def _hand_to_background(final: Path, fd: int, moved: list[str], wait_if_tight: bool, size: int | None = None) -> None:
     """The entries ``moved`` of ``fd`` deleted by the background thread (which closes
-    ``fd``); with ``wait_if_tight``, waited for if the disk has less free space than they take."""
-    tight = wait_if_tight and not _room_to_keep(fd, moved, 1.0)
+    ``fd``); with ``wait_if_tight``, waited for if the disk has less free space than they
+    take (``size``, if the caller has stat'ed them)."""
+    tight = wait_if_tight and not _room_to_keep(fd, _total(_sizes(fd, moved)) if size is None else size, 1.0)
     key = _delete_in_background(final, fd, moved)
     if tight:
         wait_for_work_in(key.parent, key.name)
 
 
-def _size(folder_fd: int, name: str) -> int:
-    try:
-        return os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_size
-    except OSError:
-        return 0
+def _sizes(folder_fd: int, names: list[str]) -> dict[str, int | None]:
+    """The size of each entry ``names`` of ``folder_fd`` (``None``: it cannot be stat'ed)."""
+    sizes: dict[str, int | None] = {}
+    for name in names:
+        try:
+            sizes[name] = os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_size
+        except OSError:
+            sizes[name] = None
+    return sizes
 
 
-def _room_to_keep(folder_fd: int, moved: list[str], times: float | None = None) -> bool:
-    """Whether the entries ``moved`` of ``folder_fd`` are worth keeping (``times`` None: at
-    least :data:`KEEP_DATA_MIN_BYTES`) and its file system has ``times``
-    (:data:`KEEP_DATA_IF_FREE`) their size free."""
+def _total(sizes: dict[str, int | None], names=None) -> int | None:
+    """The sum of ``sizes`` (of ``names`` only, if given); ``None`` if one is unknown."""
+    values = [sizes[n] for n in (sizes if names is None else names)]
+    return None if None in values else sum(values)
+
+
+def _room_to_keep(folder_fd: int, size: int | None, times: float | None = None) -> bool:
+    """Whether entries of ``folder_fd`` of ``size`` bytes in all (``None``: unknown, as if
+    none) are worth keeping (``times`` None: at least :data:`KEEP_DATA_MIN_BYTES`) and its
+    file system has ``times`` (:data:`KEEP_DATA_IF_FREE`) their size free."""
+    if size is None:
+        return False
     try:
-        size = sum(os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_size for name in moved)
         fs = os.statvfs(folder_fd)
     except OSError:
         return False
