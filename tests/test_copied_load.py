@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sys
 import threading
 
 import blake3
@@ -17,53 +16,20 @@ import numpy as np
 import pytest
 
 from stepline import CX
-from stepline.base import BaseStep
 from stepline.saving import CorruptFileError, hashing, integrity
 from stepline.saving.hashing import CHUNK_BYTES, SERIAL_CHUNK_BYTES, THREAD_PREFIX, read_hashed
 from stepline.saving.manifest import read_manifest
 
+from bytes_steps import ON_OPEN, UNPICKLED, Bytes, flip
+
 C = CHUNK_BYTES
 SERIAL = SERIAL_CHUNK_BYTES
-UNPICKLED: list[str] = []  # names of the Bytes steps unpickled so far
-
-
-class Bytes(BaseStep):
-    """A fitted step holding ``n`` random bytes (a buffer file of its own from 64 KiB on)."""
-
-    def __init__(self, n=0, name=None):
-        super().__init__(hyperparams={"n": n}, name=name)
-
-    def fit(self, data_inputs, expected_outputs=None):
-        self.data_ = np.random.default_rng(self.hyperparams["n"]).integers(0, 256, self.hyperparams["n"], np.uint8)
-        return self
-
-    def transform(self, data_inputs):
-        return data_inputs
-
-    def __setstate__(self, state):
-        UNPICKLED.append(state.get("name", "?"))
-        self.__dict__.update(state)
-
-
-# ---------------------------------------------------------------- helpers
-
-_ON_OPEN: dict[str, object] = {}  # path -> what to do to it when the next load opens it (once)
-
-
-def _hook(event, args):
-    if event == "open" and _ON_OPEN and isinstance(args[0], (str, bytes, os.PathLike)):
-        action = _ON_OPEN.pop(os.fsdecode(args[0]), None)
-        if action is not None:
-            action()
-
-
-sys.addaudithook(_hook)
 
 
 @pytest.fixture(autouse=True)
 def _disarmed():
     yield
-    _ON_OPEN.clear()
+    ON_OPEN.clear()
 
 
 @pytest.fixture(autouse=True, params=["pipelined read", "parallel read"])
@@ -90,14 +56,6 @@ def _copy(tmp_path, root):
     """A copy of the dump at ``root``: new inodes, so the stat cache vouches for nothing."""
     shutil.copytree(root, tmp_path / "copy")
     return tmp_path / "copy"
-
-
-def _flip(path, offset: int) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 0x10]))
 
 
 SIZES = [0, 1, C - 1, C, C + 1, 3 * C + 1]
@@ -146,7 +104,7 @@ def test_a_bit_flipped_in_any_chunk_of_a_copied_dump_is_caught_before_anything_i
     _, root = _saved(tmp_path, size)
     copy = _copy(tmp_path, root)
     buffer = copy / "s" / "buffer-000.bin"
-    _flip(buffer, {"first chunk": 3, "middle chunk": size // 2, "last chunk": size - 1}[where])
+    flip(buffer, {"first chunk": 3, "middle chunk": size // 2, "last chunk": size - 1}[where])
     UNPICKLED.clear()
     with pytest.raises(CorruptFileError, match="BLAKE3 mismatch") as error:
         CX(copy).load("s", verify=verify)
@@ -169,12 +127,12 @@ def test_a_bit_flipped_in_one_of_several_big_files_of_a_step_is_caught(tmp_path,
     size = 2 * C + 3
     TwoArrays(size, name="s").fit(None).save(CX(tmp_path / "orig"), full_dump=True)
     copy = _copy(tmp_path, tmp_path / "orig")
-    _flip(copy / "s" / which, size - 2)
+    flip(copy / "s" / which, size - 2)
     UNPICKLED.clear()
     with pytest.raises(CorruptFileError, match="BLAKE3 mismatch") as error:
         CX(copy).load("s")
     assert str(copy / "s" / which) in str(error.value) and UNPICKLED == [] and not _hash_threads()
-    _flip(copy / "s" / which, size - 2)  # restored: the same copy loads
+    flip(copy / "s" / which, size - 2)  # restored: the same copy loads
     loaded = CX(copy).load("s")
     np.testing.assert_array_equal(loaded.more_, Bytes(size).fit(None).data_[::-1])
 
@@ -189,13 +147,13 @@ def test_a_file_truncated_or_grown_between_stat_and_read_is_caught(tmp_path, cha
         CX(root).load("s")  # the stat cache vouches for the buffer from here on
     buffer = folder / "s" / "buffer-000.bin"
     new_size = size - 1 if change == "truncated" else size + 1
-    _ON_OPEN[os.fspath(buffer)] = lambda: os.truncate(buffer, new_size)  # after the stat, before the read
+    ON_OPEN[os.fspath(buffer)] = lambda: os.truncate(buffer, new_size)  # after the stat, before the read
     UNPICKLED.clear()
     with pytest.raises(CorruptFileError, match="size|truncated|grew") as error:
         CX(folder).load("s")
     assert str(buffer) in str(error.value)
     assert UNPICKLED == [] and not _hash_threads()
-    assert not _ON_OPEN, "the load never opened the buffer file"
+    assert not ON_OPEN, "the load never opened the buffer file"
 
 
 @pytest.mark.parametrize("cache", ["copied", "stat cache warm"])
@@ -212,7 +170,7 @@ def test_a_fifo_put_in_place_of_a_buffer_after_its_stat_neither_hangs_nor_loads(
         buffer.unlink()
         os.mkfifo(buffer)
 
-    _ON_OPEN[os.fspath(buffer)] = swap_in_a_fifo
+    ON_OPEN[os.fspath(buffer)] = swap_in_a_fifo
     outcome: list = []
 
     def load():
@@ -280,9 +238,9 @@ def test_a_copied_dump_opens_each_of_its_files_once(tmp_path):
 
         def note(path=path, name=name):
             opened.append(name)
-            _ON_OPEN[path] = lambda: opened.append(name)  # and any later open too
+            ON_OPEN[path] = lambda: opened.append(name)  # and any later open too
 
-        _ON_OPEN[path] = note
+        ON_OPEN[path] = note
     loaded = CX(copy).load("s", verify="full")
     assert sorted(opened) == names, f"opened: {opened}"
     np.testing.assert_array_equal(loaded.data_, Bytes(3 * C + 1).fit(None).data_)

@@ -14,32 +14,13 @@ import numpy as np
 import pytest
 
 from stepline import CX
-from stepline.base import BaseStep
-from stepline.saving import CorruptFileError, hashing
+from stepline.saving import CorruptFileError
+
+from bytes_steps import ON_OPEN, UNPICKLED, Bytes, flip
 
 BIG = (16 << 20) + 12_345  # (above hashing.MAP_MIN_BYTES; not a multiple of a page)
-UNPICKLED: list[str] = []
 _MAPS: list[tuple[int, str]] = []  # (length, the module that made it) of every mmap.mmap made while recording
 _RECORDING: list[bool] = []
-_ON_OPEN: dict[str, object] = {}
-
-
-class Bytes(BaseStep):
-    """A fitted step holding ``n`` random bytes (its own buffer file)."""
-
-    def __init__(self, n=0, name=None):
-        super().__init__(hyperparams={"n": n}, name=name)
-
-    def fit(self, data_inputs, expected_outputs=None):
-        self.data_ = np.random.default_rng(7).integers(0, 256, self.hyperparams["n"], np.uint8)
-        return self
-
-    def transform(self, data_inputs):
-        return data_inputs
-
-    def __setstate__(self, state):
-        UNPICKLED.append(state.get("name", "?"))
-        self.__dict__.update(state)
 
 
 class Two(Bytes):
@@ -54,10 +35,6 @@ class Two(Bytes):
 def _hook(event, args):
     if event == "mmap.__new__" and _RECORDING:
         _MAPS.append((args[1], os.path.basename(sys._getframe(1).f_code.co_filename)))
-    elif event == "open" and _ON_OPEN and isinstance(args[0], (str, bytes, os.PathLike)):
-        action = _ON_OPEN.pop(os.fsdecode(args[0]), None)
-        if action is not None:
-            action()
 
 
 sys.addaudithook(_hook)
@@ -69,7 +46,7 @@ def _clean():
     _MAPS.clear()
     yield
     _RECORDING.clear()
-    _ON_OPEN.clear()
+    ON_OPEN.clear()
 
 
 def _copied(tmp_path, n: int):
@@ -83,14 +60,6 @@ def _copied(tmp_path, n: int):
 def _hashed() -> list[int]:
     """The lengths of the maps stepline's hashing made (not np.memmap's)."""
     return [length for length, module in _MAPS if module == "hashing.py"]
-
-
-def _flip(path, offset: int) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 0x10]))
 
 
 @pytest.mark.parametrize("mode", ["r", "c"])
@@ -119,7 +88,7 @@ def test_a_small_buffer_and_a_loaded_copy_are_read_not_mapped_to_be_hashed(tmp_p
 def test_a_bit_flipped_in_a_big_buffer_fails_a_mapped_load_before_anything_is_unpickled(tmp_path, mode, where):
     _, folder = _copied(tmp_path, BIG)
     buffer = folder / "s" / "buffer-000.bin"
-    _flip(buffer, where)
+    flip(buffer, where)
     UNPICKLED.clear()
     with pytest.raises(CorruptFileError, match="BLAKE3 mismatch") as error:
         CX(folder).load("s", mmap_mode=mode)
@@ -132,12 +101,12 @@ def test_a_big_buffer_truncated_or_grown_between_stat_and_map_fails_a_mapped_loa
     _, folder = _copied(tmp_path, BIG)
     buffer = folder / "s" / "buffer-000.bin"
     new_size = BIG - 1 if change == "truncated" else BIG + 1
-    _ON_OPEN[os.fspath(buffer)] = lambda: os.truncate(buffer, new_size)  # after the stat, before the map
+    ON_OPEN[os.fspath(buffer)] = lambda: os.truncate(buffer, new_size)  # after the stat, before the map
     UNPICKLED.clear()  # (only what the load unpickles counts)
     with pytest.raises(CorruptFileError, match="size|truncated|grew") as error:
         CX(folder).load("s", mmap_mode="c")
     assert str(buffer) in str(error.value)
-    assert UNPICKLED == [] and not _ON_OPEN
+    assert UNPICKLED == [] and not ON_OPEN
 
 
 def test_several_big_buffers_of_one_step_are_each_hashed_through_a_map(tmp_path):

@@ -15,38 +15,28 @@ import numpy as np
 import pytest
 
 from stepline import CX, Pipeline
-from stepline.base import BaseStep
 from stepline.saving import CorruptFileError
 
+from bytes_steps import UNPICKLED, Bytes, flip
+
 N = (16 << 20) + 4099  # (a big file each: above hashing.PARALLEL_READ_MIN_BYTES)
-UNPICKLED: list[str] = []
 _OPENED: dict[str, int] = {}  # buffer file path -> the thread that opened it
 _RECORDING: list[bool] = []
-
-
-class Bytes(BaseStep):
-    """A fitted step holding ``n`` random bytes (its own buffer file)."""
-
-    def __init__(self, n=0, name=None):
-        super().__init__(hyperparams={"n": n}, name=name)
-
-    def fit(self, data_inputs, expected_outputs=None):
-        self.data_ = np.random.default_rng(len(self.name)).integers(0, 256, self.hyperparams["n"], np.uint8)
-        return self
-
-    def transform(self, data_inputs):
-        return data_inputs
-
-    def __setstate__(self, state):
-        UNPICKLED.append(state.get("name", "?"))
-        self.__dict__.update(state)
+#: A rendezvous: the first open of ``hold`` waits (at most ``WAIT_S``) for ``until`` to be
+#: opened; ``met`` notes whether it was. Verified one after the other, it never is.
+_RENDEZVOUS: dict = {}
+WAIT_S = 5.0
 
 
 def _hook(event, args):
     if event == "open" and _RECORDING and isinstance(args[0], (str, bytes, os.PathLike)):
         path = os.fsdecode(args[0])
-        if os.path.basename(path).startswith("buffer-"):
-            _OPENED.setdefault(path, threading.get_ident())
+        if os.path.basename(path).startswith("buffer-") and path not in _OPENED:
+            _OPENED[path] = threading.get_ident()
+            if path == _RENDEZVOUS.get("until"):
+                _RENDEZVOUS["opened"].set()
+            elif path == _RENDEZVOUS.get("hold"):
+                _RENDEZVOUS["met"].append(_RENDEZVOUS["opened"].wait(WAIT_S))
 
 
 sys.addaudithook(_hook)
@@ -57,6 +47,7 @@ def _clean():
     _OPENED.clear()
     yield
     _RECORDING.clear()
+    _RENDEZVOUS.clear()
 
 
 def _copied(tmp_path, steps=3):
@@ -76,14 +67,16 @@ def _buffers(folder, pipeline) -> list:
 @pytest.mark.parametrize("mmap_mode", [None, "c"])
 def test_the_big_files_of_a_copied_pipeline_are_verified_on_several_threads(tmp_path, mmap_mode):
     pipeline, folder = _copied(tmp_path)
+    buffers = [os.fspath(b) for b in _buffers(folder, pipeline)]
+    _RENDEZVOUS.update(hold=buffers[0], until=buffers[1], opened=threading.Event(), met=[])
     _RECORDING.append(True)
     loaded = CX(folder).load(pipeline.name, mmap_mode=mmap_mode)
     _RECORDING.clear()
     for ours, theirs in zip(loaded.values(), pipeline.values()):
         assert np.array_equal(ours.data_, theirs.data_)
-    buffers = [os.fspath(b) for b in _buffers(folder, pipeline)]
     assert set(buffers) <= set(_OPENED), _OPENED
-    assert len({_OPENED[b] for b in buffers}) >= 2, "every step's file was verified by one thread"
+    assert _RENDEZVOUS["met"] == [True], "the 2nd step's file was not opened while the 1st step's was verified"
+    assert len({_OPENED[b] for b in buffers}) >= 2
 
 
 @pytest.mark.parametrize("bad", [[1], [0, 2], [2]])
@@ -91,11 +84,7 @@ def test_a_bit_flipped_in_any_step_fails_the_load_before_any_step_is_unpickled(t
     pipeline, folder = _copied(tmp_path)
     buffers = _buffers(folder, pipeline)
     for index in bad:
-        with open(buffers[index], "r+b") as f:
-            f.seek(N // 3)
-            byte = f.read(1)
-            f.seek(N // 3)
-            f.write(bytes([byte[0] ^ 1]))
+        flip(buffers[index], N // 3)
     with pytest.raises(CorruptFileError, match="BLAKE3 mismatch") as error:
         CX(folder).load(pipeline.name)
     assert str(buffers[bad[0]]) in str(error.value)  # (the first bad file in the pipeline's order)

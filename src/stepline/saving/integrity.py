@@ -190,7 +190,8 @@ def verify_files(folder, files: dict, verify=True, read_into=None, alone: bool =
     to be hashed (or ``None``): the file is then read into it as it is hashed, so a loader
     need not read it again. Or :data:`~stepline.saving.hashing.BY_MAP`, for a file the
     loader will map: it is then hashed through a map of it. ``alone=False``: other steps'
-    files are verified meanwhile, on the other cores (:mod:`~stepline.saving.side_by_side`). Returns ``{name: buffer}`` of the files so read and verified,
+    files are verified meanwhile, on the other cores (:mod:`~stepline.saving.side_by_side`).
+    Returns ``{name: buffer}`` of the files so read and verified,
     and ``{name: os.stat_result}`` of the others, as checked: whoever opens one of them
     later must find that very file (:func:`~stepline.saving.safe_open.open_checked`), so
     that what is verified is what is loaded. A file hashed here is the file so stat'ed.

@@ -16,13 +16,13 @@ import contextvars
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from .hashing import PARALLEL_READ_MIN_BYTES
+from . import hashing
 from .integrity import verify_files, workers_for
 
 
 def verify_side_by_side(steps, verify, read_into, verified: set, preread: dict) -> None:
     """Verify the files of the steps ``[(folder, manifest files)]`` about to be loaded, side
-    by side, where two or more hold big files and none was verified yet; note each folder
+    by side, where two or more not verified yet hold big files; note each folder
     so verified in ``verified`` and what was read for it in ``preread[folder]``
     (see :func:`~stepline.saving.integrity.verify_files`). Others are left to their load."""
     big = [(folder, files) for folder, files in steps if folder not in verified and _big(files)]
@@ -41,8 +41,9 @@ def verify_side_by_side(steps, verify, read_into, verified: set, preread: dict) 
 
 
 def _big(files) -> bool:
-    """Whether the records ``files`` (not yet checked: anything) claim a big file."""
+    """Whether the records ``files`` (not yet checked: anything) claim a big file (read at
+    call time: a by-value import would freeze whatever the setting was when first imported)."""
     if not isinstance(files, dict):
         return False
-    return any(isinstance(r, dict) and type(r.get("size")) is int and r["size"] >= PARALLEL_READ_MIN_BYTES
-               for r in files.values())
+    least = hashing.PARALLEL_READ_MIN_BYTES
+    return any(isinstance(r, dict) and type(r.get("size")) is int and r["size"] >= least for r in files.values())
