@@ -497,6 +497,8 @@ def _print_copied_targets(t: dict) -> None:
         print(f"    copied-dump load, mmap_mode='c' / np.load = {mapped / warm:.2f}; / {COPY_PEER} = "
               f"{mapped / same:.2f} (every byte hashed; arrays copy-on-write maps of the page cache)")
         print(f"    {COPY_PEER} / np.load = {same / warm:.2f} (what a fresh copy costs np.load itself)")
+        print(f"    {MEMORY_PEER} / np.load = {memory / warm:.2f} (no file at all: the floor of any load "
+              f"into fresh memory in this state)")
     for (label, state), values in FIRST_AFTER_COPY.items():
         print(f"    each run, {state}: {label:<52} {', '.join(fmt_seconds(v).strip() for v in values)}")
 
